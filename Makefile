@@ -1,0 +1,37 @@
+# The two commands: `make run` (the main job) and `make test`. Each sets itself up on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench setup build clean
+
+$(STAMP): pyproject.toml setup.py $(wildcard */*.pyx)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Rebuild the Cython parts in place (pip -e builds them once; this picks up .pyx edits).
+build: $(STAMP)
+	$(BIN)/python setup.py build_ext --inplace --quiet
+
+run: $(STAMP) build
+	$(BIN)/rtbfleet demo
+
+test: $(STAMP) build
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP) build
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	find . -name '*.so' -path './fleet/*' -delete

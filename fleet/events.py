@@ -1,0 +1,166 @@
+"""The event schema: what happens to a transaction, as msgpack on the event bus.
+
+Every event carries the transaction id (the bid request id as we saw it, made unique per bidder),
+a timestamp (seconds since the epoch), campaign and creative ids where there are any, and money in
+integer micros. Bid events carry the features the model scored, so that the learner can join the
+outcome to exactly what the bidder saw.
+
+Topics are ``ev.<partition>.<type>`` with a fixed-width partition (``ev.0007.bid``) so that a
+prefix subscription to ``ev.0007.`` is exact. The partition is a stable hash of the transaction
+id, so subscribing to k of P partitions is a consistent k/P sample of whole transactions.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import mmh3
+import msgspec
+
+EVENT_TOPIC_PREFIX: Final = "ev."
+PARTITION_WIDTH: Final = 4
+DEFAULT_PARTITIONS: Final = 64
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    txid: str
+    ts: float
+
+
+class AuctionEvent(Event, tag="auction"):
+    """One bid request and what we answered."""
+
+    bidder_id: str
+    exchange: str
+    imps: int
+    outcome: str  # "bid" | "nobid" | "shed" | "invalid"
+    nbr: int | None = None  # OpenRTB no-bid reason when outcome != "bid"
+    reason: str = ""  # our own finer reason (a filter name, "no_candidates", ...)
+    candidates: int = 0
+    latency_us: int = 0
+    auction_type: int = 2
+    country: str = ""
+    os: str = ""
+    device_type: int = 0
+    app_bundle: str = ""
+    site_domain: str = ""
+
+
+class BidEvent(Event, tag="bid"):
+    """A bid we sent: the features scored and the prices, for the learner and the pacer."""
+
+    imp_id: str
+    campaign_id: int
+    creative_id: int
+    bid_cpm_micros: int
+    floor_cpm_micros: int
+    value_cpm_micros: int  # what the impression was worth to us
+    p_click: float
+    p_install: float
+    auction_type: int
+    features: list[str] = msgspec.field(default_factory=list)
+    deal_id: str = ""
+    model_version: int = 0
+
+
+class WinEvent(Event, tag="win"):
+    campaign_id: int
+    creative_id: int
+    bid_cpm_micros: int
+    clear_cpm_micros: int  # the clearing price the exchange reported
+
+
+class LossEvent(Event, tag="loss"):
+    campaign_id: int
+    creative_id: int
+    bid_cpm_micros: int
+    loss_reason: int = 0  # OpenRTB loss reason code
+    clear_cpm_micros: int = 0  # the winning price when the exchange tells it, else 0
+
+
+class BillingEvent(Event, tag="billing"):
+    """The exchange billed us: cost of this one impression is ``clear_cpm_micros // 1000``."""
+
+    campaign_id: int
+    creative_id: int
+    clear_cpm_micros: int
+    cost_micros: int
+
+
+class ImpressionEvent(Event, tag="impression"):
+    campaign_id: int
+    creative_id: int
+
+
+class ClickEvent(Event, tag="click"):
+    campaign_id: int
+    creative_id: int
+
+
+class InstallEvent(Event, tag="install"):
+    campaign_id: int
+    creative_id: int
+    partner: str = ""
+
+
+class InAppEvent(Event, tag="inapp"):
+    campaign_id: int
+    creative_id: int
+    name: str
+    revenue_micros: int = 0
+    partner: str = ""
+
+
+AnyEvent = (
+    AuctionEvent
+    | BidEvent
+    | WinEvent
+    | LossEvent
+    | BillingEvent
+    | ImpressionEvent
+    | ClickEvent
+    | InstallEvent
+    | InAppEvent
+)
+
+EVENT_TYPES: Final = (
+    "auction",
+    "bid",
+    "win",
+    "loss",
+    "billing",
+    "impression",
+    "click",
+    "install",
+    "inapp",
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(AnyEvent)
+
+
+def encode(event: AnyEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> AnyEvent:
+    """Raises ``msgspec.DecodeError`` (a ``ValueError``) on bytes that are not an event."""
+    return _decoder.decode(data)
+
+
+def event_type(event: AnyEvent) -> str:
+    return type(event).__struct_config__.tag  # type: ignore[return-value]
+
+
+def partition_of(txid: str, partitions: int = DEFAULT_PARTITIONS) -> int:
+    """Stable across processes and hosts (MurmurHash3), unlike ``hash()``."""
+    return int(mmh3.hash(txid, 0, signed=False)) % partitions
+
+
+def partition_prefix(partition: int) -> str:
+    """The exact subscription prefix of one partition: ``ev.0007.``."""
+    return f"{EVENT_TOPIC_PREFIX}{partition:0{PARTITION_WIDTH}d}."
+
+
+def topic_for(event: AnyEvent, partitions: int = DEFAULT_PARTITIONS) -> str:
+    return partition_prefix(partition_of(event.txid, partitions)) + event_type(event)

@@ -1,0 +1,13 @@
+"""Build the Cython extensions; everything else is declared in pyproject.toml."""
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+extensions = [
+    Extension("fleet._features", ["fleet/_features.pyx"], include_dirs=[numpy.get_include()]),
+]
+
+setup(
+    ext_modules=cythonize(extensions, language_level=3, compiler_directives={"boundscheck": False, "wraparound": False}),
+)
