@@ -1,10 +1,10 @@
 """The kernel's exception tree.
 
-    FleetError
-    ├── SettingsError        bad configuration: one line naming the variable and the reason
-    ├── ConfigValidationError a campaign file or row that cannot be accepted (bad input)
-    ├── DatabaseError        Postgres could not be started, reached or migrated (upstream)
-    └── BusError             a ZMQ endpoint could not be bound or connected (upstream)
+FleetError
+├── SettingsError        bad configuration: one line naming the variable and the reason
+├── ConfigValidationError a campaign file or row that cannot be accepted (bad input)
+├── DatabaseError        Postgres could not be started, reached or migrated (upstream)
+└── BusError             a ZMQ endpoint could not be bound or connected (upstream)
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     ts: float
 
 
-class AuctionEvent(Event, tag="auction"):
+class AuctionEvent(Event, tag="auction", frozen=True, kw_only=True):
     """One bid request and what we answered."""
 
     bidder_id: str
@@ -46,7 +46,7 @@ class AuctionEvent(Event, tag="auction"):
     site_domain: str = ""
 
 
-class BidEvent(Event, tag="bid"):
+class BidEvent(Event, tag="bid", frozen=True, kw_only=True):
     """A bid we sent: the features scored and the prices, for the learner and the pacer."""
 
     imp_id: str
@@ -63,14 +63,14 @@ class BidEvent(Event, tag="bid"):
     model_version: int = 0
 
 
-class WinEvent(Event, tag="win"):
+class WinEvent(Event, tag="win", frozen=True, kw_only=True):
     campaign_id: int
     creative_id: int
     bid_cpm_micros: int
     clear_cpm_micros: int  # the clearing price the exchange reported
 
 
-class LossEvent(Event, tag="loss"):
+class LossEvent(Event, tag="loss", frozen=True, kw_only=True):
     campaign_id: int
     creative_id: int
     bid_cpm_micros: int
@@ -78,7 +78,7 @@ class LossEvent(Event, tag="loss"):
     clear_cpm_micros: int = 0  # the winning price when the exchange tells it, else 0
 
 
-class BillingEvent(Event, tag="billing"):
+class BillingEvent(Event, tag="billing", frozen=True, kw_only=True):
     """The exchange billed us: cost of this one impression is ``clear_cpm_micros // 1000``."""
 
     campaign_id: int
@@ -87,23 +87,23 @@ class BillingEvent(Event, tag="billing"):
     cost_micros: int
 
 
-class ImpressionEvent(Event, tag="impression"):
+class ImpressionEvent(Event, tag="impression", frozen=True, kw_only=True):
     campaign_id: int
     creative_id: int
 
 
-class ClickEvent(Event, tag="click"):
+class ClickEvent(Event, tag="click", frozen=True, kw_only=True):
     campaign_id: int
     creative_id: int
 
 
-class InstallEvent(Event, tag="install"):
+class InstallEvent(Event, tag="install", frozen=True, kw_only=True):
     campaign_id: int
     creative_id: int
     partner: str = ""
 
 
-class InAppEvent(Event, tag="inapp"):
+class InAppEvent(Event, tag="inapp", frozen=True, kw_only=True):
     campaign_id: int
     creative_id: int
     name: str
@@ -145,7 +145,8 @@ def encode(event: AnyEvent) -> bytes:
 
 def decode(data: bytes) -> AnyEvent:
     """Raises ``msgspec.DecodeError`` (a ``ValueError``) on bytes that are not an event."""
-    return _decoder.decode(data)
+    event: AnyEvent = _decoder.decode(data)
+    return event
 
 
 def event_type(event: AnyEvent) -> str:

@@ -40,9 +40,16 @@ def impression_cost_micros(cpm_micros: int) -> int:
     return cpm_micros // 1000
 
 
-def format_micros(micros: int, currency: str = "") -> str:
+def decimal_string(micros: int) -> str:
+    """Exact decimal text of an amount ("12.5", "3.0"): what parse_amount reads back."""
     sign = "-" if micros < 0 else ""
     whole, frac = divmod(abs(micros), MICROS_PER_UNIT)
-    text = f"{sign}{whole:,}.{frac:06d}".rstrip("0")
-    text = text + "0" if text.endswith(".") else text
-    return f"{text} {currency}".strip()
+    return f"{sign}{whole}.{f'{frac:06d}'.rstrip('0') or '0'}"
+
+
+def format_micros(micros: int, currency: str = "") -> str:
+    """For people: thousands separators, two decimals at least ("1,250.50 USD")."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), MICROS_PER_UNIT)
+    digits = f"{frac:06d}".rstrip("0").ljust(2, "0")
+    return f"{sign}{whole:,}.{digits} {currency}".strip()
