@@ -1,0 +1,86 @@
+"""What every bus socket shares: options, opening, errors and Prometheus counters."""
+
+from __future__ import annotations
+
+import weakref
+
+import zmq
+from prometheus_client import CollectorRegistry, Counter
+
+from fleet.errors import BusError
+
+ZMTP_HEARTBEAT_MS = 2_000  # transport keep-alive: dead peers are disconnected, not queued for
+ZMTP_TIMEOUT_MS = 10_000
+
+
+class BusClosedError(BusError):
+    """The caller used a publisher or subscriber after ``close()``."""
+
+
+def configure_socket(sock: zmq.Socket[bytes], hwm: int) -> None:
+    """High-water marks and transport heartbeats every bus socket (and the proxy) uses."""
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, ZMTP_HEARTBEAT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ZMTP_TIMEOUT_MS)
+    sock.setsockopt(zmq.LINGER, 0)
+
+
+def open_socket(sock: zmq.Socket[bytes], endpoint: str, bind: bool) -> None:
+    """Bind or connect; on failure close the socket and raise BusError naming the endpoint."""
+    try:
+        if bind:
+            sock.bind(endpoint)
+        else:
+            sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        verb = "bind" if bind else "connect to"
+        raise BusError(f"cannot {verb} {endpoint}: {exc}") from exc
+
+
+class BusMetrics:
+    """Prometheus counters of the bus, labelled by endpoint."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, ["endpoint"], registry=registry)
+
+        self.sent_messages = counter("fleet_bus_sent_messages_total", "Bus messages sent")
+        self.sent_payloads = counter("fleet_bus_sent_payloads_total", "Payloads sent in them")
+        self.dropped_payloads = counter(
+            "fleet_bus_dropped_payloads_total",
+            "Payloads dropped at the publisher (high-water mark)",
+        )
+        self.heartbeats = counter("fleet_bus_heartbeats_total", "Heartbeats sent")
+        self.received_messages = counter("fleet_bus_received_messages_total", "Messages received")
+        self.received_payloads = counter("fleet_bus_received_payloads_total", "Payloads received")
+        self.gaps = counter("fleet_bus_sequence_gaps_total", "Sequence gaps seen by subscribers")
+        self.missed_payloads = counter(
+            "fleet_bus_missed_payloads_total", "Payloads lost in sequence gaps"
+        )
+        self.silent = counter(
+            "fleet_bus_silent_publishers_total", "Publishers that fell silent past the timeout"
+        )
+        self.restarts = counter(
+            "fleet_bus_publisher_restarts_total", "Publishers seen again with a new incarnation"
+        )
+        self.invalid = counter(
+            "fleet_bus_invalid_messages_total", "Messages that were not in the bus wire format"
+        )
+
+
+_metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, BusMetrics] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def metrics_for(registry: CollectorRegistry | None) -> BusMetrics:
+    """One set of counters per registry, shared by every publisher and subscriber using it
+    (a registry refuses the same metric name twice)."""
+    if registry is None:
+        return BusMetrics(None)
+    metrics = _metrics_by_registry.get(registry)
+    if metrics is None:
+        metrics = _metrics_by_registry[registry] = BusMetrics(registry)
+    return metrics
