@@ -7,6 +7,7 @@
     rtbfleet campaigns list           the campaigns in the config database
     rtbfleet campaigns generate -n N  a realistic synthetic portfolio (YAML on stdout)
     rtbfleet proxy --in EP --out EP   one XSUB/XPUB bus proxy
+    rtbfleet run SERVICE [ARGS]       one service in the foreground (a container's command)
     rtbfleet settings                 every RTBFLEET_* variable with its value
 
 Errors are one line on stderr and a non-zero exit status; nothing is half written.
@@ -195,9 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--load", action="store_true", help="load into the config database")
     gen.set_defaults(handler=cmd_campaigns_generate)
 
-    proxy = sub.add_parser("proxy", help="run one XSUB/XPUB bus proxy")
-    proxy.add_argument("rest", nargs=argparse.REMAINDER)
-    proxy.set_defaults(handler=None, sync_handler=_proxy)
+    # `proxy` and `run` hand their own arguments on untouched (see main()).
+    sub.add_parser("proxy", help="run one XSUB/XPUB bus proxy (--in EP --out EP)", add_help=False)
+
+    run = sub.add_parser("run", help="run one service in the foreground (bidder, cache, ...)")
+    run.add_argument("service", choices=SERVICE_PACKAGES)
 
     sub.add_parser("settings", help="every RTBFLEET_* variable").set_defaults(
         handler=None, sync_handler=cmd_settings
@@ -212,15 +215,35 @@ def _missing(reason: str) -> Callable[[FleetSettings, argparse.Namespace], int]:
     return handler
 
 
-def _proxy(settings: FleetSettings, args: argparse.Namespace) -> int:
-    from fleet.proxy import proxy_main
+SERVICE_PACKAGES = ("bidder", "cache", "pacing", "tracker", "bidlogger", "learner")
 
-    return int(proxy_main(list(args.rest)))
+
+def _run_service(service: str, rest: list[str]) -> int:
+    import importlib.util
+    import os
+
+    if service not in SERVICE_PACKAGES:
+        print(
+            f"rtbfleet: unknown service {service!r} ({', '.join(SERVICE_PACKAGES)})",
+            file=sys.stderr,
+        )
+        return 2
+    if importlib.util.find_spec(f"{service}.__main__") is None:
+        print(f"rtbfleet: the {service} service is not part of this build", file=sys.stderr)
+        return 2
+    os.execv(sys.executable, [sys.executable, "-m", service, *rest])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["proxy"]:
+        from fleet.proxy import proxy_main
+
+        return int(proxy_main(words[1:]))
+    if words[:1] == ["run"] and len(words) >= 2:
+        return _run_service(words[1], words[2:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     try:
         settings = load(FleetSettings)
         # One-shot commands print their result; only long-running ones log at INFO.
