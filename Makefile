@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint bench setup build clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard */*.pyx)
+$(STAMP): pyproject.toml setup.py $(wildcard */*.pyx) $(wildcard */__init__.py)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet -e '.[dev]'

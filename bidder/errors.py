@@ -1,0 +1,33 @@
+"""The bidder's exception tree.
+
+    BidderError
+    ├── BadRequest          the exchange sent something we cannot bid on (bad input, HTTP 400)
+    ├── DeadlineExceeded    the auction deadline passed before an answer was ready
+    └── ModelFormatError    compiled model bytes that cannot be loaded (upstream: the learner)
+
+Only handlers map these to HTTP statuses; ``Pipeline.handle`` never lets one escape.
+"""
+
+from __future__ import annotations
+
+
+class BidderError(Exception):
+    """Base of every error raised by bidder/."""
+
+
+class BadRequest(BidderError):
+    """Bad input: ``reason`` is short and names the field path (``imp[1].id: duplicate``)."""
+
+    status = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DeadlineExceeded(BidderError):
+    """The answer would be late; the only safe reply is none (or a fast no-bid)."""
+
+
+class ModelFormatError(BidderError):
+    """Model bytes with a wrong magic, size, checksum or non-finite weights."""

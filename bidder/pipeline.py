@@ -1,0 +1,650 @@
+"""The bid path: a chain of small stages over one context object, deadline checked between them.
+
+    decode -> deadline -> traffic filters -> privacy -> candidates (targeting index)
+      -> per candidate: deal floor, max price, frequency caps, creative (Thompson sampling)
+      -> score (one batch per imp) -> price -> pacing gate -> internal auction -> response
+
+``Pipeline.handle`` never raises and never answers after the deadline: past it the answer is a
+no-bid with outcome "late" (which the service does not send). Only L1 data is read on this path:
+a frequency counter that is not in memory yet (``None``) skips the capped campaign instead of
+waiting.
+
+The gate is asked once per priced candidate, before the internal auction, with the price in the
+campaign's currency and ``now`` = wall-clock seconds; it must not reserve spend, because most
+candidates lose the internal auction: spend in flight is what ``Answer.bids`` reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from bidder import auction, response
+from bidder.auction import Offer, auction_weight
+from bidder.creative import CreativePerformance, choose_creative
+from bidder.errors import BadRequest
+from bidder.filters import DEFAULT_CRAWLER_PATTERNS, Nbr, TrafficFilter
+from bidder.openrtb import BidRequest, Imp, decode_request
+from bidder.pricing import MarketPriceModel, Priced, Shader, floor_micros, market_params, price
+from bidder.privacy import ConsentCache, Privacy, decide
+from bidder.response import Answer, BidSummary
+from bidder.scoring import (
+    FeatureRow,
+    Model,
+    cross_prefixes,
+    crosses,
+    inventory_key,
+    predict_all,
+    request_features,
+    static_features,
+    value_cpm_micros,
+)
+from bidder.targeting import Candidate, RequestView, TargetingIndex, request_view
+from fleet.config import Campaign, ConfigSnapshot, Creative
+from fleet.events import AnyEvent, AuctionEvent
+from fleet.signing import Signer
+
+__all__ = ["Answer", "BidSummary", "FrequencyReader", "Pipeline", "PipelineSettings", "SpendGate"]
+
+log = logging.getLogger("bidder.pipeline")
+
+# Reasons a candidate drops out, in pipeline order: the later wins a tie.
+_DROP_ORDER: Final = (
+    "currency",
+    "floor",
+    "privacy",
+    "no_user",
+    "freq_unknown",
+    "freq_cap",
+    "low_value",
+    "paced",
+)
+_NBR: Final = {
+    "crawler": Nbr.WEB_SPIDER,
+    "datacenter": Nbr.DATACENTER_IP,
+    "blocked_publisher": Nbr.BLOCKED_PUBLISHER,
+    "schain": Nbr.INCOMPLETE_SCHAIN,
+    "deadline": Nbr.INSUFFICIENT_TIME,
+    "no_user": Nbr.UNMATCHED_USER,
+    "not_ready": Nbr.TECHNICAL,
+    "internal": Nbr.TECHNICAL,
+}
+_ZERO_IFA: Final = frozenset({"", "00000000-0000-0000-0000-000000000000"})
+_MAX_REMEMBERED: Final = 200_000
+_ERROR_LOG_INTERVAL_S: Final = 10.0
+
+
+class SpendGate(Protocol):
+    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool: ...
+
+
+class FrequencyReader(Protocol):
+    def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
+        """Impressions of the campaign seen by the user in the period; None when not known
+        yet (an L1 miss: the reader fetches it in the background)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Plain knobs; the service builds them from its environment settings."""
+
+    bidder_id: str = "bidder-0"
+    seat: str = ""  # our seat id at the exchanges (checked against deal wseat)
+    currency: str = "USD"  # the bidding currency
+    tmax_default_ms: int = 100
+    tmax_cap_ms: int = 250
+    network_allowance_ms: int = 15
+    margin: float = 0.2  # second price: bid = value * (1 - margin)
+    min_bid_cpm_micros: int = 10_000
+    vendor_id: int = 0  # our IAB TCF vendor id (GDPR)
+    crawler_ua_patterns: tuple[str, ...] = DEFAULT_CRAWLER_PATTERNS
+    datacenter_cidrs: tuple[str, ...] = ()
+    blocked_publishers: tuple[str, ...] = ()  # publisher ids, site domains or app bundles
+    reject_incomplete_schain: bool = False
+    tracker_base_url: str = "http://127.0.0.1:8090"
+    signing_key: bytes = b""  # required: at least 16 bytes
+    notice_ttl_s: int = 86400
+    nobid_body: bool = False  # False: 204 without a body; True: 200 with {"id", "nbr"}
+    use_nurl: bool = False  # adm inline (default) or nurl-only (the tracker serves the markup)
+
+    def validate(self) -> None:
+        if len(self.signing_key) < 16:
+            raise ValueError("signing_key must be at least 16 bytes")
+        if not 0.0 <= self.margin < 1.0:
+            raise ValueError("margin must be in [0, 1)")
+        if self.tmax_cap_ms <= 0 or self.tmax_default_ms <= 0 or self.network_allowance_ms < 0:
+            raise ValueError("tmax_default_ms and tmax_cap_ms must be > 0, the allowance >= 0")
+        if len(self.currency) != 3 or not self.currency.isupper():
+            raise ValueError("currency must be an ISO-4217 code such as USD")
+
+
+@dataclass(slots=True)
+class _Context:
+    """Everything one request accumulates on its way through the stages."""
+
+    req: BidRequest
+    deadline: float
+    clock: Callable[[], float]
+    wallclock: float
+    exchange: str
+    view: RequestView = field(default_factory=RequestView)
+    privacy: Privacy | None = None
+    user_key: str | None = None
+    candidates: int = 0
+    drops: Counter[str] = field(default_factory=Counter)
+
+    def late(self) -> bool:
+        return self.clock() >= self.deadline
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A snapshot made ready for the bid path: the index and, by creative position, the
+    static features and cross prefixes."""
+
+    index: TargetingIndex
+    statics: list[tuple[str, ...]]
+    prefixes: list[tuple[str, ...]]
+
+
+class _ImpOffers:
+    """The priced candidates of one imp, column by column; an Offer is built for winners only."""
+
+    __slots__ = ("_data", "campaign_ids", "imp", "rows", "shared", "weights")
+
+    def __init__(self, imp: Imp) -> None:
+        self.imp = imp
+        self.campaign_ids: list[int] = []
+        self.weights: list[float] = []
+        self.rows: list[FeatureRow] = []
+        self.shared: list[str] = []
+        self._data: list[tuple[Candidate, Creative, int, int, int, Priced, float, float, str]] = []
+
+    def add(
+        self,
+        cand: Candidate,
+        creative: Creative,
+        floor: int,
+        auction_type: int,
+        value: int,
+        priced: Priced,
+        p_click: float,
+        p_install: float,
+        row: FeatureRow,
+        segment: str,
+    ) -> None:
+        self.campaign_ids.append(cand.entry.campaign.id)
+        self.weights.append(auction_weight(priced.p_win, value, priced.price))
+        self.rows.append(row)
+        self._data.append(
+            (cand, creative, floor, auction_type, value, priced, p_click, p_install, segment)
+        )
+
+    def offer(self, k: int) -> Offer:
+        cand, creative, floor, auction_type, value, priced, p_click, p_install, segment = (
+            self._data[k]
+        )
+        return Offer(
+            imp=self.imp,
+            entry=cand.entry,
+            creative=creative,
+            price=priced.price,
+            value=value,
+            floor=floor,
+            p_win=priced.p_win,
+            p_click=p_click,
+            p_install=p_install,
+            auction_type=auction_type,
+            deal=cand.deal,
+            features=[*self.shared, *self.rows[k].all()],
+            segment=segment,
+        )
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        *,
+        gate: SpendGate,
+        frequency: FrequencyReader,
+        model: Model,
+        market: MarketPriceModel,
+        performance: CreativePerformance,
+        rng: random.Random,
+    ) -> None:
+        settings.validate()
+        self.settings = settings
+        self._gate = gate
+        self._frequency = frequency
+        self._model = model
+        self._market = market
+        self._performance = performance
+        self._rng = rng
+        self._filter = TrafficFilter(
+            settings.crawler_ua_patterns,
+            settings.datacenter_cidrs,
+            settings.blocked_publishers,
+            settings.reject_incomplete_schain,
+        )
+        self._consent = ConsentCache()
+        self._compiled: _Compiled | None = None
+        self._shader = Shader()
+        self._signer = Signer(settings.signing_key)
+        self._bids: dict[str, tuple[str, int, int]] = {}  # txid -> (segment, bid, auction type)
+        self._last_error_log = float("-inf")
+
+    # -- configuration (off the hot path) -------------------------------------------------------
+
+    def set_snapshot(self, snapshot: ConfigSnapshot) -> None:
+        """Build the targeting index (and feature tables) for ``snapshot``, then swap it in."""
+        index = TargetingIndex(snapshot, self.settings.currency)
+        statics: list[tuple[str, ...]] = []
+        prefixes: list[tuple[str, ...]] = []
+        for e in index.entries:
+            for cr in e.creatives:
+                statics.append(static_features(e.campaign, cr))
+                prefixes.append(cross_prefixes(e.campaign, cr))
+        self._compiled = _Compiled(index, statics, prefixes)
+
+    def set_model(self, model: Model) -> None:
+        self._model = model
+
+    @property
+    def ready(self) -> bool:
+        return self._compiled is not None
+
+    @property
+    def index(self) -> TargetingIndex | None:
+        return self._compiled.index if self._compiled is not None else None
+
+    # -- market feedback ------------------------------------------------------------------------
+
+    def observe(self, txid: str, *, won: bool, price_cpm_micros: int = 0) -> bool:
+        """Feed a win or loss of one of our recent bids to the market model. ``price`` is the
+        clearing price on a win, the winning price on a loss when the exchange tells it (else
+        0). False when the bid is not remembered (another process's, or too old)."""
+        known = self._bids.pop(txid, None)
+        if known is None:
+            return False
+        segment, bid, auction_type = known
+        if won:
+            exact = auction_type != 1 and price_cpm_micros > 0
+            self._market.observe_win(segment, price_cpm_micros if exact else bid, exact)
+        elif price_cpm_micros > bid:
+            self._market.observe_win(segment, price_cpm_micros, True)
+        else:
+            self._market.observe_loss(segment, bid)
+        return True
+
+    # -- the bid path ---------------------------------------------------------------------------
+
+    def handle(
+        self,
+        body: bytes,
+        *,
+        arrival: float,
+        clock: Callable[[], float],
+        wallclock: float,
+        remote_ip: str = "",
+        user_agent_header: str = "",
+        exchange: str = "",
+    ) -> Answer:
+        """Answer one bid request (``body`` already gunzipped). Never raises.
+
+        ``remote_ip`` and ``user_agent_header`` belong to the exchange's server, not the user:
+        the filters read ``device.ip`` and ``device.ua``; they are accepted for the service's
+        own use (exchange allow lists, logs)."""
+        try:
+            return self._handle(body, arrival, clock, wallclock, exchange)
+        except Exception:  # a defect: answer a no-bid rather than a 5xx, log now and then
+            now = clock()
+            if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
+                self._last_error_log = now
+                log.exception("internal error on the bid path (logged at most every 10 s)")
+            return response.no_bid(
+                self.settings, request_id=None, nbr=Nbr.TECHNICAL, reason="internal"
+            )
+
+    def _handle(
+        self,
+        body: bytes,
+        arrival: float,
+        clock: Callable[[], float],
+        wallclock: float,
+        exchange: str,
+    ) -> Answer:
+        s = self.settings
+        try:
+            req = decode_request(body)
+        except BadRequest as exc:
+            event = self._auction_event(
+                None,
+                wallclock,
+                exchange,
+                "invalid",
+                Nbr.INVALID_REQUEST,
+                "invalid",
+                0,
+                arrival,
+                clock,
+            )
+            return response.invalid(exc.reason, Nbr.INVALID_REQUEST, [event])
+        tmax = req.tmax if req.tmax is not None and req.tmax > 0 else s.tmax_default_ms
+        budget_ms = min(tmax, s.tmax_cap_ms) - s.network_allowance_ms
+        ctx = _Context(req, arrival + budget_ms / 1000.0, clock, wallclock, exchange)
+        if ctx.late():
+            return self._no_bid(ctx, "deadline", arrival)
+        compiled = self._compiled
+        if compiled is None:
+            return self._no_bid(ctx, "not_ready", arrival)
+        index = compiled.index
+        if req.cur and s.currency not in {c.strip().upper() for c in req.cur}:
+            return self._no_bid(ctx, "currency", arrival)
+        rejection = self._filter.check(req)
+        if rejection is not None:
+            return self._no_bid(ctx, rejection.reason, arrival, rejection.nbr)
+        ctx.privacy = decide(req, s.vendor_id, self._consent)
+        ctx.view = request_view(
+            req, personalize=ctx.privacy.personalize, wallclock=wallclock, exchange=exchange
+        )
+        ctx.user_key = _user_key(req, exchange) if ctx.privacy.user_key else None
+        request_mask = index.request_mask(ctx.view, wallclock)
+        creative_mask = index.all_creatives & ~index.blocked_creatives(req)
+        per_imp: list[_ImpOffers] = []
+        for imp in req.imp:
+            if ctx.late():
+                return self._no_bid(ctx, "deadline", arrival)
+            floor = floor_micros(imp.bidfloor, imp.bidfloorcur, s.currency, index.fx)
+            if floor is None:
+                ctx.drops["currency"] += 1
+                continue
+            candidates = index.candidates(imp, request_mask, creative_mask, s.seat)
+            ctx.candidates += len(candidates)
+            if candidates:
+                per_imp.append(self._offers(ctx, compiled, imp, floor, candidates))
+        if ctx.late():
+            return self._no_bid(ctx, "deadline", arrival)
+        choices = auction.run([(o.campaign_ids, o.weights) for o in per_imp], self._rng)
+        winners = [o.offer(k) for o, k in zip(per_imp, choices, strict=True) if k is not None]
+        if not winners:
+            return self._no_bid(ctx, _drop_reason(ctx), arrival)
+        answer = self._bid_answer(ctx, winners, arrival)
+        if ctx.late():
+            for b in answer.bids:
+                self._bids.pop(b.txid, None)
+            return self._no_bid(ctx, "deadline", arrival)
+        return answer
+
+    def _offers(
+        self,
+        ctx: _Context,
+        compiled: _Compiled,
+        imp: Imp,
+        imp_floor: int,
+        candidates: list[Candidate],
+    ) -> _ImpOffers:
+        s, req, drops, rng = self.settings, ctx.req, ctx.drops, self._rng
+        index = compiled.index
+        creatives = index.creatives
+        out = _ImpOffers(imp)
+        chosen: list[tuple[Candidate, int, int, int]] = []
+        for cand in candidates:
+            e = cand.entry
+            floor, auction_type = imp_floor, req.at
+            if cand.deal is not None:
+                deal = cand.deal
+                if deal.bidfloor > 0:
+                    deal_floor = floor_micros(deal.bidfloor, deal.bidfloorcur, s.currency, index.fx)
+                    if deal_floor is None:
+                        drops["currency"] += 1
+                        continue
+                    floor = deal_floor
+                if deal.at is not None:
+                    auction_type = deal.at
+            if e.max_bid_micros < floor:
+                drops["floor"] += 1
+                continue
+            if e.campaign.frequency_caps:
+                why = self._capped(ctx, e.campaign)
+                if why:
+                    drops[why] += 1
+                    continue
+            positions = cand.positions
+            if len(positions) == 1:
+                pos = positions[0]
+            else:
+                options = [creatives[j] for j in positions]
+                pos = positions[options.index(choose_creative(options, self._performance, rng))]
+            chosen.append((cand, pos, floor, auction_type))
+        if not chosen:
+            return out
+        view = ctx.view
+        inv = inventory_key(view)
+        statics, prefixes = compiled.statics, compiled.prefixes
+        shared = request_features(view, imp)
+        rows = [
+            FeatureRow(statics[pos], crosses(prefixes[pos], view, inv)) for _, pos, _, _ in chosen
+        ]
+        predictions = predict_all(self._model, shared, rows)
+        market, shader = self._market, self._shader
+        margin, min_bid, gate, wallclock = s.margin, s.min_bid_cpm_micros, self._gate, ctx.wallclock
+        segments: dict[int, tuple[str, tuple[float, float] | None]] = {}
+        for (cand, pos, floor, auction_type), row, (p_click, p_install) in zip(
+            chosen, rows, predictions, strict=True
+        ):
+            e = cand.entry
+            campaign = e.campaign
+            value = value_cpm_micros(campaign.goal_type, e.goal_price_micros, p_click, p_install)
+            seg = segments.get(auction_type)
+            if seg is None:
+                name = market_segment(view, imp, auction_type)
+                seg = segments[auction_type] = (name, market_params(market, name))
+            priced = price(
+                value,
+                floor,
+                e.max_bid_micros,
+                auction_type,
+                margin,
+                min_bid,
+                market,
+                seg[0],
+                seg[1],
+                shader,
+            )
+            if not isinstance(priced, Priced):
+                drops[priced] += 1
+                continue
+            if not gate.allow(campaign, e.to_campaign_currency(priced.price), wallclock):
+                drops["paced"] += 1
+                continue
+            out.add(
+                cand,
+                creatives[pos],
+                floor,
+                auction_type,
+                value,
+                priced,
+                p_click,
+                p_install,
+                row,
+                seg[0],
+            )
+        out.shared = shared
+        return out
+
+    def _capped(self, ctx: _Context, campaign: Campaign) -> str:
+        """Why a campaign with frequency caps cannot bid ("" when it can)."""
+        privacy = ctx.privacy
+        if privacy is None or not privacy.user_key:
+            return "privacy"
+        if ctx.user_key is None:
+            return "no_user"
+        for cap in campaign.frequency_caps:
+            seen = self._frequency.impressions(ctx.user_key, campaign.id, cap.period_seconds)
+            if seen is None:
+                return "freq_unknown"
+            if seen >= cap.max_impressions:
+                return "freq_cap"
+        return ""
+
+    def _bid_answer(self, ctx: _Context, winners: list[Offer], arrival: float) -> Answer:
+        s, req = self.settings, ctx.req
+        bids = []
+        events: list[AnyEvent] = []
+        summaries = []
+        model_version = self._model.version
+        for offer in winners:
+            txid = response.txid_for(req.id, offer.imp.id, s.bidder_id)
+            bids.append(response.build_bid(offer, txid, s, ctx.wallclock, self._signer))
+            events.append(response.bid_event(offer, txid, ctx.wallclock, model_version))
+            summaries.append(response.summary(offer, txid))
+            self._remember(txid, offer.segment, offer.price, offer.auction_type)
+        body = response.bid_body(req.id, bids, s)
+        events.insert(
+            0,
+            self._auction_event(
+                ctx,
+                ctx.wallclock,
+                ctx.exchange,
+                "bid",
+                None,
+                "",
+                ctx.candidates,
+                arrival,
+                ctx.clock,
+            ),
+        )
+        return Answer(
+            status=200,
+            body=body,
+            outcome="bid",
+            nbr=None,
+            reason="bid",
+            candidates=ctx.candidates,
+            bids=summaries,
+            events=events,
+            request_id=req.id,
+        )
+
+    def _remember(self, txid: str, segment: str, bid: int, auction_type: int) -> None:
+        bids = self._bids
+        if len(bids) >= _MAX_REMEMBERED:
+            for old in list(bids)[: _MAX_REMEMBERED // 10]:  # the oldest tenth
+                del bids[old]
+        bids[txid] = (segment, bid, auction_type)
+
+    def _no_bid(self, ctx: _Context, reason: str, arrival: float, nbr: int | None = None) -> Answer:
+        code = _NBR.get(reason, Nbr.UNKNOWN) if nbr is None else nbr
+        outcome = "late" if reason == "deadline" else "nobid"
+        event = self._auction_event(
+            ctx,
+            ctx.wallclock,
+            ctx.exchange,
+            outcome,
+            code,
+            reason,
+            ctx.candidates,
+            arrival,
+            ctx.clock,
+        )
+        return response.no_bid(
+            self.settings,
+            request_id=ctx.req.id,
+            nbr=code,
+            reason=reason,
+            outcome=outcome,
+            candidates=ctx.candidates,
+            events=[event],
+        )
+
+    def _auction_event(
+        self,
+        ctx: _Context | None,
+        wallclock: float,
+        exchange: str,
+        outcome: str,
+        nbr: int | None,
+        reason: str,
+        candidates: int,
+        arrival: float,
+        clock: Callable[[], float],
+    ) -> AuctionEvent:
+        bidder = self.settings.bidder_id
+        if ctx is None:
+            return AuctionEvent(
+                txid=f"::{bidder}",
+                ts=wallclock,
+                bidder_id=bidder,
+                exchange=exchange,
+                imps=0,
+                outcome=outcome,
+                nbr=nbr,
+                reason=reason,
+                latency_us=int((clock() - arrival) * 1e6),
+            )
+        req, view = ctx.req, ctx.view
+        return AuctionEvent(
+            txid=response.txid_for(req.id, req.imp[0].id, bidder),
+            ts=wallclock,
+            bidder_id=bidder,
+            exchange=exchange,
+            imps=len(req.imp),
+            outcome=outcome,
+            nbr=nbr,
+            reason=reason,
+            candidates=candidates,
+            latency_us=int((clock() - arrival) * 1e6),
+            auction_type=req.at,
+            country=view.country,
+            os=view.os,
+            device_type=view.device_type,
+            app_bundle=view.app_bundle,
+            site_domain=view.site_domain,
+        )
+
+
+def market_segment(view: RequestView, imp: Imp, auction_type: int) -> str:
+    """The market-price segment of an imp: auction type, exchange, country and format."""
+    if imp.banner is not None:
+        b = imp.banner
+        if b.w and b.h:
+            fmt = f"{b.w}x{b.h}"
+        elif b.format and b.format[0].w and b.format[0].h:
+            fmt = f"{b.format[0].w}x{b.format[0].h}"
+        else:
+            fmt = "banner"
+    elif imp.video is not None:
+        fmt = "video"
+    elif imp.native is not None:
+        fmt = "native"
+    else:
+        fmt = "other"
+    return f"{auction_type}|{view.exchange}|{view.country}|{fmt}"
+
+
+def _user_key(req: BidRequest, exchange: str) -> str | None:
+    """Our own id first (synced), then the device advertising id, then the exchange's id."""
+    user, device = req.user, req.device
+    if user is not None and user.buyeruid:
+        return f"b:{user.buyeruid}"
+    if device is not None and device.ifa and device.lmt != 1:
+        ifa = device.ifa.strip().lower()
+        if ifa not in _ZERO_IFA:
+            return f"i:{ifa}"
+    if user is not None and user.id:
+        return f"u:{exchange}:{user.id}"
+    return None
+
+
+def _drop_reason(ctx: _Context) -> str:
+    if not ctx.drops:
+        return "no_candidates"
+    top = max(ctx.drops.values())
+    tied = [r for r, n in ctx.drops.items() if n == top]
+    return max(tied, key=lambda r: _DROP_ORDER.index(r) if r in _DROP_ORDER else -1)

@@ -1,0 +1,386 @@
+"""Scoring: features, click/install models and the value of an impression.
+
+Features are stable strings ``name=value`` (crosses ``a^b=x^y``), hashed with MurmurHash3 via
+``fleet.features`` so that the learner, which trains on the very strings a BidEvent carries,
+and the bidder agree on every index. Request-level features are computed and hashed once per
+imp; each candidate adds its campaign/creative features and crosses. No user-level feature
+(segments) appears unless privacy allows personalisation.
+
+Compiled model format (``HashedLinearModel.to_bytes``; the learner writes it), little-endian:
+
+    offset  size         field
+    0       4            magic b"RTBM"
+    4       2            format version (uint16) = 1
+    6       1            bits (uint8, 1..28): each head has 2**bits weights
+    7       1            heads (uint8) = 2: click, then install given click
+    8       4            hash seed (uint32) for MurmurHash3
+    12      8            model version (uint64), increasing
+    20      4            click bias (float32)
+    24      4            install bias (float32)
+    28      4*2**bits    click weights (float32)
+    ...     4*2**bits    install weights (float32)
+    end     4            CRC-32 (zlib) of every byte before it (uint32)
+
+p = 1 / (1 + exp(-(bias + sum of the weights at the features' indices))), per head.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from bidder.errors import ModelFormatError
+from bidder.openrtb import Imp
+from bidder.targeting import RequestView
+from fleet.config import Campaign, Creative, GoalType
+from fleet.features import DEFAULT_BITS, hash_features, hash_one
+
+MAGIC: Final = b"RTBM"
+FORMAT_VERSION: Final = 1
+_HEADER: Final = struct.Struct("<4sHBBIQff")
+_CRC: Final = struct.Struct("<I")
+MAX_SEGMENT_FEATURES: Final = 16
+MAX_CATEGORY_FEATURES: Final = 6
+_HOURS: Final = tuple(str(h) for h in range(24))
+
+
+@dataclass(slots=True)
+class FeatureRow:
+    """One candidate's features: ``static`` depends only on the campaign and creative (the
+    same tuple across requests, so models may cache by it), ``dynamic`` on the request too."""
+
+    static: tuple[str, ...]
+    dynamic: list[str]
+
+    def all(self) -> list[str]:
+        return [*self.static, *self.dynamic]
+
+
+@runtime_checkable
+class Model(Protocol):
+    @property
+    def version(self) -> int: ...
+
+    def predict(self, features: list[str]) -> tuple[float, float]:
+        """(p_click, p_install given a click) for one impression's features."""
+        ...
+
+
+@runtime_checkable
+class BatchModel(Model, Protocol):
+    def predict_batch(
+        self, shared: list[str], rows: Sequence[FeatureRow]
+    ) -> list[tuple[float, float]]:
+        """``predict(shared + row.all())`` for each row, ``shared`` looked at once."""
+        ...
+
+
+def predict_all(
+    model: Model, shared: list[str], rows: Sequence[FeatureRow]
+) -> list[tuple[float, float]]:
+    batch = getattr(model, "predict_batch", None)  # (isinstance on a Protocol is slow)
+    if batch is not None:
+        result: list[tuple[float, float]] = batch(shared, rows)
+        return result
+    return [model.predict(shared + row.all()) for row in rows]
+
+
+# -- features -----------------------------------------------------------------------------------
+
+
+def inventory_key(view: RequestView) -> str:
+    if view.inventory == "app":
+        return view.app_bundle or "app"
+    if view.inventory == "site":
+        return view.site_domain or "site"
+    return view.inventory or "none"
+
+
+def request_features(view: RequestView, imp: Imp | None = None) -> list[str]:
+    """Features of the request and imp, shared by every candidate."""
+    f = [
+        f"country={view.country}",
+        f"os={view.os}",
+        f"dt={view.device_type}",
+        f"conn={view.connection_type}",
+        f"inv={view.inventory}",
+        f"{view.inventory or 'inv'}={inventory_key(view)}",
+        f"pub={view.publisher_id}",
+        f"hour={view.local_hour}",
+        f"dow={view.weekday}",
+        f"exchange={view.exchange}",
+    ]
+    f += [f"cat={c}" for c in sorted(view.categories)[:MAX_CATEGORY_FEATURES]]
+    if imp is not None:
+        pos = imp.banner.pos if imp.banner is not None else None
+        if pos is None and imp.video is not None:
+            pos = imp.video.pos
+        f.append(f"pos={pos or 0}")
+        f.append(f"instl={imp.instl}")
+    if view.personalize and view.segments:
+        f += [f"seg={s}" for s in sorted(view.segments)[:MAX_SEGMENT_FEATURES]]
+    return f
+
+
+def static_features(campaign: Campaign, creative: Creative) -> tuple[str, ...]:
+    c = campaign.id
+    return (
+        f"campaign={c}",
+        f"adv={campaign.advertiser_id}",
+        f"creative={creative.id}",
+        f"goal={campaign.goal_type}",
+        f"fmt={creative.format}",
+        f"size={creative.w}x{creative.h}",
+    )
+
+
+def cross_prefixes(campaign: Campaign, creative: Creative) -> tuple[str, ...]:
+    """Prefixes of the crosses; ``crosses`` appends inventory, country, os, hour, inventory,
+    inventory to them, in that order."""
+    c, cr, size = campaign.id, creative.id, f"{creative.w}x{creative.h}"
+    return (
+        f"campaign^inv={c}^",
+        f"campaign^country={c}^",
+        f"campaign^os={c}^",
+        f"campaign^hour={c}^",
+        f"creative^inv={cr}^",
+        f"size^inv={size}^",
+    )
+
+
+def crosses(prefixes: tuple[str, ...], view: RequestView, inv: str) -> list[str]:
+    hour = _HOURS[view.local_hour] if 0 <= view.local_hour < 24 else str(view.local_hour)
+    p = prefixes
+    return [p[0] + inv, p[1] + view.country, p[2] + view.os, p[3] + hour, p[4] + inv, p[5] + inv]
+
+
+def candidate_features(view: RequestView, campaign: Campaign, creative: Creative) -> list[str]:
+    """Features of one campaign and creative on this request, with crosses."""
+    inv = inventory_key(view)
+    return [
+        *static_features(campaign, creative),
+        *crosses(cross_prefixes(campaign, creative), view, inv),
+    ]
+
+
+def features_for(
+    view: RequestView, campaign: Campaign, creative: Creative, imp: Imp | None = None
+) -> list[str]:
+    return request_features(view, imp) + candidate_features(view, campaign, creative)
+
+
+def value_cpm_micros(
+    goal_type: GoalType, goal_price_micros: int, p_click: float, p_install: float
+) -> int:
+    """What 1000 impressions are worth: goal price x p(goal | impression) x 1000.
+
+    CPM: the goal price itself; CPC: p_click; CPI and CPA (an in-app goal after the install):
+    p_click x p_install."""
+    if goal_type == "CPM":
+        return goal_price_micros
+    p = p_click if goal_type == "CPC" else p_click * p_install
+    if not (p > 0.0) or not math.isfinite(p):
+        return 0
+    return int(goal_price_micros * min(p, 1.0) * 1000)
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+def _campaign_of(features: list[str]) -> int | None:
+    for f in features:
+        if f.startswith("campaign="):
+            try:
+                return int(f[9:])
+            except ValueError:
+                return None
+    return None
+
+
+class PriorModel:
+    """Priors until a learnt model exists: a click rate and an install-given-click rate, per
+    goal type, overridable per campaign."""
+
+    def __init__(
+        self,
+        click: float = 0.01,
+        install: float = 0.03,
+        per_goal: Mapping[str, tuple[float, float]] | None = None,
+        per_campaign: Mapping[int, tuple[float, float]] | None = None,
+        version: int = 0,
+    ) -> None:
+        self._default = (click, install)
+        self._per_goal = dict(per_goal or {})
+        self._per_campaign = dict(per_campaign or {})
+        self._version = version
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def predict(self, features: list[str]) -> tuple[float, float]:
+        campaign = _campaign_of(features)
+        if campaign is not None and campaign in self._per_campaign:
+            return self._per_campaign[campaign]
+        if self._per_goal:
+            for f in features:
+                if f.startswith("goal="):
+                    return self._per_goal.get(f[5:], self._default)
+        return self._default
+
+    def predict_batch(
+        self, shared: list[str], rows: Sequence[FeatureRow]
+    ) -> list[tuple[float, float]]:
+        if not self._per_campaign and not self._per_goal:
+            return [self._default] * len(rows)
+        return [self.predict(list(row.static)) for row in rows]
+
+
+class HashedLinearModel:
+    """Two logistic heads over hashed features, weights as float32 arrays of 2**bits."""
+
+    def __init__(
+        self,
+        click_weights: npt.NDArray[np.float32],
+        install_weights: npt.NDArray[np.float32],
+        click_bias: float = 0.0,
+        install_bias: float = 0.0,
+        *,
+        bits: int = DEFAULT_BITS,
+        seed: int = 0,
+        version: int = 0,
+        memo_size: int = 200_000,
+    ) -> None:
+        size = 1 << bits
+        if click_weights.shape != (size,) or install_weights.shape != (size,):
+            raise ModelFormatError(f"weights must have 2**{bits} = {size} entries per head")
+        self.bits = bits
+        self.seed = seed
+        self._version = version
+        self.click_bias = float(np.float32(click_bias))
+        self.install_bias = float(np.float32(install_bias))
+        self.weights = np.ascontiguousarray(
+            np.stack([click_weights, install_weights]).astype(np.float32, copy=False)
+        )
+        self._mask = size - 1
+        self.memo_size = memo_size
+        # memo tables: click weight + 1j * install weight
+        self._features: dict[str, complex] = {}
+        self._statics: dict[tuple[str, ...], complex] = {}
+
+    @classmethod
+    def zeros(
+        cls, bits: int = DEFAULT_BITS, *, seed: int = 0, version: int = 0
+    ) -> HashedLinearModel:
+        w = np.zeros(1 << bits, dtype=np.float32)
+        return cls(w, w.copy(), bits=bits, seed=seed, version=version)
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def predict(self, features: list[str]) -> tuple[float, float]:
+        idx = hash_features(features, self.bits, self.seed)
+        zc = self.click_bias + float(self.weights[0, idx].sum(dtype=np.float64))
+        zi = self.install_bias + float(self.weights[1, idx].sum(dtype=np.float64))
+        return _sigmoid(zc), _sigmoid(zi)
+
+    def predict_batch(
+        self, shared: list[str], rows: Sequence[FeatureRow]
+    ) -> list[tuple[float, float]]:
+        """Sums of per-feature weights kept in memo tables (cleared when full): the static part
+        of a row by its tuple, the rest by feature string; both heads at once as the real and
+        imaginary parts of one complex number. Equal to ``predict`` up to float rounding
+        (sums in float64 rather than float32)."""
+        weights_of = self._weights_of
+        z0 = complex(self.click_bias, self.install_bias)
+        for f in shared:
+            z0 += weights_of(f)
+        statics = self._statics
+        features = self._features
+        exp = math.exp
+        out = []
+        for row in rows:
+            z = statics.get(row.static)
+            if z is None:
+                z = self._static_sum(row.static)
+            z += z0
+            for f in row.dynamic:
+                w = features.get(f)
+                z += w if w is not None else weights_of(f)
+            zc = min(max(z.real, -60.0), 60.0)
+            zi = min(max(z.imag, -60.0), 60.0)
+            out.append((1.0 / (1.0 + exp(-zc)), 1.0 / (1.0 + exp(-zi))))
+        return out
+
+    def _weights_of(self, feature: str) -> complex:
+        w = self._features.get(feature)
+        if w is None:
+            i = hash_one(feature, self.seed) & self._mask
+            w = complex(float(self.weights[0, i]), float(self.weights[1, i]))
+            if len(self._features) >= self.memo_size:
+                self._features.clear()
+            self._features[feature] = w
+        return w
+
+    def _static_sum(self, static: tuple[str, ...]) -> complex:
+        z = 0j
+        for f in static:
+            z += self._weights_of(f)
+        if len(self._statics) >= self.memo_size:
+            self._statics.clear()
+        self._statics[static] = z
+        return z
+
+    def to_bytes(self) -> bytes:
+        header = _HEADER.pack(
+            MAGIC,
+            FORMAT_VERSION,
+            self.bits,
+            2,
+            self.seed,
+            self._version,
+            self.click_bias,
+            self.install_bias,
+        )
+        body = header + self.weights.astype("<f4", copy=False).tobytes()
+        return body + _CRC.pack(zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HashedLinearModel:
+        """Raises ModelFormatError on anything but a complete, intact model."""
+        if len(data) < _HEADER.size + _CRC.size:
+            raise ModelFormatError("model bytes too short")
+        magic, fmt, bits, heads, seed, version, cb, ib = _HEADER.unpack_from(data)
+        if magic != MAGIC:
+            raise ModelFormatError("not a compiled model (bad magic)")
+        if fmt != FORMAT_VERSION:
+            raise ModelFormatError(f"model format {fmt} is not supported")
+        if not 1 <= bits <= 28 or heads != 2:
+            raise ModelFormatError(f"bad model shape: bits={bits} heads={heads}")
+        size = 1 << bits
+        expected = _HEADER.size + 2 * 4 * size + _CRC.size
+        if len(data) != expected:
+            raise ModelFormatError(f"model is {len(data)} bytes, expected {expected}")
+        (crc,) = _CRC.unpack_from(data, expected - _CRC.size)
+        if zlib.crc32(memoryview(data)[: expected - _CRC.size]) != crc:
+            raise ModelFormatError("model checksum mismatch")
+        weights = np.frombuffer(data, dtype="<f4", count=2 * size, offset=_HEADER.size)
+        if not (np.isfinite(weights).all() and math.isfinite(cb) and math.isfinite(ib)):
+            raise ModelFormatError("model has non-finite weights")
+        w = weights.astype(np.float32).reshape(2, size)
+        return cls(w[0], w[1], cb, ib, bits=bits, seed=seed, version=version)
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-min(z, 60.0)))
+    e = math.exp(max(z, -60.0))
+    return e / (1.0 + e)

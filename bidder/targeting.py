@@ -1,0 +1,513 @@
+"""The targeting index: which campaigns and creatives may bid on an impression.
+
+Built once per config snapshot (off the hot path), queried per impression with a handful of
+dict lookups and bit operations. Campaigns are numbered 0..n-1 and every targeting value maps to
+a bitmask (a Python int) of the campaigns that accept it; the campaigns that leave a dimension
+open ("any") are OR-ed in. Creatives are numbered so that each campaign's active creatives are
+one contiguous run of bits, with masks per format and size, advertiser domain (and its parent
+domains, for ``badv``), category (and its tier-1 parent, for ``bcat``), attribute (``battr``),
+video mime and duration, and markup that is not secure.
+
+Semantics worth knowing:
+
+- An empty targeting list means "any". ``apps_allowed`` and ``sites_allowed`` together are one
+  inventory allow list: a campaign with either only runs on the apps and sites listed (so one
+  with only ``apps_allowed`` does not run on sites, nor on DOOH).
+- Campaign categories match the inventory's (site/app, section, page, content and publisher
+  categories) or their tier-1 parents: a campaign on ``IAB1`` takes ``IAB1-2`` inventory.
+- Segments need personalisation: a campaign targeting segments never bids contextually.
+- ``hours_of_week`` is evaluated in the campaign's timezone (0 = Monday 00:00).
+- Deals: a campaign with ``deal_ids`` bids only through one of those deals, in open and private
+  auctions; on a private auction only such campaigns bid. A deal whose ``wseat`` does not list
+  our seat is not ours to use; its ``wadomain`` limits the creatives.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bidder.filters import domain_and_parents, normalize_domain
+from bidder.openrtb import BidRequest, Deal, Format, Imp
+from fleet.config import Campaign, ConfigSnapshot, Creative
+
+USD = "USD"
+_OS_NAMES = {
+    "ios": "ios",
+    "iphone os": "ios",
+    "ipados": "ios",
+    "iphone": "ios",
+    "ipad": "ios",
+    "android": "android",
+    "windows": "windows",
+    "windows phone": "windows",
+    "win": "windows",
+    "macos": "macos",
+    "mac os": "macos",
+    "mac os x": "macos",
+    "os x": "macos",
+    "osx": "macos",
+}
+
+
+def normalize_os(value: str | None) -> str:
+    if not value:
+        return ""
+    v = value.strip().lower()
+    return _OS_NAMES.get(v, v)
+
+
+def category_and_parent(cat: str) -> tuple[str, ...]:
+    """``IAB1-2`` -> (``IAB1-2``, ``IAB1``); ``IAB1`` -> (``IAB1``,)."""
+    c = cat.strip()
+    head, sep, _ = c.partition("-")
+    return (c, head) if sep and head else (c,)
+
+
+@dataclass(slots=True)
+class RequestView:
+    """What targeting, scoring and pricing read from a request, normalised once."""
+
+    country: str = ""
+    os: str = ""
+    device_type: int = 0
+    connection_type: int = 0
+    inventory: str = ""  # "app" | "site" | "dooh" | ""
+    app_bundle: str = ""
+    site_domain: str = ""
+    publisher_id: str = ""
+    categories: frozenset[str] = frozenset()  # with tier-1 parents
+    segments: frozenset[str] = frozenset()  # empty unless personalisation is allowed
+    personalize: bool = True
+    local_hour: int = 0  # hour of day at the user (geo.utcoffset), else UTC
+    weekday: int = 0
+    exchange: str = ""
+
+
+def request_view(
+    req: BidRequest, *, personalize: bool, wallclock: float, exchange: str = ""
+) -> RequestView:
+    view = RequestView(personalize=personalize, exchange=exchange)
+    device = req.device
+    geo = None
+    if device is not None:
+        view.os = normalize_os(device.os)
+        view.device_type = device.devicetype or 0
+        view.connection_type = device.connectiontype or 0
+        geo = device.geo
+    if (geo is None or not geo.country) and req.user is not None and req.user.geo is not None:
+        geo = req.user.geo
+    offset_min = 0
+    if geo is not None:
+        view.country = (geo.country or "").strip().upper()
+        if geo.utcoffset is not None and -1440 < geo.utcoffset < 1440:
+            offset_min = geo.utcoffset
+    local = wallclock + offset_min * 60.0
+    view.local_hour = int(local // 3600 % 24) if math.isfinite(local) else 0
+    view.weekday = int((local // 86400 + 3) % 7) if math.isfinite(local) else 0  # 1970-01-01: Thu
+    cats: list[str] = []
+    publisher = None
+    content = None
+    if req.site is not None:
+        view.inventory = "site"
+        view.site_domain = normalize_domain(req.site.domain or "")
+        if not view.site_domain and req.site.page:
+            view.site_domain = normalize_domain(req.site.page)
+        cats += req.site.cat + req.site.sectioncat + req.site.pagecat
+        publisher, content = req.site.publisher, req.site.content
+    elif req.app is not None:
+        view.inventory = "app"
+        view.app_bundle = (req.app.bundle or "").strip()
+        cats += req.app.cat + req.app.sectioncat + req.app.pagecat
+        publisher, content = req.app.publisher, req.app.content
+    elif req.dooh is not None:
+        view.inventory = "dooh"
+        publisher, content = req.dooh.publisher, req.dooh.content
+    if publisher is not None:
+        view.publisher_id = publisher.id or ""
+        cats += publisher.cat
+    if content is not None:
+        cats += content.cat
+    if cats:
+        view.categories = frozenset(p for c in cats for p in category_and_parent(c))
+    if personalize and req.user is not None and req.user.data:
+        view.segments = frozenset(s.id for d in req.user.data for s in d.segment if s.id)
+    return view
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One indexed campaign, with its money in the bidding currency."""
+
+    index: int
+    campaign: Campaign
+    creatives: tuple[Creative, ...]  # active creatives, bits first_creative.. in creative masks
+    first_creative: int
+    max_bid_micros: int  # bidding currency, rounded down
+    goal_price_micros: int  # bidding currency
+    fx_num: int  # campaign-currency micros = bidding micros * fx_num // fx_den
+    fx_den: int
+    deal_ids: frozenset[str]
+    run_mask: int = 0  # len(creatives) ones
+    runs: dict[int, list[int]] = field(default_factory=dict)  # creative bits -> positions
+
+    def to_campaign_currency(self, micros: int) -> int:
+        return micros * self.fx_num // self.fx_den
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A campaign that may bid on one imp: its eligible creatives (positions in
+    ``TargetingIndex.creatives``) and the deal it bids through."""
+
+    entry: Entry
+    positions: list[int]
+    deal: Deal | None = None
+
+
+def _bits(mask: int) -> Iterable[int]:
+    while mask:
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low
+
+
+def _parse_size(size: str) -> tuple[int, int] | None:
+    w, sep, h = size.partition("x")
+    if not sep or not w.isdigit() or not h.isdigit():
+        return None
+    return int(w), int(h)
+
+
+def _epoch(moment: datetime | None, tz: ZoneInfo) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return moment.timestamp()
+
+
+@dataclass
+class _Masks:
+    """value -> bitmask of the members that name it."""
+
+    by: dict[str, int] = field(default_factory=dict)
+
+    def add(self, key: str, bit: int) -> None:
+        self.by[key] = self.by.get(key, 0) | bit
+
+    def any_of(self, keys: Iterable[str]) -> int:
+        by = self.by
+        m = 0
+        for k in keys:
+            m |= by.get(k, 0)
+        return m
+
+
+class TargetingIndex:
+    def __init__(self, snapshot: ConfigSnapshot, currency: str = USD) -> None:
+        self.currency = currency
+        self.snapshot_version = snapshot.version
+        self.fx = dict(snapshot.fx_per_usd_micros)
+        self.fx.setdefault(USD, 1_000_000)
+        self.skipped: list[tuple[int, str]] = []  # (campaign id, why) not indexed
+        inactive_adv = {a.id for a in snapshot.advertisers if a.status != "active"}
+        entries: list[Entry] = []
+        creatives: list[Creative] = []
+        for c in snapshot.campaigns:
+            if c.status != "active" or c.advertiser_id in inactive_adv:
+                continue
+            active = tuple(cr for cr in c.creatives if cr.status == "active")
+            if not active:
+                self.skipped.append((c.id, "no active creative"))
+                continue
+            if c.currency not in self.fx or currency not in self.fx:
+                self.skipped.append((c.id, f"no exchange rate for {c.currency}"))
+                continue
+            num, den = self.fx[currency], self.fx[c.currency]
+            entries.append(
+                Entry(
+                    index=len(entries),
+                    campaign=c,
+                    creatives=active,
+                    first_creative=len(creatives),
+                    max_bid_micros=c.max_bid_cpm_micros * num // den,
+                    goal_price_micros=c.goal_price_micros * num // den,
+                    fx_num=den,
+                    fx_den=num,
+                    deal_ids=frozenset(c.targeting.deal_ids),
+                    run_mask=(1 << len(active)) - 1,
+                )
+            )
+            creatives.extend(active)
+        self.entries = entries
+        self.creatives = creatives
+        self.all_campaigns = (1 << len(entries)) - 1
+        self.all_creatives = (1 << len(creatives)) - 1
+        self._build_campaign_masks()
+        self._build_creative_masks()
+        self._hours_key: int | None = None
+        self._hours_mask = 0
+        self._live_span = (math.inf, -math.inf)
+        self._live_mask = 0
+
+    # -- build ----------------------------------------------------------------------------------
+
+    def _build_campaign_masks(self) -> None:
+        self.country, self.os, self.device_type = _Masks(), _Masks(), _Masks()
+        self.app_allow, self.site_allow = _Masks(), _Masks()
+        self.app_block, self.site_block = _Masks(), _Masks()
+        self.category, self.size, self.segment, self.deal = _Masks(), _Masks(), _Masks(), _Masks()
+        self.open_country = self.open_os = self.open_device_type = self.open_inventory = 0
+        self.open_category = self.open_size = self.open_segment = self.no_deal = 0
+        self._zones: dict[str, tuple[ZoneInfo, list[int]]] = {}
+        self._flights: list[tuple[int, float | None, float | None]] = []
+        self._boundaries: list[float] = []
+        self.with_caps = 0
+        for e in self.entries:
+            bit = 1 << e.index
+            t = e.campaign.targeting
+            for attr, masks, values in (
+                ("open_country", self.country, [v.upper() for v in t.countries]),
+                ("open_os", self.os, [normalize_os(v) for v in t.os]),
+                ("open_device_type", self.device_type, [str(v) for v in t.device_types]),
+                ("open_category", self.category, list(t.categories)),
+                ("open_size", self.size, list(t.sizes)),
+                ("open_segment", self.segment, list(t.segments)),
+                ("no_deal", self.deal, list(t.deal_ids)),
+            ):
+                if values:
+                    for v in values:
+                        masks.add(v, bit)
+                else:
+                    setattr(self, attr, getattr(self, attr) | bit)
+            if t.apps_allowed or t.sites_allowed:
+                for v in t.apps_allowed:
+                    self.app_allow.add(v, bit)
+                for v in t.sites_allowed:
+                    self.site_allow.add(normalize_domain(v), bit)
+            else:
+                self.open_inventory |= bit
+            for v in t.apps_blocked:
+                self.app_block.add(v, bit)
+            for v in t.sites_blocked:
+                self.site_block.add(normalize_domain(v), bit)
+            if e.campaign.frequency_caps:
+                self.with_caps |= bit
+            try:
+                tz = ZoneInfo(e.campaign.timezone or "UTC")
+            except (ZoneInfoNotFoundError, ValueError):
+                tz = ZoneInfo("UTC")
+            _, per_hour = self._zones.setdefault(tz.key, (tz, [0] * 168))
+            for h in t.hours_of_week or range(168):
+                if 0 <= h < 168:
+                    per_hour[h] |= bit
+            start = _epoch(e.campaign.flight_start, tz)
+            end = _epoch(e.campaign.flight_end, tz)
+            if start is not None or end is not None:
+                self._flights.append((bit, start, end))
+                self._boundaries += [x for x in (start, end) if x is not None]
+        self._boundaries.sort()
+        self.always_live = self.all_campaigns
+        for bit, _, _ in self._flights:
+            self.always_live &= ~bit
+
+    def _build_creative_masks(self) -> None:
+        self.cr_format_size, self.cr_format = _Masks(), _Masks()
+        self.cr_domain, self.cr_category, self.cr_attr = _Masks(), _Masks(), _Masks()
+        self.cr_mime, self.cr_duration = _Masks(), _Masks()
+        self.cr_insecure = 0
+        self.banner_creatives: list[int] = []
+        for j, cr in enumerate(self.creatives):
+            bit = 1 << j
+            self.cr_format.add(cr.format, bit)
+            self.cr_format_size.add(f"{cr.format}:{cr.w}x{cr.h}", bit)
+            for d in cr.adomain:
+                for p in domain_and_parents(normalize_domain(d)):
+                    self.cr_domain.add(p, bit)
+            for c in cr.categories:
+                for p in category_and_parent(c):
+                    self.cr_category.add(p, bit)
+            for a in cr.attributes:
+                self.cr_attr.add(str(a), bit)
+            if cr.format == "video":
+                for m in cr.mimes:
+                    self.cr_mime.add(m.strip().lower(), bit)
+                self.cr_duration.add(str(cr.duration), bit)
+            if cr.format == "banner":
+                self.banner_creatives.append(j)
+            if "http://" in cr.markup:
+                self.cr_insecure |= bit
+        self._durations = sorted(int(d) for d in self.cr_duration.by)
+
+    # -- query ----------------------------------------------------------------------------------
+
+    def live(self, wallclock: float) -> int:
+        """Campaigns inside their flight at ``wallclock`` (cached between flight boundaries)."""
+        lo, hi = self._live_span
+        if not (lo <= wallclock < hi):
+            mask = self.always_live
+            for bit, start, end in self._flights:
+                if (start is None or wallclock >= start) and (end is None or wallclock < end):
+                    mask |= bit
+            k = bisect.bisect_right(self._boundaries, wallclock)
+            self._live_span = (
+                self._boundaries[k - 1] if k > 0 else -math.inf,
+                self._boundaries[k] if k < len(self._boundaries) else math.inf,
+            )
+            self._live_mask = mask
+        return self._live_mask
+
+    def hours(self, wallclock: float) -> int:
+        """Campaigns whose dayparting accepts ``wallclock`` in their own timezone."""
+        key = int(wallclock // 900)  # every UTC offset in use is a multiple of 15 minutes
+        if key != self._hours_key:
+            mask = 0
+            for tz, per_hour in self._zones.values():
+                local = datetime.fromtimestamp(key * 900, UTC).astimezone(tz)
+                mask |= per_hour[local.weekday() * 24 + local.hour]
+            self._hours_key, self._hours_mask = key, mask
+        return self._hours_mask
+
+    def request_mask(self, view: RequestView, wallclock: float) -> int:
+        """Campaigns eligible for the request as a whole (imp-independent dimensions)."""
+        if not self.entries or not math.isfinite(wallclock):
+            return 0
+        m = self.live(wallclock) & self.hours(wallclock)
+        m &= self.open_country | self.country.by.get(view.country, 0)
+        m &= self.open_os | self.os.by.get(view.os, 0)
+        m &= self.open_device_type | self.device_type.by.get(str(view.device_type), 0)
+        if view.inventory == "app":
+            m &= self.open_inventory | self.app_allow.by.get(view.app_bundle, 0)
+            m &= ~self.app_block.by.get(view.app_bundle, 0)
+        elif view.inventory == "site":
+            m &= self.open_inventory | self.site_allow.any_of(domain_and_parents(view.site_domain))
+            m &= ~self.site_block.any_of(domain_and_parents(view.site_domain))
+        else:
+            m &= self.open_inventory
+        m &= self.open_category | self.category.any_of(view.categories)
+        m &= self.open_segment | (self.segment.any_of(view.segments) if view.personalize else 0)
+        return m
+
+    def blocked_creatives(self, req: BidRequest) -> int:
+        """Creatives ``badv`` (with subdomains) and ``bcat`` (with tier-1 parents) rule out."""
+        m = 0
+        if req.badv:
+            m |= self.cr_domain.any_of(normalize_domain(d) for d in req.badv)
+        if req.bcat:
+            m |= self.cr_category.any_of(c.strip() for c in req.bcat)
+        return m
+
+    def imp_creatives(self, imp: Imp) -> int:
+        """Creatives that fit the imp's media objects (format, size, mime, duration, battr)."""
+        m = 0
+        if imp.banner is not None:
+            b = imp.banner
+            sizes = [f"banner:{f.w}x{f.h}" for f in b.format if f.w and f.h]
+            if b.w and b.h:
+                sizes.append(f"banner:{b.w}x{b.h}")
+            bm = self.cr_format_size.any_of(sizes)
+            flex = [f for f in b.format if f.wratio and f.hratio]
+            if flex or (not sizes and not b.format):
+                bm |= self._banner_fallback(b.wmax, b.hmax, flex, bool(sizes))
+            m |= bm & ~self.cr_attr.any_of(str(a) for a in b.battr)
+        if imp.video is not None:
+            v = imp.video
+            vm = self.cr_format.by.get("video", 0)
+            if v.mimes:
+                vm &= self.cr_mime.any_of(x.strip().lower() for x in v.mimes)
+            lo, hi = v.minduration or 0, v.maxduration or 0
+            if lo > 0 or hi > 0:
+                vm &= self.cr_duration.any_of(
+                    str(d) for d in self._durations if d >= lo and (hi <= 0 or d <= hi) and d > 0
+                )
+            m |= vm & ~self.cr_attr.any_of(str(a) for a in v.battr)
+        if imp.native is not None:
+            nm = self.cr_format.by.get("native", 0)
+            m |= nm & ~self.cr_attr.any_of(str(a) for a in imp.native.battr)
+        if imp.secure == 1:
+            m &= ~self.cr_insecure
+        return m
+
+    def _banner_fallback(
+        self, wmax: int | None, hmax: int | None, flex: list[Format], exact: bool
+    ) -> int:
+        """Banners without a fixed size: flexible formats (ratio + wmin) or wmax/hmax bounds."""
+        m = 0
+        for j in self.banner_creatives:
+            cr = self.creatives[j]
+            if flex:
+                for f in flex:
+                    wr, hr = f.wratio or 0, f.hratio or 0
+                    if cr.w * hr == cr.h * wr and cr.w >= (f.wmin or 0):
+                        m |= 1 << j
+            elif not exact and (wmax is None or cr.w <= wmax) and (hmax is None or cr.h <= hmax):
+                m |= 1 << j
+        return m
+
+    def imp_sizes(self, imp: Imp) -> list[str]:
+        sizes = []
+        if imp.banner is not None:
+            b = imp.banner
+            if b.w and b.h:
+                sizes.append(f"{b.w}x{b.h}")
+            sizes += [f"{f.w}x{f.h}" for f in b.format if f.w and f.h]
+        if imp.video is not None and imp.video.w and imp.video.h:
+            sizes.append(f"{imp.video.w}x{imp.video.h}")
+        return sizes
+
+    def candidates(
+        self,
+        imp: Imp,
+        request_mask: int,
+        creative_mask: int,
+        seat: str = "",
+    ) -> list[Candidate]:
+        """Campaigns with at least one eligible creative for ``imp``, each with its deal."""
+        if not request_mask:
+            return []
+        sizes = self.imp_sizes(imp)
+        m = request_mask & (self.open_size | self.size.any_of(sizes))
+        deals: list[Deal] = []
+        private = False
+        if imp.pmp is not None:
+            private = imp.pmp.private_auction == 1
+            deals = [d for d in imp.pmp.deals if not d.wseat or (seat and seat in d.wseat)]
+        deal_mask = self.deal.any_of(d.id for d in deals) if deals else 0
+        m &= deal_mask if private else (self.no_deal | deal_mask)
+        if not m:
+            return []
+        creative_ok = self.imp_creatives(imp) & creative_mask
+        if not creative_ok:
+            return []
+        out: list[Candidate] = []
+        entries = self.entries
+        while m:
+            low = m & -m
+            m ^= low
+            e = entries[low.bit_length() - 1]
+            run = (creative_ok >> e.first_creative) & e.run_mask
+            if not run:
+                continue
+            positions = e.runs.get(run)
+            if positions is None:
+                positions = e.runs[run] = [e.first_creative + k for k in _bits(run)]
+            deal = None
+            if e.deal_ids:
+                deal = next((d for d in deals if d.id in e.deal_ids), None)
+                if deal is None:
+                    continue
+                if deal.wadomain:
+                    positions = self._with_domains(positions, deal.wadomain)
+                    if not positions:
+                        continue
+            out.append(Candidate(e, positions, deal))
+        return out
+
+    def _with_domains(self, positions: list[int], domains: list[str]) -> list[int]:
+        allowed = self.cr_domain.any_of(normalize_domain(x) for x in domains)
+        return [j for j in positions if (allowed >> j) & 1]

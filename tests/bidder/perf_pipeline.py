@@ -1,0 +1,164 @@
+"""How long ``Pipeline.handle`` takes per banner request with 200 campaigns and 1,000 creatives.
+
+    .venv/bin/python tests/bidder/perf_pipeline.py [requests]
+
+Requests are drawn from the synthetic market's vocabulary (countries, OS, devices, apps and
+sites, banner sizes) like the simulator's traffic; the worst case is the most crowded request
+(USA, iOS, 300x250 in a listed app). Printed with a baseline measured in the same run (decoding
+the request and encoding a response with msgspec) because absolute times on a shared machine
+mean little.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from bidder.creative import NoPerformance
+from bidder.openrtb import BidRequest, BidResponse
+from bidder.pipeline import Pipeline, PipelineSettings
+from bidder.pricing import LogNormalMarket
+from bidder.scoring import HashedLinearModel
+from fleet import portfolio
+from fleet import vocabulary as vocab
+from fleet.config import Campaign, ConfigSnapshot
+
+NOW = datetime(2026, 11, 10, 12, tzinfo=UTC)
+
+
+class AllowAll:
+    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool:
+        return True
+
+
+class NoneSeen:
+    def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
+        return 0
+
+
+def make_pipeline() -> Pipeline:
+    doc = portfolio.generate(200, seed=3, creatives_per_campaign=5, now=NOW)
+    pf = portfolio.validate(doc)
+    snapshot = ConfigSnapshot(
+        advertisers=pf.advertisers,
+        campaigns=pf.campaigns,
+        version=1,
+        fx_per_usd_micros=dict(vocab.FX_PER_USD_MICROS),
+    )
+    rng = random.Random(1)
+    weights = [rng.gauss(0, 0.05) for _ in range(1 << 16)]
+    w = np.asarray(weights, dtype=np.float32)
+    model = HashedLinearModel(w, w[::-1].copy(), -4.5, -3.5, bits=16, version=1)
+    pipeline = Pipeline(
+        PipelineSettings(signing_key=b"perf-signing-key-0123456789abcdef"),
+        gate=AllowAll(),
+        frequency=NoneSeen(),
+        model=model,
+        market=LogNormalMarket(),
+        performance=NoPerformance(),
+        rng=rng,
+    )
+    pipeline.set_snapshot(snapshot)
+    return pipeline
+
+
+def _pick(rng: random.Random, table: dict[Any, float]) -> Any:
+    return rng.choices(list(table), weights=list(table.values()))[0]
+
+
+def typical_request(rng: random.Random, n: int, at: int) -> dict[str, Any]:
+    size = rng.choice(vocab.BANNER_SIZES)
+    w, h = (int(x) for x in size.split("x"))
+    req: dict[str, Any] = {
+        "id": f"r{n}",
+        "at": at,
+        "tmax": 120,
+        "imp": [{"id": "1", "banner": {"w": w, "h": h}, "bidfloor": 0.3, "secure": 1}],
+        "device": {
+            "ua": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148",
+            "ip": "81.2.69.160",
+            "os": _pick(rng, vocab.OPERATING_SYSTEMS),
+            "devicetype": _pick(rng, vocab.DEVICE_TYPES),
+            "connectiontype": _pick(rng, vocab.CONNECTION_TYPES),
+            "ifa": f"6d92078a-8246-4ba4-ae5b-{n:012d}",
+            "geo": {"country": _pick(rng, vocab.COUNTRIES)},
+        },
+        "user": {"id": f"u{n}"},
+    }
+    if rng.random() < 0.6:
+        req["app"] = {"bundle": rng.choice(vocab.APP_BUNDLES), "publisher": {"id": "p1"}}
+    else:
+        req["site"] = {"domain": rng.choice(vocab.SITE_DOMAINS), "publisher": {"id": "p2"}}
+    return req
+
+
+def crowded_request(at: int) -> dict[str, Any]:
+    req = typical_request(random.Random(0), 0, at)
+    req["imp"][0]["banner"] = {"w": 300, "h": 250}
+    req["device"].update(os="ios", devicetype=4, geo={"country": "USA"})
+    req.pop("site", None)
+    req["app"] = {"bundle": "com.example.puzzlequest", "publisher": {"id": "p1"}}
+    return req
+
+
+def baseline(bodies: list[bytes]) -> float:
+    """msgspec decode of each request and encode of a one-bid response: the floor of any bidder."""
+    resp = msgspec.json.encode(BidResponse(id="x", seatbid=[], cur="USD"))
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        for body in bodies:
+            msgspec.json.decode(body, type=BidRequest)
+            msgspec.json.decode(resp, type=BidResponse)
+            msgspec.json.encode(BidResponse(id="x", cur="USD"))
+        best = min(best, (time.process_time() - start) / len(bodies) * 1e6)
+    return best
+
+
+def measure(pipeline: Pipeline, bodies: list[bytes]) -> tuple[float, float, float]:
+    """(µs per request, share answered with a bid, mean candidates), best of five passes, in
+    CPU time of this process (the machine is shared)."""
+    best = float("inf")
+    bids = candidates = 0
+    for _ in range(5):
+        bids = candidates = 0
+        start = time.process_time()
+        for body in bodies:
+            t = time.monotonic()
+            answer = pipeline.handle(
+                body, arrival=t, clock=time.monotonic, wallclock=NOW.timestamp()
+            )
+            bids += answer.outcome == "bid"
+            candidates += answer.candidates
+        best = min(best, (time.process_time() - start) / len(bodies) * 1e6)
+    return best, bids / len(bodies), candidates / len(bodies)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    pipeline = make_pipeline()
+    rng = random.Random(7)
+    for at in (2, 1):
+        bodies = [json.dumps(typical_request(rng, i, at)).encode() for i in range(n)]
+        measure(pipeline, bodies)  # warm the memo tables
+        base = baseline(bodies)
+        us, bid_share, cands = measure(pipeline, bodies)
+        crowded = [json.dumps(crowded_request(at)).encode()] * max(200, n // 10)
+        us_c, _, cands_c = measure(pipeline, crowded)
+        kind = "second price" if at == 2 else "first price"
+        print(
+            f"{kind:13s} typical: {us:7.1f} us/request ({us / base:5.1f}x baseline {base:.1f} us), "
+            f"{bid_share:.0%} bids, {cands:.1f} candidates; "
+            f"crowded: {us_c:7.1f} us ({cands_c:.0f} candidates)"
+        )
+
+
+if __name__ == "__main__":
+    main()

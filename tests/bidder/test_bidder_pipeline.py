@@ -1,0 +1,160 @@
+"""The pipeline as a whole: events, market feedback, defects never becoming 5xx."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import msgspec
+import pytest
+from bidder_world import KEY, NOON, Frequency, Gate, banner_request, load_snapshot, make_world
+
+from bidder.creative import NoPerformance
+from bidder.pipeline import Pipeline, PipelineSettings
+from bidder.pricing import LogNormalMarket
+from bidder.scoring import HashedLinearModel, PriorModel
+from fleet.events import AuctionEvent, BidEvent, decode, encode
+
+
+def test_not_ready_before_a_snapshot() -> None:
+    p = Pipeline(
+        PipelineSettings(signing_key=KEY),
+        gate=Gate(),
+        frequency=Frequency(),
+        model=PriorModel(),
+        market=LogNormalMarket(),
+        performance=NoPerformance(),
+        rng=random.Random(1),
+    )
+    assert not p.ready
+    a = p.handle(
+        json.dumps(banner_request()).encode(), arrival=0.0, clock=lambda: 0.0, wallclock=NOON
+    )
+    assert (a.status, a.reason, a.nbr) == (204, "not_ready", 1)
+    p.set_snapshot(load_snapshot())
+    assert p.ready
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(signing_key=b"short"), dict(margin=1.0), dict(tmax_cap_ms=0), dict(currency="usd")]
+)
+def test_settings_are_validated(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        PipelineSettings(**{"signing_key": KEY, **bad}).validate()
+
+
+def test_events_describe_the_auction_and_each_bid() -> None:
+    world = make_world()
+    answer = world.handle(banner_request())
+    auction, bid = answer.events
+    assert isinstance(auction, AuctionEvent) and isinstance(bid, BidEvent)
+    assert auction.outcome == "bid" and auction.imps == 1 and auction.exchange == "testx"
+    assert auction.candidates == answer.candidates == 2
+    assert auction.country == "USA" and auction.site_domain == "news.example.com"
+    assert auction.txid == bid.txid == "req-1:1:bidder-0"  # one partition for the transaction
+    assert bid.bid_cpm_micros == answer.bids[0].price_cpm_micros
+    assert bid.floor_cpm_micros == 100_000 and bid.value_cpm_micros > bid.bid_cpm_micros
+    assert "campaign=" + str(bid.campaign_id) in bid.features and "country=USA" in bid.features
+    for event in answer.events:
+        assert decode(encode(event)) == event
+    nobid = world.handle(banner_request(468, 60)).events
+    assert [type(e) for e in nobid] == [AuctionEvent]
+    assert nobid[0].outcome == "nobid" and nobid[0].reason == "no_candidates"  # type: ignore[union-attr]
+
+
+def test_pacing_gate_sees_campaign_currency_prices_and_wallclock() -> None:
+    world = make_world()
+    world.handle(banner_request(970, 250, country="DEU", regs={"gdpr": 1}))
+    ((campaign_id, price, now),) = world.gate.calls
+    assert campaign_id == 8 and now == NOON
+    assert price == 2_608_695 * 920_000 // 1_000_000  # USD bid back in EUR
+
+
+def test_frequency_reads_use_the_most_stable_user_key() -> None:
+    world = make_world()
+    req = banner_request(160, 600, user={"id": "exchange-user", "buyeruid": "ours-1"})
+    world.handle(req)
+    req["user"] = {"id": "exchange-user"}
+    req["device"]["ifa"] = "AAAAAAAA-1111-2222-3333-444444444444"
+    world.handle(req)
+    req["device"]["lmt"] = 1
+    world.handle(req)
+    req["device"]["ifa"] = "00000000-0000-0000-0000-000000000000"
+    req["device"]["lmt"] = 0
+    world.handle(req)
+    assert world.frequency.keys == [
+        "b:ours-1",
+        "i:aaaaaaaa-1111-2222-3333-444444444444",
+        "u:testx:exchange-user",
+        "u:testx:exchange-user",
+    ]
+
+
+def test_wins_and_losses_teach_the_market_model() -> None:
+    world = make_world()
+    answer = world.handle(banner_request())
+    (bid,) = answer.bids
+    before = world.market.params("2|testx|USA|300x250")
+    assert world.pipeline.observe(bid.txid, won=True, price_cpm_micros=400_000)
+    assert not world.pipeline.observe(bid.txid, won=True)  # each bid once
+    assert not world.pipeline.observe("unknown", won=False)
+    after = world.market.params("2|testx|USA|300x250")
+    assert after[0] < before[0]  # cleared far below the prior median
+    second = world.handle(dict(banner_request(), id="req-2")).bids[0]
+    assert world.pipeline.observe(second.txid, won=False)
+
+
+def test_a_learnt_model_can_be_swapped_in() -> None:
+    world = make_world()
+    model = HashedLinearModel.zeros(bits=10, version=5)  # p = 0.5: CPC and CPI values jump
+    world.pipeline.set_model(model)
+    answer = world.handle(banner_request())
+    assert answer.events[1].model_version == 5  # type: ignore[union-attr]
+
+
+class Exploding:
+    version = 0
+
+    def predict(self, features: list[str]) -> tuple[float, float]:
+        raise RuntimeError("model bug")
+
+
+def test_a_defect_becomes_a_technical_no_bid_not_a_5xx(caplog: pytest.LogCaptureFixture) -> None:
+    world = make_world(model=Exploding())
+    answer = world.handle(banner_request())
+    assert (answer.status, answer.outcome, answer.reason, answer.nbr) == (
+        204,
+        "nobid",
+        "internal",
+        1,
+    )
+    assert "internal error" in caplog.text
+    caplog.clear()
+    world.handle(banner_request())
+    assert "internal error" not in caplog.text  # logged at most every 10 s
+
+
+def test_bid_response_is_valid_openrtb_json() -> None:
+    world = make_world()
+    doc = json.loads(world.handle(banner_request()).body)
+    assert set(doc) == {"id", "seatbid", "bidid", "cur"}
+    (seat,) = doc["seatbid"]
+    assert seat["seat"] == "seat-7"
+    (bid,) = seat["bid"]
+    assert {
+        "id",
+        "impid",
+        "price",
+        "adm",
+        "nurl",
+        "burl",
+        "lurl",
+        "adomain",
+        "crid",
+        "cid",
+        "w",
+        "h",
+    } <= set(bid)
+    assert isinstance(bid["price"], float)
+    assert msgspec.json.decode(world.handle(banner_request()).body)["id"] == "req-1"

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fleet import signing
+
+KEY = b"0123456789abcdef0123456789abcdef"
+NOW = 1_800_000_000.0
+PARAMS = {
+    "ev": "win",
+    "txid": "req:1:bidder-0",
+    "cid": "12",
+    "crid": "58",
+    "bid": "2400000",
+    "cur": "USD",
+    "ts": str(int(NOW)),
+    "exp": str(int(NOW) + 3600),
+}
+
+
+def test_a_signature_verifies() -> None:
+    sig = signing.sign(PARAMS, KEY)
+    assert signing.verify(PARAMS, sig, KEY, NOW)
+    assert signing.verify(dict(reversed(list(PARAMS.items()))), sig, KEY, NOW)  # order-free
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_tampering_with_any_parameter_is_rejected(name: str) -> None:
+    sig = signing.sign(PARAMS, KEY)
+    assert not signing.verify({**PARAMS, name: PARAMS[name] + "0"}, sig, KEY, NOW)
+    assert not signing.verify({k: v for k, v in PARAMS.items() if k != name}, sig, KEY, NOW)
+
+
+def test_added_parameters_wrong_keys_and_bad_signatures_are_rejected() -> None:
+    sig = signing.sign(PARAMS, KEY)
+    assert not signing.verify({**PARAMS, "extra": "1"}, sig, KEY, NOW)
+    assert not signing.verify(PARAMS, sig, b"another key of thirty-two bytes!", NOW)
+    assert not signing.verify(PARAMS, sig[:-1] + ("A" if sig[-1] != "A" else "B"), KEY, NOW)
+    assert not signing.verify(PARAMS, "", KEY, NOW)
+    assert not signing.verify(PARAMS, "é" * 43, KEY, NOW)
+    assert not signing.verify(PARAMS, sig, b"", NOW)
+
+
+def test_exchange_macros_are_outside_the_signature() -> None:
+    sig = signing.sign(PARAMS, KEY)
+    filled = {**PARAMS, "price": "1.93", "loss": "102"}
+    assert signing.verify(filled, sig, KEY, NOW)
+
+
+def test_expired_or_undated_notices_are_rejected() -> None:
+    sig = signing.sign(PARAMS, KEY)
+    assert not signing.verify(PARAMS, sig, KEY, NOW + 3600)
+    assert not signing.verify(PARAMS, sig, KEY, NOW + 10**6)
+    undated = {k: v for k, v in PARAMS.items() if k != "exp"}
+    assert not signing.verify(undated, signing.sign(undated, KEY), KEY, NOW)
+    garbled = {**PARAMS, "exp": "soon"}
+    assert not signing.verify(garbled, signing.sign(garbled, KEY), KEY, NOW)
+
+
+def test_empty_key_is_refused() -> None:
+    with pytest.raises(ValueError):
+        signing.sign(PARAMS, b"")
+    with pytest.raises(ValueError):
+        signing.Signer(b"")
+
+
+@given(st.dictionaries(st.text(min_size=1), st.text(), max_size=5), st.text(min_size=1), st.text())
+def test_canonical_form_is_unambiguous(params: dict[str, str], name: str, value: str) -> None:
+    moved = dict(params)
+    if name in moved or name in signing.UNSIGNED:
+        return
+    moved[name] = value
+    assert signing.canonical(moved) != signing.canonical(params)
+
+
+def test_signer_urls_equal_notice_url_and_round_trip() -> None:
+    signer = signing.Signer(KEY)
+    params = {k: v for k, v in PARAMS.items() if k != "ev"}
+    params["txid"] = "id with spaces & symbols=:/?#"
+    urls = signer.notice_urls("https://t.example/", params)
+    assert set(urls) == set(signing.KINDS)
+    for kind, url in urls.items():
+        assert url == signing.notice_url("https://t.example", kind, params, KEY)
+        parts = urlsplit(url)
+        assert parts.path == f"/{kind}"
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        sig = query.pop("sig")
+        assert query["ev"] == kind and query["txid"] == params["txid"]
+        assert signing.verify(query, sig, KEY, NOW)
+        # a URL for one kind cannot be replayed as another
+        other = "click" if kind != "click" else "win"
+        assert not signing.verify({**query, "ev": other}, sig, KEY, NOW)
+    assert urls["win"].endswith("&price=${AUCTION_PRICE}")
+    assert urls["loss"].endswith("&price=${AUCTION_PRICE}&loss=${AUCTION_LOSS}")
+    assert "${" not in urls["click"]
+
+
+def test_render_markup_fills_our_macros_only() -> None:
+    out = signing.render_markup(
+        '<a href="${CLICK_URL}">${AUCTION_PRICE}<img src="${IMP_URL}">', "I", "C"
+    )
+    assert out == '<a href="C">${AUCTION_PRICE}<img src="I">'
