@@ -1,0 +1,118 @@
+"""A short ``rtbfleet demo`` against a real local fleet started by the launcher (1 bidder):
+its report's numbers must add up, and nothing it started may outlive it."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fleet.pg import free_port
+from sim import demo
+
+
+@pytest.fixture
+def fleet_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    data_dir = Path(tempfile.mkdtemp(prefix="rtbfleet-sim-demo-"))
+    data_dir.chmod(0o755)  # the embedded Postgres runs as its own user and must reach it
+    for name in list(os.environ):
+        if name.startswith("RTBFLEET_"):
+            monkeypatch.delenv(name)
+    ports = [free_port() for _ in range(7)]
+    for name, value in {
+        "RTBFLEET_DATA_DIR": str(data_dir),
+        "RTBFLEET_MEMCACHED": f"127.0.0.1:{ports[0]}",
+        "RTBFLEET_EVENT_BUS_IN": f"tcp://127.0.0.1:{ports[1]}",
+        "RTBFLEET_EVENT_BUS_OUT": f"tcp://127.0.0.1:{ports[2]}",
+        "RTBFLEET_COHERENCE_BUS_IN": f"tcp://127.0.0.1:{ports[3]}",
+        "RTBFLEET_COHERENCE_BUS_OUT": f"tcp://127.0.0.1:{ports[4]}",
+        "RTBFLEET_BIDDER_PORT": str(ports[5]),
+        "RTBFLEET_TRACKER_PORT": str(ports[6]),
+    }.items():
+        monkeypatch.setenv(name, value)
+    try:
+        yield data_dir
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _descendants() -> set[int]:
+    """Live processes below this one (from /proc: their parent chain leads here)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":  # zombies are gone already
+            parent[int(entry.name)] = int(fields[1])
+    mine, me = set(), os.getpid()
+    for pid in parent:
+        p = pid
+        while p in parent and p not in (me, 0, 1):
+            p = parent[p]
+        if p == me and pid != me:
+            mine.add(pid)
+    return mine
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+async def test_short_demo_adds_up(fleet_env: Path) -> None:
+    before = _descendants()
+    reports = fleet_env / "reports"
+    out = io.StringIO()
+    code = await demo.main(
+        _args(
+            "--duration",
+            "4",
+            "--rate",
+            "150",
+            "--bidders",
+            "1",
+            "--campaigns",
+            "12",
+            "--seed",
+            "5",
+            "--report-dir",
+            str(reports),
+        ),
+        out=out,
+    )
+    text = out.getvalue()
+    assert code == 0, text
+    assert "Check     OK" in text
+    (directory,) = reports.iterdir()
+    figures = json.loads((directory / "report.json").read_text())
+    req, imp = figures["requests"], figures["impressions"]
+    assert req["offered"] > 300 and req["answered"] == req["offered"]
+    assert req["late"] == 0 and req["timeouts"] == 0 and req["not_sent"] == 0
+    assert set(req["statuses"]) <= {"200", "204"}
+    assert imp["bids"] > 0, "the fleet never bid on the generated portfolio's traffic"
+    assert imp["wins"] <= imp["bids"]
+    rows = np.load(directory / "auctions.npz")
+    won = rows["outcome"] == 7
+    assert (rows["bid_usd_micros"][won] > 0).all()
+    billed = rows["billed"] == 1
+    assert figures["spend_usd_micros"] == int((rows["clear_usd_micros"][billed] // 1000).sum())
+    assert (
+        rows["latency_ms"][rows["latency_ms"] >= 0] <= rows["deadline_ms"][rows["latency_ms"] >= 0]
+    ).all()
+    assert (directory / "index.html").is_file() and (directory / "latency.png").is_file()
+    after = _descendants()
+    assert after <= before, f"left behind: {after - before}"
