@@ -25,6 +25,17 @@ class BadRequest(BidderError):
         self.reason = reason
 
 
+class InvalidRequest(BidderError):
+    """A well-formed request that breaks an OpenRTB rule we cannot bid through (duplicate imp
+    ids, site and app together, a negative floor). Real exchanges send these as live traffic,
+    so the answer is a counted no-bid (nbr 2), not a 400; ``request`` is what was decoded."""
+
+    def __init__(self, reason: str, request: object) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.request = request
+
+
 class DeadlineExceeded(BidderError):
     """The answer would be late; the only safe reply is none (or a fast no-bid)."""
 

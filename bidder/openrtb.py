@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import msgspec
 
-from bidder.errors import BadRequest
+from bidder.errors import BadRequest, InvalidRequest
 
 
 class _Obj(msgspec.Struct, gc=False, omit_defaults=True):
@@ -449,7 +449,10 @@ def _short(message: str, limit: int = 120) -> str:
 
 
 def validate(req: BidRequest) -> None:
-    """What a bid needs; everything else is the exchange's business."""
+    """What a bid needs; everything else is the exchange's business.
+
+    Without an id or an impression there is no bid request at all: ``BadRequest`` (400). A
+    request that breaks a rule but is otherwise readable gets ``InvalidRequest`` (a no-bid)."""
     if not req.id:
         raise BadRequest("id: must be a non-empty string")
     if not req.imp:
@@ -459,15 +462,17 @@ def validate(req: BidRequest) -> None:
         if not imp.id:
             raise BadRequest(f"imp[{i}].id: must be a non-empty string")
         if imp.id in seen:
-            raise BadRequest(f"imp[{i}].id: duplicate {imp.id[:64]!r}")
+            raise InvalidRequest(f"imp[{i}].id: duplicate {imp.id[:64]!r}", req)
         seen.add(imp.id)
         if not (math.isfinite(imp.bidfloor) and imp.bidfloor >= 0):
-            raise BadRequest(f"imp[{i}].bidfloor: must be a finite number >= 0")
+            raise InvalidRequest(f"imp[{i}].bidfloor: must be a finite number >= 0", req)
         if imp.pmp is not None:
             for j, deal in enumerate(imp.pmp.deals):
                 if not deal.id:
-                    raise BadRequest(f"imp[{i}].pmp.deals[{j}].id: must be a non-empty string")
+                    raise InvalidRequest(
+                        f"imp[{i}].pmp.deals[{j}].id: must be a non-empty string", req
+                    )
                 if not (math.isfinite(deal.bidfloor) and deal.bidfloor >= 0):
-                    raise BadRequest(f"imp[{i}].pmp.deals[{j}].bidfloor: must be >= 0")
+                    raise InvalidRequest(f"imp[{i}].pmp.deals[{j}].bidfloor: must be >= 0", req)
     if (req.site is not None) + (req.app is not None) + (req.dooh is not None) > 1:
-        raise BadRequest("site/app/dooh: at most one may be present")
+        raise InvalidRequest("site/app/dooh: at most one may be present", req)

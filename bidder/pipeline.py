@@ -26,7 +26,7 @@ from typing import Final, Protocol
 from bidder import auction, response
 from bidder.auction import Offer, auction_weight
 from bidder.creative import CreativePerformance, choose_creative
-from bidder.errors import BadRequest
+from bidder.errors import BadRequest, InvalidRequest
 from bidder.filters import DEFAULT_CRAWLER_PATTERNS, Nbr, TrafficFilter
 from bidder.openrtb import BidRequest, Imp, decode_request
 from bidder.pricing import MarketPriceModel, Priced, Shader, floor_micros, market_params, price
@@ -320,8 +320,11 @@ class Pipeline:
         exchange: str,
     ) -> Answer:
         s = self.settings
+        broken_rule: str | None = None
         try:
             req = decode_request(body)
+        except InvalidRequest as exc:
+            req, broken_rule = exc.request, exc.reason  # type: ignore[assignment]
         except BadRequest as exc:
             event = self._auction_event(
                 None,
@@ -338,6 +341,8 @@ class Pipeline:
         tmax = req.tmax if req.tmax is not None and req.tmax > 0 else s.tmax_default_ms
         budget_ms = min(tmax, s.tmax_cap_ms) - s.network_allowance_ms
         ctx = _Context(req, arrival + budget_ms / 1000.0, clock, wallclock, exchange)
+        if broken_rule is not None:
+            return self._no_bid(ctx, "invalid_request", arrival, Nbr.INVALID_REQUEST)
         if ctx.late():
             return self._no_bid(ctx, "deadline", arrival)
         compiled = self._compiled

@@ -6,7 +6,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from bidder.errors import BadRequest
+from bidder.errors import BadRequest, InvalidRequest
 from bidder.openrtb import (
     Bid,
     BidRequest,
@@ -104,6 +104,26 @@ def test_top_level_mixups() -> None:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
+        (b'{"id": "r", "imp": [{"id": "1"}, {"id": "1"}]}', "imp[1].id: duplicate"),
+        (b'{"id": "r", "imp": [{"id": "1", "bidfloor": "NaN"}]}', "imp[0].bidfloor"),
+        (b'{"id": "r", "imp": [{"id": "1", "bidfloor": -0.5}]}', "imp[0].bidfloor"),
+        (b'{"id": "r", "imp": [{"id": "1"}], "site": {}, "app": {}}', "site/app/dooh"),
+        (b'{"id": "r", "imp": [{"id": "1"}], "app": {}, "dooh": {}}', "site/app/dooh"),
+    ],
+)
+def test_readable_requests_that_break_a_rule_are_invalid_not_malformed(
+    body: bytes, reason: str
+) -> None:
+    # Real exchanges send these as live traffic: they get a counted no-bid, never a 400.
+    with pytest.raises(InvalidRequest) as info:
+        decode_request(body)
+    assert reason in info.value.reason
+    assert info.value.request is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
         (b"", "malformed JSON"),
         (b"{", "malformed JSON"),
         (b'{"id": "r", "imp": [}', "malformed JSON"),
@@ -117,16 +137,11 @@ def test_top_level_mixups() -> None:
         (b'{"id": "", "imp": [{"id": "1"}]}', "id: must be a non-empty string"),
         (b'{"id": "r", "imp": []}', "imp: must be a non-empty list"),
         (b'{"id": "r", "imp": [{"id": ""}]}', "imp[0].id: must be a non-empty string"),
-        (b'{"id": "r", "imp": [{"id": "1"}, {"id": "1"}]}', "imp[1].id: duplicate"),
         (b'{"id": "r", "imp": [{"id": "1", "bidfloor": "x"}]}', "imp[0].bidfloor: cannot read"),
-        (b'{"id": "r", "imp": [{"id": "1", "bidfloor": "NaN"}]}', "imp[0].bidfloor"),
-        (b'{"id": "r", "imp": [{"id": "1", "bidfloor": -0.5}]}', "imp[0].bidfloor"),
         (b'{"id": "r", "imp": [{"id": "1", "banner": {"w": "wide"}}]}', "imp[0].banner.w"),
         (b'{"id": "r", "imp": [{"id": "1", "pmp": {"deals": [{"bidfloor": 1}]}}]}', "deals[0]"),
         (b'{"id": "r", "imp": [{"id": "1"}], "bcat": [["IAB1"]]}', "bcat[0]"),
         (b'{"id": "r", "imp": [{"id": "1"}], "regs": {"coppa": "yes"}}', "regs.coppa"),
-        (b'{"id": "r", "imp": [{"id": "1"}], "site": {}, "app": {}}', "site/app/dooh"),
-        (b'{"id": "r", "imp": [{"id": "1"}], "app": {}, "dooh": {}}', "site/app/dooh"),
         (b'{"id": {"a": 1}, "imp": [{"id": "1"}]}', "id: cannot read dict"),
     ],
 )
