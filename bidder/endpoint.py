@@ -1,0 +1,296 @@
+"""``POST /openrtb2/bid``: from framed bytes to the answer on the wire, and what it records.
+
+In order: shed (decided when the head arrived, before anything is parsed) -> gunzip within the
+body limit -> the pipeline -> one more deadline check -> write -> metrics and events. Whatever
+happens, the exchange gets exactly one of: a bid (200), a no-bid (204, or 200 with ``nbr`` when
+configured), a 4xx with a JSON reason, or — only when the auction's tmax has already passed — no
+answer at all (the connection is closed: the exchange has given up on it, and anything we sent
+would be an answer after tmax). Never a 5xx: an internal error is a counted, sampled-logged 204.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import msgspec
+
+from bidder.http1 import RequestHead, accepts_gzip, openrtb_version, response_bytes
+from bidder.metrics import BidderMetrics
+from bidder.pipeline import Answer
+from bidder.shedding import LoadShedder
+from fleet.events import AnyEvent, AuctionEvent
+
+log = logging.getLogger("bidder.endpoint")
+
+_EXCHANGE = re.compile(r"(?:^|&)exchange=([A-Za-z0-9_.-]{1,32})(?:&|$)")
+_GZIP_LEVEL = 1  # bid responses are small and time is short: fastest compression
+_NBR_INSUFFICIENT_TIME = 9  # OpenRTB 2.6 no-bid reason (as the pipeline's "deadline")
+
+
+class BidEngine(Protocol):
+    """The pure core (bidder.pipeline.Pipeline) as the endpoint uses it."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def handle(
+        self,
+        body: bytes,
+        *,
+        arrival: float,
+        clock: Callable[[], float],
+        wallclock: float,
+        remote_ip: str = "",
+        user_agent_header: str = "",
+        exchange: str = "",
+    ) -> Answer: ...
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    max_body_bytes: int = 256 * 1024
+    gzip_responses: bool = True
+    tmax_default_ms: int = 100
+    tmax_cap_ms: int = 250
+    network_allowance_ms: int = 15
+    error_log_every: int = 1000
+
+
+class _Tmax(msgspec.Struct):
+    tmax: int | float | str | None = None
+
+
+_tmax_decoder = msgspec.json.Decoder(_Tmax)
+
+
+class BidEndpoint:
+    """The bid path's HTTP side. ``ready`` says whether bidding may start (snapshot, model and
+    spend figures loaded); ``publish`` hands events to the event bus without blocking."""
+
+    def __init__(
+        self,
+        engine: BidEngine,
+        shedder: LoadShedder,
+        metrics: BidderMetrics,
+        *,
+        settings: EndpointSettings,
+        publish: Callable[[Sequence[AnyEvent]], None],
+        ready: Callable[[], bool],
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.shedder = shedder
+        self.metrics = metrics
+        self.settings = settings
+        self.publish = publish
+        self.ready = ready
+        self.clock = clock
+        self.wallclock = wallclock
+        self.draining = False
+        self.errors = 0
+
+    # -- what the server calls --------------------------------------------------------------
+
+    def begin(self, in_flight: int) -> str | None:
+        if self.draining:
+            return None  # answered normally, with Connection: close
+        return self.shedder.admit(in_flight, self.clock())
+
+    def arrival_correction(self) -> float:
+        return self.shedder.staleness(self.clock())
+
+    def refuse(
+        self,
+        head: RequestHead,
+        status: int,
+        reason: str,
+        *,
+        close: bool,
+        write: Callable[[bytes], None],
+    ) -> None:
+        write(_json_error(status, reason, close=close, extra=_common_headers(head, close)))
+        self.metrics.request("invalid", "too_large" if status == 413 else "http", 0.0)
+
+    def serve(
+        self,
+        head: RequestHead,
+        body: bytes,
+        *,
+        arrival: float,
+        shed: str | None,
+        remote_ip: str,
+        close: bool,
+        write: Callable[[bytes], None],
+    ) -> bool:
+        """Answer one request; True when the connection must be closed without an answer."""
+        version = _common_headers(head, close)
+        if shed is not None:
+            write(response_bytes(204, headers=version, close=close))
+            self.metrics.shed_request(shed, self.clock() - arrival)
+            return False
+        try:
+            return self._serve(head, body, arrival, remote_ip, close, write, version)
+        except Exception:
+            self.errors += 1
+            if self.errors % self.settings.error_log_every == 1:
+                log.exception("internal error answering a bid request (1 in %d logged)",
+                              self.settings.error_log_every)  # fmt: skip
+            self.metrics.error("endpoint")
+            write(response_bytes(204, headers=version, close=close))
+            self.metrics.request("error", "internal", self.clock() - arrival)
+            return False
+
+    # -- the request ------------------------------------------------------------------------
+
+    def _serve(
+        self,
+        head: RequestHead,
+        body: bytes,
+        arrival: float,
+        remote_ip: str,
+        close: bool,
+        write: Callable[[bytes], None],
+        version: bytes,
+    ) -> bool:
+        encoding = head.headers.get(b"content-encoding", b"").strip().lower()
+        if encoding and encoding != b"identity":
+            if encoding not in (b"gzip", b"x-gzip"):
+                write(_json_error(415, "unsupported content-encoding", close=close, extra=version))
+                self.metrics.request("invalid", "encoding", self.clock() - arrival)
+                return False
+            try:
+                body = gunzip(body, self.settings.max_body_bytes)
+            except _TooLarge:
+                write(_json_error(413, "request body too large", close=close, extra=version))
+                self.metrics.request("invalid", "too_large", self.clock() - arrival)
+                return False
+            except (zlib.error, EOFError):
+                write(_json_error(400, "body is not valid gzip", close=close, extra=version))
+                self.metrics.request("invalid", "bad_gzip", self.clock() - arrival)
+                return False
+        if not self.ready():
+            write(response_bytes(204, headers=version, close=close))
+            self.metrics.request("nobid", "not_ready", self.clock() - arrival)
+            return False
+        answer = self.engine.handle(
+            body,
+            arrival=arrival,
+            clock=self.clock,
+            wallclock=self.wallclock(),
+            remote_ip=remote_ip,
+            user_agent_header=head.header(b"user-agent"),
+            exchange=_exchange(head.target),
+        )
+        status, payload = answer.status, answer.body
+        if answer.outcome == "late" or status == 200:
+            # The last check before the wire: a bid only before the deadline, anything at all
+            # only before tmax itself.
+            tmax = self._tmax_s(body)
+            now = self.clock()
+            if now >= arrival + tmax:
+                _make_late(answer)
+                self._after(answer, "late", arrival, now, dropped=True)
+                return True
+            if answer.outcome == "late" or (
+                answer.bids and now >= arrival + tmax - self.settings.network_allowance_ms / 1e3
+            ):
+                status, payload = 204, b""
+                _make_late(answer)
+        extra = version
+        if payload and status == 200 and self.settings.gzip_responses and accepts_gzip(head):
+            payload = gzip_bytes(payload)
+            extra += b"Content-Encoding: gzip\r\n"
+        write(response_bytes(status, payload, headers=extra, close=close))
+        self._after(answer, answer.outcome, arrival, self.clock(), dropped=False)
+        return False
+
+    def _after(
+        self, answer: Answer, outcome: str, arrival: float, now: float, *, dropped: bool
+    ) -> None:
+        self.metrics.request(outcome, answer.reason, now - arrival, answer.candidates)
+        if outcome == "bid":
+            for b in answer.bids:
+                self.metrics.bid(b.campaign_id, b.price_cpm_micros)
+        if dropped:
+            self.metrics.error("late_dropped")
+        if answer.events:
+            self.publish(answer.events)
+
+    def _tmax_s(self, body: bytes) -> float:
+        """The auction's own time limit in seconds (capped), as the pipeline reads it."""
+        s = self.settings
+        tmax: float = s.tmax_default_ms
+        try:
+            raw = _tmax_decoder.decode(body).tmax
+            value = float(raw) if raw is not None else 0.0
+            if 0 < value < 1e9:
+                tmax = value
+        except (msgspec.DecodeError, ValueError):
+            pass
+        return min(tmax, s.tmax_cap_ms) / 1000.0
+
+
+def _make_late(answer: Answer) -> None:
+    """A bid dropped at the last check: its events must not say it was sent."""
+    if answer.outcome == "late":
+        return
+    answer.outcome, answer.reason, answer.bids = "late", "deadline", []
+    answer.events = [
+        msgspec.structs.replace(e, outcome="late", reason="deadline", nbr=_NBR_INSUFFICIENT_TIME)
+        for e in answer.events
+        if isinstance(e, AuctionEvent)
+    ]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress a gzip body (several members allowed); _TooLarge past ``limit`` bytes,
+    zlib.error or EOFError when it is not complete, valid gzip."""
+    out = bytearray()
+    while True:
+        d = zlib.decompressobj(wbits=31)
+        out += d.decompress(data, limit + 1 - len(out))
+        if len(out) > limit or d.unconsumed_tail:
+            raise _TooLarge
+        if not d.eof:
+            raise EOFError("truncated gzip body")
+        data = d.unused_data
+        if not data.strip(b"\x00"):
+            return bytes(out)
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    c = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
+    return c.compress(data) + c.flush()
+
+
+def _exchange(target: str) -> str:
+    """The exchange's name from ``?exchange=...`` (a bounded token), else empty."""
+    _, _, query = target.partition("?")
+    if not query:
+        return ""
+    m = _EXCHANGE.search(query)
+    return m.group(1).lower() if m else ""
+
+
+def _common_headers(head: RequestHead, close: bool) -> bytes:
+    """The echoed x-openrtb-version, and keep-alive spelled out for an HTTP/1.0 client."""
+    lines = b"x-openrtb-version: " + openrtb_version(head).encode() + b"\r\n"
+    if not close and head.version == "HTTP/1.0":
+        lines += b"Connection: keep-alive\r\n"
+    return lines
+
+
+def _json_error(status: int, reason: str, *, close: bool, extra: bytes = b"") -> bytes:
+    body = msgspec.json.encode({"error": reason})
+    return response_bytes(status, body, headers=extra, close=close)

@@ -1,0 +1,242 @@
+"""Frequency-cap counters from memcached, until the cache package serves them.
+
+``MemcachedFrequency`` reads counters through an in-process L1. An L1 miss returns None at once
+(the pipeline skips a capped campaign rather than wait) and schedules a batched read in a
+bounded thread pool: pymemcache blocks, so it never runs on the event loop's thread. Counters
+are written by whoever counts impressions (the tracker) under ``frequency_key``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bidder.metrics import BidderMetrics
+
+log = logging.getLogger("bidder.frequency")
+
+_SAFE_USER = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+
+
+def frequency_key(campaign_id: int, period_seconds: int, user_key: str) -> str:
+    """The memcached key of one user's impression counter for one campaign and cap period.
+
+    The value is an ASCII decimal (memcached ``incr``); whoever counts impressions (the tracker)
+    creates it with ``add`` and a TTL of the period. User keys that are long or carry characters
+    memcached keys cannot hold are hashed (``h`` + 32 hex digits).
+    """
+    user = user_key if _SAFE_USER.match(user_key) else "h" + _digest(user_key)
+    return f"fc:{campaign_id}:{period_seconds}:{user}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+class NoFrequencyData:
+    """No memcached configured: every counter is unknown (capped campaigns are skipped)."""
+
+    def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
+        return None
+
+
+class MemcachedFrequency:
+    """Frequency counters through an in-process L1; misses are filled in batches off the loop.
+
+    A counter is fresh for ``ttl`` seconds, then served stale for another ``ttl`` while it is
+    read again (so a busy user is never unknown), then forgotten.
+
+    ``client`` is anything with pymemcache's ``get_many(keys) -> dict`` (thread-safe: a pooled
+    client). Keys not in memcached are users never counted: 0. A failed read caches nothing
+    (the campaign stays skipped for that user) and pauses fills for ``error_backoff`` seconds.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        metrics: BidderMetrics,
+        ttl: float = 30.0,
+        threads: int = 2,
+        max_pending: int = 10_000,
+        max_entries: int = 200_000,
+        batch: int = 100,
+        error_backoff: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.metrics = metrics
+        self.ttl = ttl
+        self.threads = threads
+        self.max_pending = max_pending
+        self.max_entries = max_entries
+        self.batch = batch
+        self.error_backoff = error_backoff
+        self._clock = clock
+        self._l1: dict[str, tuple[int, float]] = {}
+        self._pending: dict[str, None] = {}  # insertion-ordered set
+        self._reading: set[str] = set()
+        self._batches = 0
+        self._paused_until = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="memcached")
+        self._kick_scheduled = False
+        self._inflight: set[asyncio.Future[dict[str, Any]]] = set()
+        hit, miss, dropped = (metrics.frequency.labels(r) for r in ("hit", "miss", "dropped"))
+        self._hit, self._miss, self._dropped = hit, miss, dropped
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
+        key = frequency_key(campaign_id, period_seconds, user_key)
+        entry = self._l1.get(key)
+        if entry is not None:
+            now = self._clock()
+            if now < entry[1]:
+                self._hit.inc()
+                return entry[0]
+            if now < entry[1] + self.ttl:  # stale: still served while it is read again
+                self._hit.inc()
+                self._schedule(key)
+                return entry[0]
+        self._miss.inc()
+        self._schedule(key)
+        return None
+
+    def _schedule(self, key: str) -> None:
+        if key in self._pending or key in self._reading:
+            return
+        if len(self._pending) >= self.max_pending or self._loop is None:
+            self._dropped.inc()
+            return
+        self._pending[key] = None
+        if not self._kick_scheduled:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self._kick_scheduled = False
+        loop = self._loop
+        if loop is None:
+            return
+        if self._clock() < self._paused_until:
+            self._dropped.inc(len(self._pending))
+            self._pending.clear()
+            return
+        while self._pending and self._batches < self.threads:
+            keys = []
+            for key in self._pending:
+                keys.append(key)
+                if len(keys) >= self.batch:
+                    break
+            for key in keys:
+                del self._pending[key]
+                self._reading.add(key)
+            self._batches += 1
+            future = loop.run_in_executor(self._executor, self._read, keys)
+            self._inflight.add(future)
+            future.add_done_callback(functools.partial(self._filled, keys=keys))
+
+    def _read(self, keys: list[str]) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.get_many(keys)
+        return result
+
+    def _filled(self, future: asyncio.Future[dict[str, Any]], *, keys: list[str]) -> None:
+        self._inflight.discard(future)
+        self._batches -= 1
+        self._reading.difference_update(keys)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.metrics.frequency.labels("fill_error").inc()
+            self._paused_until = self._clock() + self.error_backoff
+            log.debug("memcached read failed: %s", exc)
+        else:
+            values = future.result()
+            expires = self._clock() + self.ttl
+            if len(self._l1) + len(keys) > self.max_entries:
+                self._evict(len(keys))
+            for key in keys:
+                self._l1[key] = (_count(values.get(key)), expires)
+            self.metrics.frequency.labels("filled").inc(len(keys))
+        if self._pending and not self._kick_scheduled and self._loop is not None:
+            self._kick_scheduled = True
+            self._loop.call_soon(self._kick)
+
+    def _evict(self, room: int) -> None:
+        """Drop the oldest tenth (insertion order) and anything expired found on the way."""
+        now = self._clock()
+        drop = max(room, len(self._l1) // 10)
+        for key in list(self._l1)[:drop]:
+            del self._l1[key]
+        for key in [k for k, (_, fresh) in self._l1.items() if fresh + self.ttl <= now]:
+            del self._l1[key]
+
+    async def close(self) -> None:
+        self._loop = None
+        self._pending.clear()
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=2.0)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+
+def _count(raw: Any) -> int:
+    if raw is None:
+        return 0
+    try:
+        return max(0, int(raw))
+    except (TypeError, ValueError):
+        return 2**31  # not a counter: treat the cap as reached rather than ignore it
+
+
+class ShardedMemcached:
+    """``get_many`` over one or more memcached servers, keys placed as pymemcache's HashClient
+    places them (rendezvous hashing on ``host:port``), so that writers using HashClient and this
+    reader agree. Unlike HashClient, a server that fails raises instead of answering "no such
+    keys" (which would read as zero impressions and let a capped campaign through)."""
+
+    def __init__(self, servers: Sequence[tuple[str, int]], pool_size: int) -> None:
+        from pymemcache.client.base import PooledClient
+        from pymemcache.client.rendezvous import RendezvousHash
+
+        names = [f"{host}:{port}" for host, port in servers]
+        self._hash = RendezvousHash(names)
+        self._clients = {
+            name: PooledClient(
+                server,
+                max_pool_size=pool_size,
+                connect_timeout=0.25,
+                timeout=0.25,
+                no_delay=True,
+            )
+            for name, server in zip(names, servers, strict=True)
+        }
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
+        by_server: dict[str, list[str]] = {}
+        for key in keys:
+            by_server.setdefault(self._hash.get_node(key), []).append(key)
+        found: dict[str, Any] = {}
+        for name, batch in by_server.items():
+            found.update(self._clients[name].get_many(batch))
+        return found
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+
+
+def memcached_client(servers: Sequence[tuple[str, int]], pool_size: int) -> ShardedMemcached:
+    return ShardedMemcached(servers, pool_size)

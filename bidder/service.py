@@ -1,0 +1,285 @@
+"""One bidder server process: the pipeline wired to its data sources, the event bus, metrics and
+the HTTP server.
+
+Start order: metrics -> model -> data sources (config snapshot, spend, frequency) -> pipeline ->
+event publisher -> lag probe -> HTTP (listening at once; bids wait for readiness and get 204
+until then). Stop order (``stop()``): stop accepting and drain connections, stop the probe and
+the sources, flush and close the event publisher, close the memcached pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from bidder.app import BidderHTTPServer, HttpLimits, make_application
+from bidder.creative import NoPerformance
+from bidder.endpoint import BidEndpoint, EndpointSettings
+from bidder.frequency import MemcachedFrequency, NoFrequencyData, memcached_client
+from bidder.metrics import BidderMetrics, exposition
+from bidder.pipeline import Pipeline
+from bidder.pricing import LogNormalMarket
+from bidder.scoring import HashedLinearModel, Model, PriorModel
+from bidder.settings import BidderSettings
+from bidder.shedding import LagProbe, LoadShedder, SheddingPolicy
+from bidder.sources import (
+    BudgetGate,
+    SnapshotSource,
+    SpendReader,
+    UnlimitedGate,
+    load_portfolio_file,
+)
+from fleet.config import Campaign, ConfigSnapshot
+from fleet.events import AnyEvent, encode, topic_for
+
+log = logging.getLogger("bidder.service")
+
+
+class BidderService:
+    """``await start()``, then ``port`` is served; ``await stop()`` shuts down gracefully."""
+
+    def __init__(
+        self,
+        settings: BidderSettings,
+        *,
+        index: int = 0,
+        registry: CollectorRegistry | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.registry = registry or CollectorRegistry()
+        self.metrics = BidderMetrics(self.registry, top_campaigns=settings.metrics_top_campaigns)
+        self.rng = rng or random.Random()
+        self.snapshot: ConfigSnapshot | None = None
+        self.model_loaded = False
+        self.port = 0
+        self.pipeline: Pipeline | None = None
+        self.server: BidderHTTPServer | None = None
+        self.endpoint: BidEndpoint | None = None
+        self.publisher: Any = None
+        self._snapshot_source: SnapshotSource | None = None
+        self._spend: SpendReader | None = None
+        self._gate: BudgetGate | UnlimitedGate = UnlimitedGate()
+        self._frequency: MemcachedFrequency | NoFrequencyData = NoFrequencyData()
+        self._probe: LagProbe | None = None
+        self._snapshot_lock = asyncio.Lock()
+        self._config_loaded = asyncio.Event()
+
+    # -- readiness ----------------------------------------------------------------------------
+
+    def ready_parts(self) -> dict[str, bool]:
+        pipeline = self.pipeline
+        return {
+            "config": pipeline is not None and pipeline.ready,
+            "model": self.model_loaded,
+            "spend": self._gate.loaded,
+        }
+
+    def is_ready(self) -> bool:
+        return all(self.ready_parts().values())
+
+    async def wait_ready(self, timeout: float | None) -> None:
+        """Until the first snapshot and spend figures are in; TimeoutError after ``timeout``."""
+        async with asyncio.timeout(timeout):
+            await self._config_loaded.wait()
+            if self._spend is not None:
+                await self._spend.first_read.wait()
+
+    # -- start --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        model = await self._load_model()
+        self._start_sources()
+        self.pipeline = Pipeline(
+            s.to_pipeline_settings(self.index),
+            gate=self._gate,
+            frequency=self._frequency,
+            model=model,
+            market=LogNormalMarket(),
+            performance=NoPerformance(),
+            rng=self.rng,
+        )
+        self.model_loaded = True
+        if s.snapshot_file:
+            await self._apply_snapshot(load_portfolio_file(Path(s.snapshot_file)))
+        elif self._snapshot_source is not None:
+            self._snapshot_source.start()
+        await self._start_publisher()
+        shedder = LoadShedder(
+            SheddingPolicy(
+                enabled=s.shed_enabled,
+                max_wait=s.shed_wait_ms / 1000.0,
+                max_in_flight=s.shed_max_in_flight,
+                probe_interval=s.lag_probe_ms / 1000.0,
+            )
+        )
+        self._probe = LagProbe(
+            s.lag_probe_ms / 1000.0, self._observe_lag(shedder), expect=shedder.expect_probe
+        )
+        self._probe.start()
+        self.endpoint = BidEndpoint(
+            self.pipeline,
+            shedder,
+            self.metrics,
+            settings=EndpointSettings(
+                max_body_bytes=s.max_body_bytes,
+                gzip_responses=s.gzip_responses,
+                tmax_default_ms=s.tmax_default_ms,
+                tmax_cap_ms=s.tmax_cap_ms,
+                network_allowance_ms=s.network_allowance_ms,
+                error_log_every=s.error_log_every,
+            ),
+            publish=self._publish,
+            ready=self.is_ready,
+        )
+        app = make_application(ready=self.ready_parts, exposition=lambda: exposition(self.registry))
+        limits = HttpLimits(
+            max_body_bytes=s.max_body_bytes,
+            max_drain_bytes=s.max_drain_bytes,
+            idle_timeout=s.idle_timeout_s,
+            body_timeout=s.body_timeout_s,
+        )
+        self.server = BidderHTTPServer(self.endpoint, app, limits)
+        self.port = self.server.listen_reuse_port(s.port, s.host)
+        log.info("bidder %s listening on %s:%d", s.name(self.index), s.host, self.port)
+
+    async def _load_model(self) -> Model:
+        path = self.settings.model_file
+        if not path:
+            return PriorModel()
+        data = await asyncio.to_thread(Path(path).read_bytes)
+        model = await asyncio.to_thread(HashedLinearModel.from_bytes, data)
+        log.info("model version %d loaded from %s", model.version, path)
+        return model
+
+    def _start_sources(self) -> None:
+        s, fleet = self.settings, self.settings.fleet
+        if fleet.pg_dsn:
+            gate = BudgetGate(max_age=max(30.0, 10 * s.spend_refresh_s))
+            self._gate = gate
+            self._spend = SpendReader(
+                fleet.pg_dsn,
+                gate,
+                self._campaigns,
+                metrics=self.metrics,
+                interval=s.spend_refresh_s,
+            )
+            self._spend.start()
+            if not s.snapshot_file:
+                self._snapshot_source = SnapshotSource(
+                    fleet.pg_dsn,
+                    on_snapshot=self._apply_snapshot,
+                    metrics=self.metrics,
+                    refresh_interval=s.snapshot_refresh_s,
+                    debounce=s.notify_debounce_ms / 1000.0,
+                )
+        else:
+            log.warning("no Postgres configured: budgets are NOT enforced (load tests only)")
+        servers = fleet.memcached_servers
+        if servers:
+            frequency = MemcachedFrequency(
+                memcached_client(servers, s.frequency_threads),
+                metrics=self.metrics,
+                ttl=s.frequency_ttl_s,
+                threads=s.frequency_threads,
+                max_pending=s.frequency_max_pending,
+            )
+            frequency.start()
+            self._frequency = frequency
+
+    def _campaigns(self) -> Sequence[Campaign]:
+        return self.snapshot.campaigns if self.snapshot is not None else ()
+
+    async def _apply_snapshot(self, snapshot: ConfigSnapshot) -> None:
+        """Build the targeting index in a worker thread (the loop keeps serving with the old
+        one) and swap it in; the pipeline's swap is a single reference assignment."""
+        pipeline = self.pipeline
+        assert pipeline is not None
+        async with self._snapshot_lock:
+            await asyncio.to_thread(pipeline.set_snapshot, snapshot)
+            self.snapshot = snapshot
+            if isinstance(self._gate, BudgetGate):
+                self._gate.set_campaigns(snapshot.campaigns, datetime.now(UTC))
+            self.metrics.set_portfolio(snapshot)
+            self.metrics.ready.set(1 if self.is_ready() else 0)
+            self._config_loaded.set()
+            log.info("config version %d: %d campaigns", snapshot.version, len(snapshot.campaigns))
+
+    async def _start_publisher(self) -> None:
+        if not self.settings.publish_events:
+            return
+        from fleet.bus import Publisher
+        from fleet.errors import BusError
+
+        publisher = Publisher(
+            self.settings.fleet.event_bus_in,
+            publisher_id=self.settings.name(self.index),
+            registry=self.registry,
+        )
+        try:
+            await publisher.start()
+        except BusError as exc:  # bids matter more than their events: run on, loudly
+            self.metrics.error("publisher_start")
+            log.error("event bus %s unusable, bidding without events: %s", publisher.endpoint, exc)
+            return
+        self.publisher = publisher
+
+    def _publish(self, events: Sequence[AnyEvent]) -> None:
+        publisher = self.publisher
+        if publisher is None:
+            return
+        partitions = self.settings.fleet.event_partitions
+        try:
+            for event in events:
+                publisher.publish(topic_for(event, partitions), encode(event))
+        except Exception:  # a closed bus must never fail a bid
+            self.metrics.error("publish")
+            return
+        self.metrics.events.inc(len(events))
+
+    def _observe_lag(self, shedder: LoadShedder) -> Any:
+        metrics = self.metrics
+
+        def observe(lag: float, cpu: float) -> None:
+            shedder.observe_lag(lag, cpu)
+            metrics.loop_lag.set(lag)
+            metrics.shed_share.set(shedder.share)
+            if self.server is not None:
+                metrics.in_flight.set(self.server.in_flight)
+            metrics.ready.set(1 if self.is_ready() else 0)
+
+        return observe
+
+    # -- stop ---------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop accepting, drain, cancel loops, flush the publisher, close pools. Idempotent."""
+        if self.endpoint is not None:
+            self.endpoint.draining = True
+        if self.server is not None:
+            await self.server.shutdown(self.settings.drain_timeout_s)
+            self.server = None
+        if self._probe is not None:
+            await self._probe.stop()
+            self._probe = None
+        for source in (self._snapshot_source, self._spend):
+            if source is not None:
+                await source.close()
+        self._snapshot_source = self._spend = None
+        if self.publisher is not None:
+            with contextlib.suppress(Exception):
+                await self.publisher.close()
+            self.publisher = None
+        if isinstance(self._frequency, MemcachedFrequency):
+            await self._frequency.close()
+            self._frequency = NoFrequencyData()

@@ -1,0 +1,331 @@
+"""The bidder service's settings: ``RTBFLEET_BIDDER_*`` variables plus the fleet-wide ones.
+
+Built once at start-up (``BidderSettings.from_env()``), validated there (a bad value stops the
+process with one line naming the variable), and passed down explicitly. The pipeline's knobs are
+handed to the pure core as a plain ``PipelineSettings`` (``to_pipeline_settings()``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fleet.errors import SettingsError
+from fleet.settings import FleetSettings, fraction, load, non_negative, port, positive, setting
+
+if TYPE_CHECKING:
+    from bidder.pipeline import PipelineSettings
+
+MIN_SIGNING_KEY_BYTES = 16
+# Used only when RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY is set: anybody can forge notices with it.
+DEV_SIGNING_KEY = "rtbfleet-development-signing-key-not-secret"
+
+
+def _origin(value: str) -> str | None:
+    ok = value.startswith(("http://", "https://")) and not value.endswith("/")
+    return None if ok else "must be an http(s) URL without a trailing slash"
+
+
+@dataclasses.dataclass(frozen=True)
+class BidderSettings:
+    """Everything one bidder process needs; ``fleet`` holds where Postgres, memcached and the
+    buses are."""
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    host: str = setting(
+        "127.0.0.1", "RTBFLEET_BIDDER_HOST", "address to listen on (0.0.0.0 behind a balancer)"
+    )
+    port: int = setting(8080, "RTBFLEET_BIDDER_PORT", "HTTP port (shared by all processes)", port)
+    processes: int = setting(
+        1, "RTBFLEET_BIDDER_PROCESSES", "server processes sharing the port (0: one per core)"
+    )
+    bidder_id: str = setting(
+        "", "RTBFLEET_BIDDER_ID", "this bidder's name in events and ids (empty: the host name)"
+    )
+    max_body_bytes: int = setting(
+        256 * 1024,
+        "RTBFLEET_BIDDER_MAX_BODY_BYTES",
+        "largest bid request accepted, before and after gunzip (larger: 413)",
+        positive,
+    )
+    max_drain_bytes: int = setting(
+        32 * 1024 * 1024,
+        "RTBFLEET_BIDDER_MAX_DRAIN_BYTES",
+        "a larger body is read and discarded to answer 413; past this the connection is closed",
+        positive,
+    )
+    gzip_responses: bool = setting(
+        True, "RTBFLEET_BIDDER_GZIP", "gzip bid responses when Accept-Encoding allows it"
+    )
+    nobid_body: bool = setting(
+        False,
+        "RTBFLEET_BIDDER_NOBID_BODY",
+        "answer a no-bid with 200 and {id, nbr} instead of an empty 204",
+    )
+    idle_timeout_s: float = setting(
+        120.0, "RTBFLEET_BIDDER_IDLE_TIMEOUT", "seconds a keep-alive connection may idle", positive
+    )
+    body_timeout_s: float = setting(
+        5.0, "RTBFLEET_BIDDER_BODY_TIMEOUT", "seconds to receive a request body", positive
+    )
+    drain_timeout_s: float = setting(
+        5.0,
+        "RTBFLEET_BIDDER_DRAIN_TIMEOUT",
+        "on shutdown, seconds to let open requests finish before closing connections",
+        non_negative,
+    )
+    # -- auction ------------------------------------------------------------------------------
+    currency: str = setting("USD", "RTBFLEET_BIDDER_CURRENCY", "the bidding currency")
+    tmax_default_ms: int = setting(
+        100, "RTBFLEET_BIDDER_TMAX_DEFAULT_MS", "tmax when a request has none", positive
+    )
+    tmax_cap_ms: int = setting(
+        250, "RTBFLEET_BIDDER_TMAX_CAP_MS", "never plan on more time than this", positive
+    )
+    network_allowance_ms: int = setting(
+        15,
+        "RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS",
+        "taken off tmax for the way back to the exchange",
+        non_negative,
+    )
+    margin: float = setting(
+        0.2, "RTBFLEET_BIDDER_MARGIN", "second price: bid = value x (1 - margin)", fraction
+    )
+    min_bid_cpm_micros: int = setting(
+        10_000, "RTBFLEET_BIDDER_MIN_BID_CPM_MICROS", "never bid below this CPM", non_negative
+    )
+    vendor_id: int = setting(
+        0, "RTBFLEET_BIDDER_VENDOR_ID", "our IAB TCF vendor id (0: none, GDPR is contextual only)"
+    )
+    crawler_patterns: tuple[str, ...] = setting(
+        (),
+        "RTBFLEET_BIDDER_CRAWLER_PATTERNS",
+        "user-agent substrings of crawlers (empty: the built-in list)",
+    )
+    datacenter_cidrs: tuple[str, ...] = setting(
+        (), "RTBFLEET_BIDDER_DATACENTER_CIDRS", "data-centre IP ranges, comma-separated"
+    )
+    datacenter_cidr_file: str = setting(
+        "",
+        "RTBFLEET_BIDDER_DATACENTER_CIDR_FILE",
+        "file of data-centre IP ranges, one CIDR a line (# comments)",
+    )
+    blocked_publishers: tuple[str, ...] = setting(
+        (),
+        "RTBFLEET_BIDDER_BLOCKED_PUBLISHERS",
+        "publisher ids, site domains or app bundles never bid on",
+    )
+    tracker_base_url: str = setting(
+        "http://127.0.0.1:8090",
+        "RTBFLEET_TRACKER_URL",
+        "base URL of the tracker (notice, impression and click URLs)",
+        _origin,
+    )
+    signing_key: str = setting(
+        "", "RTBFLEET_SIGNING_KEY", "HMAC key signing notice URLs (at least 16 bytes)"
+    )
+    allow_dev_signing_key: bool = setting(
+        False,
+        "RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY",
+        "development only: use a well-known key when RTBFLEET_SIGNING_KEY is empty",
+    )
+    notice_ttl_s: int = setting(
+        86400, "RTBFLEET_BIDDER_NOTICE_TTL", "seconds a signed notice URL stays valid", positive
+    )
+    use_nurl: bool = setting(
+        False, "RTBFLEET_BIDDER_USE_NURL", "send markup through the win notice instead of adm"
+    )
+    # -- overload shedding --------------------------------------------------------------------
+    shed_enabled: bool = setting(True, "RTBFLEET_BIDDER_SHED", "shed load when overloaded")
+    shed_wait_ms: float = setting(
+        15.0,
+        "RTBFLEET_BIDDER_SHED_WAIT_MS",
+        "shed (204 before parsing) a request that has probably waited this long unread",
+        positive,
+    )
+    shed_max_in_flight: int = setting(
+        1000,
+        "RTBFLEET_BIDDER_SHED_MAX_IN_FLIGHT",
+        "requests being read or answered at once above which new ones are shed",
+        positive,
+    )
+    lag_probe_ms: float = setting(
+        2.0, "RTBFLEET_BIDDER_LAG_PROBE_MS", "event-loop lag probe interval", positive
+    )
+    # -- data sources -------------------------------------------------------------------------
+    snapshot_refresh_s: float = setting(
+        30.0,
+        "RTBFLEET_BIDDER_SNAPSHOT_REFRESH",
+        "seconds between full config reloads (safety net under LISTEN config_changed)",
+        positive,
+    )
+    notify_debounce_ms: float = setting(
+        100.0,
+        "RTBFLEET_BIDDER_NOTIFY_DEBOUNCE_MS",
+        "after a config change, wait this long for more before reloading",
+        non_negative,
+    )
+    spend_refresh_s: float = setting(
+        2.0,
+        "RTBFLEET_BIDDER_SPEND_REFRESH",
+        "seconds between reads of recorded campaign spend (budget gate)",
+        positive,
+    )
+    snapshot_file: str = setting(
+        "",
+        "RTBFLEET_BIDDER_PORTFOLIO_FILE",
+        "serve this portfolio document (YAML/JSON) instead of reading Postgres (load tests)",
+    )
+    model_file: str = setting(
+        "",
+        "RTBFLEET_BIDDER_MODEL_FILE",
+        "compiled model to score with (empty: priors until a learnt model arrives)",
+    )
+    frequency_ttl_s: float = setting(
+        30.0,
+        "RTBFLEET_BIDDER_FREQUENCY_TTL",
+        "seconds a frequency counter read from memcached is reused",
+        positive,
+    )
+    frequency_threads: int = setting(
+        2, "RTBFLEET_BIDDER_FREQUENCY_THREADS", "threads reading memcached", positive
+    )
+    frequency_max_pending: int = setting(
+        10_000,
+        "RTBFLEET_BIDDER_FREQUENCY_MAX_PENDING",
+        "frequency counters waiting to be read at most (more misses are not scheduled)",
+        positive,
+    )
+    # -- events and metrics -------------------------------------------------------------------
+    publish_events: bool = setting(
+        True, "RTBFLEET_BIDDER_PUBLISH_EVENTS", "publish auction and bid events to the event bus"
+    )
+    metrics_top_campaigns: int = setting(
+        20,
+        "RTBFLEET_BIDDER_METRICS_CAMPAIGNS",
+        "campaigns with their own metric label (the largest budgets); the rest are 'other'",
+        non_negative,
+    )
+    error_log_every: int = setting(
+        1000,
+        "RTBFLEET_BIDDER_ERROR_LOG_EVERY",
+        "log one internal error in this many (all are counted)",
+        positive,
+    )
+
+    fleet: FleetSettings = dataclasses.field(default_factory=FleetSettings)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
+    ) -> BidderSettings:
+        """Both the bidder's and the fleet's settings; raises SettingsError on a bad value."""
+        fleet = load(FleetSettings, environ, env_file)
+        return dataclasses.replace(load(cls, environ, env_file), fleet=fleet)
+
+    def validate(self) -> None:
+        if self.processes < 0:
+            raise SettingsError("RTBFLEET_BIDDER_PROCESSES", "must be 0 (one per core) or more")
+        if self.tmax_cap_ms < self.tmax_default_ms:
+            raise SettingsError("RTBFLEET_BIDDER_TMAX_CAP_MS", "must be at least the default tmax")
+        if self.network_allowance_ms >= self.tmax_cap_ms:
+            raise SettingsError(
+                "RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS", "must be smaller than the tmax cap"
+            )
+        if len(self.currency) != 3 or not self.currency.isupper():
+            raise SettingsError("RTBFLEET_BIDDER_CURRENCY", f"{self.currency!r} is not ISO 4217")
+        if self.max_drain_bytes < self.max_body_bytes:
+            raise SettingsError(
+                "RTBFLEET_BIDDER_MAX_DRAIN_BYTES", "must be at least the largest body accepted"
+            )
+        if not self.signing_key and not self.allow_dev_signing_key:
+            raise SettingsError(
+                "RTBFLEET_SIGNING_KEY",
+                "is required (at least 16 bytes; RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY=1 for a "
+                "development key)",
+            )
+        if self.signing_key and len(self.signing_key.encode()) < MIN_SIGNING_KEY_BYTES:
+            raise SettingsError(
+                "RTBFLEET_SIGNING_KEY", f"must be at least {MIN_SIGNING_KEY_BYTES} bytes long"
+            )
+        for cidr in self.datacenter_cidrs:
+            _check_cidr("RTBFLEET_BIDDER_DATACENTER_CIDRS", cidr)
+        if self.datacenter_cidr_file:
+            self.file_cidrs()
+        if self.snapshot_file and not Path(self.snapshot_file).is_file():
+            raise SettingsError("RTBFLEET_BIDDER_PORTFOLIO_FILE", "is not a readable file")
+        if self.model_file and not Path(self.model_file).is_file():
+            raise SettingsError("RTBFLEET_BIDDER_MODEL_FILE", "is not a readable file")
+
+    # -- derived ------------------------------------------------------------------------------
+
+    @property
+    def process_count(self) -> int:
+        return self.processes or os.cpu_count() or 1
+
+    @property
+    def key_bytes(self) -> bytes:
+        return (self.signing_key or DEV_SIGNING_KEY).encode()
+
+    def name(self, index: int = 0) -> str:
+        """This process's bidder id: unique per server process, stable across restarts."""
+        base = self.bidder_id or socket.gethostname().split(".")[0] or "bidder"
+        return f"{base}-{index}"
+
+    def file_cidrs(self) -> tuple[str, ...]:
+        variable = "RTBFLEET_BIDDER_DATACENTER_CIDR_FILE"
+        try:
+            text = Path(self.datacenter_cidr_file).read_text()
+        except OSError as exc:
+            raise SettingsError(variable, f"cannot be read ({exc.strerror})") from None
+        cidrs = []
+        for line in text.splitlines():
+            entry = line.split("#", 1)[0].strip()
+            if entry:
+                _check_cidr(variable, entry)
+                cidrs.append(entry)
+        return tuple(cidrs)
+
+    def all_datacenter_cidrs(self) -> tuple[str, ...]:
+        extra = self.file_cidrs() if self.datacenter_cidr_file else ()
+        return self.datacenter_cidrs + extra
+
+    def to_pipeline_settings(self, index: int = 0) -> PipelineSettings:
+        """The pure core's knobs for server process ``index``."""
+        from bidder.pipeline import PipelineSettings
+
+        settings = PipelineSettings(
+            bidder_id=self.name(index),
+            currency=self.currency,
+            tmax_default_ms=self.tmax_default_ms,
+            tmax_cap_ms=self.tmax_cap_ms,
+            network_allowance_ms=self.network_allowance_ms,
+            margin=self.margin,
+            min_bid_cpm_micros=self.min_bid_cpm_micros,
+            vendor_id=self.vendor_id,
+            datacenter_cidrs=self.all_datacenter_cidrs(),
+            blocked_publishers=self.blocked_publishers,
+            tracker_base_url=self.tracker_base_url,
+            signing_key=self.key_bytes,
+            notice_ttl_s=self.notice_ttl_s,
+            nobid_body=self.nobid_body,
+            use_nurl=self.use_nurl,
+        )
+        if self.crawler_patterns:
+            settings = dataclasses.replace(settings, crawler_ua_patterns=self.crawler_patterns)
+        return settings
+
+
+def _check_cidr(variable: str, cidr: str) -> None:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        raise SettingsError(variable, f"{cidr!r} is not an IP range (CIDR)") from None
+
+
+__all__ = ["DEV_SIGNING_KEY", "BidderSettings"]

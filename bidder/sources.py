@@ -1,0 +1,328 @@
+"""Where the bidder's data comes from until the cache and the pacer take over.
+
+- ``SnapshotSource``: the config snapshot from Postgres, loaded at start and reloaded on
+  ``NOTIFY config_changed`` (LISTEN on a dedicated connection, debounced) and periodically as a
+  safety net. It reconnects with back-off when Postgres goes away and keeps serving the last
+  snapshot meanwhile. ``load_portfolio_file`` serves a static portfolio document instead.
+- ``BudgetGate`` (+ ``SpendReader``): refuses a campaign whose recorded spend (``campaign_spend``:
+  today in the campaign's timezone, and in total) leaves less than one impression at the bid
+  price. It fails closed: before the first read, and when the last good read is older than
+  ``max_age``, every campaign with a budget is refused. ``UnlimitedGate`` is for a bidder
+  started without Postgres (load tests): it enforces nothing and says so at start.
+- Frequency counters from memcached: bidder/frequency.py.
+
+Each adapter records what it does in ``BidderMetrics``; none ever raises into the bid path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import asyncpg
+
+from bidder.metrics import BidderMetrics
+from fleet.config import Campaign, ConfigSnapshot
+from fleet.db.config_store import load_snapshot
+from fleet.money import impression_cost_micros
+
+log = logging.getLogger("bidder.sources")
+
+CONFIG_CHANNEL: Final = "config_changed"
+# Rows the 0001 migration seeds into fx_rates: a portfolio file carries no rates of its own.
+DEFAULT_FX_PER_USD_MICROS: Final = {
+    "USD": 1_000_000,
+    "EUR": 920_000,
+    "GBP": 790_000,
+    "JPY": 150_000_000,
+}
+_PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+def load_portfolio_file(path: Path) -> ConfigSnapshot:
+    """A snapshot of a portfolio document (fleet.portfolio format); raises
+    ConfigValidationError with every problem found."""
+    from fleet.portfolio import read_document, validate
+
+    portfolio = validate(read_document(path))
+    return ConfigSnapshot(
+        advertisers=portfolio.advertisers,
+        campaigns=portfolio.campaigns,
+        version=1,
+        fx_per_usd_micros=dict(DEFAULT_FX_PER_USD_MICROS),
+    )
+
+
+class _Backoff:
+    def __init__(self, first: float = 0.2, most: float = 5.0) -> None:
+        self.first, self.most, self.next = first, most, first
+
+    def reset(self) -> None:
+        self.next = self.first
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.next)
+        self.next = min(self.next * 2, self.most)
+
+
+class SnapshotSource:
+    """Keeps ``current`` up to date and hands every changed snapshot to ``on_snapshot``.
+
+    ``on_snapshot`` runs on the event loop between requests (it should move heavy work off the
+    request path itself); a failure in it is logged and the snapshot is retried on the next
+    change or refresh.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        on_snapshot: Callable[[ConfigSnapshot], Awaitable[None]],
+        metrics: BidderMetrics,
+        refresh_interval: float = 30.0,
+        debounce: float = 0.1,
+        query_timeout: float = 10.0,
+    ) -> None:
+        self.dsn = dsn
+        self.on_snapshot = on_snapshot
+        self.metrics = metrics
+        self.refresh_interval = refresh_interval
+        self.debounce = debounce
+        self.query_timeout = query_timeout
+        self.current: ConfigSnapshot | None = None
+        self.loads = 0  # snapshots handed over
+        self._changed = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._first = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="config")
+
+    async def wait_loaded(self) -> ConfigSnapshot:
+        await self._first.wait()
+        assert self.current is not None
+        return self.current
+
+    def _notified(self, *_args: Any) -> None:
+        self._changed.set()
+
+    def _terminated(self, *_args: Any) -> None:
+        self._lost.set()
+        self._changed.set()
+
+    async def _run(self) -> None:
+        backoff = _Backoff()
+        down_since: float | None = None
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=self.query_timeout)
+                self._lost.clear()
+                conn.add_termination_listener(self._terminated)
+                await conn.add_listener(CONFIG_CHANNEL, self._notified)
+                self.metrics.postgres_up.set(1)
+                if down_since is not None:
+                    log.info("config connection back after %.1fs", time.monotonic() - down_since)
+                    down_since = None
+                backoff.reset()
+                # Whatever changed while we were away: always reload after (re)connecting.
+                self._changed.clear()
+                await self._reload(conn)
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.refresh_interval):
+                            await self._changed.wait()
+                        await asyncio.sleep(self.debounce)  # let a burst of changes land
+                    if self._lost.is_set():
+                        raise ConnectionError("the config connection was closed")
+                    self._changed.clear()
+                    await self._reload(conn)
+            except asyncio.CancelledError:
+                raise
+            except (*_PG_ERRORS, ConnectionError) as exc:
+                self.metrics.postgres_up.set(0)
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("config connection lost (%s); serving the last snapshot", exc)
+            finally:
+                if conn is not None:
+                    conn.terminate()
+            await backoff.sleep()
+
+    async def _reload(self, conn: asyncpg.Connection) -> None:
+        async with asyncio.timeout(self.query_timeout):
+            snapshot = await load_snapshot(conn)
+        if snapshot == self.current:
+            self.metrics.snapshot_loads.labels("unchanged").inc()
+            return
+        try:
+            await self.on_snapshot(snapshot)
+        except Exception:
+            self.metrics.snapshot_loads.labels("rejected").inc()
+            log.exception("config snapshot %d could not be applied", snapshot.version)
+            return
+        self.current = snapshot
+        self.loads += 1
+        self.metrics.snapshot_loads.labels("applied").inc()
+        self._first.set()
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+# -- budgets ------------------------------------------------------------------------------------
+
+
+def local_day(campaign: Campaign, now: datetime) -> date:
+    """The campaign's calendar day at ``now`` (timezone-aware), UTC when its zone is unknown."""
+    try:
+        return now.astimezone(ZoneInfo(campaign.timezone)).date()
+    except (ZoneInfoNotFoundError, ValueError):
+        return now.astimezone(UTC).date()
+
+
+class BudgetGate:
+    """The SpendGate fallback: recorded spend against daily and total budgets.
+
+    A budget of 0 means "no limit" (as the schema allows a total of 0 with any daily budget).
+    """
+
+    def __init__(self, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age = max_age
+        self._clock = clock
+        self._by_day: dict[tuple[int, date], int] = {}
+        self._today: dict[int, int] = {}
+        self._total: dict[int, int] = {}
+        self._loaded_at: float | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded_at is not None
+
+    def update(
+        self,
+        campaigns: Sequence[Campaign],
+        by_day: Mapping[tuple[int, date], int],
+        totals: Mapping[int, int],
+        now: datetime,
+        loaded_at: float,
+    ) -> int:
+        """Install a fresh read; returns how many campaigns it leaves with no budget at all."""
+        self._by_day, self._total, self._loaded_at = dict(by_day), dict(totals), loaded_at
+        return self.set_campaigns(campaigns, now)
+
+    def set_campaigns(self, campaigns: Sequence[Campaign], now: datetime) -> int:
+        """Today's spend of each campaign, on its own calendar (again after a config change)."""
+        by_day = self._by_day
+        self._today = {c.id: by_day.get((c.id, local_day(c, now)), 0) for c in campaigns}
+        return sum(1 for c in campaigns if not self._fits(c, 1))
+
+    def _fits(self, campaign: Campaign, cost: int) -> bool:
+        daily, total = campaign.daily_budget_micros, campaign.total_budget_micros
+        if daily and self._today.get(campaign.id, 0) + cost > daily:
+            return False
+        return not (total and self._total.get(campaign.id, 0) + cost > total)
+
+    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool:
+        del now  # the day boundary is applied when spend is read
+        loaded_at = self._loaded_at
+        if loaded_at is None or self._clock() - loaded_at > self.max_age:
+            # Fail closed: no trustworthy spend figures, no spending.
+            return not (campaign.daily_budget_micros or campaign.total_budget_micros)
+        return self._fits(campaign, max(1, impression_cost_micros(price_cpm_micros)))
+
+
+class UnlimitedGate:
+    """For a bidder run without Postgres (load tests): budgets are not enforced."""
+
+    loaded = True
+
+    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool:
+        return True
+
+
+class SpendReader:
+    """Reads ``campaign_spend`` every ``interval`` seconds into a BudgetGate."""
+
+    def __init__(
+        self,
+        dsn: str,
+        gate: BudgetGate,
+        campaigns: Callable[[], Sequence[Campaign]],
+        *,
+        metrics: BidderMetrics,
+        interval: float = 2.0,
+        query_timeout: float = 5.0,
+    ) -> None:
+        self.dsn = dsn
+        self.gate = gate
+        self.campaigns = campaigns
+        self.metrics = metrics
+        self.interval = interval
+        self.query_timeout = query_timeout
+        self.first_read = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="spend")
+
+    async def _run(self) -> None:
+        backoff = _Backoff()
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=self.query_timeout)
+                backoff.reset()
+                while True:
+                    await self.read_once(conn)
+                    await asyncio.sleep(self.interval)
+            except asyncio.CancelledError:
+                raise
+            except _PG_ERRORS as exc:
+                self.metrics.spend_loads.labels("error").inc()
+                log.warning("reading campaign spend failed (%s); retrying", exc)
+            finally:
+                if conn is not None:
+                    conn.terminate()
+            await backoff.sleep()
+
+    async def read_once(self, conn: asyncpg.Connection) -> None:
+        now = datetime.now(UTC)
+        loaded_at = time.monotonic()
+        async with asyncio.timeout(self.query_timeout):
+            day_rows = await conn.fetch(
+                "SELECT campaign_id, day, spent_micros FROM campaign_spend "
+                "WHERE day BETWEEN $1::date AND $2::date",
+                (now - timedelta(days=1)).date(),
+                (now + timedelta(days=1)).date(),
+            )
+            total_rows = await conn.fetch(
+                "SELECT campaign_id, spent_micros FROM campaign_spend_total"
+            )
+        by_day = {(int(r["campaign_id"]), r["day"]): int(r["spent_micros"]) for r in day_rows}
+        totals = {int(r["campaign_id"]): int(r["spent_micros"] or 0) for r in total_rows}
+        exhausted = self.gate.update(self.campaigns(), by_day, totals, now, loaded_at)
+        self.metrics.spend_blocked.set(exhausted)
+        self.metrics.spend_loads.labels("ok").inc()
+        self.first_read.set()
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

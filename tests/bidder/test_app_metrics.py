@@ -1,0 +1,62 @@
+"""Metric label sets stay bounded whatever the traffic says."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from bidder.metrics import MAX_REASONS, BidderMetrics, top_campaign_ids
+from fleet.config import Campaign, ConfigSnapshot
+
+
+def snapshot(budgets: dict[int, int]) -> ConfigSnapshot:
+    return ConfigSnapshot(
+        advertisers=(),
+        campaigns=tuple(
+            Campaign(
+                id=cid,
+                advertiser_id=1,
+                name=f"c{cid}",
+                goal_type="CPM",
+                goal_price_micros=1,
+                max_bid_cpm_micros=1,
+                daily_budget_micros=daily,
+                total_budget_micros=0,
+            )
+            for cid, daily in budgets.items()
+        ),
+        version=3,
+    )
+
+
+def series(registry: CollectorRegistry, name: str) -> list[dict[str, str]]:
+    return [s.labels for m in registry.collect() for s in m.samples if s.name == name]
+
+
+def test_reasons_are_capped_and_sanitised() -> None:
+    registry = CollectorRegistry()
+    m = BidderMetrics(registry)
+    for i in range(MAX_REASONS * 3):
+        m.request("nobid", f"reason_{i}", 0.001)
+    m.request("nobid", "Bad Label!", 0.001)
+    m.request("weird-outcome", "x", 0.001)
+    labels = series(registry, "bidder_requests_total")
+    reasons = {s["reason"] for s in labels}
+    assert len(reasons) <= MAX_REASONS + 1 and "other" in reasons
+    assert {s["outcome"] for s in labels} <= {"nobid", "error"}
+    total = sum(registry.get_sample_value("bidder_requests_total", s) or 0 for s in labels)
+    assert total == MAX_REASONS * 3 + 2  # nothing lost, only folded
+
+
+def test_campaign_labels_for_the_largest_budgets_only() -> None:
+    registry = CollectorRegistry()
+    m = BidderMetrics(registry, top_campaigns=2)
+    snap = snapshot({1: 10, 2: 300, 3: 200, 4: 300})
+    assert top_campaign_ids(snap, 2) == {2, 4}
+    m.set_portfolio(snap)
+    for cid in (1, 2, 3, 4, 4):
+        m.bid(cid, 2_500_000)
+    got = {s["campaign"]: registry.get_sample_value("bidder_bids_total", s)
+           for s in series(registry, "bidder_bids_total")}  # fmt: skip
+    assert got == {"2": 1, "4": 2, "other": 2}
+    assert registry.get_sample_value("bidder_bid_price_cpm_sum", {"campaign": "4"}) == 5.0
+    assert registry.get_sample_value("bidder_config_version") == 3
