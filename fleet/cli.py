@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the fleet against the exchange simulator")
     try:
-        from sim import demo as sim_demo
+        import sim.demo as sim_demo
 
         sim_demo.add_arguments(demo)
         demo.set_defaults(handler=None, sync_handler=lambda s, a: sim_demo.run(a))
