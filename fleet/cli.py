@@ -150,12 +150,41 @@ async def cmd_campaigns_generate(settings: FleetSettings, args: argparse.Namespa
     return 0
 
 
-def cmd_settings(settings: FleetSettings, args: argparse.Namespace) -> int:
-    from fleet.launcher import LauncherSettings
+SETTINGS_CLASSES = (
+    ("fleet.settings", "FleetSettings"),
+    ("fleet.launcher", "LauncherSettings"),
+    ("bidder.settings", "BidderSettings"),
+    ("cache.settings", "CacheSettings"),
+    ("sim.settings", "SimSettings"),
+)
 
-    for cls in (FleetSettings, LauncherSettings):
+
+def settings_table() -> list[tuple[str, str, str, str]]:
+    """(service, variable, default, meaning) for every settings class in this build."""
+    import importlib
+
+    rows: list[tuple[str, str, str, str]] = []
+    seen: set[str] = set()
+    for module_name, class_name in SETTINGS_CLASSES:
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue
         for variable, default, help_text in describe(cls):
-            print(f"{variable:<28} {default:<24} {help_text}")
+            if variable not in seen:
+                seen.add(variable)
+                rows.append((module_name.split(".")[0], variable, default, help_text))
+    return rows
+
+
+def cmd_settings(settings: FleetSettings, args: argparse.Namespace) -> int:
+    if args.markdown:
+        print("| service | variable | default | meaning |\n|---|---|---|---|")
+        for service, variable, default, help_text in settings_table():
+            print(f"| {service} | `{variable}` | `{default}` | {help_text} |")
+        return 0
+    for service, variable, default, help_text in settings_table():
+        print(f"{service:<7} {variable:<40} {default:<24} {help_text}")
     return 0
 
 
@@ -202,9 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one service in the foreground (bidder, cache, ...)")
     run.add_argument("service", choices=SERVICE_PACKAGES)
 
-    sub.add_parser("settings", help="every RTBFLEET_* variable").set_defaults(
-        handler=None, sync_handler=cmd_settings
-    )
+    settings_p = sub.add_parser("settings", help="every RTBFLEET_* variable with its default")
+    settings_p.add_argument("--markdown", action="store_true", help="as a Markdown table")
+    settings_p.set_defaults(handler=None, sync_handler=cmd_settings)
     return parser
 
 
