@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
@@ -41,6 +41,14 @@ from bidder.openrtb import Imp
 from bidder.targeting import RequestView
 from fleet.config import Campaign, Creative, GoalType
 from fleet.features import DEFAULT_BITS, hash_features, hash_one
+
+_logistic_rows: Callable[..., list[tuple[float, float]]] | None
+try:
+    from fleet import _features
+
+    _logistic_rows = _features.logistic_rows
+except (ImportError, AttributeError):  # not built, or built before it: the Python loop serves
+    _logistic_rows = None
 
 MAGIC: Final = b"RTBM"
 FORMAT_VERSION: Final = 1
@@ -80,6 +88,40 @@ class BatchModel(Model, Protocol):
     ) -> list[tuple[float, float]]:
         """``predict(shared + row.all())`` for each row, ``shared`` looked at once."""
         ...
+
+
+@runtime_checkable
+class CrossedModel(Model, Protocol):
+    def predict_crossed(
+        self,
+        shared: list[str],
+        statics: Sequence[tuple[str, ...]],
+        prefixes: Sequence[tuple[str, ...]],
+        suffixes: tuple[str, ...],
+    ) -> list[tuple[float, float]]:
+        """``predict_batch`` of rows ``FeatureRow(statics[i], [p + x for p, x in
+        zip(prefixes[i], suffixes)])``, without building the rows."""
+        ...
+
+
+def predict_crossed(
+    model: Model,
+    shared: list[str],
+    statics: Sequence[tuple[str, ...]],
+    prefixes: Sequence[tuple[str, ...]],
+    suffixes: tuple[str, ...],
+) -> list[tuple[float, float]]:
+    """Predictions for candidates given by their static features and cross prefixes, the
+    crosses completed with the request's ``suffixes`` (``cross_suffixes``)."""
+    crossed = getattr(model, "predict_crossed", None)
+    if crossed is not None:
+        result: list[tuple[float, float]] = crossed(shared, statics, prefixes, suffixes)
+        return result
+    rows = [
+        FeatureRow(st, [p + x for p, x in zip(pre, suffixes, strict=True)])
+        for st, pre in zip(statics, prefixes, strict=True)
+    ]
+    return predict_all(model, shared, rows)
 
 
 def predict_all(
@@ -155,10 +197,14 @@ def cross_prefixes(campaign: Campaign, creative: Creative) -> tuple[str, ...]:
     )
 
 
-def crosses(prefixes: tuple[str, ...], view: RequestView, inv: str) -> list[str]:
+def cross_suffixes(view: RequestView, inv: str) -> tuple[str, ...]:
+    """The request's halves of the crosses, one per prefix of ``cross_prefixes``."""
     hour = _HOURS[view.local_hour] if 0 <= view.local_hour < 24 else str(view.local_hour)
-    p = prefixes
-    return [p[0] + inv, p[1] + view.country, p[2] + view.os, p[3] + hour, p[4] + inv, p[5] + inv]
+    return (inv, view.country, view.os, hour, inv, inv)
+
+
+def crosses(prefixes: tuple[str, ...], view: RequestView, inv: str) -> list[str]:
+    return [p + x for p, x in zip(prefixes, cross_suffixes(view, inv), strict=True)]
 
 
 def candidate_features(view: RequestView, campaign: Campaign, creative: Creative) -> list[str]:
@@ -274,6 +320,8 @@ class HashedLinearModel:
         # memo tables: click weight + 1j * install weight
         self._features: dict[str, complex] = {}
         self._statics: dict[tuple[str, ...], complex] = {}
+        self._crossed: dict[str, dict[str, complex]] = {}  # suffix -> prefix -> weights
+        self.compiled = True  # predict_crossed's loop in fleet._features when it is built
 
     @classmethod
     def zeros(
@@ -315,6 +363,66 @@ class HashedLinearModel:
             for f in row.dynamic:
                 w = features.get(f)
                 z += w if w is not None else weights_of(f)
+            zc = min(max(z.real, -60.0), 60.0)
+            zi = min(max(z.imag, -60.0), 60.0)
+            out.append((1.0 / (1.0 + exp(-zc)), 1.0 / (1.0 + exp(-zi))))
+        return out
+
+    def predict_crossed(
+        self,
+        shared: list[str],
+        statics: Sequence[tuple[str, ...]],
+        prefixes: Sequence[tuple[str, ...]],
+        suffixes: tuple[str, ...],
+    ) -> list[tuple[float, float]]:
+        """``predict_batch`` with each row's crosses completed here, one at a time, instead
+        of built as lists first: the same sums in the same order."""
+        weights_of = self._weights_of
+        z0 = complex(self.click_bias, self.install_bias)
+        for f in shared:
+            z0 += weights_of(f)
+        static_memo = self._statics
+        # one table per suffix, keyed by prefix: no string is built or hashed per candidate
+        crossed = self._crossed
+        if len(crossed) >= self.memo_size:
+            crossed.clear()
+        tables = []
+        for x in suffixes:
+            t = crossed.get(x)
+            if t is None:
+                t = crossed[x] = {}
+            elif len(t) >= self.memo_size:
+                t.clear()
+            tables.append(t)
+        if _logistic_rows is not None and self.compiled:
+
+            def cross_miss(j: int, p: str) -> complex:
+                w = tables[j][p] = weights_of(p + suffixes[j])
+                return w
+
+            return _logistic_rows(
+                list(statics),
+                static_memo,
+                self._static_sum,
+                list(prefixes),
+                tables,
+                cross_miss,
+                z0.real,
+                z0.imag,
+            )
+        exp = math.exp
+        out = []
+        slots = tuple(zip(tables, suffixes, strict=True))
+        for static, pre in zip(statics, prefixes, strict=True):
+            z = static_memo.get(static)
+            if z is None:
+                z = self._static_sum(static)
+            z += z0
+            for p, (t, x) in zip(pre, slots, strict=True):
+                w = t.get(p)
+                if w is None:
+                    w = t[p] = weights_of(p + x)
+                z += w
             zc = min(max(z.real, -60.0), 60.0)
             zi = min(max(z.imag, -60.0), 60.0)
             out.append((1.0 / (1.0 + exp(-zc)), 1.0 / (1.0 + exp(-zi))))

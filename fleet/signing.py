@@ -103,6 +103,13 @@ def _macros(kind: str) -> str:
     return f"&{PRICE}=${{AUCTION_PRICE}}"
 
 
+_MACROS: Final = {kind: _macros(kind) for kind in KINDS}
+_QUOTED_NAMES: Final = {
+    k: k for k in (KIND, TXID, CAMPAIGN, CREATIVE, BID, CURRENCY, TIMESTAMP, EXPIRES)
+}
+_BLOCK: Final = 64  # SHA-256 block size in bytes
+
+
 def notice_url(base_url: str, kind: str, params: Mapping[str, str], key: bytes) -> str:
     """``<base_url>/<kind>?ev=<kind>&...&sig=...`` plus the exchange macros that notice takes:
     ``price=${AUCTION_PRICE}`` on win, bill, loss and imp; ``loss=${AUCTION_LOSS}`` on loss.
@@ -119,12 +126,19 @@ class Signer:
         if not key:
             raise ValueError("the signing key must not be empty")
         self._key = key
-        self._hmac = hmac.new(key, digestmod=hashlib.sha256)
+        # HMAC (RFC 2104) from its two keyed SHA-256 states, copied per message: the same
+        # digest as hmac.digest without the hmac module's Python-level wrapper per call
+        block = hashlib.sha256(key).digest() if len(key) > _BLOCK else key
+        block = block.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
     def _mac(self, message: bytes) -> str:
-        h = self._hmac.copy()
-        h.update(message)
-        return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode("ascii")
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return base64.urlsafe_b64encode(outer.digest()).rstrip(b"=").decode("ascii")
 
     def sign(self, params: Mapping[str, str]) -> str:
         return self._mac(canonical(params))
@@ -137,7 +151,9 @@ class Signer:
     ) -> dict[str, str]:
         """The URL of each notice kind for one bid; equal to ``notice_url`` for each."""
         base = base_url.rstrip("/")
-        query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params.items())
+        query = "&".join(
+            f"{_QUOTED_NAMES.get(k) or _quote(k)}={_quote(v)}" for k, v in params.items()
+        )
         before: list[str] = []
         after: list[str] = []
         for name in sorted(params):
@@ -150,9 +166,10 @@ class Signer:
         for kind in kinds:
             message = f"{head}{len(KIND)}:{KIND}{len(kind)}:{kind}{tail}"
             sig = self._mac(message.encode("utf-8", "surrogatepass"))
-            urls[kind] = (
-                f"{base}/{kind}?{KIND}={_quote(kind)}&{query}&{SIGNATURE}={sig}{_macros(kind)}"
-            )
+            macros = _MACROS.get(kind)
+            if macros is None:
+                macros = _macros(kind)
+            urls[kind] = f"{base}/{kind}?{KIND}={_quote(kind)}&{query}&{SIGNATURE}={sig}{macros}"
         return urls
 
 

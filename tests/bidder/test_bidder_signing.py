@@ -104,3 +104,16 @@ def test_render_markup_fills_our_macros_only() -> None:
         '<a href="${CLICK_URL}">${AUCTION_PRICE}<img src="${IMP_URL}">', "I", "C"
     )
     assert out == '<a href="C">${AUCTION_PRICE}<img src="I">'
+
+
+@pytest.mark.parametrize("length", [1, 16, 32, 63, 64, 65, 200])
+def test_signer_signatures_equal_sign_for_any_key_length(length: int) -> None:
+    key = bytes((7 * i + 3) % 256 for i in range(length))
+    params = {"ev": "win", "txid": "r-1:1:bidder-0", "cid": "7", "exp": "2000000000"}
+    signer = signing.Signer(key)
+    assert signer.sign(params) == signing.sign(params, key)
+    assert signer.sign(dict(params, cid="8")) != signing.sign(params, key)
+    url = signer.notice_urls("http://t.example/", {k: v for k, v in params.items() if k != "ev"})
+    assert url["win"] == signing.notice_url(
+        "http://t.example/", "win", {k: v for k, v in params.items() if k != "ev"}, key
+    )
