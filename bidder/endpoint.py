@@ -20,6 +20,7 @@ from typing import Protocol
 
 import msgspec
 
+from bidder.filters import Nbr
 from bidder.http1 import RequestHead, accepts_gzip, openrtb_version, response_bytes
 from bidder.metrics import BidderMetrics
 from bidder.pipeline import Answer
@@ -30,7 +31,7 @@ log = logging.getLogger("bidder.endpoint")
 
 _EXCHANGE = re.compile(r"(?:^|&)exchange=([A-Za-z0-9_.-]{1,32})(?:&|$)")
 _GZIP_LEVEL = 1  # bid responses are small and time is short: fastest compression
-_NBR_INSUFFICIENT_TIME = 9  # OpenRTB 2.6 no-bid reason (as the pipeline's "deadline")
+_NBR_INSUFFICIENT_TIME = Nbr.INSUFFICIENT_TIME  # OpenRTB 2.6 no-bid reason 15, as the pipeline
 
 
 class BidEngine(Protocol):

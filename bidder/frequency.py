@@ -1,4 +1,10 @@
-"""Frequency-cap counters from memcached, until the cache package serves them.
+"""Frequency-cap counters from memcached.
+
+These stay out of the cache's counter namespaces on purpose: the counters are written by whoever
+counts impressions (the tracker) under ``frequency_key`` with a TTL of the cap period from the
+first impression, while ``cache.frequency_key`` counts in fixed windows under the cache's own
+key layout; and a reader here fails closed (a failed read caches nothing, so a capped campaign
+is skipped), where a cache counter reads an unreachable memcached as a count of 0.
 
 ``MemcachedFrequency`` reads counters through an in-process L1. An L1 miss returns None at once
 (the pipeline skips a capped campaign rather than wait) and schedules a batched read in a

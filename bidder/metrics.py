@@ -47,6 +47,64 @@ def exposition(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
 
 
+class CollectorMirror:
+    """Copies what a custom collector reports (the cache's counters, read at scrape time) into
+    ordinary metrics, so that the multiprocess exposition, which reads only the values files,
+    shows them too. ``sync()`` (periodically, and before a scrape) adds each counter's growth
+    since the last sync and sets each gauge; counters sum over processes, gauges use
+    ``gauge_modes`` (default ``livesum``). Only families named with ``prefix`` whose type is
+    counter or gauge are copied (histograms are ordinary metrics already). The copies register
+    on ``registry`` (none in production: the exposition reads the values files)."""
+
+    def __init__(
+        self,
+        source: CollectorRegistry,
+        prefix: str,
+        *,
+        gauge_modes: dict[str, str] | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.source = source
+        self.registry = registry
+        self.prefix = prefix
+        self.gauge_modes = gauge_modes or {}
+        self._metrics: dict[str, Any] = {}
+        self._last: dict[tuple[str, tuple[str, ...]], float] = {}
+
+    def _metric(self, kind: str, name: str, documentation: str, labels: tuple[str, ...]) -> Any:
+        metric = self._metrics.get(name)
+        if metric is None:
+            if kind == "counter":
+                metric = Counter(name, documentation, labels, registry=self.registry)
+            else:
+                mode: Any = self.gauge_modes.get(name, "livesum")
+                metric = Gauge(
+                    name, documentation, labels, registry=self.registry, multiprocess_mode=mode
+                )
+            self._metrics[name] = metric
+        return metric
+
+    def sync(self) -> None:
+        for family in self.source.collect():
+            if not family.name.startswith(self.prefix) or family.type not in ("counter", "gauge"):
+                continue
+            for sample in family.samples:
+                if family.type == "counter" and not sample.name.endswith("_total"):
+                    continue  # _created
+                names = tuple(sorted(sample.labels))
+                values = tuple(sample.labels[n] for n in names)
+                metric = self._metric(family.type, family.name, family.documentation, names)
+                child = metric.labels(*values) if names else metric
+                if family.type == "gauge":
+                    child.set(sample.value)
+                    continue
+                key = (family.name, values)
+                delta = sample.value - self._last.get(key, 0.0)
+                self._last[key] = sample.value
+                if delta > 0:
+                    child.inc(delta)
+
+
 def top_campaign_ids(snapshot: ConfigSnapshot, top: int) -> frozenset[int]:
     """The ``top`` live campaigns with the largest daily budgets (ties: lower id first)."""
     ranked = sorted(
@@ -128,7 +186,7 @@ class BidderMetrics:
         )
         self.postgres_up = Gauge(
             "bidder_postgres_up",
-            "1 while the config connection to Postgres is open",
+            "1 while Postgres answers the bidder's spend reads",
             multiprocess_mode="livemin",
             registry=r,
         )

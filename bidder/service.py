@@ -1,10 +1,15 @@
 """One bidder server process: the pipeline wired to its data sources, the event bus, metrics and
 the HTTP server.
 
-Start order: metrics -> model -> data sources (config snapshot, spend, frequency) -> pipeline ->
-event publisher -> lag probe -> HTTP (listening at once; bids wait for readiness and get 204
-until then). Stop order (``stop()``): stop accepting and drain connections, stop the probe and
-the sources, flush and close the event publisher, close the memcached pool.
+Start order: metrics -> model -> data sources (the cache with the config snapshot, spend,
+frequency) -> pipeline -> event publisher -> lag probe -> HTTP (listening at once; bids wait for
+readiness and get 204 until then). Stop order (``stop()``): stop accepting and drain
+connections, stop the probe and the sources, close the cache and its Postgres pool, flush and
+close the event publisher, close the memcached pool.
+
+The config snapshot comes through the cache (``config``/``snapshot``): a change in Postgres
+reaches this process as an invalidation from the config watcher over the coherence bus, and the
+targeting index is rebuilt off the request path when the snapshot's version moves.
 """
 
 from __future__ import annotations
@@ -18,13 +23,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from prometheus_client import CollectorRegistry
 
 from bidder.app import BidderHTTPServer, HttpLimits, make_application
 from bidder.creative import NoPerformance
 from bidder.endpoint import BidEndpoint, EndpointSettings
 from bidder.frequency import MemcachedFrequency, NoFrequencyData, memcached_client
-from bidder.metrics import BidderMetrics, exposition
+from bidder.metrics import BidderMetrics, CollectorMirror, exposition, multiprocess_enabled
 from bidder.pipeline import Pipeline
 from bidder.pricing import LogNormalMarket
 from bidder.scoring import HashedLinearModel, Model, PriorModel
@@ -32,15 +38,19 @@ from bidder.settings import BidderSettings
 from bidder.shedding import LagProbe, LoadShedder, SheddingPolicy
 from bidder.sources import (
     BudgetGate,
-    SnapshotSource,
+    CachedSnapshot,
     SpendReader,
     UnlimitedGate,
     load_portfolio_file,
 )
+from cache import Cache, config_namespace, default_origin
 from fleet.config import Campaign, ConfigSnapshot
 from fleet.events import AnyEvent, encode, topic_for
 
 log = logging.getLogger("bidder.service")
+
+EVENT_BATCH_DELAY = 0.020  # seconds a topic's first event waits for company
+EVENT_HWM = 10_000  # messages queued per socket at most
 
 
 class BidderService:
@@ -66,7 +76,11 @@ class BidderService:
         self.server: BidderHTTPServer | None = None
         self.endpoint: BidEndpoint | None = None
         self.publisher: Any = None
-        self._snapshot_source: SnapshotSource | None = None
+        self._snapshot_source: CachedSnapshot | None = None
+        self.cache: Cache | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._mirror: CollectorMirror | None = None
+        self._mirror_task: asyncio.Task[None] | None = None
         self._spend: SpendReader | None = None
         self._gate: BudgetGate | UnlimitedGate = UnlimitedGate()
         self._frequency: MemcachedFrequency | NoFrequencyData = NoFrequencyData()
@@ -99,7 +113,7 @@ class BidderService:
     async def start(self) -> None:
         s = self.settings
         model = await self._load_model()
-        self._start_sources()
+        await self._start_sources()
         self.pipeline = Pipeline(
             s.to_pipeline_settings(self.index),
             gate=self._gate,
@@ -142,7 +156,7 @@ class BidderService:
             publish=self._publish,
             ready=self.is_ready,
         )
-        app = make_application(ready=self.ready_parts, exposition=lambda: exposition(self.registry))
+        app = make_application(ready=self.ready_parts, exposition=self._exposition)
         limits = HttpLimits(
             max_body_bytes=s.max_body_bytes,
             max_drain_bytes=s.max_drain_bytes,
@@ -162,7 +176,7 @@ class BidderService:
         log.info("model version %d loaded from %s", model.version, path)
         return model
 
-    def _start_sources(self) -> None:
+    async def _start_sources(self) -> None:
         s, fleet = self.settings, self.settings.fleet
         if fleet.pg_dsn:
             gate = BudgetGate(max_age=max(30.0, 10 * s.spend_refresh_s))
@@ -176,13 +190,7 @@ class BidderService:
             )
             self._spend.start()
             if not s.snapshot_file:
-                self._snapshot_source = SnapshotSource(
-                    fleet.pg_dsn,
-                    on_snapshot=self._apply_snapshot,
-                    metrics=self.metrics,
-                    refresh_interval=s.snapshot_refresh_s,
-                    debounce=s.notify_debounce_ms / 1000.0,
-                )
+                await self._start_cache(fleet.pg_dsn)
         else:
             log.warning("no Postgres configured: budgets are NOT enforced (load tests only)")
         servers = fleet.memcached_servers
@@ -196,6 +204,50 @@ class BidderService:
             )
             frequency.start()
             self._frequency = frequency
+
+    async def _start_cache(self, dsn: str) -> None:
+        """The cache with the config namespace; its Postgres pool connects on first use, so a
+        Postgres that is down at start only delays readiness."""
+        s = self.settings
+        self._pool = await asyncpg.create_pool(
+            dsn, min_size=0, max_size=2, timeout=s.cache.load_timeout
+        )
+        cache = Cache(s.cache, registry=self.registry, origin=default_origin(s.name(self.index)))
+        region = cache.register(config_namespace(self._pool))
+        self._snapshot_source = CachedSnapshot(
+            region,
+            on_snapshot=self._apply_snapshot,
+            metrics=self.metrics,
+            refresh_interval=s.snapshot_refresh_s,
+            debounce=s.notify_debounce_ms / 1000.0,
+            load_timeout=2 * s.cache.load_timeout,
+        )
+        await cache.start()
+        self.cache = cache
+        if multiprocess_enabled():  # the cache's collector is not in the values files
+            self._mirror = CollectorMirror(
+                self.registry, "cache_", gauge_modes={"cache_l2_up": "livemin"}
+            )
+            self._mirror_task = asyncio.get_running_loop().create_task(
+                self._mirror_loop(), name="cache-metrics"
+            )
+
+    async def _mirror_loop(self) -> None:
+        while self._mirror is not None:
+            self._sync_mirror()
+            await asyncio.sleep(1.0)
+
+    def _sync_mirror(self) -> None:
+        if self._mirror is not None:
+            try:
+                self._mirror.sync()
+            except Exception:  # metrics must never take the server down
+                self.metrics.error("cache_metrics")
+                log.exception("copying the cache's metrics failed")
+
+    def _exposition(self) -> bytes:
+        self._sync_mirror()
+        return exposition(self.registry)
 
     def _campaigns(self) -> Sequence[Campaign]:
         return self.snapshot.campaigns if self.snapshot is not None else ()
@@ -224,6 +276,10 @@ class BidderService:
         publisher = Publisher(
             self.settings.fleet.event_bus_in,
             publisher_id=self.settings.name(self.index),
+            # 64 partitions x several event types are many topics: a batch of 2 ms would hold
+            # about one event. Bounded memory: past the high-water mark events are counted drops.
+            batch_delay=EVENT_BATCH_DELAY,
+            hwm=EVENT_HWM,
             registry=self.registry,
         )
         try:
@@ -276,6 +332,22 @@ class BidderService:
             if source is not None:
                 await source.close()
         self._snapshot_source = self._spend = None
+        task, self._mirror_task = self._mirror_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._sync_mirror()
+        self._mirror = None
+        if self.cache is not None:
+            await self.cache.close()
+            self.cache = None
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await self._pool.close()
+            self._pool.terminate()
+            self._pool = None
         if self.publisher is not None:
             with contextlib.suppress(Exception):
                 await self.publisher.close()

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cache.settings import CacheSettings
 from fleet.errors import SettingsError
 from fleet.settings import FleetSettings, fraction, load, non_negative, port, positive, setting
 
@@ -161,13 +162,13 @@ class BidderSettings:
     snapshot_refresh_s: float = setting(
         30.0,
         "RTBFLEET_BIDDER_SNAPSHOT_REFRESH",
-        "seconds between full config reloads (safety net under LISTEN config_changed)",
+        "seconds between config checks through the cache (safety net under the coherence bus)",
         positive,
     )
     notify_debounce_ms: float = setting(
         100.0,
         "RTBFLEET_BIDDER_NOTIFY_DEBOUNCE_MS",
-        "after a config change, wait this long for more before reloading",
+        "after a config change is heard, wait this long for more before rebuilding the index",
         non_negative,
     )
     spend_refresh_s: float = setting(
@@ -219,14 +220,17 @@ class BidderSettings:
     )
 
     fleet: FleetSettings = dataclasses.field(default_factory=FleetSettings)
+    cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
 
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
     ) -> BidderSettings:
-        """Both the bidder's and the fleet's settings; raises SettingsError on a bad value."""
+        """The bidder's, the fleet's and the cache's settings; raises SettingsError on a bad
+        value."""
         fleet = load(FleetSettings, environ, env_file)
-        return dataclasses.replace(load(cls, environ, env_file), fleet=fleet)
+        cache = dataclasses.replace(load(CacheSettings, environ, env_file), fleet=fleet)
+        return dataclasses.replace(load(cls, environ, env_file), fleet=fleet, cache=cache)
 
     def validate(self) -> None:
         if self.processes < 0:

@@ -1,9 +1,9 @@
-"""Where the bidder's data comes from until the cache and the pacer take over.
+"""Where the bidder's data comes from.
 
-- ``SnapshotSource``: the config snapshot from Postgres, loaded at start and reloaded on
-  ``NOTIFY config_changed`` (LISTEN on a dedicated connection, debounced) and periodically as a
-  safety net. It reconnects with back-off when Postgres goes away and keeps serving the last
-  snapshot meanwhile. ``load_portfolio_file`` serves a static portfolio document instead.
+- ``CachedSnapshot``: the config snapshot through the cache (``config``/``snapshot``, kept
+  coherent by the config watcher and the coherence bus), handed to the pipeline whenever its
+  version moves; the last snapshot keeps serving while Postgres is away.
+  ``load_portfolio_file`` serves a static portfolio document instead.
 - ``BudgetGate`` (+ ``SpendReader``): refuses a campaign whose recorded spend (``campaign_spend``:
   today in the campaign's timezone, and in total) leaves less than one impression at the bid
   price. It fails closed: before the first read, and when the last good read is older than
@@ -23,19 +23,18 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
 from bidder.metrics import BidderMetrics
+from cache import CONFIG_NAMESPACE, SNAPSHOT_KEY, CacheError, LoadError, Region
 from fleet.config import Campaign, ConfigSnapshot
-from fleet.db.config_store import load_snapshot
 from fleet.money import impression_cost_micros
 
 log = logging.getLogger("bidder.sources")
 
-CONFIG_CHANNEL: Final = "config_changed"
 # Rows the 0001 migration seeds into fx_rates: a portfolio file carries no rates of its own.
 DEFAULT_FX_PER_USD_MICROS: Final = {
     "USD": 1_000_000,
@@ -72,36 +71,45 @@ class _Backoff:
         self.next = min(self.next * 2, self.most)
 
 
-class SnapshotSource:
-    """Keeps ``current`` up to date and hands every changed snapshot to ``on_snapshot``.
+class CachedSnapshot:
+    """Follows the cache's ``config``/``snapshot`` key and hands every new version to
+    ``on_snapshot``; ``current`` is the snapshot last handed over.
+
+    A change reaches the cache from Postgres through the config watcher and the coherence bus
+    (an invalidation, then a fill); the region's listener wakes this follower, which reads the
+    value (``peek``, else ``get``: a fill through L2/L3) and applies it when its version moved.
+    Every ``refresh_interval`` it checks again (the safety net under the bus; the cache's TTL
+    refreshes the value itself). When the load fails (Postgres down) the last snapshot keeps
+    serving and the follower retries with back-off.
 
     ``on_snapshot`` runs on the event loop between requests (it should move heavy work off the
     request path itself); a failure in it is logged and the snapshot is retried on the next
-    change or refresh.
+    change or check.
     """
 
     def __init__(
         self,
-        dsn: str,
+        region: Region[ConfigSnapshot | None],
         *,
         on_snapshot: Callable[[ConfigSnapshot], Awaitable[None]],
         metrics: BidderMetrics,
         refresh_interval: float = 30.0,
         debounce: float = 0.1,
-        query_timeout: float = 10.0,
+        load_timeout: float = 10.0,
     ) -> None:
-        self.dsn = dsn
+        self.region = region
         self.on_snapshot = on_snapshot
         self.metrics = metrics
         self.refresh_interval = refresh_interval
         self.debounce = debounce
-        self.query_timeout = query_timeout
+        self.load_timeout = load_timeout
         self.current: ConfigSnapshot | None = None
         self.loads = 0  # snapshots handed over
         self._changed = asyncio.Event()
-        self._lost = asyncio.Event()
         self._first = asyncio.Event()
+        self._up: bool | None = None
         self._task: asyncio.Task[None] | None = None
+        region.add_listener(self._heard)
 
     def start(self) -> None:
         if self._task is None:
@@ -112,56 +120,45 @@ class SnapshotSource:
         assert self.current is not None
         return self.current
 
-    def _notified(self, *_args: Any) -> None:
-        self._changed.set()
-
-    def _terminated(self, *_args: Any) -> None:
-        self._lost.set()
-        self._changed.set()
+    def _heard(self, event: str, key: str, version: int) -> None:
+        if key == SNAPSHOT_KEY or event == "flushed":
+            current = self.current
+            if event != "stored" or current is None or version != current.version:
+                self._changed.set()
 
     async def _run(self) -> None:
         backoff = _Backoff()
-        down_since: float | None = None
         while True:
-            conn: asyncpg.Connection | None = None
+            self._changed.clear()
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=self.query_timeout)
-                self._lost.clear()
-                conn.add_termination_listener(self._terminated)
-                await conn.add_listener(CONFIG_CHANNEL, self._notified)
-                self.metrics.postgres_up.set(1)
-                if down_since is not None:
-                    log.info("config connection back after %.1fs", time.monotonic() - down_since)
-                    down_since = None
-                backoff.reset()
-                # Whatever changed while we were away: always reload after (re)connecting.
-                self._changed.clear()
-                await self._reload(conn)
-                while True:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.refresh_interval):
-                            await self._changed.wait()
-                        await asyncio.sleep(self.debounce)  # let a burst of changes land
-                    if self._lost.is_set():
-                        raise ConnectionError("the config connection was closed")
-                    self._changed.clear()
-                    await self._reload(conn)
+                await self.check()
             except asyncio.CancelledError:
                 raise
-            except (*_PG_ERRORS, ConnectionError) as exc:
-                self.metrics.postgres_up.set(0)
-                if down_since is None:
-                    down_since = time.monotonic()
-                    log.warning("config connection lost (%s); serving the last snapshot", exc)
-            finally:
-                if conn is not None:
-                    conn.terminate()
-            await backoff.sleep()
+            except (CacheError, *_PG_ERRORS) as exc:
+                if self._up:
+                    log.warning("config snapshot unavailable (%s); serving the last one", exc)
+                self._up = False
+                await backoff.sleep()
+                continue
+            backoff.reset()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.refresh_interval):
+                    await self._changed.wait()
+                await asyncio.sleep(self.debounce)  # let a burst of changes land
 
-    async def _reload(self, conn: asyncpg.Connection) -> None:
-        async with asyncio.timeout(self.query_timeout):
-            snapshot = await load_snapshot(conn)
-        if snapshot == self.current:
+    async def check(self) -> None:
+        """Read the snapshot through the cache and apply it if its version moved."""
+        snapshot = self.region.peek(SNAPSHOT_KEY)
+        if snapshot is None:
+            async with asyncio.timeout(self.load_timeout):
+                snapshot = await self.region.get(SNAPSHOT_KEY)
+        if snapshot is None:
+            raise LoadError(CONFIG_NAMESPACE, SNAPSHOT_KEY, "no snapshot")
+        if self._up is False:
+            log.info("config snapshot available again")
+        self._up = True
+        current = self.current
+        if current is not None and snapshot.version == current.version and snapshot == current:
             self.metrics.snapshot_loads.labels("unchanged").inc()
             return
         try:
@@ -286,6 +283,7 @@ class SpendReader:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self.dsn, timeout=self.query_timeout)
+                self.metrics.postgres_up.set(1)
                 backoff.reset()
                 while True:
                     await self.read_once(conn)
@@ -293,6 +291,7 @@ class SpendReader:
             except asyncio.CancelledError:
                 raise
             except _PG_ERRORS as exc:
+                self.metrics.postgres_up.set(0)
                 self.metrics.spend_loads.labels("error").inc()
                 log.warning("reading campaign spend failed (%s); retrying", exc)
             finally:

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bidder.endpoint import BidEndpoint, EndpointSettings, gunzip
+from bidder.filters import Nbr
 from bidder.http1 import RequestHead, parse_head
 from bidder.metrics import BidderMetrics
 from bidder.pipeline import Answer, BidSummary
@@ -76,7 +77,8 @@ def bid_answer() -> Answer:
 
 
 def no_bid(outcome: str = "nobid", reason: str = "no_candidates") -> Answer:
-    return Answer(status=204, body=b"", outcome=outcome, nbr=9, reason=reason)
+    nbr = Nbr.INSUFFICIENT_TIME if reason == "deadline" else Nbr.UNKNOWN
+    return Answer(status=204, body=b"", outcome=outcome, nbr=nbr, reason=reason)
 
 
 Setup = tuple[BidEndpoint, Engine, Clock, list[bytes], list[Sequence[AnyEvent]], CollectorRegistry]
@@ -204,6 +206,7 @@ def test_a_bid_ready_after_the_deadline_becomes_a_no_bid(setup: Setup) -> None:
     (events,) = published
     assert [type(e) for e in events] == [AuctionEvent]  # the bid was never sent
     assert isinstance(events[0], AuctionEvent) and events[0].outcome == "late"
+    assert events[0].nbr == Nbr.INSUFFICIENT_TIME == 15  # not 9, the daily user cap
 
 
 def test_nothing_at_all_is_sent_after_tmax(setup: Setup) -> None:

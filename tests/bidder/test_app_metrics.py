@@ -1,10 +1,12 @@
-"""Metric label sets stay bounded whatever the traffic says."""
+"""Metric label sets stay bounded whatever the traffic says; the cache's collector is copied
+into ordinary metrics for the multiprocess exposition."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from bidder.metrics import MAX_REASONS, BidderMetrics, top_campaign_ids
+from bidder.metrics import MAX_REASONS, BidderMetrics, CollectorMirror, top_campaign_ids
+from cache import Cache, CacheSettings, Loaded, Region
 from fleet.config import Campaign, ConfigSnapshot
 
 
@@ -60,3 +62,26 @@ def test_campaign_labels_for_the_largest_budgets_only() -> None:
     assert got == {"2": 1, "4": 2, "other": 2}
     assert registry.get_sample_value("bidder_bid_price_cpm_sum", {"campaign": "4"}) == 5.0
     assert registry.get_sample_value("bidder_config_version") == 3
+
+
+async def never_loaded(key: str) -> Loaded[int]:
+    raise AssertionError("the cache is not started: nothing is loaded")
+
+
+def test_the_cache_collector_is_copied_growth_by_growth() -> None:
+    source, target = CollectorRegistry(), CollectorRegistry()
+    cache = Cache(CacheSettings(), registry=source)
+    region: Region[int] = cache.register("config", never_loaded, type=int)
+    mirror = CollectorMirror(source, "cache_", registry=target)
+    mirror.sync()
+    value = target.get_sample_value
+    assert value("cache_misses_total", {"tier": "l1", "namespace": "config"}) == 0
+    assert region.peek("snapshot") is None  # not started: a miss that fills nothing
+    assert region.peek("snapshot") is None
+    mirror.sync()
+    assert value("cache_misses_total", {"tier": "l1", "namespace": "config"}) == 2
+    mirror.sync()  # no growth, nothing added
+    assert value("cache_misses_total", {"tier": "l1", "namespace": "config"}) == 2
+    assert value("cache_entries", {"namespace": "config"}) == 0
+    assert value("cache_l2_up") == 0
+    assert value("cache_fill_seconds_count", {"tier": "l3", "namespace": "config"}) is None

@@ -1,12 +1,20 @@
-"""The budget gate's rules and the frequency key format, with plain data (no Postgres)."""
+"""The budget gate's rules, the frequency key format and the config follower over an in-process
+cache, with plain data (no Postgres, no memcached, no bus)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime
 
+import msgspec
+from prometheus_client import CollectorRegistry
+
 from bidder.frequency import frequency_key
-from bidder.sources import BudgetGate, local_day
-from fleet.config import Campaign
+from bidder.metrics import BidderMetrics
+from bidder.sources import BudgetGate, CachedSnapshot, local_day
+from cache import SNAPSHOT_KEY, Cache, CacheSettings, Loaded, Namespace
+from fleet.config import Campaign, ConfigSnapshot
+from fleet.settings import FleetSettings
 
 NOW = datetime(2025, 6, 2, 2, 30, tzinfo=UTC)  # still June 1st in New York
 
@@ -69,3 +77,72 @@ def test_frequency_keys() -> None:
     assert hashed.startswith("fc:12:86400:h") and len(hashed) == len("fc:12:86400:h") + 32
     assert frequency_key(1, 60, "x" * 500) != frequency_key(1, 60, "x" * 501)
     assert all(len(frequency_key(1, 60, u)) <= 250 for u in ("a" * 1000, "é" * 300))
+
+
+class Store:
+    """What the loader reads: the "database" of a test."""
+
+    def __init__(self) -> None:
+        self.snapshot = ConfigSnapshot(advertisers=(), campaigns=(campaign(1),), version=5)
+        self.down = False
+        self.loads = 0
+
+    async def load(self, key: str) -> Loaded[ConfigSnapshot | None]:
+        self.loads += 1
+        if self.down:
+            raise ConnectionRefusedError("postgres is down")
+        return Loaded(self.snapshot, self.snapshot.version)
+
+
+async def test_the_follower_applies_each_new_version_once_and_keeps_the_last() -> None:
+    store = Store()
+    settings = CacheSettings(bus=False, fleet=FleetSettings(memcached=""), refresh_retry=0.05)
+    cache = Cache(settings, registry=None)
+    region = cache.register(
+        Namespace("config", store.load, type=ConfigSnapshot | None, hot=(SNAPSHOT_KEY,))
+    )
+    applied: list[int] = []
+
+    async def on_snapshot(snapshot: ConfigSnapshot) -> None:
+        applied.append(snapshot.version)
+
+    follower = CachedSnapshot(
+        region,
+        on_snapshot=on_snapshot,
+        metrics=BidderMetrics(CollectorRegistry()),
+        refresh_interval=0.05,
+        debounce=0.0,
+    )
+    await cache.start()
+    follower.start()
+    try:
+        assert (await asyncio.wait_for(follower.wait_loaded(), 5)).version == 5
+        await asyncio.sleep(0.2)  # periodic checks find the same version: nothing applied
+        assert applied == [5]
+
+        store.snapshot = msgspec.structs.replace(store.snapshot, version=9, campaigns=())
+        await cache.invalidate("config", SNAPSHOT_KEY, 9)  # what the watcher's message does
+        for _ in range(100):
+            if applied[-1] == 9:
+                break
+            await asyncio.sleep(0.02)
+        assert applied == [5, 9] and follower.current is not None
+        assert follower.current.version == 9
+
+        store.down = True  # an invalidation nobody can serve: the last snapshot stays
+        await cache.invalidate("config", SNAPSHOT_KEY, 12)
+        loads = store.loads
+        await asyncio.sleep(0.3)
+        assert store.loads > loads  # it keeps trying
+        assert applied == [5, 9] and follower.current.version == 9
+
+        store.down = False
+        store.snapshot = msgspec.structs.replace(store.snapshot, version=12)
+        for _ in range(300):  # back-off: up to a few seconds
+            if applied[-1] == 12:
+                break
+            await asyncio.sleep(0.02)
+        assert applied == [5, 9, 12]
+    finally:
+        await follower.close()
+        await cache.close()

@@ -30,6 +30,7 @@ def make_settings(**env: str) -> BidderSettings:
         "RTBFLEET_SIGNING_KEY": SIGNING_KEY,
         "RTBFLEET_MEMCACHED": "",
         "RTBFLEET_BIDDER_PUBLISH_EVENTS": "0",
+        "RTBFLEET_CACHE_BUS": "0",
         "RTBFLEET_BIDDER_DRAIN_TIMEOUT": "1",
     }
     base.update(env)
@@ -269,3 +270,38 @@ def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[
         return reply.status, reply.read()
     finally:
         conn.close()
+
+
+def bus_env(bus: tuple[str, str]) -> dict[str, str]:
+    """Settings that put a bidder (and its cache) on the coherence bus ``bus`` = (in, out)."""
+    return {
+        "RTBFLEET_COHERENCE_BUS_IN": bus[0],
+        "RTBFLEET_COHERENCE_BUS_OUT": bus[1],
+        "RTBFLEET_CACHE_BUS": "1",
+    }
+
+
+@contextlib.asynccontextmanager
+async def config_watcher(settings: BidderSettings) -> AsyncIterator[None]:
+    """The cache's config watcher (``cache.run_watcher``) for the Postgres and coherence bus of
+    ``settings``, running until the block ends; entered once it leads."""
+    from cache import run_watcher
+
+    stop = asyncio.Event()
+    leading = asyncio.Event()
+
+    def on_leader(lead: bool) -> None:
+        if lead:
+            leading.set()
+
+    task = asyncio.get_running_loop().create_task(
+        run_watcher(settings.cache, stop=stop, on_leader=on_leader, origin="itest-watcher")
+    )
+    try:
+        async with asyncio.timeout(10):
+            await leading.wait()
+        yield
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await task

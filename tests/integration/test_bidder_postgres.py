@@ -1,21 +1,27 @@
-"""The bidder against a real Postgres: config changes arrive over LISTEN/NOTIFY, recorded spend
-stops a campaign at its budget, and a Postgres restart costs nothing but freshness."""
+"""The bidder against a real Postgres: config changes arrive through the cache (the config
+watcher's invalidations over a real coherence-bus proxy), recorded spend stops a campaign at its
+budget, and a Postgres restart costs nothing but freshness."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 from conftest_bidder import (
     RawClient,
     banner_request,
+    bus_env,
+    config_watcher,
     make_settings,
     metric,
     run_uv,
     running_service,
 )
+from conftest_cache import proxy_process
 
 from fleet.pg import LocalPostgres
 from fleet.portfolio import catch_all, load_document
@@ -24,7 +30,9 @@ from fleet.portfolio import catch_all, load_document
 def pg_settings(dsn: str, **env: str):  # type: ignore[no-untyped-def]
     base = {
         "RTBFLEET_PG_DSN": dsn,
-        "RTBFLEET_BIDDER_SNAPSHOT_REFRESH": "600",  # only NOTIFY can deliver a change in time
+        "RTBFLEET_BIDDER_SNAPSHOT_REFRESH": "600",  # only the bus can deliver a change in time
+        "RTBFLEET_CACHE_TTL_SECONDS": "600",
+        "RTBFLEET_CACHE_BUS": "0",
         "RTBFLEET_BIDDER_NOTIFY_DEBOUNCE_MS": "20",
         "RTBFLEET_BIDDER_SPEND_REFRESH": "0.2",
     }
@@ -43,10 +51,22 @@ async def wait_status(c: RawClient, status: int, timeout: float = 5.0) -> float:
         await asyncio.sleep(0.02)
 
 
-def test_a_config_change_reaches_the_running_bidder(pg_dsn: str) -> None:
+@pytest.fixture
+def bus() -> Iterator[tuple[str, str]]:
+    """A real coherence-bus proxy (``python -m fleet.proxy``): (in, out) endpoints."""
+    with proxy_process() as endpoints:
+        yield endpoints
+
+
+def test_a_config_change_reaches_the_running_bidder(pg_dsn: str, bus: tuple[str, str]) -> None:
+    """UPDATE in Postgres -> NOTIFY -> the cache's config watcher -> invalidation on the
+    coherence bus -> the bidder's cache refills ``config/snapshot`` -> new targeting index.
+    The bidder itself does not LISTEN (and its safety-net check is 10 minutes away)."""
+
     async def scenario() -> None:
         await load_document(pg_dsn, catch_all())
-        async with running_service(pg_settings(pg_dsn)) as service:
+        settings = pg_settings(pg_dsn, **bus_env(bus))
+        async with config_watcher(settings), running_service(settings) as service:
             c = RawClient(service.port)
             assert (await c.bid(banner_request())).status == 200
             conn = await asyncpg.connect(pg_dsn)
@@ -64,6 +84,10 @@ def test_a_config_change_reaches_the_running_bidder(pg_dsn: str) -> None:
             text = (await c.request("GET", "/metrics")).body.decode()
             assert metric(text, "bidder_config_loads_total", result="applied") >= 4
             assert metric(text, "bidder_postgres_up") == 1
+            # The cache's own metrics are in the bidder's exposition.
+            assert metric(text, "cache_invalidations_total", namespace="config", source="bus") >= 3
+            assert metric(text, "cache_hits_total", tier="l3", namespace="config") >= 4
+            assert "cache_l2_up" in text and "cache_fill_seconds_bucket" in text
             await c.close()
 
     run_uv(scenario())
@@ -106,10 +130,13 @@ def test_recorded_spend_stops_a_campaign_at_its_budget(pg_dsn: str) -> None:
     run_uv(scenario())
 
 
-def test_a_postgres_restart_keeps_the_bidder_bidding(pg_dsn: str, pg_server: LocalPostgres) -> None:
+def test_a_postgres_restart_keeps_the_bidder_bidding(
+    pg_dsn: str, pg_server: LocalPostgres, bus: tuple[str, str]
+) -> None:
     async def scenario() -> None:
         await load_document(pg_dsn, catch_all())
-        async with running_service(pg_settings(pg_dsn)) as service:
+        settings = pg_settings(pg_dsn, **bus_env(bus))
+        async with config_watcher(settings), running_service(settings) as service:
             c = RawClient(service.port)
             assert (await c.bid(banner_request())).status == 200
             try:
@@ -126,7 +153,7 @@ def test_a_postgres_restart_keeps_the_bidder_bidding(pg_dsn: str, pg_server: Loc
                 await conn.execute("UPDATE campaigns SET status = 'paused' WHERE id = 1")
             finally:
                 await conn.close()
-            await wait_status(c, 204, timeout=15)  # reconnected, reloaded, listening again
+            await wait_status(c, 204, timeout=15)  # the watcher reconnected and invalidated
             text = (await c.request("GET", "/metrics")).body.decode()
             assert metric(text, "bidder_postgres_up") == 1
             await c.close()
