@@ -97,6 +97,12 @@ class BidderSettings:
     margin: float = setting(
         0.2, "RTBFLEET_BIDDER_MARGIN", "second price: bid = value x (1 - margin)", fraction
     )
+    max_priced_per_imp: int = setting(
+        16,
+        "RTBFLEET_BIDDER_MAX_PRICED_PER_IMP",
+        "candidates fully priced per impression, most valuable first (0: all)",
+        non_negative,
+    )
     min_bid_cpm_micros: int = setting(
         10_000, "RTBFLEET_BIDDER_MIN_BID_CPM_MICROS", "never bid below this CPM", non_negative
     )
@@ -310,6 +316,7 @@ class BidderSettings:
             tmax_cap_ms=self.tmax_cap_ms,
             network_allowance_ms=self.network_allowance_ms,
             margin=self.margin,
+            max_priced_per_imp=self.max_priced_per_imp,
             min_bid_cpm_micros=self.min_bid_cpm_micros,
             vendor_id=self.vendor_id,
             datacenter_cidrs=self.all_datacenter_cidrs(),

@@ -92,3 +92,13 @@ def test_pipeline_settings_carry_every_knob() -> None:
     assert p.tracker_base_url == "https://t.example.com"
     assert p.signing_key == KEY.encode()
     assert load().to_pipeline_settings().crawler_ua_patterns  # the built-in list by default
+
+
+def test_max_priced_per_imp_reaches_the_pipeline() -> None:
+    from bidder.settings import BidderSettings
+
+    env = {"RTBFLEET_SIGNING_KEY": "k" * 32, "RTBFLEET_BIDDER_MAX_PRICED_PER_IMP": "0"}
+    settings = BidderSettings.from_env(environ=env, env_file=None)
+    assert settings.to_pipeline_settings().max_priced_per_imp == 0
+    default = BidderSettings.from_env(environ={"RTBFLEET_SIGNING_KEY": "k" * 32}, env_file=None)
+    assert default.to_pipeline_settings().max_priced_per_imp == 16
