@@ -706,10 +706,10 @@ def generate(
     return {"advertisers": advertisers, "campaigns": campaigns}
 
 
-def catch_all(seed: int = 1) -> dict[str, Any]:
+def catch_all() -> dict[str, Any]:
     """A small portfolio that bids on nearly any valid request: every format and common size,
     no targeting limits, generous prices. For conformance runs and smoke tests."""
-    sizes = (
+    banner = (
         *vocab.BANNER_SIZES,
         "300x50",
         "320x100",
@@ -724,62 +724,35 @@ def catch_all(seed: int = 1) -> dict[str, Any]:
         "300x1050",
         "970x90",
     )
+    video = (*vocab.VIDEO_SIZES, "640x480", "1920x1080", "300x250")
+    native = (*vocab.NATIVE_SIZES, "300x250", "1200x628", "150x150")
+    templates = {"banner": _BANNER_MARKUP, "video": _VIDEO_MARKUP, "native": _NATIVE_MARKUP}
     creatives: list[dict[str, Any]] = []
-    cid = 1
-    for size in sizes:
-        w, h = (int(x) for x in size.split("x"))
-        markup = _BANNER_MARKUP.format(
-            domain="catchall.example", cid=cid, w=w, h=h, name="Catch-all", duration=0
-        )
-        creatives.append(
-            {
+    for fmt, sizes in (("banner", banner), ("video", video), ("native", native)):
+        for size in sizes:
+            cid = len(creatives) + 1
+            w, h = (int(x) for x in size.split("x"))
+            markup = templates[fmt].format(
+                domain="catchall.example", cid=cid, w=w, h=h, name="Catch-all", duration=15
+            )
+            creative: dict[str, Any] = {
                 "id": cid,
-                "format": "banner",
+                "format": fmt,
                 "w": w,
                 "h": h,
                 "markup": markup,
                 "adomain": ["catchall.example"],
                 "categories": ["IAB3"],
             }
-        )
-        cid += 1
-    for size in (*vocab.VIDEO_SIZES, "640x480", "1920x1080", "300x250"):
-        w, h = (int(x) for x in size.split("x"))
-        markup = _VIDEO_MARKUP.format(
-            domain="catchall.example", cid=cid, w=w, h=h, name="Catch-all", duration=15
-        )
-        creatives.append(
-            {
-                "id": cid,
-                "format": "video",
-                "w": w,
-                "h": h,
-                "markup": markup,
-                "adomain": ["catchall.example"],
-                "categories": ["IAB3"],
-                "mimes": ["video/mp4", "video/webm", "video/x-flv", "application/javascript"],
-                "duration": 15,
-            }
-        )
-        cid += 1
-    for size in (*vocab.NATIVE_SIZES, "300x250", "1200x628", "150x150"):
-        w, h = (int(x) for x in size.split("x"))
-        markup = _NATIVE_MARKUP.format(
-            domain="catchall.example", cid=cid, w=w, h=h, name="Catch-all", duration=0
-        )
-        creatives.append(
-            {
-                "id": cid,
-                "format": "native",
-                "w": w,
-                "h": h,
-                "markup": markup,
-                "adomain": ["catchall.example"],
-                "categories": ["IAB3"],
-            }
-        )
-        cid += 1
-    del seed
+            if fmt == "video":
+                creative["mimes"] = [
+                    "video/mp4",
+                    "video/webm",
+                    "video/x-flv",
+                    "application/javascript",
+                ]
+                creative["duration"] = 15
+            creatives.append(creative)
     return {
         "advertisers": [{"id": 1, "name": "Catch-all", "domain": "catchall.example"}],
         "campaigns": [

@@ -120,6 +120,29 @@ def memcached(memcached_server: MemcachedProcess) -> tuple[str, int]:
 
 
 @pytest.fixture
+def fleet_variables() -> Iterator[dict[str, str]]:
+    """RTBFLEET_* variables for a whole local fleet on free loopback ports, with a data
+    directory of its own (outside pytest's private temp tree: the embedded Postgres runs as its
+    own user and must reach it), removed afterwards."""
+    data_dir = Path(tempfile.mkdtemp(prefix="rtbfleet-fleet-"))
+    data_dir.chmod(0o755)
+    ports = [free_port() for _ in range(7)]
+    try:
+        yield {
+            "RTBFLEET_DATA_DIR": str(data_dir),
+            "RTBFLEET_MEMCACHED": f"127.0.0.1:{ports[0]}",
+            "RTBFLEET_EVENT_BUS_IN": f"tcp://127.0.0.1:{ports[1]}",
+            "RTBFLEET_EVENT_BUS_OUT": f"tcp://127.0.0.1:{ports[2]}",
+            "RTBFLEET_COHERENCE_BUS_IN": f"tcp://127.0.0.1:{ports[3]}",
+            "RTBFLEET_COHERENCE_BUS_OUT": f"tcp://127.0.0.1:{ports[4]}",
+            "RTBFLEET_BIDDER_PORT": str(ports[5]),
+            "RTBFLEET_TRACKER_PORT": str(ports[6]),
+        }
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
 def zmq_endpoint() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
 

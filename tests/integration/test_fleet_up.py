@@ -4,44 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fleet.pg import free_port
 from fleet.portfolio import generate
 
 
 @pytest.fixture
-def fleet_env() -> Iterator[dict[str, str]]:
-    data_dir = Path(tempfile.mkdtemp(prefix="rtbfleet-up-"))
-    data_dir.chmod(0o755)  # the embedded Postgres runs as its own user and must reach it
-    ports = [free_port() for _ in range(7)]
+def fleet_env(fleet_variables: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RTBFLEET_")}
-    env.update(
-        {
-            "RTBFLEET_DATA_DIR": str(data_dir),
-            "RTBFLEET_MEMCACHED": f"127.0.0.1:{ports[0]}",
-            "RTBFLEET_EVENT_BUS_IN": f"tcp://127.0.0.1:{ports[1]}",
-            "RTBFLEET_EVENT_BUS_OUT": f"tcp://127.0.0.1:{ports[2]}",
-            "RTBFLEET_COHERENCE_BUS_IN": f"tcp://127.0.0.1:{ports[3]}",
-            "RTBFLEET_COHERENCE_BUS_OUT": f"tcp://127.0.0.1:{ports[4]}",
-            "RTBFLEET_BIDDER_PORT": str(ports[5]),
-            "RTBFLEET_TRACKER_PORT": str(ports[6]),
-        }
-    )
-    try:
-        yield env
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    return {**env, **fleet_variables}
 
 
 def rtbfleet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,41 +7,19 @@ import argparse
 import io
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from fleet.pg import free_port
 from sim import demo
 
 
 @pytest.fixture
-def fleet_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    data_dir = Path(tempfile.mkdtemp(prefix="rtbfleet-sim-demo-"))
-    data_dir.chmod(0o755)  # the embedded Postgres runs as its own user and must reach it
-    for name in list(os.environ):
-        if name.startswith("RTBFLEET_"):
-            monkeypatch.delenv(name)
-    ports = [free_port() for _ in range(7)]
-    for name, value in {
-        "RTBFLEET_DATA_DIR": str(data_dir),
-        "RTBFLEET_MEMCACHED": f"127.0.0.1:{ports[0]}",
-        "RTBFLEET_EVENT_BUS_IN": f"tcp://127.0.0.1:{ports[1]}",
-        "RTBFLEET_EVENT_BUS_OUT": f"tcp://127.0.0.1:{ports[2]}",
-        "RTBFLEET_COHERENCE_BUS_IN": f"tcp://127.0.0.1:{ports[3]}",
-        "RTBFLEET_COHERENCE_BUS_OUT": f"tcp://127.0.0.1:{ports[4]}",
-        "RTBFLEET_BIDDER_PORT": str(ports[5]),
-        "RTBFLEET_TRACKER_PORT": str(ports[6]),
-    }.items():
+def fleet_env(fleet_variables: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name, value in fleet_variables.items():
         monkeypatch.setenv(name, value)
-    try:
-        yield data_dir
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    return Path(fleet_variables["RTBFLEET_DATA_DIR"])
 
 
 def _descendants() -> set[int]:
