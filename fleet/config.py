@@ -75,8 +75,8 @@ class Campaign(msgspec.Struct, frozen=True, kw_only=True):
     goal_type: GoalType
     goal_price_micros: int  # per goal event; for CPM, per 1000 impressions
     max_bid_cpm_micros: int  # never bid above this CPM
-    daily_budget_micros: int
-    total_budget_micros: int
+    daily_budget_micros: int  # 0: no daily limit (the total still applies)
+    total_budget_micros: int  # 0: no total limit
     currency: str = "USD"
     flight_start: datetime | None = None
     flight_end: datetime | None = None

@@ -14,6 +14,7 @@ A portfolio document (YAML or JSON) is what campaign managers write and what
         max_bid_cpm: "6.00"
         daily_budget: "250.00"
         total_budget: "5000.00"   # ...or integer micro-units: daily_budget_micros: 250000000
+                                  # (a budget of 0 means no limit of that kind)
         currency: USD
         flight_start: 2026-11-01T00:00:00Z
         flight_end: 2026-12-31T00:00:00Z
