@@ -34,21 +34,33 @@ def choose_creative(
     prior_clicks: float = 1.0,
     prior_misses: float = 99.0,
 ) -> Creative:
+    return creatives[choose_creative_index(creatives, performance, rng, prior_clicks, prior_misses)]
+
+
+def choose_creative_index(
+    creatives: Sequence[Creative],
+    performance: CreativePerformance,
+    rng: random.Random,
+    prior_clicks: float = 1.0,
+    prior_misses: float = 99.0,
+) -> int:
+    """The position in ``creatives`` of the one to show (``choose_creative`` without looking
+    the winner up again)."""
     n = len(creatives)
     if n == 1:
-        return creatives[0]
+        return 0
     if n == 0:
         raise ValueError("no creative to choose from")
-    records = [performance.stats(cr.id) or (0, 0) for cr in creatives]
-    first = records[0]
-    if all(r == first for r in records):  # identical posteriors: every creative equally likely
-        return creatives[min(int(rng.random() * n), n - 1)]
-    best = creatives[0]
+    stats = performance.stats
+    records = [stats(cr.id) or (0, 0) for cr in creatives]
+    if records.count(records[0]) == n:  # identical posteriors: every creative equally likely
+        return min(int(rng.random() * n), n - 1)
+    best = 0
     best_draw = -1.0
-    for cr, (imps, clicks) in zip(creatives, records, strict=True):
+    for k, (imps, clicks) in enumerate(records):
         imps = max(imps, 0)
         clicks = max(0, min(clicks, imps))
         draw = rng.betavariate(prior_clicks + clicks, prior_misses + imps - clicks)
         if draw > best_draw:
-            best, best_draw = cr, draw
+            best, best_draw = k, draw
     return best

@@ -25,7 +25,7 @@ from typing import Final, Protocol
 
 from bidder import auction, response
 from bidder.auction import Offer, auction_weight
-from bidder.creative import CreativePerformance, choose_creative
+from bidder.creative import CreativePerformance, choose_creative_index
 from bidder.errors import BadRequest, InvalidRequest
 from bidder.filters import DEFAULT_CRAWLER_PATTERNS, Nbr, TrafficFilter
 from bidder.openrtb import BidRequest, Imp, decode_request
@@ -40,10 +40,10 @@ from bidder.scoring import (
     predict_crossed,
     request_features,
     static_features,
-    value_cpm_micros,
+    values_cpm_micros,
 )
 from bidder.targeting import Candidate, RequestView, TargetingIndex, request_view
-from fleet.config import Campaign, ConfigSnapshot, Creative
+from fleet.config import Campaign, ConfigSnapshot
 from fleet.events import AnyEvent, AuctionEvent
 from fleet.signing import Signer
 
@@ -159,45 +159,25 @@ class _Compiled:
 class _ImpOffers:
     """The priced candidates of one imp, column by column; an Offer is built for winners only."""
 
-    __slots__ = ("_data", "campaign_ids", "imp", "rows", "shared", "suffixes", "weights")
+    __slots__ = ("campaign_ids", "compiled", "data", "imp", "shared", "suffixes", "weights")
 
-    def __init__(self, imp: Imp) -> None:
+    def __init__(self, imp: Imp, compiled: _Compiled) -> None:
         self.imp = imp
+        self.compiled = compiled
         self.campaign_ids: list[int] = []
         self.weights: list[float] = []
-        self.rows: list[tuple[tuple[str, ...], tuple[str, ...]]] = []  # (statics, prefixes)
         self.shared: list[str] = []
         self.suffixes: tuple[str, ...] = ()
-        self._data: list[tuple[Candidate, Creative, int, int, int, Priced, float, float, str]] = []
-
-    def add(
-        self,
-        cand: Candidate,
-        creative: Creative,
-        floor: int,
-        auction_type: int,
-        value: int,
-        priced: Priced,
-        p_click: float,
-        p_install: float,
-        row: tuple[tuple[str, ...], tuple[str, ...]],
-        segment: str,
-    ) -> None:
-        self.campaign_ids.append(cand.entry.campaign.id)
-        self.weights.append(auction_weight(priced.p_win, value, priced.price))
-        self.rows.append(row)
-        self._data.append(
-            (cand, creative, floor, auction_type, value, priced, p_click, p_install, segment)
-        )
+        # (candidate, creative position, floor, auction type, value, priced, p_click,
+        # p_install, market segment) of each offer, in the order of the two columns above
+        self.data: list[tuple[Candidate, int, int, int, int, Priced, float, float, str]] = []
 
     def offer(self, k: int) -> Offer:
-        cand, creative, floor, auction_type, value, priced, p_click, p_install, segment = (
-            self._data[k]
-        )
+        cand, pos, floor, auction_type, value, priced, p_click, p_install, segment = self.data[k]
         return Offer(
             imp=self.imp,
             entry=cand.entry,
-            creative=creative,
+            creative=self.compiled.index.creatives[pos],
             price=priced.price,
             value=value,
             floor=floor,
@@ -212,7 +192,8 @@ class _ImpOffers:
 
     def features(self, k: int) -> list[str]:
         """What the k-th offer was scored on: shared, static, then the crosses."""
-        static, prefixes = self.rows[k]
+        pos = self.data[k][1]
+        static, prefixes = self.compiled.statics[pos], self.compiled.prefixes[pos]
         crossed = [p + x for p, x in zip(prefixes, self.suffixes, strict=True)]
         return [*self.shared, *static, *crossed]
 
@@ -409,13 +390,14 @@ class Pipeline:
         s, req, drops, rng = self.settings, ctx.req, ctx.drops, self._rng
         index = compiled.index
         creatives = index.creatives
-        out = _ImpOffers(imp)
+        out = _ImpOffers(imp, compiled)
         chosen: list[tuple[Candidate, int, int, int]] = []
+        req_at = req.at
         for cand in candidates:
             e = cand.entry
-            floor, auction_type = imp_floor, req.at
-            if cand.deal is not None:
-                deal = cand.deal
+            deal = cand.deal
+            floor, auction_type = imp_floor, req_at
+            if deal is not None:
                 if deal.bidfloor > 0:
                     deal_floor = floor_micros(deal.bidfloor, deal.bidfloorcur, s.currency, index.fx)
                     if deal_floor is None:
@@ -437,7 +419,7 @@ class Pipeline:
                 pos = positions[0]
             else:
                 options = [creatives[j] for j in positions]
-                pos = positions[options.index(choose_creative(options, self._performance, rng))]
+                pos = positions[choose_creative_index(options, self._performance, rng)]
             chosen.append((cand, pos, floor, auction_type))
         if not chosen:
             return out
@@ -453,10 +435,10 @@ class Pipeline:
             [prefixes[c[1]] for c in chosen],
             suffixes,
         )
-        values = [
-            value_cpm_micros(c.entry.campaign.goal_type, c.entry.goal_price_micros, pc, pi)
-            for (c, _, _, _), (pc, pi) in zip(chosen, predictions, strict=True)
-        ]
+        values = values_cpm_micros(
+            [(c.entry.campaign.goal_type, c.entry.goal_price_micros) for c, _, _, _ in chosen],
+            predictions,
+        )
         # Top-K cap (a deliberate approximation of the internal auction): an offer's weight
         # P(win) x (value - price) is at most its value and grows with it, so candidates are
         # priced in decreasing order of value (ties in index order) and only until
@@ -468,15 +450,16 @@ class Pipeline:
         limit = s.max_priced_per_imp + imp_number if s.max_priced_per_imp > 0 else len(chosen)
         market, shader = self._market, self._shader
         margin, min_bid, gate, wallclock = s.margin, s.min_bid_cpm_micros, self._gate, ctx.wallclock
+        allow = gate.allow
         segments: dict[int, tuple[str, tuple[float, float] | None]] = {}
-        weights = out.weights
+        weights, campaign_ids, data = out.weights, out.campaign_ids, out.data
+        offered = 0
         for k in order:
-            if len(weights) >= limit:
+            if offered >= limit:
                 break
             cand, pos, floor, auction_type = chosen[k]
-            (p_click, p_install), value = predictions[k], values[k]
+            value = values[k]
             e = cand.entry
-            campaign = e.campaign
             seg = segments.get(auction_type)
             if seg is None:
                 name = market_segment(view, imp, auction_type)
@@ -496,21 +479,16 @@ class Pipeline:
             if not isinstance(priced, Priced):
                 drops[priced] += 1
                 continue
-            if not gate.allow(campaign, e.to_campaign_currency(priced.price), wallclock):
+            campaign = e.campaign
+            bid = priced.price
+            if not allow(campaign, e.to_campaign_currency(bid), wallclock):
                 drops["paced"] += 1
                 continue
-            out.add(
-                cand,
-                creatives[pos],
-                floor,
-                auction_type,
-                value,
-                priced,
-                p_click,
-                p_install,
-                (statics[pos], prefixes[pos]),
-                seg[0],
-            )
+            p_click, p_install = predictions[k]
+            campaign_ids.append(campaign.id)
+            weights.append(auction_weight(priced.p_win, value, bid))
+            data.append((cand, pos, floor, auction_type, value, priced, p_click, p_install, seg[0]))
+            offered += 1
         out.shared, out.suffixes = shared, suffixes
         return out
 

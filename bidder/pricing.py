@@ -18,10 +18,11 @@ the floor would spend the margin). A deal with ``at=3`` is fixed price: the bid 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 _SQRT2: Final = math.sqrt(2.0)
+_erfc: Final = math.erfc
+_log: Final = math.log
 _INV_SQRT_2PI: Final = 1.0 / math.sqrt(2.0 * math.pi)
 _LOG_SQRT_2PI: Final = 0.5 * math.log(2.0 * math.pi)
 MIN_SIGMA: Final = 0.05
@@ -278,6 +279,7 @@ class Shader:
     def __init__(self, max_tables: int = 500) -> None:
         self._tables: dict[int, ShadingTable] = {}
         self._max = max_tables
+        self._last: tuple[float, ShadingTable] | None = None  # the last sigma and its table
 
     @staticmethod
     def quantize(sigma: float) -> float:
@@ -293,7 +295,12 @@ class Shader:
         return table
 
     def bid(self, value: int, floor: int, mu: float, sigma: float) -> int | None:
-        return self.table(sigma).bid(value, floor, mu)
+        last = self._last
+        if last is not None and last[0] == sigma:  # a request's candidates share a segment
+            return last[1].bid(value, floor, mu)
+        table = self.table(sigma)
+        self._last = (sigma, table)
+        return table.bid(value, floor, mu)
 
 
 def shade_grid(
@@ -313,8 +320,9 @@ def shade_grid(
     return best
 
 
-@dataclass(frozen=True, slots=True)
-class Priced:
+class Priced(NamedTuple):
+    """A bid (a NamedTuple: built once per priced candidate, cheaper than a dataclass)."""
+
     price: int  # micros CPM, bidding currency
     p_win: float
 
@@ -353,14 +361,17 @@ def price(
         bid = int(value * (1.0 - margin))
     if bid is None:
         return "floor"
-    bid = min(bid, max_bid)
+    if max_bid < bid:  # min(bid, max_bid), inlined like the rest of this hot function
+        bid = max_bid
     if bid < floor:
         return "floor"
     if bid < min_bid or bid <= 0:
         return "low_value"
     if params is not None:
         mu, sigma = params
-        return Priced(bid, _cdf((math.log(bid) - mu) / max(sigma, MIN_SIGMA)))
+        if sigma < MIN_SIGMA:  # max(sigma, MIN_SIGMA), NaN kept
+            sigma = MIN_SIGMA
+        return Priced(bid, 0.5 * _erfc(-((_log(bid) - mu) / sigma) / _SQRT2))  # _cdf
     return Priced(bid, market.p_win(segment, bid))
 
 

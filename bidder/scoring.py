@@ -237,6 +237,25 @@ def value_cpm_micros(
     return int(goal_price_micros * min(p, 1.0) * 1000)
 
 
+def values_cpm_micros(
+    goals: Sequence[tuple[GoalType, int]], predictions: Sequence[tuple[float, float]]
+) -> list[int]:
+    """``value_cpm_micros`` of each (goal type, goal price) with its (p_click, p_install):
+    the same values, one call for a whole batch of candidates."""
+    out: list[int] = []
+    append, isfinite = out.append, math.isfinite
+    for (goal_type, goal_price), (p_click, p_install) in zip(goals, predictions, strict=True):
+        if goal_type == "CPM":
+            append(goal_price)
+            continue
+        p = p_click if goal_type == "CPC" else p_click * p_install
+        if not (p > 0.0) or not isfinite(p):
+            append(0)
+        else:
+            append(int(goal_price * (p if p < 1.0 else 1.0) * 1000))
+    return out
+
+
 # -- models -------------------------------------------------------------------------------------
 
 

@@ -159,14 +159,19 @@ class Entry:
         return micros * self.fx_num // self.fx_den
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """A campaign that may bid on one imp: its eligible creatives (positions in
-    ``TargetingIndex.creatives``) and the deal it bids through."""
+    ``TargetingIndex.creatives``) and the deal it bids through. Shared between requests
+    (memoized by the index): never mutate ``positions``."""
 
     entry: Entry
     positions: list[int]
     deal: Deal | None = None
+
+
+_ELIGIBLE_MEMO = 1024  # distinct creative masks remembered per index
+_CANDIDATES_MEMO = 8192  # distinct (campaigns, creatives) of imps without deals
 
 
 def _bits(mask: int) -> Iterable[int]:
@@ -254,6 +259,11 @@ class TargetingIndex:
         self._hours_mask = 0
         self._live_span = (math.inf, -math.inf)
         self._live_mask = 0
+        # creative_ok -> (campaigns with an eligible creative, their candidates without a deal
+        # by entry index)
+        self._by_creatives: dict[int, tuple[int, dict[int, Candidate]]] = {}
+        # (campaigns, creative_ok) -> the candidates of an imp without deals
+        self._no_deal_candidates: dict[tuple[int, int], list[Candidate]] = {}
 
     # -- build ----------------------------------------------------------------------------------
 
@@ -484,29 +494,69 @@ class TargetingIndex:
         creative_ok = self.imp_creatives(imp) & creative_mask
         if not creative_ok:
             return []
+        campaigns, no_deal = self._eligible(creative_ok)
+        m &= campaigns
+        if not deals:  # the same campaigns and creatives: the same candidates
+            key = (m, creative_ok)
+            known = self._no_deal_candidates.get(key)
+            if known is None:
+                entries = self.entries
+                known = []
+                while m:
+                    low = m & -m
+                    m ^= low
+                    i = low.bit_length() - 1
+                    if not entries[i].deal_ids:
+                        known.append(no_deal[i])
+                memo = self._no_deal_candidates
+                if len(memo) >= _CANDIDATES_MEMO:
+                    memo.clear()
+                memo[key] = known
+            return list(known)
         out: list[Candidate] = []
         entries = self.entries
         while m:
             low = m & -m
             m ^= low
-            e = entries[low.bit_length() - 1]
+            i = low.bit_length() - 1
+            e = entries[i]
+            if not e.deal_ids:
+                out.append(no_deal[i])
+                continue
+            deal = next((d for d in deals if d.id in e.deal_ids), None)
+            if deal is None:
+                continue
+            positions = no_deal[i].positions
+            if deal.wadomain:
+                positions = self._with_domains(positions, deal.wadomain)
+                if not positions:
+                    continue
+            out.append(Candidate(e, positions, deal))
+        return out
+
+    def _eligible(self, creative_ok: int) -> tuple[int, dict[int, Candidate]]:
+        """The campaigns with at least one creative in ``creative_ok`` and, by entry index,
+        their candidate without a deal (those creatives' positions); memoized per mask
+        (requests repeat a few masks)."""
+        memo = self._by_creatives
+        hit = memo.get(creative_ok)
+        if hit is not None:
+            return hit
+        campaigns = 0
+        no_deal: dict[int, Candidate] = {}
+        for e in self.entries:
             run = (creative_ok >> e.first_creative) & e.run_mask
             if not run:
                 continue
             positions = e.runs.get(run)
             if positions is None:
                 positions = e.runs[run] = [e.first_creative + k for k in _bits(run)]
-            deal = None
-            if e.deal_ids:
-                deal = next((d for d in deals if d.id in e.deal_ids), None)
-                if deal is None:
-                    continue
-                if deal.wadomain:
-                    positions = self._with_domains(positions, deal.wadomain)
-                    if not positions:
-                        continue
-            out.append(Candidate(e, positions, deal))
-        return out
+            campaigns |= 1 << e.index
+            no_deal[e.index] = Candidate(e, positions)
+        if len(memo) >= _ELIGIBLE_MEMO:
+            memo.clear()
+        hit = memo[creative_ok] = (campaigns, no_deal)
+        return hit
 
     def _with_domains(self, positions: list[int], domains: list[str]) -> list[int]:
         allowed = self.cr_domain.any_of(normalize_domain(x) for x in domains)

@@ -178,3 +178,13 @@ def test_price_rules() -> None:
     assert _price(auction_type=3, floor=2_500_000) == "floor"
     grid = _price(auction_type=1, params=None)  # a market known only through p_win
     assert isinstance(grid, Priced) and 100_000 <= grid.price < 2_000_000
+
+
+def test_shader_remembering_the_last_sigma_changes_no_bid() -> None:
+    shader = Shader(max_tables=2)
+    rng = random.Random(9)
+    sigmas = [0.3, 0.3, 0.31, 0.3, 1.2, 1.2, 0.01, 0.05, 0.3004, 0.7]
+    for _ in range(200):
+        sigma = rng.choice(sigmas)
+        value, floor = rng.randrange(1, 5_000_000), rng.randrange(0, 1_000_000)
+        assert shader.bid(value, floor, MU, sigma) == Shader().bid(value, floor, MU, sigma)

@@ -21,9 +21,10 @@ from bidder.scoring import (
     request_features,
     static_features,
     value_cpm_micros,
+    values_cpm_micros,
 )
 from bidder.targeting import RequestView
-from fleet.config import Campaign, Creative
+from fleet.config import Campaign, Creative, GoalType
 from fleet.features import hash_features
 
 CAMPAIGN = Campaign(
@@ -94,6 +95,23 @@ def test_value_per_thousand_impressions(
     goal: str, price: int, p_click: float, p_install: float, value: int
 ) -> None:
     assert value_cpm_micros(goal, price, p_click, p_install) == value  # type: ignore[arg-type]
+
+
+def test_batch_values_equal_one_at_a_time() -> None:
+    inf, nan = float("inf"), float("nan")
+    probabilities = [0.0, -0.1, 1e-9, 0.0123, 0.5, 1.0, 1.0000001, 3.0, inf, -inf, nan]
+    goals: list[tuple[GoalType, int]] = []
+    predictions: list[tuple[float, float]] = []
+    for goal in ("CPM", "CPC", "CPI", "CPA"):
+        for p_click in probabilities:
+            for p_install in probabilities:
+                goals.append((goal, 1_234_567))
+                predictions.append((p_click, p_install))
+    expected = [
+        value_cpm_micros(g, v, pc, pi) for (g, v), (pc, pi) in zip(goals, predictions, strict=True)
+    ]
+    assert values_cpm_micros(goals, predictions) == expected
+    assert values_cpm_micros([], []) == []
 
 
 def test_prior_model_per_goal_and_campaign() -> None:

@@ -156,3 +156,40 @@ def test_dayparting_follows_each_campaign_timezone_and_flights() -> None:
     assert not idx.live(NOON) >> ended & 1
     assert idx.live(jan) >> ended & 1  # the cache follows the clock both ways
     assert not idx.live(datetime(2026, 2, 1, tzinfo=UTC).timestamp()) >> ended & 1
+
+
+def test_remembered_candidates_follow_every_mask() -> None:
+    """Candidates are memoized per (campaigns, creatives): asking again, with other sizes,
+    blocked advertisers or secure imps in between, gives what a fresh index gives."""
+    big = creative(1, 1)
+    small = creative(2, 1, w=320, h=50)
+    other = msgspec.structs.replace(creative(3, 2), adomain=("b.example",))
+    insecure = creative(4, 3, markup="<a href='http://x'></a>")
+    camps = (campaign(1, big, small), campaign(2, other), campaign(3, insecure))
+    shared = index(*camps)
+    asks = [
+        request(),
+        request(imp=[{"id": "1", "banner": {"w": 320, "h": 50}}]),
+        request(badv=["b.example"]),
+        request(imp=[{"id": "1", "banner": {"w": 300, "h": 250}, "secure": 1}]),
+        request(device={"geo": {"country": "USA"}}),
+    ]
+    for req in asks * 2:
+        found = shared.candidates(
+            req.imp[0],
+            shared.request_mask(request_view(req, personalize=True, wallclock=NOON), NOON),
+            shared.all_creatives & ~shared.blocked_creatives(req),
+        )
+        fresh = index(*camps)
+        expected = fresh.candidates(
+            req.imp[0],
+            fresh.request_mask(request_view(req, personalize=True, wallclock=NOON), NOON),
+            fresh.all_creatives & ~fresh.blocked_creatives(req),
+        )
+        assert [(c.entry.campaign.id, c.positions, c.deal) for c in found] == [
+            (c.entry.campaign.id, c.positions, c.deal) for c in expected
+        ]
+    assert ids(shared, asks[0]) == {1, 2, 3}
+    assert ids(shared, asks[1]) == {1}
+    assert ids(shared, asks[2]) == {1, 3}
+    assert ids(shared, asks[3]) == {1, 2}
