@@ -44,6 +44,7 @@ from bidder.sources import (
     load_portfolio_file,
 )
 from cache import Cache, config_namespace, default_origin
+from fleet.aio import cancel_and_wait
 from fleet.config import Campaign, ConfigSnapshot
 from fleet.events import AnyEvent, encode, topic_for
 
@@ -333,10 +334,7 @@ class BidderService:
                 await source.close()
         self._snapshot_source = self._spend = None
         task, self._mirror_task = self._mirror_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self._sync_mirror()
         self._mirror = None
         if self.cache is not None:

@@ -26,11 +26,12 @@ and the threshold rises towards ``max_wait_ceiling``; otherwise it returns to ``
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
+
+from fleet.aio import cancel_and_wait
 
 SHED_LAG: Final = "lag"
 SHED_IN_FLIGHT: Final = "in_flight"
@@ -161,7 +162,4 @@ class LagProbe:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)

@@ -30,6 +30,7 @@ import asyncpg
 
 from bidder.metrics import BidderMetrics
 from cache import CONFIG_NAMESPACE, SNAPSHOT_KEY, CacheError, LoadError, Region
+from fleet.aio import cancel_and_wait
 from fleet.config import Campaign, ConfigSnapshot
 from fleet.money import impression_cost_micros
 
@@ -174,10 +175,7 @@ class CachedSnapshot:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 # -- budgets ------------------------------------------------------------------------------------
@@ -321,7 +319,4 @@ class SpendReader:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from cache.codec import TOPIC_PREFIX, Message, decode_message, encode_message, topic
 from cache.errors import CodecError
+from fleet.aio import cancel_and_wait
 from fleet.bus import Delivery, Publisher, Subscriber
 
 log = logging.getLogger("cache.coherence")
@@ -87,10 +88,7 @@ class CoherenceBus:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self.subscriber is not None:
             await self.subscriber.close()
         await self.publisher.close()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from fleet.aio import cancel_and_wait
 from fleet.db import migrate
 from fleet.errors import FleetError
 from fleet.pg import LocalPostgres
@@ -198,10 +199,7 @@ class SupervisedProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
 
 def signing_key(data_dir: Path, configured: str) -> str:

@@ -6,11 +6,11 @@ installs). This is an adapter; the figures are computed in ``sim.report``/``sim.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import msgspec
 
+from fleet.aio import cancel_and_wait
 from fleet.bus import Subscriber
 from fleet.events import EVENT_TOPIC_PREFIX, BidEvent, BillingEvent, decode, event_type
 from sim.calibration import Prediction
@@ -72,8 +72,6 @@ class FleetWatcher:
         """Let what is buffered arrive, then stop listening."""
         if self._task is not None:
             await asyncio.sleep(0.3)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._subscriber is not None:
             await self._subscriber.close()

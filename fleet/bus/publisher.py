@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import zmq
 from prometheus_client import CollectorRegistry
 
+from fleet.aio import cancel_and_wait
 from fleet.bus.protocol import KIND_BYE, KIND_DATA, KIND_HEARTBEAT, encode_body, encode_header
 from fleet.bus.sockets import configure_socket, metrics_for, open_socket
 from fleet.errors import BusError
@@ -257,11 +258,7 @@ class Publisher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        task = self._heartbeat_task
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._heartbeat_task)
 
     def _reject(self, count: int) -> None:
         if self._loop is None and not self._closed:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 import zmq
 from prometheus_client import CollectorRegistry
 
+from fleet.aio import cancel_and_wait
 from fleet.bus.protocol import (
     KIND_DATA,
     Delivery,
@@ -193,11 +193,7 @@ class Subscriber:
         if loop is None or sock is None:
             return
         loop.remove_reader(self._fd)
-        task = self._watch_task
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._watch_task)
         sock.close(linger=0)
         self._sock = None
         self._sync_metrics()
