@@ -197,6 +197,12 @@ class FleetSettings:
             raise SettingsError("RTBFLEET_LOG_LEVEL", f"{self.log_level!r} is not a log level")
         if self.event_partitions > 10**4:
             raise SettingsError("RTBFLEET_EVENT_PARTITIONS", "must be at most 10000 (4 digits)")
+        try:
+            self.memcached_servers  # noqa: B018 -- parsed here so that a bad list fails at start
+        except ValueError:
+            raise SettingsError(
+                "RTBFLEET_MEMCACHED", f"{self.memcached!r} is not host:port[,host:port...]"
+            ) from None
 
     @property
     def memcached_servers(self) -> tuple[tuple[str, int], ...]:
