@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("proxy", help="run one XSUB/XPUB bus proxy (--in EP --out EP)", add_help=False)
 
     run = sub.add_parser("run", help="run one service in the foreground (bidder, cache, ...)")
-    run.add_argument("service", choices=SERVICE_PACKAGES)
+    run.add_argument("service", choices=_service_packages())
 
     settings_p = sub.add_parser("settings", help="every RTBFLEET_* variable with its default")
     settings_p.add_argument("--markdown", action="store_true", help="as a Markdown table")
@@ -244,18 +244,19 @@ def _missing(reason: str) -> Callable[[FleetSettings, argparse.Namespace], int]:
     return handler
 
 
-SERVICE_PACKAGES = ("bidder", "cache", "pacing", "tracker", "bidlogger", "learner")
+def _service_packages() -> tuple[str, ...]:
+    from fleet.launcher import SERVICES
+
+    return tuple(dict.fromkeys(service.module for service in SERVICES))
 
 
 def _run_service(service: str, rest: list[str]) -> int:
     import importlib.util
     import os
 
-    if service not in SERVICE_PACKAGES:
-        print(
-            f"rtbfleet: unknown service {service!r} ({', '.join(SERVICE_PACKAGES)})",
-            file=sys.stderr,
-        )
+    packages = _service_packages()
+    if service not in packages:
+        print(f"rtbfleet: unknown service {service!r} ({', '.join(packages)})", file=sys.stderr)
         return 2
     if importlib.util.find_spec(f"{service}.__main__") is None:
         print(f"rtbfleet: the {service} service is not part of this build", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -45,7 +46,7 @@ class MemcachedProcess:
             return
         args = [self.binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
         args += ["-m", str(self.memory_mb), "-c", "4096", "-t", "2"]
-        args += ["-u", "nobody"] if _is_root() else []
+        args += ["-u", "nobody"] if os.geteuid() == 0 else []
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if not wait_for_port("127.0.0.1", self.port, timeout):
             self.kill()
@@ -72,9 +73,3 @@ class MemcachedProcess:
     def _close_pipes(self) -> None:
         if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
-
-
-def _is_root() -> bool:
-    import os
-
-    return os.geteuid() == 0
