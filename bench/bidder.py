@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet import vocabulary as vocab
+from fleet.processes import free_port, wait_for_port
 
 PHASE_S = 5.0
 WARMUP_S = 1.5
@@ -455,14 +456,8 @@ def _wait_http(url: str, timeout: float = 60.0) -> None:
 
 
 def _wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
+    if not wait_for_port("127.0.0.1", port, timeout):
+        raise RuntimeError(f"nothing listens on port {port}")
 
 
 def _outcomes(port: int) -> dict[str, float]:
@@ -501,12 +496,6 @@ def _rss_mib(pid: int) -> tuple[float, float]:
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _portfolio_and_model(directory: Path) -> tuple[Path, Path, int, int]:
@@ -555,7 +544,7 @@ def main() -> None:
 
     try:
         # 1. The generator's own ceiling.
-        port = _free_port()
+        port = free_port()
         servers.append(ctx.Process(target=_trivial_server, args=(port,), daemon=True))
         servers[-1].start()
         _wait_port(port)
@@ -563,7 +552,7 @@ def main() -> None:
         servers[-1].terminate()
 
         # 2. The baseline: a bare Tornado JSON echo.
-        port = _free_port()
+        port = free_port()
         servers.append(ctx.Process(target=_echo_server, args=(port,), daemon=True))
         servers[-1].start()
         _wait_port(port)
@@ -592,7 +581,7 @@ class _Bidder:
         shed: bool,
         extra: dict[str, str] | None = None,
     ) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RTBFLEET_")}
         env.update(
             {
@@ -604,7 +593,7 @@ class _Bidder:
                 "RTBFLEET_SIGNING_KEY": SIGNING_KEY,
                 "RTBFLEET_MEMCACHED": "",
                 "RTBFLEET_PG_DSN": "",
-                "RTBFLEET_EVENT_BUS_IN": f"tcp://127.0.0.1:{_free_port()}",  # nobody listens
+                "RTBFLEET_EVENT_BUS_IN": f"tcp://127.0.0.1:{free_port()}",  # nobody listens
                 "RTBFLEET_LOG_LEVEL": "WARNING",
                 **(extra or {}),
             }

@@ -8,19 +8,19 @@ The data stays in the directory across restarts; only loopback is listened on.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import logging
 import os
 import pwd
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 from fleet.errors import DatabaseError
+from fleet.processes import free_port, wait_for_port
+
+__all__ = ["LocalPostgres", "find_binaries", "free_port"]
 
 log = logging.getLogger("fleet.pg")
 
@@ -36,12 +36,6 @@ def find_binaries() -> Path | None:
         if all((directory / b).exists() for b in ("initdb", "pg_ctl", "postgres")):
             return directory
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _service_user() -> pwd.struct_passwd | None:
@@ -157,15 +151,8 @@ class LocalPostgres:
         return self.dsn
 
     def _wait_accepting(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=1),
-            ):
-                return
-            time.sleep(0.05)
-        raise DatabaseError(f"Postgres did not accept connections on port {self.port}")
+        if not wait_for_port("127.0.0.1", self.port, timeout):
+            raise DatabaseError(f"Postgres did not accept connections on port {self.port}")
 
     def is_running(self) -> bool:
         if self._bin is None or not (self.pgdata / "PG_VERSION").exists():

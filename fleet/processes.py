@@ -12,7 +12,15 @@ import time
 from fleet.errors import FleetError
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    """True once something accepts connections on ``host:port``; False after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):

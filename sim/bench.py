@@ -18,13 +18,12 @@ import argparse
 import asyncio
 import multiprocessing
 import random
-import socket
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
+from fleet.processes import free_port, wait_for_port
 from sim.http1 import build_request
 from sim.httpclient import Pool, Result
 
@@ -81,12 +80,6 @@ def _serve(port: int, bids: bool) -> None:
         uvloop.run(main())
     except ImportError:
         asyncio.run(main())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _open_loop(
@@ -249,12 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     target.start()
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_for_port("127.0.0.1", port, timeout=10)
 
         async def run() -> dict[str, float]:
             return {
