@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -266,6 +265,3 @@ class BidderMetrics:
         self._labelled = top_campaign_ids(snapshot, self.top_campaigns)
         self._campaign_children.clear()
         self.snapshot_version.set(snapshot.version)
-
-    def labelled_campaigns(self) -> Iterable[int]:
-        return self._labelled

@@ -181,13 +181,6 @@ def _bits(mask: int) -> Iterable[int]:
         mask ^= low
 
 
-def _parse_size(size: str) -> tuple[int, int] | None:
-    w, sep, h = size.partition("x")
-    if not sep or not w.isdigit() or not h.isdigit():
-        return None
-    return int(w), int(h)
-
-
 def _epoch(moment: datetime | None, tz: ZoneInfo) -> float | None:
     if moment is None:
         return None

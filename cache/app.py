@@ -204,12 +204,6 @@ class Cache:
     def l2_up(self) -> bool:
         return self._l2 is not None and self._l2.up
 
-    async def wait_bus_ready(self, timeout: float = 2.0) -> bool:
-        """True once this process hears its own coherence messages (the subscription is live)."""
-        if self._bus is None:
-            return False
-        return await self._bus.wait_ready(timeout)
-
     # -- the API --------------------------------------------------------------------------------
     def peek(self, namespace: str, key: str) -> Any:
         """The L1 value or None, at once; a miss schedules a fill. For the bid path."""

@@ -88,14 +88,6 @@ class Campaign(msgspec.Struct, frozen=True, kw_only=True):
     creatives: tuple[Creative, ...] = ()
     version: int = 0
 
-    def is_live(self, now: datetime) -> bool:
-        """Active and inside its flight (``now`` is timezone-aware)."""
-        if self.status != "active":
-            return False
-        if self.flight_start is not None and now < self.flight_start:
-            return False
-        return not (self.flight_end is not None and now >= self.flight_end)
-
 
 class ConfigSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the bid path needs from the config database at one moment."""

@@ -104,9 +104,6 @@ class FleetHandle:
     services: list[str] = field(default_factory=list)
     processes: list[SupervisedProcess] = field(default_factory=list)
 
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.processes if p.pid is not None]
-
 
 class SupervisedProcess:
     """One child process: output prefixed, restarted with back-off on a crash."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import math
 import random
 from typing import Any
 
@@ -300,9 +299,3 @@ def _schain(opp: Opportunity, request_id: str) -> dict[str, Any]:
         "complete": 1,
         "nodes": [{"asi": opp.seller.domain, "sid": opp.publisher.id, "hp": 1, "rid": request_id}],
     }
-
-
-def poisson_expected(rate: float, seconds: float) -> tuple[float, float]:
-    """Mean and standard deviation of a Poisson count: what an open-loop run should offer."""
-    mean = rate * seconds
-    return mean, math.sqrt(mean)
