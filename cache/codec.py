@@ -68,11 +68,15 @@ def encode_record(record: Record) -> bytes:
     return _record_encoder.encode(record)
 
 
-def decode_record(data: bytes) -> Record:
+def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes, what: str) -> T:
     try:
-        return _record_decoder.decode(data)
+        return decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CodecError(f"bad cache record: {exc}") from exc
+        raise CodecError(f"bad {what}: {exc}") from exc
+
+
+def decode_record(data: bytes) -> Record:
+    return _decode(_record_decoder, data, "cache record")
 
 
 def encode_message(message: Message) -> bytes:
@@ -80,10 +84,7 @@ def encode_message(message: Message) -> bytes:
 
 
 def decode_message(data: bytes) -> Message:
-    try:
-        return _message_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CodecError(f"bad coherence message: {exc}") from exc
+    return _decode(_message_decoder, data, "coherence message")
 
 
 def encode_int(value: int) -> bytes:
@@ -91,10 +92,7 @@ def encode_int(value: int) -> bytes:
 
 
 def decode_int(data: bytes) -> int:
-    try:
-        return _int_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise CodecError(f"bad cache integer: {exc}") from exc
+    return _decode(_int_decoder, data, "cache integer")
 
 
 class ValueCodec(Generic[T]):
