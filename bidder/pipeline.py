@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, Protocol
 
 from bidder import auction, response
-from bidder.auction import Offer, auction_weight
+from bidder.auction import Offer
 from bidder.creative import CreativePerformance, choose_creative_index
 from bidder.errors import BadRequest, InvalidRequest
 from bidder.filters import DEFAULT_CRAWLER_PATTERNS, Nbr, TrafficFilter
-from bidder.openrtb import BidRequest, Imp, decode_request
-from bidder.pricing import MarketPriceModel, Priced, Shader, floor_micros, market_params, price
+from bidder.offers import MAX_MICROS, Chosen, OfferRow, Segment, price_offers, select
+from bidder.openrtb import BidRequest, Deal, Imp, decode_request
+from bidder.pricing import MarketPriceModel, Shader, floor_micros, market_params
 from bidder.privacy import ConsentCache, Privacy, decide
 from bidder.response import Answer, BidSummary
 from bidder.scoring import (
@@ -40,10 +41,9 @@ from bidder.scoring import (
     predict_crossed,
     request_features,
     static_features,
-    values_cpm_micros,
 )
 from bidder.targeting import Candidate, RequestView, TargetingIndex, request_view
-from fleet.config import Campaign, ConfigSnapshot
+from fleet.config import Campaign, ConfigSnapshot, Creative
 from fleet.events import AnyEvent, AuctionEvent
 from fleet.signing import Signer
 
@@ -140,7 +140,7 @@ class _Context:
     privacy: Privacy | None = None
     user_key: str | None = None
     candidates: int = 0
-    drops: Counter[str] = field(default_factory=Counter)
+    drops: dict[str, int] = field(default_factory=dict)  # candidates dropped, by reason
 
     def late(self) -> bool:
         return self.clock() >= self.deadline
@@ -159,29 +159,29 @@ class _Compiled:
 class _ImpOffers:
     """The priced candidates of one imp, column by column; an Offer is built for winners only."""
 
-    __slots__ = ("campaign_ids", "compiled", "data", "imp", "shared", "suffixes", "weights")
+    __slots__ = ("campaign_ids", "compiled", "imp", "rows", "shared", "suffixes", "weights")
 
     def __init__(self, imp: Imp, compiled: _Compiled) -> None:
         self.imp = imp
         self.compiled = compiled
         self.campaign_ids: list[int] = []
         self.weights: list[float] = []
+        self.rows: list[OfferRow] = []  # in the order of the two columns above
         self.shared: list[str] = []
         self.suffixes: tuple[str, ...] = ()
-        # (candidate, creative position, floor, auction type, value, priced, p_click,
-        # p_install, market segment) of each offer, in the order of the two columns above
-        self.data: list[tuple[Candidate, int, int, int, int, Priced, float, float, str]] = []
 
     def offer(self, k: int) -> Offer:
-        cand, pos, floor, auction_type, value, priced, p_click, p_install, segment = self.data[k]
+        cand, pos, floor, auction_type, value, bid, p_win, p_click, p_install, segment = self.rows[
+            k
+        ]
         return Offer(
             imp=self.imp,
             entry=cand.entry,
             creative=self.compiled.index.creatives[pos],
-            price=priced.price,
+            price=bid,
             value=value,
             floor=floor,
-            p_win=priced.p_win,
+            p_win=p_win,
             p_click=p_click,
             p_install=p_install,
             auction_type=auction_type,
@@ -192,7 +192,7 @@ class _ImpOffers:
 
     def features(self, k: int) -> list[str]:
         """What the k-th offer was scored on: shared, static, then the crosses."""
-        pos = self.data[k][1]
+        pos = self.rows[k][1]
         static, prefixes = self.compiled.statics[pos], self.compiled.prefixes[pos]
         crossed = [p + x for p, x in zip(prefixes, self.suffixes, strict=True)]
         return [*self.shared, *static, *crossed]
@@ -359,11 +359,12 @@ class Pipeline:
                 return self._no_bid(ctx, "deadline", arrival)
             floor = floor_micros(imp.bidfloor, imp.bidfloorcur, s.currency, index.fx)
             if floor is None:
-                ctx.drops["currency"] += 1
+                ctx.drops["currency"] = ctx.drops.get("currency", 0) + 1
                 continue
             candidates = index.candidates(imp, request_mask, creative_mask, s.seat)
             ctx.candidates += len(candidates)
             if candidates:
+                floor = min(floor, MAX_MICROS)  # above any maximum bid: the same "floor" drops
                 per_imp.append(self._offers(ctx, compiled, imp, floor, candidates, len(per_imp)))
         if ctx.late():
             return self._no_bid(ctx, "deadline", arrival)
@@ -387,110 +388,65 @@ class Pipeline:
         candidates: list[Candidate],
         imp_number: int = 0,
     ) -> _ImpOffers:
-        s, req, drops, rng = self.settings, ctx.req, ctx.drops, self._rng
-        index = compiled.index
-        creatives = index.creatives
+        s, drops = self.settings, ctx.drops
         out = _ImpOffers(imp, compiled)
-        chosen: list[tuple[Candidate, int, int, int]] = []
-        req_at = req.at
-        for cand in candidates:
-            e = cand.entry
-            deal = cand.deal
-            floor, auction_type = imp_floor, req_at
-            if deal is not None:
-                if deal.bidfloor > 0:
-                    deal_floor = floor_micros(deal.bidfloor, deal.bidfloorcur, s.currency, index.fx)
-                    if deal_floor is None:
-                        drops["currency"] += 1
-                        continue
-                    floor = deal_floor
-                if deal.at is not None:
-                    auction_type = deal.at
-            if e.max_bid_micros < floor:
-                drops["floor"] += 1
-                continue
-            if e.campaign.frequency_caps:
-                why = self._capped(ctx, e.campaign)
-                if why:
-                    drops[why] += 1
-                    continue
-            positions = cand.positions
-            if len(positions) == 1:
-                pos = positions[0]
-            else:
-                options = [creatives[j] for j in positions]
-                pos = positions[choose_creative_index(options, self._performance, rng)]
-            chosen.append((cand, pos, floor, auction_type))
-        if not chosen:
+        chosen = Chosen()
+        select(
+            candidates,
+            imp_floor,
+            ctx.req.at,
+            compiled.statics,
+            compiled.prefixes,
+            partial(self._deal_floor, compiled.index.fx),
+            partial(self._capped, ctx),
+            partial(self._choose_creative, compiled.index.creatives),
+            drops,
+            chosen,
+        )
+        if not chosen.candidates:
             return out
         view = ctx.view
-        inv = inventory_key(view)
-        statics, prefixes = compiled.statics, compiled.prefixes
         shared = request_features(view, imp)
-        suffixes = cross_suffixes(view, inv)
+        suffixes = cross_suffixes(view, inventory_key(view))
         predictions = predict_crossed(
-            self._model,
-            shared,
-            [statics[c[1]] for c in chosen],
-            [prefixes[c[1]] for c in chosen],
-            suffixes,
+            self._model, shared, chosen.statics, chosen.prefixes, suffixes
         )
-        values = values_cpm_micros(
-            [(c.entry.campaign.goal_type, c.entry.goal_price_micros) for c, _, _, _ in chosen],
-            predictions,
-        )
-        # Top-K cap (a deliberate approximation of the internal auction): an offer's weight
-        # P(win) x (value - price) is at most its value and grows with it, so candidates are
-        # priced in decreasing order of value (ties in index order) and only until
-        # ``max_priced_per_imp`` offers survive pricing and the gate; the rest are not offered
-        # (with 16 of ~30 candidates they hold ~10% of the uncapped weight on average).
+        market = self._market
+
+        def segment_of(auction_type: int) -> Segment:
+            name = market_segment(view, imp, auction_type)
+            return name, market_params(market, name)
+
         # Earlier imps of the request may take one campaign each, hence ``+ imp_number``.
         # With no survivor every candidate is priced, so no-bid reasons are unchanged.
-        order = sorted(range(len(chosen)), key=values.__getitem__, reverse=True)
-        limit = s.max_priced_per_imp + imp_number if s.max_priced_per_imp > 0 else len(chosen)
-        market, shader = self._market, self._shader
-        margin, min_bid, gate, wallclock = s.margin, s.min_bid_cpm_micros, self._gate, ctx.wallclock
-        allow = gate.allow
-        segments: dict[int, tuple[str, tuple[float, float] | None]] = {}
-        weights, campaign_ids, data = out.weights, out.campaign_ids, out.data
-        offered = 0
-        for k in order:
-            if offered >= limit:
-                break
-            cand, pos, floor, auction_type = chosen[k]
-            value = values[k]
-            e = cand.entry
-            seg = segments.get(auction_type)
-            if seg is None:
-                name = market_segment(view, imp, auction_type)
-                seg = segments[auction_type] = (name, market_params(market, name))
-            priced = price(
-                value,
-                floor,
-                e.max_bid_micros,
-                auction_type,
-                margin,
-                min_bid,
-                market,
-                seg[0],
-                seg[1],
-                shader,
-            )
-            if not isinstance(priced, Priced):
-                drops[priced] += 1
-                continue
-            campaign = e.campaign
-            bid = priced.price
-            if not allow(campaign, e.to_campaign_currency(bid), wallclock):
-                drops["paced"] += 1
-                continue
-            p_click, p_install = predictions[k]
-            campaign_ids.append(campaign.id)
-            weights.append(auction_weight(priced.p_win, value, bid))
-            data.append((cand, pos, floor, auction_type, value, priced, p_click, p_install, seg[0]))
-            offered += 1
+        cap = s.max_priced_per_imp
+        price_offers(
+            chosen,
+            predictions,
+            segment_of,
+            cap + imp_number if cap > 0 else len(chosen.candidates),
+            s.margin,
+            s.min_bid_cpm_micros,
+            market,
+            self._shader,
+            self._gate.allow,
+            ctx.wallclock,
+            drops,
+            out.campaign_ids,
+            out.weights,
+            out.rows,
+        )
         out.shared, out.suffixes = shared, suffixes
         return out
+
+    def _deal_floor(self, fx: dict[str, int], deal: Deal) -> int | None:
+        floor = floor_micros(deal.bidfloor, deal.bidfloorcur, self.settings.currency, fx)
+        return None if floor is None else min(floor, MAX_MICROS)
+
+    def _choose_creative(self, creatives: list[Creative], positions: list[int]) -> int:
+        """The position of the creative to show among several (Thompson sampling)."""
+        options = [creatives[j] for j in positions]
+        return positions[choose_creative_index(options, self._performance, self._rng)]
 
     def _capped(self, ctx: _Context, campaign: Campaign) -> str:
         """Why a campaign with frequency caps cannot bid ("" when it can)."""

@@ -29,6 +29,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bidder.filters import domain_and_parents, normalize_domain
@@ -36,6 +37,9 @@ from bidder.openrtb import BidRequest, Deal, Format, Imp
 from fleet.config import Campaign, ConfigSnapshot, Creative
 
 USD = "USD"
+# A billion currency units CPM: every bid and value (goal price x 1000 at most) stays within the
+# 64-bit integers of the compiled bid loops (bidder/_offers.pyx).
+MAX_CAMPAIGN_MICROS: Final = 10**15
 _OS_NAMES = {
     "ios": "ios",
     "iphone os": "ios",
@@ -227,14 +231,21 @@ class TargetingIndex:
                 self.skipped.append((c.id, f"no exchange rate for {c.currency}"))
                 continue
             num, den = self.fx[currency], self.fx[c.currency]
+            max_bid, goal_price = (
+                c.max_bid_cpm_micros * num // den,
+                c.goal_price_micros * num // den,
+            )
+            if max(max_bid, goal_price) > MAX_CAMPAIGN_MICROS:
+                self.skipped.append((c.id, "maximum bid or goal price out of range"))
+                continue
             entries.append(
                 Entry(
                     index=len(entries),
                     campaign=c,
                     creatives=active,
                     first_creative=len(creatives),
-                    max_bid_micros=c.max_bid_cpm_micros * num // den,
-                    goal_price_micros=c.goal_price_micros * num // den,
+                    max_bid_micros=max_bid,
+                    goal_price_micros=goal_price,
                     fx_num=den,
                     fx_den=num,
                     deal_ids=frozenset(c.targeting.deal_ids),

@@ -25,17 +25,20 @@ def creative(cid: int, camp: int, w: int = 300, h: int = 250, **kw: Any) -> Crea
 
 
 def campaign(cid: int, *creatives: Creative, **kw: Any) -> Campaign:
+    fields: dict[str, Any] = {
+        "goal_type": "CPM",
+        "goal_price_micros": 1_000_000,
+        "max_bid_cpm_micros": 2_000_000,
+        **kw,
+    }
     return Campaign(
         id=cid,
         advertiser_id=1,
         name=str(cid),
-        goal_type="CPM",
-        goal_price_micros=1_000_000,
-        max_bid_cpm_micros=2_000_000,
         daily_budget_micros=1,
         total_budget_micros=1,
         creatives=creatives,
-        **kw,
+        **fields,
     )
 
 
@@ -127,10 +130,12 @@ def test_status_currency_and_creatives_decide_what_is_indexed() -> None:
         campaign(3, creative(3, 3, status="archived")),
         campaign(4, creative(4, 4), currency="CHF"),
         campaign(5, creative(5, 5), currency="EUR"),
+        campaign(6, creative(6, 6), max_bid_cpm_micros=10**15 + 1),  # past 64-bit bid loops
+        campaign(7, creative(7, 7), goal_type="CPC", goal_price_micros=10**15 + 1),
         fx={"EUR": 800_000},
     )
     assert [e.campaign.id for e in idx.entries] == [1, 5]
-    assert {c for c, _ in idx.skipped} == {3, 4}
+    assert {c for c, _ in idx.skipped} == {3, 4, 6, 7}
     eur = idx.entries[1]
     assert eur.max_bid_micros == 2_500_000 and eur.goal_price_micros == 1_250_000
     assert eur.to_campaign_currency(2_500_000) == 2_000_000

@@ -1,0 +1,225 @@
+"""The compiled per-candidate loops (bidder/_offers.pyx) against their reference (bidder/offers.py):
+the same answers, drops, gate questions and random draws, request after request."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from bidder_world import NOON, World, load_snapshot, make_world
+from perf_pipeline import crowded_request, typical_request
+from test_bidder_fixtures import expand
+
+import bidder.pipeline as pipeline_module
+from bidder import offers
+from bidder.offers import MAX_MICROS, Chosen, python_price_offers, python_select
+from bidder.openrtb import Deal
+from bidder.pricing import Shader
+from bidder.scoring import HashedLinearModel
+from bidder.targeting import Candidate, TargetingIndex
+from fleet.config import Campaign
+
+compiled = pytest.importorskip("bidder._offers")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _model(seed: int) -> HashedLinearModel:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(0.0, 0.8, 1 << 12).astype(np.float32)
+    return HashedLinearModel(w, w[::-1].copy(), -3.0, -2.0, bits=12, version=1)
+
+
+class Clicks:
+    """Creative records that make Thompson sampling draw (and so use the rng)."""
+
+    def stats(self, creative_id: int) -> tuple[int, int] | None:
+        return (creative_id * 37 % 500, creative_id % 7) if creative_id % 3 else None
+
+
+def _fixture_requests() -> Iterator[dict[str, Any]]:
+    for path in sorted(FIXTURES.glob("cases_*.json")):
+        for case in json.loads(path.read_text())["cases"]:
+            if "request" in case:
+                yield expand(case["request"])
+
+
+def _requests(seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    out = list(_fixture_requests())
+    for n in range(300):
+        req = crowded_request(rng.choice((1, 2))) if n % 5 == 0 else typical_request(rng, n, 1)
+        req["id"] = f"r{n}"
+        req["at"] = rng.choice((1, 1, 2))
+        imp = req["imp"][0]
+        imp["bidfloor"] = rng.choice((0.0, 0.05, 0.3, 1.2, 4.0, 1e30))
+        if rng.random() < 0.3:  # a second and third imp: one campaign per imp
+            req["imp"] = [dict(imp, id=str(k)) for k in range(1, 4)]
+        out.append(req)
+    return out
+
+
+def _world(seed: int) -> World:
+    world = make_world(load_snapshot(), seed=seed, model=_model(seed), performance=Clicks())
+    world.gate.denied = {3, 9}
+    world.frequency.counts = {2: 5, 4: None}
+    # a market that has learnt a little: several sigmas, so several shading tables
+    for k in range(40):
+        world.market.observe_win(f"1|testx|USA|{300 + k % 3}x250", 400_000 + 37_000 * k)
+        world.market.observe_loss("2|testx|USA|300x250", 900_000 + 11_000 * k)
+    return world
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_compiled_loops_answer_exactly_as_the_reference(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert offers.select is compiled.select and offers.price_offers is compiled.price_offers
+    requests = _requests(seed)
+    results = []
+    for python in (False, True):
+        if python:
+            monkeypatch.setattr(pipeline_module, "select", python_select)
+            monkeypatch.setattr(pipeline_module, "price_offers", python_price_offers)
+        world = _world(seed)
+        answers = [
+            world.handle(req, wallclock=NOON + 3600 * (i % 24)) for i, req in enumerate(requests)
+        ]
+        results.append(
+            (
+                [(a.status, a.outcome, a.reason, a.body, a.candidates) for a in answers],
+                [[(e.__class__.__name__, e) for e in a.events] for a in answers],
+                world.gate.calls,
+                world.pipeline._rng.random(),
+            )
+        )
+    assert results[0][0] == results[1][0]
+    assert results[0][2] == results[1][2]
+    assert results[0][1] == results[1][1]
+    assert results[0][3] == results[1][3]
+    outcomes = {(status, reason) for status, _, reason, _, _ in results[0][0]}
+    for wanted in ((200, "bid"), (204, "floor"), (204, "no_candidates")):
+        assert wanted in outcomes, outcomes  # the stream covers bids and the drop reasons
+
+
+class PWinOnly:
+    """A market model without log-normal parameters: pricing goes through ``price``."""
+
+    def p_win(self, segment: str, bid_micros: int) -> float:
+        return min(1.0, bid_micros / 3_000_000)
+
+    def observe_win(self, segment: str, price_micros: int, exact: bool = True) -> None:
+        pass
+
+    def observe_loss(self, segment: str, bid_micros: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("params", [None, (13.2, 0.8), (13.9, 0.01), (float("nan"), 1.0)])
+def test_price_offers_twins_agree_on_every_auction_type(
+    params: tuple[float, float] | None,
+) -> None:
+    index = TargetingIndex(load_snapshot())
+    rng = random.Random(5)
+    candidates = list(index._eligible(index.all_creatives)[1].values())
+    assert len(candidates) > 5
+    outputs = []
+    for twin in (compiled.price_offers, python_price_offers):
+        rng = random.Random(5)
+        chosen = Chosen()
+        for cand in candidates * 3:
+            chosen.candidates.append(cand)
+            chosen.positions.append(cand.positions[0])
+            chosen.floors.append(rng.choice((0, 1, 150_000, 2_500_000, MAX_MICROS)))
+            chosen.auction_types.append(rng.choice((1, 2, 3, 7, 10**30)))
+        predictions = [(rng.random() ** 3, rng.random()) for _ in chosen.candidates]
+        drops: dict[str, int] = {}
+        ids: list[int] = []
+        weights: list[float] = []
+        rows: list[Any] = []
+        asked: list[int] = []
+
+        def allow(campaign: Campaign, price: int, now: float, asked: list[int] = asked) -> bool:
+            asked.append(price)
+            return campaign.id % 4 != 1
+
+        twin(
+            chosen,
+            predictions,
+            lambda at: (f"{at}|x", params),
+            len(chosen.candidates) // 2,
+            0.2,
+            10_000,
+            PWinOnly(),
+            Shader(),
+            allow,
+            NOON,
+            drops,
+            ids,
+            weights,
+            rows,
+        )
+        outputs.append((drops, ids, weights, rows, asked))
+    assert repr(outputs[0]) == repr(outputs[1])  # (repr: NaN p_win compares unequal)
+    assert outputs[0][1], "nothing was offered: the test does not exercise pricing"
+
+
+def test_select_twins_agree_with_deals_caps_and_several_creatives() -> None:
+    world = _world(4)
+    compiled_state = world.pipeline._compiled
+    assert compiled_state is not None
+    plain = list(compiled_state.index._eligible(compiled_state.index.all_creatives)[1].values())
+    deals = [
+        Deal(id="fixed", bidfloor=4.5, at=3),
+        Deal(id="unknown-currency", bidfloor=1.0, bidfloorcur="XXX"),
+        Deal(id="no-floor", at=1),
+        Deal(id="odd-type", bidfloor=0.5, at=10**30),
+    ]
+    candidates = plain + [
+        Candidate(c.entry, c.positions, deals[k % len(deals)]) for k, c in enumerate(plain)
+    ]
+    assert any(len(c.positions) > 1 for c in candidates)
+
+    def deal_floor(deal: Deal) -> int | None:
+        return None if deal.bidfloorcur == "XXX" else int(deal.bidfloor * 1_000_000)
+
+    outputs = []
+    for twin in (compiled.select, python_select):
+        rng = random.Random(9)
+
+        def choose(positions: list[int], rng: random.Random = rng) -> int:
+            return positions[int(rng.random() * len(positions))]
+
+        chosen = Chosen()
+        drops: dict[str, int] = {}
+        twin(
+            candidates,
+            3_500_000,  # above some campaigns' maximum bids
+            1,
+            compiled_state.statics,
+            compiled_state.prefixes,
+            deal_floor,
+            lambda campaign: "freq_cap",
+            choose,
+            drops,
+            chosen,
+        )
+        outputs.append(
+            (
+                drops,
+                chosen.candidates,
+                chosen.positions,
+                chosen.floors,
+                chosen.auction_types,
+                chosen.statics,
+                chosen.prefixes,
+            )
+        )
+    assert outputs[0] == outputs[1]
+    assert set(outputs[0][0]) == {"currency", "floor", "freq_cap"}
+    assert {3, 1, 10**30} <= set(outputs[0][4])
