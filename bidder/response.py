@@ -59,20 +59,23 @@ def build_bid(
     offer: Offer, txid: str, settings: PipelineSettings, wallclock: float, signer: signing.Signer
 ) -> Bid:
     cr, campaign = offer.creative, offer.entry.campaign
-    params = {
-        signing.TXID: txid,
-        signing.CAMPAIGN: str(campaign.id),
-        signing.CREATIVE: str(cr.id),
-        signing.BID: str(offer.price),
-        signing.CURRENCY: settings.currency,
-        signing.TIMESTAMP: str(int(wallclock)),
-        signing.EXPIRES: str(int(wallclock) + settings.notice_ttl_s),
-    }
+    timestamp = int(wallclock)
     kinds = _NURL_KINDS if settings.use_nurl else signing.KINDS
-    urls = signer.notice_urls(settings.tracker_base_url, params, kinds)
+    urls = signer.bid_notice_urls(
+        settings.tracker_base_url,
+        kinds,
+        txid=txid,
+        campaign_id=campaign.id,
+        creative_id=cr.id,
+        price=offer.price,
+        currency=settings.currency,
+        timestamp=timestamp,
+        expires=timestamp + settings.notice_ttl_s,
+    )
     adm = None
     if not settings.use_nurl:
         adm = signing.render_markup(cr.markup, urls["imp"], urls["click"])
+    creative_id = str(cr.id)
     return Bid(
         id=txid,
         impid=offer.imp.id,
@@ -81,10 +84,10 @@ def build_bid(
         burl=urls["bill"],
         lurl=urls["loss"],
         adm=adm,
-        adid=str(cr.id),
+        adid=creative_id,
         adomain=list(cr.adomain),
         cid=str(campaign.id),
-        crid=str(cr.id),
+        crid=creative_id,
         cat=list(cr.categories),
         attr=list(cr.attributes),
         dealid=offer.deal.id if offer.deal is not None else None,

@@ -134,7 +134,7 @@ class BidderSettings:
         _origin,
     )
     signing_key: str = setting(
-        "", "RTBFLEET_SIGNING_KEY", "HMAC key signing notice URLs (at least 16 bytes)"
+        "", "RTBFLEET_SIGNING_KEY", "key signing notice URLs (at least 16 bytes)"
     )
     allow_dev_signing_key: bool = setting(
         False,

@@ -56,7 +56,7 @@ class LauncherSettings:
     )
     tracker_port: int = setting(8090, "RTBFLEET_TRACKER_PORT", "tracker HTTP port", port)
     signing_key: str = setting(
-        "", "RTBFLEET_SIGNING_KEY", "HMAC key for notice URLs; empty: one kept in data_dir"
+        "", "RTBFLEET_SIGNING_KEY", "key signing notice URLs; empty: one kept in data_dir"
     )
     ready_timeout: float = setting(
         90.0, "RTBFLEET_READY_TIMEOUT", "seconds to wait for services to be ready", positive

@@ -1,4 +1,4 @@
-"""Signed notice and click URLs: an HMAC-SHA256 over the query parameters, with an expiry.
+"""Signed notice and click URLs: a keyed BLAKE2s MAC over the query parameters, with an expiry.
 
 The bidder puts these URLs in its bids (nurl, burl, lurl, impression pixel, click redirect);
 the tracker verifies them, so nobody can forge a win, a billing notice or a click. Query
@@ -11,22 +11,28 @@ parameters (all strings):
     bid    our bid, CPM micros in ``cur``          cur   the bid currency
     ts     bid time, whole seconds since the epoch
     exp    expiry, whole seconds since the epoch: later notices are rejected
-    sig    the signature: base64url (no padding) HMAC-SHA256 of the canonical form of every
-           other parameter except the exchange macros below
+    sig    the signature: 32 lowercase hex digits, the 16-byte BLAKE2s MAC (RFC 7693: BLAKE2s
+           keyed, digest size 16) of the canonical form of every other parameter except the
+           exchange macros below; its key is the plain 32-byte BLAKE2s digest of the signing key
     price  ``${AUCTION_PRICE}``, filled in by the exchange (unsigned)
     loss   ``${AUCTION_LOSS}``, filled in by the exchange (unsigned)
 
-The canonical form is the parameters sorted by name, each written ``<len>:<name><len>:<value>``
-(lengths in characters), concatenated: unambiguous whatever the values contain.
+The canonical form is each signed parameter written ``<len>:<name><len>:<value>`` (lengths in
+characters), concatenated: first every one but ``ev`` in code-point order of their names, then
+``ev`` last, all encoded in UTF-8. It is unambiguous whatever the values contain; ``ev`` comes
+last so that the notices of one bid share the hashing of everything else.
+
+Values are percent-encoded in the URL (every character but ASCII letters, digits and ``-._~``,
+so a ``:`` in ``txid`` is sent as ``%3A``); the tracker verifies the decoded values.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, NoReturn
 from urllib.parse import quote
 
 KIND: Final = "ev"
@@ -44,53 +50,78 @@ LOSS: Final = "loss"
 # Parameters outside the signature: the signature itself and what the exchange fills in.
 UNSIGNED: Final = frozenset({SIGNATURE, PRICE, LOSS})
 KINDS: Final = ("win", "bill", "loss", "imp", "click")
+SIGNATURE_BYTES: Final = 16
+
+
+def _field(name: str, value: str) -> str:
+    return f"{len(name)}:{name}{len(value)}:{value}"
+
+
+def _encode(form: str) -> bytes:
+    return form.encode("utf-8", "surrogatepass")
+
+
+def _shared_form(params: Mapping[str, str]) -> str:
+    """The canonical form of the signed parameters but ``ev``: what the notices of a bid share."""
+    return "".join(
+        _field(name, value)
+        for name, value in sorted(params.items())
+        if name != KIND and name not in UNSIGNED
+    )
 
 
 def canonical(params: Mapping[str, str]) -> bytes:
-    parts = []
-    for name in sorted(params):
-        if name in UNSIGNED:
-            continue
-        value = params[name]
-        parts.append(f"{len(name)}:{name}{len(value)}:{value}")
-    return "".join(parts).encode("utf-8", "surrogatepass")
+    form = _shared_form(params)
+    if KIND in params:
+        form += _field(KIND, params[KIND])
+    return _encode(form)
+
+
+def _keyed_state(key: bytes) -> hashlib.blake2s:
+    if not key:
+        raise ValueError("the signing key must not be empty")
+    # BLAKE2s takes keys of up to 32 bytes: key it with a digest of the signing key, any length
+    mac_key = hashlib.blake2s(key).digest()
+    return hashlib.blake2s(key=mac_key, digest_size=SIGNATURE_BYTES)
+
+
+def _mac(keyed: hashlib.blake2s, message: bytes) -> str:
+    state = keyed.copy()
+    state.update(message)
+    return state.hexdigest()
 
 
 def sign(params: Mapping[str, str], key: bytes) -> str:
     """The signature of ``params`` (names in ``UNSIGNED`` are left out)."""
-    if not key:
-        raise ValueError("the signing key must not be empty")
-    digest = hmac.digest(key, canonical(params), hashlib.sha256)
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return _mac(_keyed_state(key), canonical(params))
+
+
+def _unexpired(params: Mapping[str, str], now: float) -> bool:
+    try:
+        return now < int(params[EXPIRES])
+    except (KeyError, ValueError):
+        return False
 
 
 def verify(params: Mapping[str, str], signature: str, key: bytes, now: float) -> bool:
     """True when ``signature`` matches (constant-time) and ``exp`` is present and after ``now``."""
-    if not key or not signature or not signature.isascii():
-        return False
-    try:
-        expires = int(params[EXPIRES])
-    except (KeyError, ValueError):
-        return False
-    if now >= expires:
+    if not key or not signature or not signature.isascii() or not _unexpired(params, now):
         return False
     return hmac.compare_digest(sign(params, key), signature)
 
 
+# A value made of these needs no percent-encoding but of its colons (the common transaction id)
+_PLAIN_OR_COLON: Final = re.compile(r"[-\w.~:]*", re.ASCII)
+
+
 def _quote(text: str) -> str:
-    return text if text.isalnum() and text.isascii() else quote(text, safe="")
-
-
-def signed_query(
-    params: Mapping[str, str], key: bytes, macros: Mapping[str, str] | None = None
-) -> str:
-    """``a=1&b=2&sig=...`` followed by the exchange ``macros`` verbatim (``price=${AUCTION_PRICE}``)
-    so that the exchange can substitute them."""
-    query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in params.items())
-    query += f"&{SIGNATURE}={sign(params, key)}"
-    if macros:
-        query += "".join(f"&{k}={v}" for k, v in macros.items())
-    return query
+    """``text`` percent-encoded as ``quote(text, safe="")`` does, without its cost when there
+    is nothing to encode but colons."""
+    if text.isalnum() and text.isascii():
+        return text
+    if _PLAIN_OR_COLON.fullmatch(text):
+        return text.replace(":", "%3A")
+    return quote(text, safe="")
 
 
 def _macros(kind: str) -> str:
@@ -103,73 +134,97 @@ def _macros(kind: str) -> str:
     return f"&{PRICE}=${{AUCTION_PRICE}}"
 
 
-_MACROS: Final = {kind: _macros(kind) for kind in KINDS}
-_QUOTED_NAMES: Final = {
-    k: k for k in (KIND, TXID, CAMPAIGN, CREATIVE, BID, CURRENCY, TIMESTAMP, EXPIRES)
+# Per kind: its URL's path and ``ev``, the end of its canonical form (``ev`` last) and the
+# exchange macros its URL ends with
+_NOTICES: Final = {
+    kind: (f"/{kind}?{KIND}={kind}", _encode(_field(KIND, kind)), _macros(kind)) for kind in KINDS
 }
-_BLOCK: Final = 64  # SHA-256 block size in bytes
+
+
+def _unknown(kind: str) -> NoReturn:
+    raise ValueError(f"unknown notice kind {kind!r}; expected one of {KINDS}")
 
 
 def notice_url(base_url: str, kind: str, params: Mapping[str, str], key: bytes) -> str:
     """``<base_url>/<kind>?ev=<kind>&...&sig=...`` plus the exchange macros that notice takes:
     ``price=${AUCTION_PRICE}`` on win, bill, loss and imp; ``loss=${AUCTION_LOSS}`` on loss.
-    The tracker rebuilds imp and click URLs from a win notice's parameters the same way."""
-    signed = {KIND: kind, **params}
-    return f"{base_url.rstrip('/')}/{kind}?{signed_query(signed, key)}{_macros(kind)}"
+    An ``ev`` in ``params`` is replaced by ``kind``. The tracker rebuilds imp and click URLs
+    from a win notice's parameters the same way."""
+    return Signer(key).notice_urls(base_url, params, (kind,))[kind]
 
 
 class Signer:
-    """``sign``/``verify``/``notice_url`` with the key's HMAC state prepared once; builds all
-    the notice URLs of a bid sharing the work (the hot path signs five per bid)."""
+    """``sign``/``verify``/``notice_url`` with the keyed MAC state prepared once; builds all the
+    notice URLs of a bid hashing what they share once (the hot path signs five per bid)."""
 
     def __init__(self, key: bytes) -> None:
-        if not key:
-            raise ValueError("the signing key must not be empty")
-        self._key = key
-        # HMAC (RFC 2104) from its two keyed SHA-256 states, copied per message: the same
-        # digest as hmac.digest without the hmac module's Python-level wrapper per call
-        block = hashlib.sha256(key).digest() if len(key) > _BLOCK else key
-        block = block.ljust(_BLOCK, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
-
-    def _mac(self, message: bytes) -> str:
-        inner = self._inner.copy()
-        inner.update(message)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return base64.urlsafe_b64encode(outer.digest()).rstrip(b"=").decode("ascii")
+        self._keyed = _keyed_state(key)
 
     def sign(self, params: Mapping[str, str]) -> str:
-        return self._mac(canonical(params))
+        return _mac(self._keyed, canonical(params))
 
     def verify(self, params: Mapping[str, str], signature: str, now: float) -> bool:
-        return verify(params, signature, self._key, now)
+        if not signature or not signature.isascii() or not _unexpired(params, now):
+            return False
+        return hmac.compare_digest(self.sign(params), signature)
 
     def notice_urls(
         self, base_url: str, params: Mapping[str, str], kinds: tuple[str, ...] = KINDS
     ) -> dict[str, str]:
         """The URL of each notice kind for one bid; equal to ``notice_url`` for each."""
-        base = base_url.rstrip("/")
-        query = "&".join(
-            f"{_QUOTED_NAMES.get(k) or _quote(k)}={_quote(v)}" for k, v in params.items()
+        query = "".join(f"&{_quote(k)}={_quote(v)}" for k, v in params.items() if k != KIND)
+        shared = self._keyed.copy()
+        shared.update(_encode(_shared_form(params)))
+        return self._urls(base_url.rstrip("/"), kinds, shared, query)
+
+    def bid_notice_urls(
+        self,
+        base_url: str,
+        kinds: tuple[str, ...],
+        *,
+        txid: str,
+        campaign_id: int,
+        creative_id: int,
+        price: int,
+        currency: str,
+        timestamp: int,
+        expires: int,
+    ) -> dict[str, str]:
+        """``notice_urls`` of the parameters of a bid, named in that order (txid, cid, crid, bid,
+        cur, ts, exp), written out in one piece: the bid path's share of the work."""
+        cid, crid, bid, ts, exp = (
+            str(campaign_id),
+            str(creative_id),
+            str(price),
+            str(timestamp),
+            str(expires),
         )
-        before: list[str] = []
-        after: list[str] = []
-        for name in sorted(params):
-            if name in UNSIGNED or name == KIND:
-                continue
-            value = params[name]
-            (before if name < KIND else after).append(f"{len(name)}:{name}{len(value)}:{value}")
-        head, tail = "".join(before), "".join(after)
+        # the canonical form but ev: the names in code-point order (bid cid crid cur exp ts txid)
+        form = (
+            f"3:bid{len(bid)}:{bid}3:cid{len(cid)}:{cid}4:crid{len(crid)}:{crid}"
+            f"3:cur{len(currency)}:{currency}3:exp{len(exp)}:{exp}2:ts{len(ts)}:{ts}"
+            f"4:txid{len(txid)}:{txid}"
+        )
+        shared = self._keyed.copy()
+        shared.update(_encode(form))
+        # decimal integers need no percent-encoding
+        query = (
+            f"&txid={_quote(txid)}&cid={cid}&crid={crid}&bid={bid}&cur={_quote(currency)}"
+            f"&ts={ts}&exp={exp}"
+        )
+        return self._urls(base_url.rstrip("/"), kinds, shared, query)
+
+    @staticmethod
+    def _urls(
+        base: str, kinds: tuple[str, ...], shared: hashlib.blake2s, query: str
+    ) -> dict[str, str]:
         urls = {}
+        query += f"&{SIGNATURE}="
         for kind in kinds:
-            message = f"{head}{len(KIND)}:{KIND}{len(kind)}:{kind}{tail}"
-            sig = self._mac(message.encode("utf-8", "surrogatepass"))
-            macros = _MACROS.get(kind)
-            if macros is None:
-                macros = _macros(kind)
-            urls[kind] = f"{base}/{kind}?{KIND}={_quote(kind)}&{query}&{SIGNATURE}={sig}{macros}"
+            path, kind_form, macros = _NOTICES.get(kind) or _unknown(kind)
+            state = shared.copy()
+            state.update(kind_form)
+            urls[kind] = f"{base}{path}{query}{state.hexdigest()}{macros}"
         return urls
 
 

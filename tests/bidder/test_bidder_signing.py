@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -117,3 +118,98 @@ def test_signer_signatures_equal_sign_for_any_key_length(length: int) -> None:
     assert url["win"] == signing.notice_url(
         "http://t.example/", "win", {k: v for k, v in params.items() if k != "ev"}, key
     )
+
+
+def test_signature_follows_the_documented_scheme() -> None:
+    # the tracker's contract (the module docstring), computed independently
+    form = "".join(f"{len(n)}:{n}{len(PARAMS[n])}:{PARAMS[n]}" for n in sorted(PARAMS) if n != "ev")
+    form += "2:ev3:win"
+    mac_key = hashlib.blake2s(KEY).digest()
+    want = hashlib.blake2s(form.encode(), key=mac_key, digest_size=16).hexdigest()
+    assert signing.sign(PARAMS, KEY) == signing.Signer(KEY).sign(PARAMS) == want
+    assert len(want) * 4 >= 128
+    assert signing.canonical(PARAMS) == form.encode()
+
+
+def test_signer_verify_agrees_with_verify() -> None:
+    signer = signing.Signer(KEY)
+    sig = signer.sign(PARAMS)
+    assert signer.verify(PARAMS, sig, NOW) and signing.verify(PARAMS, sig, KEY, NOW)
+    assert not signer.verify(PARAMS, sig, NOW + 3600)
+    assert not signer.verify({**PARAMS, "ev": "click"}, sig, NOW)
+    assert not signer.verify(PARAMS, sig.upper(), NOW)
+    assert not signer.verify(PARAMS, "é" * 32, NOW)
+    assert not signing.Signer(b"another key of thirty-two bytes!").verify(PARAMS, sig, NOW)
+
+
+def test_unknown_notice_kinds_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown notice kind"):
+        signing.notice_url("http://t.example", "conversion", PARAMS, KEY)
+
+
+# any text but lone surrogates, which URLs cannot carry
+_char = st.characters(exclude_categories=["Cs"])
+_text = st.text(_char)
+_names = st.text(_char, min_size=1).filter(
+    lambda name: name not in signing.UNSIGNED and name != "ev"
+)
+
+
+@given(st.dictionaries(_names, _text, max_size=6))
+def test_any_parameters_survive_the_url_and_verify(params: dict[str, str]) -> None:
+    params["exp"] = str(int(NOW) + 60)
+    url = signing.Signer(KEY).notice_urls("http://t.example/", params, ("imp",))["imp"]
+    parts = urlsplit(url)
+    assert parts.path == "/imp"
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    assert query.pop("price") == "${AUCTION_PRICE}"
+    sig = query.pop("sig")
+    assert query == {"ev": "imp", **params}
+    assert signing.verify(query, sig, KEY, NOW)
+
+
+_ids = st.integers(min_value=-(10**12), max_value=10**12)
+
+
+@given(
+    _text,
+    _ids,
+    _ids,
+    _ids,
+    st.one_of(st.just("USD"), _text),
+    _ids,
+    _ids,
+    st.sampled_from([signing.KINDS, ("win", "bill", "loss")]),
+)
+def test_bid_notice_urls_equal_notice_urls(
+    txid: str,
+    campaign_id: int,
+    creative_id: int,
+    price: int,
+    currency: str,
+    timestamp: int,
+    expires: int,
+    kinds: tuple[str, ...],
+) -> None:
+    signer = signing.Signer(KEY)
+    urls = signer.bid_notice_urls(
+        "https://t.example/",
+        kinds,
+        txid=txid,
+        campaign_id=campaign_id,
+        creative_id=creative_id,
+        price=price,
+        currency=currency,
+        timestamp=timestamp,
+        expires=expires,
+    )
+    params = {
+        "txid": txid,
+        "cid": str(campaign_id),
+        "crid": str(creative_id),
+        "bid": str(price),
+        "cur": currency,
+        "ts": str(timestamp),
+        "exp": str(expires),
+    }
+    assert urls == signer.notice_urls("https://t.example", params, kinds)
