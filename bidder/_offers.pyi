@@ -10,8 +10,6 @@ def select(
     candidates: Sequence[Candidate],
     imp_floor: int,
     request_at: int,
-    statics: Sequence[tuple[str, ...]],
-    prefixes: Sequence[tuple[str, ...]],
     deal_floor: Callable[[Deal], int | None],
     capped: Callable[[Campaign], str],
     choose: Callable[[list[int]], int],

@@ -21,8 +21,6 @@ def select(
     candidates,
     long long imp_floor,
     long long request_at,
-    statics,
-    prefixes,
     deal_floor,
     capped,
     choose,
@@ -33,8 +31,6 @@ def select(
     cdef list out_positions = out.positions
     cdef list out_floors = out.floors
     cdef list out_types = out.auction_types
-    cdef list out_statics = out.statics
-    cdef list out_prefixes = out.prefixes
     cdef list positions
     cdef long long floor
     cdef object cand, e, deal, converted, why, pos, at, auction_type
@@ -67,8 +63,6 @@ def select(
         out_positions.append(pos)
         out_floors.append(floor)
         out_types.append(auction_type)
-        out_statics.append(statics[pos])
-        out_prefixes.append(prefixes[pos])
 
 
 cdef inline long long _value(object e, double p_click, double p_install):

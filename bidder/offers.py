@@ -36,23 +36,19 @@ Segment = tuple[str, tuple[float, float] | None]
 class Chosen:
     """The candidates of one imp left after ``select``, column by column."""
 
-    __slots__ = ("auction_types", "candidates", "floors", "positions", "prefixes", "statics")
+    __slots__ = ("auction_types", "candidates", "floors", "positions")
 
     def __init__(self) -> None:
         self.candidates: list[Candidate] = []
         self.positions: list[int] = []  # the creative each shows
         self.floors: list[int] = []
         self.auction_types: list[int] = []
-        self.statics: list[tuple[str, ...]] = []  # scoring rows of those creatives
-        self.prefixes: list[tuple[str, ...]] = []
 
 
 def python_select(
     candidates: Sequence[Candidate],
     imp_floor: int,
     request_at: int,
-    statics: Sequence[tuple[str, ...]],
-    prefixes: Sequence[tuple[str, ...]],
     deal_floor: Callable[[Deal], int | None],
     capped: Callable[[Campaign], str],
     choose: Callable[[list[int]], int],
@@ -61,9 +57,9 @@ def python_select(
 ) -> None:
     """Append to ``out`` the candidates that may bid on the imp, each with its floor (a deal's
     own, converted by ``deal_floor``: None for an unknown currency), auction type (a deal's
-    ``at`` wins) and creative (``choose`` picks among several, by position), and the scoring
-    rows of that creative; count the others in ``drops`` by reason: "currency", "floor", or
-    what ``capped`` says of a campaign with frequency caps ("" when it may bid)."""
+    ``at`` wins) and creative (``choose`` picks among several, by position); count the others
+    in ``drops`` by reason: "currency", "floor", or what ``capped`` says of a campaign with
+    frequency caps ("" when it may bid)."""
     for cand in candidates:
         e = cand.entry
         deal = cand.deal
@@ -91,8 +87,6 @@ def python_select(
         out.positions.append(pos)
         out.floors.append(floor)
         out.auction_types.append(auction_type)
-        out.statics.append(statics[pos])
-        out.prefixes.append(prefixes[pos])
 
 
 def python_price_offers(

@@ -16,6 +16,7 @@ candidates lose the internal auction: spend in flight is what ``Answer.bids`` re
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from bidder.openrtb import BidRequest, Deal, Imp, decode_request
 from bidder.pricing import MarketPriceModel, Shader, floor_micros, market_params
 from bidder.privacy import ConsentCache, Privacy, decide
 from bidder.response import Answer, BidSummary
+from bidder.scorer import PositionScorer, position_scorer
 from bidder.scoring import (
     Model,
     cross_prefixes,
@@ -154,6 +156,7 @@ class _Compiled:
     index: TargetingIndex
     statics: list[tuple[str, ...]]
     prefixes: list[tuple[str, ...]]
+    scorer: PositionScorer | None  # for the pipeline's model, when it is a hashed linear one
 
 
 class _ImpOffers:
@@ -242,9 +245,14 @@ class Pipeline:
             for cr in e.creatives:
                 statics.append(static_features(e.campaign, cr))
                 prefixes.append(cross_prefixes(e.campaign, cr))
-        self._compiled = _Compiled(index, statics, prefixes)
+        scorer = position_scorer(self._model, statics, prefixes)
+        self._compiled = _Compiled(index, statics, prefixes, scorer)
 
     def set_model(self, model: Model) -> None:
+        compiled = self._compiled
+        if compiled is not None:
+            scorer = position_scorer(model, compiled.statics, compiled.prefixes)
+            self._compiled = dataclasses.replace(compiled, scorer=scorer)
         self._model = model
 
     @property
@@ -395,8 +403,6 @@ class Pipeline:
             candidates,
             imp_floor,
             ctx.req.at,
-            compiled.statics,
-            compiled.prefixes,
             partial(self._deal_floor, compiled.index.fx),
             partial(self._capped, ctx),
             partial(self._choose_creative, compiled.index.creatives),
@@ -408,9 +414,17 @@ class Pipeline:
         view = ctx.view
         shared = request_features(view, imp)
         suffixes = cross_suffixes(view, inventory_key(view))
-        predictions = predict_crossed(
-            self._model, shared, chosen.statics, chosen.prefixes, suffixes
-        )
+        if compiled.scorer is not None:
+            predictions = compiled.scorer.predict(shared, chosen.positions, suffixes)
+        else:
+            statics, prefixes = compiled.statics, compiled.prefixes
+            predictions = predict_crossed(
+                self._model,
+                shared,
+                [statics[pos] for pos in chosen.positions],
+                [prefixes[pos] for pos in chosen.positions],
+                suffixes,
+            )
         market = self._market
 
         def segment_of(auction_type: int) -> Segment:

@@ -367,9 +367,7 @@ class HashedLinearModel:
         imaginary parts of one complex number. Equal to ``predict`` up to float rounding
         (sums in float64 rather than float32)."""
         weights_of = self._weights_of
-        z0 = complex(self.click_bias, self.install_bias)
-        for f in shared:
-            z0 += weights_of(f)
+        z0 = self.shared_sum(shared)
         statics = self._statics
         features = self._features
         exp = math.exp
@@ -397,9 +395,7 @@ class HashedLinearModel:
         """``predict_batch`` with each row's crosses completed here, one at a time, instead
         of built as lists first: the same sums in the same order."""
         weights_of = self._weights_of
-        z0 = complex(self.click_bias, self.install_bias)
-        for f in shared:
-            z0 += weights_of(f)
+        z0 = self.shared_sum(shared)
         static_memo = self._statics
         # one table per suffix, keyed by prefix: no string is built or hashed per candidate
         crossed = self._crossed
@@ -446,6 +442,23 @@ class HashedLinearModel:
             zi = min(max(z.imag, -60.0), 60.0)
             out.append((1.0 / (1.0 + exp(-zc)), 1.0 / (1.0 + exp(-zi))))
         return out
+
+    def weight(self, feature: str) -> complex:
+        """One feature's weights as click + 1j * install (memoised)."""
+        return self._weights_of(feature)
+
+    def shared_sum(self, shared: list[str]) -> complex:
+        """The biases plus the weights of a request's shared features, added in order."""
+        weights_of = self._weights_of
+        z = complex(self.click_bias, self.install_bias)
+        for f in shared:
+            z += weights_of(f)
+        return z
+
+    def static_sum(self, static: tuple[str, ...]) -> complex:
+        """The weights of a candidate's static features, added in order (memoised)."""
+        z = self._statics.get(static)
+        return z if z is not None else self._static_sum(static)
 
     def _weights_of(self, feature: str) -> complex:
         w = self._features.get(feature)

@@ -201,8 +201,6 @@ def test_select_twins_agree_with_deals_caps_and_several_creatives() -> None:
             candidates,
             3_500_000,  # above some campaigns' maximum bids
             1,
-            compiled_state.statics,
-            compiled_state.prefixes,
             deal_floor,
             lambda campaign: "freq_cap",
             choose,
@@ -216,8 +214,6 @@ def test_select_twins_agree_with_deals_caps_and_several_creatives() -> None:
                 chosen.positions,
                 chosen.floors,
                 chosen.auction_types,
-                chosen.statics,
-                chosen.prefixes,
             )
         )
     assert outputs[0] == outputs[1]
