@@ -26,7 +26,7 @@ from typing import Final, Protocol
 
 from bidder import auction, response
 from bidder.auction import Offer
-from bidder.creative import CreativePerformance, choose_creative_index
+from bidder.creative import CreativePerformance, NoPerformance, choose_creative_index
 from bidder.errors import BadRequest, InvalidRequest
 from bidder.filters import DEFAULT_CRAWLER_PATTERNS, Nbr, TrafficFilter
 from bidder.offers import MAX_MICROS, Chosen, OfferRow, Segment, price_offers, select
@@ -220,6 +220,7 @@ class Pipeline:
         self._model = model
         self._market = market
         self._performance = performance
+        self._no_performance = isinstance(performance, NoPerformance)
         self._rng = rng
         self._filter = TrafficFilter(
             settings.crawler_ua_patterns,
@@ -459,6 +460,9 @@ class Pipeline:
 
     def _choose_creative(self, creatives: list[Creative], positions: list[int]) -> int:
         """The position of the creative to show among several (Thompson sampling)."""
+        if self._no_performance:  # every posterior is the prior: the same uniform draw
+            n = len(positions)
+            return positions[min(int(self._rng.random() * n), n - 1)]
         options = [creatives[j] for j in positions]
         return positions[choose_creative_index(options, self._performance, self._rng)]
 

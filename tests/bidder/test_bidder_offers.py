@@ -17,6 +17,7 @@ from test_bidder_fixtures import expand
 
 import bidder.pipeline as pipeline_module
 from bidder import offers
+from bidder.creative import NoPerformance
 from bidder.offers import MAX_MICROS, Chosen, python_price_offers, python_select
 from bidder.openrtb import Deal
 from bidder.pricing import Shader
@@ -219,3 +220,19 @@ def test_select_twins_agree_with_deals_caps_and_several_creatives() -> None:
     assert outputs[0] == outputs[1]
     assert set(outputs[0][0]) == {"currency", "floor", "freq_cap"}
     assert {3, 1, 10**30} <= set(outputs[0][4])
+
+
+class NothingKnown:
+    """No record of any creative, but not NoPerformance: Thompson sampling's own path."""
+
+    def stats(self, creative_id: int) -> tuple[int, int] | None:
+        return None
+
+
+def test_the_no_history_shortcut_draws_the_creatives_thompson_sampling_would() -> None:
+    requests = _requests(6)
+    answers = []
+    for performance in (NoPerformance(), NothingKnown()):
+        world = make_world(load_snapshot(), seed=6, model=_model(6), performance=performance)
+        answers.append([world.handle(req, wallclock=NOON).body for req in requests])
+    assert answers[0] == answers[1]
