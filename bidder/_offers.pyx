@@ -167,6 +167,7 @@ cdef _price_in_order(
     cdef long long value, floor, max_bid, bid, lo
     cdef double mu, sigma, table_sigma, x, p_win, gain
     cdef object cand, e, segment, params, table, priced, campaign, in_currency, fx_num
+    cdef tuple known
     cdef object auction_type
     cdef dict points
     cdef tuple prediction
@@ -180,9 +181,14 @@ cdef _price_in_order(
         auction_type = types[k]
         value = vals[k]
         e = cand.entry
-        segment = segments.get(auction_type)
-        if segment is None:
-            segment = segments[auction_type] = segment_of(auction_type)
+        known = segments.get(auction_type)
+        if known is None:
+            # the segment and, for first price, its shading table: once per auction type
+            segment = segment_of(auction_type)
+            params = segment[1]
+            table = shader.table(params[1]) if params is not None and auction_type == 1 else None
+            known = segments[auction_type] = (segment, table)
+        segment, table = known
         params = segment[1]
         max_bid = e.max_bid_micros
         if params is None:  # not log-normal: the reference's own pricing
@@ -211,7 +217,6 @@ cdef _price_in_order(
                 has_bid = value > floor
             elif auction_type == 1:
                 # Shader.bid -> ShadingTable.bid
-                table = shader.table(sigma)
                 table_sigma = table.sigma
                 lo = floor if floor > 1 else 1
                 if value <= lo:
