@@ -160,7 +160,7 @@ class BidEndpoint:
         write: Callable[[bytes], None],
         version: bytes,
     ) -> bool:
-        encoding = head.headers.get(b"content-encoding", b"").strip().lower()
+        encoding = head.headers.get(b"content-encoding", b"").lower()  # stripped when parsed
         if encoding and encoding != b"identity":
             if encoding not in (b"gzip", b"x-gzip"):
                 write(_json_error(415, "unsupported content-encoding", close=close, extra=version))
@@ -284,9 +284,19 @@ def _exchange(target: str) -> str:
     return m.group(1).lower() if m else ""
 
 
+# the x-openrtb-version line to answer, per header value received (exchanges send a handful)
+_version_lines: dict[bytes | None, bytes] = {}
+_VERSION_LINES_MAX = 64
+
+
 def _common_headers(head: RequestHead, close: bool) -> bytes:
     """The echoed x-openrtb-version, and keep-alive spelled out for an HTTP/1.0 client."""
-    lines = b"x-openrtb-version: " + openrtb_version(head).encode() + b"\r\n"
+    received = head.headers.get(b"x-openrtb-version")
+    lines = _version_lines.get(received)
+    if lines is None:
+        lines = b"x-openrtb-version: " + openrtb_version(head).encode() + b"\r\n"
+        if len(_version_lines) < _VERSION_LINES_MAX:
+            _version_lines[received] = lines
     if not close and head.version == "HTTP/1.0":
         lines += b"Connection: keep-alive\r\n"
     return lines

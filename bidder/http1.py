@@ -2,9 +2,10 @@
 
 Tornado's ``HTTP1Connection`` costs about 100 µs per request (a trivial 204 through an
 ``HTTPServerConnectionDelegate``: ~9,500 req/s on one core with wrk; the same framed here on
-Tornado's ``IOStream``: ~31,000 req/s). That much per request would make shedding under overload
-nearly as dear as bidding, so the bid path frames requests itself (see bidder/app.py) and hands
-everything that is not a bid to an ordinary ``tornado.web.Application``.
+Tornado's ``IOStream``: ~31,000 req/s, and on uvloop's transports less again). That much per
+request would make shedding under overload nearly as dear as bidding, so the bid path frames
+requests itself (see bidder/app.py) and hands everything that is not a bid to an ordinary
+``tornado.web.Application``.
 Only what a server must get right is done here, and anything ambiguous is refused rather than
 guessed (request smuggling lives in the ambiguities):
 
@@ -106,7 +107,10 @@ class RequestHead:
         return self.headers.get(b"expect", b"").lower() == b"100-continue"
 
 
-_COMMON_METHODS: Final = frozenset({b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS"})
+_METHODS: Final = {
+    m: m.decode() for m in (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE", b"OPTIONS")
+}  # the common ones, decoded once
+_VERSIONS: Final = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}
 _BLANK: Final = (32, 9)  # space, tab
 
 
@@ -117,44 +121,47 @@ def parse_head(block: bytes) -> RequestHead:
     if len(parts) != 3 or not parts[1]:
         raise HttpError(400, "malformed request line")
     method_b, target_b, version_b = parts
-    if method_b not in _COMMON_METHODS and not _TOKEN.match(method_b):
-        raise HttpError(400, "malformed method")
-    if version_b != b"HTTP/1.1" and version_b != b"HTTP/1.0":
+    method = _METHODS.get(method_b)
+    if method is None:
+        if not _TOKEN.match(method_b):
+            raise HttpError(400, "malformed method")
+        method = method_b.decode("ascii")
+    version = _VERSIONS.get(version_b)
+    if version is None:
         raise HttpError(400, "unsupported HTTP version")
-    head = RequestHead(
-        method_b.decode("ascii"), target_b.decode("latin-1"), version_b.decode("ascii"), rest
-    )
+    head = RequestHead(method, target_b.decode("latin-1"), version, rest)
     headers = head.headers
-    lengths: list[bytes] = []
+    length: bytes | None = None
+    conflicting = False
     if rest:
         for line in rest.split(b"\r\n"):
-            i = line.find(b":")
+            name, colon, value = line.partition(b":")
             # no name, a space before the colon, or obsolete folding: refuse (RFC 9112 5.1)
-            if i <= 0 or line[i - 1] in _BLANK or line[0] in _BLANK:
+            if not colon or not name or name[-1] in _BLANK or name[0] in _BLANK:
                 raise HttpError(400, "malformed header line")
-            name = line[:i].lower()
+            name = name.lower()
             if name in WANTED:
-                value = line[i + 1 :].strip(b" \t")
+                value = value.strip(b" \t")
                 if name == b"content-length":
-                    lengths.append(value)
+                    conflicting = conflicting or (length is not None and value != length)
+                    length = value
                 elif name in headers:  # a repeated list-valued header: join as RFC 9110 allows
                     headers[name] += b", " + value
                 else:
                     headers[name] = value
     te = headers.get(b"transfer-encoding")
     if te is not None:
-        if lengths:
+        if length is not None:
             raise HttpError(400, "both Content-Length and Transfer-Encoding")
-        if te.lower() != b"chunked" or head.version == "HTTP/1.0":
+        if te.lower() != b"chunked" or version == "HTTP/1.0":
             raise HttpError(400, "unsupported transfer coding")
         head.chunked = True
-    elif lengths:
-        value = lengths[0]
-        if any(other != value for other in lengths):
+    elif length is not None:
+        if conflicting:
             raise HttpError(400, "conflicting Content-Length values")
-        if not value.isdigit() or len(value) > 15:
+        if not length.isdigit() or len(length) > 15:
             raise HttpError(400, "malformed Content-Length")
-        head.content_length = int(value)
+        head.content_length = int(length)
     connection = headers.get(b"connection")
     if connection is not None:
         connection = connection.lower()

@@ -5,6 +5,14 @@ Label sets are bounded: request outcomes are a fixed set, reasons are the pipeli
 only for the ``top`` largest daily budgets of the current portfolio (the rest are ``other``).
 Children are cached so that a request costs a few dictionary lookups, not label resolution.
 
+Per request nothing touches a Prometheus value (each is a lock, and with several processes a
+write to a memory-mapped file): counts and histogram buckets add up in plain integers, and
+``fold()`` adds them to the Prometheus values in one go, once per event-loop iteration (the
+requests one iteration answered) when ``fold_each_iteration`` is on, and in any case when the
+registry is collected. So a scrape misses nothing answered before it, in this process or any
+other, except in a process still in the loop iteration that answered. Fold in the loop's
+thread, where the counting happens.
+
 With several server processes the values live in ``PROMETHEUS_MULTIPROC_DIR`` (set by the parent
 before any metric exists) and ``exposition()`` aggregates every process's files.
 """
@@ -13,10 +21,13 @@ from __future__ import annotations
 
 import os
 import re
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess as prom_multiprocess
+from prometheus_client.metrics_core import Metric
 
 from fleet.config import ConfigSnapshot
 from fleet.money import MICROS_PER_UNIT
@@ -113,6 +124,55 @@ def top_campaign_ids(snapshot: ConfigSnapshot, top: int) -> frozenset[int]:
     return frozenset(c.id for c in ranked[:top])
 
 
+class _Observations:
+    """Observations of one histogram child not yet folded into it: bucket counts (found as
+    ``Histogram.observe`` finds them: the first upper bound >= the amount) and their sum."""
+
+    __slots__ = ("bounds", "child", "count", "counts", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: tuple[float, ...] = tuple(child._upper_bounds)  # the last is +Inf
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.total += amount
+        self.count += 1
+
+    def fold(self) -> None:
+        if not self.count:
+            return
+        buckets, counts = self.child._buckets, self.counts
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+                counts[i] = 0
+        self.child._sum.inc(self.total)
+        self.total = 0.0
+        self.count = 0
+
+
+def _on_collect(fold: Callable[[], None]) -> None:
+    """Without a loop to fold after: the next collection of the registry folds."""
+
+
+class _FoldFirst:
+    """Registered before the metrics: collecting the registry folds the pending counts first."""
+
+    def __init__(self, fold: Callable[[], None]) -> None:
+        self.fold = fold
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterable[Metric]:
+        self.fold()
+        return ()
+
+
 class BidderMetrics:
     """Everything the bidder service records; ``registry`` is required (a fresh one per test)."""
 
@@ -120,6 +180,7 @@ class BidderMetrics:
         self.registry = registry
         self.top_campaigns = top_campaigns
         r = registry
+        r.register(_FoldFirst(self.fold))
         self.requests = Counter(
             "bidder_requests",
             "Bid requests by outcome and reason",
@@ -208,23 +269,50 @@ class BidderMetrics:
             "bidder_events_published", "Events handed to the event bus", registry=r
         )
         self._request_children: dict[tuple[str, str], Any] = {}
-        self._campaign_children: dict[int, tuple[Any, Any]] = {}
+        self._campaign_children: dict[int, tuple[Any, _Observations]] = {}
+        self._price_observations: dict[str, _Observations] = {}
+        self._prices_observed: list[_Observations] = []  # those with something to fold
         self._labelled: frozenset[int] = frozenset()
         self._shed_children = {
             reason: self.shed.labels(reason) for reason in ("lag", "in_flight", "draining")
         }
         self._error_children: dict[str, Any] = {}
+        # not yet folded: counts per counter child, and the two per-request histograms
+        self._counts: dict[Any, int] = {}
+        self._durations = _Observations(self.duration)
+        self._candidates = _Observations(self.candidates)
+        self._events = 0
+        self._fold_due = False  # something is counted and not folded yet
+        self._schedule: Callable[[Callable[[], None]], object] = _on_collect
+
+    def fold_each_iteration(self, call_soon: Callable[[Callable[[], None]], object] | None) -> None:
+        """Fold through ``call_soon`` (the running loop's): after the iteration that counted;
+        None: only when collected or told."""
+        self._schedule = call_soon or _on_collect
+
+    def _due(self) -> None:
+        self._fold_due = True
+        self._schedule(self.fold)
 
     # -- per request ------------------------------------------------------------------------
 
     def request(self, outcome: str, reason: str, duration: float, candidates: int = 0) -> None:
-        key = (outcome, reason)
-        child = self._request_children.get(key)
+        child = self._request_children.get((outcome, reason))
         if child is None:
             child = self._request_child(outcome, reason)
-        child.inc()
-        self.duration.observe(duration)
-        self.candidates.observe(candidates)
+        counts = self._counts
+        counts[child] = counts.get(child, 0) + 1
+        # _Observations.observe, inlined: this runs for every request
+        durations = self._durations
+        durations.counts[bisect_left(durations.bounds, duration)] += 1
+        durations.total += duration
+        durations.count += 1
+        found = self._candidates
+        found.counts[bisect_left(found.bounds, candidates)] += 1
+        found.total += candidates
+        found.count += 1
+        if not self._fold_due:
+            self._due()
 
     def _request_child(self, outcome: str, reason: str) -> Any:
         if outcome not in OUTCOMES:
@@ -239,23 +327,64 @@ class BidderMetrics:
 
     def shed_request(self, reason: str, duration: float) -> None:
         child = self._shed_children.get(reason) or self.shed.labels(OTHER)
-        child.inc()
-        self.request("shed", reason, duration)
+        counts = self._counts
+        counts[child] = counts.get(child, 0) + 1
+        self.request("shed", reason, duration)  # schedules the fold
 
     def bid(self, campaign_id: int, price_cpm_micros: int) -> None:
         children = self._campaign_children.get(campaign_id)
         if children is None:
-            label = str(campaign_id) if campaign_id in self._labelled else OTHER
-            children = (self.bids.labels(label), self.bid_price.labels(label))
-            self._campaign_children[campaign_id] = children
-        children[0].inc()
-        children[1].observe(price_cpm_micros / MICROS_PER_UNIT)
+            children = self._campaign_child(campaign_id)
+        counts = self._counts
+        counter, prices = children
+        counts[counter] = counts.get(counter, 0) + 1
+        if not prices.count:
+            self._prices_observed.append(prices)
+        prices.observe(price_cpm_micros / MICROS_PER_UNIT)
+        if not self._fold_due:
+            self._due()
+
+    def _campaign_child(self, campaign_id: int) -> tuple[Any, _Observations]:
+        label = str(campaign_id) if campaign_id in self._labelled else OTHER
+        prices = self._price_observations.get(label)
+        if prices is None:
+            prices = _Observations(self.bid_price.labels(label))
+            self._price_observations[label] = prices
+        children = (self.bids.labels(label), prices)
+        self._campaign_children[campaign_id] = children
+        return children
 
     def error(self, where: str) -> None:
         child = self._error_children.get(where)
         if child is None:
             child = self._error_children.setdefault(where, self.errors.labels(where))
-        child.inc()
+        counts = self._counts
+        counts[child] = counts.get(child, 0) + 1
+        if not self._fold_due:
+            self._due()
+
+    def events_published(self, count: int) -> None:
+        self._events += count
+        if not self._fold_due:
+            self._due()
+
+    def fold(self) -> None:
+        """Add what was counted since the last fold to the Prometheus values."""
+        self._fold_due = False
+        counts = self._counts
+        if counts:
+            self._counts = {}
+            for child, n in counts.items():
+                child.inc(n)
+        self._durations.fold()
+        self._candidates.fold()
+        if self._prices_observed:
+            observed, self._prices_observed = self._prices_observed, []
+            for prices in observed:
+                prices.fold()
+        if self._events:
+            events, self._events = self._events, 0
+            self.events.inc(events)
 
     # -- state ------------------------------------------------------------------------------
 

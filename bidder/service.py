@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,7 @@ log = logging.getLogger("bidder.service")
 
 EVENT_BATCH_DELAY = 0.020  # seconds a topic's first event waits for company
 EVENT_HWM = 10_000  # messages queued per socket at most
+GAUGE_INTERVAL = 0.02  # seconds between updates of the lag, shed share and readiness gauges
 
 
 class BidderService:
@@ -100,7 +102,9 @@ class BidderService:
         }
 
     def is_ready(self) -> bool:
-        return all(self.ready_parts().values())
+        """``ready_parts`` all true (asked per bid request: no dictionary built)."""
+        pipeline = self.pipeline
+        return pipeline is not None and pipeline.ready and self.model_loaded and self._gate.loaded
 
     async def wait_ready(self, timeout: float | None) -> None:
         """Until the first snapshot and spend figures are in; TimeoutError after ``timeout``."""
@@ -113,6 +117,7 @@ class BidderService:
 
     async def start(self) -> None:
         s = self.settings
+        self.metrics.fold_each_iteration(asyncio.get_running_loop().call_soon)
         model = await self._load_model()
         await self._start_sources()
         self.pipeline = Pipeline(
@@ -165,7 +170,7 @@ class BidderService:
             body_timeout=s.body_timeout_s,
         )
         self.server = BidderHTTPServer(self.endpoint, app, limits)
-        self.port = self.server.listen_reuse_port(s.port, s.host)
+        self.port = await self.server.listen_reuse_port(s.port, s.host)
         log.info("bidder %s listening on %s:%d", s.name(self.index), s.host, self.port)
 
     async def _load_model(self) -> Model:
@@ -248,6 +253,7 @@ class BidderService:
 
     def _exposition(self) -> bytes:
         self._sync_mirror()
+        self.metrics.fold()  # the multiprocess exposition reads the values files only
         return exposition(self.registry)
 
     def _campaigns(self) -> Sequence[Campaign]:
@@ -302,13 +308,21 @@ class BidderService:
         except Exception:  # a closed bus must never fail a bid
             self.metrics.error("publish")
             return
-        self.metrics.events.inc(len(events))
+        self.metrics.events_published(len(events))
 
     def _observe_lag(self, shedder: LoadShedder) -> Any:
+        """The lag probe's report (every few milliseconds); the gauges follow it every
+        ``GAUGE_INTERVAL``."""
         metrics = self.metrics
+        update_at = 0.0
 
         def observe(lag: float, cpu: float) -> None:
+            nonlocal update_at
             shedder.observe_lag(lag, cpu)
+            now = time.monotonic()
+            if now < update_at:
+                return
+            update_at = now + GAUGE_INTERVAL
             metrics.loop_lag.set(lag)
             metrics.shed_share.set(shedder.share)
             if self.server is not None:
@@ -353,3 +367,5 @@ class BidderService:
         if isinstance(self._frequency, MemcachedFrequency):
             await self._frequency.close()
             self._frequency = NoFrequencyData()
+        self.metrics.fold_each_iteration(None)  # the loop may close: fold on collection only
+        self.metrics.fold()

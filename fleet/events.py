@@ -163,5 +163,15 @@ def partition_prefix(partition: int) -> str:
     return f"{EVENT_TOPIC_PREFIX}{partition:0{PARTITION_WIDTH}d}."
 
 
+# (partition, event class) -> topic: a bounded set (partitions x event types), built once each
+_topics: dict[tuple[int, type], str] = {}
+
+
 def topic_for(event: AnyEvent, partitions: int = DEFAULT_PARTITIONS) -> str:
-    return partition_prefix(partition_of(event.txid, partitions)) + event_type(event)
+    """``ev.<partition of the txid>.<type>``; per event published, so the string is cached."""
+    partition = partition_of(event.txid, partitions)
+    key = (partition, type(event))
+    topic = _topics.get(key)
+    if topic is None:
+        topic = _topics[key] = partition_prefix(partition) + event_type(event)
+    return topic

@@ -85,3 +85,37 @@ def test_the_cache_collector_is_copied_growth_by_growth() -> None:
     assert value("cache_entries", {"namespace": "config"}) == 0
     assert value("cache_l2_up") == 0
     assert value("cache_fill_seconds_count", {"tier": "l3", "namespace": "config"}) is None
+
+
+def test_folded_observations_match_what_prometheus_would_record() -> None:
+    """Counts add up in plain integers and reach the Prometheus values when collected."""
+    from prometheus_client import Histogram
+
+    from bidder.metrics import DURATION_BUCKETS
+
+    registry, reference = CollectorRegistry(), CollectorRegistry()
+    m = BidderMetrics(registry)
+    expected = Histogram("bidder_request_duration_seconds", "", buckets=DURATION_BUCKETS,
+                         registry=reference)  # fmt: skip
+    durations = [0.0, 0.0005, 0.00051, 0.01, 0.25, 0.3, 7.0, -1.0]  # on, between, past bounds
+    for d in durations:
+        m.request("nobid", "no_candidates", d, 3)
+        expected.observe(d)
+
+    def samples(r: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for metric in r.collect()
+            for s in metric.samples
+            if s.name.startswith("bidder_request_duration_seconds")
+            and not s.name.endswith("_created")
+        }
+
+    assert samples(registry) == samples(reference)
+    value = registry.get_sample_value
+    assert value("bidder_requests_total", {"outcome": "nobid", "reason": "no_candidates"}) == 8
+    assert value("bidder_candidates_sum") == 24
+    m.error("publish")
+    m.events_published(2)
+    assert value("bidder_errors_total", {"where": "publish"}) == 1
+    assert value("bidder_events_published_total") == 2

@@ -332,3 +332,34 @@ def test_shutdown_finishes_the_request_under_way_and_closes_idle_connections(
             await busy.close()
 
     run_uv(scenario())
+
+
+def test_pipelined_requests_of_both_kinds_are_answered_in_order(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_service(settings_for(tmp_path)) as service:
+            c = RawClient(service.port)
+            one = json.dumps(banner_request("q1")).encode()
+            bid = b"POST /openrtb2/bid HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(one) + one
+            health = b"GET /healthz HTTP/1.1\r\nHost: bidder\r\n\r\n"
+            await c.send(bid + health + bid + health * 2 + bid)  # one write, six requests
+            statuses = [(await c.reply()).status for _ in range(6)]
+            assert statuses == [200] * 6
+            assert (await c.bid(banner_request("after"))).json()["id"] == "after"
+            await c.close()
+
+    run_uv(scenario())
+
+
+def test_a_connection_in_use_is_not_idle(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        settings = settings_for(tmp_path, RTBFLEET_BIDDER_IDLE_TIMEOUT="0.6")
+        async with running_service(settings) as service:
+            c = RawClient(service.port)
+            started = time.monotonic()
+            while time.monotonic() - started < 1.5:  # busy well past the idle timeout
+                assert (await c.bid(banner_request())).status == 200
+                await asyncio.sleep(0.1)
+            assert await c.closed_by_peer(timeout=5)  # and closed once it idles
+            await c.close()
+
+    run_uv(scenario())
