@@ -358,6 +358,10 @@ class _Connection(asyncio.Protocol):
                     await pending
             delegate.finish()
             await bridge.done
+        except httputil.HTTPInputError as exc:  # e.g. HTTP/1.1 without a Host header
+            self.bridging = False
+            self._fail(HttpError(400, str(exc)))
+            return
         except Exception:
             log.exception("connection from %s failed", self.remote_ip)
             self.abort()

@@ -164,6 +164,7 @@ def test_malformed_http_is_a_400_and_a_closed_connection(tmp_path: Path) -> None
                 b"POST /openrtb2/bid HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked"
                 b"\r\n\r\n{}",
                 b"POST /openrtb2/bid HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+                b"GET /healthz HTTP/1.1\r\n\r\n",  # HTTP/1.1 requires a Host header
             ):
                 c = RawClient(service.port)
                 await c.send(raw)
