@@ -20,7 +20,7 @@ cdef double SQRT2 = 1.4142135623730951
 def select(
     candidates,
     long long imp_floor,
-    long long request_at,
+    request_at,
     deal_floor,
     capped,
     choose,

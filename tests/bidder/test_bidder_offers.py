@@ -56,7 +56,7 @@ def _requests(seed: int) -> list[dict[str, Any]]:
     for n in range(300):
         req = crowded_request(rng.choice((1, 2))) if n % 5 == 0 else typical_request(rng, n, 1)
         req["id"] = f"r{n}"
-        req["at"] = rng.choice((1, 1, 2))
+        req["at"] = rng.choice((1, 1, 2, 2, 3, 10**30, -(2**63) - 1))  # odd ones: second price
         imp = req["imp"][0]
         imp["bidfloor"] = rng.choice((0.0, 0.05, 0.3, 1.2, 4.0, 1e30))
         if rng.random() < 0.3:  # a second and third imp: one campaign per imp
@@ -103,6 +103,7 @@ def test_compiled_loops_answer_exactly_as_the_reference(
     assert results[0][2] == results[1][2]
     assert results[0][1] == results[1][1]
     assert results[0][3] == results[1][3]
+    assert not any(a[2] == "internal" for a in results[0][0])
     outcomes = {(status, reason) for status, _, reason, _, _ in results[0][0]}
     for wanted in ((200, "bid"), (204, "floor"), (204, "no_candidates")):
         assert wanted in outcomes, outcomes  # the stream covers bids and the drop reasons
