@@ -148,6 +148,8 @@ def logistic_positions(
     cdef double[:, ::1] view
     if m != ids.shape[1]:
         raise ValueError("one table per cross slot")
+    if ids.shape[0] != static.shape[0]:
+        raise ValueError("static and ids differ in rows")
     if m > 32:
         raise ValueError("at most 32 cross slots")
     cdef double *rows[32]

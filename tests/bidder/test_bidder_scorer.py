@@ -88,6 +88,10 @@ def test_compiled_loop_equals_the_python_loop(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(scorer_module, "logistic_positions", compiled)
     with pytest.raises(IndexError):
         twins[0].predict([], [len(statics)], suffixes)
+    one_row = twins[0].ids[:1].copy()
+    with pytest.raises(ValueError, match="rows"):
+        tables = [np.full((len(p), 2), np.nan) for p in twins[0].prefixes]
+        compiled([len(statics) - 1], twins[0].static, one_row, tables, lambda j, k: 0j, 0.0, 0.0)
 
 
 def test_only_hashed_linear_models_get_a_scorer_and_the_pipeline_follows_set_model() -> None:
