@@ -26,6 +26,7 @@ _log: Final = math.log
 _INV_SQRT_2PI: Final = 1.0 / math.sqrt(2.0 * math.pi)
 _LOG_SQRT_2PI: Final = 0.5 * math.log(2.0 * math.pi)
 MIN_SIGMA: Final = 0.05
+MAX_FLOOR: Final = 1e12  # currency units CPM
 
 
 def convert_micros(
@@ -44,8 +45,9 @@ def convert_micros(
 
 def floor_micros(bidfloor: float, cur: str, to_cur: str, fx: dict[str, int]) -> int | None:
     """A floor (float CPM in ``cur``) as micros CPM in ``to_cur``, rounded up: a bid at the
-    converted floor is never under it. None when the currency is unknown."""
-    micros = math.ceil(bidfloor * 1_000_000 - 1e-6) if bidfloor > 0 else 0
+    converted floor is never under it. None when the currency is unknown. Floors past
+    ``MAX_FLOOR`` (far above any bid) count as ``MAX_FLOOR``, so that huge ones stay integers."""
+    micros = math.ceil(min(bidfloor, MAX_FLOOR) * 1_000_000 - 1e-6) if bidfloor > 0 else 0
     return convert_micros(micros, (cur or "USD").strip().upper(), to_cur, fx, round_up=True)
 
 

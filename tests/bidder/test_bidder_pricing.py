@@ -41,6 +41,8 @@ def test_floors_are_converted_and_rounded_up() -> None:
     assert floor_micros(1.0, "XYZ", "XYZ", {}) == 1_000_000
     assert floor_micros(0.0, "EUR", "USD", FX) == 0
     assert convert_micros(1_630_435, "USD", "EUR", FX, round_up=False) == 1_500_000
+    # past any bid, however large: still an integer (not an overflow from inf)
+    assert floor_micros(1e305, "USD", "USD", FX) == floor_micros(1e12, "USD", "USD", FX)
 
 
 def test_exact_shading_matches_a_brute_force_search() -> None:
