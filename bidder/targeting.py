@@ -235,7 +235,7 @@ class TargetingIndex:
                 c.max_bid_cpm_micros * num // den,
                 c.goal_price_micros * num // den,
             )
-            if max(max_bid, goal_price) > MAX_CAMPAIGN_MICROS:
+            if not (0 <= max_bid <= MAX_CAMPAIGN_MICROS and 0 <= goal_price <= MAX_CAMPAIGN_MICROS):
                 self.skipped.append((c.id, "maximum bid or goal price out of range"))
                 continue
             entries.append(

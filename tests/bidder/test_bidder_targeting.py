@@ -132,10 +132,11 @@ def test_status_currency_and_creatives_decide_what_is_indexed() -> None:
         campaign(5, creative(5, 5), currency="EUR"),
         campaign(6, creative(6, 6), max_bid_cpm_micros=10**15 + 1),  # past 64-bit bid loops
         campaign(7, creative(7, 7), goal_type="CPC", goal_price_micros=10**15 + 1),
+        campaign(8, creative(8, 8), goal_price_micros=-1),
         fx={"EUR": 800_000},
     )
     assert [e.campaign.id for e in idx.entries] == [1, 5]
-    assert {c for c, _ in idx.skipped} == {3, 4, 6, 7}
+    assert {c for c, _ in idx.skipped} == {3, 4, 6, 7, 8}
     eur = idx.entries[1]
     assert eur.max_bid_micros == 2_500_000 and eur.goal_price_micros == 1_250_000
     assert eur.to_campaign_currency(2_500_000) == 2_000_000
