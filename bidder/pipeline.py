@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -230,6 +231,8 @@ class Pipeline:
         )
         self._consent = ConsentCache()
         self._compiled: _Compiled | None = None
+        # set_snapshot may run in a worker thread (the index is built off the event loop)
+        self._swap = threading.Lock()
         self._shader = Shader()
         self._signer = Signer(settings.signing_key)
         self._bids: dict[str, tuple[str, int, int]] = {}  # txid -> (segment, bid, auction type)
@@ -246,15 +249,17 @@ class Pipeline:
             for cr in e.creatives:
                 statics.append(static_features(e.campaign, cr))
                 prefixes.append(cross_prefixes(e.campaign, cr))
-        scorer = position_scorer(self._model, statics, prefixes)
-        self._compiled = _Compiled(index, statics, prefixes, scorer)
+        with self._swap:  # the scorer and the model it scores with change together
+            scorer = position_scorer(self._model, statics, prefixes)
+            self._compiled = _Compiled(index, statics, prefixes, scorer)
 
     def set_model(self, model: Model) -> None:
-        compiled = self._compiled
-        if compiled is not None:
-            scorer = position_scorer(model, compiled.statics, compiled.prefixes)
-            self._compiled = dataclasses.replace(compiled, scorer=scorer)
-        self._model = model
+        with self._swap:
+            compiled = self._compiled
+            if compiled is not None:
+                scorer = position_scorer(model, compiled.statics, compiled.prefixes)
+                self._compiled = dataclasses.replace(compiled, scorer=scorer)
+            self._model = model
 
     @property
     def ready(self) -> bool:
