@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
@@ -41,14 +41,6 @@ from bidder.openrtb import Imp
 from bidder.targeting import RequestView
 from fleet.config import Campaign, Creative, GoalType
 from fleet.features import DEFAULT_BITS, hash_features, hash_one
-
-_logistic_rows: Callable[..., list[tuple[float, float]]] | None
-try:
-    from fleet import _features
-
-    _logistic_rows = _features.logistic_rows
-except (ImportError, AttributeError):  # not built, or built before it: the Python loop serves
-    _logistic_rows = None
 
 MAGIC: Final = b"RTBM"
 FORMAT_VERSION: Final = 1
@@ -340,7 +332,6 @@ class HashedLinearModel:
         self._features: dict[str, complex] = {}
         self._statics: dict[tuple[str, ...], complex] = {}
         self._crossed: dict[str, dict[str, complex]] = {}  # suffix -> prefix -> weights
-        self.compiled = True  # predict_crossed's loop in fleet._features when it is built
 
     @classmethod
     def zeros(
@@ -368,15 +359,11 @@ class HashedLinearModel:
         (sums in float64 rather than float32)."""
         weights_of = self._weights_of
         z0 = self.shared_sum(shared)
-        statics = self._statics
         features = self._features
         exp = math.exp
         out = []
         for row in rows:
-            z = statics.get(row.static)
-            if z is None:
-                z = self._static_sum(row.static)
-            z += z0
+            z = self.static_sum(row.static) + z0
             for f in row.dynamic:
                 w = features.get(f)
                 z += w if w is not None else weights_of(f)
@@ -396,7 +383,6 @@ class HashedLinearModel:
         of built as lists first: the same sums in the same order."""
         weights_of = self._weights_of
         z0 = self.shared_sum(shared)
-        static_memo = self._statics
         # one table per suffix, keyed by prefix: no string is built or hashed per candidate
         crossed = self._crossed
         if len(crossed) >= self.memo_size:
@@ -409,30 +395,11 @@ class HashedLinearModel:
             elif len(t) >= self.memo_size:
                 t.clear()
             tables.append(t)
-        if _logistic_rows is not None and self.compiled:
-
-            def cross_miss(j: int, p: str) -> complex:
-                w = tables[j][p] = weights_of(p + suffixes[j])
-                return w
-
-            return _logistic_rows(
-                list(statics),
-                static_memo,
-                self._static_sum,
-                list(prefixes),
-                tables,
-                cross_miss,
-                z0.real,
-                z0.imag,
-            )
         exp = math.exp
         out = []
         slots = tuple(zip(tables, suffixes, strict=True))
         for static, pre in zip(statics, prefixes, strict=True):
-            z = static_memo.get(static)
-            if z is None:
-                z = self._static_sum(static)
-            z += z0
+            z = self.static_sum(static) + z0
             for p, (t, x) in zip(pre, slots, strict=True):
                 w = t.get(p)
                 if w is None:

@@ -5,16 +5,6 @@ import numpy.typing as npt
 
 def hash_one(feature: str, seed: int = 0) -> int: ...
 def hash_features(features: list[str], bits: int, seed: int = 0) -> npt.NDArray[np.uint32]: ...
-def logistic_rows(
-    statics: list[tuple[str, ...]],
-    static_memo: dict[tuple[str, ...], complex],
-    static_miss: Callable[[tuple[str, ...]], complex],
-    prefixes: list[tuple[str, ...]],
-    tables: list[dict[str, complex]],
-    cross_miss: Callable[[int, str], complex],
-    z0_click: float,
-    z0_install: float,
-) -> list[tuple[float, float]]: ...
 def logistic_positions(
     positions: list[int],
     static: npt.NDArray[np.float64],

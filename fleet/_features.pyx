@@ -1,8 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""MurmurHash3 (x86, 32-bit) feature hashing, compiled.
+"""MurmurHash3 (x86, 32-bit) feature hashing, and the bid path's scoring loop, compiled.
 
-The reference is fleet/features.py (mmh3); tests/fleet/test_features.py checks that both give the
-same indices for the same strings, so the bidder and the learner always agree.
+The reference of the hashing is fleet/features.py (mmh3); tests/fleet/test_features.py checks that
+both give the same indices for the same strings, so the bidder and the learner always agree. The
+reference of ``logistic_positions`` is bidder.scorer.python_logistic_positions
+(tests/bidder/test_bidder_scorer.py).
 """
 from libc.stdint cimport uint32_t, uint8_t
 from libc.math cimport exp, isnan
@@ -72,58 +74,6 @@ def hash_features(list features, int bits, uint32_t seed=0):
     for i in range(n):
         b = (<str>features[i]).encode("utf-8")
         out[i] = murmur3_32(<const uint8_t*><char*>b, len(b), seed) & mask
-    return out
-
-
-def logistic_rows(
-    list statics,
-    dict static_memo,
-    object static_miss,
-    list prefixes,
-    list tables,
-    object cross_miss,
-    double z0_click,
-    double z0_install,
-):
-    """(sigmoid(click sum), sigmoid(install sum)) per candidate row, sums clamped to +-60.
-
-    A row's sums are z0 + its static part (``static_memo[statics[i]]``, else
-    ``static_miss(statics[i])``) + ``tables[j][prefixes[i][j]]`` for each cross slot j (else
-    ``cross_miss(j, prefix)``); weights are complex (click + 1j * install). Added in that
-    order in double precision, as the pure-Python loop in bidder.scoring does."""
-    cdef Py_ssize_t n = len(statics)
-    cdef Py_ssize_t m = len(tables)
-    cdef Py_ssize_t i, j
-    cdef double zr, zi
-    cdef double complex w
-    cdef tuple pre
-    cdef dict t
-    cdef object v, p
-    if len(prefixes) != n:
-        raise ValueError("statics and prefixes differ in length")
-    out = []
-    for i in range(n):
-        v = static_memo.get(statics[i])
-        if v is None:
-            v = static_miss(statics[i])
-        w = v
-        zr = w.real + z0_click
-        zi = w.imag + z0_install
-        pre = <tuple?>prefixes[i]
-        if len(pre) != m:
-            raise ValueError("a row's prefixes and the cross tables differ in length")
-        for j in range(m):
-            t = <dict?>tables[j]
-            p = pre[j]
-            v = t.get(p)
-            if v is None:
-                v = cross_miss(j, p)
-            w = v
-            zr += w.real
-            zi += w.imag
-        zr = min(max(zr, -60.0), 60.0)
-        zi = min(max(zi, -60.0), 60.0)
-        out.append((1.0 / (1.0 + exp(-zr)), 1.0 / (1.0 + exp(-zi))))
     return out
 
 

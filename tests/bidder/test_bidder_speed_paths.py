@@ -1,4 +1,4 @@
-"""The bid path's shortcuts: the top-K pricing cap and the compiled scoring loop."""
+"""The bid path's shortcuts: the top-K pricing cap and crossed scoring."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from bidder_world import make_world
 from perf_pipeline import NOW, crowded_request
 
-import bidder.scoring as scoring
+import bidder.scorer as scorer
 from bidder.scoring import (
     FeatureRow,
     HashedLinearModel,
@@ -136,22 +136,19 @@ def _rows(
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_compiled_scoring_loop_equals_the_python_loop_and_predict(seed: int) -> None:
+def test_crossed_scoring_equals_batch_scoring_and_predict(seed: int) -> None:
     statics, prefixes, suffixes, shared = _rows(20, seed)
-    compiled, python = _model(seed), _model(seed)
-    python.compiled = False
-    for _ in range(2):  # cold, then from the memo tables
-        a = predict_crossed(compiled, shared, statics, prefixes, suffixes)
-        b = predict_crossed(python, shared, statics, prefixes, suffixes)
-        assert a == b
+    model, fresh = _model(seed), _model(seed)  # fresh: empty memo tables
+    a = predict_crossed(model, shared, statics, prefixes, suffixes)
+    assert predict_crossed(model, shared, statics, prefixes, suffixes) == a  # from the memos
     rows = [
         FeatureRow(st, [p + x for p, x in zip(pre, suffixes, strict=True)])
         for st, pre in zip(statics, prefixes, strict=True)
     ]
-    batch = [p for pair in python.predict_batch(shared, rows) for p in pair]
+    batch = [p for pair in fresh.predict_batch(shared, rows) for p in pair]
     assert batch == pytest.approx([p for pair in a for p in pair], rel=1e-9)
     for row, (pc, pi) in zip(rows, a, strict=True):
-        one = python.predict(shared + row.all())
+        one = fresh.predict(shared + row.all())
         assert pc == pytest.approx(one[0], rel=1e-5) and pi == pytest.approx(one[1], rel=1e-5)
 
 
@@ -163,5 +160,6 @@ def test_crosses_are_prefixes_completed_by_the_request_suffixes() -> None:
     ]
 
 
-def test_the_compiled_loop_is_built() -> None:
-    assert scoring._logistic_rows is not None  # setup.py build_ext --inplace
+def test_the_compiled_scoring_loop_is_built() -> None:
+    # setup.py build_ext --inplace
+    assert scorer.logistic_positions is not scorer.python_logistic_positions
