@@ -31,7 +31,7 @@ from bidder.creative import CreativePerformance, NoPerformance, choose_creative_
 from bidder.errors import BadRequest, InvalidRequest
 from bidder.filters import DEFAULT_CRAWLER_PATTERNS, Nbr, TrafficFilter
 from bidder.offers import MAX_MICROS, Chosen, OfferRow, Segment, price_offers, select
-from bidder.openrtb import BidRequest, Deal, Imp, decode_request
+from bidder.openrtb import BidRequest, Imp, decode_request
 from bidder.pricing import MarketPriceModel, Shader, floor_micros, market_params
 from bidder.privacy import ConsentCache, Privacy, decide
 from bidder.response import Answer, BidSummary
@@ -371,14 +371,13 @@ class Pipeline:
         for imp in req.imp:
             if ctx.late():
                 return self._no_bid(ctx, "deadline", arrival)
-            floor = floor_micros(imp.bidfloor, imp.bidfloorcur, s.currency, index.fx)
+            floor = self._floor(imp.bidfloor, imp.bidfloorcur, index.fx)
             if floor is None:
                 ctx.drops["currency"] = ctx.drops.get("currency", 0) + 1
                 continue
             candidates = index.candidates(imp, request_mask, creative_mask, s.seat)
             ctx.candidates += len(candidates)
             if candidates:
-                floor = min(floor, MAX_MICROS)  # above any maximum bid: the same "floor" drops
                 per_imp.append(self._offers(ctx, compiled, imp, floor, candidates, len(per_imp)))
         if ctx.late():
             return self._no_bid(ctx, "deadline", arrival)
@@ -409,7 +408,7 @@ class Pipeline:
             candidates,
             imp_floor,
             ctx.req.at,
-            partial(self._deal_floor, compiled.index.fx),
+            lambda deal: self._floor(deal.bidfloor, deal.bidfloorcur, compiled.index.fx),
             partial(self._capped, ctx),
             partial(self._choose_creative, compiled.index.creatives),
             drops,
@@ -459,8 +458,10 @@ class Pipeline:
         out.shared, out.suffixes = shared, suffixes
         return out
 
-    def _deal_floor(self, fx: dict[str, int], deal: Deal) -> int | None:
-        floor = floor_micros(deal.bidfloor, deal.bidfloorcur, self.settings.currency, fx)
+    def _floor(self, bidfloor: float, currency: str, fx: dict[str, int]) -> int | None:
+        """An imp's or a deal's floor in the bidding currency (None: unknown currency), at most
+        MAX_MICROS: above any maximum bid, so the same "floor" drops."""
+        floor = floor_micros(bidfloor, currency, self.settings.currency, fx)
         return None if floor is None else min(floor, MAX_MICROS)
 
     def _choose_creative(self, creatives: list[Creative], positions: list[int]) -> int:
