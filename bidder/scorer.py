@@ -28,19 +28,6 @@ from bidder.scoring import HashedLinearModel, Model
 
 DEFAULT_MAX_TABLE_BYTES: Final = 32 << 20
 
-PositionsLoop = Callable[
-    [
-        list[int],
-        npt.NDArray[np.float64],
-        npt.NDArray[np.intp],
-        list[npt.NDArray[np.float64]],
-        Callable[[int, int], complex],
-        float,
-        float,
-    ],
-    list[tuple[float, float]],
-]
-
 
 def python_logistic_positions(
     positions: list[int],
@@ -75,7 +62,6 @@ def python_logistic_positions(
     return out
 
 
-logistic_positions: PositionsLoop
 try:
     from fleet._features import logistic_positions
 except ImportError:  # pragma: no cover - the extension is built by `make`
