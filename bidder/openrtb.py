@@ -23,12 +23,9 @@ promoted field and fall back to the extension.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Final
 
 import msgspec
-
-from bidder.errors import BadRequest, InvalidRequest
 
 
 class _Obj(msgspec.Struct, gc=False, omit_defaults=True):
@@ -420,59 +417,36 @@ def schain(req: BidRequest) -> SupplyChain | None:
     return src.ext.schain if src.ext is not None else None
 
 
-# -- decoding -----------------------------------------------------------------------------------
+# -- no-bid reasons ------------------------------------------------------------------------------
 
-_decoder: Final = msgspec.json.Decoder(BidRequest, strict=False)
+
+class Nbr:
+    """OpenRTB no-bid reason codes: list 5.24 of 2.5, extended in 2.6 (``BidResponse.nbr``)."""
+
+    UNKNOWN: Final = 0
+    TECHNICAL: Final = 1
+    INVALID_REQUEST: Final = 2
+    WEB_SPIDER: Final = 3
+    NON_HUMAN: Final = 4
+    DATACENTER_IP: Final = 5
+    UNSUPPORTED_DEVICE: Final = 6
+    BLOCKED_PUBLISHER: Final = 7
+    UNMATCHED_USER: Final = 8
+    DAILY_USER_CAP: Final = 9  # "daily reader cap met"
+    DAILY_DOMAIN_CAP: Final = 10
+    ADS_TXT_UNAVAILABLE: Final = 11
+    ADS_TXT_VIOLATION: Final = 12
+    ADS_CERT_UNAVAILABLE: Final = 13
+    ADS_CERT_VIOLATION: Final = 14
+    INSUFFICIENT_TIME: Final = 15
+    INCOMPLETE_SCHAIN: Final = 16
+    BLOCKED_SCHAIN_NODE: Final = 17
+
+
+# -- encoding -----------------------------------------------------------------------------------
+
 _encoder: Final = msgspec.json.Encoder()
-
-
-def decode_request(body: bytes) -> BidRequest:
-    """Decode and validate; raises ``BadRequest`` with a short reason naming the field path."""
-    try:
-        req = _decoder.decode(body)
-    except msgspec.ValidationError:
-        from bidder.lenient import decode_repaired  # the slow path, rarely taken
-
-        req = decode_repaired(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON: {_short(str(exc))}") from None
-    validate(req)
-    return req
 
 
 def encode_response(resp: BidResponse) -> bytes:
     return _encoder.encode(resp)
-
-
-def _short(message: str, limit: int = 120) -> str:
-    return message if len(message) <= limit else message[: limit - 3] + "..."
-
-
-def validate(req: BidRequest) -> None:
-    """What a bid needs; everything else is the exchange's business.
-
-    Without an id or an impression there is no bid request at all: ``BadRequest`` (400). A
-    request that breaks a rule but is otherwise readable gets ``InvalidRequest`` (a no-bid)."""
-    if not req.id:
-        raise BadRequest("id: must be a non-empty string")
-    if not req.imp:
-        raise BadRequest("imp: must be a non-empty list")
-    seen: set[str] = set()
-    for i, imp in enumerate(req.imp):
-        if not imp.id:
-            raise BadRequest(f"imp[{i}].id: must be a non-empty string")
-        if imp.id in seen:
-            raise InvalidRequest(f"imp[{i}].id: duplicate {imp.id[:64]!r}", req)
-        seen.add(imp.id)
-        if not (math.isfinite(imp.bidfloor) and imp.bidfloor >= 0):
-            raise InvalidRequest(f"imp[{i}].bidfloor: must be a finite number >= 0", req)
-        if imp.pmp is not None:
-            for j, deal in enumerate(imp.pmp.deals):
-                if not deal.id:
-                    raise InvalidRequest(
-                        f"imp[{i}].pmp.deals[{j}].id: must be a non-empty string", req
-                    )
-                if not (math.isfinite(deal.bidfloor) and deal.bidfloor >= 0):
-                    raise InvalidRequest(f"imp[{i}].pmp.deals[{j}].bidfloor: must be >= 0", req)
-    if (req.site is not None) + (req.app is not None) + (req.dooh is not None) > 1:
-        raise InvalidRequest("site/app/dooh: at most one may be present", req)

@@ -86,7 +86,7 @@ def test_pipeline_settings_carry_every_knob() -> None:
     )
     p = s.to_pipeline_settings(index=3)
     assert p.bidder_id == "east-3"
-    assert p.margin == 0.3 and p.tmax_default_ms == 90 and p.nobid_body is True
+    assert p.margin == 0.3 and p.tmax.default_ms == 90 and p.nobid_body is True
     assert p.crawler_ua_patterns == ("evilbot", "scraper")
     assert p.blocked_publishers == ("pub-1", "bad.example.com")
     assert p.tracker_base_url == "https://t.example.com"

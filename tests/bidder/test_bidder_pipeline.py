@@ -11,6 +11,7 @@ import pytest
 from bidder_world import KEY, NOON, Frequency, Gate, banner_request, load_snapshot, make_world
 
 from bidder.creative import NoPerformance
+from bidder.options import TmaxBounds
 from bidder.pipeline import Pipeline, PipelineSettings
 from bidder.pricing import LogNormalMarket
 from bidder.scoring import HashedLinearModel, PriorModel
@@ -37,7 +38,13 @@ def test_not_ready_before_a_snapshot() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [dict(signing_key=b"short"), dict(margin=1.0), dict(tmax_cap_ms=0), dict(currency="usd")]
+    "bad",
+    [
+        dict(signing_key=b"short"),
+        dict(margin=1.0),
+        dict(tmax=TmaxBounds(cap_ms=0)),
+        dict(currency="usd"),
+    ],
 )
 def test_settings_are_validated(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
