@@ -6,7 +6,6 @@ import zlib
 import numpy as np
 import pytest
 
-from bidder.errors import ModelFormatError
 from bidder.openrtb import Imp
 from bidder.scoring import (
     FeatureRow,
@@ -26,6 +25,7 @@ from bidder.scoring import (
 from bidder.targeting import RequestView
 from fleet.config import Campaign, Creative, GoalType
 from fleet.features import hash_features
+from fleet.model import ModelFormatError
 
 CAMPAIGN = Campaign(
     id=12,
