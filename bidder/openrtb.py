@@ -1,12 +1,13 @@
-"""OpenRTB 2.6 request and response objects (2.5 compatible), and a lenient, fast decoder.
+"""OpenRTB 2.6 request and response objects (2.5 compatible) and the no-bid reason list.
 
-Only what a bid needs is validated: the request id, a non-empty list of uniquely named imps, at
+The decoder is ``bidder.decoding`` (with its repair path in ``bidder.lenient``). Only what a bid
+needs is validated: the request id, a non-empty list of uniquely named imps, at
 most one of site/app/dooh, finite non-negative floors. Everything else is tolerated: unknown
 fields are ignored, unknown enum values kept as plain ints, and the number/string mix-ups real
 exchanges send are coerced (``"w": "300"``, ``"bidfloor": "0.5"``, ``"secure": true``,
 ``"id": 123``, ``300.0`` for an int, a lone object or comma-separated string where a list goes).
 
-Decoding takes one of two paths:
+Decoding takes one of two paths (``bidder.decoding.decode_request``):
 
 - fast: ``msgspec`` straight into the Structs with ``strict=False`` (str -> number/bool,
   0/1 -> bool, integral floats -> int);
@@ -14,7 +15,8 @@ Decoding takes one of two paths:
   the Struct type tree coercing what can be coerced, then convert. A value that cannot be coerced
   is dropped (the field keeps its default) unless dropping it would loosen a restriction or
   misprice a bid (floors, block lists, deals, privacy flags, sizes): those are ``CRITICAL`` and
-  the request is rejected with the field path instead (``bidder.lenient``).
+  the request is rejected with the field path instead (``bidder.lenient``). So ``null``, ``""``
+  or ``" "`` in a number or flag that is not critical reads as absent.
 
 The 2.5 ``ext`` locations (``regs.ext.gdpr``, ``regs.ext.us_privacy``, ``user.ext.consent``,
 ``source.ext.schain``) are read as well as the 2.6 promoted fields; accessors below prefer the
