@@ -5,7 +5,9 @@
       -> score (one batch per imp) -> price -> pacing gate -> internal auction -> response
 
 ``Pipeline.handle`` never raises and never answers after the deadline: past it the answer is a
-no-bid with outcome "late" (which the service does not send). Only L1 data is read on this path:
+no-bid with outcome "late" (which the service does not send). The deadline (and the auction's
+own tmax) comes from ``bidder.options.TmaxBounds`` and travels on the ``Answer`` for the
+endpoint's last check; the answer and its events are built by ``bidder.outcome``. Only L1 data is read on this path:
 a frequency counter that is not in memory yet (``None``) skips the capped campaign instead of
 waiting.
 
