@@ -7,9 +7,9 @@
 ``Pipeline.handle`` never raises and never answers after the deadline: past it the answer is a
 no-bid with outcome "late" (which the service does not send). The deadline (and the auction's
 own tmax) comes from ``bidder.options.TmaxBounds`` and travels on the ``Answer`` for the
-endpoint's last check; the answer and its events are built by ``bidder.outcome``. Only L1 data is read on this path:
-a frequency counter that is not in memory yet (``None``) skips the capped campaign instead of
-waiting.
+endpoint's last check; the answer and its events are built by ``bidder.outcome``. Only L1
+data is read on this path: a frequency counter that is not in memory yet (``None``) skips the
+capped campaign instead of waiting.
 
 The gate is asked once per priced candidate, before the internal auction, with the price in the
 campaign's currency and ``now`` = wall-clock seconds; it must not reserve spend, because most
