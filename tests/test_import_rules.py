@@ -6,14 +6,17 @@
 - ``sim/`` imports nothing of ours but ``fleet/`` (it talks to the fleet over HTTP);
 - no import cycle between the modules of one package.
 
-Every import counts: at module level, inside functions, under ``if TYPE_CHECKING:``. ``bench/``
-and ``tests/`` may import anything and are not read. The checker runs over the repository and,
-to show that it fails when it should, over small synthetic trees that break each rule.
+Every import counts: at module level, inside functions, under ``if TYPE_CHECKING:``, and in
+Cython sources (``.pyx``/``.pxd``, read line by line: ``import``, ``from ... (c)import``).
+``bench/`` and ``tests/`` may import anything and are not read. The checker runs over the
+repository and, to show that it fails when it should, over small synthetic trees that break
+each rule.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +71,40 @@ def _resolve_from(node: ast.ImportFrom, importer: str, is_package: bool) -> str:
     return ".".join([*parts, node.module] if node.module else parts)
 
 
+_CYTHON_FROM = re.compile(r"^\s*from\s+(\.*[\w.]*)\s+c?import\s+\(?\s*([\w\s,]+)")
+_CYTHON_IMPORT = re.compile(
+    r"^\s*c?import\s+([\w.]+(?:\s+as\s+\w+)?(?:\s*,\s*[\w.]+(?:\s+as\s+\w+)?)*)"
+)
+
+
+def _cython_imports(path: Path) -> Iterator[tuple[int, str, list[str], int]]:
+    """(line, module, names, level) of each import statement in a Cython source."""
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        m = _CYTHON_FROM.match(line)
+        if m is not None:
+            dots = len(m.group(1)) - len(m.group(1).lstrip("."))
+            names = [n.split()[0] for n in m.group(2).split(",") if n.strip()]
+            yield lineno, m.group(1).lstrip("."), names, dots
+            continue
+        m = _CYTHON_IMPORT.match(line)
+        if m is not None:
+            for part in m.group(1).split(","):
+                yield lineno, part.split()[0], [], 0
+
+
 def imports_of(root: Path, path: Path) -> Iterator[Import]:
     """Every import in one file, wherever it stands; ``from a import b`` names ``a.b`` when
     that is a module, else ``a``."""
     importer = module_name(root, path)
+    if path.suffix in (".pyx", ".pxd"):
+        for lineno, module, names, level in _cython_imports(path):
+            node = ast.ImportFrom(module=module or None, names=[], level=level)
+            base = _resolve_from(node, importer, is_package=False) if names else module
+            for name in names or [""]:
+                sub = f"{base}.{name}" if name else base
+                target = sub if name and _is_module(root, sub) else base
+                yield Import(importer, target, lineno)
+        return
     tree = ast.parse(path.read_bytes(), filename=str(path))
     is_package = path.name == "__init__.py"
     for node in ast.walk(tree):
@@ -92,8 +125,9 @@ def all_imports(root: Path) -> list[Import]:
         directory = root / package
         if not directory.is_dir():
             continue
-        for path in sorted(directory.rglob("*.py")):
-            out.extend(imports_of(root, path))
+        for pattern in ("*.py", "*.pyx", "*.pxd"):
+            for path in sorted(directory.rglob(pattern)):
+                out.extend(imports_of(root, path))
     return out
 
 
@@ -258,6 +292,11 @@ def test_a_legal_tree_passes(tmp_path: Path) -> None:
             "the kernel imports a service",
         ),
         ({"tracker/x.py": "from bidder import a\n"}, "a service imports another service"),
+        (  # a Cython source
+            {"fleet/_k.pyx": "from libc.math cimport exp\nfrom bidder.a import x\n"},
+            "the kernel imports a service",
+        ),
+        ({"sim/_s.pyx": "cimport numpy as cnp\nimport cache.region\n"}, "the simulator imports"),
         ({"tracker/x.py": "import pacing.gate\n"}, "a service imports another service"),
         ({"bidder/a.py": "from pacing import plan\n"}, "a service imports another service"),
         ({"bidder/a.py": "import pacing\n"}, "a service imports another service"),
