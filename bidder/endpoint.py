@@ -20,18 +20,16 @@ from typing import Protocol
 
 import msgspec
 
-from bidder.filters import Nbr
 from bidder.http1 import RequestHead, accepts_gzip, openrtb_version, response_bytes
 from bidder.metrics import BidderMetrics
-from bidder.pipeline import Answer
+from bidder.outcome import Answer, make_late
 from bidder.shedding import LoadShedder
-from fleet.events import AnyEvent, AuctionEvent
+from fleet.events import AnyEvent
 
 log = logging.getLogger("bidder.endpoint")
 
 _EXCHANGE = re.compile(r"(?:^|&)exchange=([A-Za-z0-9_.-]{1,32})(?:&|$)")
 _GZIP_LEVEL = 1  # bid responses are small and time is short: fastest compression
-_NBR_INSUFFICIENT_TIME = Nbr.INSUFFICIENT_TIME  # OpenRTB 2.6 no-bid reason 15, as the pipeline
 
 
 class BidEngine(Protocol):
@@ -57,17 +55,7 @@ class BidEngine(Protocol):
 class EndpointSettings:
     max_body_bytes: int = 256 * 1024
     gzip_responses: bool = True
-    tmax_default_ms: int = 100
-    tmax_cap_ms: int = 250
-    network_allowance_ms: int = 15
     error_log_every: int = 1000
-
-
-class _Tmax(msgspec.Struct):
-    tmax: int | float | str | None = None
-
-
-_tmax_decoder = msgspec.json.Decoder(_Tmax)
 
 
 class BidEndpoint:
@@ -191,19 +179,16 @@ class BidEndpoint:
         )
         status, payload = answer.status, answer.body
         if answer.outcome == "late" or status == 200:
-            # The last check before the wire: a bid only before the deadline, anything at all
-            # only before tmax itself.
-            tmax = self._tmax_s(body)
+            # The last check before the wire: a bid only before the answer's deadline, anything
+            # at all only before tmax itself (both computed by the pipeline).
             now = self.clock()
-            if now >= arrival + tmax:
-                _make_late(answer)
+            if now >= answer.expires:
+                make_late(answer)
                 self._after(answer, "late", arrival, now, dropped=True)
                 return True
-            if answer.outcome == "late" or (
-                answer.bids and now >= arrival + tmax - self.settings.network_allowance_ms / 1e3
-            ):
+            if answer.outcome == "late" or (answer.bids and now >= answer.deadline):
                 status, payload = 204, b""
-                _make_late(answer)
+                make_late(answer)
         extra = version
         if payload and status == 200 and self.settings.gzip_responses and accepts_gzip(head):
             payload = gzip_bytes(payload)
@@ -223,31 +208,6 @@ class BidEndpoint:
             self.metrics.error("late_dropped")
         if answer.events:
             self.publish(answer.events)
-
-    def _tmax_s(self, body: bytes) -> float:
-        """The auction's own time limit in seconds (capped), as the pipeline reads it."""
-        s = self.settings
-        tmax: float = s.tmax_default_ms
-        try:
-            raw = _tmax_decoder.decode(body).tmax
-            value = float(raw) if raw is not None else 0.0
-            if 0 < value < 1e9:
-                tmax = value
-        except (msgspec.DecodeError, ValueError):
-            pass
-        return min(tmax, s.tmax_cap_ms) / 1000.0
-
-
-def _make_late(answer: Answer) -> None:
-    """A bid dropped at the last check: its events must not say it was sent."""
-    if answer.outcome == "late":
-        return
-    answer.outcome, answer.reason, answer.bids = "late", "deadline", []
-    answer.events = [
-        msgspec.structs.replace(e, outcome="late", reason="deadline", nbr=_NBR_INSUFFICIENT_TIME)
-        for e in answer.events
-        if isinstance(e, AuctionEvent)
-    ]
 
 
 class _TooLarge(Exception):

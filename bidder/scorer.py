@@ -40,7 +40,7 @@ def python_logistic_positions(
 ) -> list[tuple[float, float]]:
     """(sigmoid(click sum), sigmoid(install sum)) of each position, sums clamped to +-60: the
     position's static sums + z0, then ``tables[j][ids[position, j]]`` for each slot j in
-    order (``miss(j, id)`` when that entry is still NaN). ``fleet._features`` compiles it."""
+    order (``miss(j, id)`` when that entry is still NaN). ``bidder._scorer`` compiles it."""
     out = []
     exp = math.exp
     for pos in positions:
@@ -63,7 +63,7 @@ def python_logistic_positions(
 
 
 try:
-    from fleet._features import logistic_positions
+    from bidder._scorer import logistic_positions
 except ImportError:  # pragma: no cover - the extension is built by `make`
     logistic_positions = python_logistic_positions
 

@@ -154,9 +154,6 @@ class BidderService:
             settings=EndpointSettings(
                 max_body_bytes=s.max_body_bytes,
                 gzip_responses=s.gzip_responses,
-                tmax_default_ms=s.tmax_default_ms,
-                tmax_cap_ms=s.tmax_cap_ms,
-                network_allowance_ms=s.network_allowance_ms,
                 error_log_every=s.error_log_every,
             ),
             publish=self._publish,

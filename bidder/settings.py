@@ -13,14 +13,11 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from bidder.options import DEFAULT_TMAX, PipelineSettings, TmaxBounds
 from cache.settings import CacheSettings
 from fleet.errors import SettingsError
 from fleet.settings import FleetSettings, fraction, load, non_negative, port, positive, setting
-
-if TYPE_CHECKING:
-    from bidder.pipeline import PipelineSettings
 
 MIN_SIGNING_KEY_BYTES = 16
 # Used only when RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY is set: anybody can forge notices with it.
@@ -82,14 +79,25 @@ class BidderSettings:
     )
     # -- auction ------------------------------------------------------------------------------
     currency: str = setting("USD", "RTBFLEET_BIDDER_CURRENCY", "the bidding currency")
+    seat: str = setting(
+        "",
+        "RTBFLEET_BIDDER_SEAT",
+        "our seat id at the exchanges: deals that list seats (wseat) are bid on only with it",
+    )
     tmax_default_ms: int = setting(
-        100, "RTBFLEET_BIDDER_TMAX_DEFAULT_MS", "tmax when a request has none", positive
+        DEFAULT_TMAX.default_ms,
+        "RTBFLEET_BIDDER_TMAX_DEFAULT_MS",
+        "tmax when a request has none",
+        positive,
     )
     tmax_cap_ms: int = setting(
-        250, "RTBFLEET_BIDDER_TMAX_CAP_MS", "never plan on more time than this", positive
+        DEFAULT_TMAX.cap_ms,
+        "RTBFLEET_BIDDER_TMAX_CAP_MS",
+        "never plan on more time than this",
+        positive,
     )
     network_allowance_ms: int = setting(
-        15,
+        DEFAULT_TMAX.network_allowance_ms,
         "RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS",
         "taken off tmax for the way back to the exchange",
         non_negative,
@@ -126,6 +134,11 @@ class BidderSettings:
         (),
         "RTBFLEET_BIDDER_BLOCKED_PUBLISHERS",
         "publisher ids, site domains or app bundles never bid on",
+    )
+    reject_incomplete_schain: bool = setting(
+        False,
+        "RTBFLEET_BIDDER_REJECT_INCOMPLETE_SCHAIN",
+        "no bid (nbr 16) on a request whose supply chain is missing or not complete",
     )
     tracker_base_url: str = setting(
         "http://127.0.0.1:8090",
@@ -241,12 +254,9 @@ class BidderSettings:
     def validate(self) -> None:
         if self.processes < 0:
             raise SettingsError("RTBFLEET_BIDDER_PROCESSES", "must be 0 (one per core) or more")
-        if self.tmax_cap_ms < self.tmax_default_ms:
-            raise SettingsError("RTBFLEET_BIDDER_TMAX_CAP_MS", "must be at least the default tmax")
-        if self.network_allowance_ms >= self.tmax_cap_ms:
-            raise SettingsError(
-                "RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS", "must be smaller than the tmax cap"
-            )
+        problem = self.tmax.problem()
+        if problem is not None:
+            raise SettingsError(_TMAX_VARIABLES[problem[0]], problem[1])
         if len(self.currency) != 3 or not self.currency.isupper():
             raise SettingsError("RTBFLEET_BIDDER_CURRENCY", f"{self.currency!r} is not ISO 4217")
         if self.max_drain_bytes < self.max_body_bytes:
@@ -273,6 +283,10 @@ class BidderSettings:
             raise SettingsError("RTBFLEET_BIDDER_MODEL_FILE", "is not a readable file")
 
     # -- derived ------------------------------------------------------------------------------
+
+    @property
+    def tmax(self) -> TmaxBounds:
+        return TmaxBounds(self.tmax_default_ms, self.tmax_cap_ms, self.network_allowance_ms)
 
     @property
     def process_count(self) -> int:
@@ -307,20 +321,18 @@ class BidderSettings:
 
     def to_pipeline_settings(self, index: int = 0) -> PipelineSettings:
         """The pure core's knobs for server process ``index``."""
-        from bidder.pipeline import PipelineSettings
-
         settings = PipelineSettings(
             bidder_id=self.name(index),
+            seat=self.seat,
             currency=self.currency,
-            tmax_default_ms=self.tmax_default_ms,
-            tmax_cap_ms=self.tmax_cap_ms,
-            network_allowance_ms=self.network_allowance_ms,
+            tmax=self.tmax,
             margin=self.margin,
             max_priced_per_imp=self.max_priced_per_imp,
             min_bid_cpm_micros=self.min_bid_cpm_micros,
             vendor_id=self.vendor_id,
             datacenter_cidrs=self.all_datacenter_cidrs(),
             blocked_publishers=self.blocked_publishers,
+            reject_incomplete_schain=self.reject_incomplete_schain,
             tracker_base_url=self.tracker_base_url,
             signing_key=self.key_bytes,
             notice_ttl_s=self.notice_ttl_s,
@@ -330,6 +342,13 @@ class BidderSettings:
         if self.crawler_patterns:
             settings = dataclasses.replace(settings, crawler_ua_patterns=self.crawler_patterns)
         return settings
+
+
+_TMAX_VARIABLES = {
+    "default_ms": "RTBFLEET_BIDDER_TMAX_DEFAULT_MS",
+    "cap_ms": "RTBFLEET_BIDDER_TMAX_CAP_MS",
+    "network_allowance_ms": "RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS",
+}
 
 
 def _check_cidr(variable: str, cidr: str) -> None:

@@ -10,13 +10,16 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bidder.endpoint import BidEndpoint, EndpointSettings, gunzip
-from bidder.filters import Nbr
 from bidder.http1 import RequestHead, parse_head
 from bidder.metrics import BidderMetrics
-from bidder.pipeline import Answer, BidSummary
+from bidder.openrtb import Nbr
+from bidder.options import TmaxBounds
+from bidder.outcome import Answer, BidSummary
 from bidder.shedding import LoadShedder, SheddingPolicy
 from fleet.events import AnyEvent, AuctionEvent, BidEvent
 
+ARRIVAL = 1000.0
+BOUNDS = TmaxBounds()  # 100 ms by default, a 15 ms allowance
 BODY = json.dumps({"id": "r1", "tmax": 100, "imp": [{"id": "1", "banner": {"w": 300, "h": 250}}]})
 
 
@@ -73,12 +76,23 @@ def bid_answer() -> Answer:
         candidates=3,
         bids=[BidSummary(campaign_id=7, creative_id=70, price_cpm_micros=2_000_000)],
         events=events,
+        deadline=BOUNDS.deadline(ARRIVAL, 100),
+        expires=BOUNDS.expires(ARRIVAL, 100),
     )
 
 
-def no_bid(outcome: str = "nobid", reason: str = "no_candidates") -> Answer:
+def no_bid(outcome: str = "nobid", reason: str = "no_candidates", tmax: int = 100) -> Answer:
+    """A no-bid with the deadlines the pipeline gives a request of this ``tmax``."""
     nbr = Nbr.INSUFFICIENT_TIME if reason == "deadline" else Nbr.UNKNOWN
-    return Answer(status=204, body=b"", outcome=outcome, nbr=nbr, reason=reason)
+    return Answer(
+        status=204,
+        body=b"",
+        outcome=outcome,
+        nbr=nbr,
+        reason=reason,
+        deadline=BOUNDS.deadline(ARRIVAL, tmax),
+        expires=BOUNDS.expires(ARRIVAL, tmax),
+    )
 
 
 Setup = tuple[BidEndpoint, Engine, Clock, list[bytes], list[Sequence[AnyEvent]], CollectorRegistry]
@@ -220,18 +234,26 @@ def test_nothing_at_all_is_sent_after_tmax(setup: Setup) -> None:
 
 def test_a_late_no_bid_still_before_tmax_is_answered(setup: Setup) -> None:
     _, engine, _, written, _, _ = setup
-    engine.answer = no_bid("late", "deadline")
+    engine.answer = no_bid("late", "deadline", tmax=5)
+    engine.spend = 0.004
     body = BODY.replace('"tmax": 100', '"tmax": 5').encode()
     assert serve(setup, request(length=len(body)), body) is False
     assert split(written[0])[0] == 204
 
 
-def test_tmax_is_capped_like_the_pipeline_caps_it(setup: Setup) -> None:
+def test_the_endpoint_keeps_the_answers_deadlines_not_its_own(setup: Setup) -> None:
+    """The body says tmax 100, the answer (the pipeline, capping "5000") says 250 ms: the
+    answer's deadlines are the ones kept."""
     _, engine, _, written, _, _ = setup
-    engine.answer = no_bid("late", "deadline")
-    engine.spend = 0.300
-    body = BODY.replace('"tmax": 100', '"tmax": "5000"').encode()
-    assert serve(setup, request(length=len(body)), body) is True  # the 250 ms cap passed
+    engine.answer = bid_answer()
+    engine.answer.deadline = BOUNDS.deadline(ARRIVAL, 5000)
+    engine.answer.expires = BOUNDS.expires(ARRIVAL, 5000)
+    engine.spend = 0.200  # past the body's tmax, before the answer's deadline (235 ms)
+    assert serve(setup, request(), BODY.encode()) is False
+    assert split(written[0])[0] == 200
+    engine.spend = 0.300  # past the 250 ms cap: nothing at all
+    written.clear()
+    assert serve(setup, request(), BODY.encode()) is True
     assert written == []
 
 

@@ -73,7 +73,7 @@ def test_predictions_equal_the_models_own(max_table_bytes: int) -> None:
 def test_compiled_loop_equals_the_python_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     compiled = scorer_module.logistic_positions
     if compiled is python_logistic_positions:
-        pytest.skip("fleet._features is not built")
+        pytest.skip("bidder._scorer is not built")
     statics, prefixes = _rows()
     twins = [PositionScorer(_model(2, 30.0), statics, prefixes) for _ in range(2)]  # clamped too
     rng = random.Random(8)

@@ -364,3 +364,27 @@ def test_a_connection_in_use_is_not_idle(tmp_path: Path) -> None:
             await c.close()
 
     run_uv(scenario())
+
+
+def test_deep_json_is_a_400_and_a_blank_flag_is_absent(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A body nested 100,000 deep is malformed JSON (400 with the reason), not an internal
+    error with a traceback; ``"secure": ""`` reads as absent (a bid), not a 400."""
+
+    async def scenario() -> None:
+        async with running_service(settings_for(tmp_path)) as service:
+            c = RawClient(service.port)
+            deep = b'{"id": "d", "imp": [{"id": "1"}], "ext": ' + b"[" * 100_000
+            deep += b"]" * 100_000 + b"}"
+            reply = await c.request("POST", "/openrtb2/bid", deep)
+            assert reply.status == 400, reply
+            assert json.loads(reply.body) == {"error": "malformed JSON: nested too deeply"}
+            req = banner_request("s1")
+            req["imp"][0]["secure"] = ""
+            assert (await c.bid(req)).status == 200
+            text = (await c.request("GET", "/metrics")).body.decode()
+            assert metric(text, "bidder_requests_total", outcome="invalid", reason="invalid") == 1
+            assert metric(text, "bidder_requests_total", outcome="nobid", reason="internal") == 0
+            await c.close()
+
+    run_uv(scenario())
+    assert not [r for r in caplog.records if r.exc_info], "no traceback in the log"
