@@ -23,10 +23,11 @@ head wait; past that the oldest is settled early (a waiting example as a negativ
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import mmh3
 
@@ -203,6 +204,35 @@ class Joiner:
                 self._negative(head, txid, w, out)
         self._bids.clear()
         return out
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything that waits, as plain data (for a checkpoint)."""
+        return {
+            "watermark": None if self.watermark == -math.inf else self.watermark,
+            "bids": [
+                [t, b.features, b.bid_cpm_micros, b.auction_type, b.segment, b.ts, b.priced]
+                for t, b in self._bids.items()
+            ],
+            "waiting": {h: [[t, w.features, w.ts] for t, w in q.items()] for h, q in self._waiting.items()},
+            "labelled": {h: [[t, ts] for t, ts in q.items()] for h, q in self._labelled.items()},
+            "stats": dataclasses.asdict(self.stats),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        w = state["watermark"]
+        self.watermark = -math.inf if w is None else float(w)
+        self._bids = OrderedDict(
+            (t, _Bid(list(f), int(b), int(at), str(seg), float(ts), bool(priced)))
+            for t, f, b, at, seg, ts, priced in state["bids"]
+        )
+        for h in ("click", "install"):
+            self._waiting[h] = OrderedDict(
+                (t, _Waiting(list(f), float(ts))) for t, f, ts in state["waiting"][h]
+            )
+            self._labelled[h] = OrderedDict((t, float(ts)) for t, ts in state["labelled"][h])
+        self.stats = JoinStats(**state["stats"])
 
     # -- events -----------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from learner.errors import BadParameters
 from learner.modelfile import MarketSegment, MarketTable
@@ -250,6 +250,27 @@ class CensoredLogNormalMarket:
 
     def params(self, segment: str) -> tuple[float, float]:
         return self._table.params(segment)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "dropped": self.dropped_segments,
+            "segments": {
+                name: [ev.exact, list(ev.above.items()), list(ev.below.items())]
+                for name, ev in self.segments.items()
+            },
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.dropped_segments = int(state["dropped"])
+        self.segments = {
+            name: SegmentEvidence(
+                [float(v) for v in exact],
+                {int(b): [float(w), float(wc)] for b, (w, wc) in above},
+                {int(b): [float(w), float(wc)] for b, (w, wc) in below},
+            )
+            for name, (exact, above, below) in state["segments"].items()
+        }
+        self.fit()
 
     def p_win(self, segment: str, bid_micros: int) -> float:
         return self._table.p_win(segment, bid_micros)

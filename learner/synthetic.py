@@ -17,6 +17,16 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from fleet.events import (
+    AnyEvent,
+    BidEvent,
+    ClickEvent,
+    ImpressionEvent,
+    InstallEvent,
+    LossEvent,
+    WinEvent,
+)
+
 # field -> (number of values, effect standard deviation, Zipf exponent)
 FIELDS: Final = {
     "country": (30, 0.4, 1.2),
@@ -136,3 +146,59 @@ class ClickWorld:
 def constant_log_loss(y: npt.NDArray[np.float64]) -> float:
     r = min(max(float(y.mean()), 1e-15), 1 - 1e-15)
     return -(r * math.log(r) + (1 - r) * math.log(1 - r))
+
+
+def event_stream(
+    world: ClickWorld,
+    rng: np.random.Generator,
+    auctions: int,
+    *,
+    start_ts: float = 0.0,
+    interval_s: float = 0.05,
+    market_mu: float = math.log(1_500_000),
+    market_sigma: float = 0.5,
+    p_install: float = 0.1,
+    first_price_share: float = 0.3,
+    loss_price_share: float = 0.2,
+) -> list[AnyEvent]:
+    """The events a learner would hear of ``auctions`` bids, in time order: each bid is won
+    or lost against a log-normal competing price; a win is an impression; clicks follow the
+    world's true probability (delay ~ 30 s), installs a fixed share of clicks (~ 10 min)."""
+    clicks = world.draw(rng, auctions)
+    competing = np.exp(rng.normal(market_mu, market_sigma, auctions)).astype(np.int64)
+    bids = np.exp(rng.normal(market_mu + 0.3, 0.4, auctions)).astype(np.int64)
+    first = rng.random(auctions) < first_price_share
+    events: list[AnyEvent] = []
+    for i in range(auctions):
+        ts = start_ts + i * interval_s
+        txid = f"r{i}:1:b0"
+        at = 1 if first[i] else 2
+        b, m = int(bids[i]), int(competing[i])
+        features = [*clicks.features[i], "exchange=ex", "country=US", "fmt=banner", "size=320x50"]
+        events.append(
+            BidEvent(txid=txid, ts=ts, imp_id="1", campaign_id=1, creative_id=1,
+                     bid_cpm_micros=b, floor_cpm_micros=0, value_cpm_micros=2 * b,
+                     p_click=0.0, p_install=0.0, auction_type=at, features=features)
+        )
+        if b <= m:
+            sent = rng.random() < loss_price_share
+            events.append(
+                LossEvent(txid=txid, ts=ts + 0.5, campaign_id=1, creative_id=1,
+                          bid_cpm_micros=b, clear_cpm_micros=m if sent else 0)
+            )
+            continue
+        events.append(
+            WinEvent(txid=txid, ts=ts + 0.5, campaign_id=1, creative_id=1, bid_cpm_micros=b,
+                     clear_cpm_micros=b if at == 1 else m)
+        )
+        events.append(ImpressionEvent(txid=txid, ts=ts + 1.0, campaign_id=1, creative_id=1))
+        if clicks.y[i] > 0:
+            click_ts = ts + 1.0 + float(rng.exponential(30.0))
+            events.append(ClickEvent(txid=txid, ts=click_ts, campaign_id=1, creative_id=1))
+            if rng.random() < p_install:
+                events.append(
+                    InstallEvent(txid=txid, ts=click_ts + float(rng.exponential(600.0)),
+                                 campaign_id=1, creative_id=1)
+                )
+    events.sort(key=lambda e: e.ts)
+    return events
