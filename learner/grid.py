@@ -190,6 +190,8 @@ class ProgressiveValidation:
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """(point sums (K, SUMS), resampled sums (R, K, SUMS)) over the window's blocks."""
         w = self.window()
+        if w.shape[0] == 0:  # no complete block yet: the partial one, without resampling
+            w = self.current[None, :, :]
         idx = rng.integers(0, w.shape[0], size=(self.settings.bootstrap_samples, w.shape[0]))
         return w.sum(axis=0), w[idx].sum(axis=1)
 
@@ -198,9 +200,9 @@ class ProgressiveValidation:
         lo_q, hi_q = (1 - self.settings.confidence) / 2, (1 + self.settings.confidence) / 2
 
         def interval(p: npt.NDArray[np.float64], b: npt.NDArray[np.float64], k: int) -> Interval:
-            return Interval(
-                float(p[k]), float(np.quantile(b[:, k], lo_q)), float(np.quantile(b[:, k], hi_q))
-            )
+            with np.errstate(invalid="ignore"):  # inf or nan where a resample has no label
+                low, high = np.quantile(b[:, k], [lo_q, hi_q])
+            return Interval(float(p[k]), float(low), float(high))
 
         def metrics(s: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], ...]:
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -211,7 +213,7 @@ class ProgressiveValidation:
 
         p_ll, p_ne, p_cal = metrics(point)
         b_ll, b_ne, b_cal = metrics(boot)
-        examples = int(self.window().shape[0] * self.settings.block_examples)
+        examples = int(self.window().shape[0] * self.settings.block_examples) or self.in_current
         with np.errstate(divide="ignore", invalid="ignore"):
             totals = self.total[:, 0] / self.total[:, 1]
         return [
