@@ -144,8 +144,14 @@ def scoring_cost(model: HashedLinearModel, rng: random.Random) -> tuple[float, f
     requests = []
     for _ in range(400):
         app, country = rng.randrange(2000), rng.randrange(30)
-        shared = [f"country={country}", f"os={rng.randrange(3)}", f"dt={rng.randrange(4)}",
-                  f"app={app}", f"pub={rng.randrange(300)}", f"hour={rng.randrange(24)}"]
+        shared = [
+            f"country={country}",
+            f"os={rng.randrange(3)}",
+            f"dt={rng.randrange(4)}",
+            f"app={app}",
+            f"pub={rng.randrange(300)}",
+            f"hour={rng.randrange(24)}",
+        ]
         requests.append((shared, (str(app), str(country))))
     for shared, suffixes in requests:  # warm the tables, as a running bidder has them
         scorer.predict(shared, positions, suffixes)
@@ -179,41 +185,61 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rtbfleet-bench-learner-") as tmp:
         vw = run_vw(data, Path(tmp))
     print(f"  log loss: truth {truth:.5f}   constant {constant:.5f}")
-    print(f"  ours     : {n / ours_t.wall:>10,.0f} examples/s ({n / ours_t.cpu:,.0f} per CPU s)"
-          f"   progressive log loss {ours_ll:.6f}")
+    print(
+        f"  ours     : {n / ours_t.wall:>10,.0f} examples/s ({n / ours_t.cpu:,.0f} per CPU s)"
+        f"   progressive log loss {ours_ll:.6f}"
+    )
     if vw is None:
         print("  Vowpal Wabbit: not installed (pip install vowpalwabbit); no baseline")
     else:
         vw_t, vw_p, vw_bytes = vw
         vw_ll = float(log_losses(np.clip(vw_p, 0.0, 1.0), data.y).mean())
-        print(f"  VW --ftrl: {n / vw_t.wall:>10,.0f} examples/s ({n / vw_t.cpu:,.0f} per CPU s)"
-              f"   progressive log loss {vw_ll:.6f}")
-        print(f"  examples/s ours / VW: {vw_t.wall / ours_t.wall:.2f} wall-clock, "
-              f"{vw_t.cpu / ours_t.cpu:.2f} CPU time   (aim >= 1.0)")
+        print(
+            f"  VW --ftrl: {n / vw_t.wall:>10,.0f} examples/s ({n / vw_t.cpu:,.0f} per CPU s)"
+            f"   progressive log loss {vw_ll:.6f}"
+        )
+        print(
+            f"  examples/s ours / VW: {vw_t.wall / ours_t.wall:.2f} wall-clock, "
+            f"{vw_t.cpu / ours_t.cpu:.2f} CPU time   (aim >= 1.0)"
+        )
         print(f"  progressive log loss ours / VW: {ours_ll / vw_ll:.5f}   (aim within 1 %)")
         ours_x, vw_x = ours_ll - truth, vw_ll - truth
         verdict = "no further" if ours_x <= vw_x * 1.001 else "further"
-        print(f"  excess over the truth's log loss: ours {ours_x:.6f}, VW {vw_x:.6f}, constant "
-              f"{constant - truth:.6f}   (ours {verdict} than VW, within 0.1 %; aim: no further)")
+        print(
+            f"  excess over the truth's log loss: ours {ours_x:.6f}, VW {vw_x:.6f}, constant "
+            f"{constant - truth:.6f}   (ours {verdict} than VW, within 0.1 %; aim: no further)"
+        )
         print(f"  VW bytes per weight: {vw_bytes}")
     est = learner.grids["click"].estimators[0]
-    print(f"  bytes per hash slot per estimator: {est.nbytes / ((1 << PARAMS.bits) + 1):.1f}"
-          "   (aim <= 16)")
+    print(
+        f"  bytes per hash slot per estimator: {est.nbytes / ((1 << PARAMS.bits) + 1):.1f}"
+        "   (aim <= 16)"
+    )
     grid_s = run_grid(data, 4)
-    print(f"  grid of 4 estimators, hashed once, with validation: {n / grid_s:,.0f} examples/s"
-          f" ({4 * n / grid_s:,.0f} estimator-examples/s)")
+    print(
+        f"  grid of 4 estimators, hashed once, with validation: {n / grid_s:,.0f} examples/s"
+        f" ({4 * n / grid_s:,.0f} estimator-examples/s)"
+    )
     model = learner.export(version=1)
     data_bytes = encode_sparse(model)
     dense = (2 * 4 << PARAMS.bits) + 32
-    print(f"  exported model (sparse, version 2): {len(data_bytes):,} bytes, "
-          f"{model.nonzero:,} non-zero weights (dense version 1: {dense:,} bytes)")
+    print(
+        f"  exported model (sparse, version 2): {len(data_bytes):,} bytes, "
+        f"{model.nonzero:,} non-zero weights (dense version 1: {dense:,} bytes)"
+    )
     hashed = HashedLinearModel(
-        model.click.dense(model.bits), model.install.dense(model.bits),
-        model.click.bias, model.install.bias, bits=model.bits, seed=model.seed,
+        model.click.dense(model.bits),
+        model.install.dense(model.bits),
+        model.click.bias,
+        model.install.bias,
+        bits=model.bits,
+        seed=model.seed,
     )
     warm, full = scoring_cost(hashed, random.Random(3))
-    print(f"  bidder scoring per candidate with the exported model: {warm:.2f} us on the bid"
-          f" path (PositionScorer, warm), {full:.2f} us hashing every feature (aim < 5 us)")
+    print(
+        f"  bidder scoring per candidate with the exported model: {warm:.2f} us on the bid"
+        f" path (PositionScorer, warm), {full:.2f} us hashing every feature (aim < 5 us)"
+    )
     print("  (timings from a shared, loaded machine: rough; the ratios are from one run)")
 
 

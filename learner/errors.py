@@ -1,9 +1,9 @@
 """The learner's exception tree.
 
-    LearnerError
-    ├── BadParameters     estimator parameters out of range (bad configuration)
-    ├── BadRecord         a training record that cannot be read (bad input: file, line, reason)
-    └── CheckpointError   a checkpoint that cannot be written, or read back intact (upstream: disk)
+LearnerError
+├── BadParameters     estimator parameters out of range (bad configuration)
+├── BadRecord         a training record that cannot be read (bad input: file, line, reason)
+└── CheckpointError   a checkpoint that cannot be written, or read back intact (upstream: disk)
 """
 
 from __future__ import annotations

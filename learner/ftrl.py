@@ -258,9 +258,7 @@ class FtrlReference:
         for r in range(rows):
             a, b = int(offsets[r]), int(offsets[r + 1])
             xs = None if values is None else values[a:b].tolist()
-            out[r] = self.learn_one(
-                hashes[a:b].tolist(), xs, float(labels[r]), float(weights[r])
-            )
+            out[r] = self.learn_one(hashes[a:b].tolist(), xs, float(labels[r]), float(weights[r]))
         return out
 
     def predict(

@@ -195,7 +195,9 @@ class ProgressiveValidation:
         idx = rng.integers(0, w.shape[0], size=(self.settings.bootstrap_samples, w.shape[0]))
         return w.sum(axis=0), w[idx].sum(axis=1)
 
-    def reports(self, params: Sequence[FtrlParams], rng: np.random.Generator) -> list[EstimatorReport]:
+    def reports(
+        self, params: Sequence[FtrlParams], rng: np.random.Generator
+    ) -> list[EstimatorReport]:
         point, boot = self.bootstrap(rng)
         lo_q, hi_q = (1 - self.settings.confidence) / 2, (1 + self.settings.confidence) / 2
 

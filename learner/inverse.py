@@ -28,9 +28,7 @@ class InverseHashMap:
     def __len__(self) -> int:
         return len(self.names)
 
-    def observe(
-        self, features: Iterable[str], hashes: Sequence[int], weight_of: WeightsOf
-    ) -> None:
+    def observe(self, features: Iterable[str], hashes: Sequence[int], weight_of: WeightsOf) -> None:
         """Remember ``features`` (with their full hashes); prune by ``weight_of`` (absolute
         weights of full hashes) when full."""
         names = self.names

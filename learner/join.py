@@ -215,7 +215,9 @@ class Joiner:
                 [t, b.features, b.bid_cpm_micros, b.auction_type, b.segment, b.ts, b.priced]
                 for t, b in self._bids.items()
             ],
-            "waiting": {h: [[t, w.features, w.ts] for t, w in q.items()] for h, q in self._waiting.items()},
+            "waiting": {
+                h: [[t, w.features, w.ts] for t, w in q.items()] for h, q in self._waiting.items()
+            },
             "labelled": {h: [[t, ts] for t, ts in q.items()] for h, q in self._labelled.items()},
             "stats": dataclasses.asdict(self.stats),
         }
@@ -317,9 +319,7 @@ class Joiner:
         if rate < 1.0 and kept_fraction(txid) >= rate:
             self.stats.dropped_negatives += 1
             return
-        window = (
-            self.settings.click_window_s if head == "click" else self.settings.install_window_s
-        )
+        window = self.settings.click_window_s if head == "click" else self.settings.install_window_s
         self.stats.examples[head] += 1
         out.append(Example(head, txid, w.features, 0.0, 1.0 / rate, w.ts, window))
 

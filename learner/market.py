@@ -237,13 +237,26 @@ class CensoredLogNormalMarket:
         pooled = SegmentEvidence()
         for ev in self.segments.values():
             ev.merge_into(pooled)
-        options = {"min_sigma": s.min_sigma, "iterations": s.iterations, "tolerance": s.tolerance}
         g_mu, g_sigma = fit_censored(
-            pooled, math.log(s.prior_median_micros), s.prior_sigma, s.prior_weight, **options
+            pooled,
+            math.log(s.prior_median_micros),
+            s.prior_sigma,
+            s.prior_weight,
+            min_sigma=s.min_sigma,
+            iterations=s.iterations,
+            tolerance=s.tolerance,
         )
         segments = {}
         for name, ev in self.segments.items():
-            mu, sigma = fit_censored(ev, g_mu, g_sigma, s.shrink, **options)
+            mu, sigma = fit_censored(
+                ev,
+                g_mu,
+                g_sigma,
+                s.shrink,
+                min_sigma=s.min_sigma,
+                iterations=s.iterations,
+                tolerance=s.tolerance,
+            )
             segments[name] = MarketSegment(mu, sigma, ev.weight)
         self._table = MarketTable(MarketSegment(g_mu, g_sigma, pooled.weight), segments)
         return self._table

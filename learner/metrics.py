@@ -40,11 +40,15 @@ class LearnerMetrics:
             registry=registry,
         )
         self.chosen = Gauge(
-            "learner_chosen_estimator", "index of the exported estimator", ["head"],
+            "learner_chosen_estimator",
+            "index of the exported estimator",
+            ["head"],
             registry=registry,
         )
         self.switches = Counter(
-            "learner_estimator_switches_total", "changes of the chosen estimator", ["head"],
+            "learner_estimator_switches_total",
+            "changes of the chosen estimator",
+            ["head"],
             registry=registry,
         )
         self.model_version = Gauge(

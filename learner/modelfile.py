@@ -190,8 +190,8 @@ def encode_sparse(model: SparseModel) -> bytes:
         raise ModelFormatError("feature-set version out of range")
     for name, head in (("click", model.click), ("install", model.install)):
         _check_head(name, head, model.bits)
-    name = _name_bytes("feature-set name", model.feature_set)
-    parts = [
+    fs_name = _name_bytes("feature-set name", model.feature_set)
+    parts: list[bytes] = [
         _HEADER.pack(
             MAGIC,
             SPARSE_FORMAT_VERSION,
@@ -200,9 +200,9 @@ def encode_sparse(model: SparseModel) -> bytes:
             model.seed,
             model.version,
             model.feature_set_version,
-            len(name),
+            len(fs_name),
         ),
-        name,
+        fs_name,
     ]
     for head in (model.click, model.install):
         parts.append(_HEAD.pack(head.bias, len(head)))

@@ -54,7 +54,8 @@ def parse_grid(text: str) -> tuple[FtrlParams, ...]:
                 else:
                     raise BadParameters(f"estimator {n + 1}: unknown key {key!r}")
             except ValueError:
-                raise BadParameters(f"estimator {n + 1}: {key}={value.strip()!r} is not a number")
+                reason = f"estimator {n + 1}: {key}={value.strip()!r} is not a number"
+                raise BadParameters(reason) from None
         try:
             grid.append(FtrlParams(**kwargs))
         except BadParameters as exc:
@@ -133,7 +134,10 @@ class LearnerSettings:
         Path("data/learner.ckpt"), "RTBFLEET_LEARNER_CHECKPOINT", "checkpoint file"
     )
     inverse_capacity: int = setting(
-        100_000, "RTBFLEET_LEARNER_INVERSE_CAPACITY", "feature names kept for the heaviest", positive
+        100_000,
+        "RTBFLEET_LEARNER_INVERSE_CAPACITY",
+        "feature names kept for the heaviest",
+        positive,
     )
 
     @classmethod

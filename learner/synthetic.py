@@ -176,20 +176,43 @@ def event_stream(
         b, m = int(bids[i]), int(competing[i])
         features = [*clicks.features[i], "exchange=ex", "country=US", "fmt=banner", "size=320x50"]
         events.append(
-            BidEvent(txid=txid, ts=ts, imp_id="1", campaign_id=1, creative_id=1,
-                     bid_cpm_micros=b, floor_cpm_micros=0, value_cpm_micros=2 * b,
-                     p_click=0.0, p_install=0.0, auction_type=at, features=features)
+            BidEvent(
+                txid=txid,
+                ts=ts,
+                imp_id="1",
+                campaign_id=1,
+                creative_id=1,
+                bid_cpm_micros=b,
+                floor_cpm_micros=0,
+                value_cpm_micros=2 * b,
+                p_click=0.0,
+                p_install=0.0,
+                auction_type=at,
+                features=features,
+            )
         )
         if b <= m:
             sent = rng.random() < loss_price_share
             events.append(
-                LossEvent(txid=txid, ts=ts + 0.5, campaign_id=1, creative_id=1,
-                          bid_cpm_micros=b, clear_cpm_micros=m if sent else 0)
+                LossEvent(
+                    txid=txid,
+                    ts=ts + 0.5,
+                    campaign_id=1,
+                    creative_id=1,
+                    bid_cpm_micros=b,
+                    clear_cpm_micros=m if sent else 0,
+                )
             )
             continue
         events.append(
-            WinEvent(txid=txid, ts=ts + 0.5, campaign_id=1, creative_id=1, bid_cpm_micros=b,
-                     clear_cpm_micros=b if at == 1 else m)
+            WinEvent(
+                txid=txid,
+                ts=ts + 0.5,
+                campaign_id=1,
+                creative_id=1,
+                bid_cpm_micros=b,
+                clear_cpm_micros=b if at == 1 else m,
+            )
         )
         events.append(ImpressionEvent(txid=txid, ts=ts + 1.0, campaign_id=1, creative_id=1))
         if clicks.y[i] > 0:
@@ -197,8 +220,12 @@ def event_stream(
             events.append(ClickEvent(txid=txid, ts=click_ts, campaign_id=1, creative_id=1))
             if rng.random() < p_install:
                 events.append(
-                    InstallEvent(txid=txid, ts=click_ts + float(rng.exponential(600.0)),
-                                 campaign_id=1, creative_id=1)
+                    InstallEvent(
+                        txid=txid,
+                        ts=click_ts + float(rng.exponential(600.0)),
+                        campaign_id=1,
+                        creative_id=1,
+                    )
                 )
     events.sort(key=lambda e: e.ts)
     return events

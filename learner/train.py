@@ -12,8 +12,8 @@ the market model are written as a sparse (version 2) model file. With ``--checkp
 learner resumes from that file when it exists and saves to it at the end (and before stopping
 on a bad record, so nothing learnt is lost); examples still waiting for a label then keep
 waiting in the checkpoint for the next files (``--final`` settles them), so training file by
-file gives the same model as one run over all of them. A bad record stops the run with one line naming
-the file and line (or row) and why; exit status 2.
+file gives the same model as one run over all of them. A bad record stops the run with one
+line naming the file and line (or row) and why; exit status 2.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 import msgspec
 import numpy as np
@@ -80,9 +80,10 @@ class Progress:
         self.out.flush()
 
 
-def _open_text(path: Path) -> tuple[IO[bytes], IO[bytes]]:
+def _open_text(path: Path) -> tuple[io.BufferedReader, io.BufferedIOBase]:
     raw = open(path, "rb")  # noqa: SIM115 - closed by the caller
-    return raw, (gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw)
+    stream: io.BufferedIOBase = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
+    return raw, stream
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[AnyEvent, int]]:

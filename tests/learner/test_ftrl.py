@@ -101,9 +101,7 @@ def test_decay_fades_z_and_n_lazily(impl: type) -> None:
     # an untouched slot stays untouched, a touched one is read at its decayed value
     assert m.state[4, 0] == 0.0
     m.learn_one([4], None, 1.0, 1.0)
-    assert m.state[3, 1] * m.scale == pytest.approx(
-        (n + (1 - sig(2 * w)) ** 2) * 0.5, rel=1e-12
-    )
+    assert m.state[3, 1] * m.scale == pytest.approx((n + (1 - sig(2 * w)) ** 2) * 0.5, rel=1e-12)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -173,7 +171,9 @@ def test_compiled_agrees_with_reference(params: FtrlParams, with_values: bool) -
     p_ref = ref.learn(hashes, offsets, labels, weights, values)
     p_fast = fast.learn(hashes, offsets, labels, weights, values)
     np.testing.assert_allclose(p_fast, p_ref, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(fast.state * fast.scale, ref.state * ref.scale, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        fast.state * fast.scale, ref.state * ref.scale, rtol=1e-9, atol=1e-12
+    )
     assert fast.examples == ref.examples == 3000
     b_ref, w_ref = ref.weights()
     b_fast, w_fast = fast.weights()

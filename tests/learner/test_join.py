@@ -20,9 +20,20 @@ FEATURES = ["country=US", "os=ios", "exchange=ex1", "fmt=banner", "size=320x50",
 
 
 def bid(txid: str, ts: float, *, at: int = 2, price: int = 2_000_000) -> BidEvent:
-    return BidEvent(txid=txid, ts=ts, imp_id="1", campaign_id=1, creative_id=2,
-                    bid_cpm_micros=price, floor_cpm_micros=0, value_cpm_micros=3_000_000,
-                    p_click=0.01, p_install=0.1, auction_type=at, features=FEATURES)
+    return BidEvent(
+        txid=txid,
+        ts=ts,
+        imp_id="1",
+        campaign_id=1,
+        creative_id=2,
+        bid_cpm_micros=price,
+        floor_cpm_micros=0,
+        value_cpm_micros=3_000_000,
+        p_click=0.01,
+        p_install=0.1,
+        auction_type=at,
+        features=FEATURES,
+    )
 
 
 def imp(txid: str, ts: float) -> ImpressionEvent:
@@ -123,18 +134,55 @@ def test_prices_from_wins_and_losses() -> None:
     seg = "2|ex1|US|320x50"
     assert market_segment_of(bid("a", 0)) == seg
     cases = [
-        ([bid("a", 0), WinEvent(txid="a", ts=1, campaign_id=1, creative_id=2,
-                                bid_cpm_micros=2_000_000, clear_cpm_micros=1_500_000)],
-         [(seg, "exact", 1_500_000)]),
-        ([bid("b", 0, at=1), WinEvent(txid="b", ts=1, campaign_id=1, creative_id=2,
-                                      bid_cpm_micros=2_000_000, clear_cpm_micros=2_000_000)],
-         [("1|ex1|US|320x50", "below", 2_000_000)]),
-        ([bid("c", 0), LossEvent(txid="c", ts=1, campaign_id=1, creative_id=2,
-                                 bid_cpm_micros=2_000_000)],
-         [(seg, "above", 2_000_000)]),
-        ([bid("d", 0), LossEvent(txid="d", ts=1, campaign_id=1, creative_id=2,
-                                 bid_cpm_micros=2_000_000, clear_cpm_micros=2_500_000)],
-         [(seg, "exact", 2_500_000)]),
+        (
+            [
+                bid("a", 0),
+                WinEvent(
+                    txid="a",
+                    ts=1,
+                    campaign_id=1,
+                    creative_id=2,
+                    bid_cpm_micros=2_000_000,
+                    clear_cpm_micros=1_500_000,
+                ),
+            ],
+            [(seg, "exact", 1_500_000)],
+        ),
+        (
+            [
+                bid("b", 0, at=1),
+                WinEvent(
+                    txid="b",
+                    ts=1,
+                    campaign_id=1,
+                    creative_id=2,
+                    bid_cpm_micros=2_000_000,
+                    clear_cpm_micros=2_000_000,
+                ),
+            ],
+            [("1|ex1|US|320x50", "below", 2_000_000)],
+        ),
+        (
+            [
+                bid("c", 0),
+                LossEvent(txid="c", ts=1, campaign_id=1, creative_id=2, bid_cpm_micros=2_000_000),
+            ],
+            [(seg, "above", 2_000_000)],
+        ),
+        (
+            [
+                bid("d", 0),
+                LossEvent(
+                    txid="d",
+                    ts=1,
+                    campaign_id=1,
+                    creative_id=2,
+                    bid_cpm_micros=2_000_000,
+                    clear_cpm_micros=2_500_000,
+                ),
+            ],
+            [(seg, "exact", 2_500_000)],
+        ),
     ]
     for events, want in cases:
         got = []
@@ -142,21 +190,49 @@ def test_prices_from_wins_and_losses() -> None:
             got.extend((p.segment, p.kind, p.price_micros) for p in j.feed(e)[1])
         assert got == want
     # a repeated win notice is not a second observation; a loss for an unknown bid is counted
-    assert j.feed(WinEvent(txid="a", ts=2, campaign_id=1, creative_id=2, bid_cpm_micros=1,
-                           clear_cpm_micros=1))[1] == []
-    assert j.feed(LossEvent(txid="zz", ts=2, campaign_id=1, creative_id=2,
-                            bid_cpm_micros=1))[1] == []
+    assert (
+        j.feed(
+            WinEvent(
+                txid="a", ts=2, campaign_id=1, creative_id=2, bid_cpm_micros=1, clear_cpm_micros=1
+            )
+        )[1]
+        == []
+    )
+    assert (
+        j.feed(LossEvent(txid="zz", ts=2, campaign_id=1, creative_id=2, bid_cpm_micros=1))[1] == []
+    )
     assert j.stats.unjoined == 1 and j.stats.prices == 4
 
 
 def test_segment_formats() -> None:
-    video = BidEvent(txid="v", ts=0, imp_id="1", campaign_id=1, creative_id=2, bid_cpm_micros=1,
-                     floor_cpm_micros=0, value_cpm_micros=1, p_click=0, p_install=0,
-                     auction_type=1, features=["exchange=e", "country=DE", "fmt=video"])
+    video = BidEvent(
+        txid="v",
+        ts=0,
+        imp_id="1",
+        campaign_id=1,
+        creative_id=2,
+        bid_cpm_micros=1,
+        floor_cpm_micros=0,
+        value_cpm_micros=1,
+        p_click=0,
+        p_install=0,
+        auction_type=1,
+        features=["exchange=e", "country=DE", "fmt=video"],
+    )
     assert market_segment_of(video) == "1|e|DE|video"
-    bare = BidEvent(txid="v", ts=0, imp_id="1", campaign_id=1, creative_id=2, bid_cpm_micros=1,
-                    floor_cpm_micros=0, value_cpm_micros=1, p_click=0, p_install=0,
-                    auction_type=2)
+    bare = BidEvent(
+        txid="v",
+        ts=0,
+        imp_id="1",
+        campaign_id=1,
+        creative_id=2,
+        bid_cpm_micros=1,
+        floor_cpm_micros=0,
+        value_cpm_micros=1,
+        p_click=0,
+        p_install=0,
+        auction_type=2,
+    )
     assert market_segment_of(bare) == "2|||other"
 
 

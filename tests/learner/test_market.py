@@ -15,8 +15,15 @@ from learner.market import CensoredLogNormalMarket, MarketSettings, truncated_mo
 MU, SIGMA = math.log(2_000_000), 0.6
 
 
-def auctions(market: CensoredLogNormalMarket, segment: str, n: int, *, first_price: bool,
-             share_sent: float, seed: int) -> tuple[list[float], float]:
+def auctions(
+    market: CensoredLogNormalMarket,
+    segment: str,
+    n: int,
+    *,
+    first_price: bool,
+    share_sent: float,
+    seed: int,
+) -> tuple[list[float], float]:
     """Feed n auctions of a market with competing price ~ LogNormal(MU, SIGMA); returns the
     log prices of the wins a naive fit would see, and the win rate."""
     rng = np.random.default_rng(seed)
@@ -42,8 +49,9 @@ def auctions(market: CensoredLogNormalMarket, segment: str, n: int, *, first_pri
 
 def test_recovers_a_known_log_normal_second_price() -> None:
     market = CensoredLogNormalMarket(MarketSettings(shrink=1.0, prior_weight=1.0))
-    seen, rate = auctions(market, "2|ex|US|320x50", 20_000, first_price=False, share_sent=0.2,
-                          seed=1)
+    seen, rate = auctions(
+        market, "2|ex|US|320x50", 20_000, first_price=False, share_sent=0.2, seed=1
+    )
     assert 0.2 < rate < 0.5
     table = market.fit()
     mu, sigma = table.params("2|ex|US|320x50")

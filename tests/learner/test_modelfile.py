@@ -30,7 +30,10 @@ def model(bits: int = 12, nonzero: int = 50, seed: int = 1) -> SparseModel:
     dense2[rng.choice(1 << bits, nonzero // 2, replace=False)] = rng.normal(size=nonzero // 2)
     market = MarketTable(
         MarketSegment(14.0, 0.8, 1234.5),
-        {"2|ex1|US|320x50": MarketSegment(14.2, 0.6, 99.0), "1|ex2|DE|video": MarketSegment(15.0, 0.4, 3.0)},
+        {
+            "2|ex1|US|320x50": MarketSegment(14.2, 0.6, 99.0),
+            "1|ex2|DE|video": MarketSegment(15.0, 0.4, 3.0),
+        },
     )
     return SparseModel(
         version=7,
@@ -79,8 +82,16 @@ def test_market_table_falls_back_to_overall() -> None:
 
 
 def test_empty_model() -> None:
-    empty = SparseModel(0, 1, 0, "", 0, SparseHead.from_dense(0.0, np.zeros(2)),
-                        SparseHead.from_dense(0.0, np.zeros(2)), MarketTable(MarketSegment(0.0, 1.0)))
+    empty = SparseModel(
+        0,
+        1,
+        0,
+        "",
+        0,
+        SparseHead.from_dense(0.0, np.zeros(2)),
+        SparseHead.from_dense(0.0, np.zeros(2)),
+        MarketTable(MarketSegment(0.0, 1.0)),
+    )
     assert decode_sparse(encode_sparse(empty)) == empty
 
 
@@ -139,8 +150,12 @@ def test_bad_indices_and_weights() -> None:
     def zero_weight(body: bytearray, at: int, k: int) -> None:
         body[at + 4 * k : at + 4 * k + 4] = struct.pack("<f", 0.0)
 
-    for mutate, reason in ((unordered, "increasing"), (too_big, "below"), (nan_weight, "finite"),
-                           (zero_weight, "non-zero")):
+    for mutate, reason in (
+        (unordered, "increasing"),
+        (too_big, "below"),
+        (nan_weight, "finite"),
+        (zero_weight, "non-zero"),
+    ):
         with pytest.raises(ModelFormatError, match=reason):
             decode_sparse(_corrupt_head(mutate))
 
@@ -151,8 +166,14 @@ def test_bad_market_and_names() -> None:
     with pytest.raises(ModelFormatError, match="sigma"):
         encode_sparse(dataclasses.replace(m, market=MarketTable(MarketSegment(1.0, 0.0))))
     with pytest.raises(ModelFormatError, match="sigma"):
-        encode_sparse(dataclasses.replace(
-            m, market=MarketTable(MarketSegment(1.0, 1.0), {"a": MarketSegment(float("inf"), 1.0)})))
+        encode_sparse(
+            dataclasses.replace(
+                m,
+                market=MarketTable(
+                    MarketSegment(1.0, 1.0), {"a": MarketSegment(float("inf"), 1.0)}
+                ),
+            )
+        )
     with pytest.raises(ModelFormatError, match="longer"):
         encode_sparse(dataclasses.replace(m, feature_set="x" * 2000))
     with pytest.raises(ModelFormatError, match="bits"):
@@ -165,9 +186,15 @@ def test_bad_market_and_names() -> None:
     with pytest.raises(ModelFormatError, match="unexpected"):
         decode_sparse(resign(data[:-4] + b"\0\0"))
     # a segment that appears twice
-    two = encode_sparse(dataclasses.replace(
-        m, market=MarketTable(MarketSegment(1.0, 1.0), {"aa": MarketSegment(1.0, 1.0),
-                                                       "ab": MarketSegment(1.0, 1.0)})))
+    two = encode_sparse(
+        dataclasses.replace(
+            m,
+            market=MarketTable(
+                MarketSegment(1.0, 1.0),
+                {"aa": MarketSegment(1.0, 1.0), "ab": MarketSegment(1.0, 1.0)},
+            ),
+        )
+    )
     dup = two[:-4].replace(b"ab", b"aa")
     with pytest.raises(ModelFormatError, match="twice"):
         decode_sparse(resign(dup))

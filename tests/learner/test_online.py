@@ -72,8 +72,13 @@ def test_export_scores_the_same_in_the_bidder(events: list[AnyEvent]) -> None:
     assert model.bits == 14 and model.seed == 17 and model.version == 3
     assert 0 < model.nonzero < 2 * (1 << 14)
     bidder = HashedLinearModel(
-        model.click.dense(14), model.install.dense(14), model.click.bias, model.install.bias,
-        bits=14, seed=17, version=3,
+        model.click.dense(14),
+        model.install.dense(14),
+        model.click.bias,
+        model.install.bias,
+        bits=14,
+        seed=17,
+        version=3,
     )
     features = [e.features for e in events[:2000] if hasattr(e, "features")][:200]
     from learner.batch import to_batch

@@ -42,8 +42,9 @@ def write_jsonl(path: Path, events: list[AnyEvent]) -> None:
 def write_parquet(path: Path, events: list[AnyEvent]) -> None:
     rows = [msgspec.to_builtins(e) for e in events]
     columns = sorted({k for r in rows for k in r})
-    pq.write_table(pa.table({c: [r.get(c) for r in rows] for c in columns}), path,
-                   row_group_size=2000)
+    pq.write_table(
+        pa.table({c: [r.get(c) for r in rows] for c in columns}), path, row_group_size=2000
+    )
 
 
 def run(argv: list[str]) -> tuple[int, str]:
@@ -74,7 +75,10 @@ def test_checkpoint_resume_equals_one_run(events: list[AnyEvent], tmp_path: Path
     write_jsonl(tmp_path / "a.jsonl", events[:half])
     write_jsonl(tmp_path / "b.jsonl", events[half:])
     common = ["--version", "1", "--quiet"]
-    assert run(["a.jsonl", "b.jsonl", "--checkpoint", "one.ckpt", "--out", "one.rtbm", *common])[0] == 0
+    assert (
+        run(["a.jsonl", "b.jsonl", "--checkpoint", "one.ckpt", "--out", "one.rtbm", *common])[0]
+        == 0
+    )
     assert run(["a.jsonl", "--checkpoint", "two.ckpt", "--out", "x.rtbm", *common])[0] == 0
     assert run(["b.jsonl", "--checkpoint", "two.ckpt", "--out", "two.rtbm", *common])[0] == 0
     one, two = (tmp_path / "one.rtbm").read_bytes(), (tmp_path / "two.rtbm").read_bytes()
@@ -111,8 +115,9 @@ def test_missing_and_unknown_files(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "unknown file type" in lines[1] and "Parquet" in lines[2]
 
 
-def test_bad_settings_are_one_line(monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_settings_are_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("RTBFLEET_LEARNER_CLICK_GRID", "alpha=-1")
     assert run(["x.jsonl"])[0] == 2
     err = capsys.readouterr().err.strip()
@@ -135,6 +140,8 @@ def test_progress_bar_lines() -> None:
     p.update(500, 2000, 1000, "a.jsonl")
     p.finish(4000, 2000)
     lines = out.getvalue().splitlines()
-    assert lines[0].startswith("[###############               ]  50.0% 2,000 events 1,000 examples")
+    assert lines[0].startswith(
+        "[###############               ]  50.0% 2,000 events 1,000 examples"
+    )
     assert "100 ex/s a.jsonl" in lines[0]
     assert "100.0%" in lines[1] and lines[1].endswith("done")
