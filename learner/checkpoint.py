@@ -50,6 +50,7 @@ def snapshot(learner: OnlineLearner) -> tuple[dict[str, Any], dict[str, np.ndarr
         "market": learner.market.to_state(),
         "inverse": [list(learner.inverse.names), list(learner.inverse.names.values())],
         "inverse_tick": learner._inverse_tick,
+        "market_decayed_at": learner.market_decayed_at,
         "label_delays": learner.label_delays,
     }
     for h in HEADS:
@@ -155,5 +156,7 @@ def _restore(
     names, hashes = meta["inverse"]
     learner.inverse.names = dict(zip(names, hashes, strict=True))
     learner._inverse_tick = int(meta["inverse_tick"])
+    decayed = meta["market_decayed_at"]
+    learner.market_decayed_at = None if decayed is None else float(decayed)
     learner.label_delays = [float(d) for d in meta["label_delays"]]
     return learner

@@ -12,6 +12,7 @@ example in ``inverse_every``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -51,6 +52,7 @@ class LearnerConfig:
     join: JoinSettings = field(default_factory=JoinSettings)
     market: MarketSettings = field(default_factory=MarketSettings)
     seed: int = 0  # the MurmurHash3 seed of the feature hashes (the bidder's model seed)
+    market_half_life_s: float = 6 * 3600.0  # of the market evidence, in stream time; 0: none
     batch_examples: int = 4096
     inverse_capacity: int = 100_000
     inverse_every: int = 8
@@ -64,6 +66,8 @@ class LearnerConfig:
             raise BadParameters("batch_examples and inverse_every must be at least 1")
         if not 0 <= self.seed < 1 << 32:
             raise BadParameters("seed must be a 32-bit unsigned integer")
+        if not self.market_half_life_s >= 0:
+            raise BadParameters("market_half_life_s must be 0 (no decay) or more")
 
 
 @dataclass(slots=True)
@@ -90,6 +94,7 @@ class OnlineLearner:
         self.learnt: dict[Head, int] = {h: 0 for h in HEADS}
         self.label_delays: list[float] = []  # since the last take_label_delays()
         self._inverse_tick = 0
+        self.market_decayed_at: float | None = None  # stream time the market was decayed to
 
     # -- input --------------------------------------------------------------------------------
 
@@ -105,6 +110,7 @@ class OnlineLearner:
     def flush(self, now: float) -> None:
         """An idle stream at ``now``: settle closed windows and learn what is buffered."""
         self.add_examples(self.joiner.flush(now))
+        self._decay_market()
         self.train()
 
     def drain(self) -> None:
@@ -112,7 +118,22 @@ class OnlineLearner:
         self.add_examples(self.joiner.drain())
         self.train()
 
+    def _decay_market(self) -> None:
+        """Fade the market evidence with stream time, in steps of 1 % of the half-life."""
+        half_life = self.config.market_half_life_s
+        now = self.joiner.watermark
+        if half_life <= 0 or now == -math.inf:
+            return
+        if self.market_decayed_at is None:
+            self.market_decayed_at = now
+            return
+        elapsed = now - self.market_decayed_at
+        if elapsed >= half_life / 100:
+            self.market.decay(0.5 ** (elapsed / half_life))
+            self.market_decayed_at = now
+
     def observe_prices(self, prices: Iterable[PriceObservation]) -> None:
+        self._decay_market()
         market = self.market
         for p in prices:
             if p.kind == "exact":

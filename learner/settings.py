@@ -130,6 +130,12 @@ class LearnerSettings:
         "a challenger must be better in this share of bootstrap resamples",
         lambda v: None if 0.5 < v < 1 else "must be in (0.5, 1)",
     )
+    market_half_life_s: float = setting(
+        6 * 3600.0,
+        "RTBFLEET_LEARNER_MARKET_HALF_LIFE_S",
+        "half-life of the market-price evidence (0: never fades)",
+        lambda v: None if v >= 0 else "must be 0 or more",
+    )
     checkpoint_path: Path = setting(
         Path("data/learner.ckpt"), "RTBFLEET_LEARNER_CHECKPOINT", "checkpoint file"
     )
@@ -167,6 +173,7 @@ class LearnerSettings:
                 ),
                 market=MarketSettings(),
                 seed=self.hash_seed,
+                market_half_life_s=self.market_half_life_s,
                 batch_examples=self.batch_examples,
                 inverse_capacity=self.inverse_capacity,
             )

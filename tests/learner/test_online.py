@@ -132,3 +132,37 @@ def test_bad_checkpoints_are_refused(events: list[AnyEvent], tmp_path: Path) -> 
         load_checkpoint(tmp_path / "missing.ckpt", CONFIG)
     with pytest.raises(CheckpointError, match="cannot write"):
         save_checkpoint(learner, tmp_path / "no-such-dir" / "c.ckpt")
+
+
+def test_market_evidence_fades_with_stream_time() -> None:
+    from fleet.events import BidEvent, LossEvent
+
+    config = dataclasses.replace(CONFIG, market_half_life_s=100.0)
+    learner = OnlineLearner(config)
+    features = ["exchange=ex", "country=US", "fmt=video"]
+    for i in range(400):
+        ts = i * 1.0  # 400 s: four half-lives
+        learner.feed(
+            BidEvent(
+                txid=f"t{i}",
+                ts=ts,
+                imp_id="1",
+                campaign_id=1,
+                creative_id=1,
+                bid_cpm_micros=1_000_000,
+                floor_cpm_micros=0,
+                value_cpm_micros=1,
+                p_click=0,
+                p_install=0,
+                auction_type=2,
+                features=features,
+            )
+        )
+        learner.feed(
+            LossEvent(txid=f"t{i}", ts=ts, campaign_id=1, creative_id=1, bid_cpm_micros=1_000_000)
+        )
+    weight = learner.market.segments["2|ex|US|video"].weight
+    # sum over 400 losses of 0.5 ** (age / 100), applied in steps of 1 s
+    want = sum(0.5 ** (k / 100) for k in range(400))
+    assert weight == pytest.approx(want, rel=0.02)
+    assert weight < 150
