@@ -5,7 +5,7 @@ reference, whose docstring states the algorithm), row after row without the GIL.
 Rows come in CSR form: ``hashes[offsets[r]:offsets[r + 1]]`` are row r's 32-bit feature
 hashes (masked here to the estimator's bits), ``values`` the same slice of feature values or
 None for all ones. State is one C-contiguous float64 array (2**bits + 1, 2): z and n of a slot
-side by side, the bias last. tests/learner/test_ftrl_parity.py holds both to 1e-9.
+side by side, the bias last. tests/learner/test_learner_ftrl.py holds both to 1e-9.
 """
 from libc.math cimport sqrt, exp, fabs, copysign
 from libc.stdint cimport uint32_t, uint8_t, int64_t

@@ -35,7 +35,7 @@ which adds the weight of every feature string it hashes) and is updated twice, e
 the weight computed before the update. Indices are full 32-bit hashes; the estimator masks them
 to its own ``bits``, so one hashing serves a grid of estimators with different sizes.
 
-The compiled twin must agree with this module to 1e-9 (tests/learner/test_ftrl_parity.py).
+The compiled twin must agree with this module to 1e-9 (tests/learner/test_learner_ftrl.py).
 """
 
 from __future__ import annotations
