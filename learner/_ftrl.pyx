@@ -243,7 +243,7 @@ def hash_rows(rows, uint32_t seed=0):
         m = len(row)
         for j in range(m):
             item = row[j]
-            if type(item) is not str:
+            if not isinstance(item, str):
                 raise TypeError(f"feature {item!r} is not a string")
             text = PyUnicode_AsUTF8AndSize(item, &size)
             h[k] = murmur3_32(<const uint8_t*>text, size, seed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -265,9 +266,13 @@ class EstimatorGrid:
         params: Sequence[FtrlParams],
         settings: GridSettings | None = None,
         factory: Callable[[FtrlParams], Estimator] = compiled_or_reference,
+        pool: Executor | None = None,
     ) -> None:
+        """With a ``pool`` (threads), the estimators learn a batch in parallel: the compiled
+        loop runs without the GIL, and each estimator is touched by one thread at a time."""
         if not params:
             raise BadParameters("a grid needs at least one estimator")
+        self.pool = pool
         self.settings = settings or GridSettings()
         self.params = list(params)
         self.estimators = [factory(p) for p in self.params]
@@ -287,7 +292,13 @@ class EstimatorGrid:
         weights: npt.NDArray[np.float64],
     ) -> npt.NDArray[np.float64]:
         """Each estimator learns the batch; their progressive predictions, (K, rows)."""
-        preds = np.stack([e.learn(hashes, offsets, labels, weights) for e in self.estimators])
+        if self.pool is not None and len(self.estimators) > 1:
+            futures = [
+                self.pool.submit(e.learn, hashes, offsets, labels, weights) for e in self.estimators
+            ]
+            preds = np.stack([f.result() for f in futures])
+        else:
+            preds = np.stack([e.learn(hashes, offsets, labels, weights) for e in self.estimators])
         self.validation.add(preds, labels, weights)
         return preds
 

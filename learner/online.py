@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -81,12 +82,14 @@ class _Pending:
 
 
 class OnlineLearner:
-    def __init__(self, config: LearnerConfig | None = None) -> None:
+    def __init__(self, config: LearnerConfig | None = None, pool: Executor | None = None) -> None:
+        """``pool``: threads for the estimators of a grid to learn in parallel (the caller
+        owns it and shuts it down)."""
         self.config = c = config or LearnerConfig()
         self.joiner = Joiner(c.join)
         self.grids: dict[Head, EstimatorGrid] = {
-            "click": EstimatorGrid(c.click_grid, c.grid),
-            "install": EstimatorGrid(c.install_grid, c.grid),
+            "click": EstimatorGrid(c.click_grid, c.grid, pool=pool),
+            "install": EstimatorGrid(c.install_grid, c.grid, pool=pool),
         }
         self.market = CensoredLogNormalMarket(c.market)
         self.inverse = InverseHashMap(c.inverse_capacity)

@@ -84,3 +84,20 @@ def test_grid_settings_are_checked() -> None:
         GridSettings(confidence=0.3)
     with pytest.raises(BadParameters):
         EstimatorGrid([])
+
+
+def test_threads_give_the_same_grid(data) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, batch = data
+    params = [FtrlParams(alpha=0.05 * (k + 1), bits=16) for k in range(3)]
+    serial = EstimatorGrid(params, SETTINGS)
+    with ThreadPoolExecutor(2) as pool:
+        threaded = EstimatorGrid(params, SETTINGS, pool=pool)
+        for start in range(0, 20_000, 4096):
+            part = batch.slice(start, min(20_000, start + 4096))
+            a = serial.learn(part.hashes, part.offsets, part.labels, part.weights)
+            b = threaded.learn(part.hashes, part.offsets, part.labels, part.weights)
+            assert np.array_equal(a, b)
+    for x, y in zip(serial.estimators, threaded.estimators, strict=True):
+        assert np.array_equal(x.get_state().state, y.get_state().state)
