@@ -22,7 +22,8 @@ import numpy as np
 
 from learner.errors import CheckpointError
 from learner.ftrl import FtrlState
-from learner.online import HEADS, LearnerConfig, OnlineLearner, _Pending
+from learner.join import HEADS
+from learner.online import LearnerConfig, OnlineLearner, _Pending
 
 CHECKPOINT_FORMAT: Final = 1
 
@@ -38,18 +39,41 @@ def _params(p: Any) -> dict[str, Any]:
     return {k: getattr(p, k) for k in ("alpha", "beta", "l1", "l2", "bits", "half_life", "loss")}
 
 
+class _Rows:
+    """Feature lists as rows of string ids: each distinct string is written once, and a list
+    shared by several waiting things (a bid and its impression's example) once too."""
+
+    def __init__(self) -> None:
+        self.strings: dict[str, int] = {}
+        self.rows: list[list[int]] = []
+        self._by_list: dict[int, int] = {}
+        self._alive: list[list[str]] = []  # keeps ids of the lists valid while snapshotting
+
+    def row(self, features: list[str]) -> int:
+        key = id(features)
+        found = self._by_list.get(key)
+        if found is not None:
+            return found
+        strings = self.strings
+        self.rows.append([strings.setdefault(f, len(strings)) for f in features])
+        self._alive.append(features)
+        self._by_list[key] = len(self.rows) - 1
+        return len(self.rows) - 1
+
+
 def snapshot(learner: OnlineLearner) -> tuple[dict[str, Any], dict[str, np.ndarray[Any, Any]]]:
     """(meta, arrays) of the learner's whole state."""
     arrays: dict[str, np.ndarray[Any, Any]] = {}
+    rows = _Rows()
     meta: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "grids": _describe(learner.config),
         "seed": learner.config.seed,
         "heads": {},
-        "join": learner.joiner.to_state(),
+        "join": learner.joiner.to_state(rows.row),
         "market": learner.market.to_state(),
         "inverse": [list(learner.inverse.names), list(learner.inverse.names.values())],
-        "inverse_tick": learner._inverse_tick,
+        "inverse_tick": learner.inverse_tick,
         "market_decayed_at": learner.market_decayed_at,
         "label_delays": learner.label_delays,
     }
@@ -70,8 +94,10 @@ def snapshot(learner: OnlineLearner) -> tuple[dict[str, Any], dict[str, np.ndarr
             "switches": grid.switches,
             "learnt": learner.learnt[h],
             "validation": [v.filled, v.head, v.in_current, v.examples],
-            "pending": [pending.features, pending.labels, pending.weights],
+            "pending": [[rows.row(f) for f in pending.features], pending.labels, pending.weights],
         }
+    meta["strings"] = list(rows.strings)
+    meta["rows"] = rows.rows
     return meta, arrays
 
 
@@ -114,7 +140,7 @@ def load_checkpoint(path: Path, config: LearnerConfig) -> OnlineLearner:
     try:
         meta = msgspec.json.decode(arrays.pop("meta").tobytes())
         return _restore(meta, arrays, config)
-    except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
+    except (KeyError, IndexError, TypeError, ValueError, msgspec.DecodeError) as exc:
         raise CheckpointError(f"checkpoint {path} is malformed: {exc!r}") from exc
 
 
@@ -126,6 +152,15 @@ def _restore(
     if meta["grids"] != _describe(config) or meta["seed"] != config.seed:
         raise CheckpointError("the checkpoint was made with another estimator grid or seed")
     learner = OnlineLearner(config)
+    strings: list[str] = meta["strings"]
+    built: dict[int, list[str]] = {}
+
+    def features(row: int) -> list[str]:
+        found = built.get(row)
+        if found is None:
+            found = built[row] = [strings[i] for i in meta["rows"][row]]
+        return found
+
     for h in HEADS:
         grid = learner.grids[h]
         m = meta["heads"][h]
@@ -149,13 +184,13 @@ def _restore(
         if not 0 <= grid.chosen < len(grid.estimators):
             raise CheckpointError("checkpoint chose an estimator the grid does not have")
         learner.learnt[h] = int(m["learnt"])
-        features, labels, weights = m["pending"]
-        learner.pending[h] = _Pending(features, labels, weights)
-    learner.joiner.restore(meta["join"])
+        pending, labels, weights = m["pending"]
+        learner.pending[h] = _Pending([features(r) for r in pending], labels, weights)
+    learner.joiner.restore(meta["join"], features)
     learner.market.restore(meta["market"])
     names, hashes = meta["inverse"]
     learner.inverse.names = dict(zip(names, hashes, strict=True))
-    learner._inverse_tick = int(meta["inverse_tick"])
+    learner.inverse_tick = int(meta["inverse_tick"])
     decayed = meta["market_decayed_at"]
     learner.market_decayed_at = None if decayed is None else float(decayed)
     learner.label_delays = [float(d) for d in meta["label_delays"]]

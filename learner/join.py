@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -45,6 +46,7 @@ from learner.errors import BadParameters
 Head = Literal["click", "install"]
 PriceKind = Literal["exact", "below", "above"]
 FIRST_PRICE: Final = 1
+HEADS: Final[tuple[Head, Head]] = ("click", "install")
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +199,7 @@ class Joiner:
     def drain(self) -> list[Example]:
         """Settle every waiting example as it stands (the end of an offline file)."""
         out: list[Example] = []
-        for head in ("click", "install"):
+        for head in HEADS:
             waiting = self._waiting[head]
             while waiting:
                 txid, w = waiting.popitem(last=False)
@@ -207,31 +209,34 @@ class Joiner:
 
     # -- checkpoints ----------------------------------------------------------------------------
 
-    def to_state(self) -> dict[str, Any]:
-        """Everything that waits, as plain data (for a checkpoint)."""
+    def to_state(self, row: Callable[[list[str]], int]) -> dict[str, Any]:
+        """Everything that waits, as plain data (for a checkpoint); feature lists are given
+        as ``row(features)``, an id in the checkpoint's table of rows."""
         return {
             "watermark": None if self.watermark == -math.inf else self.watermark,
             "bids": [
-                [t, b.features, b.bid_cpm_micros, b.auction_type, b.segment, b.ts, b.priced]
+                [t, row(b.features), b.bid_cpm_micros, b.auction_type, b.segment, b.ts, b.priced]
                 for t, b in self._bids.items()
             ],
             "waiting": {
-                h: [[t, w.features, w.ts] for t, w in q.items()] for h, q in self._waiting.items()
+                h: [[t, row(w.features), w.ts] for t, w in q.items()]
+                for h, q in self._waiting.items()
             },
             "labelled": {h: [[t, ts] for t, ts in q.items()] for h, q in self._labelled.items()},
             "stats": dataclasses.asdict(self.stats),
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any], features: Callable[[int], list[str]]) -> None:
+        """The state ``to_state`` gave; ``features(id)`` turns row ids back into lists."""
         w = state["watermark"]
         self.watermark = -math.inf if w is None else float(w)
         self._bids = OrderedDict(
-            (t, _Bid(list(f), int(b), int(at), str(seg), float(ts), bool(priced)))
+            (t, _Bid(features(f), int(b), int(at), str(seg), float(ts), bool(priced)))
             for t, f, b, at, seg, ts, priced in state["bids"]
         )
-        for h in ("click", "install"):
+        for h in HEADS:
             self._waiting[h] = OrderedDict(
-                (t, _Waiting(list(f), float(ts))) for t, f, ts in state["waiting"][h]
+                (t, _Waiting(features(f), float(ts))) for t, f, ts in state["waiting"][h]
             )
             self._labelled[h] = OrderedDict((t, float(ts)) for t, ts in state["labelled"][h])
         self.stats = JoinStats(**state["stats"])
@@ -327,15 +332,16 @@ class Joiner:
         out: list[Example] = []
         now = self.watermark
         s = self.settings
-        for head, window in (("click", s.click_window_s), ("install", s.install_window_s)):
-            waiting = self._waiting[head]  # type: ignore[index]
+        for head in HEADS:
+            window = s.click_window_s if head == "click" else s.install_window_s
+            waiting = self._waiting[head]
             while waiting:
                 txid, w = next(iter(waiting.items()))
                 if w.ts + window > now:
                     break
                 del waiting[txid]
-                self._negative(head, txid, w, out)  # type: ignore[arg-type]
-            labelled = self._labelled[head]  # type: ignore[index]
+                self._negative(head, txid, w, out)
+            labelled = self._labelled[head]
             while labelled:
                 txid, ts = next(iter(labelled.items()))
                 if ts + window > now:

@@ -27,7 +27,7 @@ from learner.errors import BadParameters
 from learner.ftrl import FtrlParams
 from learner.grid import EstimatorGrid, GridSettings, Selection
 from learner.inverse import InverseHashMap
-from learner.join import Example, Head, Joiner, JoinSettings, PriceObservation
+from learner.join import HEADS, Example, Head, Joiner, JoinSettings, PriceObservation
 from learner.market import CensoredLogNormalMarket, MarketSettings
 from learner.modelfile import SparseHead, SparseModel
 
@@ -35,7 +35,6 @@ from learner.modelfile import SparseHead, SparseModel
 # a bidder refuses a model of a feature set it does not compute.
 FEATURE_SET: Final = "bidder.scoring"
 FEATURE_SET_VERSION: Final = 1
-HEADS: Final[tuple[Head, Head]] = ("click", "install")
 
 DEFAULT_GRID: Final = (
     FtrlParams(alpha=0.05, beta=1.0, l1=1.0, l2=1.0, bits=20),
@@ -96,7 +95,7 @@ class OnlineLearner:
         self.pending: dict[Head, _Pending] = {h: _Pending() for h in HEADS}
         self.learnt: dict[Head, int] = {h: 0 for h in HEADS}
         self.label_delays: list[float] = []  # since the last take_label_delays()
-        self._inverse_tick = 0
+        self.inverse_tick = 0
         self.market_decayed_at: float | None = None  # stream time the market was decayed to
 
     # -- input --------------------------------------------------------------------------------
@@ -180,8 +179,8 @@ class OnlineLearner:
         offsets: npt.NDArray[np.int64],
     ) -> None:
         every = self.config.inverse_every
-        start = (-self._inverse_tick) % every
-        self._inverse_tick += len(features)
+        start = (-self.inverse_tick) % every
+        self.inverse_tick += len(features)
         for r in range(start, len(features), every):
             a, b = int(offsets[r]), int(offsets[r + 1])
             self.inverse.observe(features[r], hashes[a:b].tolist(), self.weight_of)
