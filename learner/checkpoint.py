@@ -20,7 +20,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
-from learner.errors import CheckpointError
+from learner.errors import BadParameters, CheckpointError
 from learner.ftrl import FtrlState
 from learner.join import HEADS
 from learner.online import LearnerConfig, OnlineLearner, _Pending
@@ -140,7 +140,14 @@ def load_checkpoint(path: Path, config: LearnerConfig) -> OnlineLearner:
     try:
         meta = msgspec.json.decode(arrays.pop("meta").tobytes())
         return _restore(meta, arrays, config)
-    except (KeyError, IndexError, TypeError, ValueError, msgspec.DecodeError) as exc:
+    except (
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        msgspec.DecodeError,
+        BadParameters,
+    ) as exc:
         raise CheckpointError(f"checkpoint {path} is malformed: {exc!r}") from exc
 
 

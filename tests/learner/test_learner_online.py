@@ -166,3 +166,20 @@ def test_market_evidence_fades_with_stream_time() -> None:
     want = sum(0.5 ** (k / 100) for k in range(400))
     assert weight == pytest.approx(want, rel=0.02)
     assert weight < 150
+
+
+def test_checkpoint_with_a_wrong_array_is_refused(events: list[AnyEvent], tmp_path: Path) -> None:
+    import io
+
+    learner = OnlineLearner(CONFIG)
+    learner.feed_all(events[:2000])
+    path = tmp_path / "c.ckpt"
+    save_checkpoint(learner, path)
+    with np.load(io.BytesIO(path.read_bytes())) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["click.0.state"] = arrays["click.0.state"][:10]
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(CheckpointError, match="malformed"):
+        load_checkpoint(path, CONFIG)
