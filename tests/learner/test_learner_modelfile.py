@@ -9,6 +9,8 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from learner.modelfile import (
     MarketSegment,
@@ -198,3 +200,58 @@ def test_bad_market_and_names() -> None:
     dup = two[:-4].replace(b"ab", b"aa")
     with pytest.raises(ModelFormatError, match="twice"):
         decode_sparse(resign(dup))
+
+
+names = st.text(max_size=20)
+segments = st.builds(
+    MarketSegment,
+    st.floats(-50, 50),
+    st.floats(0.001, 10),
+    st.floats(0, 1e9),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(1, 12),
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**32 - 1),
+    names,
+    st.lists(st.floats(-10, 10, width=32).filter(lambda x: x != 0), max_size=40),
+    st.dictionaries(names, segments, max_size=5),
+    st.randoms(use_true_random=False),
+)
+def test_any_model_round_trips(  # type: ignore[no-untyped-def]
+    bits, version, seed, feature_set, weights, market, rnd
+) -> None:
+    size = 1 << bits
+    dense = np.zeros(size)
+    slots = rnd.sample(range(size), min(len(weights), size))
+    dense[slots] = weights[: len(slots)]
+    m = SparseModel(
+        version,
+        bits,
+        seed,
+        feature_set,
+        3,
+        SparseHead.from_dense(0.5, dense),
+        SparseHead.from_dense(-1.0, dense[::-1].copy()),
+        MarketTable(MarketSegment(1.0, 2.0, 3.0), market),
+    )
+    assert decode_sparse(encode_sparse(m)) == m
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_corrupted_bytes_only_ever_raise_model_format_errors(data) -> None:  # type: ignore[no-untyped-def]
+    raw = bytearray(encode_sparse(model(bits=5, nonzero=6)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] = data.draw(st.integers(0, 255))
+    body = bytes(raw[:-4])
+    for candidate in (bytes(raw), resign(body)):  # with and without a valid checksum
+        try:
+            decoded = decode_sparse(candidate)
+        except ModelFormatError:
+            continue
+        assert decode_sparse(encode_sparse(decoded)) == decoded  # what loads is consistent
