@@ -9,13 +9,13 @@ from collections.abc import Sequence
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bidder.endpoint import BidEndpoint, EndpointSettings, gunzip
+from bidder.endpoint import BidEndpoint, EndpointSettings, gunzip, openrtb_version
 from bidder.filters import Nbr
-from bidder.http1 import RequestHead, parse_head
 from bidder.metrics import BidderMetrics
 from bidder.pipeline import Answer, BidSummary
 from bidder.shedding import LoadShedder, SheddingPolicy
 from fleet.events import AnyEvent, AuctionEvent, BidEvent
+from fleet.http import Framer, HttpLimits, Request
 
 BODY = json.dumps({"id": "r1", "tmax": 100, "imp": [{"id": "1", "banner": {"w": 300, "h": 250}}]})
 
@@ -95,7 +95,7 @@ def setup() -> Setup:
         engine,
         shedder,
         BidderMetrics(registry),
-        settings=EndpointSettings(max_body_bytes=4096),
+        settings=EndpointSettings(http=HttpLimits(max_body_bytes=4096)),
         publish=published.append,
         ready=lambda: engine.ready,
         clock=clock,
@@ -104,12 +104,16 @@ def setup() -> Setup:
     return endpoint, engine, clock, [], published, registry
 
 
-def request(*headers: str, length: int = len(BODY)) -> RequestHead:
+def request(*headers: str, length: int = len(BODY)) -> Request:
+    """A request framed by the HTTP core (its body is passed to the endpoint separately)."""
     lines = ["POST /openrtb2/bid HTTP/1.1", f"Content-Length: {length}", *headers]
-    return parse_head("\r\n".join(lines).encode())
+    framer = Framer(HttpLimits())
+    framer.feed("\r\n".join(lines).encode() + b"\r\n\r\n" + b"x" * length, 0.0)
+    assert framer.error is None, framer.error
+    return framer.requests.popleft()
 
 
-def serve(s: Setup, head: RequestHead, body: bytes, shed: str | None = None) -> bool:
+def serve(s: Setup, head: Request, body: bytes, shed: str | None = None) -> bool:
     endpoint, _, clock, written, _, _ = s
     return endpoint.serve(head, body, arrival=clock.now, shed=shed, remote_ip="10.0.0.1",
                           close=False, write=written.append)  # fmt: skip
@@ -239,3 +243,11 @@ def test_gunzip_accepts_several_members_and_refuses_garbage() -> None:
     assert gunzip(gzip.compress(b"ab") + gzip.compress(b"cd"), 10) == b"abcd"
     with pytest.raises(Exception):  # noqa: B017 - zlib.error or EOFError, both mean 400
         gunzip(gzip.compress(b"ab") + b"trailing", 10)
+
+
+@pytest.mark.parametrize(
+    ("value", "echoed"), [("2.5", "2.5"), (" 2.6 ", "2.6"), ("<script>", "2.6"), ("", "2.6")]
+)
+def test_openrtb_version_echo_is_sanitised(value: str, echoed: str) -> None:
+    head = request(f"x-openrtb-version: {value}") if value else request()
+    assert openrtb_version(head) == echoed
