@@ -1,21 +1,25 @@
-"""The bidder against a bare Tornado JSON echo, with the same load generator and request mix.
+"""The bidder against three JSON echoes, with the same load generator and request mix.
 
 One bidder process (``python -m bidder``) with a generated portfolio of 200 campaigns and 1,000
-creatives and a hashed linear model of 2**20 non-zero weights per head; the baseline is a plain
-``tornado.web.Application`` that parses the JSON body and writes it back, on uvloop. The load
+creatives and a hashed linear model of 2**20 non-zero weights per head; the baselines (bench/
+_echo.py) parse the JSON body and write it back, on uvloop: a ``tornado.web.Application``, a
+bare Tornado ``HTTPServerConnectionDelegate``, and a raw asyncio protocol with httptools. The load
 generator is a separate process (raw asyncio protocol on uvloop, keep-alive connections; closed
 loop for maximum throughput, open loop at a fixed offered rate); its own capacity is measured
 against a trivial server first, to show it is not the bottleneck. Prints:
 
-- throughput: bidder / echo (aim >= 0.7), each the better of two closed-loop windows, and the
-  same requests sent as a crawler (refused after decoding): the HTTP path without the auction;
+- throughput: bidder / each echo (aim >= 0.7 against the Application echo), each the better of
+  two closed-loop windows, and the same requests sent as a crawler (refused after decoding):
+  the HTTP core without the auction, against the raw httptools echo (aim >= 0.8);
+- with ``--compare DIR`` (a source tree of another version, e.g. ``git archive main``), that
+  version's bidder in the same run: this one / that one;
 - latency p50/p99 at half the bidder's maximum rate (aim p99 < 10 ms);
 - at twice the maximum offered rate with shedding on: answers after tmax (must be 0) and
   goodput (requests fully served, from the bidder's own metrics) against the maximum
   (aim >= 80 %);
 - the bidder's resident memory (aim < 250 MiB).
 
-Run: ``python -m bench bidder`` (under a minute).
+Run: ``python -m bench bidder`` (about two minutes), or ``python -m bench.bidder --compare DIR``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import httptools
+
+from bench import _echo
 from fleet import vocabulary as vocab
 from fleet.processes import free_port, wait_for_port
 
@@ -178,65 +185,15 @@ def _http(body: bytes) -> bytes:
     )
 
 
-# -- servers for comparison ---------------------------------------------------------------------
-
-
-def _echo_server(port: int) -> None:
-    """The baseline: a bare Tornado JSON echo (Application + RequestHandler) on uvloop."""
-    import msgspec
-    import uvloop
-    from tornado import web
-
-    class Echo(web.RequestHandler):
-        def post(self) -> None:
-            doc = msgspec.json.decode(self.request.body)
-            self.set_header("Content-Type", "application/json")
-            self.write(msgspec.json.encode(doc))
-
-    async def run() -> None:
-        app = web.Application([(r"/openrtb2/bid", Echo)], log_function=lambda h: None)
-        app.listen(port, "127.0.0.1")
-        await asyncio.Event().wait()
-
-    uvloop.run(run())
-
-
-class _Trivial(asyncio.Protocol):
-    """Answers every request with a 204 without looking at it: the generator's ceiling."""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.buf = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
-            head = bytes(self.buf[:end]).lower()
-            i = head.find(b"content-length:")
-            n = int(head[i + 15 :].split(b"\r\n", 1)[0]) if i >= 0 else 0
-            if len(self.buf) < end + 4 + n:
-                return
-            del self.buf[: end + 4 + n]
-            self.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-
-
-def _trivial_server(port: int) -> None:
-    import uvloop
-
-    async def run() -> None:
-        await asyncio.get_running_loop().create_server(_Trivial, "127.0.0.1", port)
-        await asyncio.Event().wait()
-
-    uvloop.run(run())
-
-
 # -- the load generator (its own process) -------------------------------------------------------
 
 
 class _Client(asyncio.Protocol):
+    """One keep-alive connection of the generator; answers framed by llhttp."""
+
     def __init__(self, gen: _Generator) -> None:
         self.gen = gen
-        self.buf = bytearray()
+        self.parser = httptools.HttpResponseParser(self)
         self.transport: Any = None
         self.sent_at = 0.0
         self.tmax = 0.0
@@ -247,19 +204,13 @@ class _Client(asyncio.Protocol):
         transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
-            head = bytes(self.buf[:end])
-            status = int(head[9:12])
-            n = 0
-            if status != 204:
-                low = head.lower()
-                i = low.find(b"content-length:")
-                n = int(low[i + 15 :].split(b"\r\n", 1)[0]) if i >= 0 else 0
-            if len(self.buf) < end + 4 + n:
-                return
-            del self.buf[: end + 4 + n]
-            self.gen.answered(self, status)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.abort()
+
+    def on_message_complete(self) -> None:
+        self.gen.answered(self, self.parser.get_status_code())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gen.lost(self)
@@ -520,7 +471,18 @@ def _portfolio_and_model(directory: Path) -> tuple[Path, Path, int, int]:
     return portfolio, model_path, len(doc["campaigns"]), creatives
 
 
-def main() -> None:
+ECHOES = (
+    ("tornado_app", "Tornado Application + RequestHandler echo"),
+    ("tornado_delegate", "bare Tornado HTTPServerConnectionDelegate echo"),
+    ("raw", "raw uvloop + httptools echo"),
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``--compare DIR``: also measure the bidder of another source tree (e.g. an export of
+    the main branch) in the same run, with the same generator and requests."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    compare = Path(args[args.index("--compare") + 1]) if "--compare" in args else None
     ctx = mp.get_context("spawn")
     work = Path(tempfile.mkdtemp(prefix="rtbfleet-bench-bidder-"))
     requests = request_mix(3000)
@@ -542,31 +504,38 @@ def main() -> None:
         parent.send(command)
         return parent.recv()
 
+    def measure(name: str, best: bool = True) -> dict[str, Any]:
+        port = free_port()
+        servers.append(ctx.Process(target=_echo.SERVERS[name], args=(port,), daemon=True))
+        servers[-1].start()
+        _wait_port(port)
+        try:
+            if best:
+                return _best_of_two(drive, port)
+            return dict(drive("closed", port, CONNECTIONS, 0.5, 3.0))
+        finally:
+            servers[-1].terminate()
+
     try:
-        # 1. The generator's own ceiling.
-        port = free_port()
-        servers.append(ctx.Process(target=_trivial_server, args=(port,), daemon=True))
-        servers[-1].start()
-        _wait_port(port)
-        ceiling = drive("closed", port, CONNECTIONS, 0.5, 3.0)
-        servers[-1].terminate()
-
-        # 2. The baseline: a bare Tornado JSON echo.
-        port = free_port()
-        servers.append(ctx.Process(target=_echo_server, args=(port,), daemon=True))
-        servers[-1].start()
-        _wait_port(port)
-        echo = _best_of_two(drive, port)
-        servers[-1].terminate()
-
-        # 3. The bidder.
+        ceiling = measure("trivial", best=False)  # the generator's own ceiling
+        echoes = {name: measure(name) for name, _ in ECHOES}
         result = _run_bidder(work, portfolio, model, drive)
+        old = None
+        if compare is not None:
+            bidder = _Bidder(work, portfolio, model, shed=False, tree=compare)
+            try:
+                old = _best_of_two(drive, bidder.port)
+                drive("use", "crawler")
+                old["http_path"] = drive("closed", bidder.port, CONNECTIONS, WARMUP_S, PHASE_S)
+                drive("use", "real")
+            finally:
+                bidder.stop()
     finally:
         parent.send(("stop",))
         loadgen.join(5)
         for server in servers:
             server.terminate()
-    _report(ceiling, echo, result)
+    _report(ceiling, echoes, result, old, compare)
 
 
 class _Bidder:
@@ -580,9 +549,13 @@ class _Bidder:
         *,
         shed: bool,
         extra: dict[str, str] | None = None,
+        tree: Path | None = None,
     ) -> None:
+        """``tree``: run the bidder of that source tree instead of this one."""
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RTBFLEET_")}
+        if tree is not None:
+            env["PYTHONPATH"] = str(tree)
         env.update(
             {
                 "RTBFLEET_BIDDER_PORT": str(self.port),
@@ -600,7 +573,11 @@ class _Bidder:
         )
         self.log = (work / f"bidder-shed{int(shed)}.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bidder"], env=env, stdout=self.log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "bidder"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=tree,
         )
         _wait_http(f"http://127.0.0.1:{self.port}/readyz")
 
@@ -668,7 +645,13 @@ def _run_bidder(
     }
 
 
-def _report(ceiling: dict[str, Any], echo: dict[str, Any], result: dict[str, Any]) -> None:
+def _report(
+    ceiling: dict[str, Any],
+    echoes: dict[str, dict[str, Any]],
+    result: dict[str, Any],
+    old: dict[str, Any] | None,
+    compare: Path | None,
+) -> None:
     best, half, double = result["max"], result["half"], result["double"]
     max_rate = best["served_rate"]
     bids = best["statuses"].get(200, 0) / max(1, sum(best["statuses"].values()))
@@ -676,18 +659,27 @@ def _report(ceiling: dict[str, Any], echo: dict[str, Any], result: dict[str, Any
         f"load generator ceiling (trivial server, {CONNECTIONS} connections): "
         f"{ceiling['rate']:,.0f} req/s = {ceiling['rate'] / max_rate:.1f}x the bidder's maximum"
     )
-    print(f"echo (Tornado Application + RequestHandler, uvloop): {echo['rate']:,.0f} req/s")
+    for name, label in ECHOES:
+        print(f"{label}: {echoes[name]['rate']:,.0f} req/s")
+    ratios = ", ".join(f"/{name} = {max_rate / echoes[name]['rate']:.2f}" for name, _ in ECHOES)
     print(
         f"bidder maximum: {max_rate:,.0f} req/s served ({bids:.0%} bids, "
-        f"{best['shed_share']:.1%} shed) -> bidder/echo = {max_rate / echo['rate']:.2f} "
-        f"(aim >= 0.7)"
+        f"{best['shed_share']:.1%} shed) -> bidder{ratios.replace(', /', ', bidder/')} "
+        f"(aim bidder/tornado_app >= 0.7)"
     )
-    path = result["http_path"]
+    path, raw = result["http_path"], echoes["raw"]["rate"]
     print(
-        f"  the HTTP path alone (the same requests from a crawler, refused after decoding): "
-        f"{path['rate']:,.0f} req/s = {path['rate'] / echo['rate']:.2f}x the echo: the rest "
-        f"of a bid's time is the auction"
+        f"  the HTTP core alone (the same requests from a crawler, refused after decoding): "
+        f"{path['rate']:,.0f} req/s = {path['rate'] / raw:.2f}x the raw httptools echo "
+        f"(aim >= 0.8); the rest of a bid's time is the auction"
     )
+    if old is not None:
+        old_path = old["http_path"]["rate"]
+        print(
+            f"the bidder of {compare} in the same run: {old['rate']:,.0f} req/s "
+            f"(HTTP path {old_path:,.0f}) -> this one / that one = "
+            f"{max_rate / old['rate']:.2f} (HTTP path {path['rate'] / old_path:.2f})"
+        )
     print(
         f"at half the maximum ({half['rate']:,.0f} req/s): p50 {half['p50_ms']:.2f} ms, "
         f"p99 {half['p99_ms']:.2f} ms, max {half['max_ms']:.1f} ms (aim p99 < 10 ms)"

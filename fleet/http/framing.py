@@ -125,6 +125,7 @@ class Framer:
         self._now = 0.0
         self._stray = 0  # stray CR/LF bytes since the last request
         self._feed_done = 0  # body bytes of requests completed in the current feed
+        self._begun = False  # llhttp has seen the start of a request (not only CR/LF)
         self._feed_body = 0  # body bytes of the current request in the current feed
         self._reset_message()
 
@@ -139,6 +140,7 @@ class Framer:
         self._size = 0  # body bytes decoded
         self._chunks = 0
         self._wire = 0  # bytes on the wire so far
+        self._head_size = 16  # the head's bytes that llhttp shows (the request line's rest)
         self._chunked = False
         self._received_at = 0.0
         self._feed_body = 0
@@ -152,16 +154,15 @@ class Framer:
             return
         self._now = now
         n = len(data)
-        was = self.phase
-        if was == IDLE:
+        if self.phase == IDLE:
             self.since = now
-            if data[0] in (13, 10):  # CR or LF where a request line should start
-                lead = n - len(data.lstrip(b"\r\n"))
-                self._stray += lead
-                if self._stray > 2 or not _CRLF.startswith(data[:lead]):
-                    self._fail(HttpError(400, "stray bytes between requests"))
-                    return
-                self.phase = HEAD  # the header timer runs from the first byte, a CRLF too
+        if not self._begun and data[0] in (13, 10):  # CR or LF where a request line starts
+            lead = n - len(data.lstrip(b"\r\n"))
+            self._stray += lead
+            if self._stray > 2 or not _CRLF.startswith(data[:lead]):
+                self._fail(HttpError(400, "stray bytes between requests"))
+                return
+            self.phase = HEAD  # the header timer runs from the first byte, a CRLF too
         done_before = len(self.requests)
         self._feed_done = self._feed_body = 0
         try:
@@ -225,6 +226,7 @@ class Framer:
 
     def on_message_begin(self) -> None:
         self._reset_message()
+        self._begun = True
         self._received_at = self._now if self.phase == IDLE else self.since
         if self.phase == IDLE:
             self.since = self._now
@@ -232,11 +234,13 @@ class Framer:
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
+        self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.phase == BODY:  # a trailer: counted on the wire, never used
             return
         self._raw.append((name, value))
+        self._head_size += len(name) + len(value) + 4
         key = name.lower()
         value = value.strip(b" \t")
         headers = self._headers
@@ -249,6 +253,8 @@ class Framer:
 
     def on_headers_complete(self) -> None:
         parser, headers = self._parser, self._headers
+        if self._head_size > self.limits.max_header_bytes:  # a head that came in one read
+            self._refuse(HttpError(431, "request head too large", "head_too_large"))
         version = _VERSIONS.get(parser.get_http_version())
         if version is None:
             self._refuse(HttpError(505, "HTTP version not supported"))
@@ -304,6 +310,7 @@ class Framer:
             self._chunked,
         )
         self.requests.append(request)
+        self._begun = False
         self._feed_done += self._feed_body
         self._stray = 0
         self.continue_due = False
