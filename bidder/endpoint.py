@@ -228,7 +228,7 @@ class BidEndpoint:
             value = float(raw) if raw is not None else 0.0
             if 0 < value < 1e9:
                 tmax = value
-        except (msgspec.DecodeError, ValueError):
+        except (msgspec.DecodeError, ValueError, RecursionError):
             pass
         return min(tmax, s.tmax_cap_ms) / 1000.0
 

@@ -434,7 +434,7 @@ def decode_request(body: bytes) -> BidRequest:
         from bidder.lenient import decode_repaired  # the slow path, rarely taken
 
         req = decode_repaired(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting
         raise BadRequest(f"malformed JSON: {_short(str(exc))}") from None
     validate(req)
     return req
