@@ -20,7 +20,7 @@ REFUSALS: Final = (
     "not_implemented",
     "version",
 )
-TIMEOUTS: Final = ("head", "body", "idle")
+TIMEOUTS: Final = ("head", "body", "idle", "write")
 CLOSES: Final = ("request_cap", "upgrade", "handler_error")
 
 
@@ -46,7 +46,7 @@ class HttpMetrics:
         )
         self.timeouts = Counter(
             "fleet_http_timeouts",
-            "Connections closed by a timer: head, body or idle",
+            "Connections closed by a timer: head, body, idle, or answers not read (write)",
             ["phase"],
             registry=r,
         )

@@ -17,7 +17,8 @@ What keeps a connection cheap and bounded:
 - in flight (``in_flight``) is a request that is complete and not yet answered: a slow body
   counts for nothing;
 - no timer per connection: each connection's framer says what it waits for since when, and one
-  sweeper closes those past the head, body or idle timeout (``HttpLimits``);
+  sweeper closes those past the head, body or idle timeout (``HttpLimits``), and aborts those
+  whose peer has not read its answers for the idle timeout;
 - past ``max_connections`` a new connection is closed at accept, counted and logged (at most a
   line a minute);
 - a refused request is answered, the write side shut, and what the peer still sends is read
@@ -50,8 +51,11 @@ log = logging.getLogger("fleet.http")
 Result = Response | bytes | None
 Handler = Callable[[Request], Result | Awaitable[Result]]
 
-LINGER_S: Final = 1.0  # after a refusal, read and drop what the peer sends this long at most
-LINGER_BYTES: Final = 256 * 1024  # ... and this much
+# After a refusal, what the peer still sends (the rest of an oversized body, say) is read and
+# dropped, unparsed, for this long and this much at most, so that a client that writes its whole
+# request before reading gets the answer instead of a reset. Cheap: no framing, large reads.
+LINGER_S: Final = 2.0
+LINGER_BYTES: Final = 32 * 1024 * 1024
 CAP_LOG_INTERVAL: Final = 60.0  # seconds between log lines about the connection cap
 _INTERNAL_ERROR: Final = "internal error"
 
@@ -84,6 +88,7 @@ class HttpConnection(asyncio.Protocol):
         "transport",
         "write",
         "write_paused",
+        "write_paused_since",
     )
 
     def __init__(self, server: HttpServer) -> None:
@@ -96,6 +101,7 @@ class HttpConnection(asyncio.Protocol):
         self.queued = False  # _advance is scheduled
         self.backlogged = False  # requests wait behind another: reading paused
         self.write_paused = False  # the peer does not read its answers
+        self.write_paused_since = 0.0
         self.counted = 0  # this connection's requests in the server's in_flight
         self.served = 0
         self.ready_since = time.monotonic()  # since when the client, not we, holds things up
@@ -156,6 +162,7 @@ class HttpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.write_paused_since = time.monotonic()
         self._flow()
 
     def resume_writing(self) -> None:
@@ -315,9 +322,12 @@ class HttpConnection(asyncio.Protocol):
         """The timer that has run out for this connection, if any (the sweeper asks)."""
         if self.linger_since:
             return "linger" if now - self.linger_since > LINGER_S else None
-        if self.busy or self.framer.requests or self.write_paused:
-            return None  # waiting on us, not on the client
         framer, limits = self.framer, self.server.limits
+        if self.write_paused:  # a client that does not read its answers
+            stalled = now - self.write_paused_since > limits.idle_timeout_s
+            return "write" if stalled else None
+        if self.busy or framer.requests:
+            return None  # waiting on us, not on the client
         since = max(framer.since, self.ready_since)
         phase = framer.phase
         if phase == HEAD:
@@ -333,7 +343,9 @@ class HttpConnection(asyncio.Protocol):
             self.abort()
             return
         self.server.metrics.count("timeout", phase)
-        if phase == "idle":
+        if phase == "write":  # nothing more can be written: drop what is queued
+            self.abort()
+        elif phase == "idle":
             self.close()
         else:
             self.write(error_response(408, f"{phase} not received in time", close=True))

@@ -56,6 +56,7 @@ async def serving(limits: HttpLimits = FAST, **kwargs: Any) -> AsyncIterator[Htt
     server.route("/bytes", lambda r: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     server.route("/drop", lambda request: None)
     server.route("/broken", broken)
+    server.route("/large", lambda request: Response(200, b"x" * 1_000_000))
     server.gate = gate  # type: ignore[attr-defined]
     await server.listen(0, "127.0.0.1")
     try:
@@ -276,3 +277,19 @@ def test_a_cap_above_the_descriptor_limit_fails_at_start() -> None:
         )
     automatic = HttpServer(HttpLimits(), metrics=HttpMetrics(CollectorRegistry()), fd_limit=1024)
     assert automatic.cap == 1024 - 64
+
+
+def test_a_client_that_does_not_read_its_answers_is_dropped() -> None:
+    async def scenario() -> None:
+        async with serving() as server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port(server))
+            writer.write(get("/large") * 40)  # 40 MB of answers, never read
+            for _ in range(300):
+                if sample(server, "fleet_http_timeouts_total", phase="write"):
+                    break
+                await asyncio.sleep(0.02)
+            assert sample(server, "fleet_http_timeouts_total", phase="write") == 1
+            assert server.connections == 0 and server.in_flight == 0
+            writer.close()
+
+    run_uv(scenario())
