@@ -6,6 +6,7 @@ import gzip
 import json
 from collections.abc import Sequence
 
+import httptools
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -119,11 +120,30 @@ def serve(s: Setup, head: Request, body: bytes, shed: str | None = None) -> bool
                           close=False, write=written.append)  # fmt: skip
 
 
+class _Answer:
+    """One whole answer as llhttp reads it."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode().lower()] = value.decode()
+
+    def on_body(self, data: bytes) -> None:
+        self.body += data
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
 def split(data: bytes) -> tuple[int, dict[str, str], bytes]:
-    headers, _, body = data.partition(b"\r\n\r\n")
-    lines = headers.decode().split("\r\n")
-    fields = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), {k.lower(): v for k, v in fields.items()}, body
+    answer = _Answer()
+    parser = httptools.HttpResponseParser(answer)
+    parser.feed_data(data)
+    assert answer.complete, data
+    return parser.get_status_code(), answer.headers, answer.body
 
 
 def count(registry: CollectorRegistry, name: str, **labels: str) -> float:
