@@ -7,6 +7,7 @@ JSON body and writing it back (except the trivial one):
   connection without the web framework);
 - ``raw``: an ``asyncio.Protocol`` with llhttp (httptools) and nothing else: the limit for a
   Python process;
+- ``core``: a route of the fleet's HTTP core (fleet/http), what the bidder runs on;
 - ``trivial``: a 204 to every request without reading it (the load generator's ceiling).
 """
 
@@ -113,6 +114,25 @@ def raw(port: int) -> None:
     _run(main)
 
 
+def core(port: int) -> None:
+    """The same JSON echo as a route of the fleet's HTTP core (fleet/http): llhttp, the framer,
+    the limits and timers, one write per answer; what the core costs over ``raw``."""
+    from prometheus_client import CollectorRegistry
+
+    from fleet.http import HttpLimits, HttpMetrics, HttpServer, Request, Response
+
+    def echo(request: Request) -> Response:
+        return Response(200, msgspec.json.encode(msgspec.json.decode(request.body)))
+
+    async def main() -> None:
+        server = HttpServer(HttpLimits(), metrics=HttpMetrics(CollectorRegistry()))
+        server.route("/openrtb2/bid", echo, methods=("POST",))
+        await server.listen(port, "127.0.0.1")
+        await asyncio.Event().wait()
+
+    _run(main)
+
+
 class _Trivial(asyncio.Protocol):
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -143,5 +163,6 @@ SERVERS = {
     "tornado_app": tornado_app,
     "tornado_delegate": tornado_delegate,
     "raw": raw,
+    "core": core,
     "trivial": trivial,
 }

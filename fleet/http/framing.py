@@ -127,6 +127,7 @@ class Framer:
         self._feed_done = 0  # body bytes of requests completed in the current feed
         self._begun = False  # llhttp has seen the start of a request (not only CR/LF)
         self._feed_body = 0  # body bytes of the current request in the current feed
+        self._feed_len = 0  # bytes in the current feed
         self._reset_message()
 
     def _make_parser(self) -> httptools.HttpRequestParser:
@@ -140,8 +141,8 @@ class Framer:
         self._size = 0  # body bytes decoded
         self._chunks = 0
         self._wire = 0  # bytes on the wire so far
-        self._head_size = 16  # the head's bytes that llhttp shows (the request line's rest)
         self._chunked = False
+        self._version = ""
         self._received_at = 0.0
         self._feed_body = 0
         self._pending: HttpError | None = None
@@ -153,7 +154,7 @@ class Framer:
         if self.phase == DONE or not data:
             return
         self._now = now
-        n = len(data)
+        self._feed_len = n = len(data)
         if self.phase == IDLE:
             self.since = now
         if not self._begun and data[0] in (13, 10):  # CR or LF where a request line starts
@@ -192,12 +193,16 @@ class Framer:
 
     def _stray_tail(self, data: bytes) -> None:
         """CR/LF after the last request completed in this read: one CRLF at most."""
+        if data[-1] not in (10, 13):
+            return
         last = self.requests[-1]
         tail = len(data) - len(data.rstrip(b"\r\n"))
-        if not tail:
-            return
-        own = b"\r\n\r\n" + last.body if not last.chunked else b"\r\n\r\n"
-        own_tail = len(own) - len(own.rstrip(b"\r\n"))
+        body = last.body
+        own_tail = 4  # the head's (or the last chunk's) CRLF CRLF
+        if body and not last.chunked:  # a body that itself ends in CR/LF
+            own_tail = len(body) - len(body.rstrip(b"\r\n"))
+            if own_tail == len(body):
+                own_tail += 4
         stray = tail - own_tail
         if stray > 0:
             self._stray += stray
@@ -227,36 +232,34 @@ class Framer:
     def on_message_begin(self) -> None:
         self._reset_message()
         self._begun = True
-        self._received_at = self._now if self.phase == IDLE else self.since
         if self.phase == IDLE:
             self.since = self._now
+        self._received_at = self.since
         self.phase = HEAD
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
-        self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.phase == BODY:  # a trailer: counted on the wire, never used
             return
         self._raw.append((name, value))
-        self._head_size += len(name) + len(value) + 4
         key = name.lower()
-        value = value.strip(b" \t")
         headers = self._headers
         if key in headers:
             if key == b"host":
                 self._refuse(HttpError(400, "more than one Host header"))
-            headers[key] += b", " + value
+            headers[key] += b", " + value.strip(b" \t")
         else:
-            headers[key] = value
+            headers[key] = value.strip(b" \t")
 
     def on_headers_complete(self) -> None:
         parser, headers = self._parser, self._headers
-        if self._head_size > self.limits.max_header_bytes:  # a head that came in one read
+        limit = self.limits.max_header_bytes
+        if self._wire + self._feed_len > limit and self._head_size() > limit:
             self._refuse(HttpError(431, "request head too large", "head_too_large"))
-        version = _VERSIONS.get(parser.get_http_version())
-        if version is None:
+        self._version = version = _VERSIONS.get(parser.get_http_version(), "")
+        if not version:
             self._refuse(HttpError(505, "HTTP version not supported"))
         te = headers.get(b"transfer-encoding")
         if te is not None:
@@ -274,11 +277,13 @@ class Framer:
             if te is not None or (length is not None and length != b"0"):
                 self._refuse(HttpError(400, "an upgrade with a body is not served"))
         self.phase, self.since = BODY, self._now
-        self.continue_due = headers.get(b"expect", b"").lower() == b"100-continue"
+        expect = headers.get(b"expect")
+        self.continue_due = expect is not None and expect.lower() == b"100-continue"
 
     def on_body(self, data: bytes) -> None:
-        self._size += len(data)
-        self._feed_body += len(data)
+        n = len(data)
+        self._size += n
+        self._feed_body += n
         if self._size > self.limits.max_body_bytes:
             self._refuse(HttpError(413, "request body too large", "body_too_large"))
         self._body.append(data)
@@ -292,7 +297,6 @@ class Framer:
         parser = self._parser
         method_b = parser.get_method()
         method = _METHODS.get(method_b) or method_b.decode("ascii")
-        version = _VERSIONS.get(parser.get_http_version(), "HTTP/1.1")
         parts = self._body
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         url = self._url
@@ -301,7 +305,7 @@ class Framer:
         request = Request(
             method,
             target,
-            version,
+            self._version,
             self._headers,
             self._raw,
             body,
@@ -314,11 +318,18 @@ class Framer:
         self._feed_done += self._feed_body
         self._stray = 0
         self.continue_due = False
-        self._reset_message()
         if keep_alive:
             self.phase, self.since = IDLE, self._now
         else:
             self.phase = DONE
+
+    def _head_size(self) -> int:
+        """The head's bytes as llhttp showed them (the request line's spaces and version, and
+        each line's colon and CRLF, counted as 16 and 4): for a head that came in one read."""
+        size = 16 + sum(len(part) for part in self._url)
+        for name, value in self._raw:
+            size += len(name) + len(value) + 4
+        return size
 
     def _refuse(self, error: HttpError) -> None:
         """From a callback: stop llhttp here (the exception makes it return an error)."""

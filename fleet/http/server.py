@@ -234,10 +234,12 @@ class HttpConnection(asyncio.Protocol):
             result = route.handler(request)
         except Exception:
             result = self._handler_failed(request)
-        if inspect.isawaitable(result):
+        if result is None or isinstance(result, (bytes, Response)):
+            self._respond(request, result)
+        elif inspect.isawaitable(result):
             self._wait(request, result)
         else:
-            self._respond(request, result)
+            self._respond(request, self._handler_failed(request, result))
 
     def _respond(self, request: Request, result: Result) -> None:
         self.counted -= 1
@@ -289,8 +291,8 @@ class HttpConnection(asyncio.Protocol):
         request.close = request.close or close
         return data
 
-    def _handler_failed(self, request: Request) -> Result:
-        self.server.handler_failed(request)
+    def _handler_failed(self, request: Request, result: object = None) -> Result:
+        self.server.handler_failed(request, result)
         request.close = True
         return Response(500, b'{"error":"%s"}' % _INTERNAL_ERROR.encode(), close=True)
 
@@ -469,13 +471,18 @@ class HttpServer:
             )
             self._cap_logged, self._rejected_since_log = now, 0
 
-    def handler_failed(self, request: Request) -> None:
-        """A handler raised: answered 500; logged with its traceback at most once a minute."""
+    def handler_failed(self, request: Request, result: object = None) -> None:
+        """A handler raised (or returned something it may not): answered 500; logged with its
+        traceback at most once a minute."""
         self.metrics.count("closed", "handler_error")
         now = time.monotonic()
         if now - self._errors_logged >= CAP_LOG_INTERVAL:
             self._errors_logged = now
-            log.exception("handler of %s %s failed", request.method, request.path[:100])
+            if result is None:
+                log.exception("handler of %s %s failed", request.method, request.path[:100])
+            else:
+                log.error("handler of %s %s returned %r", request.method, request.path[:100],
+                          type(result))  # fmt: skip
 
     async def listen(self, port: int, host: str, backlog: int = 2048) -> int:
         """Bind with SO_REUSEPORT (every server process binds the same port and the kernel
