@@ -24,7 +24,8 @@ SIGNING_KEY = "integration-test-signing-key-0123456789"
 
 def make_settings(**env: str) -> BidderSettings:
     """Test settings: any port, no memcached, no bus, no shedding (a busy test machine must not
-    turn expected bids into shed no-bids) unless given; ``env`` overrides."""
+    turn expected bids into shed no-bids), a long idle timeout, unless given; ``env``
+    overrides."""
     base = {
         "RTBFLEET_BIDDER_SHED": "0",
         "RTBFLEET_BIDDER_PORT": "0",
@@ -33,6 +34,9 @@ def make_settings(**env: str) -> BidderSettings:
         "RTBFLEET_BIDDER_PUBLISH_EVENTS": "0",
         "RTBFLEET_CACHE_BUS": "0",
         "RTBFLEET_BIDDER_DRAIN_TIMEOUT": "1",
+        # tests hold a connection across slow steps (a Postgres restart on a loaded machine):
+        # the 15 s default would close it under them
+        "RTBFLEET_HTTP_IDLE_TIMEOUT": "120",
     }
     base.update(env)
     return BidderSettings.from_env(base, env_file=None)
