@@ -21,6 +21,9 @@ Invariants:
   framed it, so answering them in order is safe.
 - Once ``error`` is set, or a request that ends the connection is complete, nothing more is
   parsed (``phase`` is DONE): what follows cannot be framed with confidence.
+- Stray CR/LF bytes are counted where they can be seen: at the start of a read, and at the
+  end of a read after the last request it completes. A run of them between two requests of
+  the same read is skipped by llhttp unseen (harmless to the framing, and bounded by the read).
 - The wire count of a request in progress is exact, except that a read which completes one
   request and starts the next counts the previous one's framing bytes for the next one too
   (at most a head's and some chunk lines' worth: ``HttpLimits.max_message_bytes`` has room).
