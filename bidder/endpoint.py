@@ -10,6 +10,7 @@ would be an answer after tmax). Never a 5xx: an internal error is a counted, sam
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -20,16 +21,17 @@ from typing import Protocol
 
 import msgspec
 
-from bidder.http1 import RequestHead, accepts_gzip, openrtb_version, response_bytes
 from bidder.metrics import BidderMetrics
 from bidder.outcome import Answer, make_late
 from bidder.shedding import LoadShedder
 from fleet.events import AnyEvent
+from fleet.http import HttpLimits, Request, accepts_gzip, response_bytes
 
 log = logging.getLogger("bidder.endpoint")
 
 _EXCHANGE = re.compile(r"(?:^|&)exchange=([A-Za-z0-9_.-]{1,32})(?:&|$)")
 _GZIP_LEVEL = 1  # bid responses are small and time is short: fastest compression
+_VERSION_SAFE = re.compile(r"^[0-9][0-9.]{0,7}$")
 
 
 class BidEngine(Protocol):
@@ -53,7 +55,7 @@ class BidEngine(Protocol):
 
 @dataclass(frozen=True)
 class EndpointSettings:
-    max_body_bytes: int = 256 * 1024
+    http: HttpLimits = dataclasses.field(default_factory=HttpLimits)  # the body limit
     gzip_responses: bool = True
     error_log_every: int = 1000
 
@@ -95,21 +97,9 @@ class BidEndpoint:
     def arrival_correction(self) -> float:
         return self.shedder.staleness(self.clock())
 
-    def refuse(
-        self,
-        head: RequestHead,
-        status: int,
-        reason: str,
-        *,
-        close: bool,
-        write: Callable[[bytes], None],
-    ) -> None:
-        write(_json_error(status, reason, close=close, extra=_common_headers(head, close)))
-        self.metrics.request("invalid", "too_large" if status == 413 else "http", 0.0)
-
     def serve(
         self,
-        head: RequestHead,
+        head: Request,
         body: bytes,
         *,
         arrival: float,
@@ -140,7 +130,7 @@ class BidEndpoint:
 
     def _serve(
         self,
-        head: RequestHead,
+        head: Request,
         body: bytes,
         arrival: float,
         remote_ip: str,
@@ -155,7 +145,7 @@ class BidEndpoint:
                 self.metrics.request("invalid", "encoding", self.clock() - arrival)
                 return False
             try:
-                body = gunzip(body, self.settings.max_body_bytes)
+                body = gunzip(body, self.settings.http.max_body_bytes)
             except _TooLarge:
                 write(_json_error(413, "request body too large", close=close, extra=version))
                 self.metrics.request("invalid", "too_large", self.clock() - arrival)
@@ -190,7 +180,12 @@ class BidEndpoint:
                 status, payload = 204, b""
                 make_late(answer)
         extra = version
-        if payload and status == 200 and self.settings.gzip_responses and accepts_gzip(head):
+        if (
+            payload
+            and status == 200
+            and self.settings.gzip_responses
+            and accepts_gzip(head.headers.get(b"accept-encoding"))
+        ):
             payload = gzip_bytes(payload)
             extra += b"Content-Encoding: gzip\r\n"
         write(response_bytes(status, payload, headers=extra, close=close))
@@ -249,7 +244,7 @@ _version_lines: dict[bytes | None, bytes] = {}
 _VERSION_LINES_MAX = 64
 
 
-def _common_headers(head: RequestHead, close: bool) -> bytes:
+def _common_headers(head: Request, close: bool) -> bytes:
     """The echoed x-openrtb-version, and keep-alive spelled out for an HTTP/1.0 client."""
     received = head.headers.get(b"x-openrtb-version")
     lines = _version_lines.get(received)
@@ -260,6 +255,15 @@ def _common_headers(head: RequestHead, close: bool) -> bytes:
     if not close and head.version == "HTTP/1.0":
         lines += b"Connection: keep-alive\r\n"
     return lines
+
+
+def openrtb_version(head: Request, default: str = "2.6") -> str:
+    """The ``x-openrtb-version`` to echo: the request's when it looks like a version."""
+    value = head.headers.get(b"x-openrtb-version")
+    if value is None:
+        return default
+    text = value.decode("latin-1").strip()
+    return text if _VERSION_SAFE.match(text) else default
 
 
 def _json_error(status: int, reason: str, *, close: bool, extra: bytes = b"") -> bytes:

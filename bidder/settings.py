@@ -17,6 +17,7 @@ from pathlib import Path
 from bidder.options import DEFAULT_TMAX, PipelineSettings, TmaxBounds
 from cache.settings import CacheSettings
 from fleet.errors import SettingsError
+from fleet.http.limits import HttpLimits
 from fleet.settings import FleetSettings, fraction, load, non_negative, port, positive, setting
 
 MIN_SIGNING_KEY_BYTES = 16
@@ -45,18 +46,6 @@ class BidderSettings:
     bidder_id: str = setting(
         "", "RTBFLEET_BIDDER_ID", "this bidder's name in events and ids (empty: the host name)"
     )
-    max_body_bytes: int = setting(
-        256 * 1024,
-        "RTBFLEET_BIDDER_MAX_BODY_BYTES",
-        "largest bid request accepted, before and after gunzip (larger: 413)",
-        positive,
-    )
-    max_drain_bytes: int = setting(
-        32 * 1024 * 1024,
-        "RTBFLEET_BIDDER_MAX_DRAIN_BYTES",
-        "a larger body is read and discarded to answer 413; past this the connection is closed",
-        positive,
-    )
     gzip_responses: bool = setting(
         True, "RTBFLEET_BIDDER_GZIP", "gzip bid responses when Accept-Encoding allows it"
     )
@@ -64,12 +53,6 @@ class BidderSettings:
         False,
         "RTBFLEET_BIDDER_NOBID_BODY",
         "answer a no-bid with 200 and {id, nbr} instead of an empty 204",
-    )
-    idle_timeout_s: float = setting(
-        120.0, "RTBFLEET_BIDDER_IDLE_TIMEOUT", "seconds a keep-alive connection may idle", positive
-    )
-    body_timeout_s: float = setting(
-        5.0, "RTBFLEET_BIDDER_BODY_TIMEOUT", "seconds to receive a request body", positive
     )
     drain_timeout_s: float = setting(
         5.0,
@@ -240,16 +223,20 @@ class BidderSettings:
 
     fleet: FleetSettings = dataclasses.field(default_factory=FleetSettings)
     cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
+    http: HttpLimits = dataclasses.field(default_factory=HttpLimits)
 
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
     ) -> BidderSettings:
-        """The bidder's, the fleet's and the cache's settings; raises SettingsError on a bad
-        value."""
+        """The bidder's, the fleet's, the cache's and the HTTP core's settings; raises
+        SettingsError on a bad value."""
         fleet = load(FleetSettings, environ, env_file)
         cache = dataclasses.replace(load(CacheSettings, environ, env_file), fleet=fleet)
-        return dataclasses.replace(load(cls, environ, env_file), fleet=fleet, cache=cache)
+        http = load(HttpLimits, environ, env_file)
+        return dataclasses.replace(
+            load(cls, environ, env_file), fleet=fleet, cache=cache, http=http
+        )
 
     def validate(self) -> None:
         if self.processes < 0:
@@ -259,10 +246,6 @@ class BidderSettings:
             raise SettingsError(_TMAX_VARIABLES[problem[0]], problem[1])
         if len(self.currency) != 3 or not self.currency.isupper():
             raise SettingsError("RTBFLEET_BIDDER_CURRENCY", f"{self.currency!r} is not ISO 4217")
-        if self.max_drain_bytes < self.max_body_bytes:
-            raise SettingsError(
-                "RTBFLEET_BIDDER_MAX_DRAIN_BYTES", "must be at least the largest body accepted"
-            )
         if not self.signing_key and not self.allow_dev_signing_key:
             raise SettingsError(
                 "RTBFLEET_SIGNING_KEY",

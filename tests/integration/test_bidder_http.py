@@ -69,8 +69,7 @@ def test_bid_no_bid_and_errors_over_one_keep_alive_connection(tmp_path: Path) ->
 
 def test_gzip_both_ways_and_body_limits(tmp_path: Path) -> None:
     async def scenario() -> None:
-        settings = settings_for(tmp_path, RTBFLEET_BIDDER_MAX_BODY_BYTES="20000",
-                                RTBFLEET_BIDDER_MAX_DRAIN_BYTES="200000")  # fmt: skip
+        settings = settings_for(tmp_path, RTBFLEET_HTTP_MAX_BODY_BYTES="20000")
         async with running_service(settings) as service:
             c = RawClient(service.port)
             packed = gzip.compress(json.dumps(banner_request("g1")).encode())
@@ -92,16 +91,23 @@ def test_gzip_both_ways_and_body_limits(tmp_path: Path) -> None:
             reply = await c.request("POST", "/openrtb2/bid", bomb, {"Content-Encoding": "gzip"})
             assert reply.status == 413
 
-            big = b'{"id":"' + b"a" * 100_000 + b'"}'  # drained, answered, connection kept
-            reply = await c.request("POST", "/openrtb2/bid", big, {"x-openrtb-version": "2.5"})
-            assert reply.status == 413 and json.loads(reply.body)["error"]
-            assert reply.headers["x-openrtb-version"] == "2.5"
             assert (await c.bid(banner_request("after"))).status == 200
 
-            huge = RawClient(service.port)  # past the drain limit: 413 and the connection closes
-            await huge.send(b"POST /openrtb2/bid HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n")
-            assert (await huge.reply()).status == 413
+            # Larger than the limit as declared: 413 at once (the body is never read) and the
+            # connection closes; the other connections go on.
+            big = RawClient(service.port)
+            await big.send(b"POST /openrtb2/bid HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n")
+            assert (await big.reply()).status == 413
+            assert await big.closed_by_peer()
+            huge = RawClient(service.port)  # ... or as it arrives, chunk by chunk
+            await huge.send(b"POST /openrtb2/bid HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(4):
+                await huge.send(b"2000\r\n" + b"a" * 0x2000 + b"\r\n")
+            reply = await huge.reply()
+            assert reply.status == 413 and json.loads(reply.body)["error"]
             assert await huge.closed_by_peer()
+            assert (await c.bid(banner_request("still"))).status == 200
+            await big.close()
             await c.close()
             await huge.close()
 
@@ -286,7 +292,10 @@ def test_not_ready_without_a_config_source(tmp_path: Path) -> None:
 def test_idle_and_dribbling_connections_are_closed(tmp_path: Path) -> None:
     async def scenario() -> None:
         settings = settings_for(
-            tmp_path, RTBFLEET_BIDDER_IDLE_TIMEOUT="0.6", RTBFLEET_BIDDER_BODY_TIMEOUT="0.4"
+            tmp_path,
+            RTBFLEET_HTTP_IDLE_TIMEOUT="0.6",
+            RTBFLEET_HTTP_BODY_TIMEOUT="0.4",
+            RTBFLEET_HTTP_HEADER_TIMEOUT="0.4",
         )
         async with running_service(settings) as service:
             idle = RawClient(service.port)
@@ -294,6 +303,7 @@ def test_idle_and_dribbling_connections_are_closed(tmp_path: Path) -> None:
             dribble = RawClient(service.port)
             await dribble.send(b"POST /openrtb2/bid HTTP/1.1\r\nContent-Le")  # and then nothing
             started = time.monotonic()
+            assert (await dribble.reply()).status == 408  # the head's timer ran out
             assert await dribble.closed_by_peer(timeout=5)
             assert time.monotonic() - started < 2.5
             assert await idle.closed_by_peer(timeout=5)
@@ -353,7 +363,7 @@ def test_pipelined_requests_of_both_kinds_are_answered_in_order(tmp_path: Path) 
 
 def test_a_connection_in_use_is_not_idle(tmp_path: Path) -> None:
     async def scenario() -> None:
-        settings = settings_for(tmp_path, RTBFLEET_BIDDER_IDLE_TIMEOUT="0.6")
+        settings = settings_for(tmp_path, RTBFLEET_HTTP_IDLE_TIMEOUT="0.6")
         async with running_service(settings) as service:
             c = RawClient(service.port)
             started = time.monotonic()
