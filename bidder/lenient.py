@@ -83,7 +83,7 @@ def short(message: str, limit: int = 120) -> str:
 def decode_repaired(body: bytes) -> BidRequest:
     try:
         raw = _raw_decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:  # deep nesting
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {short(str(exc))}") from None
     except RecursionError:
         raise BadRequest("malformed JSON: nested too deeply") from None

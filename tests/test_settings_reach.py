@@ -100,6 +100,7 @@ def _candidates(value: Any) -> list[str]:
     text = str(value)
     return [
         text + "0",
+        text.split(";")[0],  # a list-valued text (an estimator grid) with one entry less
         text + "/x",
         "x" * 32,
         "DEBUG",
