@@ -94,7 +94,13 @@ def _candidates(value: Any) -> list[str]:
     if isinstance(value, int):
         return [str(value + 1), str(value * 2 + 1), str(max(value - 1, 0)), "1"]
     if isinstance(value, float):
-        return [repr(value + 1.0), repr(value / 2), repr(value * 2 + 0.5), "0.5"]
+        return [
+            repr(value + 1.0),
+            repr(value / 2),
+            repr(value * 2 + 0.5),
+            "0.5",
+            repr(value * 0.99),
+        ]
     if isinstance(value, tuple):
         return ["10.0.0.0/8,192.0.2.0/24", "a,b"]
     text = str(value)
