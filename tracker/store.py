@@ -332,8 +332,12 @@ class CatalogSource:
         if self._task is not None:
             await cancel_and_wait(self._task)
 
-    async def reload(self) -> Catalog:
+    async def reload(self, unless_newer_than: float | None = None) -> Catalog:
+        """Read the catalog again; with ``unless_newer_than``, not when another caller has read
+        it since that time (a burst of notices for a new campaign reads it once)."""
         async with self._lock:
+            if unless_newer_than is not None and self.catalog.loaded_at > unless_newer_than:
+                return self.catalog
             try:
                 async with asyncio.timeout(10), self.pool.acquire() as conn:
                     snapshot = await load_snapshot(conn)
@@ -350,7 +354,7 @@ class CatalogSource:
         if catalog.knows(campaign_id, creative_id, currency):
             return catalog
         if time.monotonic() - catalog.loaded_at >= self.min_interval:
-            return await self.reload()
+            return await self.reload(unless_newer_than=catalog.loaded_at)
         return catalog
 
     async def _loop(self) -> None:

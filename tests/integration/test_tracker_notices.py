@@ -20,7 +20,7 @@ from conftest_tracker import (
 )
 from pymemcache.client.base import Client
 
-from fleet.events import BillingEvent, ClickEvent, WinEvent
+from fleet.events import BillingEvent, ClickEvent, LossEvent, WinEvent
 from fleet.frequency import frequency_key
 from tracker.attribution import click_id_for
 from tracker.spend import campaign_cost
@@ -202,3 +202,36 @@ async def test_the_first_impression_or_billing_counts_each_frequency_cap_once(
         assert sorted(int(v) for v in counts.values()) == [3, 3]
         assert w.value("tracker_frequency_increments_total", outcome="done") == 6
         assert w.value("tracker_frequency_increments_total", outcome="no_user_key") == 1
+
+
+async def test_a_campaign_created_after_start_is_read_when_its_first_notice_comes(
+    dsn: str,
+) -> None:
+    async with tracker_world(dsn) as w:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                """INSERT INTO campaigns (id, advertiser_id, name, goal_type, goal_price_micros,
+                       max_bid_cpm_micros, daily_budget_micros, total_budget_micros, currency)
+                   VALUES (3, 1, 'new', 'CPM', 1000000, 5000000, 0, 0, 'GBP');
+                   INSERT INTO creatives (id, campaign_id, format, w, h, markup, adomain)
+                   VALUES (30, 3, 'banner', 300, 250, 'x', '{acme.example}')"""
+            )
+        finally:
+            await conn.close()
+        q = notice_query("bill", "n1:1:b0", campaign=3, creative=30, price="1")
+        assert (await w.get("/bill", q)).status == 204
+        unknown = notice_query("bill", "n2:1:b0", campaign=4, creative=40)
+        response = await w.get("/bill", unknown)
+        assert response.status == 400 and b"unknown" in response.body
+        assert await spend(dsn) == {(3, date(2027, 1, 15)): (790, 1)}
+
+
+async def test_a_loss_notice_carries_its_reason_and_the_winning_price(dsn: str) -> None:
+    async with tracker_world(dsn) as w:
+        q = notice_query("loss", "l1:1:b0", price="4.5").replace("${AUCTION_LOSS}", "102")
+        assert (await w.get("/loss", q)).status == 204
+        assert (await w.get("/loss", q)).status == 204
+        losses = [e for e in w.events if isinstance(e, LossEvent)]
+        assert [(e.loss_reason, e.clear_cpm_micros) for e in losses] == [(102, 4_500_000)]
+        assert await spend(dsn) == {}
