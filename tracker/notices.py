@@ -189,6 +189,8 @@ class Tracker:
             )
         results = await self.committer.submit(rows)
         counted = results[main.key]
+        if counted.unpriced:
+            raise Refused("unknown", "the campaign or its exchange rate no longer exists")
         if counted.counted:
             self.metrics.notices.labels(kind, "counted").inc()
             if kind == "bill":

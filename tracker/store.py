@@ -14,8 +14,9 @@ Batches insert their keys in sorted order, so that two processes cannot deadlock
 
 When Postgres cannot be reached or the commit does not finish within ``timeout``, every notice
 of the batch gets ``Unavailable`` (answered 503): the sender retries, and a notice that did
-commit after all is then a duplicate. A batch that fails on its data (a campaign deleted in the
-meantime, say) is committed again notice by notice so that one bad notice fails alone.
+commit after all is then a duplicate. A billing notice whose campaign or exchange rate is gone
+by the time it commits is not written and comes back ``unpriced``. A batch that fails on its
+data anyway is committed again notice by notice so that one bad notice fails alone.
 
 Commits are synchronous (``synchronous_commit = on`` on these connections): an acknowledged
 notice survives a crash of Postgres too.
@@ -79,7 +80,7 @@ ins AS (
     INSERT INTO tracker_notices AS n
         (txid, kind, campaign_id, creative_id, price_micros, currency, cost_micros, recorded_at)
     SELECT txid, kind, campaign_id, creative_id, price_micros, currency, cost_micros, at
-    FROM priced ORDER BY txid, kind
+    FROM priced WHERE cost_micros IS NOT NULL ORDER BY txid, kind
     ON CONFLICT (txid, kind) DO NOTHING
     RETURNING n.txid, n.kind, n.campaign_id, n.creative_id, n.cost_micros, n.recorded_at
 ),
@@ -114,7 +115,9 @@ clicks AS (
     ORDER BY i.click_id
     ON CONFLICT (click_id) DO NOTHING
 )
-SELECT txid, kind, cost_micros FROM ins
+SELECT txid, kind, cost_micros, true AS priced FROM ins
+UNION ALL
+SELECT txid, kind, 0, false FROM priced WHERE cost_micros IS NULL
 """
 
 
@@ -139,8 +142,9 @@ class NoticeRow:
 
 @dataclass(frozen=True, slots=True)
 class RowResult:
-    counted: bool  # False: a duplicate
+    counted: bool  # False: a duplicate (or unpriced)
     cost_micros: int = 0  # what a billing notice added, campaign currency
+    unpriced: bool = False  # a billing notice whose campaign or exchange rate is gone: not counted
 
 
 def _timestamp(seconds: float) -> datetime:
@@ -299,7 +303,12 @@ class GroupCommitter:
             except _CONNECTION_ERRORS as exc:
                 self.metrics.batch_errors.labels("unavailable").inc()
                 raise Unavailable(f"Postgres unavailable: {type(exc).__name__}") from exc
-            return {(r["txid"], r["kind"]): RowResult(True, int(r["cost_micros"])) for r in records}
+            return {
+                (r["txid"], r["kind"]): RowResult(
+                    r["priced"], int(r["cost_micros"]), unpriced=not r["priced"]
+                )
+                for r in records
+            }
         raise Unavailable("the batch kept conflicting with another transaction")
 
 

@@ -235,3 +235,22 @@ async def test_a_loss_notice_carries_its_reason_and_the_winning_price(dsn: str) 
         losses = [e for e in w.events if isinstance(e, LossEvent)]
         assert [(e.loss_reason, e.clear_cpm_micros) for e in losses] == [(102, 4_500_000)]
         assert await spend(dsn) == {}
+
+
+async def test_a_rate_gone_since_the_catalog_was_read_refuses_the_notice_alone(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO fx_rates (currency, per_usd_micros) VALUES ('XTS', 2000000)"
+        )
+        async with tracker_world(dsn) as w:
+            await conn.execute("DELETE FROM fx_rates WHERE currency = 'XTS'")
+            gone = notice_query("bill", "x1:1:b0", currency="XTS")
+            fine = notice_query("bill", "x2:1:b0")
+            answers = await asyncio.gather(w.get("/bill", gone), w.get("/bill", fine))
+            assert [a.status for a in answers] == [400, 204]
+            assert w.value("tracker_refusals_total", cause="unknown") == 1
+        kinds = await conn.fetch("SELECT txid FROM tracker_notices WHERE kind = 'bill'")
+        assert [r["txid"] for r in kinds] == ["x2:1:b0"]
+    finally:
+        await conn.close()
