@@ -4,6 +4,7 @@ up with every record delivered from the spool, in order."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import http.client
@@ -16,14 +17,19 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import boto3
+import msgspec
 import pytest
+from conftest_tracker import NOW, SECRET, notice_query, seed, tracker_world
 from prometheus_client import CollectorRegistry
 
+from fleet import signing
 from fleet.processes import free_port, wait_for_port
 from tracker.kinesis import Backoff, KinesisSink, boto3_client
 from tracker.metrics import TrackerMetrics
+from tracker.notices import Streams
 
 pytestmark = pytest.mark.integration
 REGION = "us-east-1"
@@ -247,3 +253,37 @@ def test_kinesis_down_then_up_every_record_delivered_in_order(tmp_path: Path) ->
         assert registry.get_sample_value("tracker_kinesis_spool_records") == 0
     finally:
         sink.close()
+
+
+async def test_postbacks_reach_their_stream_keyed_by_device(tmp_path: Path, pg_dsn: str) -> None:
+    await seed(pg_dsn)
+    port = free_port()
+    with moto_server(port) as endpoint:
+        await asyncio.to_thread(create_streams, endpoint, "attributed", "organic")
+        sink = KinesisSink(
+            lambda: boto3_client(endpoint, REGION),
+            tmp_path / "spool",
+            TrackerMetrics(CollectorRegistry()),
+            backoff=FAST,
+        )
+        sink.start()
+        device = signing.user_key("ifa-1", SECRET)
+        try:
+            async with tracker_world(
+                pg_dsn, kinesis=sink, streams=Streams("attributed", "organic")
+            ) as w:
+                click = notice_query("click", "k1:1:b0", price=None, user_key=device)
+                assert (await w.get("/click", click)).status == 302
+                for ifa in ("ifa-1", "ifa-2"):
+                    query = urlencode({"partner": "p", "event": "install", "ifa": ifa})
+                    assert (await w.get("/postback", query, now=NOW + 60)).status == 200
+            await asyncio.to_thread(wait_delivered, sink)
+        finally:
+            await asyncio.to_thread(sink.close)
+        attributed = await asyncio.to_thread(read_stream, endpoint, "attributed")
+        organic = await asyncio.to_thread(read_stream, endpoint, "organic")
+    assert [key for key, _ in attributed] == [device]
+    assert [key for key, _ in organic] == [signing.user_key("ifa-2", SECRET)]
+    record = msgspec.json.decode(attributed[0][1])
+    assert (record["type"], record["txid"], record["attributed"]) == ("install", "k1:1:b0", True)
+    assert "ifa-1" not in attributed[0][1].decode()
