@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from fleet import signing
 from tracker.errors import Refused
@@ -76,23 +76,38 @@ class Notice:
     key_index: int = 0  # which key of the set signed it (0: the current one)
 
 
-def parse_query(query: str | bytes) -> dict[str, str]:
-    """The query's parameters, percent-decoded. A parameter given twice is refused (which copy
-    would count?), as is a query that is not UTF-8."""
+def _decode(text: str) -> str:
+    if "%" not in text and "+" not in text:
+        return text
+    try:
+        return unquote_plus(text, errors="strict")
+    except UnicodeDecodeError:
+        raise Refused("malformed", "a query parameter is not UTF-8") from None
+
+
+def parse_query(query: str | bytes, max_fields: int = 64) -> dict[str, str]:
+    """The query's parameters, percent-decoded (as ``parse_qsl`` decodes them, strictly). A
+    parameter given twice is refused (which copy would count?), as is a query that is not
+    ASCII or not UTF-8 once decoded, or one with more than ``max_fields`` parameters."""
     if isinstance(query, bytes):
         try:
             query = query.decode("ascii")
         except UnicodeDecodeError:
             raise Refused("malformed", "the query string is not ASCII") from None
-    try:
-        pairs = parse_qsl(query, keep_blank_values=True, errors="strict", max_num_fields=64)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise Refused("malformed", f"unreadable query string: {exc}") from None
     params: dict[str, str] = {}
-    for name, value in pairs:
+    if not query:
+        return params
+    parts = query.split("&")
+    if len(parts) > max_fields:
+        raise Refused("malformed", f"more than {max_fields} query parameters")
+    for part in parts:
+        if not part:
+            continue
+        raw_name, _, raw_value = part.partition("=")
+        name = _decode(raw_name)
         if name in params:
-            raise Refused("malformed", f"parameter {name!r} is given twice")
-        params[name] = value
+            raise Refused("malformed", f"parameter {name[:40]!r} is given twice")
+        params[name] = _decode(raw_value)
     return params
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -115,6 +115,14 @@ class Tracker:
         self.kinesis = kinesis
         self.streams = streams
         self.partners = frozenset(partners)
+        # label children by (kind, outcome): looked up per notice, so made once
+        self._counts: dict[tuple[str, str], Any] = {}
+
+    def _count(self, kind: str, outcome: str) -> None:
+        child = self._counts.get((kind, outcome))
+        if child is None:
+            child = self._counts[(kind, outcome)] = self.metrics.notices.labels(kind, outcome)
+        child.inc()
 
     async def handle(
         self,
@@ -139,10 +147,10 @@ class Tracker:
             return await self._notice(kind, query, now)
         except Refused as exc:
             self.metrics.refusals.labels(exc.cause).inc()
-            self.metrics.notices.labels(label, "refused").inc()
+            self._count(label, "refused")
             return _json_response(exc.status, {"error": exc.reason, "cause": exc.cause})
         except Unavailable as exc:
-            self.metrics.notices.labels(label, "unavailable").inc()
+            self._count(label, "unavailable")
             response = _json_response(503, {"error": f"unavailable, retry: {exc}"})
             response.headers.append(("Retry-After", "1"))
             return response
@@ -192,13 +200,13 @@ class Tracker:
         if counted.unpriced:
             raise Refused("unknown", "the campaign or its exchange rate no longer exists")
         if counted.counted:
-            self.metrics.notices.labels(kind, "counted").inc()
+            self._count(kind, "counted")
             if kind == "bill":
                 currency = catalog.campaigns[notice.campaign_id].currency
                 self.metrics.spend.labels(currency).inc(counted.cost_micros)
             self._emit(notice, now, counted.cost_micros, click_id)
         else:
-            self.metrics.notices.labels(kind, "duplicate").inc()
+            self._count(kind, "duplicate")
             self.metrics.duplicates.labels(kind).inc()
         if caps and results[rows[1].key].counted and self.frequency is not None:
             self.frequency.increment(notice.user_key, caps)

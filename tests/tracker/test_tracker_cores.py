@@ -337,3 +337,20 @@ def test_the_spool_is_bounded_and_drops_a_torn_tail(tmp_path: Path) -> None:
         f.write(b"\x00\x00\x00\x10abc")  # a record cut short by a crash
     reopened = Spool(tmp_path, max_bytes=100)
     assert reopened.peek(10) == [b"a" * 40, b"b" * 40]
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=12), max_size=10))
+def test_query_parsing_reads_what_parse_qsl_reads(params: dict[str, str]) -> None:
+    from urllib.parse import urlencode
+
+    query = urlencode(params)
+    assert parse_query(query) == dict(parse_qsl(query, keep_blank_values=True))
+    assert parse_query(query.encode()) == parse_query(query)
+
+
+def test_queries_that_are_not_text_or_too_long_are_refused() -> None:
+    for query in (b"a=\xff", "a=%ff", "a=%C3", "&".join(f"p{i}=1" for i in range(65))):
+        with pytest.raises(Refused) as info:
+            parse_query(query)
+        assert info.value.cause == "malformed"
+    assert parse_query("a=1+2&b=%2B&c&d=") == {"a": "1 2", "b": "+", "c": "", "d": ""}
