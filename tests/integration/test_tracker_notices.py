@@ -24,6 +24,7 @@ from fleet.events import BillingEvent, ClickEvent, LossEvent, WinEvent
 from fleet.frequency import frequency_key
 from tracker.attribution import click_id_for
 from tracker.spend import campaign_cost
+from tracker.store import purge
 
 pytestmark = pytest.mark.integration
 
@@ -254,3 +255,14 @@ async def test_a_rate_gone_since_the_catalog_was_read_refuses_the_notice_alone(d
         assert [r["txid"] for r in kinds] == ["x2:1:b0"]
     finally:
         await conn.close()
+
+
+async def test_dedupe_rows_past_their_retention_are_purged(dsn: str) -> None:
+    async with tracker_world(dsn) as w:
+        assert (await w.get("/bill", notice_query("bill", "p1:1:b0"), now=NOW)).status == 204
+        later = notice_query("bill", "p2:1:b0", expires=NOW + 10_000)
+        assert (await w.get("/bill", later, now=NOW + 5000)).status == 204
+        assert await purge(w.pool, NOW + 1000) == 1
+        assert await purge(w.pool, NOW + 1000) == 0
+        # spend is kept: only the dedupe rows of notices no URL can bring again are gone
+        assert await spend(dsn) == {(1, date(2027, 1, 15)): (5_000, 2)}

@@ -4,8 +4,9 @@ activation, spend conversion, click-through URLs, the Kinesis batching rule and 
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 from hypothesis import given
@@ -341,8 +342,6 @@ def test_the_spool_is_bounded_and_drops_a_torn_tail(tmp_path: Path) -> None:
 
 @given(st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=12), max_size=10))
 def test_query_parsing_reads_what_parse_qsl_reads(params: dict[str, str]) -> None:
-    from urllib.parse import urlencode
-
     query = urlencode(params)
     assert parse_query(query) == dict(parse_qsl(query, keep_blank_values=True))
     assert parse_query(query.encode()) == parse_query(query)
@@ -354,3 +353,14 @@ def test_queries_that_are_not_text_or_too_long_are_refused() -> None:
             parse_query(query)
         assert info.value.cause == "malformed"
     assert parse_query("a=1+2&b=%2B&c&d=") == {"a": "1 2", "b": "+", "c": "", "d": ""}
+
+
+@given(
+    st.integers(min_value=0, max_value=10**15),
+    st.integers(min_value=1, max_value=10**12),
+    st.integers(min_value=1, max_value=10**12),
+)
+def test_cost_is_never_overstated_and_never_a_micro_short(price: int, bid_fx: int, fx: int) -> None:
+    exact = Fraction(price * fx, bid_fx * 1000)
+    cost = campaign_cost(price, bid_fx, fx)
+    assert cost <= exact < cost + 1
