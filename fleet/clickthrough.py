@@ -8,8 +8,9 @@ measurement partner's tracking link) that may hold these macros, each filled in 
     ${DEVICE_ID}    the user key (a keyed hash, never the raw device id), and only when the
                     request's privacy signals allowed one; empty otherwise
 
-The redirect always carries the click id in its query string as ``clickid`` (added when the URL
-does not place ``${CLICK_ID}`` itself), the way measurement partners' links carry it.
+The redirect always carries the click id in its query string as ``clickid`` (added unless the
+URL places it there itself, ``clickid=${CLICK_ID}``), the way measurement partners' links carry
+it, so that a postback brings it back under that name whatever else the URL does with it.
 """
 
 from __future__ import annotations
@@ -47,11 +48,11 @@ def expand(url: str, *, click_id: str, campaign_id: int, creative_id: int, devic
         "CREATIVE_ID": str(creative_id),
         "DEVICE_ID": device_id,
     }
-    placed = "${CLICK_ID}" in url
     filled = _MACRO.sub(lambda m: quote(values.get(m.group(1), ""), safe=""), url)
-    if placed:
-        return filled
     base, hash_, fragment = filled.partition("#")
+    query = base.partition("?")[2]
+    if f"{CLICK_ID_PARAM}={quote(click_id, safe='')}" in query.split("&"):
+        return filled
     joiner = "&" if "?" in base else "?"
     if base.endswith(("?", "&")):
         joiner = ""

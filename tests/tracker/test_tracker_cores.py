@@ -293,7 +293,12 @@ def test_click_through_urls_take_their_macros_and_the_click_id() -> None:
         creative_id=1,
         device_id="u",
     )
-    assert placed == "https://x.example/?id=c%202#top"
+    assert placed == "https://x.example/?id=c%202&clickid=c%202#top"
+    own = clickthrough.expand(
+        "https://x.example/?clickid=${CLICK_ID}", click_id="c3", campaign_id=1, creative_id=1,
+        device_id="",
+    )  # fmt: skip
+    assert own == "https://x.example/?clickid=c3"
     assert (
         clickthrough.expand(
             "https://x.example/p#f", click_id="c", campaign_id=1, creative_id=1, device_id=""
