@@ -99,6 +99,8 @@ async def cmd_campaigns_load(settings: FleetSettings, args: argparse.Namespace) 
         f"loaded {result.advertisers} advertiser(s), {result.campaigns} campaign(s), "
         f"{result.creatives} creative(s)"
     )
+    for line in result.kept_pauses:
+        print(line)
     return 0
 
 

@@ -83,6 +83,8 @@ class LoadResult:
     advertisers: int
     campaigns: int
     creatives: int
+    # what a rule had paused and the document said "active": kept paused, one line each
+    kept_pauses: tuple[str, ...] = ()
 
 
 def read_document(path: Path) -> Any:
@@ -534,10 +536,26 @@ async def load_document(dsn: str, document: Any) -> LoadResult:
         known = {int(r["id"]) for r in await conn.fetch("SELECT id FROM advertisers")}
         portfolio = validate(document, known)
         await upsert(conn, portfolio.advertisers, portfolio.campaigns)
+        kept = await conn.fetch(
+            """SELECT 'campaign' AS what, id, paused_by, pause_reason FROM campaigns
+               WHERE id = ANY($1::bigint[]) AND paused_by <> ''
+               UNION ALL
+               SELECT 'creative', id, paused_by, pause_reason FROM creatives
+               WHERE id = ANY($2::bigint[]) AND paused_by <> '' ORDER BY 1, 2""",
+            [c.id for c in portfolio.campaigns if c.status == "active"],
+            [cr.id for c in portfolio.campaigns for cr in c.creatives if cr.status == "active"],
+        )
     finally:
         await conn.close()
     return LoadResult(
-        len(portfolio.advertisers), len(portfolio.campaigns), portfolio.creative_count
+        len(portfolio.advertisers),
+        len(portfolio.campaigns),
+        portfolio.creative_count,
+        tuple(
+            f"{r['what']} {r['id']} stays paused (paused by {r['paused_by']}: "
+            f"{r['pause_reason']}); set its status to paused, then active, to resume it"
+            for r in kept
+        ),
     )
 
 

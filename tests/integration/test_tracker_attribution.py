@@ -13,6 +13,7 @@ from fleet import signing
 from fleet.config import Campaign, Creative
 from fleet.db.config_store import load_snapshot, upsert
 from fleet.events import InAppEvent, InstallEvent
+from fleet.portfolio import load_document
 from tracker.attribution import click_id_for
 from tracker.cpa import Rule
 from tracker.pauses import PAUSED_BY, CpaRule
@@ -163,6 +164,21 @@ async def test_the_cpa_rule_pauses_and_a_later_load_keeps_the_pause(dsn: str) ->
         kept = (await load_snapshot(conn)).campaign(1)
         assert kept is not None and (kept.status, kept.paused_by) == ("paused", PAUSED_BY)
         assert kept.creatives[0].click_url == "https://acme.example/"
+        # through the command line's loader: the kept pause is said, not silent
+        document = {
+            "campaigns": [
+                {
+                    "id": 1, "advertiser_id": 1, "name": "usd", "goal_type": "CPI",
+                    "goal_price": "2", "max_bid_cpm": "5", "daily_budget": "0",
+                    "total_budget": "0",
+                    "creatives": [{"id": 10, "format": "banner", "size": "320x50",
+                                   "markup": "m", "adomain": ["acme.example"]}],
+                }
+            ]
+        }  # fmt: skip
+        result = await load_document(dsn, document)
+        assert len(result.kept_pauses) == 1
+        assert result.kept_pauses[0].startswith("campaign 1 stays paused (paused by tracker:cpa")
         # saying "paused" makes it the manager's own pause; then "active" resumes it
         await upsert(conn, [], [Campaign(**{**_fields(again), "status": "paused"})])
         await upsert(conn, [], [again])
