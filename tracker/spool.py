@@ -123,38 +123,51 @@ class Spool:
         self.records += accepted
         return accepted
 
-    def peek(self, max_records: int) -> list[bytes]:
-        """Up to ``max_records`` records from the cursor on, in order."""
+    def peek(self, max_records: int, max_bytes: int = 6 * 1024 * 1024) -> list[bytes]:
+        """Up to ``max_records`` records from the cursor on, in order, reading about
+        ``max_bytes`` at most (at least one record): what the next call can send."""
         out: list[bytes] = []
-        for segment in self._segments:
-            if len(out) >= max_records:
+        size = 0
+        segment, offset = self._cursor
+        for seg in self._segments[self._segments.index(segment) :]:
+            with open(self._path(seg), "rb") as f:
+                f.seek(offset if seg == segment else 0)
+                while len(out) < max_records and (not out or size < max_bytes):
+                    head = f.read(4)
+                    if len(head) < 4:
+                        break
+                    (length,) = _LENGTH.unpack(head)
+                    data = f.read(length)
+                    if len(data) < length:
+                        break
+                    out.append(data)
+                    size += 4 + length
+            if len(out) >= max_records or size >= max_bytes:
                 break
-            data = self._path(segment).read_bytes()
-            offset = self._cursor[1] if segment == self._cursor[0] else 0
-            while offset + 4 <= len(data) and len(out) < max_records:
-                (length,) = _LENGTH.unpack_from(data, offset)
-                out.append(data[offset + 4 : offset + 4 + length])
-                offset += 4 + length
         return out
 
     def commit(self, count: int) -> None:
         """The first ``count`` records from the cursor were delivered: move past them, and drop
-        the segments left behind."""
+        the segments left behind. Reads only the records' lengths."""
         segment, offset = self._cursor
         left = count
-        while left > 0:
-            data = self._path(segment).read_bytes()
-            while left > 0 and offset + 4 <= len(data):
-                (length,) = _LENGTH.unpack_from(data, offset)
-                offset += 4 + length
-                self.bytes -= 4 + length
-                self.records -= 1
-                left -= 1
-            if left > 0 or (offset >= len(data) and segment != self._segments[-1]):
-                if segment == self._segments[-1]:
+        while True:
+            path = self._path(segment)
+            end = path.stat().st_size
+            with open(path, "rb") as f:
+                while left > 0 and offset + 4 <= end:
+                    f.seek(offset)
+                    (length,) = _LENGTH.unpack(f.read(4))
+                    offset += 4 + length
+                    self.bytes -= 4 + length
+                    self.records -= 1
+                    left -= 1
+            if offset < end or segment == self._segments[-1]:
+                if left > 0:
                     raise KinesisError("committed more records than the spool holds")
-                self._path(segment).unlink()
-                self._segments.pop(0)
-                segment, offset = self._segments[0], 0
+                break
+            path.unlink()  # every record of this segment is delivered
+            self._segments.pop(0)
+            segment, offset = self._segments[0], 0
         self._cursor = (segment, offset)
         self._write_cursor()

@@ -25,6 +25,7 @@ notice survives a crash of Postgres too.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -200,7 +201,7 @@ class GroupCommitter:
         self.batch_max = batch_max
         self.concurrency = concurrency
         self.timeout = timeout
-        self._queue: list[_Waiter] = []
+        self._queue: collections.deque[_Waiter] = collections.deque()
         self._ready = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
@@ -236,7 +237,7 @@ class GroupCommitter:
         taken: list[_Waiter] = []
         count = 0
         while self._queue and (not taken or count + len(self._queue[0].rows) <= self.batch_max):
-            waiter = self._queue.pop(0)
+            waiter = self._queue.popleft()
             taken.append(waiter)
             count += len(waiter.rows)
         if not self._queue:

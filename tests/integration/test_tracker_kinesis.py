@@ -52,7 +52,7 @@ def moto_server(port: int) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        if not wait_for_port("127.0.0.1", port, 30):
+        if not wait_for_port("127.0.0.1", port, 60):
             raise RuntimeError("moto did not start")
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -156,7 +156,7 @@ class FaultProxy:
         self.server.server_close()
 
 
-def wait_delivered(sink: KinesisSink, timeout: float = 60.0) -> None:
+def wait_delivered(sink: KinesisSink, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while sink.pending and time.monotonic() < deadline:
         time.sleep(0.05)

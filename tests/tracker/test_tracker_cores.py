@@ -369,3 +369,14 @@ def test_cost_is_never_overstated_and_never_a_micro_short(price: int, bid_fx: in
     exact = Fraction(price * fx, bid_fx * 1000)
     cost = campaign_cost(price, bid_fx, fx)
     assert cost <= exact < cost + 1
+
+
+def test_the_spool_reads_about_a_call_at_a_time(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10**6, segment_bytes=1000)
+    records = [bytes([i]) * 100 for i in range(30)]
+    spool.append(records)
+    assert spool.peek(500, max_bytes=250) == records[:3]  # 104 bytes a frame
+    assert spool.peek(500, max_bytes=1) == records[:1]  # at least one
+    spool.commit(25)  # across segment files
+    assert spool.peek(500) == records[25:] and spool.records == 5
+    assert len(list(tmp_path.glob("*.seg"))) == 1
