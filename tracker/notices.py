@@ -124,6 +124,12 @@ class Tracker:
             child = self._counts[(kind, outcome)] = self.metrics.notices.labels(kind, outcome)
         child.inc()
 
+    @property
+    def ready(self) -> bool:
+        """What ``/readyz`` answers once mounted: the campaign catalog has been read (until
+        then every notice would be answered 503)."""
+        return self.catalog.catalog.loaded_at > 0
+
     async def handle(
         self,
         method: str,
