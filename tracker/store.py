@@ -358,14 +358,16 @@ class CatalogSource:
             return self.catalog
 
     async def ensure(self, campaign_id: int, creative_id: int, currency: str) -> Catalog:
-        """The catalog, read again first when it lacks what a notice names (and was not read
-        in the last ``min_interval`` seconds)."""
+        """The catalog, read again first when it lacks what a notice names: at once, or once
+        ``min_interval`` seconds have passed since the last read (a campaign created just after
+        it is then found; a burst of notices for a new campaign reads it once)."""
         catalog = self.catalog
         if catalog.knows(campaign_id, creative_id, currency):
             return catalog
-        if time.monotonic() - catalog.loaded_at >= self.min_interval:
-            return await self.reload(unless_newer_than=catalog.loaded_at)
-        return catalog
+        wait = catalog.loaded_at + self.min_interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return await self.reload(unless_newer_than=catalog.loaded_at)
 
     async def _loop(self) -> None:
         while True:
