@@ -14,9 +14,11 @@ Batches insert their keys in sorted order, so that two processes cannot deadlock
 
 When Postgres cannot be reached or the commit does not finish within ``timeout``, every notice
 of the batch gets ``Unavailable`` (answered 503): the sender retries, and a notice that did
-commit after all is then a duplicate. A billing notice whose campaign or exchange rate is gone
-by the time it commits is not written and comes back ``unpriced``. A batch that fails on its
-data anyway is committed again notice by notice so that one bad notice fails alone.
+commit after all is then a duplicate. For a moment after that (``fail_fast``), new notices are
+answered unavailable at once rather than each waiting out the timeout. A billing notice whose
+campaign or exchange rate is gone by the time it commits is not written and comes back
+``unpriced``. A batch that fails on its data anyway is committed again notice by notice so
+that one bad notice fails alone.
 
 Commits are synchronous (``synchronous_commit = on`` on these connections): an acknowledged
 notice survives a crash of Postgres too.
@@ -205,6 +207,10 @@ class GroupCommitter:
         self._ready = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
+        # after a failure to reach Postgres, notices are answered "unavailable" at once for
+        # ``fail_fast`` seconds (not each after waiting ``timeout``); then a batch tries again
+        self.fail_fast = min(0.5, timeout)
+        self._down_until = 0.0
 
     def start(self) -> None:
         for i in range(self.concurrency):
@@ -215,6 +221,8 @@ class GroupCommitter:
         batch could not be committed (nothing of it counted)."""
         if self._closing or not self._workers:
             raise Unavailable("the tracker is shutting down")
+        if time.monotonic() < self._down_until:
+            raise Unavailable("Postgres was unreachable a moment ago")
         future: asyncio.Future[dict[Any, RowResult]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Waiter(rows, future))
         self._ready.set()
@@ -261,6 +269,7 @@ class GroupCommitter:
         try:
             results = await self._commit(rows)
         except Unavailable as exc:
+            self._down_until = time.monotonic() + self.fail_fast
             for waiter in batch:
                 if not waiter.future.done():
                     waiter.future.set_exception(Unavailable(str(exc)))
