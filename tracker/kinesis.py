@@ -10,7 +10,8 @@ past ``max_bytes`` new records are dropped and counted) and go out when it is ba
 
 Delivery is at-least-once: a record whose delivery was not recorded before a crash is sent
 again. Within a call, a record retried after a partial failure can land after the records that
-followed it (Kinesis orders by shard; consumers deduplicate on ``id``).
+followed it (Kinesis orders by shard; consumers deduplicate on the record's ``id``, the key it
+was counted once under).
 """
 
 from __future__ import annotations

@@ -380,4 +380,9 @@ class Tracker:
             self.publish(event)
         if self.kinesis is not None:
             stream = self.streams.attributed if d.attributed else self.streams.organic
-            self.kinesis.put(stream, recorded.user_key, msgspec.json.encode(event))
+            # the key it was counted once under: what consumers deduplicate redeliveries on
+            key = [p.event, recorded.user_key, recorded.app]
+            if p.event != "install":
+                key.append(p.event_ts)
+            record = {"id": "|".join(key), **msgspec.to_builtins(event)}
+            self.kinesis.put(stream, recorded.user_key, msgspec.json.encode(record))

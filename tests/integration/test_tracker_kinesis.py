@@ -286,4 +286,5 @@ async def test_postbacks_reach_their_stream_keyed_by_device(tmp_path: Path, pg_d
     assert [key for key, _ in organic] == [signing.user_key("ifa-2", SECRET)]
     record = msgspec.json.decode(attributed[0][1])
     assert (record["type"], record["txid"], record["attributed"]) == ("install", "k1:1:b0", True)
+    assert record["id"] == f"install|{device}|adv:1"
     assert "ifa-1" not in attributed[0][1].decode()
