@@ -99,6 +99,8 @@ async def cmd_campaigns_load(settings: FleetSettings, args: argparse.Namespace) 
         f"loaded {result.advertisers} advertiser(s), {result.campaigns} campaign(s), "
         f"{result.creatives} creative(s)"
     )
+    for line in result.kept_pauses:
+        print(line)
     return 0
 
 
@@ -125,6 +127,12 @@ async def cmd_campaigns_list(settings: FleetSettings, args: argparse.Namespace) 
             f"{c.id:>6}  {c.status:<8} {c.goal_type:<4} {budget:>16} "
             f"{len(c.creatives):>9}  {c.name}"
         )
+        # pauses a rule made (a later load keeps them): who and why
+        if c.paused_by:
+            print(f"{'':>8}paused by {c.paused_by}: {c.pause_reason}")
+        for cr in c.creatives:
+            if cr.paused_by:
+                print(f"{'':>8}creative {cr.id} paused by {cr.paused_by}: {cr.pause_reason}")
     print(f"{len(snapshot.campaigns)} campaign(s), config version {snapshot.version}")
     return 0
 
@@ -156,6 +164,7 @@ SETTINGS_CLASSES = (
     ("fleet.http.limits", "HttpLimits"),
     ("bidder.settings", "BidderSettings"),
     ("cache.settings", "CacheSettings"),
+    ("tracker.settings", "TrackerSettings"),
     ("sim.settings", "SimSettings"),
 )
 

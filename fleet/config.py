@@ -62,6 +62,11 @@ class Creative(msgspec.Struct, frozen=True, kw_only=True):
     duration: int = 0  # video seconds
     status: Status = "active"
     version: int = 0
+    # where a click lands (a landing page or a measurement partner's link), with the macros of
+    # fleet.clickthrough; the tracker's /click redirects there
+    click_url: str = ""
+    paused_by: str = ""  # who paused it when not the campaign manager (a rule), and why
+    pause_reason: str = ""
 
     @property
     def size(self) -> str:
@@ -87,6 +92,10 @@ class Campaign(msgspec.Struct, frozen=True, kw_only=True):
     frequency_caps: tuple[FrequencyCap, ...] = ()
     creatives: tuple[Creative, ...] = ()
     version: int = 0
+    attribution_window_seconds: int = 7 * 86400  # click to install (and install to event)
+    goal_event: str = ""  # CPA: the in-app event that counts as an activation ("": installs)
+    paused_by: str = ""  # who paused it when not the campaign manager (a rule), and why
+    pause_reason: str = ""
 
 
 class ConfigSnapshot(msgspec.Struct, frozen=True, kw_only=True):

@@ -95,20 +95,35 @@ class ImpressionEvent(Event, tag="impression", frozen=True, kw_only=True):
 class ClickEvent(Event, tag="click", frozen=True, kw_only=True):
     campaign_id: int
     creative_id: int
+    click_id: str = ""  # what the redirect carried; a postback brings it back
 
 
 class InstallEvent(Event, tag="install", frozen=True, kw_only=True):
+    """An install postback, counted once per device and app. Organic installs carry campaign
+    and creative 0 and, having no bid, ``organic:<user key>`` as their txid."""
+
     campaign_id: int
     creative_id: int
     partner: str = ""
+    click_id: str = ""  # the click it is attributed to ("" when organic)
+    user_key: str = ""  # the device's user key (a keyed hash, never the raw device id)
+    attributed: bool = False
+    rule: str = "organic"  # click_id, last_click or organic
+    app: str = ""
+    currency: str = "USD"
 
 
 class InAppEvent(Event, tag="inapp", frozen=True, kw_only=True):
     campaign_id: int
     creative_id: int
     name: str
-    revenue_micros: int = 0
+    revenue_micros: int = 0  # in ``currency``
     partner: str = ""
+    click_id: str = ""
+    user_key: str = ""
+    attributed: bool = False
+    app: str = ""
+    currency: str = "USD"
 
 
 AnyEvent = (

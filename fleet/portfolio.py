@@ -25,7 +25,14 @@ A portfolio document (YAML or JSON) is what campaign managers write and what
         frequency_caps: [{max_impressions: 3, period_seconds: 3600}]
         creatives:
           - {id: 100, format: banner, w: 320, h: 50, markup: "<a href='${CLICK_URL}'>...</a>",
-             adomain: [shoply.example], categories: [IAB22]}
+             adomain: [shoply.example], categories: [IAB22],
+             click_url: "https://shoply.example/app?click=${CLICK_ID}&c=${CAMPAIGN_ID}"}
+        attribution_window_seconds: 604800   # click to install; 7 days when not given
+        goal_event: registration  # CPA: the in-app event counted as an activation
+
+A creative's ``click_url`` is where the tracker's click redirect lands, with the macros of
+``fleet.clickthrough`` (``${CLICK_ID}``, ``${CAMPAIGN_ID}``, ``${CREATIVE_ID}``,
+``${DEVICE_ID}``).
 
 Validation finds every error at once, each with its location (``campaigns[2].creatives[0].w``),
 and nothing is written unless the whole document is valid.
@@ -46,6 +53,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 import yaml
 
+from fleet import clickthrough
 from fleet import vocabulary as vocab
 from fleet.config import Advertiser, Campaign, Creative, FrequencyCap, Targeting
 from fleet.errors import ConfigValidationError
@@ -75,6 +83,8 @@ class LoadResult:
     advertisers: int
     campaigns: int
     creatives: int
+    # what a rule had paused and the document said "active": kept paused, one line each
+    kept_pauses: tuple[str, ...] = ()
 
 
 def read_document(path: Path) -> Any:
@@ -254,7 +264,8 @@ def _lower(v: str) -> str | None:
 
 
 _TARGETING_KEYS = {f for f in Targeting.__struct_fields__ if f != "version"}
-_CREATIVE_KEYS = {f for f in Creative.__struct_fields__ if f not in ("version", "campaign_id")}
+_AUTOMATIC = ("version", "paused_by", "pause_reason")  # written by the database and rules
+_CREATIVE_KEYS = {f for f in Creative.__struct_fields__ if f not in (*_AUTOMATIC, "campaign_id")}
 _CAMPAIGN_KEYS = {
     "id",
     "advertiser_id",
@@ -269,6 +280,8 @@ _CAMPAIGN_KEYS = {
     "targeting",
     "frequency_caps",
     "creatives",
+    "attribution_window_seconds",
+    "goal_event",
 }
 _MONEY_FIELDS = ("goal_price", "max_bid_cpm", "daily_budget", "total_budget")
 _CAMPAIGN_KEYS |= set(_MONEY_FIELDS) | {f"{m}_micros" for m in _MONEY_FIELDS}
@@ -325,6 +338,11 @@ def _read_creative(ck: _Checker, raw: Any, where: str, campaign_id: int) -> Crea
     mimes = ck.string_list(item, "mimes", where)
     if fmt == "video" and not mimes:
         ck.fail(f"{where}.mimes", "a video creative needs its MIME types")
+    click_url = ck.text(item, "click_url", where, default="")
+    if click_url:
+        problem = clickthrough.check(click_url)
+        if problem:
+            ck.fail(f"{where}.click_url", problem)
     if (
         cid is None
         or fmt is None
@@ -349,6 +367,7 @@ def _read_creative(ck: _Checker, raw: Any, where: str, campaign_id: int) -> Crea
         mimes=mimes,
         duration=duration,
         status=status,  # type: ignore[arg-type]
+        click_url=click_url or "",
     )
 
 
@@ -374,6 +393,8 @@ def _read_campaign(ck: _Checker, raw: Any, where: str) -> Campaign | None:
             ck.fail(f"{where}.timezone", f"{timezone!r} is not a known time zone")
     pacing_mode = ck.text(item, "pacing_mode", where, default="even", choices=("even", "asap"))
     status = ck.text(item, "status", where, default="active", choices=STATUSES)
+    window = ck.integer(item, "attribution_window_seconds", where, minimum=1, default=7 * 86400)
+    goal_event = ck.text(item, "goal_event", where, default="")
     start = ck.timestamp(item, "flight_start", where)
     end = ck.timestamp(item, "flight_end", where)
     if start is not None and end is not None and end <= start:
@@ -432,6 +453,8 @@ def _read_campaign(ck: _Checker, raw: Any, where: str) -> Campaign | None:
         targeting=targeting,
         frequency_caps=tuple(caps),
         creatives=tuple(creatives),
+        attribution_window_seconds=window or 7 * 86400,
+        goal_event=goal_event or "",
     )
 
 
@@ -513,10 +536,26 @@ async def load_document(dsn: str, document: Any) -> LoadResult:
         known = {int(r["id"]) for r in await conn.fetch("SELECT id FROM advertisers")}
         portfolio = validate(document, known)
         await upsert(conn, portfolio.advertisers, portfolio.campaigns)
+        kept = await conn.fetch(
+            """SELECT 'campaign' AS what, id, paused_by, pause_reason FROM campaigns
+               WHERE id = ANY($1::bigint[]) AND paused_by <> ''
+               UNION ALL
+               SELECT 'creative', id, paused_by, pause_reason FROM creatives
+               WHERE id = ANY($2::bigint[]) AND paused_by <> '' ORDER BY 1, 2""",
+            [c.id for c in portfolio.campaigns if c.status == "active"],
+            [cr.id for c in portfolio.campaigns for cr in c.creatives if cr.status == "active"],
+        )
     finally:
         await conn.close()
     return LoadResult(
-        len(portfolio.advertisers), len(portfolio.campaigns), portfolio.creative_count
+        len(portfolio.advertisers),
+        len(portfolio.campaigns),
+        portfolio.creative_count,
+        tuple(
+            f"{r['what']} {r['id']} stays paused (paused by {r['paused_by']}: "
+            f"{r['pause_reason']}); set its status to paused, then active, to resume it"
+            for r in kept
+        ),
     )
 
 
@@ -528,15 +567,20 @@ def to_document(portfolio: Portfolio) -> dict[str, Any]:
         doc = msgspec.json.decode(msgspec.json.encode(c))
         for name in _MONEY_FIELDS:
             doc.pop(f"{name}_micros", None)
-        doc.pop("version")
+        for key in _AUTOMATIC:
+            doc.pop(key)
+        if not doc["goal_event"]:
+            doc.pop("goal_event")
         doc["goal_price"] = decimal_string(c.goal_price_micros)
         doc["max_bid_cpm"] = decimal_string(c.max_bid_cpm_micros)
         doc["daily_budget"] = decimal_string(c.daily_budget_micros)
         doc["total_budget"] = decimal_string(c.total_budget_micros)
         doc["targeting"] = {k: v for k, v in doc["targeting"].items() if v and k != "version"}
         for cr in doc["creatives"]:
-            cr.pop("version")
-            cr.pop("campaign_id")
+            for key in (*_AUTOMATIC, "campaign_id"):
+                cr.pop(key)
+            if not cr["click_url"]:
+                cr.pop("click_url")
         for key in ("flight_start", "flight_end"):
             if doc[key] is None:
                 doc.pop(key)

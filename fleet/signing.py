@@ -11,6 +11,8 @@ parameters (all strings):
     bid    our bid, CPM micros in ``cur``          cur   the bid currency
     ts     bid time, whole seconds since the epoch
     exp    expiry, whole seconds since the epoch: later notices are rejected
+    uk     optional: the user key (``user_key``: a keyed hash, never the raw device id), only
+           when the request's privacy signals allow it; frequency counters and attribution
     sig    the signature: 32 lowercase hex digits, the 16-byte BLAKE2s MAC (RFC 7693: BLAKE2s
            keyed, digest size 16) of the canonical form of every other parameter except the
            exchange macros below; its key is the plain 32-byte BLAKE2s digest of the signing key
@@ -24,6 +26,14 @@ last so that the notices of one bid share the hashing of everything else.
 
 Values are percent-encoded in the URL (every character but ASCII letters, digits and ``-._~``,
 so a ``:`` in ``txid`` is sent as ``%3A``); the tracker verifies the decoded values.
+
+Key rotation: a ``KeySet`` holds the current key, which signs, and the previous keys, which still
+verify, so that the notices already in flight stay valid while the keys rotate. The URL format
+does not change: the verifier tries the current key, then each previous key (constant-time
+comparisons, a handful of keys at most).
+
+Only the parameters named above are signed; a URL that carries any other parameter (one a
+measurement partner appended, say) is verified on these alone with ``signed_params``.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ BID: Final = "bid"
 CURRENCY: Final = "cur"
 TIMESTAMP: Final = "ts"
 EXPIRES: Final = "exp"
+USER_KEY: Final = "uk"
 SIGNATURE: Final = "sig"
 PRICE: Final = "price"
 LOSS: Final = "loss"
@@ -50,6 +61,10 @@ LOSS: Final = "loss"
 # Parameters outside the signature: the signature itself and what the exchange fills in.
 UNSIGNED: Final = frozenset({SIGNATURE, PRICE, LOSS})
 KINDS: Final = ("win", "bill", "loss", "imp", "click")
+# Every parameter the bidder signs: a notice URL's signed form is exactly these, when present.
+SIGNED: Final = frozenset(
+    {KIND, TXID, CAMPAIGN, CREATIVE, BID, CURRENCY, TIMESTAMP, EXPIRES, USER_KEY}
+)
 SIGNATURE_BYTES: Final = 16
 
 
@@ -226,6 +241,57 @@ class Signer:
             state.update(kind_form)
             urls[kind] = f"{base}{path}{query}{state.hexdigest()}{macros}"
         return urls
+
+
+def signed_params(params: Mapping[str, str]) -> dict[str, str]:
+    """The parameters of ``params`` that the bidder signs (``SIGNED``): a URL's other
+    parameters (exchange macros, what a measurement partner adds) are not part of it."""
+    return {name: value for name, value in params.items() if name in SIGNED}
+
+
+class KeySet:
+    """The current signing key and the previous ones, for key rotation: ``current`` signs;
+    ``current`` and every key in ``previous`` verify. Keys must not be empty."""
+
+    def __init__(self, current: bytes, previous: tuple[bytes, ...] = ()) -> None:
+        self.signer = Signer(current)
+        self._verifiers = (self.signer, *(Signer(key) for key in previous if key != current))
+
+    def __len__(self) -> int:
+        return len(self._verifiers)
+
+    def key_index(self, params: Mapping[str, str], signature: str) -> int | None:
+        """Which key signed ``params`` (0: the current one), ignoring the expiry; None when
+        no key of the set did. Tries every key, so the time taken tells nothing."""
+        if not signature or not signature.isascii() or len(signature) != 2 * SIGNATURE_BYTES:
+            return None
+        form = canonical(params)
+        found = None
+        for index, signer in enumerate(self._verifiers):
+            if hmac.compare_digest(_mac(signer._keyed, form), signature) and found is None:
+                found = index
+        return found
+
+    def verify(self, params: Mapping[str, str], signature: str, now: float) -> bool:
+        """``Signer.verify`` under any key of the set."""
+        if not _unexpired(params, now):
+            return False
+        return self.key_index(params, signature) is not None
+
+
+def user_key(device_id: str, secret: bytes) -> str:
+    """The user key of a device id (an IFA, a buyeruid): ``u`` + 32 hex digits of a keyed
+    BLAKE2s hash, so that counters and attribution match a device without holding its id."""
+    if not secret:
+        raise ValueError("the user key secret must not be empty")
+    mac_key = hashlib.blake2s(secret).digest()
+    digest = hashlib.blake2s(
+        device_id.strip().lower().encode("utf-8", "surrogatepass"),
+        key=mac_key,
+        digest_size=SIGNATURE_BYTES,
+        person=b"rtbf-uk",
+    )
+    return "u" + digest.hexdigest()
 
 
 def render_markup(markup: str, imp_url: str, click_url: str) -> str:

@@ -55,6 +55,9 @@ def _creative(row: asyncpg.Record) -> Creative:
         duration=row["duration"],
         status=row["status"],
         version=row["version"],
+        click_url=row["click_url"],
+        paused_by=row["paused_by"],
+        pause_reason=row["pause_reason"],
     )
 
 
@@ -96,6 +99,10 @@ async def load_snapshot(conn: asyncpg.Connection) -> ConfigSnapshot:
             frequency_caps=tuple(caps[r["id"]]),
             creatives=tuple(creatives[r["id"]]),
             version=r["version"],
+            attribution_window_seconds=r["attribution_window_seconds"],
+            goal_event=r["goal_event"],
+            paused_by=r["paused_by"],
+            pause_reason=r["pause_reason"],
         )
         for r in camp_rows
     )
@@ -122,7 +129,11 @@ async def upsert(
     campaigns: Sequence[Campaign],
 ) -> None:
     """Insert or update everything given, in one transaction. Creatives and frequency caps of a
-    given campaign are replaced by the ones given (those not named are archived / removed)."""
+    given campaign are replaced by the ones given (those not named are archived / removed).
+
+    A campaign or creative that a rule paused (``paused_by`` set) stays paused when the document
+    says ``active``: only the campaign manager's own ``paused`` or ``archived`` replaces that
+    status (and clears ``paused_by``). ``rtbfleet campaigns list`` shows who paused what."""
     async with conn.transaction():
         for a in advertisers:
             await conn.execute(
@@ -138,8 +149,9 @@ async def upsert(
             await conn.execute(
                 """INSERT INTO campaigns (id, advertiser_id, name, goal_type, goal_price_micros,
                        max_bid_cpm_micros, daily_budget_micros, total_budget_micros, currency,
-                       flight_start, flight_end, timezone, pacing_mode, status)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                       flight_start, flight_end, timezone, pacing_mode, status,
+                       attribution_window_seconds, goal_event)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                    ON CONFLICT (id) DO UPDATE SET advertiser_id = EXCLUDED.advertiser_id,
                        name = EXCLUDED.name, goal_type = EXCLUDED.goal_type,
                        goal_price_micros = EXCLUDED.goal_price_micros,
@@ -148,7 +160,16 @@ async def upsert(
                        total_budget_micros = EXCLUDED.total_budget_micros,
                        currency = EXCLUDED.currency, flight_start = EXCLUDED.flight_start,
                        flight_end = EXCLUDED.flight_end, timezone = EXCLUDED.timezone,
-                       pacing_mode = EXCLUDED.pacing_mode, status = EXCLUDED.status""",
+                       pacing_mode = EXCLUDED.pacing_mode,
+                       attribution_window_seconds = EXCLUDED.attribution_window_seconds,
+                       goal_event = EXCLUDED.goal_event,
+                       status = CASE WHEN campaigns.paused_by <> ''
+                                     AND EXCLUDED.status = 'active'
+                                THEN campaigns.status ELSE EXCLUDED.status END,
+                       paused_by = CASE WHEN EXCLUDED.status = 'active'
+                                   THEN campaigns.paused_by ELSE '' END,
+                       pause_reason = CASE WHEN EXCLUDED.status = 'active'
+                                      THEN campaigns.pause_reason ELSE '' END""",
                 c.id,
                 c.advertiser_id,
                 c.name,
@@ -163,6 +184,8 @@ async def upsert(
                 c.timezone,
                 c.pacing_mode,
                 c.status,
+                c.attribution_window_seconds,
+                c.goal_event,
             )
             t = c.targeting
             columns = ", ".join(_TARGETING_COLUMNS)
@@ -177,14 +200,21 @@ async def upsert(
             for cr in c.creatives:
                 await conn.execute(
                     """INSERT INTO creatives (id, campaign_id, format, w, h, markup, adomain,
-                           categories, attributes, mimes, duration, status)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                           categories, attributes, mimes, duration, status, click_url)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                        ON CONFLICT (id) DO UPDATE SET campaign_id = EXCLUDED.campaign_id,
                            format = EXCLUDED.format, w = EXCLUDED.w, h = EXCLUDED.h,
                            markup = EXCLUDED.markup, adomain = EXCLUDED.adomain,
                            categories = EXCLUDED.categories, attributes = EXCLUDED.attributes,
                            mimes = EXCLUDED.mimes, duration = EXCLUDED.duration,
-                           status = EXCLUDED.status""",
+                           click_url = EXCLUDED.click_url,
+                           status = CASE WHEN creatives.paused_by <> ''
+                                         AND EXCLUDED.status = 'active'
+                                    THEN creatives.status ELSE EXCLUDED.status END,
+                           paused_by = CASE WHEN EXCLUDED.status = 'active'
+                                       THEN creatives.paused_by ELSE '' END,
+                           pause_reason = CASE WHEN EXCLUDED.status = 'active'
+                                          THEN creatives.pause_reason ELSE '' END""",
                     cr.id,
                     c.id,
                     cr.format,
@@ -197,6 +227,7 @@ async def upsert(
                     list(cr.mimes),
                     cr.duration,
                     cr.status,
+                    cr.click_url,
                 )
             await conn.execute(
                 "UPDATE creatives SET status = 'archived' "

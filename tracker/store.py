@@ -1,0 +1,404 @@
+"""Postgres, exactly once, with group commit (asyncpg).
+
+Each counted notice is one row of ``tracker_notices`` keyed by (txid, kind); the row and its
+effects (``campaign_spend`` and ``tracker_creative_spend`` for a billing notice, a
+``tracker_clicks`` row for a click) are written by one statement, so they commit together or not
+at all. ``GroupCommitter`` gathers the notices that arrive while a commit is in flight into the
+next one (up to ``batch_max``; ``concurrency`` commits at once): each caller awaits its notice's
+outcome, which is known only once its batch has committed.
+
+Duplicates: ``INSERT ... ON CONFLICT DO NOTHING`` on the key returns only the rows really
+inserted; a copy in the same batch, an earlier one, or one committed at the same moment by
+another process (the insert waits for that transaction, then finds the row) is a duplicate.
+Batches insert their keys in sorted order, so that two processes cannot deadlock on them.
+
+When Postgres cannot be reached or the commit does not finish within ``timeout``, every notice
+of the batch gets ``Unavailable`` (answered 503): the sender retries, and a notice that did
+commit after all is then a duplicate. For a moment after that (``fail_fast``), new notices are
+answered unavailable at once rather than each waiting out the timeout. A billing notice whose
+campaign or exchange rate is gone by the time it commits is not written and comes back
+``unpriced``. A batch that fails on its data anyway is committed again notice by notice so
+that one bad notice fails alone.
+
+Commits are synchronous (``synchronous_commit = on`` on these connections): an acknowledged
+notice survives a crash of Postgres too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import asyncpg
+
+from fleet.aio import cancel_and_wait
+from fleet.db.config_store import load_snapshot
+from tracker.catalog import Catalog
+from tracker.errors import Unavailable
+from tracker.metrics import TrackerMetrics
+
+log = logging.getLogger("tracker.store")
+
+SERVER_SETTINGS: Final = {"synchronous_commit": "on", "application_name": "rtbfleet-tracker"}
+_CONNECTION_ERRORS: Final = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+_RETRYABLE: Final = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+)
+
+BATCH_SQL: Final = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
+                         $6::text[], $7::timestamptz[], $8::text[], $9::text[])
+        AS t(txid, kind, campaign_id, creative_id, price_micros, currency, at, user_key, click_id)
+),
+priced AS (
+    SELECT i.*,
+           CASE WHEN i.kind = 'bill'
+                THEN floor(i.price_micros::numeric * fc.per_usd_micros
+                           / (fb.per_usd_micros::numeric * 1000))::bigint
+                ELSE 0 END AS cost_micros
+    FROM input i
+    LEFT JOIN campaigns c ON c.id = i.campaign_id
+    LEFT JOIN fx_rates fb ON fb.currency = i.currency
+    LEFT JOIN fx_rates fc ON fc.currency = c.currency
+),
+ins AS (
+    INSERT INTO tracker_notices AS n
+        (txid, kind, campaign_id, creative_id, price_micros, currency, cost_micros, recorded_at)
+    SELECT txid, kind, campaign_id, creative_id, price_micros, currency, cost_micros, at
+    FROM priced WHERE cost_micros IS NOT NULL ORDER BY txid, kind
+    ON CONFLICT (txid, kind) DO NOTHING
+    RETURNING n.txid, n.kind, n.campaign_id, n.creative_id, n.cost_micros, n.recorded_at
+),
+billed AS (
+    SELECT ins.*, (ins.recorded_at AT TIME ZONE c.timezone)::date AS day
+    FROM ins JOIN campaigns c ON c.id = ins.campaign_id
+    WHERE ins.kind = 'bill'
+),
+spend AS (
+    INSERT INTO campaign_spend AS s (campaign_id, day, spent_micros, impressions, updated_at)
+    SELECT campaign_id, day, sum(cost_micros), count(*), now()
+    FROM billed GROUP BY campaign_id, day ORDER BY campaign_id, day
+    ON CONFLICT (campaign_id, day) DO UPDATE
+        SET spent_micros = s.spent_micros + EXCLUDED.spent_micros,
+            impressions = s.impressions + EXCLUDED.impressions,
+            updated_at = EXCLUDED.updated_at
+),
+creative_spend AS (
+    INSERT INTO tracker_creative_spend AS s (creative_id, campaign_id, day, spent_micros,
+                                             impressions)
+    SELECT creative_id, min(campaign_id), day, sum(cost_micros), count(*)
+    FROM billed GROUP BY creative_id, day ORDER BY creative_id, day
+    ON CONFLICT (creative_id, day) DO UPDATE
+        SET spent_micros = s.spent_micros + EXCLUDED.spent_micros,
+            impressions = s.impressions + EXCLUDED.impressions
+),
+clicks AS (
+    INSERT INTO tracker_clicks (click_id, txid, campaign_id, creative_id, user_key, clicked_at)
+    SELECT i.click_id, i.txid, i.campaign_id, i.creative_id, i.user_key, i.at
+    FROM input i JOIN ins ON ins.txid = i.txid AND ins.kind = i.kind
+    WHERE i.kind = 'click' AND i.click_id IS NOT NULL
+    ORDER BY i.click_id
+    ON CONFLICT (click_id) DO NOTHING
+)
+SELECT txid, kind, cost_micros, true AS priced FROM ins
+UNION ALL
+SELECT txid, kind, 0, false FROM priced WHERE cost_micros IS NULL
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeRow:
+    """One (txid, kind) to count, with what its effects need."""
+
+    kind: str  # win, bill, loss, imp, click, freq
+    txid: str
+    campaign_id: int
+    creative_id: int
+    price_micros: int  # clearing CPM in ``currency`` (0 when unknown)
+    currency: str
+    at: float  # fleet time, seconds since the epoch
+    user_key: str = ""
+    click_id: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.txid, self.kind)
+
+
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    counted: bool  # False: a duplicate (or unpriced)
+    cost_micros: int = 0  # what a billing notice added, campaign currency
+    unpriced: bool = False  # a billing notice whose campaign or exchange rate is gone: not counted
+
+
+def _timestamp(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def batch_arguments(rows: Sequence[NoticeRow]) -> list[list[Any]]:
+    """The statement's arrays, one entry per distinct key (the first copy of each)."""
+    seen: set[tuple[str, str]] = set()
+    columns: list[list[Any]] = [[] for _ in range(9)]
+    for r in rows:
+        if r.key in seen:
+            continue
+        seen.add(r.key)
+        values = (
+            r.txid,
+            r.kind,
+            r.campaign_id,
+            r.creative_id,
+            r.price_micros,
+            r.currency,
+            _timestamp(r.at),
+            r.user_key or None,
+            r.click_id or None,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
+
+
+class _Waiter:
+    __slots__ = ("future", "rows")
+
+    def __init__(self, rows: list[NoticeRow], future: asyncio.Future[dict[Any, RowResult]]):
+        self.rows = rows
+        self.future = future
+
+
+class GroupCommitter:
+    """Many notices per transaction; each ``submit`` returns once its batch has committed."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        metrics: TrackerMetrics,
+        *,
+        batch_max: int = 500,
+        concurrency: int = 2,
+        timeout: float = 2.0,
+    ) -> None:
+        self.pool = pool
+        self.metrics = metrics
+        self.batch_max = batch_max
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self._queue: collections.deque[_Waiter] = collections.deque()
+        self._ready = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._closing = False
+        # after a failure to reach Postgres, notices are answered "unavailable" at once for
+        # ``fail_fast`` seconds (not each after waiting ``timeout``); then a batch tries again
+        self.fail_fast = min(0.5, timeout)
+        self._down_until = 0.0
+
+    def start(self) -> None:
+        for i in range(self.concurrency):
+            self._workers.append(asyncio.create_task(self._work(), name=f"tracker-commit-{i}"))
+
+    async def submit(self, rows: list[NoticeRow]) -> dict[tuple[str, str], RowResult]:
+        """The outcome of each row by key, once committed; raises ``Unavailable`` when the
+        batch could not be committed (nothing of it counted)."""
+        if self._closing or not self._workers:
+            raise Unavailable("the tracker is shutting down")
+        if time.monotonic() < self._down_until:
+            raise Unavailable("Postgres was unreachable a moment ago")
+        future: asyncio.Future[dict[Any, RowResult]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Waiter(rows, future))
+        self._ready.set()
+        return await future
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop."""
+        self._closing = True
+        self._ready.set()
+        if self._workers:
+            await asyncio.wait(self._workers, timeout=self.timeout * 2 + 1)
+        for worker in self._workers:
+            await cancel_and_wait(worker)
+        for waiter in self._queue:
+            if not waiter.future.done():
+                waiter.future.set_exception(Unavailable("the tracker stopped"))
+        self._queue.clear()
+
+    def _take(self) -> list[_Waiter]:
+        taken: list[_Waiter] = []
+        count = 0
+        while self._queue and (not taken or count + len(self._queue[0].rows) <= self.batch_max):
+            waiter = self._queue.popleft()
+            taken.append(waiter)
+            count += len(waiter.rows)
+        if not self._queue:
+            self._ready.clear()
+        return taken
+
+    async def _work(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                await self._ready.wait()
+                continue
+            batch = self._take()
+            if batch:
+                await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Waiter]) -> None:
+        rows = [row for waiter in batch for row in waiter.rows]
+        started = time.perf_counter()
+        try:
+            results = await self._commit(rows)
+        except Unavailable as exc:
+            self._down_until = time.monotonic() + self.fail_fast
+            for waiter in batch:
+                if not waiter.future.done():
+                    waiter.future.set_exception(Unavailable(str(exc)))
+            return
+        except asyncpg.PostgresError as exc:
+            # bad data in one notice: commit them one by one, so that it fails alone
+            self.metrics.batch_errors.labels("data").inc()
+            log.warning("batch of %d failed (%s); committing one by one", len(rows), exc)
+            if len(batch) > 1:
+                for waiter in batch:
+                    await self._commit_batch([waiter])
+            elif not batch[0].future.done():
+                batch[0].future.set_exception(Unavailable(f"cannot be committed: {exc}"))
+            return
+        self.metrics.batch_size.observe(len(rows))
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        claimed: set[tuple[str, str]] = set()
+        for waiter in batch:
+            outcome: dict[Any, RowResult] = {}
+            for row in waiter.rows:
+                result = results.get(row.key)
+                if result is not None and row.key not in claimed:
+                    claimed.add(row.key)
+                    outcome[row.key] = result
+                else:
+                    outcome[row.key] = RowResult(False)
+            if not waiter.future.done():
+                waiter.future.set_result(outcome)
+
+    async def _commit(self, rows: list[NoticeRow]) -> dict[tuple[str, str], RowResult]:
+        arguments = batch_arguments(rows)
+        for attempt in range(3):
+            try:
+                async with asyncio.timeout(self.timeout):
+                    async with self.pool.acquire() as conn:
+                        records = await conn.fetch(BATCH_SQL, *arguments)
+            except _RETRYABLE:
+                self.metrics.batch_errors.labels("retry").inc()
+                await asyncio.sleep(0.005 * (attempt + 1))
+                continue
+            except _CONNECTION_ERRORS as exc:
+                self.metrics.batch_errors.labels("unavailable").inc()
+                raise Unavailable(f"Postgres unavailable: {type(exc).__name__}") from exc
+            return {
+                (r["txid"], r["kind"]): RowResult(
+                    r["priced"], int(r["cost_micros"]), unpriced=not r["priced"]
+                )
+                for r in records
+            }
+        raise Unavailable("the batch kept conflicting with another transaction")
+
+
+class CatalogSource:
+    """The campaign catalog, read from Postgres and read again every ``refresh`` seconds, or at
+    once (at most once per ``min_interval``) when a notice names something it does not know."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        metrics: TrackerMetrics,
+        *,
+        refresh: float = 30.0,
+        min_interval: float = 1.0,
+    ) -> None:
+        self.pool = pool
+        self.metrics = metrics
+        self.refresh = refresh
+        self.min_interval = min_interval
+        self.catalog = Catalog()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(Unavailable):
+            await self.reload()
+        self._task = asyncio.create_task(self._loop(), name="tracker-catalog")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+
+    async def reload(self, unless_newer_than: float | None = None) -> Catalog:
+        """Read the catalog again; with ``unless_newer_than``, not when another caller has read
+        it since that time (a burst of notices for a new campaign reads it once)."""
+        async with self._lock:
+            if unless_newer_than is not None and self.catalog.loaded_at > unless_newer_than:
+                return self.catalog
+            try:
+                async with asyncio.timeout(10), self.pool.acquire() as conn:
+                    snapshot = await load_snapshot(conn)
+            except (*_CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                raise Unavailable(f"cannot read the campaigns: {type(exc).__name__}") from exc
+            self.catalog = Catalog.from_snapshot(snapshot, time.monotonic())
+            self.metrics.catalog_age.set(0)
+            return self.catalog
+
+    async def ensure(self, campaign_id: int, creative_id: int, currency: str) -> Catalog:
+        """The catalog, read again first when it lacks what a notice names: at once, or once
+        ``min_interval`` seconds have passed since the last read (a campaign created just after
+        it is then found; a burst of notices for a new campaign reads it once)."""
+        catalog = self.catalog
+        if catalog.knows(campaign_id, creative_id, currency):
+            return catalog
+        wait = catalog.loaded_at + self.min_interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return await self.reload(unless_newer_than=catalog.loaded_at)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh)
+            try:
+                await self.reload()
+            except Unavailable as exc:
+                log.warning("%s", exc)
+                self.metrics.catalog_age.set(time.monotonic() - self.catalog.loaded_at)
+
+
+async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=size, server_settings=SERVER_SETTINGS
+    )
+    return pool
+
+
+async def purge(pool: asyncpg.Pool, before: float) -> int:
+    """Forget dedupe rows recorded before ``before`` (no signed URL reaches them any more)."""
+    async with pool.acquire() as conn:
+        status = await conn.execute(
+            "DELETE FROM tracker_notices WHERE recorded_at < $1", _timestamp(before)
+        )
+    return int(status.split()[-1])
