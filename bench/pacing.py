@@ -58,8 +58,8 @@ class SimConfig:
     crash_bidder: int = 5
     crash_at: float = 10 * 3600.0
     down_for: float = 600.0
-    min_impressions: int = 300
-    max_impressions: int = 8_000
+    min_impressions: int = 3_000
+    max_impressions: int = 15_000
     min_budget: int = 10_000_000
     max_budget: int = 10_000_000_000
     report_every: int = 5
@@ -241,10 +241,9 @@ class _Sim:
                 crashed = False
             live = [(b, g) for b, g in self.gates.items() if g is not None]
             if self.pacer is not None:
-                for _, g in live:
-                    g.expire(now)
                 if tick % cfg.report_every == 0:
                     for _, g in live:
+                        g.expire(now)
                         self.pacer.report(g.report(now), now)
                 if tick % int(self.pacer.settings.interval) == 0:
                     spend = {ids[i]: Spend(self.committed[i], 0) for i in range(n_c)}

@@ -9,8 +9,12 @@ campaigns, and calls :meth:`Pacer.step`; between steps it hands each bidder repo
 2. the controller: needed spend over the next interval (the plan's target then, less committed
    and pending spend) against the demand the throttle let through in the last one (reserved
    plus what allowances refused), giving the throttle;
-3. a lease round (:func:`pacing.gate.leases.allocate`) granting up to the plan's target one
-   interval further ahead, never past the budget's headroom.
+3. a lease round (the rule of :func:`pacing.gate.leases.allocate`, run over every campaign at
+   once by :func:`pacing.allocation.allocate_all`) granting up to the plan's target
+   ``lead_intervals`` ahead, never past the budget's headroom.
+
+Per-holder figures live in campaign x holder matrices, so a step costs numpy work, not a Python
+loop over every campaign and holder.
 
 Holders are the bidder processes that reported within ``holder_ttl`` (a service may also pass
 the set its heartbeats say are alive). A silent holder gets no new grants; its lease runs out
@@ -25,15 +29,10 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from pacing.gate.controller import Controller, MultiplicativeThrottle, ThrottleState
-from pacing.gate.leases import (
-    CampaignPacing,
-    HolderLeases,
-    HolderReport,
-    HolderView,
-    Lease,
-    PacingState,
-    allocate,
-)
+import numpy as np
+
+from pacing.allocation import allocate_all
+from pacing.gate.leases import CampaignPacing, HolderLeases, HolderReport, Lease, PacingState
 from pacing.gate.plan import DayPlan, Profile, day_budget, local_day, make_plan, zone
 
 
@@ -72,7 +71,7 @@ class PacerSettings:
     clock_skew: float = 2.0  # a lease counts as live this long past its expiry
     holder_ttl: float = 10.0  # a holder not heard from for this long gets no new grants
     pending_ttl: float = 960.0  # a silent holder's pending spend counts this long
-    exposure_fraction: float = 0.002  # worst-case excess granted, as a share of the budget
+    exposure_fraction: float = 0.01  # worst-case excess granted, as a share of the budget
     lead_intervals: float = 2.0  # grants reach the plan's target this many intervals ahead
 
     def __post_init__(self) -> None:
@@ -111,12 +110,58 @@ class Round:
     holders: int
 
 
-@dataclass(slots=True)
-class _Holder:
-    report: HolderReport
-    heard_at: float
-    leases: dict[int, Lease] = field(default_factory=dict)
-    counted_used: dict[int, int] = field(default_factory=dict)  # used at the last step
+_FIELDS_I = ("used", "used_day", "pending", "grant", "lease_day", "exposure", "counted")
+
+
+class _Matrix:
+    """Campaign x holder figures: rows follow the campaign list, columns the holders."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, int] = {}
+        self.cols: dict[str, int] = {}
+        self.names: list[str] = []
+        self.i: dict[str, np.ndarray] = {f: np.zeros((0, 0), np.int64) for f in _FIELDS_I}
+        self.opps = np.zeros((0, 0), np.float64)
+        self.expires = np.zeros((0, 0), np.float64)
+
+    def _all(self) -> list[tuple[str, np.ndarray]]:
+        return [*self.i.items(), ("opps", self.opps), ("expires", self.expires)]
+
+    def _set(self, name: str, value: np.ndarray) -> None:
+        if name == "opps":
+            self.opps = value
+        elif name == "expires":
+            self.expires = value
+        else:
+            self.i[name] = value
+
+    def set_rows(self, ids: list[int]) -> None:
+        if list(self.rows) == ids:
+            return
+        old = self.rows
+        take = np.array([old.get(c, -1) for c in ids], dtype=np.int64)
+        for name, m in self._all():
+            fresh = np.zeros((len(ids), m.shape[1]), m.dtype)
+            keep = take >= 0
+            fresh[keep] = m[take[keep]]
+            self._set(name, fresh)
+        self.rows = {c: r for r, c in enumerate(ids)}
+
+    def column(self, holder: str) -> int:
+        col = self.cols.get(holder)
+        if col is None:
+            col = self.cols[holder] = len(self.names)
+            self.names.append(holder)
+            for name, m in self._all():
+                self._set(name, np.concatenate([m, np.zeros((m.shape[0], 1), m.dtype)], axis=1))
+        return col
+
+    def drop_columns(self, holders: set[str]) -> None:
+        keep = [i for i, n in enumerate(self.names) if n not in holders]
+        for name, m in self._all():
+            self._set(name, m[:, keep])
+        self.names = [self.names[i] for i in keep]
+        self.cols = {n: i for i, n in enumerate(self.names)}
 
 
 @dataclass(slots=True)
@@ -134,22 +179,54 @@ class Pacer:
     ) -> None:
         self.settings = settings
         self.controller: Controller = controller or MultiplicativeThrottle()
-        self._holders: dict[str, _Holder] = {}
+        self._m = _Matrix()
+        self._reports: dict[str, HolderReport] = {}
+        self._heard: dict[str, float] = {}
         self._plans: dict[int, tuple[tuple[object, ...], DayPlan]] = {}
         self._control: dict[int, _Control] = {}
         self._profiles: dict[int, Profile] = {}
         self._last_step: float | None = None
 
+    @property
+    def holders(self) -> list[str]:
+        return list(self._m.names)
+
     # -- inputs between steps ---------------------------------------------------------------------
     def report(self, report: HolderReport, now: float) -> bool:
         """Take a holder's report; an older one than what is held is ignored (False)."""
-        h = self._holders.get(report.holder)
-        if h is not None and report.sent_at < h.report.sent_at:
+        held = self._reports.get(report.holder)
+        if held is not None and report.sent_at < held.sent_at:
             return False
-        if h is None:
-            h = self._holders[report.holder] = _Holder(report, now)
-        else:
-            h.report, h.heard_at = report, now
+        self._reports[report.holder] = report
+        self._heard[report.holder] = now
+        m = self._m
+        col = m.column(report.holder)
+        rows = m.rows
+        used, used_day, pending, opps = m.i["used"], m.i["used_day"], m.i["pending"], m.opps
+        used[:, col] = 0
+        used_day[:, col] = 0
+        pending[:, col] = 0
+        opps[:, col] *= 0.5  # a moving average of the holder's share of the traffic
+        for what, values in (
+            ("used", report.used),
+            ("day", report.days),
+            ("pending", report.pending),
+            ("opps", report.opportunities),
+        ):
+            if not values:
+                continue
+            at = np.fromiter((rows.get(c, -1) for c in values), np.int64, len(values))
+            v = np.fromiter(values.values(), np.int64, len(values))
+            keep = at >= 0
+            at, v = at[keep], v[keep]
+            if what == "used":
+                used[at, col] = v
+            elif what == "day":
+                used_day[at, col] = v
+            elif what == "pending":
+                pending[at, col] = v
+            else:
+                opps[at, col] += 0.5 * v
         for cid, micros in report.blocked.items():
             c = self._control.get(cid)
             if c is not None:
@@ -157,7 +234,7 @@ class Pacer:
         return True
 
     def set_profile(self, campaign_id: int, profile: Profile) -> None:
-        """A campaign's learnt traffic profile (used from its next day's plan)."""
+        """A campaign's learnt traffic profile (its plans are rebuilt with it)."""
         self._profiles[campaign_id] = profile
 
     @staticmethod
@@ -210,124 +287,132 @@ class Pacer:
         alive: set[str] | None = None,
     ) -> Round:
         """One pacing round at ``now`` (see the module doc). ``spend``: committed spend per
-        campaign for the days :meth:`days` gave, read at ``committed_at``."""
-        s = self.settings
-        for name in [n for n, h in self._holders.items() if now - h.heard_at > s.pending_ttl]:
-            del self._holders[name]
-        holders = self._holders
-        live = {
-            n
-            for n, h in holders.items()
-            if now - h.heard_at <= s.holder_ttl and (alive is None or n in alive)
-        }
-        expired = 0
-        for n, h in holders.items():
-            if n not in live:
-                for cid, lease in list(h.leases.items()):
-                    if now >= lease.expires_at + s.clock_skew:
-                        del h.leases[cid]
-                        expired += 1
-        out_leases: dict[str, dict[int, Lease]] = {n: {} for n in live}
-        pacing: dict[int, CampaignPacing] = {}
-        steps: list[CampaignStep] = []
+        campaign for the days :meth:`days` gave, read at ``committed_at``; ``alive``: the
+        holders the service knows to be up (None: judge by reports alone)."""
+        s, m = self.settings, self._m
+        gone = {n for n, at in self._heard.items() if now - at > s.pending_ttl}
+        if gone:
+            m.drop_columns(gone)
+            for n in gone:
+                del self._heard[n]
+                del self._reports[n]
+        paced = [c for c in campaigns if c.active and c.budgeted]
+        ids = [c.campaign_id for c in paced]
+        m.set_rows(ids)
+        for cid in [cid for cid in self._control if cid not in m.rows]:
+            del self._control[cid]
+            self._plans.pop(cid, None)
+        names = m.names
+        live = np.array(
+            [now - self._heard[n] <= s.holder_ttl and (alive is None or n in alive) for n in names],
+            dtype=bool,
+        )
+        n_c = len(paced)
+        days = [local_day(zone(c.timezone), now) for c in paced]
+        day_ord = np.array([d.toordinal() for d in days], dtype=np.int64)
+        plans = [
+            self.plan(c, d, spend.get(c.campaign_id, Spend()).before)
+            for c, d in zip(paced, days, strict=True)
+        ]
+        committed = np.array([spend.get(i, Spend()).today for i in ids], dtype=np.int64)
+        budget = np.array([p.budget for p in plans], dtype=np.int64)
+        ahead = now + s.lead_intervals * s.interval
+        target = np.array([p.target(ahead) for p in plans], dtype=np.int64)
+        planned_now = [p.target(now) for p in plans]
+        worst = np.array([max(1, c.max_bid_cpm // 1000) for c in paced], dtype=np.int64)
+
+        # Leases of another day are gone; those past expiry (and the skew) are dead.
+        mi = m.i
+        today = mi["lease_day"] == day_ord[:, None]
+        lease_live = today & (now < m.expires + s.clock_skew)
+        expired_mask = (mi["lease_day"] > 0) & ~lease_live & ~live[None, :]
+        expired = int(expired_mask.sum())
+        mi["lease_day"][expired_mask] = 0
+        grant = np.where(today, mi["grant"], 0)
+        used = np.where(mi["used_day"] == day_ord[:, None], mi["used"], 0)
+        pending = mi["pending"]
+        counted = np.where(mi["lease_day"] == day_ord[:, None], mi["counted"], used)
+        used_delta = np.maximum(used - np.minimum(counted, used), 0).sum(axis=1)
+        mi["counted"] = used.copy()
+
+        # Controllers.
         dt = s.interval if self._last_step is None else max(1e-3, now - self._last_step)
-        seen: set[int] = set()
-        for c in campaigns:
-            if not (c.active and c.budgeted):
-                continue
-            cid = c.campaign_id
-            seen.add(cid)
-            tz = zone(c.timezone)
-            day = local_day(tz, now)
-            sp = spend.get(cid, Spend())
-            plan = self.plan(c, day, sp.before)
-            views = []
-            used_delta = 0
-            day_ord = day.toordinal()
-            for n, h in holders.items():
-                rep = h.report
-                cur = h.leases.get(cid)
-                if cur is not None and cur.day != day_ord:
-                    cur = None
-                is_live = n in live
-                if cur is None and not is_live and not rep.pending.get(cid):
-                    continue  # nothing of this campaign is left with it
-                # Usage reported for another day says nothing of today's (0 is safe: lower
-                # than the truth only makes the grants smaller).
-                used = rep.used.get(cid, 0) if rep.days.get(cid) == day_ord else 0
-                used_delta += max(0, used - h.counted_used.get(cid, used))
-                h.counted_used[cid] = used
-                views.append(
-                    HolderView(
-                        holder=n,
-                        grant=cur.grant if cur is not None else 0,
-                        used=used,
-                        pending=rep.pending.get(cid, 0),
-                        weight=float(rep.opportunities.get(cid, 0)),
-                        lease_live=cur is not None and now < cur.expires_at + s.clock_skew,
-                        alive=is_live,
-                    )
-                )
-            pending = sum(v.pending for v in views)
-            control = self._control.get(cid)
-            if control is None or control.day != day:
-                control = self._control[cid] = _Control(day, ThrottleState())
+        pend_sum = pending.sum(axis=1)
+        throttles = []
+        for r, c in enumerate(paced):
+            control = self._control.get(c.campaign_id)
+            if control is None or control.day != days[r]:
+                control = self._control[c.campaign_id] = _Control(days[r], ThrottleState())
             else:
-                needed = plan.target(now + s.interval) - sp.today - pending
-                demand = int((used_delta + control.blocked) * s.interval / dt)
+                needed = plans[r].target(now + s.interval) - int(committed[r]) - int(pend_sum[r])
+                demand = int((int(used_delta[r]) + control.blocked) * s.interval / dt)
                 control.state = self.controller.step(control.state, max(0, needed), demand)
             control.blocked = 0
-            worst = max(1, c.max_bid_cpm // 1000)
-            target = plan.target(now + s.lead_intervals * s.interval)
-            alloc = allocate(
-                plan.budget,
-                sp.today,
-                target,
-                views,
-                chunk=worst,
-                worst_imp=worst,
-                exposure_fraction=s.exposure_fraction,
-            )
-            expires = min(now + s.lease_ttl, plan.end)
-            for n, grant in alloc.grants.items():
-                lease = Lease(
-                    campaign_id=cid,
-                    day=day.toordinal(),
-                    grant=grant,
-                    exposure=alloc.exposures[n],
-                    expires_at=expires,
+            throttles.append(control.state.throttle)
+
+        a = allocate_all(
+            budget,
+            committed,
+            target,
+            grant,
+            used,
+            pending,
+            m.opps,
+            lease_live,
+            live,
+            worst,
+            worst,
+            s.exposure_fraction,
+        )
+        expires = np.array([min(now + s.lease_ttl, p.end) for p in plans])
+        cols = np.flatnonzero(live)
+        mi["grant"][:, cols] = a.grants[:, cols]
+        mi["exposure"][:, cols] = a.exposures[:, cols]
+        mi["lease_day"][:, cols] = day_ord[:, None]
+        m.expires[:, cols] = expires[:, None]
+        out: dict[str, HolderLeases] = {}
+        grants_l, exp_l = a.grants.tolist(), a.exposures.tolist()
+        for col in cols.tolist():
+            leases = {
+                ids[r]: Lease(
+                    campaign_id=ids[r],
+                    day=days[r].toordinal(),
+                    grant=grants_l[r][col],
+                    exposure=exp_l[r][col],
+                    expires_at=float(expires[r]),
                     issued_at=now,
                 )
-                holders[n].leases[cid] = lease
-                out_leases[n][cid] = lease
-            pacing[cid] = CampaignPacing(
-                campaign_id=cid,
-                day=day.toordinal(),
-                day_end=plan.end,
-                budget=plan.budget,
-                committed=sp.today,
+                for r in range(n_c)
+            }
+            out[names[col]] = HolderLeases(holder=names[col], issued_at=now, leases=leases)
+        pacing: dict[int, CampaignPacing] = {}
+        steps: list[CampaignStep] = []
+        n_live = int(live.sum())
+        for r, c in enumerate(paced):
+            pacing[ids[r]] = CampaignPacing(
+                campaign_id=ids[r],
+                day=days[r].toordinal(),
+                day_end=plans[r].end,
+                budget=plans[r].budget,
+                committed=int(committed[r]),
                 committed_at=committed_at,
-                planned=plan.target(now),
-                throttle=control.state.throttle,
+                planned=planned_now[r],
+                throttle=throttles[r],
             )
             steps.append(
                 CampaignStep(
-                    cid,
-                    day,
-                    plan.budget,
-                    plan.target(now),
-                    sp.today,
-                    pending,
-                    control.state.throttle,
-                    alloc.granted,
-                    alloc.headroom,
-                    len(alloc.grants),
+                    ids[r],
+                    days[r],
+                    plans[r].budget,
+                    planned_now[r],
+                    int(committed[r]),
+                    int(a.pending[r]),
+                    throttles[r],
+                    int(a.granted[r]),
+                    int(a.headroom[r]),
+                    n_live,
                 )
             )
-        for cid in [cid for cid in self._control if cid not in seen]:
-            del self._control[cid]
-            self._plans.pop(cid, None)
         self._last_step = now
         state = PacingState(issued_at=now, campaigns=pacing)
-        leases = {n: HolderLeases(holder=n, issued_at=now, leases=out_leases[n]) for n in live}
-        return Round(state, leases, steps, expired, len(live))
+        return Round(state, out, steps, expired, n_live)

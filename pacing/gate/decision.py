@@ -147,21 +147,14 @@ class Gate:
     def report(self, now: float) -> HolderReport:
         """What the pacer needs from this process (and the opportunity counts start again)."""
         ledger = self.ledger
-        used, days, pending = {}, {}, {}
-        for cid in ledger.campaigns():
-            pending[cid] = ledger.pending(cid)
-            st = self._state.get(cid)
-            if st is not None:
-                used[cid] = ledger.used(cid, st.day)
-                days[cid] = st.day
         opportunities, self._opportunities = self._opportunities, {}
         blocked, self._blocked = self._blocked, {}
         return HolderReport(
             holder=self.holder,
             sent_at=now,
-            used=used,
-            days=days,
-            pending=pending,
+            used=dict(ledger.used_by_campaign),
+            days=dict(ledger.day_by_campaign),
+            pending=dict(ledger.pending_by_campaign),
             opportunities=opportunities,
             blocked=blocked,
         )

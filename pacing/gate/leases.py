@@ -28,6 +28,7 @@ worst-case impression (``max bid / 1000``) per holder that bids.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -111,20 +112,9 @@ class Allocation:
 
 
 def _split(amount: int, weights: Sequence[float]) -> list[int]:
-    """Integer shares of ``amount`` in proportion to ``weights`` (largest remainder)."""
+    """Integer shares of ``amount`` in proportion to ``weights``, rounded down."""
     total = sum(weights)
-    n = len(weights)
-    if n == 0:
-        return []
-    if total <= 0:
-        weights = [1.0] * n
-        total = float(n)
-    raw = [amount * w / total for w in weights]
-    shares = [int(x) for x in raw]
-    rest = amount - sum(shares)
-    for i in sorted(range(n), key=lambda i: raw[i] - shares[i], reverse=True)[:rest]:
-        shares[i] += 1
-    return shares
+    return [int(amount * w / total) for w in weights]
 
 
 def allocate(
@@ -137,47 +127,41 @@ def allocate(
     worst_imp: int,
     exposure_fraction: float,
 ) -> Allocation:
-    """One allocation round for one campaign.
+    """One allocation round for one campaign (the reference; the pacer runs the same rule
+    over every campaign at once in ``pacing.allocation``, and a test keeps them equal).
 
-    ``target``: the planned cumulative spend at the end of the next lease interval (the plan,
-    scaled by nothing: the controller acts through the throttle). ``chunk``: the smallest grant
-    worth making to one holder (about one bid's expected cost): smaller needs wait and add up,
-    except the budget's last micros. ``worst_imp``: the most one impression may cost.
+    ``target``: the planned cumulative spend a little ahead (the controller acts through the
+    throttle, not here). ``chunk``: the smallest grant worth making to one holder (about one
+    bid's cost): smaller needs wait and add up, except the budget's last micros. Grants go in
+    proportion to the holders' traffic, in whole chunks; what does not make a whole chunk goes
+    to the holder with the most traffic for what it already holds. ``worst_imp``: the most
+    one impression may cost, the least exposure a holder gets.
     """
+    chunk = max(1, chunk)
     pending = sum(h.pending for h in holders)
     outstanding = sum(max(0, h.grant - h.used) for h in holders if h.lease_live)
     headroom = budget - committed - pending - outstanding
     want = min(target - committed - pending - outstanding, headroom)
+    if want <= 0 or want < min(chunk, headroom):
+        want = 0
     alive = [h for h in holders if h.alive]
     grants: dict[str, int] = {}
     exposures: dict[str, int] = {}
     if not alive:
         return Allocation(grants, exposures, pending, outstanding, headroom, 0)
-    if want < min(chunk, headroom) or want <= 0:
-        want = 0
-    # Who gets it: by traffic share, in whole chunks, those holding least unused first.
     weights = [max(h.weight, 0.0) for h in alive]
     if sum(weights) <= 0:
         weights = [1.0] * len(alive)
-    shares = [0] * len(alive)
-    if want > 0:
-        units, rest = divmod(want, max(1, chunk))
-        held = [max(0, h.grant - h.used) if h.lease_live else 0 for h in alive]
-        if units >= len(alive) * 4:
-            shares = _split(want, weights)
-        else:
-            for _ in range(units):
-                best = max(
-                    range(len(alive)),
-                    key=lambda i: weights[i] / (held[i] + shares[i] + chunk),
-                )
-                shares[best] += chunk
-            top = max(range(len(alive)), key=lambda i: weights[i] / (held[i] + shares[i] + 1))
-            shares[top] += rest
-    exposure_total = int(budget * exposure_fraction)
-    exposure_shares = _split(exposure_total, weights)
+    total_w = sum(weights)
+    shares = [math.floor(want * w / total_w / chunk) * chunk for w in weights]
+    left = want - sum(shares)
+    held = [max(0, h.grant - h.used) if h.lease_live else 0 for h in alive]
+    priority = [weights[i] / (held[i] + shares[i] + chunk) for i in range(len(alive))]
+    top = max(range(len(alive)), key=priority.__getitem__)
+    shares[top] += left
+    exposure_shares = _split(int(budget * exposure_fraction), weights)
     for i, h in enumerate(alive):
         base = max(h.grant, h.used) if h.lease_live else h.used
         grants[h.holder] = base + shares[i]
         exposures[h.holder] = max(exposure_shares[i], worst_imp)
-    return Allocation(grants, exposures, pending, outstanding, headroom, sum(shares))
+    return Allocation(grants, exposures, pending, outstanding, headroom, want)

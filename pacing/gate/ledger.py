@@ -30,7 +30,7 @@ Pure: time is an argument; nothing here reads a clock.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 BID: Final = 0
@@ -74,13 +74,6 @@ class LedgerSettings:
             raise ValueError("ledger lifetimes must be greater than 0")
 
 
-@dataclass(slots=True)
-class _CampaignTotals:
-    pending: int = 0
-    exposure: int = 0
-    used: dict[int, int] = field(default_factory=dict)  # day -> used
-
-
 def expected_cost(cost_micros: int, p_win: float) -> int:
     """``e`` for a bid whose expected cost if won is ``cost_micros``, rounded up (never 0 for a
     bid that can cost something)."""
@@ -99,30 +92,41 @@ class Ledger:
         # finished txid -> (forget after, campaign, day, a win may still come)
         self._done: dict[str, tuple[float, int, int, bool]] = {}
         self._heap: list[tuple[float, str]] = []  # (expiry, txid), lazily cleaned
-        self._totals: dict[int, _CampaignTotals] = {}
+        # Per campaign: pending and exposure now; ``used`` of the latest lease day charged.
+        self.pending_by_campaign: dict[int, int] = {}
+        self._exposure: dict[int, int] = {}
+        self.used_by_campaign: dict[int, int] = {}
+        self.day_by_campaign: dict[int, int] = {}
         self.counts = LedgerCounts()
 
-    def _t(self, campaign_id: int) -> _CampaignTotals:
-        t = self._totals.get(campaign_id)
-        if t is None:
-            t = self._totals[campaign_id] = _CampaignTotals()
-        return t
+    def _charge(self, campaign_id: int, day: int, amount: int) -> None:
+        """Add to ``used`` of ``day``; a charge for a day older than the latest is dropped
+        (that day's leases are over), a newer day starts from 0."""
+        current = self.day_by_campaign.get(campaign_id)
+        if current is None or day > current:
+            self.day_by_campaign[campaign_id] = day
+            self.used_by_campaign[campaign_id] = amount
+        elif day == current:
+            self.used_by_campaign[campaign_id] += amount
+
+    def _add(self, campaign_id: int, pending: int, exposure: int) -> None:
+        p = self.pending_by_campaign
+        p[campaign_id] = p.get(campaign_id, 0) + pending
+        if exposure:
+            e = self._exposure
+            e[campaign_id] = e.get(campaign_id, 0) + exposure
 
     # -- what the gate reads ----------------------------------------------------------------
     def used(self, campaign_id: int, day: int) -> int:
-        t = self._totals.get(campaign_id)
-        return 0 if t is None else t.used.get(day, 0)
+        if self.day_by_campaign.get(campaign_id) != day:
+            return 0
+        return self.used_by_campaign[campaign_id]
 
     def exposure(self, campaign_id: int) -> int:
-        t = self._totals.get(campaign_id)
-        return 0 if t is None else t.exposure
+        return self._exposure.get(campaign_id, 0)
 
     def pending(self, campaign_id: int) -> int:
-        t = self._totals.get(campaign_id)
-        return 0 if t is None else t.pending
-
-    def campaigns(self) -> list[int]:
-        return [cid for cid, t in self._totals.items() if t.pending or t.exposure or t.used]
+        return self.pending_by_campaign.get(campaign_id, 0)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -142,10 +146,8 @@ class Ledger:
         )
         self._open[txid] = r
         heapq.heappush(self._heap, (r.expires_at, txid))
-        t = self._t(campaign_id)
-        t.pending += expected
-        t.exposure += worst - expected
-        t.used[day] = t.used.get(day, 0) + expected
+        self._add(campaign_id, expected, worst - expected)
+        self._charge(campaign_id, day, expected)
         self.counts.reserved += 1
         return True
 
@@ -165,11 +167,9 @@ class Ledger:
         if r.state != BID:
             self.counts.duplicates += 1
             return
-        t = self._t(r.campaign_id)
-        t.exposure -= r.worst - r.expected
-        t.pending += cost - r.amount
+        self._add(r.campaign_id, cost - r.amount, r.expected - r.worst)
         if cost > r.expected:  # charge the surprise against the lease
-            t.used[r.day] = t.used.get(r.day, 0) + cost - r.expected
+            self._charge(r.campaign_id, r.day, cost - r.expected)
         r.state, r.amount = WON, cost
         r.expires_at = now + self.settings.billing_ttl
         heapq.heappush(self._heap, (r.expires_at, txid))
@@ -181,9 +181,8 @@ class Ledger:
         )
         self._open[txid] = r
         heapq.heappush(self._heap, (r.expires_at, txid))
-        t = self._t(campaign_id)
-        t.pending += cost
-        t.used[day] = t.used.get(day, 0) + cost
+        self._add(campaign_id, cost, 0)
+        self._charge(campaign_id, day, cost)
 
     def loss(self, txid: str, now: float) -> None:
         r = self._open.get(txid)
@@ -213,13 +212,12 @@ class Ledger:
         if r.state == BILLED:
             self.counts.duplicates += 1
             return
-        t = self._t(r.campaign_id)
         if r.state == BID:
-            t.exposure -= r.worst - r.expected
+            self._add(r.campaign_id, 0, r.expected - r.worst)
             if cost > r.expected:
-                t.used[r.day] = t.used.get(r.day, 0) + cost - r.expected
+                self._charge(r.campaign_id, r.day, cost - r.expected)
             self.counts.won += 1
-        t.pending += cost - r.amount
+        self._add(r.campaign_id, cost - r.amount, 0)
         r.state, r.amount = BILLED, cost
         r.expires_at = now + self.settings.commit_lag
         heapq.heappush(self._heap, (r.expires_at, txid))
@@ -232,10 +230,7 @@ class Ledger:
             self.counts.unknown += 1
 
     def _close(self, r: Reservation, now: float) -> None:
-        t = self._t(r.campaign_id)
-        t.pending -= r.amount
-        if r.state == BID:
-            t.exposure -= r.worst - r.expected
+        self._add(r.campaign_id, -r.amount, r.expected - r.worst if r.state == BID else 0)
         del self._open[r.txid]
         reopen = r.state == BID  # lost or expired unnotified: a late win is still possible
         self._done[r.txid] = (now + self.settings.remember, r.campaign_id, r.day, reopen)
@@ -257,9 +252,3 @@ class Ledger:
         if len(self._done) > 4 * max(1024, len(self._open)):
             self._done = {k: v for k, v in self._done.items() if v[0] > now}
         return n
-
-    def forget_day(self, campaign_id: int, day: int) -> None:
-        """Drop a past day's lease usage (its leases are gone)."""
-        t = self._totals.get(campaign_id)
-        if t is not None:
-            t.used.pop(day, None)
