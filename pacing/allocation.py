@@ -45,7 +45,8 @@ def allocate_all(
     campaign (C,) or per campaign and holder (C, H)."""
     chunk = np.maximum(chunk, 1)
     pend = pending.sum(axis=1)
-    outstanding = np.where(lease_live, np.maximum(grant - used, 0), 0).sum(axis=1)
+    counted = lease_live | ~alive[None, :]  # a silent holder's unused allowance counts
+    outstanding = np.where(counted, np.maximum(grant - used, 0), 0).sum(axis=1)
     headroom = budget - committed - pend - outstanding
     want = np.minimum(target - committed - pend - outstanding, headroom)
     want = np.where((want <= 0) | (want < np.minimum(chunk, headroom)), 0, want)

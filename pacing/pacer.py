@@ -25,14 +25,14 @@ the set its heartbeats say are alive). A silent holder gets no new grants; its l
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 
-from pacing.gate.controller import Controller, MultiplicativeThrottle, ThrottleState
 import numpy as np
 
 from pacing.allocation import allocate_all
-from pacing.gate.leases import CampaignPacing, HolderLeases, HolderReport, Lease, PacingState
+from pacing.gate.controller import Controller, MultiplicativeThrottle, ThrottleState
+from pacing.gate.leases import CampaignPacing, HolderLeases, HolderReport, PacingState
 from pacing.gate.plan import DayPlan, Profile, day_budget, local_day, make_plan, zone
 
 
@@ -110,7 +110,7 @@ class Round:
     holders: int
 
 
-_FIELDS_I = ("used", "used_day", "pending", "grant", "lease_day", "exposure", "counted")
+_FIELDS_I = ("used", "used_day", "pending", "grant", "lease_day", "exposure", "counted", "live")
 
 
 class _Matrix:
@@ -118,6 +118,8 @@ class _Matrix:
 
     def __init__(self) -> None:
         self.rows: dict[int, int] = {}
+        self._sorted = np.zeros(0, np.int64)  # campaign ids in order, and their rows
+        self._rows_of_sorted = np.zeros(0, np.int64)
         self.cols: dict[str, int] = {}
         self.names: list[str] = []
         self.i: dict[str, np.ndarray] = {f: np.zeros((0, 0), np.int64) for f in _FIELDS_I}
@@ -146,6 +148,16 @@ class _Matrix:
             fresh[keep] = m[take[keep]]
             self._set(name, fresh)
         self.rows = {c: r for r, c in enumerate(ids)}
+        id_array = np.array(ids, dtype=np.int64)
+        order = np.argsort(id_array, kind="stable")
+        self._sorted, self._rows_of_sorted = id_array[order], order.astype(np.int64)
+
+    def lookup(self, campaign_ids: np.ndarray) -> np.ndarray:
+        """Rows of the campaign ids (-1 for ids without a row)."""
+        if len(self._sorted) == 0:
+            return np.full(len(campaign_ids), -1, np.int64)
+        pos = np.searchsorted(self._sorted, campaign_ids).clip(0, len(self._sorted) - 1)
+        return np.where(self._sorted[pos] == campaign_ids, self._rows_of_sorted[pos], -1)
 
     def column(self, holder: str) -> int:
         col = self.cols.get(holder)
@@ -186,6 +198,8 @@ class Pacer:
         self._control: dict[int, _Control] = {}
         self._profiles: dict[int, Profile] = {}
         self._last_step: float | None = None
+        self._dirty: set[str] = set()  # holders reporting since the last step
+        self._opp_reports: dict[str, list[dict[int, int]]] = {}
 
     @property
     def holders(self) -> list[str]:
@@ -199,39 +213,58 @@ class Pacer:
             return False
         self._reports[report.holder] = report
         self._heard[report.holder] = now
-        m = self._m
-        col = m.column(report.holder)
-        rows = m.rows
-        used, used_day, pending, opps = m.i["used"], m.i["used_day"], m.i["pending"], m.opps
-        used[:, col] = 0
-        used_day[:, col] = 0
-        pending[:, col] = 0
-        opps[:, col] *= 0.5  # a moving average of the holder's share of the traffic
-        for what, values in (
-            ("used", report.used),
-            ("day", report.days),
-            ("pending", report.pending),
-            ("opps", report.opportunities),
-        ):
-            if not values:
-                continue
-            at = np.fromiter((rows.get(c, -1) for c in values), np.int64, len(values))
-            v = np.fromiter(values.values(), np.int64, len(values))
-            keep = at >= 0
-            at, v = at[keep], v[keep]
-            if what == "used":
-                used[at, col] = v
-            elif what == "day":
-                used_day[at, col] = v
-            elif what == "pending":
-                pending[at, col] = v
-            else:
-                opps[at, col] += 0.5 * v
+        self._dirty.add(report.holder)
+        if report.opportunities:
+            self._opp_reports.setdefault(report.holder, []).append(report.opportunities)
         for cid, micros in report.blocked.items():
             c = self._control.get(cid)
             if c is not None:
                 c.blocked += micros
         return True
+
+    def _ingest(self) -> None:
+        """Move the reports that came since the last step into the matrices, in one batch."""
+        m = self._m
+        dirty = [n for n in self._dirty if n in self._reports]
+        self._dirty.clear()
+        if not dirty:
+            return
+        cols = [m.column(n) for n in dirty]
+        mi = m.i
+        for name in ("used", "used_day", "pending"):
+            mi[name][:, cols] = 0
+        m.opps[:, cols] *= 0.5  # a moving average of each holder's share of the traffic
+        for what in ("used", "days", "pending", "opps"):
+            keys: list[int] = []
+            values: list[int] = []
+            at_col: list[int] = []
+            for n, col in zip(dirty, cols, strict=True):
+                rep = self._reports[n]
+                dicts = (
+                    self._opp_reports.pop(n, [])
+                    if what == "opps"
+                    else [
+                        rep.used if what == "used" else rep.days if what == "days" else rep.pending
+                    ]
+                )
+                for d in dicts:
+                    keys.extend(d)
+                    values.extend(d.values())
+                    at_col.extend([col] * len(d))
+            if not keys:
+                continue
+            rows = m.lookup(np.array(keys, dtype=np.int64))
+            keep = rows >= 0
+            r, c = rows[keep], np.array(at_col, dtype=np.int64)[keep]
+            v = np.array(values, dtype=np.int64)[keep]
+            if what == "used":
+                mi["used"][r, c] = v
+            elif what == "days":
+                mi["used_day"][r, c] = v
+            elif what == "pending":
+                mi["pending"][r, c] = v
+            else:
+                np.add.at(m.opps, (r, c), 0.5 * v)
 
     def set_profile(self, campaign_id: int, profile: Profile) -> None:
         """A campaign's learnt traffic profile (its plans are rebuilt with it)."""
@@ -296,9 +329,11 @@ class Pacer:
             for n in gone:
                 del self._heard[n]
                 del self._reports[n]
+                self._opp_reports.pop(n, None)
         paced = [c for c in campaigns if c.active and c.budgeted]
         ids = [c.campaign_id for c in paced]
         m.set_rows(ids)
+        self._ingest()
         for cid in [cid for cid in self._control if cid not in m.rows]:
             del self._control[cid]
             self._plans.pop(cid, None)
@@ -307,7 +342,7 @@ class Pacer:
             [now - self._heard[n] <= s.holder_ttl and (alive is None or n in alive) for n in names],
             dtype=bool,
         )
-        n_c = len(paced)
+        len(paced)
         days = [local_day(zone(c.timezone), now) for c in paced]
         day_ord = np.array([d.toordinal() for d in days], dtype=np.int64)
         plans = [
@@ -325,9 +360,8 @@ class Pacer:
         mi = m.i
         today = mi["lease_day"] == day_ord[:, None]
         lease_live = today & (now < m.expires + s.clock_skew)
-        expired_mask = (mi["lease_day"] > 0) & ~lease_live & ~live[None, :]
-        expired = int(expired_mask.sum())
-        mi["lease_day"][expired_mask] = 0
+        # Leases that ran out unrenewed (their holder fell silent) since the last step.
+        expired = int((mi["live"].astype(bool) & ~lease_live & today & ~live[None, :]).sum())
         grant = np.where(today, mi["grant"], 0)
         used = np.where(mi["used_day"] == day_ord[:, None], mi["used"], 0)
         pending = mi["pending"]
@@ -370,25 +404,27 @@ class Pacer:
         mi["exposure"][:, cols] = a.exposures[:, cols]
         mi["lease_day"][:, cols] = day_ord[:, None]
         m.expires[:, cols] = expires[:, None]
+        mi["live"] = (
+            (mi["lease_day"] == day_ord[:, None]) & (now < m.expires + s.clock_skew)
+        ).astype(np.int64)
         out: dict[str, HolderLeases] = {}
-        grants_l, exp_l = a.grants.tolist(), a.exposures.tolist()
+        day_list = [d.toordinal() for d in days]
+        exp_list = expires.tolist()
+        grants_t, exp_t = a.grants.T, a.exposures.T
         for col in cols.tolist():
-            leases = {
-                ids[r]: Lease(
-                    campaign_id=ids[r],
-                    day=days[r].toordinal(),
-                    grant=grants_l[r][col],
-                    exposure=exp_l[r][col],
-                    expires_at=float(expires[r]),
-                    issued_at=now,
-                )
-                for r in range(n_c)
-            }
-            out[names[col]] = HolderLeases(holder=names[col], issued_at=now, leases=leases)
+            out[names[col]] = HolderLeases(
+                holder=names[col],
+                issued_at=now,
+                campaign_ids=ids,
+                days=day_list,
+                grants=grants_t[col].tolist(),
+                exposures=exp_t[col].tolist(),
+                expires_at=exp_list,
+            )
         pacing: dict[int, CampaignPacing] = {}
         steps: list[CampaignStep] = []
         n_live = int(live.sum())
-        for r, c in enumerate(paced):
+        for r in range(len(paced)):
             pacing[ids[r]] = CampaignPacing(
                 campaign_id=ids[r],
                 day=days[r].toordinal(),

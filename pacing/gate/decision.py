@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from pacing.gate.leases import CampaignPacing, HolderLeases, HolderReport, Lease, PacingState
+from pacing.gate.leases import CampaignPacing, HolderLeases, HolderReport, PacingState
 from pacing.gate.ledger import Ledger, LedgerSettings, expected_cost
 
 ALLOW: Final = ""
@@ -64,7 +64,7 @@ class Gate:
         self.ledger = Ledger(settings.ledger)
         self._state: dict[int, CampaignPacing] = {}
         self._state_at = float("-inf")
-        self._leases: dict[int, Lease] = {}
+        self._leases: dict[int, tuple[int, int, int, float]] = {}
         self._leases_at = float("-inf")
         self._opportunities: dict[int, int] = {}
         self._blocked: dict[int, int] = {}
@@ -74,9 +74,12 @@ class Gate:
         """Take the latest state and leases (older ones than what is installed are ignored)."""
         if state is not None and state.issued_at >= self._state_at:
             self._state, self._state_at = state.campaigns, state.issued_at
-        if leases is not None and leases.holder == self.holder:
-            if leases.issued_at >= self._leases_at:
-                self._leases, self._leases_at = leases.leases, leases.issued_at
+        if (
+            leases is not None
+            and leases.holder == self.holder
+            and leases.issued_at >= self._leases_at
+        ):
+            self._leases, self._leases_at = leases.table(), leases.issued_at
 
     def pacing(self, campaign_id: int) -> CampaignPacing | None:
         return self._state.get(campaign_id)
@@ -95,13 +98,14 @@ class Gate:
         if st.committed + ledger.pending(campaign_id) + expected > st.budget:
             return "floor"
         lease = self._leases.get(campaign_id)
-        if lease is None or lease.day != st.day:
+        if lease is None or lease[0] != st.day:
             return "no_lease"
-        if now >= lease.expires_at:
+        day, grant, exposure, expires_at = lease
+        if now >= expires_at:
             return "expired"
-        if ledger.used(campaign_id, lease.day) + expected > lease.grant:
+        if ledger.used(campaign_id, day) + expected > grant:
             return "allowance"
-        if ledger.exposure(campaign_id) + worst - expected > lease.exposure:
+        if ledger.exposure(campaign_id) + worst - expected > exposure:
             return "exposure"
         if draw >= st.throttle:
             return "throttled"

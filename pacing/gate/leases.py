@@ -2,8 +2,9 @@
 
 A lease, per campaign and holder (the bidder's process name), says: through the campaign's local
 ``day`` this holder may charge up to ``grant`` micros of expected cost (cumulative over the day,
-so a duplicated lease message is harmless and of two the newer by ``issued_at`` wins), and may have at most ``exposure`` micros of worst-case excess (``w - e``) in
-unresolved bids, until ``expires_at``. Past that instant the holder stops spending on the
+so a duplicated lease message is harmless and of two the newer by ``issued_at`` wins), and may
+have at most ``exposure`` micros of worst-case excess (``w - e``) in unresolved bids, until
+``expires_at``. Past that instant the holder stops spending on the
 campaign: a pacer that cannot renew, or a holder cut off from it, ends spending (a dead-man
 switch).
 
@@ -47,11 +48,46 @@ class Lease(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class HolderLeases(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything one holder was granted in one allocation round."""
+    """Everything one holder was granted in one allocation round, column by column (compact
+    on the wire, and built without a Python object per lease)."""
 
     holder: str
     issued_at: float
-    leases: dict[int, Lease] = msgspec.field(default_factory=dict)
+    campaign_ids: list[int] = msgspec.field(default_factory=list)
+    days: list[int] = msgspec.field(default_factory=list)
+    grants: list[int] = msgspec.field(default_factory=list)
+    exposures: list[int] = msgspec.field(default_factory=list)
+    expires_at: list[float] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.campaign_ids)
+        columns = (self.days, self.grants, self.exposures, self.expires_at)
+        if any(len(column) != n for column in columns):
+            raise ValueError("lease columns differ in length")
+
+    def lease(self, campaign_id: int) -> Lease | None:
+        try:
+            i = self.campaign_ids.index(campaign_id)
+        except ValueError:
+            return None
+        return Lease(
+            campaign_id=campaign_id,
+            day=self.days[i],
+            grant=self.grants[i],
+            exposure=self.exposures[i],
+            expires_at=self.expires_at[i],
+            issued_at=self.issued_at,
+        )
+
+    def table(self) -> dict[int, tuple[int, int, int, float]]:
+        """campaign id -> (day, grant, exposure, expires_at), as the gate looks leases up."""
+        return dict(
+            zip(
+                self.campaign_ids,
+                zip(self.days, self.grants, self.exposures, self.expires_at, strict=True),
+                strict=True,
+            )
+        )
 
 
 class CampaignPacing(msgspec.Struct, frozen=True, kw_only=True):
@@ -139,7 +175,9 @@ def allocate(
     """
     chunk = max(1, chunk)
     pending = sum(h.pending for h in holders)
-    outstanding = sum(max(0, h.grant - h.used) for h in holders if h.lease_live)
+    # A silent holder's unused allowance counts until it is forgotten, lease or not: bids it
+    # made after its last report are covered by nothing else (it may have crashed).
+    outstanding = sum(max(0, h.grant - h.used) for h in holders if h.lease_live or not h.alive)
     headroom = budget - committed - pending - outstanding
     want = min(target - committed - pending - outstanding, headroom)
     if want <= 0 or want < min(chunk, headroom):

@@ -125,6 +125,10 @@ class Ledger:
     def exposure(self, campaign_id: int) -> int:
         return self._exposure.get(campaign_id, 0)
 
+    def holds(self, txid: str) -> bool:
+        """Whether the transaction is reserved here now (bid, won or recently billed)."""
+        return txid in self._open
+
     def pending(self, campaign_id: int) -> int:
         return self.pending_by_campaign.get(campaign_id, 0)
 
