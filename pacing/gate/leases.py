@@ -47,7 +47,7 @@ class Lease(msgspec.Struct, frozen=True, kw_only=True):
     issued_at: float
 
 
-class HolderLeases(msgspec.Struct, frozen=True, kw_only=True):
+class HolderLeases(msgspec.Struct, frozen=True, kw_only=True, tag="leases"):
     """Everything one holder was granted in one allocation round, column by column (compact
     on the wire, and built without a Python object per lease)."""
 
@@ -105,12 +105,12 @@ class CampaignPacing(msgspec.Struct, frozen=True, kw_only=True):
     multiplier: float = 1.0
 
 
-class PacingState(msgspec.Struct, frozen=True, kw_only=True):
+class PacingState(msgspec.Struct, frozen=True, kw_only=True, tag="state"):
     issued_at: float
     campaigns: dict[int, CampaignPacing] = msgspec.field(default_factory=dict)
 
 
-class HolderReport(msgspec.Struct, frozen=True, kw_only=True):
+class HolderReport(msgspec.Struct, frozen=True, kw_only=True, tag="report"):
     """What a bidder process tells the pacer, per campaign: used (this day's leases), pending,
     and since its last report the eligible opportunities seen (its traffic share) and the
     expected cost of bids its allowance refused."""
