@@ -115,7 +115,7 @@ class PacerService:
                         key = (cid, hour_of_week(zone(tz), now))
                         self._opportunities[key] = self._opportunities.get(key, 0) + n
 
-    # -- the loop -----------------------------------------------------------------------------------
+    # -- the loop ----------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         cache = self._cache = Cache(s.cache, registry=self.registry, origin=self.origin)

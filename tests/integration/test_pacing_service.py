@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from cache.app import Cache
 from fleet.bus import Publisher
 from pacing import store
-from pacing.gate import Gate, HolderLeases, HolderReport, PacingState
+from pacing.gate import Gate, HolderLeases, PacingState
 from pacing.gate.namespace import (
     PACING_NAMESPACE,
     REPORT_TOPIC,
@@ -232,8 +232,8 @@ async def test_a_standby_takes_over_and_waits_out_the_old_leases(
             assert before is not None
             assert await eventually(
                 lambda: (
-                    (l := leases_of(cache, "bidder-c")) is not None
-                    and l.issued_at > before.issued_at
+                    (new := leases_of(cache, "bidder-c")) is not None
+                    and new.issued_at > before.issued_at
                 ),
                 timeout=10,
             )
