@@ -155,6 +155,7 @@ SETTINGS_CLASSES = (
     ("fleet.launcher", "LauncherSettings"),
     ("bidder.settings", "BidderSettings"),
     ("cache.settings", "CacheSettings"),
+    ("pacing.settings", "PacerServiceSettings"),
     ("sim.settings", "SimSettings"),
 )
 
