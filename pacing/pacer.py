@@ -6,9 +6,9 @@ campaigns, and calls :meth:`Pacer.step`; between steps it hands each bidder repo
 
 1. the day's plan (cached per campaign and local day; rebuilt when the campaign's budget,
    timezone, mode or flight changes, or its traffic profile is replaced);
-2. the controller: needed spend over the next interval (the plan's target then, less committed
-   and pending spend) against the demand the throttle let through in the last one (reserved
-   plus what allowances refused), giving the throttle;
+2. the controller: the allowance the holders had over the last interval (granted plus unused)
+   against the demand the throttle let through (reserved plus what allowances refused), giving
+   the throttle (see :mod:`pacing.gate.controller`);
 3. a lease round (the rule of :func:`pacing.gate.leases.allocate`, run over every campaign at
    once by :func:`pacing.allocation.allocate_all`) granting up to the plan's target
    ``lead_intervals`` ahead, never past the budget's headroom.
@@ -181,6 +181,7 @@ class _Control:
     day: date
     state: ThrottleState
     blocked: int = 0  # since the last step
+    allowed: int = 0  # allowance available over the last interval (granted + unused)
 
 
 class Pacer:
@@ -371,16 +372,16 @@ class Pacer:
 
         # Controllers.
         dt = s.interval if self._last_step is None else max(1e-3, now - self._last_step)
-        pend_sum = pending.sum(axis=1)
         throttles = []
         for r, c in enumerate(paced):
             control = self._control.get(c.campaign_id)
             if control is None or control.day != days[r]:
                 control = self._control[c.campaign_id] = _Control(days[r], ThrottleState())
             else:
-                needed = plans[r].target(now + s.interval) - int(committed[r]) - int(pend_sum[r])
+                # The throttle aims the demand it lets through at the allowance there was: the
+                # leases bound the money, the throttle spreads it over the interval's traffic.
                 demand = int((int(used_delta[r]) + control.blocked) * s.interval / dt)
-                control.state = self.controller.step(control.state, max(0, needed), demand)
+                control.state = self.controller.step(control.state, control.allowed, demand)
             control.blocked = 0
             throttles.append(control.state.throttle)
 
@@ -398,6 +399,8 @@ class Pacer:
             worst,
             s.exposure_fraction,
         )
+        for r, c in enumerate(paced):
+            self._control[c.campaign_id].allowed = int(a.granted[r]) + int(a.outstanding[r])
         expires = np.array([min(now + s.lease_ttl, p.end) for p in plans])
         cols = np.flatnonzero(live)
         mi["grant"][:, cols] = a.grants[:, cols]
