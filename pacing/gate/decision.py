@@ -11,7 +11,8 @@
 ``check`` answers ``""`` (bid) or the reason it may not, in the order they are tested:
 
 1. ``unpaced``: no pacing state for the campaign (the pacer has not published it, or the state
-   is older than ``max_state_age``): fail closed.
+   is older than ``max_state_age``): fail closed. A campaign with neither a daily nor a total
+   budget is never paced: the caller lets it bid without asking.
 2. ``floor``: recorded spend (committed, as the pacer last read it, no older than
    ``max_state_age``) plus this process's own pending spend plus this bid's expected cost passes
    the day's budget. This is the recorded-spend gate the bidder had, made aware of in-flight

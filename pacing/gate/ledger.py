@@ -76,10 +76,10 @@ class LedgerSettings:
 
 def expected_cost(cost_micros: int, p_win: float) -> int:
     """``e`` for a bid whose expected cost if won is ``cost_micros``, rounded up (never 0 for a
-    bid that can cost something)."""
+    bid that can cost something). A probability that is not one (NaN, negative) counts as 1."""
     if cost_micros <= 0:
         return 0
-    p = min(max(p_win, 0.0), 1.0)
+    p = min(p_win, 1.0) if p_win >= 0.0 else 1.0
     return max(1, min(cost_micros, -int(-cost_micros * p // 1)))
 
 

@@ -68,6 +68,8 @@ def test_costs_are_integer_micros_rounded_to_the_safe_side() -> None:
     assert expected_cost(2_500, 0.30001) == 751  # rounded up
     assert expected_cost(2_500, 0.0) == 1 and expected_cost(0, 0.5) == 0
     assert expected_cost(2_500, 7.0) == 2_500
+    assert expected_cost(2_500, float("nan")) == 2_500  # not a probability: the worst case
+    assert expected_cost(2_500, -0.5) == 2_500
 
 
 def test_check_has_no_side_effects_and_reserve_charges_the_expected_cost() -> None:
