@@ -200,6 +200,7 @@ class Pacer:
         self._profiles: dict[int, Profile] = {}
         self._last_step: float | None = None
         self._dirty: set[str] = set()  # holders reporting since the last step
+        self._hour_base: dict[int, tuple[tuple[date, int], int]] = {}  # spend at the hour's start
         self._opp_reports: dict[str, list[dict[int, int]]] = {}
 
     @property
@@ -338,6 +339,7 @@ class Pacer:
         for cid in [cid for cid in self._control if cid not in m.rows]:
             del self._control[cid]
             self._plans.pop(cid, None)
+            self._hour_base.pop(cid, None)
         names = m.names
         live = np.array(
             [now - self._heard[n] <= s.holder_ttl and (alive is None or n in alive) for n in names],
@@ -366,6 +368,16 @@ class Pacer:
         grant = np.where(today, mi["grant"], 0)
         used = np.where(mi["used_day"] == day_ord[:, None], mi["used"], 0)
         pending = mi["pending"]
+        # An hourly cap holds even when the campaign is catching up: what the hour may still
+        # take is the cap less what was spent since the hour began (committed + pending then).
+        spent = committed + pending.sum(axis=1)
+        for r, p in enumerate(plans):
+            if p.hourly_cap:
+                hour = (p.day, p.hour_index(now))
+                base = self._hour_base.get(ids[r])
+                if base is None or base[0] != hour:
+                    base = self._hour_base[ids[r]] = (hour, int(spent[r]))
+                target[r] = min(int(target[r]), base[1] + p.hourly_cap)
         counted = np.where(mi["lease_day"] == day_ord[:, None], mi["counted"], used)
         used_delta = np.maximum(used - np.minimum(counted, used), 0).sum(axis=1)
         mi["counted"] = used.copy()

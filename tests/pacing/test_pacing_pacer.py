@@ -165,3 +165,22 @@ def test_gates_and_pacer_round_trip() -> None:
     assert g.check(1, 2_000_000, 0.5, NOON + 1, 0.0) == ""
     g.reserve("x", 1, 2_000_000, 0.5, NOON + 1)
     assert g.report(NOON + 2).used == {1: 1_000}
+
+
+def test_an_hourly_cap_holds_while_catching_up() -> None:
+    p = Pacer(PacerSettings(interval=5))
+    p.report(report("a", NOON), NOON)
+    c = campaign(hourly_cap=1_000, max_bid_cpm=1_000)
+    rnd = p.step(NOON, [c], {1: Spend(0, 0)}, NOON)  # the plan wanted 12,000 by noon
+    lease = rnd.leases["a"].lease(1)
+    assert lease is not None and lease.grant == 1_000
+    day = date(2026, 12, 7).toordinal()
+    p.report(report("a", NOON + 5, used={1: 1_000}, days={1: day}, pending={1: 1_000}), NOON + 5)
+    rnd = p.step(NOON + 5, [c], {1: Spend(0, 0)}, NOON + 5)
+    lease = rnd.leases["a"].lease(1)
+    assert lease is not None and lease.grant == 1_000  # nothing more this hour
+    later = NOON + 3600
+    p.report(report("a", later, used={1: 1_000}, days={1: day}), later)
+    rnd = p.step(later, [c], {1: Spend(1_000, 0)}, later)
+    lease = rnd.leases["a"].lease(1)
+    assert lease is not None and lease.grant == 2_000  # the next hour's 1,000
