@@ -19,13 +19,15 @@ Two controllers, both pure (state in, state out):
 
 Which one the pacer uses: the multiplicative throttle, for that scale-freeness. The numbers do
 not decide it: in ``bench/pacing.py`` (16 bidders, 20 campaigns from 10 to 10,000 units a day,
-20 % forecast error) both, and a throttle pinned at 1, give the same overdelivery, utilisation
-and hourly error to the reported precision. At these campaign sizes (3,000-15,000 impressions
-a day, so a few impressions per lease interval across 16 bidders) the leases pace: the
-throttle's input stays at or under the allowance and the controller holds it near 1, while
-about half the bids the throttle lets through meet a bidder whose allowance is used up (the
-allowance is granted in whole impressions, to a few bidders at a time). A simulation with much
-larger campaigns per bidder, where the throttle has to act, is still to be run.
+20 % forecast error) the two give the same figures within noise (overdelivery 0 %, utilisation
+99.8 %, 98.2 % of hours within +-20 % of plan, hourly MAPE 3.1 % and 3.2 %), and a throttle
+pinned at 1 does as well in a smaller run of the same simulation. At these campaign sizes
+(3,000-15,000 impressions a day, so a few impressions per lease interval across 16 bidders) the
+leases pace: the throttle's input stays at or under the allowance and the controller holds it
+near 1, while about half the bids the throttle lets through meet a bidder whose allowance is
+used up (the allowance is granted in whole impressions, to a few bidders at a time). A
+simulation with much larger campaigns per bidder, where the throttle has to act, is still to be
+run.
 """
 
 from __future__ import annotations
