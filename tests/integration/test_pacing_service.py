@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 from conftest_cache import bus, cache_settings, eventually, pg_conn
 from prometheus_client import CollectorRegistry
 
@@ -55,14 +54,14 @@ async def seed(conn: asyncpg.Connection) -> None:
             status,
         )
     await conn.execute(
-        "INSERT INTO campaign_pacing (campaign_id, hourly_budget_micros) VALUES (2, 700)"
+        "INSERT INTO campaign_pacing (campaign_id, hourly_budget_micros) VALUES (2, 5000)"
     )
 
 
 async def test_store_reads_campaigns_spend_and_learns_profiles(pg_conn: asyncpg.Connection) -> None:
     await seed(pg_conn)
     campaigns = {c.campaign_id: c for c in await store.load_campaigns(pg_conn)}
-    assert campaigns[2].timezone == "Asia/Tokyo" and campaigns[2].hourly_cap == 700
+    assert campaigns[2].timezone == "Asia/Tokyo" and campaigns[2].hourly_cap == 5_000
     assert campaigns[2].pacing_mode == "asap" and campaigns[1].hourly_cap == 0
     assert not campaigns[3].active and not campaigns[4].budgeted
     now = datetime.now(UTC).timestamp()
@@ -96,6 +95,7 @@ def pacer_settings(
         clock_skew=0.2,
         holder_ttl=2.0,
         retry=0.2,
+        profile_refresh=0.5,
         cache=cache,
     )
 
@@ -178,10 +178,9 @@ async def test_the_pacer_grants_leases_a_bidder_reads_from_l1(
         assert leases is not None
         gate.install(state, leases)
         lease = leases.lease(2)
-        # asap under an hourly cap of 700: at most 700 for each local hour begun (and the next,
-        # which the lead may reach)
-        tokyo_hour = datetime.now(zone("Asia/Tokyo")).hour
-        assert lease is not None and 0 < lease.grant <= 700 * (tokyo_hour + 2)
+        # asap under an hourly cap of 5,000 (two and a half impressions at the maximum bid):
+        # what the hour allows, in whole impressions, and never more
+        assert lease is not None and lease.grant in (4_000, 5_000)
         t = datetime.now(UTC).timestamp()
         assert gate.check(2, 1_000_000, 0.5, t, 0.0) == ""
         assert gate.check(3, 1_000_000, 0.5, t, 0.0) == "unpaced"
@@ -193,6 +192,15 @@ async def test_the_pacer_grants_leases_a_bidder_reads_from_l1(
         )
         assert (pacer.registry.get_sample_value("pacing_leases_granted_total") or 0) > 0
         assert (pacer.registry.get_sample_value("pacing_reports_total", {"result": "ok"}) or 0) > 0
+
+        # The bidder's opportunity counts reach campaign_opportunities (the traffic profile).
+        async def counted() -> bool:
+            n = await pg_conn.fetchval(
+                "SELECT sum(opportunities) FROM campaign_opportunities WHERE campaign_id = 1"
+            )
+            return bool(n and n > 0)
+
+        assert await eventually(counted, timeout=10)
 
 
 async def test_a_silent_bidder_loses_its_lease_and_the_expiry_is_counted(
@@ -219,17 +227,26 @@ async def test_a_standby_takes_over_and_waits_out_the_old_leases(
 ) -> None:
     await seed(pg_conn)
     settings = pacer_settings(pg_dsn, memcached, bus)
-    async with bidder(settings, "bidder-c") as (cache, _, _), running(settings, "p2") as second:
-        async with running(settings, "p1") as first:
-            assert await eventually(lambda: first.is_leader or second.is_leader, timeout=10)
-            leader, standby = (first, second) if first.is_leader else (second, first)
+    first = PacerService(settings, registry=CollectorRegistry(), origin="p1")
+    second = PacerService(settings, registry=CollectorRegistry(), origin="p2")
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    async with bidder(settings, "bidder-c") as (cache, _, _):
+        task_first = asyncio.create_task(first.run(stop_first))
+        task_second: asyncio.Task[None] | None = None
+        try:
+            assert await eventually(lambda: first.is_leader, timeout=10)
+            task_second = asyncio.create_task(second.run(stop_second))
             assert await eventually(lambda: leases_of(cache, "bidder-c") is not None, timeout=15)
-            assert not standby.is_leader
-        if leader is first:  # the leader stopped: the standby takes over within seconds
-            assert await eventually(lambda: second.is_leader, timeout=5)
-            took_over = asyncio.get_running_loop().time()
+            await asyncio.sleep(1.0)
+            assert first.is_leader and not second.is_leader  # one active, one standby
+            stop_first.set()
+            await asyncio.wait_for(task_first, 10)
+            loop = asyncio.get_running_loop()
+            stopped = loop.time()
             before = leases_of(cache, "bidder-c")
             assert before is not None
+            assert await eventually(lambda: second.is_leader, timeout=5)  # within seconds
+            assert loop.time() - stopped < 3.0
             assert await eventually(
                 lambda: (
                     (new := leases_of(cache, "bidder-c")) is not None
@@ -237,7 +254,11 @@ async def test_a_standby_takes_over_and_waits_out_the_old_leases(
                 ),
                 timeout=10,
             )
-            # nothing new before every old lease ran out (lease_ttl + clock_skew)
-            assert asyncio.get_running_loop().time() - took_over >= 1.0
-        else:
-            pytest.skip("the second pacer led; stopping the standby proves nothing")
+            # Nothing new before every old lease ran out (lease_ttl + clock_skew = 1.2 s).
+            assert loop.time() - stopped >= 1.2
+        finally:
+            stop_first.set()
+            stop_second.set()
+            await asyncio.wait_for(task_first, 10)
+            if task_second is not None:
+                await asyncio.wait_for(task_second, 10)
