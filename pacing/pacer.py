@@ -269,7 +269,7 @@ class Pacer:
                 np.add.at(m.opps, (r, c), 0.5 * v)
 
     def set_profile(self, campaign_id: int, profile: Profile) -> None:
-        """A campaign's learnt traffic profile (its plans are rebuilt with it)."""
+        """A campaign's learnt traffic profile, for its next plan (today's keeps its shape)."""
         self._profiles[campaign_id] = profile
 
     @staticmethod
@@ -285,16 +285,9 @@ class Pacer:
             days_left = max(1, local_day(tz, c.flight_end - 1e-6).toordinal() - day.toordinal() + 1)
         budget = day_budget(c.daily_budget, c.total_budget, spent_before, days_left)
         profile = self._profiles.get(c.campaign_id) or Profile.uniform()
-        key = (
-            day,
-            budget,
-            c.timezone,
-            c.pacing_mode,
-            c.flight_start,
-            c.flight_end,
-            c.hourly_cap,
-            id(profile),
-        )
+        # The profile is not part of the key: a day keeps the shape it started with (a new
+        # profile takes effect with the next plan: the next day, or a budget or flight change).
+        key = (day, budget, c.timezone, c.pacing_mode, c.flight_start, c.flight_end, c.hourly_cap)
         cached = self._plans.get(c.campaign_id)
         if cached is not None and cached[0] == key:
             return cached[1]

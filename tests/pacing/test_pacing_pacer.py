@@ -184,3 +184,14 @@ def test_an_hourly_cap_holds_while_catching_up() -> None:
     rnd = p.step(later, [c], {1: Spend(1_000, 0)}, later)
     lease = rnd.leases["a"].lease(1)
     assert lease is not None and lease.grant == 2_000  # the next hour's 1,000
+
+
+def test_a_new_profile_shapes_the_next_plan_not_todays() -> None:
+    p = Pacer()
+    today = p.plan(campaign(), date(2026, 12, 7), 0)
+    counts = [0] * HOURS_PER_WEEK
+    counts[24 + 12] = 10**9  # Tuesday noon
+    p.set_profile(1, learn_profile(counts))
+    assert p.plan(campaign(), date(2026, 12, 7), 0) is today
+    tomorrow = p.plan(campaign(), date(2026, 12, 8), 0)
+    assert tomorrow.hourly[12] > 0.9 * tomorrow.total
