@@ -165,6 +165,7 @@ SETTINGS_CLASSES = (
     ("bidder.settings", "BidderSettings"),
     ("cache.settings", "CacheSettings"),
     ("tracker.settings", "TrackerSettings"),
+    ("pacing.settings", "PacerServiceSettings"),
     ("sim.settings", "SimSettings"),
 )
 

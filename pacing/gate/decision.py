@@ -1,0 +1,165 @@
+"""The gate a bidder process asks: may this campaign bid now, at this price? Then: reserve.
+
+    gate = Gate("bidder-0", GateSettings())
+    gate.install(state, leases)                      # from the pacing namespace of the cache
+    why = gate.check(campaign_id, price_cpm, p_win, now, rng.random())   # no side effects
+    ...internal auction...
+    gate.reserve(txid, campaign_id, price_cpm, p_win, now)   # only for bids that went out
+    gate.win(txid, cost, now) / gate.loss(txid, now) / gate.billing(txid, cost, now)
+    report = gate.report(now)                        # to the pacer, every few seconds
+
+``check`` answers ``""`` (bid) or the reason it may not, in the order they are tested:
+
+1. ``unpaced``: no pacing state for the campaign (the pacer has not published it, or the state
+   is older than ``max_state_age``): fail closed. A campaign with neither a daily nor a total
+   budget is never paced: the caller lets it bid without asking.
+2. ``floor``: recorded spend (committed, as the pacer last read it, no older than
+   ``max_state_age``) plus this process's own pending spend plus this bid's expected cost passes
+   the day's budget. This is the recorded-spend gate the bidder had, made aware of in-flight
+   spend, and it holds even if the lease arithmetic were wrong.
+3. ``no_lease`` / ``expired``: no lease for this day, or past its ``expires_at`` (dead-man).
+4. ``allowance``: the bid's expected cost does not fit what is left of the grant.
+5. ``exposure``: its worst-case excess does not fit the exposure cap.
+6. ``throttled``: ``draw >= throttle`` (``draw`` uniform in [0, 1) from the caller's RNG).
+
+The bid price is the CPM in the campaign's currency; one impression costs at most
+``price // 1000`` (the exchange never charges above the bid), and is expected to cost
+``E(clearing | bid) x P(win | bid)``, with E(clearing | bid) taken as the bid: exact in first
+price, an upper bound in second price (the reservation is then a little generous; the win
+notice replaces it with the clearing price).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from pacing.gate.leases import CampaignPacing, HolderLeases, HolderReport, PacingState
+from pacing.gate.ledger import Ledger, LedgerSettings, expected_cost
+
+ALLOW: Final = ""
+REASONS: Final = ("unpaced", "floor", "no_lease", "expired", "allowance", "exposure", "throttled")
+
+
+@dataclass(frozen=True, slots=True)
+class GateSettings:
+    max_state_age: float = 30.0  # pacing state older than this: no spending
+    ledger: LedgerSettings = LedgerSettings()
+
+    def __post_init__(self) -> None:
+        if self.max_state_age <= 0:
+            raise ValueError("max_state_age must be greater than 0")
+
+
+def worst_cost(price_cpm_micros: int) -> int:
+    """The most one impression at this CPM can cost (as the tracker bills it)."""
+    return max(0, price_cpm_micros) // 1000
+
+
+class Gate:
+    """One bidder process's pacing gate; see the module doc."""
+
+    def __init__(self, holder: str, settings: GateSettings = GateSettings()) -> None:
+        self.holder = holder
+        self.settings = settings
+        self.ledger = Ledger(settings.ledger)
+        self._state: dict[int, CampaignPacing] = {}
+        self._state_at = float("-inf")
+        self._leases: dict[int, tuple[int, int, int, float]] = {}
+        self._leases_at = float("-inf")
+        self._opportunities: dict[int, int] = {}
+        self._blocked: dict[int, int] = {}
+
+    # -- what the pacer sends -----------------------------------------------------------------
+    def install(self, state: PacingState | None, leases: HolderLeases | None) -> None:
+        """Take the latest state and leases (older ones than what is installed are ignored)."""
+        if state is not None and state.issued_at >= self._state_at:
+            self._state, self._state_at = state.campaigns, state.issued_at
+        if (
+            leases is not None
+            and leases.holder == self.holder
+            and leases.issued_at >= self._leases_at
+        ):
+            self._leases, self._leases_at = leases.table(), leases.issued_at
+
+    def pacing(self, campaign_id: int) -> CampaignPacing | None:
+        return self._state.get(campaign_id)
+
+    # -- the question ---------------------------------------------------------------------------
+    def check(
+        self, campaign_id: int, price_cpm_micros: int, p_win: float, now: float, draw: float
+    ) -> str:
+        """ "" when the campaign may bid at this price now; else the reason (module doc)."""
+        st = self._state.get(campaign_id)
+        if st is None or now - st.committed_at > self.settings.max_state_age or now >= st.day_end:
+            return "unpaced"
+        worst = worst_cost(price_cpm_micros)
+        expected = expected_cost(worst, p_win)
+        ledger = self.ledger
+        if st.committed + ledger.pending(campaign_id) + expected > st.budget:
+            return "floor"
+        lease = self._leases.get(campaign_id)
+        if lease is None or lease[0] != st.day:
+            return "no_lease"
+        day, grant, exposure, expires_at = lease
+        if now >= expires_at:
+            return "expired"
+        if ledger.used(campaign_id, day) + expected > grant:
+            return "allowance"
+        if ledger.exposure(campaign_id) + worst - expected > exposure:
+            return "exposure"
+        if draw >= st.throttle:
+            return "throttled"
+        return ALLOW
+
+    def count_opportunities(self, campaign_id: int, n: int = 1) -> None:
+        """Eligible opportunities (the campaign matched the request): the pacer learns the
+        traffic profile and the holders' shares from these counts."""
+        self._opportunities[campaign_id] = self._opportunities.get(campaign_id, 0) + n
+
+    def count_blocked(self, campaign_id: int, expected_micros: int) -> None:
+        """A bid the throttle let through but the allowance or exposure refused (the caller
+        calls this when ``check`` said so and its draw was under the throttle): demand the
+        controller must see, or it would read a full allowance as being on plan."""
+        self._blocked[campaign_id] = self._blocked.get(campaign_id, 0) + expected_micros
+
+    # -- after the auction ------------------------------------------------------------------------
+    def reserve(
+        self, txid: str, campaign_id: int, price_cpm_micros: int, p_win: float, now: float
+    ) -> bool:
+        """Reserve a bid that was sent (an answer that went out late must not be reserved:
+        it was never an offer). False when there is no lease day to charge it to."""
+        st = self._state.get(campaign_id)
+        if st is None:
+            return False
+        worst = worst_cost(price_cpm_micros)
+        return self.ledger.reserve(
+            txid, campaign_id, st.day, expected_cost(worst, p_win), worst, now
+        )
+
+    def win(self, txid: str, cost_micros: int, now: float) -> None:
+        self.ledger.win(txid, cost_micros, now)
+
+    def loss(self, txid: str, now: float) -> None:
+        self.ledger.loss(txid, now)
+
+    def billing(self, txid: str, cost_micros: int, now: float) -> None:
+        self.ledger.billing(txid, cost_micros, now)
+
+    def expire(self, now: float) -> int:
+        return self.ledger.expire(now)
+
+    def report(self, now: float) -> HolderReport:
+        """What the pacer needs from this process (and the opportunity counts start again)."""
+        ledger = self.ledger
+        opportunities, self._opportunities = self._opportunities, {}
+        blocked, self._blocked = self._blocked, {}
+        return HolderReport(
+            holder=self.holder,
+            sent_at=now,
+            used=dict(ledger.used_by_campaign),
+            days=dict(ledger.day_by_campaign),
+            pending=dict(ledger.pending_by_campaign),
+            opportunities=opportunities,
+            blocked=blocked,
+        )
