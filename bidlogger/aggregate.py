@@ -1,0 +1,409 @@
+"""The pure core: events in, one batch per flush out. No sockets, no clock, no files.
+
+Per minute (of the events' own timestamps) x campaign x creative x event type it counts events,
+sums billed spend (integer micros, from billing events) and, for impressions, the predicted click
+probability of the bid each one is joined to by txid (in units of 1e-9, so that sums are exact
+integers). Auction events have no campaign: they count under campaign 0, creative 0.
+
+The join holds bids for ``join_ttl`` seconds of event time and ``join_max_entries`` at most; a
+bid evicted before its impression arrives leaves that impression unjoined (``joined`` counts the
+joined ones, so calibration divides by it, not by the impression count).
+
+Every batch also carries the minutes of event time the logger listened through (coverage, for
+the fleet views' P/k scaling), the bus positions it consumed up to, the losses it detected, and
+the raw-sample rows.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from fleet.events import (
+    EVENT_TYPES,
+    AuctionEvent,
+    BidEvent,
+    BillingEvent,
+    ClickEvent,
+    Event,
+    ImpressionEvent,
+    InAppEvent,
+    InstallEvent,
+    LossEvent,
+    WinEvent,
+    partition_of,
+)
+
+MINUTE = 60
+HOUR = 3600
+MAX_TS = 4.0e9  # events stamped past 2096 (or before 1970) are dropped as bad timestamps
+MAX_COVERAGE_GAP = 24 * 60  # minutes of listening recorded at most between two flushes
+P_SCALE = 1_000_000_000
+
+CLASSES: dict[str, type[Event]] = {
+    "auction": AuctionEvent,
+    "bid": BidEvent,
+    "win": WinEvent,
+    "loss": LossEvent,
+    "billing": BillingEvent,
+    "impression": ImpressionEvent,
+    "click": ClickEvent,
+    "install": InstallEvent,
+    "inapp": InAppEvent,
+}
+assert tuple(CLASSES) == EVENT_TYPES
+DECODERS: dict[str, msgspec.msgpack.Decoder[Event]] = {
+    name: msgspec.msgpack.Decoder(cls) for name, cls in CLASSES.items()
+}
+_json = msgspec.json.Encoder()
+
+# drop causes (label values of bidlogger_dropped_events_total)
+UNDECODABLE = "undecodable"
+WRONG_PARTITION = "wrong_partition"
+BAD_TIMESTAMP = "bad_timestamp"
+UNKNOWN_TOPIC = "unknown_topic"
+
+
+class AggRow(msgspec.Struct, array_like=True, frozen=True):
+    minute: int  # epoch seconds of the minute's start
+    campaign_id: int
+    creative_id: int
+    event_type: str
+    events: int
+    spend_micros: int
+    p_click_e9: int
+    joined: int
+
+
+class RawRow(msgspec.Struct, array_like=True, frozen=True):
+    """One raw-sample event: the columns Postgres indexes, its JSON, and its bus payload."""
+
+    ts: float
+    event_type: str
+    txid: str
+    partition: int
+    campaign_id: int
+    creative_id: int
+    json: bytes
+    payload: bytes
+
+
+class Position(msgspec.Struct, array_like=True, frozen=True):
+    """The last message of one (publisher, topic) stream folded into a batch."""
+
+    publisher_id: str
+    topic: str
+    incarnation: int
+    seq: int
+    total: int
+
+
+class Loss(msgspec.Struct, array_like=True, frozen=True):
+    """``events`` the logger knows it did not count. Causes: ``gap`` (lost on the bus while we
+    listened), ``restart`` (sent while this logger was down or not yet flushed when it stopped),
+    ``publisher_restart`` (a publisher's new life began before we heard it), ``spool_full``."""
+
+    cause: str
+    publisher_id: str
+    topic: str
+    events: int
+
+
+class Batch(msgspec.Struct, frozen=True, kw_only=True):
+    """One flush: applied to Postgres at most once, identified by (logger_id, seq)."""
+
+    logger_id: str
+    seq: int
+    shard: str
+    partitions_covered: int
+    partitions_total: int
+    events: int  # events folded into the aggregates
+    rows: list[AggRow]
+    coverage: list[int]  # minute starts (epoch seconds) listened through
+    positions: list[Position]
+    losses: list[Loss]
+    raw: list[RawRow]
+
+
+class BidJoin:
+    """txid -> p_click (1e-9 units) of recent bids, bounded by age (event time) and count."""
+
+    def __init__(self, ttl: float, max_entries: int) -> None:
+        if ttl <= 0 or max_entries < 1:
+            raise ValueError("ttl > 0 and max_entries >= 1")
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._bids: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
+        self.evicted = 0  # pushed out by the size bound before their impression came
+        self.expired = 0  # older than the ttl
+
+    def __len__(self) -> int:
+        return len(self._bids)
+
+    def put(self, txid: str, p_click_e9: int, ts: float) -> None:
+        bids = self._bids
+        bids[txid] = (p_click_e9, ts)
+        if len(bids) > self.max_entries:
+            bids.popitem(last=False)
+            self.evicted += 1
+
+    def take(self, txid: str) -> int | None:
+        entry = self._bids.pop(txid, None)
+        return None if entry is None else entry[0]
+
+    def expire(self, watermark: float) -> int:
+        """Drop bids older than ``watermark - ttl`` (from the oldest inserted; bids arrive
+        roughly in time order). Returns how many went."""
+        cutoff = watermark - self.ttl
+        bids = self._bids
+        gone = 0
+        while bids:
+            txid, (_, ts) = next(iter(bids.items()))
+            if ts >= cutoff:
+                break
+            del bids[txid]
+            gone += 1
+        self.expired += gone
+        return gone
+
+
+@dataclass
+class Positions:
+    """Bus positions this logger has consumed, and the losses the sequence numbers reveal.
+
+    ``persisted`` holds the positions of the last batch spooled before a restart. The first data
+    message of a stream in this run is compared with it: everything between is what the restart
+    lost (the unflushed window and the downtime), counted exactly from the payload totals. Later
+    messages are compared with the previous one (gaps on the bus); a publisher's new incarnation
+    starts again from 0.
+    """
+
+    persisted: dict[tuple[str, str], Position] = field(default_factory=dict)
+    current: dict[tuple[str, str], Position] = field(default_factory=dict)
+    dirty: set[tuple[str, str]] = field(default_factory=set)
+    losses: list[Loss] = field(default_factory=list)
+
+    def observe(
+        self, publisher_id: str, topic: str, incarnation: int, seq: int, total: int, count: int
+    ) -> None:
+        key = (publisher_id, topic)
+        before = total - count
+        previous = self.current.get(key)
+        if previous is None:
+            previous = self.persisted.pop(key, None)
+            if previous is None:
+                before = 0  # a stream we never held: its history predates this logger
+            cause = "restart"
+        else:
+            cause = "gap"
+        if previous is not None:
+            if previous.incarnation == incarnation:
+                before -= previous.total
+            else:
+                cause = "publisher_restart"
+        if before > 0:
+            self.losses.append(Loss(cause, publisher_id, topic, before))
+        if previous is None or previous.incarnation != incarnation or seq > previous.seq:
+            self.current[key] = Position(publisher_id, topic, incarnation, seq, total)
+            self.dirty.add(key)
+
+    def take_dirty(self) -> list[Position]:
+        out = [self.current[key] for key in self.dirty]
+        self.dirty.clear()
+        return out
+
+    def take_losses(self) -> list[Loss]:
+        out, self.losses = self.losses, []
+        return out
+
+    def snapshot(self) -> list[Position]:
+        """Everything known: this run's positions over those persisted and not yet heard."""
+        merged = dict(self.persisted)
+        merged.update(self.current)
+        return list(merged.values())
+
+
+Cells = dict[tuple[int, int, int, str], list[int]]
+
+
+class Aggregator:
+    """Folds delivered batches of event payloads into per-minute cells until ``flush()``."""
+
+    def __init__(
+        self,
+        *,
+        logger_id: str,
+        shard: str,
+        partitions_covered: int,
+        partitions_total: int,
+        join: BidJoin,
+        raw_partitions: frozenset[int],
+        raw_types: frozenset[str],
+        positions: Positions | None = None,
+        check_partition: bool = True,
+    ) -> None:
+        self.logger_id = logger_id
+        self.shard = shard
+        self.covered = partitions_covered
+        self.total = partitions_total
+        self.join = join
+        self.raw_partitions = raw_partitions
+        self.raw_types = raw_types
+        self.positions = positions if positions is not None else Positions()
+        self.check_partition = check_partition
+        self.cells: Cells = {}
+        self.raw: list[RawRow] = []
+        self.pending_events = 0
+        self.events_in: dict[str, int] = dict.fromkeys(EVENT_TYPES, 0)  # since start
+        self.dropped: dict[str, int] = {}  # cause -> events, since start
+        self.watermark = 0.0  # the latest event timestamp seen
+        self._covered_until = -1  # last minute recorded as covered
+        self._handlers: dict[str, Callable[[Event, float], None]] = {
+            "auction": self._count_auction,
+            "bid": self._count_bid,
+            "impression": self._count_impression,
+            "billing": self._count_billing,
+        }
+
+    def drop(self, cause: str, count: int) -> None:
+        self.dropped[cause] = self.dropped.get(cause, 0) + count
+
+    def add(self, topic: str, partition: int, event_type: str, payloads: list[bytes]) -> int:
+        """Fold one delivered batch (all of one topic). Returns the events accepted."""
+        decoder = DECODERS.get(event_type)
+        if decoder is None:
+            self.drop(UNKNOWN_TOPIC, len(payloads))
+            return 0
+        decode = decoder.decode
+        handler = self._handlers.get(event_type)
+        cells = self.cells
+        keep_raw = partition in self.raw_partitions and event_type in self.raw_types
+        check = self.check_partition
+        total = self.total
+        accepted = 0
+        latest = self.watermark
+        for payload in payloads:
+            try:
+                event = decode(payload)
+            except msgspec.DecodeError:
+                self.drop(UNDECODABLE, 1)
+                continue
+            ts = event.ts
+            if not 0.0 <= ts < MAX_TS:  # also false for nan
+                self.drop(BAD_TIMESTAMP, 1)
+                continue
+            if check and partition_of(event.txid, total) != partition:
+                self.drop(WRONG_PARTITION, 1)
+                continue
+            if ts > latest:
+                latest = ts
+            minute = int(ts) // MINUTE * MINUTE
+            if handler is not None:
+                handler(event, minute)
+            else:
+                key = (minute, event.campaign_id, event.creative_id, event_type)  # type: ignore[attr-defined]
+                cell = cells.get(key)
+                if cell is None:
+                    cells[key] = [1, 0, 0, 0]
+                else:
+                    cell[0] += 1
+            if keep_raw:
+                self.raw.append(
+                    RawRow(
+                        ts,
+                        event_type,
+                        event.txid,
+                        partition,
+                        getattr(event, "campaign_id", 0),
+                        getattr(event, "creative_id", 0),
+                        _json.encode(event),
+                        payload,
+                    )
+                )
+            accepted += 1
+        self.watermark = latest
+        self.pending_events += accepted
+        self.events_in[event_type] += accepted
+        return accepted
+
+    def _cell(self, key: tuple[int, int, int, str]) -> list[int]:
+        cell = self.cells.get(key)
+        if cell is None:
+            cell = self.cells[key] = [0, 0, 0, 0]
+        return cell
+
+    def _count_auction(self, event: Event, minute: float) -> None:
+        self._cell((int(minute), 0, 0, "auction"))[0] += 1
+
+    def _count_bid(self, event: Event, minute: float) -> None:
+        assert isinstance(event, BidEvent)
+        self._cell((int(minute), event.campaign_id, event.creative_id, "bid"))[0] += 1
+        p = event.p_click
+        p_e9 = round(p * P_SCALE) if 0.0 <= p <= 1.0 else 0
+        self.join.put(event.txid, p_e9, event.ts)
+
+    def _count_impression(self, event: Event, minute: float) -> None:
+        assert isinstance(event, ImpressionEvent)
+        cell = self._cell((int(minute), event.campaign_id, event.creative_id, "impression"))
+        cell[0] += 1
+        p_e9 = self.join.take(event.txid)
+        if p_e9 is not None:
+            cell[2] += p_e9
+            cell[3] += 1
+
+    def _count_billing(self, event: Event, minute: float) -> None:
+        assert isinstance(event, BillingEvent)
+        cell = self._cell((int(minute), event.campaign_id, event.creative_id, "billing"))
+        cell[0] += 1
+        cell[1] += event.cost_micros
+
+    def _coverage(self) -> list[int]:
+        minutes = {key[0] for key in self.cells}
+        if self.watermark > 0:
+            latest = int(self.watermark) // MINUTE * MINUTE
+            start = self._covered_until if self._covered_until >= 0 else latest
+            start = max(start, latest - MAX_COVERAGE_GAP * MINUTE)
+            minutes.update(range(start, latest + 1, MINUTE))
+            self._covered_until = max(self._covered_until, latest)
+        return sorted(minutes)
+
+    def flush(self, seq: int) -> Batch:
+        """Everything folded since the last flush, as batch ``seq``; the cells start again."""
+        self.join.expire(self.watermark)
+        rows = [
+            AggRow(minute, campaign, creative, etype, c[0], c[1], c[2], c[3])
+            for (minute, campaign, creative, etype), c in self.cells.items()
+        ]
+        batch = Batch(
+            logger_id=self.logger_id,
+            seq=seq,
+            shard=self.shard,
+            partitions_covered=self.covered,
+            partitions_total=self.total,
+            events=self.pending_events,
+            rows=rows,
+            coverage=self._coverage(),
+            positions=self.positions.take_dirty(),
+            losses=self.positions.take_losses(),
+            raw=self.raw,
+        )
+        self.cells = {}
+        self.raw = []
+        self.pending_events = 0
+        return batch
+
+
+_batch_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(Batch)
+
+
+def encode_batch(batch: Batch) -> bytes:
+    return _batch_encoder.encode(batch)
+
+
+def decode_batch(data: bytes) -> Batch:
+    """Raises ``msgspec.DecodeError`` on bytes that are not a batch."""
+    return _batch_decoder.decode(data)
