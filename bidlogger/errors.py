@@ -1,10 +1,10 @@
 """The bid logger's exception tree.
 
-    BidloggerError
-    ├── PartitionSpecError  a partition set that cannot be parsed (bad configuration)
-    ├── SpoolError          the on-disk spool cannot be written or read (local disk)
-    ├── StoreError          Postgres refused or could not be reached (upstream; batches wait)
-    └── ObjectStoreError    the object store refused an upload (upstream; files wait on disk)
+BidloggerError
+├── PartitionSpecError  a partition set that cannot be parsed (bad configuration)
+├── SpoolError          the on-disk spool cannot be written or read (local disk)
+├── StoreError          Postgres refused or could not be reached (upstream; batches wait)
+└── ObjectStoreError    the object store refused an upload (upstream; files wait on disk)
 """
 
 from __future__ import annotations

@@ -121,7 +121,10 @@ class BidloggerSettings:
         92, "RTBFLEET_BIDLOGGER_HOURLY_DAYS", "days of hourly roll-ups kept", positive
     )
     daily_days: int = setting(
-        0, "RTBFLEET_BIDLOGGER_DAILY_DAYS", "days of daily roll-ups kept (0: for good)", non_negative
+        0,
+        "RTBFLEET_BIDLOGGER_DAILY_DAYS",
+        "days of daily roll-ups kept (0: for good)",
+        non_negative,
     )
     maintenance_interval: float = setting(
         60.0,

@@ -142,7 +142,9 @@ class Store:
             try:
                 await conn.execute("SELECT bidlogger_day_partition($1, $2)", table, day)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                raise await self._fail(exc, f"cannot create the {table} partition of {day}") from exc
+                raise await self._fail(
+                    exc, f"cannot create the {table} partition of {day}"
+                ) from exc
             self._days.add((table, day))
 
     async def apply(self, batch: Batch) -> bool:

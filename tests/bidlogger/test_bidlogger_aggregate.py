@@ -30,7 +30,9 @@ from fleet.events import (
 TOTAL = 64
 
 
-def aggregator(partitions: int = TOTAL, raw: frozenset[int] = frozenset(), **kw: object) -> Aggregator:
+def aggregator(
+    partitions: int = TOTAL, raw: frozenset[int] = frozenset(), **kw: object
+) -> Aggregator:
     return Aggregator(
         logger_id="t",
         shard=f"0-{partitions - 1}/{TOTAL}",
@@ -94,15 +96,19 @@ def test_impression_without_its_bid_counts_but_does_not_join() -> None:
 
 def test_bad_payloads_timestamps_and_partitions_are_dropped_by_cause() -> None:
     agg = aggregator()
-    good = AuctionEvent(txid="x:1:b", ts=1_796_000_000.0, bidder_id="b", exchange="e", imps=1,
-                        outcome="bid")
+    good = AuctionEvent(
+        txid="x:1:b", ts=1_796_000_000.0, bidder_id="b", exchange="e", imps=1, outcome="bid"
+    )
     partition = partition_of(good.txid, TOTAL)
     bad_ts = msgspec.structs.replace(good, ts=float("nan"))
     agg.add("ev.x.auction", partition, "auction", [encode(good), b"\x01junk", encode(bad_ts)])
     agg.add("ev.x.auction", (partition + 1) % TOTAL, "auction", [encode(good)])
     agg.add("ev.x.nope", partition, "nope", [encode(good)])
     assert agg.dropped == {
-        "undecodable": 1, "bad_timestamp": 1, "wrong_partition": 1, "unknown_topic": 1
+        "undecodable": 1,
+        "bad_timestamp": 1,
+        "wrong_partition": 1,
+        "unknown_topic": 1,
     }
     assert agg.flush(1).events == 1
 
@@ -115,15 +121,14 @@ def test_raw_sample_keeps_configured_partitions_and_types_whole() -> None:
     feed(agg, events)
     batch = agg.flush(1)
     want = [
-        e for e in events
+        e
+        for e in events
         if partition_of(e.txid, TOTAL) in raw_parts
         and event_type(e) in {"bid", "impression", "click", "billing"}
     ]
     assert sorted(r.payload for r in batch.raw) == sorted(encode(e) for e in want)
     for r in batch.raw:
-        assert msgspec.json.decode(r.json) == msgspec.to_builtins(
-            msgspec.msgpack.decode(r.payload)
-        )
+        assert msgspec.json.decode(r.json) == msgspec.to_builtins(msgspec.msgpack.decode(r.payload))
 
 
 def test_join_is_bounded_by_count_and_event_time() -> None:
@@ -169,11 +174,14 @@ def test_batches_round_trip_through_msgpack() -> None:
 def test_coverage_spans_the_minutes_listened_through() -> None:
     agg = aggregator()
     t0 = 1_796_000_000.0 // 60 * 60
-    feed(agg, [AuctionEvent(txid="a", ts=t0 + 5, bidder_id="b", exchange="e", imps=1,
-                            outcome="bid")])
+    feed(
+        agg, [AuctionEvent(txid="a", ts=t0 + 5, bidder_id="b", exchange="e", imps=1, outcome="bid")]
+    )
     assert agg.flush(1).coverage == [int(t0)]
-    feed(agg, [AuctionEvent(txid="b", ts=t0 + 200, bidder_id="b", exchange="e", imps=1,
-                            outcome="bid")])
+    feed(
+        agg,
+        [AuctionEvent(txid="b", ts=t0 + 200, bidder_id="b", exchange="e", imps=1, outcome="bid")],
+    )
     assert agg.flush(2).coverage == [int(t0), int(t0) + 60, int(t0) + 120, int(t0) + 180]
 
 
@@ -181,9 +189,19 @@ def test_coverage_spans_the_minutes_listened_through() -> None:
 def test_out_of_range_click_probabilities_add_nothing(p: float) -> None:
     agg = aggregator()
     ts = 1_796_000_000.0
-    bid = BidEvent(txid="z:1:b", ts=ts, imp_id="1", campaign_id=1, creative_id=2,
-                   bid_cpm_micros=1, floor_cpm_micros=0, value_cpm_micros=1, p_click=p,
-                   p_install=0.0, auction_type=2)
+    bid = BidEvent(
+        txid="z:1:b",
+        ts=ts,
+        imp_id="1",
+        campaign_id=1,
+        creative_id=2,
+        bid_cpm_micros=1,
+        floor_cpm_micros=0,
+        value_cpm_micros=1,
+        p_click=p,
+        p_install=0.0,
+        auction_type=2,
+    )
     feed(agg, [bid, ImpressionEvent(txid="z:1:b", ts=ts + 1, campaign_id=1, creative_id=2)])
     rows = {r.event_type: r for r in agg.flush(1).rows}
     assert rows["impression"].joined == 1 and rows["impression"].p_click_e9 == 0

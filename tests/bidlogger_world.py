@@ -73,8 +73,12 @@ def transaction(
     if rng.random() < 0.4:
         out.append(
             LossEvent(
-                txid=txid, ts=ts + 0.2, campaign_id=campaign, creative_id=creative,
-                bid_cpm_micros=bid_cpm, loss_reason=102,
+                txid=txid,
+                ts=ts + 0.2,
+                campaign_id=campaign,
+                creative_id=creative,
+                bid_cpm_micros=bid_cpm,
+                loss_reason=102,
             )
         )
         return out
@@ -82,17 +86,27 @@ def transaction(
     later = ts + 0.3
     out.append(
         WinEvent(
-            txid=txid, ts=later, campaign_id=campaign, creative_id=creative,
-            bid_cpm_micros=bid_cpm, clear_cpm_micros=clear,
+            txid=txid,
+            ts=later,
+            campaign_id=campaign,
+            creative_id=creative,
+            bid_cpm_micros=bid_cpm,
+            clear_cpm_micros=clear,
         )
     )
     out.append(
         BillingEvent(
-            txid=txid, ts=later + 0.1, campaign_id=campaign, creative_id=creative,
-            clear_cpm_micros=clear, cost_micros=clear // 1000,
+            txid=txid,
+            ts=later + 0.1,
+            campaign_id=campaign,
+            creative_id=creative,
+            clear_cpm_micros=clear,
+            cost_micros=clear // 1000,
         )
     )
-    out.append(ImpressionEvent(txid=txid, ts=later + 0.5, campaign_id=campaign, creative_id=creative))
+    out.append(
+        ImpressionEvent(txid=txid, ts=later + 0.5, campaign_id=campaign, creative_id=creative)
+    )
     if rng.random() < 0.2:
         out.append(ClickEvent(txid=txid, ts=later + 3, campaign_id=campaign, creative_id=creative))
         if rng.random() < 0.5:
@@ -101,8 +115,12 @@ def transaction(
             )
             out.append(
                 InAppEvent(
-                    txid=txid, ts=later + 60, campaign_id=campaign, creative_id=creative,
-                    name="purchase", revenue_micros=1_990_000,
+                    txid=txid,
+                    ts=later + 60,
+                    campaign_id=campaign,
+                    creative_id=creative,
+                    name="purchase",
+                    revenue_micros=1_990_000,
                 )
             )
     return out
