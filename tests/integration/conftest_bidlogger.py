@@ -23,15 +23,16 @@ from test_bus_proxy import Proxy
 from bidlogger import BidLogger, BidloggerSettings
 from fleet.bus import Publisher
 from fleet.events import AnyEvent, AuctionEvent, encode, event_type, partition_of, topic_for
-from fleet.processes import free_port, wait_for_port
+from fleet.processes import wait_for_port
 from fleet.settings import FleetSettings
 
 BIDDER_TYPES = ("auction", "bid")
 PROBE_TS = 1_700_000_000.0  # probes count in a minute of their own, far from the workload
 
 
-@pytest.fixture
-async def proxy() -> AsyncIterator[Proxy]:
+@contextlib.asynccontextmanager
+async def running_proxy() -> AsyncIterator[Proxy]:
+    """A real ``python -m fleet.proxy`` process on free loopback ports."""
     running = await Proxy.start()
     try:
         yield running
@@ -39,9 +40,10 @@ async def proxy() -> AsyncIterator[Proxy]:
         await running.stop()
 
 
-@pytest.fixture
-def state_root() -> Iterator[Path]:
+@contextlib.contextmanager
+def temporary_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="rtbfleet-bidlogger-"))
+    root.chmod(0o755)
     try:
         yield root
     finally:
@@ -128,7 +130,7 @@ async def until_counted(loggers: list[BidLogger], want: int, timeout: float = 30
 
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout):
-            while counted() < want:
+            while counted() < want:  # noqa: ASYNC110 (polling another task's counters)
                 await asyncio.sleep(0.05)
     assert counted() == want
 
@@ -198,7 +200,6 @@ class MotoServer:
         return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1")
 
 
-@pytest.fixture
 def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials for moto; nothing reaches AWS (every client gets a loopback endpoint)."""
     for key, value in {
@@ -211,17 +212,3 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-
-
-@pytest.fixture
-def moto_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def moto(aws_credentials: None, moto_port: int) -> Iterator[MotoServer]:
-    server = MotoServer(moto_port)
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -11,6 +11,7 @@ import asyncio
 import shutil
 import tempfile
 from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,10 @@ from conftest_bidlogger import (
     fetch,
     logger_settings,
     minute_rows,
-    proxy,  # noqa: F401 -- fixture
     publish,
+    running_proxy,
     split,
-    state_root,  # noqa: F401 -- fixture
+    temporary_root,
     until_counted,
     until_heard,
 )
@@ -37,6 +38,18 @@ from fleet.pg import LocalPostgres
 pytestmark = pytest.mark.integration
 
 START = 1_796_000_000.0 // 60 * 60
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[Proxy]:
+    async with running_proxy() as running:
+        yield running
+
+
+@pytest.fixture
+def state_root() -> Iterator[Path]:
+    with temporary_root() as root:
+        yield root
 
 
 def compare(rows: list, exp: object, *, scale: float = 1.0) -> None:
@@ -128,7 +141,8 @@ async def test_a_sampled_logger_holds_whole_transactions_and_marks_estimates(
         # the raw sample: every event of every held transaction, and nothing else
         raw = await fetch(
             pg_dsn,
-            "SELECT txid, event_type, bus_partition FROM bidlogger_raw WHERE ts >= to_timestamp($1)",
+            "SELECT txid, event_type, bus_partition FROM bidlogger_raw "
+            "WHERE ts >= to_timestamp($1)",
             START,
         )
         got: dict[str, list[str]] = defaultdict(list)
@@ -149,7 +163,7 @@ async def test_a_sampled_logger_holds_whole_transactions_and_marks_estimates(
 
 
 @pytest.fixture
-def own_postgres() -> object:
+def own_postgres() -> Iterator[LocalPostgres]:
     directory = Path(tempfile.mkdtemp(prefix="rtbfleet-test-pg-"))
     directory.chmod(0o755)
     server = LocalPostgres(directory)
