@@ -331,10 +331,10 @@ class BidLogger:
     async def _uploader(self) -> None:
         outbox = self.segments.outbox
         while True:
+            self._outbox.clear()  # before the scan: a file closed during it wakes us again
             files = await asyncio.to_thread(outbox_files, outbox)
             self.outbox_count = len(files)
             if not files:
-                self._outbox.clear()
                 await self._outbox.wait()
                 continue
             for path in files:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,18 @@ async def until_counted(loggers: list[BidLogger], want: int, timeout: float = 30
             while counted() < want:  # noqa: ASYNC110 (polling another task's counters)
                 await asyncio.sleep(0.05)
     assert counted() == want
+
+
+async def eventually(check: Callable[[], Any], timeout: float, period: float = 0.05) -> None:
+    """Until ``check()`` (a value or an awaitable) is true; TimeoutError after ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(period)
 
 
 def probes(loggers: list[BidLogger]) -> int:
