@@ -205,3 +205,32 @@ def test_out_of_range_click_probabilities_add_nothing(p: float) -> None:
     feed(agg, [bid, ImpressionEvent(txid="z:1:b", ts=ts + 1, campaign_id=1, creative_id=2)])
     rows = {r.event_type: r for r in agg.flush(1).rows}
     assert rows["impression"].joined == 1 and rows["impression"].p_click_e9 == 0
+
+
+def test_batch_decoding_agrees_with_the_per_event_reference() -> None:
+    events = [e for tx in world(600, seed=21) for e in tx]
+    raw = frozenset(range(0, 64, 3))
+    fast, slow = aggregator(raw=raw), aggregator(raw=raw)
+    by_topic: dict[str, list[bytes]] = defaultdict(list)
+    for e in events:
+        by_topic[topic_for(e, TOTAL)].append(encode(e))
+    for topic, payloads in by_topic.items():
+        partition, kind = int(topic.split(".")[1]), topic.rsplit(".", 1)[1]
+        for i in range(0, len(payloads), 40):
+            fast.add(topic, partition, kind, payloads[i : i + 40])
+            slow.add_each(topic, partition, kind, payloads[i : i + 40])
+    assert fast.cells == slow.cells
+    assert fast.raw == slow.raw
+    assert fast.watermark == slow.watermark
+    assert fast.events_in == slow.events_in
+    assert fast.flush(1) == slow.flush(1)
+
+
+def test_a_foreign_event_type_on_a_topic_is_dropped_not_miscounted() -> None:
+    agg = aggregator()
+    ts = 1_796_000_000.0
+    imp = ImpressionEvent(txid="k:1:b", ts=ts, campaign_id=1, creative_id=2)
+    auction = AuctionEvent(txid="k:1:b", ts=ts, bidder_id="b", exchange="e", imps=1, outcome="bid")
+    partition = partition_of(imp.txid, TOTAL)
+    assert agg.add("ev.x.impression", partition, "impression", [encode(imp), encode(auction)]) == 1
+    assert agg.dropped == {"undecodable": 1}
