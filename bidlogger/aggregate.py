@@ -103,7 +103,7 @@ class AggRow(msgspec.Struct, array_like=True, frozen=True):
 
 
 class RawRow(msgspec.Struct, array_like=True, frozen=True):
-    """One raw-sample event: the columns Postgres indexes, its JSON, and its bus payload."""
+    """One raw-sample event: the columns Postgres indexes, and the event whole as JSON."""
 
     ts: float
     event_type: str
@@ -112,7 +112,6 @@ class RawRow(msgspec.Struct, array_like=True, frozen=True):
     campaign_id: int
     creative_id: int
     json: bytes
-    payload: bytes
 
 
 class Position(msgspec.Struct, array_like=True, frozen=True):
@@ -319,7 +318,7 @@ class Aggregator:
             return self.add_each(topic, partition, event_type, payloads)
         stamps = [e.ts for e in events]
         low, high = min(stamps), max(stamps)
-        if not (0.0 <= low and high < MAX_TS) or (
+        if not (low >= 0.0 and high < MAX_TS) or (
             self.check_partition and partition_of(events[0].txid, self.total) != partition
         ):  # nan fails the first test too, wherever it is: min/max keep it or fail on it
             return self.add_each(topic, partition, event_type, payloads)
@@ -385,9 +384,8 @@ class Aggregator:
                     getattr(e, "campaign_id", 0),
                     getattr(e, "creative_id", 0),
                     encode(e),
-                    payload,
                 )
-                for e, payload in zip(full, payloads, strict=True)
+                for e in full
             ]
         )
 
@@ -445,7 +443,6 @@ class Aggregator:
                         getattr(event, "campaign_id", 0),
                         getattr(event, "creative_id", 0),
                         _json.encode(event),
-                        payload,
                     )
                 )
             accepted += 1

@@ -1,6 +1,6 @@
 """Raw-sample events as hourly Parquet files: segments on disk, then files in the outbox.
 
-Each flush appends its raw-sample events (their bus payloads, length-prefixed) to one open
+Each flush appends its raw-sample events (as JSON lines) to one open
 segment per (event type, hour of the event's own timestamp). A segment is closed into a Parquet
 file when it holds ``max_rows``, when it has been open ``max_seconds``, or when the events' time
 has passed the end of its hour by ``hour_grace`` seconds; a segment left by a crash is closed at
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
 import typing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,13 +24,13 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from bidlogger.aggregate import CLASSES, DECODERS, HOUR, RawRow
+from bidlogger.aggregate import CLASSES, HOUR, RawRow
 from bidlogger.errors import SpoolError
 from bidlogger.spool import write_atomically
 
-_LEN = struct.Struct("<I")
 SEGMENT_SUFFIX = ".seg"
 
 
@@ -66,16 +65,12 @@ def schema_of(event_type: str) -> pa.Schema:
 SCHEMAS: dict[str, pa.Schema] = {name: schema_of(name) for name in CLASSES}
 
 
-def table_of(event_type: str, payloads: list[bytes]) -> pa.Table:
-    """The Parquet table of one type's payloads (each decoded with that type's decoder)."""
-    decode = DECODERS[event_type].decode
-    events = [decode(p) for p in payloads]
-    schema = SCHEMAS[event_type]
-    columns = [
-        pa.array([getattr(e, name) for e in events], type=schema.field(name).type)
-        for name in schema.names
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)
+def table_of(event_type: str, lines: bytes) -> pa.Table:
+    """The Parquet table of one type's events, from their JSON lines (Arrow's own parser)."""
+    options = pa_json.ParseOptions(
+        explicit_schema=SCHEMAS[event_type], unexpected_field_behavior="ignore"
+    )
+    return pa_json.read_json(pa.BufferReader(lines), parse_options=options)
 
 
 def object_key(event_type: str, hour_start: int, logger_id: str, seq: int) -> str:
@@ -86,17 +81,10 @@ def object_key(event_type: str, hour_start: int, logger_id: str, seq: int) -> st
     )
 
 
-def read_segment(path: Path) -> list[bytes]:
+def read_segment(path: Path) -> bytes:
+    """The whole lines of a segment (a torn last line, from a crash mid-append, is dropped)."""
     data = path.read_bytes()
-    out: list[bytes] = []
-    i = 0
-    while i + 4 <= len(data):
-        (n,) = _LEN.unpack_from(data, i)
-        if i + 4 + n > len(data):
-            break  # a torn last record (crash mid-append): dropped
-        out.append(data[i + 4 : i + 4 + n])
-        i += 4 + n
-    return out
+    return data[: data.rfind(b"\n") + 1]
 
 
 @dataclass
@@ -182,7 +170,7 @@ class Segments:
             group = groups.get(key)
             if group is None:
                 group = groups[key] = []
-            group.append(r.payload)
+            group.append(r.json)
         try:
             for key, payloads in groups.items():
                 seg = self._open.get(key)
@@ -190,9 +178,8 @@ class Segments:
                     seq = self._allocate()
                     path = self.directory / f"{key[0]}.{key[1]}.{seq}{SEGMENT_SUFFIX}"
                     seg = self._open[key] = _Open(path, key[0], key[1], seq, 0, now)
-                pack = _LEN.pack
                 with open(seg.path, "ab") as f:
-                    f.write(b"".join(pack(len(p)) + p for p in payloads))
+                    f.write(b"\n".join(payloads) + b"\n")
                 seg.rows += len(payloads)
         except OSError as exc:
             raise SpoolError(f"cannot append to a raw segment: {exc}") from exc
@@ -215,9 +202,9 @@ class Segments:
 
     def _convert(self, seg: _Open) -> Path | None:
         try:
-            payloads = read_segment(seg.path)
-            if payloads:
-                table = table_of(seg.event_type, payloads)
+            lines = read_segment(seg.path)
+            if lines:
+                table = table_of(seg.event_type, lines)
                 key = object_key(seg.event_type, seg.hour, self.logger_id, seg.seq)
                 target = self.outbox / key
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -225,11 +212,11 @@ class Segments:
                 pq.write_table(table, tmp, compression="zstd")
                 os.replace(tmp, target)
                 self.files_written += 1
-                self.rows_written += len(payloads)
+                self.rows_written += table.num_rows
             seg.path.unlink()
-        except (OSError, msgspec.DecodeError, pa.ArrowException) as exc:
+        except (OSError, pa.ArrowException) as exc:
             raise SpoolError(f"cannot write the Parquet file of {seg.path.name}: {exc}") from exc
-        return target if payloads else None
+        return target if lines else None
 
 
 def outbox_files(outbox: Path) -> list[Path]:
