@@ -114,7 +114,7 @@ async def _publish(endpoint: str, count: int) -> None:
     encoded = [(topic_for(e), encode(e)) for e in transactions(count)]
     publisher = Publisher(
         endpoint, publisher_id="bench", hwm=1_000_000, join_timeout=3.0, close_timeout=10.0,
-        batch_delay=0.01,
+        batch_delay=0.05, batch_max=1024,
     )  # fmt: skip
     await publisher.start()
     publish = publisher.publish
@@ -123,8 +123,8 @@ async def _publish(endpoint: str, count: int) -> None:
         if i % 2048 == 2047:
             await asyncio.sleep(0)
     await publisher.close()
-    if publisher.stats.dropped_payloads:
-        print(f"publisher dropped {publisher.stats.dropped_payloads}", file=sys.stderr)
+    print(f"published {publisher.stats.sent_payloads} {publisher.stats.dropped_payloads}",
+          flush=True)  # fmt: skip
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -142,7 +142,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 async def _logger_run(
     dsn: str, proxy_in: str, proxy_out: str, root: Path, count: int, raw: bool
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
     fleet = dataclasses.replace(FleetSettings(), event_bus_out=proxy_out, data_dir=root)
     settings = BidloggerSettings(
         partitions="all",
@@ -153,25 +153,39 @@ async def _logger_run(
         fleet=fleet,
     )
     logger = BidLogger(settings, dsn)
-    await logger.start()
-    child = subprocess.Popen([sys.executable, "-m", "bench.bidlogger", proxy_in, str(count)])
+    await logger.start(consume=False)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bench.bidlogger", proxy_in, str(count)], stdout=subprocess.PIPE
+    )
     agg = logger.aggregator
-    first = 0.0
     try:
+        # everything published and queued in the logger's socket before it reads any of it
+        assert child.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), RUN_TIMEOUT)
+        if not line.startswith(b"published"):
+            raise RuntimeError(f"the publisher failed: {line!r}")
+        await asyncio.sleep(0.5)  # the proxy forwards the tail
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RUN_TIMEOUT
-        while loop.time() < deadline:
-            counted = sum(agg.events_in.values())
-            if counted and not first:
-                first = time.perf_counter()
-            if counted >= count:
-                break
+        first = time.perf_counter()
+        cpu = time.process_time()
+        logger.consume()
+        while loop.time() < deadline and sum(agg.events_in.values()) < count:
             await asyncio.sleep(0.002)
+        folded = time.perf_counter()
         await logger.flush(close_segments=raw)
         await logger.wait_written(max(1.0, deadline - loop.time()))
         last = time.perf_counter()
+        cpu = time.process_time() - cpu
         counted = sum(agg.events_in.values())
-        return counted / max(last - first, 1e-9), counted
+        stats = logger.subscriber.stats
+        per_message = stats.received_payloads / max(1, stats.received_messages)
+        print(
+            f"    (folded in {folded - first:.2f} s, written {last - folded:.2f} s later; "
+            f"{logger.batches['applied']} batches; {counted / cpu:,.0f} events per CPU-second "
+            "of the logger process, Postgres not included)"
+        )
+        return counted / max(last - first, 1e-9), counted, per_message
     finally:
         _stop(child)
         await logger.close()
@@ -231,11 +245,14 @@ def main() -> None:
             "bidlogger: one logger process, all 64 partitions, through a proxy; mix "
             + ", ".join(f"{t} {v:.0%}" for t, v in share.items())
         )
-        rate, n = asyncio.run(_logger_run(dsn, inside, outside, root, AGG_EVENTS, raw=False))
-        print(f"  aggregates into Postgres          : {rate:>10,.0f} events/s ({n:,})  "
-              f"(aim >= 200,000)")  # fmt: skip
-        raw_rate, raw_n = asyncio.run(_logger_run(dsn, inside, outside, root, RAW_EVENTS, True))
-        print(f"  raw sample on (Postgres + Parquet): {raw_rate:>10,.0f} events/s ({raw_n:,})")
+        rate, n, per = asyncio.run(_logger_run(dsn, inside, outside, root, AGG_EVENTS, False))
+        print(f"  aggregates into Postgres          : {rate:>10,.0f} events/s ({n:,}, "
+              f"{per:.0f} per message)  (aim >= 200,000)")  # fmt: skip
+        raw_rate, raw_n, per = asyncio.run(
+            _logger_run(dsn, inside, outside, root, RAW_EVENTS, True)
+        )
+        print(f"  raw sample on (Postgres + Parquet): {raw_rate:>10,.0f} events/s ({raw_n:,}, "
+              f"{per:.0f} per message)")  # fmt: skip
         copy_rate = asyncio.run(_raw_copy(dsn, RAW_EVENTS))
         print(f"  raw COPY of the same rows         : {copy_rate:>10,.0f} rows/s")
         print(f"  ratio raw sample / raw COPY       : {raw_rate / copy_rate:>10.2f}  (aim >= 0.5)")

@@ -42,6 +42,8 @@ log = logging.getLogger("bidlogger")
 
 RETRY_MIN = 0.2
 RETRY_MAX = 5.0
+FRESH_BATCHES = 8  # spooled batches also kept in memory for the writer (while Postgres keeps up)
+RAW_FLUSH_ROWS = 20_000  # raw rows that make a flush before the interval is up
 JOIN_GRACE = 1e9  # the logger counts what it missed itself, from its saved positions
 
 
@@ -114,15 +116,21 @@ class BidLogger:
         self.outbox_count = 0
         self.last_maintenance: Any = None
         self._spooled_at: dict[int, float] = {}
+        self._fresh: dict[int, Batch] = {}
         self._written = asyncio.Event()
         self._spooled = asyncio.Event()
         self._outbox = asyncio.Event()
+        self._consuming = asyncio.Event()
+        self._flush_soon = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, *, consume: bool = True) -> None:
+        """Restore the state, subscribe, start the tasks. ``consume=False`` subscribes but leaves
+        deliveries queued in the socket until :meth:`consume` (the benchmark times the logger
+        alone that way)."""
         await self._restore()
         made = await asyncio.to_thread(self.segments.recover)
         if made:
@@ -130,8 +138,10 @@ class BidLogger:
         self.outbox_count = len(outbox_files(self.segments.outbox))
         await self.subscriber.start()
         loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._consume(), name="bidlogger-consume"))
+        if consume:
+            self.consume()
         for name, job in (
-            ("consume", self._consume),
             ("flush", self._flush_loop),
             ("writer", self._writer),
             ("uploader", self._uploader),
@@ -170,7 +180,7 @@ class BidLogger:
         self._closed = True
         await self.subscriber.close()
         consume = self._tasks[0] if self._tasks else None
-        await cancel_and_wait(consume)
+        await cancel_and_wait(consume)  # its deliveries so far are all folded in
         with contextlib.suppress(BidloggerError):
             await self.flush(close_segments=True)
         with contextlib.suppress(TimeoutError):
@@ -198,13 +208,24 @@ class BidLogger:
         await self.maintenance.close()
 
     # -- consume ------------------------------------------------------------------------------
+    def consume(self) -> None:
+        """Let the consume task read deliveries (see ``start(consume=False)``)."""
+        self._consuming.set()
+
     async def _consume(self) -> None:
+        await self._consuming.wait()
         agg = self.aggregator
         observe = agg.positions.observe  # set by _restore() before this task starts
+        topics: dict[str, tuple[int, str]] = {}
         async for d in self.subscriber:
             if d.kind == "data":
                 observe(d.publisher_id, d.topic, d.incarnation, d.seq, d.total, len(d.payloads))
-                agg.add(d.topic, topic_partition(d.topic), topic_type(d.topic), d.payloads)
+                where = topics.get(d.topic)
+                if where is None:
+                    where = topics[d.topic] = (topic_partition(d.topic), topic_type(d.topic))
+                agg.add(d.topic, where[0], where[1], d.payloads)
+                if len(agg.raw) >= RAW_FLUSH_ROWS:  # smaller COPYs, overlapping the reading
+                    self._flush_soon.set()
             else:
                 self._notice(d)
 
@@ -218,7 +239,9 @@ class BidLogger:
     async def _flush_loop(self) -> None:
         interval = self.settings.flush_interval
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_soon.wait(), interval)
+            self._flush_soon.clear()
             try:
                 await self.flush()
             except SpoolError:
@@ -249,6 +272,8 @@ class BidLogger:
             spooled = await asyncio.to_thread(self._persist, batch, state)
             if spooled:
                 self._spooled_at[batch.seq] = self.mono()
+                if len(self._fresh) < FRESH_BATCHES:  # the writer need not read it back
+                    self._fresh[batch.seq] = batch
                 self._spooled.set()
             else:
                 self._refused(batch)
@@ -291,11 +316,13 @@ class BidLogger:
                 self._spooled.clear()
                 await self._spooled.wait()
                 continue
-            try:
-                batch = await asyncio.to_thread(self.spool.read, seq)
-            except SpoolError:
-                log.exception("skipped an unreadable spooled batch")
-                continue
+            batch = self._fresh.get(seq)
+            if batch is None:  # spooled by an earlier run, or let go of to bound memory
+                try:
+                    batch = await asyncio.to_thread(self.spool.read, seq)
+                except SpoolError:
+                    log.exception("skipped an unreadable spooled batch")
+                    continue
             started = self.mono()
             try:
                 applied = await self.store.apply(batch)
@@ -314,6 +341,7 @@ class BidLogger:
             self.metrics.flush_seconds.observe(self.mono() - started)
             self.batches["applied" if applied else "duplicate"] += 1
             self.spool.remove(seq)
+            self._fresh.pop(seq, None)
             self._spooled_at.pop(seq, None)
             self._written.set()
 
