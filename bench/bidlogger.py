@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -93,7 +94,7 @@ def transactions(events: int, seed: int = 5) -> list[AnyEvent]:
             )  # fmt: skip
             continue
         clear = bid - rng.randrange(0, 200_000)
-        common = {"txid": txid, "campaign_id": campaign, "creative_id": creative}
+        common: dict[str, Any] = {"txid": txid, "campaign_id": campaign, "creative_id": creative}
         out.append(WinEvent(ts=ts + 0.1, bid_cpm_micros=bid, clear_cpm_micros=clear, **common))
         out.append(BillingEvent(ts=ts + 0.2, clear_cpm_micros=clear, cost_micros=clear // 1000,
                                 **common))  # fmt: skip
@@ -154,14 +155,14 @@ async def _logger_run(
     )
     logger = BidLogger(settings, dsn)
     await logger.start(consume=False)
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bench.bidlogger", proxy_in, str(count)], stdout=subprocess.PIPE
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.bidlogger", proxy_in, str(count), stdout=subprocess.PIPE
     )
     agg = logger.aggregator
     try:
         # everything published and queued in the logger's socket before it reads any of it
         assert child.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), RUN_TIMEOUT)
+        line = await asyncio.wait_for(child.stdout.readline(), RUN_TIMEOUT)
         if not line.startswith(b"published"):
             raise RuntimeError(f"the publisher failed: {line!r}")
         await asyncio.sleep(0.5)  # the proxy forwards the tail
@@ -170,7 +171,7 @@ async def _logger_run(
         first = time.perf_counter()
         cpu = time.process_time()
         logger.consume()
-        while loop.time() < deadline and sum(agg.events_in.values()) < count:
+        while loop.time() < deadline and sum(agg.events_in.values()) < count:  # noqa: ASYNC110
             await asyncio.sleep(0.002)
         folded = time.perf_counter()
         await logger.flush(close_segments=raw)
@@ -187,7 +188,9 @@ async def _logger_run(
         )
         return counted / max(last - first, 1e-9), counted, per_message
     finally:
-        _stop(child)
+        if child.returncode is None:
+            child.terminate()
+        await child.wait()
         await logger.close()
 
 
