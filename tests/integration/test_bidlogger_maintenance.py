@@ -70,7 +70,8 @@ async def test_rollups_retention_and_the_feed(pg_dsn: str) -> None:
     async def day_partitions() -> set[str]:
         rows = await fetch(
             pg_dsn,
-            "SELECT relname FROM pg_class WHERE relname ~ '^bidlogger_(raw|minute)_[0-9]{8}$' AND relkind = 'r'",
+            "SELECT relname FROM pg_class "
+            "WHERE relname ~ '^bidlogger_(raw|minute)_[0-9]{8}$' AND relkind = 'r'",
         )
         return {r["relname"] for r in rows}
 
