@@ -148,7 +148,7 @@ async def _logger_run(
     settings = BidloggerSettings(
         partitions="all",
         raw_partitions="all" if raw else "",
-        state_dir=root / ("raw" if raw else "agg"),
+        state_dir=str(root / ("raw" if raw else "agg")),
         flush_interval=1.0,
         maintenance_interval=3600.0,
         fleet=fleet,

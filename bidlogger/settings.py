@@ -75,8 +75,8 @@ class BidloggerSettings:
         "bids held for the impression join; the oldest go first past this",
         positive,
     )
-    state_dir: Path = setting(
-        Path(""),
+    state_dir: str = setting(
+        "",
         "RTBFLEET_BIDLOGGER_STATE_DIR",
         "spool, Parquet outbox and positions (empty: <data dir>/bidlogger/<logger id>)",
     )
@@ -221,6 +221,6 @@ class BidloggerSettings:
 
     @property
     def effective_state_dir(self) -> Path:
-        if str(self.state_dir) not in ("", "."):
-            return self.state_dir
+        if self.state_dir:
+            return Path(self.state_dir)
         return self.fleet.data_dir / "bidlogger" / self.effective_logger_id

@@ -155,6 +155,7 @@ SETTINGS_CLASSES = (
     ("fleet.launcher", "LauncherSettings"),
     ("bidder.settings", "BidderSettings"),
     ("cache.settings", "CacheSettings"),
+    ("bidlogger.settings", "BidloggerSettings"),
     ("sim.settings", "SimSettings"),
 )
 

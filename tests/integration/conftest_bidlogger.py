@@ -59,7 +59,7 @@ def logger_settings(
     )
     settings = BidloggerSettings(
         partitions=partitions,
-        state_dir=state_dir / f"logger-{partitions.replace(',', '_')}",
+        state_dir=str(state_dir / f"logger-{partitions.replace(',', '_')}"),
         raw_partitions=kw.pop("raw_partitions", ""),
         flush_interval=kw.pop("flush_interval", 0.2),
         maintenance_interval=kw.pop("maintenance_interval", 3600.0),
