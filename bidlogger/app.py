@@ -24,15 +24,16 @@ log = logging.getLogger("bidlogger")
 
 
 class HealthHandler(tornado.web.RequestHandler):
-    def initialize(self, logger: BidLogger, ready: bool) -> None:
+    """``/healthz`` and ``/readyz``: 200 with the logger's state while it listens. Postgres or
+    the object store being down does not make it unhealthy: batches and files wait on disk
+    (the alerts watch the spool and the outbox)."""
+
+    def initialize(self, logger: BidLogger) -> None:
         self.logger = logger
-        self.ready = ready
 
     def get(self) -> None:
-        body = self.logger.health()
-        # ready: the logger is listening; Postgres may be down (batches spool) without it
         self.set_header("Content-Type", "application/json")
-        self.write(json.dumps(body))
+        self.write(json.dumps(self.logger.health()))
 
 
 class MetricsHandler(tornado.web.RequestHandler):
@@ -47,8 +48,8 @@ class MetricsHandler(tornado.web.RequestHandler):
 def make_app(logger: BidLogger, registry: CollectorRegistry) -> tornado.web.Application:
     return tornado.web.Application(
         [
-            (r"/healthz", HealthHandler, {"logger": logger, "ready": False}),
-            (r"/readyz", HealthHandler, {"logger": logger, "ready": True}),
+            (r"/healthz", HealthHandler, {"logger": logger}),
+            (r"/readyz", HealthHandler, {"logger": logger}),
             (r"/metrics", MetricsHandler, {"registry": registry}),
         ]
     )

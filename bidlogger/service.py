@@ -183,20 +183,17 @@ class BidLogger:
         await cancel_and_wait(consume)  # its deliveries so far are all folded in
         with contextlib.suppress(BidloggerError):
             await self.flush(close_segments=True)
+        # what Postgres and the store do not take within the timeout waits on disk for the next
+        # start (the spool and the outbox are read again then)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_timeout):
-                while len(self.spool) or (self.outbox_count and self.uploads_possible):
-                    self._spooled.set()
+                while len(self.spool) or self.outbox_count:
                     self._outbox.set()
                     await asyncio.sleep(0.05)
         for task in self._tasks[1:]:
             await cancel_and_wait(task)
         await self.store.close()
         await self.maintenance.close()
-
-    @property
-    def uploads_possible(self) -> bool:
-        return self.uploads["failed"] == 0 or self.uploads["ok"] > 0
 
     async def terminate(self) -> None:
         """Stop now: nothing more is flushed (what was spooled stays for the next start)."""

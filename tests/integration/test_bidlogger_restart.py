@@ -5,6 +5,7 @@ the unflushed window and the time it was down."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -76,6 +77,15 @@ class LoggerProcess:
                 total += int(float(m.group(2)))
         return total
 
+    async def health(self) -> dict[str, object]:
+        def get() -> dict[str, object]:
+            url = f"http://127.0.0.1:{self.port}/healthz"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                body: dict[str, object] = json.loads(response.read())
+                return body
+
+        return await asyncio.to_thread(get)
+
     def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
@@ -144,6 +154,8 @@ async def test_killed_logger_misses_at_most_the_unflushed_window_and_says_how_mu
         first.kill()
         await send(1.0)
         up = await second.start()
+        health = await second.health()
+        assert health["logger_id"] == "bidlogger-0-3of4" and health["shard"] == "0-3/4"
         await send(1.5)
         rest = len(events) - cursor
         await send(30.0, per_tick=max(60, rest // 20 + 1))  # the rest: every topic hears again
