@@ -33,7 +33,7 @@ from bidlogger import BidLogger
 from fleet.bus import Publisher
 from fleet.db import migrate
 from fleet.events import event_type, partition_of
-from fleet.pg import LocalPostgres
+from fleet.pg import LocalPostgres, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -210,3 +210,42 @@ async def test_postgres_stopped_and_restarted_every_event_accounted_for(
         await bidder.close()
         await tracker.close()
         await logger.close()
+
+
+async def test_a_full_spool_drops_batches_and_says_so_in_the_next(
+    proxy: Proxy, state_root: Path
+) -> None:
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"  # nothing listens there
+    settings = logger_settings(proxy, state_root, spool_max_bytes=6_000, flush_interval=3600)
+    logger = BidLogger(settings, dead)
+    await logger.start()
+    bidder = Publisher(proxy.inside, publisher_id="bidder-a", batch_delay=0.005)
+    await bidder.start()
+    try:
+        await until_heard(bidder, [logger])
+        sent = 0
+        for seed in range(6):
+            bids, _ = split(world(60, start=START, seed=100 + seed))
+            await publish(bidder, bids)
+            sent += len(bids)
+            await until_counted([logger], sent)
+            await logger.flush()
+        assert logger.spool.refused > 0
+        dropped = logger.aggregator.dropped["spool_full"]
+        assert dropped > 0 and not logger.postgres_up
+        # what the spool holds plus what it refused is everything counted
+        held = [logger.spool.read(seq) for seq in sorted(logger.spool._sizes)]
+        assert sum(b.events for b in held) + dropped == sent + logger.probes  # type: ignore[attr-defined]
+        # room again: the next batch says how many events the refused ones held
+        for seq in sorted(logger.spool._sizes):
+            logger.spool.remove(seq)
+        bids, _ = split(world(5, start=START, seed=99))
+        await publish(bidder, bids)
+        await until_counted([logger], sent + len(bids))
+        batch = await logger.flush()
+        assert batch is not None
+        reported = sum(x.events for x in batch.losses if x.cause == "spool_full")
+        assert reported == dropped
+    finally:
+        await bidder.close()
+        await logger.close(drain_timeout=0.1)
