@@ -43,7 +43,7 @@ log = logging.getLogger("bidlogger")
 RETRY_MIN = 0.2
 RETRY_MAX = 5.0
 FRESH_BATCHES = 8  # spooled batches also kept in memory for the writer (while Postgres keeps up)
-RAW_FLUSH_ROWS = 20_000  # raw rows that make a flush before the interval is up
+RAW_FLUSH_ROWS = 10_000  # raw rows that make a flush before the interval is up
 JOIN_GRACE = 1e9  # the logger counts what it missed itself, from its saved positions
 
 
@@ -124,6 +124,7 @@ class BidLogger:
         self._flush_soon = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
+        self._segments_lock = asyncio.Lock()  # appends and closes, in flush order
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -245,44 +246,52 @@ class BidLogger:
                 log.exception("flush failed: the local disk refused")
 
     async def flush(self, *, close_segments: bool = False) -> Batch | None:
-        """One batch now (None when nothing happened since the last)."""
+        """One batch now (None when nothing happened since the last).
+
+        The batch is spooled (and handed to the writer) first; its raw rows then go to their
+        segments, and due segments become Parquet files, outside the flush lock, so that the
+        next flush, the writer's COPY and the Parquet conversion overlap.
+        """
         async with self._flush_lock:
             agg = self.aggregator
             if not (agg.cells or agg.raw or agg.positions.dirty or agg.positions.losses):
-                if close_segments:
-                    await self._close_segments(everything=True)
-                return None
-            batch = agg.flush(self.next_seq)
-            self.next_seq += 1
-            for loss in batch.losses:
-                key = (loss.publisher_id, loss.cause)
-                self.missed[key] = self.missed.get(key, 0) + loss.events
-                if loss.cause != "spool_full":
-                    log.warning(
-                        "%d event(s) missed (%s) from %s on %s",
-                        loss.events,
-                        loss.cause,
-                        loss.publisher_id,
-                        loss.topic,
-                    )
-            state = State(self.next_seq, agg.positions.snapshot())
-            spooled = await asyncio.to_thread(self._persist, batch, state)
-            if spooled:
-                self._spooled_at[batch.seq] = self.mono()
-                if len(self._fresh) < FRESH_BATCHES:  # the writer need not read it back
-                    self._fresh[batch.seq] = batch
-                self._spooled.set()
+                batch = None
             else:
-                self._refused(batch)
-            self.raw_events += len(batch.raw)
+                batch = agg.flush(self.next_seq)
+                self.next_seq += 1
+                self._note_losses(batch)
+                state = State(self.next_seq, agg.positions.snapshot())
+                spooled = await asyncio.to_thread(self._persist, batch, state)
+                if spooled:
+                    self._spooled_at[batch.seq] = self.mono()
+                    if len(self._fresh) < FRESH_BATCHES:  # the writer need not read it back
+                        self._fresh[batch.seq] = batch
+                    self._spooled.set()
+                else:
+                    self._refused(batch)
+                self.raw_events += len(batch.raw)
+        async with self._segments_lock:
+            if batch is not None and batch.raw:
+                await asyncio.to_thread(self.segments.append, batch.raw, self.mono())
             await self._close_segments(everything=close_segments)
-            return batch
+        return batch
+
+    def _note_losses(self, batch: Batch) -> None:
+        for loss in batch.losses:
+            key = (loss.publisher_id, loss.cause)
+            self.missed[key] = self.missed.get(key, 0) + loss.events
+            if loss.cause != "spool_full":
+                log.warning(
+                    "%d event(s) missed (%s) from %s on %s",
+                    loss.events,
+                    loss.cause,
+                    loss.publisher_id,
+                    loss.topic,
+                )
 
     def _persist(self, batch: Batch, state: State) -> bool:
-        """In a worker thread: the batch to the spool, raw rows to segments, the state file."""
+        """In a worker thread: the batch to the spool, then the state file."""
         spooled = self.spool.put(batch)
-        if batch.raw:
-            self.segments.append(batch.raw, self.mono())
         self.spool.save_state(state)
         return spooled
 
