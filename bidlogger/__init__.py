@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from bidlogger.aggregate import Aggregator, Batch, BidJoin, Loss, Position, Positions
 from bidlogger.errors import (
+    BatchRejected,
     BidloggerError,
     ObjectStoreError,
     PartitionSpecError,
@@ -31,6 +32,7 @@ from bidlogger.settings import BidloggerSettings
 __all__ = [
     "Aggregator",
     "Batch",
+    "BatchRejected",
     "BidJoin",
     "BidLogger",
     "BidloggerError",

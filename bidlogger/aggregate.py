@@ -64,16 +64,18 @@ _json = msgspec.json.Encoder()
 _ARRAY32 = struct.Struct(">BI")  # msgpack array32 header: the payloads behind it are one array
 
 
-def _lite(name: str, extra: list[tuple[str, type, Any]]) -> type:
-    """A slim struct of one event type: what the aggregates read, the tag still checked."""
-    fields: list[Any] = [("txid", str), ("ts", float), ("campaign_id", int, 0)]
-    fields += [("creative_id", int, 0), *extra]
-    return msgspec.defstruct(f"Lite{name.title()}", fields, tag_field="type", tag=name)
+def _lite(name: str, extra: list[tuple[str, type]]) -> type:
+    """A slim struct of one event type: the fields the aggregates read, required as in
+    fleet.events, the tag still checked; the other fields are skipped unread."""
+    fields: list[Any] = [("txid", str), ("ts", float)]
+    if name != "auction":
+        fields += [("campaign_id", int), ("creative_id", int)]
+    return msgspec.defstruct(f"Lite{name.title()}", [*fields, *extra], tag_field="type", tag=name)
 
 
-_EXTRA: dict[str, list[tuple[str, type, Any]]] = {
-    "bid": [("p_click", float, 0.0)],
-    "billing": [("cost_micros", int, 0)],
+_EXTRA: dict[str, list[tuple[str, type]]] = {
+    "bid": [("p_click", float)],
+    "billing": [("cost_micros", int)],
 }
 LITE_DECODERS: dict[str, msgspec.msgpack.Decoder[list[Any]]] = {
     name: msgspec.msgpack.Decoder(list[_lite(name, _EXTRA.get(name, []))])  # type: ignore[misc]
@@ -310,8 +312,11 @@ class Aggregator:
         n = len(payloads)
         if n == 0:
             return 0
+        keep_raw = partition in self.raw_partitions and event_type in self.raw_types
+        # the raw sample needs the whole events (and their strict checks); counting needs less
+        decoder = FULL_DECODERS[event_type] if keep_raw else lite
         try:
-            events: list[Any] = lite.decode(_ARRAY32.pack(0xDD, n) + b"".join(payloads))
+            events: list[Any] = decoder.decode(_ARRAY32.pack(0xDD, n) + b"".join(payloads))
         except msgspec.DecodeError:
             return self.add_each(topic, partition, event_type, payloads)
         if len(events) != n:
@@ -353,9 +358,12 @@ class Aggregator:
                 cell[0] += 1
                 cell[1] += e.cost_micros
         else:
-            counts = collections.Counter(
-                [(int(e.ts) // MINUTE * MINUTE, e.campaign_id, e.creative_id) for e in events]
-            )
+            if event_type == "auction":  # no campaign yet: campaign 0, creative 0
+                counts = collections.Counter([(int(e.ts) // MINUTE * MINUTE, 0, 0) for e in events])
+            else:
+                counts = collections.Counter(
+                    [(int(e.ts) // MINUTE * MINUTE, e.campaign_id, e.creative_id) for e in events]
+                )
             for (minute, campaign, creative), count in counts.items():
                 key = (minute, campaign, creative, event_type)
                 cell = cells.get(key)
@@ -363,16 +371,13 @@ class Aggregator:
                     cells[key] = [count, 0, 0, 0]
                 else:
                     cell[0] += count
-        if partition in self.raw_partitions and event_type in self.raw_types:
-            self._keep_raw(event_type, partition, payloads)
+        if keep_raw:
+            self._keep_raw(event_type, partition, events)
         self.pending_events += n
         self.events_in[event_type] += n
         return n
 
-    def _keep_raw(self, event_type: str, partition: int, payloads: list[bytes]) -> None:
-        full = FULL_DECODERS[event_type].decode(
-            _ARRAY32.pack(0xDD, len(payloads)) + b"".join(payloads)
-        )
+    def _keep_raw(self, event_type: str, partition: int, full: list[Any]) -> None:
         encode = _json.encode
         self.raw.extend(
             [

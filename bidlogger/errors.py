@@ -26,5 +26,10 @@ class StoreError(BidloggerError):
     """Postgres is unavailable or refused a batch; the batch stays in the spool."""
 
 
+class BatchRejected(StoreError):
+    """Postgres refused the batch's content (a value out of range, a constraint): retrying
+    cannot help, so the batch is moved out of the spool's way and its events counted lost."""
+
+
 class ObjectStoreError(BidloggerError):
     """An upload to the object store failed; the file stays in the outbox."""

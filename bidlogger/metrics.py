@@ -3,11 +3,13 @@
 
     bidlogger_events_total{type}                events folded into the aggregates
     bidlogger_dropped_events_total{cause}       undecodable, bad_timestamp, wrong_partition,
-                                                unknown_topic, spool_full
+                                                unknown_topic, spool_full, rejected (Postgres
+                                                refused the batch's data), internal
     bidlogger_missed_events_total{publisher,cause}  events the bus sequence numbers say were lost:
                                                 gap, restart, publisher_restart
     bidlogger_gaps_total{publisher}             sequence gaps seen on the bus, per publisher
     bidlogger_batches_total{outcome}            applied, duplicate (already applied), failed
+                                                (retried), rejected (set aside)
     bidlogger_flush_seconds                     time to apply one batch to Postgres (histogram)
     bidlogger_spool_batches / _bytes            batches on disk waiting for Postgres
     bidlogger_spool_age_seconds                 age of the oldest waiting batch (0: none)

@@ -26,7 +26,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bidlogger.aggregate import Aggregator, Batch, BidJoin, Loss, Positions
-from bidlogger.errors import BidloggerError, ObjectStoreError, SpoolError, StoreError
+from bidlogger.errors import (
+    BatchRejected,
+    BidloggerError,
+    ObjectStoreError,
+    SpoolError,
+    StoreError,
+)
 from bidlogger.maintenance import Maintenance, Retention
 from bidlogger.metrics import BidloggerMetrics, Snapshot
 from bidlogger.objectstore import ObjectStore, open_object_store
@@ -109,7 +115,7 @@ class BidLogger:
         self.next_seq = 1
         self.gaps: dict[str, int] = {}
         self.missed: dict[tuple[str, str], int] = {}
-        self.batches = {"applied": 0, "duplicate": 0, "failed": 0}
+        self.batches = {"applied": 0, "duplicate": 0, "failed": 0, "rejected": 0}
         self.uploads = {"ok": 0, "failed": 0}
         self.raw_events = 0
         self.postgres_up = False
@@ -216,16 +222,20 @@ class BidLogger:
         observe = agg.positions.observe  # set by _restore() before this task starts
         topics: dict[str, tuple[int, str]] = {}
         async for d in self.subscriber:
-            if d.kind == "data":
-                observe(d.publisher_id, d.topic, d.incarnation, d.seq, d.total, len(d.payloads))
-                where = topics.get(d.topic)
-                if where is None:
-                    where = topics[d.topic] = (topic_partition(d.topic), topic_type(d.topic))
-                agg.add(d.topic, where[0], where[1], d.payloads)
-                if len(agg.raw) >= RAW_FLUSH_ROWS:  # smaller COPYs, overlapping the reading
-                    self._flush_soon.set()
-            else:
+            if d.kind != "data":
                 self._notice(d)
+                continue
+            observe(d.publisher_id, d.topic, d.incarnation, d.seq, d.total, len(d.payloads))
+            where = topics.get(d.topic)
+            if where is None:
+                where = topics[d.topic] = (topic_partition(d.topic), topic_type(d.topic))
+            try:
+                agg.add(d.topic, where[0], where[1], d.payloads)
+            except Exception:  # a bug must not stop the logger: count the batch, say so
+                agg.drop("internal", len(d.payloads))
+                log.exception("a batch of %d event(s) on %s not counted", len(d.payloads), d.topic)
+            if len(agg.raw) >= RAW_FLUSH_ROWS:  # smaller COPYs, overlapping the reading
+                self._flush_soon.set()
 
     def _notice(self, d: Delivery) -> None:
         if d.kind == "gap":
@@ -244,6 +254,8 @@ class BidLogger:
                 await self.flush()
             except SpoolError:
                 log.exception("flush failed: the local disk refused")
+            except Exception:  # the next flush tries again; the loop must outlive a bug
+                log.exception("flush failed")
 
     async def flush(self, *, close_segments: bool = False) -> Batch | None:
         """One batch now (None when nothing happened since the last).
@@ -332,6 +344,15 @@ class BidLogger:
             started = self.mono()
             try:
                 applied = await self.store.apply(batch)
+            except BatchRejected as exc:
+                log.error("%s; set aside in %s", exc, self.spool.bad_directory)
+                self.batches["rejected"] += 1
+                dropped = self.aggregator.dropped
+                dropped["rejected"] = dropped.get("rejected", 0) + batch.events
+                self.spool.quarantine(seq)
+                self._fresh.pop(seq, None)
+                self._spooled_at.pop(seq, None)
+                continue
             except StoreError as exc:
                 self.batches["failed"] += 1
                 if self.postgres_up:

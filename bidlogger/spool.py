@@ -105,6 +105,14 @@ class Spool:
             self._forget(seq)
             raise SpoolError(f"spooled batch {path.name} is unreadable: {exc}") from exc
 
+    def quarantine(self, seq: int) -> None:
+        """Move batch ``seq`` to ``bad/`` (kept for inspection, never replayed)."""
+        path = self._path(seq)
+        self.bad_directory.mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.replace(path, self.bad_directory / path.name)
+        self._forget(seq)
+
     def remove(self, seq: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(seq).unlink()

@@ -20,11 +20,20 @@ from typing import Any
 import asyncpg
 
 from bidlogger.aggregate import HOUR, Batch, Position
-from bidlogger.errors import StoreError
+from bidlogger.errors import BatchRejected, StoreError
 
 log = logging.getLogger("bidlogger.store")
 
 _STAGE = "bidlogger_stage"
+# what Postgres (or the encoding of a value for it) refuses for the batch's content, not for
+# being unreachable: the same batch would be refused again
+_REFUSED = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.exceptions.ProgramLimitExceededError,
+    OverflowError,
+    ValueError,
+)
 _AGG_COLUMNS = (
     "minute",
     "shard",
@@ -167,6 +176,9 @@ class Store:
                 if fresh is None:
                     return False
                 await self._write(conn, batch)
+        except _REFUSED as exc:
+            self.terminate()  # a COPY broken off mid-stream: start the next on a fresh session
+            raise BatchRejected(f"batch {batch.seq} refused: {exc}") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise await self._fail(exc, f"batch {batch.seq} not applied") from exc
         return True

@@ -17,6 +17,7 @@ from bidlogger.aggregate import (
     encode_batch,
 )
 from fleet.events import (
+    EVENT_TYPES,
     AnyEvent,
     AuctionEvent,
     BidEvent,
@@ -212,6 +213,8 @@ def test_batch_decoding_agrees_with_the_per_event_reference() -> None:
     events = [e for tx in world(600, seed=21) for e in tx]
     raw = frozenset(range(0, 64, 3))
     fast, slow = aggregator(raw=raw), aggregator(raw=raw)
+    for agg in (fast, slow):
+        agg.raw_types = frozenset(EVENT_TYPES)  # every type, the auction too
     by_topic: dict[str, list[bytes]] = defaultdict(list)
     for e in events:
         by_topic[topic_for(e, TOTAL)].append(encode(e))
@@ -235,3 +238,15 @@ def test_a_foreign_event_type_on_a_topic_is_dropped_not_miscounted() -> None:
     partition = partition_of(imp.txid, TOTAL)
     assert agg.add("ev.x.impression", partition, "impression", [encode(imp), encode(auction)]) == 1
     assert agg.dropped == {"undecodable": 1}
+
+
+@pytest.mark.parametrize("raw", [frozenset(), frozenset(range(64))])
+def test_an_event_missing_a_field_the_aggregates_need_is_dropped(raw: frozenset[int]) -> None:
+    agg = aggregator(raw=raw)
+    ts = 1_796_000_000.0
+    good = ImpressionEvent(txid="m:1:b", ts=ts, campaign_id=1, creative_id=2)
+    partial = msgspec.msgpack.encode({"type": "impression", "txid": "m:1:b", "ts": ts})
+    partition = partition_of(good.txid, TOTAL)
+    assert agg.add("ev.x.impression", partition, "impression", [encode(good), partial]) == 1
+    assert agg.dropped == {"undecodable": 1}
+    assert len(agg.raw) == (1 if raw else 0)

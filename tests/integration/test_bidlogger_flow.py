@@ -30,6 +30,7 @@ from conftest_bidlogger import (
 from test_bus_proxy import Proxy
 
 from bidlogger import BidLogger
+from bidlogger.aggregate import AggRow, Batch
 from fleet.bus import Publisher
 from fleet.db import migrate
 from fleet.events import event_type, partition_of
@@ -249,3 +250,34 @@ async def test_a_full_spool_drops_batches_and_says_so_in_the_next(
     finally:
         await bidder.close()
         await logger.close(drain_timeout=0.1)
+
+
+async def test_a_batch_postgres_refuses_is_set_aside_and_the_next_goes_through(
+    state_root: Path, pg_dsn: str
+) -> None:
+    class NoProxy:
+        outside = f"tcp://127.0.0.1:{free_port()}"  # nothing publishes in this test
+
+    settings = logger_settings(NoProxy(), state_root)  # type: ignore[arg-type]
+    logger = BidLogger(settings, pg_dsn)
+
+    def batch(seq: int, creative: int) -> Batch:
+        row = AggRow(int(START), 1, creative, "click", 3, 0, 0, 0)
+        return Batch(
+            logger_id=logger.logger_id, seq=seq, shard=settings.shard, partitions_covered=64,
+            partitions_total=64, events=3, rows=[row], coverage=[int(START)], positions=[],
+            losses=[], raw=[],
+        )  # fmt: skip
+
+    assert logger.spool.put(batch(1, 2**63))  # past bigint: Postgres cannot take it, ever
+    assert logger.spool.put(batch(2, 7))
+    await logger.start()
+    try:
+        assert await logger.wait_written(20)
+        assert logger.batches["rejected"] == 1 and logger.batches["applied"] == 1
+        assert logger.aggregator.dropped == {"rejected": 3}
+        assert (logger.spool.bad_directory / f"{1:020d}.batch").exists()
+        rows = await fetch(pg_dsn, "SELECT creative_id, events FROM bidlogger_minute")
+        assert [(r["creative_id"], r["events"]) for r in rows] == [(7, 3)]
+    finally:
+        await logger.close()
