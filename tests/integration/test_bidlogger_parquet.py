@@ -54,15 +54,26 @@ def state_root() -> Iterator[Path]:
         yield root
 
 
+@pytest.fixture
+def moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+    """moto's S3 server on a free loopback port, with fake credentials for boto3."""
+    aws_credentials(monkeypatch)
+    server = MotoServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def canonical(row: dict[str, object]) -> str:
     return json.dumps(row, sort_keys=True)
 
 
 async def test_parquet_files_wait_for_the_store_and_match_the_raw_table(
-    proxy: Proxy, state_root: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+    proxy: Proxy, state_root: Path, pg_dsn: str, moto: MotoServer
 ) -> None:
-    aws_credentials(monkeypatch)
-    moto = MotoServer(free_port())
+    await asyncio.to_thread(moto.stop)  # the store is down when the files are ready
     settings = logger_settings(
         proxy,
         state_root,
@@ -117,4 +128,3 @@ async def test_parquet_files_wait_for_the_store_and_match_the_raw_table(
     finally:
         await publisher.close()
         await logger.close()
-        await asyncio.to_thread(moto.stop)
