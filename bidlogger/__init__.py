@@ -17,7 +17,7 @@ for wiring; ``metrics``; ``errors``.
 
 from __future__ import annotations
 
-from bidlogger.aggregate import Aggregator, Batch, BidJoin, Loss, Position, Positions
+from bidlogger.aggregate import Aggregator, Batch, BidJoin
 from bidlogger.errors import (
     BatchRejected,
     BidloggerError,
@@ -26,6 +26,7 @@ from bidlogger.errors import (
     SpoolError,
     StoreError,
 )
+from bidlogger.positions import Loss, Position, Positions
 from bidlogger.service import BidLogger
 from bidlogger.settings import BidloggerSettings
 

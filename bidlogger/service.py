@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from bidlogger.aggregate import Aggregator, Batch, BidJoin, Loss, Positions
+from bidlogger.aggregate import Aggregator, Batch, BidJoin
 from bidlogger.errors import (
     BatchRejected,
     BidloggerError,
@@ -38,6 +38,7 @@ from bidlogger.metrics import BidloggerMetrics, Snapshot
 from bidlogger.objectstore import ObjectStore, open_object_store
 from bidlogger.parquet import Segments, outbox_files
 from bidlogger.partitions import prefixes, topic_partition, topic_type
+from bidlogger.positions import Loss, Positions
 from bidlogger.settings import BidloggerSettings
 from bidlogger.spool import Spool, State
 from bidlogger.store import Store

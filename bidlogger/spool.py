@@ -18,8 +18,9 @@ from pathlib import Path
 
 import msgspec
 
-from bidlogger.aggregate import Batch, Position, decode_batch, encode_batch
+from bidlogger.aggregate import Batch, decode_batch, encode_batch
 from bidlogger.errors import SpoolError
+from bidlogger.positions import Position
 
 SUFFIX = ".batch"
 

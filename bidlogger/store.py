@@ -19,8 +19,9 @@ from typing import Any
 
 import asyncpg
 
-from bidlogger.aggregate import HOUR, Batch, Position
+from bidlogger.aggregate import HOUR, Batch
 from bidlogger.errors import BatchRejected, StoreError
+from bidlogger.positions import Position
 
 log = logging.getLogger("bidlogger.store")
 

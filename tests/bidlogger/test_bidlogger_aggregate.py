@@ -8,14 +8,8 @@ import msgspec
 import pytest
 from bidlogger_world import expected, world
 
-from bidlogger.aggregate import (
-    Aggregator,
-    BidJoin,
-    Position,
-    Positions,
-    decode_batch,
-    encode_batch,
-)
+from bidlogger.aggregate import Aggregator, BidJoin, decode_batch, encode_batch
+from bidlogger.positions import Position, Positions
 from fleet.events import (
     EVENT_TYPES,
     AnyEvent,

@@ -13,12 +13,13 @@ import pytest
 from bidlogger_world import world
 from prometheus_client import CollectorRegistry
 
-from bidlogger.aggregate import Aggregator, Batch, BidJoin, Loss, Position
+from bidlogger.aggregate import Aggregator, Batch, BidJoin
 from bidlogger.errors import PartitionSpecError
 from bidlogger.maintenance import cutoff_day, partitions_to_drop
 from bidlogger.metrics import BidloggerMetrics, Snapshot
 from bidlogger.parquet import SCHEMAS, Segments, object_key
 from bidlogger.partitions import canonical, parse_partitions, prefixes, topic_partition
+from bidlogger.positions import Loss, Position
 from bidlogger.settings import BidloggerSettings
 from bidlogger.spool import Spool, State
 from fleet.errors import SettingsError
