@@ -8,6 +8,7 @@ one line. Without ``RTBFLEET_PG_DSN`` it uses the embedded Postgres of the data 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import sys
 
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from bidlogger.errors import BidloggerError
 from bidlogger.settings import BidloggerSettings
-from fleet.errors import FleetError, SettingsError
+from fleet.errors import DatabaseError, FleetError, SettingsError
 from fleet.logs import configure_logging
 
 
@@ -35,7 +36,10 @@ async def _main(settings: BidloggerSettings) -> None:
     from fleet.db import migrate
 
     dsn = _dsn(settings)
-    await migrate(dsn)
+    try:
+        await migrate(dsn)
+    except DatabaseError as exc:  # listen anyway: batches wait in the spool until it is back
+        logging.getLogger("bidlogger").warning("schema not checked, Postgres unavailable: %s", exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
