@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -83,6 +83,12 @@ def utc(epoch: float) -> datetime:
 
 def day_of(epoch: float) -> date:
     return datetime.fromtimestamp(epoch, UTC).date()
+
+
+def days_between(first: float, last: float) -> list[date]:
+    """Every UTC day from the one of ``first`` to the one of ``last`` (epoch seconds)."""
+    start, end = day_of(first), day_of(last)
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
 
 
 def _jsonb_encode(data: bytes) -> bytes:
@@ -159,9 +165,12 @@ class Store:
 
     async def apply(self, batch: Batch) -> bool:
         """Apply ``batch`` once; False when it had been applied already (nothing changed)."""
-        await self.ensure_days("bidlogger_minute", (day_of(r.minute) for r in batch.rows))
+        if batch.rows:
+            minutes = [r.minute for r in batch.rows]
+            await self.ensure_days("bidlogger_minute", days_between(min(minutes), max(minutes)))
         if batch.raw:
-            await self.ensure_days("bidlogger_raw", (day_of(r.ts) for r in batch.raw))
+            stamps = [r.ts for r in batch.raw]
+            await self.ensure_days("bidlogger_raw", days_between(min(stamps), max(stamps)))
         conn = await self.connect()
         try:
             async with conn.transaction():

@@ -100,7 +100,11 @@ async def test_parquet_files_wait_for_the_store_and_match_the_raw_table(
         await asyncio.to_thread(moto.start)
         client = moto.client()
         client.create_bucket(Bucket="raw-sample")
-        await eventually(lambda: not any(logger.segments.outbox.rglob("*.parquet")), 60)
+        try:
+            await eventually(lambda: not any(logger.segments.outbox.rglob("*.parquet")), 60)
+        except TimeoutError:
+            left = sorted(p.name for p in logger.segments.outbox.rglob("*.parquet"))
+            raise AssertionError(f"uploads {logger.uploads}, still waiting: {left}") from None
         keys = [o["Key"] for o in client.list_objects_v2(Bucket="raw-sample").get("Contents", [])]
         assert len(keys) == len(waiting)
         from_files: dict[str, list[str]] = defaultdict(list)
