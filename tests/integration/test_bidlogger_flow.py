@@ -18,6 +18,7 @@ import pytest
 from bidlogger_world import expected, world
 from conftest_bidlogger import (
     fetch,
+    forget_earlier_garbage,
     logger_settings,
     minute_rows,
     publish,
@@ -37,6 +38,12 @@ from fleet.events import event_type, partition_of
 from fleet.pg import LocalPostgres, free_port
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _earlier_garbage() -> None:
+    forget_earlier_garbage()
+
 
 START = 1_796_000_000.0 // 60 * 60
 

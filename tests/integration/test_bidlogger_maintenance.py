@@ -9,7 +9,7 @@ from collections import defaultdict
 import asyncpg
 import pytest
 from bidlogger_world import expected, world
-from conftest_bidlogger import eventually, fetch
+from conftest_bidlogger import eventually, fetch, forget_earlier_garbage
 from conftest_cache import cache_settings, proxy_process
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +22,12 @@ from cache.creative_stats import CreativeFeed, creative_namespace
 from fleet.events import AnyEvent, encode, event_type, partition_of, topic_for
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _earlier_garbage() -> None:
+    forget_earlier_garbage()
+
 
 DAY = 86_400
 NOW = 1_796_000_000.0 // DAY * DAY + 12 * 3600  # noon

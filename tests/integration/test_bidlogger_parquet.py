@@ -20,6 +20,7 @@ from conftest_bidlogger import (
     aws_credentials,
     eventually,
     fetch,
+    forget_earlier_garbage,
     logger_settings,
     publish,
     running_proxy,
@@ -34,6 +35,12 @@ from fleet.bus import Publisher
 from fleet.processes import free_port
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _earlier_garbage() -> None:
+    forget_earlier_garbage()
+
 
 START = 1_796_000_000.0 // 3600 * 3600 + 3000  # the workload spans two hours
 KEY = re.compile(

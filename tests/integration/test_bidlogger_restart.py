@@ -17,13 +17,27 @@ from pathlib import Path
 
 import pytest
 from bidlogger_world import world
-from conftest_bidlogger import PROBE_TS, eventually, fetch, running_proxy, temporary_root, txid_in
+from conftest_bidlogger import (
+    PROBE_TS,
+    eventually,
+    fetch,
+    forget_earlier_garbage,
+    running_proxy,
+    temporary_root,
+    txid_in,
+)
 from test_bus_proxy import Proxy
 
 from fleet.bus import Publisher
 from fleet.events import AuctionEvent, encode, topic_for
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _earlier_garbage() -> None:
+    forget_earlier_garbage()
+
 
 TOTAL = 4  # partitions: every topic sees traffic again after the restart
 FLUSH = 0.5
