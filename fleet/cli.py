@@ -166,6 +166,7 @@ SETTINGS_CLASSES = (
     ("cache.settings", "CacheSettings"),
     ("tracker.settings", "TrackerSettings"),
     ("pacing.settings", "PacerServiceSettings"),
+    ("bidlogger.settings", "BidloggerSettings"),
     ("sim.settings", "SimSettings"),
 )
 

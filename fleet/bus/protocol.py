@@ -83,7 +83,9 @@ def decode_body(data: bytes) -> list[bytes]:
 class Delivery(msgspec.Struct, frozen=True):
     """What a subscriber hands its consumer, in arrival order.
 
-    - ``data``: ``payloads`` of one batch; ``seq`` is its sequence number on ``topic``.
+    - ``data``: ``payloads`` of one batch; ``seq`` is its sequence number on ``topic`` and
+      ``total`` the publisher's running count of payloads on it, this batch included (so a
+      consumer that kept the total it last saw knows exactly how many payloads it missed).
     - ``gap``: messages [``expected``, ``seq``) of ``topic`` from ``publisher_id`` were lost,
       ``missed`` payloads in all. Whatever they said (an invalidation, a lease) is unknown.
     - ``restart``: ``publisher_id`` came back as a new ``incarnation`` without saying goodbye;
@@ -103,6 +105,7 @@ class Delivery(msgspec.Struct, frozen=True):
     incarnation: int = 0
     expected: int = 0
     missed: int = 0
+    total: int = 0
 
 
 @dataclass(slots=True)

@@ -282,6 +282,7 @@ class Subscriber:
             payloads,
             header.sent_at,
             header.incarnation,
+            total=header.total,
         )
 
     def _note(self, notices: list[Delivery]) -> None:

@@ -1,0 +1,272 @@
+"""Bid logger throughput: events/s through one logger into the Postgres aggregates, and with the
+raw sample on, against a raw COPY of the same rows measured in the same run.
+
+    python -m bench bidlogger
+
+A child process publishes synthetic transactions (auction, bid, win or loss, billing,
+impression, click, install, in-app: every event type, in realistic proportions) with
+``fleet.bus.Publisher`` through a ``python -m fleet.proxy`` process; the logger runs here with
+its real subscriber, spool and Postgres writer (an embedded Postgres in a temporary directory).
+A run is timed from the first event received until every event is counted and its batch is
+in Postgres (and, with the raw sample, the Parquet files are written).
+
+- aggregates: all 64 partitions, no raw sample. Aim: >= 200,000 events/s.
+- raw sample: every partition raw (Postgres rows and Parquet files), against
+- raw COPY: ``copy_records_to_table`` of the same rows, pre-built, into the same table.
+  Aim: raw sample / raw COPY >= 0.5.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bidlogger import BidLogger, BidloggerSettings
+from bidlogger.aggregate import RawRow
+from bidlogger.store import RAW_COLUMNS, Store, utc
+from fleet.bus import Publisher
+from fleet.db import migrate
+from fleet.events import (
+    AnyEvent,
+    AuctionEvent,
+    BidEvent,
+    BillingEvent,
+    ClickEvent,
+    ImpressionEvent,
+    InAppEvent,
+    InstallEvent,
+    LossEvent,
+    WinEvent,
+    encode,
+    event_type,
+    partition_of,
+    topic_for,
+)
+from fleet.pg import LocalPostgres
+from fleet.settings import FleetSettings
+
+AGG_EVENTS = 600_000
+RAW_EVENTS = 150_000
+RUN_TIMEOUT = 90.0
+_json = msgspec.json.Encoder()
+START = 1_796_000_000.0
+
+
+def transactions(events: int, seed: int = 5) -> list[AnyEvent]:
+    """About ``events`` events of whole transactions, in time order per transaction."""
+    rng = random.Random(seed)
+    out: list[AnyEvent] = []
+    i = 0
+    while len(out) < events:
+        txid = f"r{i:09d}:1:bidder-{i % 8}"
+        ts = START + i * 0.0005
+        campaign = rng.randrange(1, 200)
+        creative = campaign * 10 + rng.randrange(4)
+        bid = rng.randrange(200_000, 4_000_000)
+        out.append(
+            AuctionEvent(txid=txid, ts=ts, bidder_id="b", exchange="x", imps=1, outcome="bid")
+        )
+        out.append(
+            BidEvent(
+                txid=txid, ts=ts, imp_id="1", campaign_id=campaign, creative_id=creative,
+                bid_cpm_micros=bid, floor_cpm_micros=100_000, value_cpm_micros=bid * 2,
+                p_click=rng.random() / 40, p_install=rng.random() / 200, auction_type=1,
+                features=["os=android", "country=USA"], model_version=3,
+            )
+        )  # fmt: skip
+        i += 1
+        if rng.random() < 0.6:
+            out.append(
+                LossEvent(
+                    txid=txid, ts=ts + 0.1, campaign_id=campaign, creative_id=creative,
+                    bid_cpm_micros=bid, loss_reason=102,
+                )
+            )  # fmt: skip
+            continue
+        clear = bid - rng.randrange(0, 200_000)
+        common: dict[str, Any] = {"txid": txid, "campaign_id": campaign, "creative_id": creative}
+        out.append(WinEvent(ts=ts + 0.1, bid_cpm_micros=bid, clear_cpm_micros=clear, **common))
+        out.append(BillingEvent(ts=ts + 0.2, clear_cpm_micros=clear, cost_micros=clear // 1000,
+                                **common))  # fmt: skip
+        out.append(ImpressionEvent(ts=ts + 0.3, **common))
+        if rng.random() < 0.05:
+            out.append(ClickEvent(ts=ts + 2, **common))
+            if rng.random() < 0.3:
+                out.append(InstallEvent(ts=ts + 60, **common))
+                out.append(InAppEvent(ts=ts + 90, name="purchase", revenue_micros=990_000,
+                                      **common))  # fmt: skip
+    return out[:events]
+
+
+# -- the publishing child ----------------------------------------------------------------------
+
+
+async def _publish(endpoint: str, count: int) -> None:
+    encoded = [(topic_for(e), encode(e)) for e in transactions(count)]
+    publisher = Publisher(
+        endpoint, publisher_id="bench", hwm=1_000_000, join_timeout=3.0, close_timeout=10.0,
+        batch_delay=0.05, batch_max=1024,
+    )  # fmt: skip
+    await publisher.start()
+    publish = publisher.publish
+    for i, (topic, payload) in enumerate(encoded):
+        publish(topic, payload)
+        if i % 2048 == 2047:
+            await asyncio.sleep(0)
+    await publisher.close()
+    print(f"published {publisher.stats.sent_payloads} {publisher.stats.dropped_payloads}",
+          flush=True)  # fmt: skip
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+
+async def _logger_run(
+    dsn: str, proxy_in: str, proxy_out: str, root: Path, count: int, raw: bool
+) -> tuple[float, int, float]:
+    fleet = dataclasses.replace(FleetSettings(), event_bus_out=proxy_out, data_dir=root)
+    settings = BidloggerSettings(
+        partitions="all",
+        raw_partitions="all" if raw else "",
+        state_dir=str(root / ("raw" if raw else "agg")),
+        flush_interval=1.0,
+        maintenance_interval=3600.0,
+        fleet=fleet,
+    )
+    logger = BidLogger(settings, dsn)
+    await logger.start(consume=False)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.bidlogger", proxy_in, str(count), stdout=subprocess.PIPE
+    )
+    agg = logger.aggregator
+    try:
+        # everything published and queued in the logger's socket before it reads any of it
+        assert child.stdout is not None
+        line = await asyncio.wait_for(child.stdout.readline(), RUN_TIMEOUT)
+        if not line.startswith(b"published"):
+            raise RuntimeError(f"the publisher failed: {line!r}")
+        await asyncio.sleep(0.5)  # the proxy forwards the tail
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RUN_TIMEOUT
+        first = time.perf_counter()
+        cpu = time.process_time()
+        logger.consume()
+        while loop.time() < deadline and sum(agg.events_in.values()) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+        folded = time.perf_counter()
+        await logger.flush(close_segments=raw)
+        await logger.wait_written(max(1.0, deadline - loop.time()))
+        last = time.perf_counter()
+        cpu = time.process_time() - cpu
+        counted = sum(agg.events_in.values())
+        stats = logger.subscriber.stats
+        per_message = stats.received_payloads / max(1, stats.received_messages)
+        print(
+            f"    (folded in {folded - first:.2f} s, written {last - folded:.2f} s later; "
+            f"{logger.batches['applied']} batches; {counted / cpu:,.0f} events per CPU-second "
+            "of the logger process, Postgres not included)"
+        )
+        return counted / max(last - first, 1e-9), counted, per_message
+    finally:
+        if child.returncode is None:
+            child.terminate()
+        await child.wait()
+        await logger.close()
+
+
+async def _raw_copy(dsn: str, count: int) -> float:
+    """Rows/s of a plain COPY of the same raw rows (built in advance) into bidlogger_raw."""
+    rows: list[RawRow] = []
+    for e in transactions(count):
+        rows.append(
+            RawRow(e.ts, event_type(e), e.txid, partition_of(e.txid), getattr(e, "campaign_id", 0),
+                   getattr(e, "creative_id", 0), _json.encode(e))
+        )  # fmt: skip
+    store = Store(dsn)
+    await store.ensure_days("bidlogger_raw", {utc(r.ts).date() for r in rows})
+    conn = await store.connect()
+    records = [
+        (utc(r.ts), r.event_type, r.txid, r.partition, r.campaign_id, r.creative_id, "copy", 1,
+         r.json)
+        for r in rows
+    ]  # fmt: skip
+    try:
+        started = time.perf_counter()
+        await conn.copy_records_to_table("bidlogger_raw", records=records, columns=RAW_COLUMNS)
+        return count / (time.perf_counter() - started)
+    finally:
+        await store.close()
+
+
+def _proxy() -> tuple[subprocess.Popen[bytes], str, str]:
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "fleet.proxy", "--in", "tcp://127.0.0.1:*", "--out",
+         "tcp://127.0.0.1:*", "--hwm", "1000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proxy.stdout is not None
+    line = proxy.stdout.readline().decode()
+    if not line.startswith("ready "):
+        _stop(proxy)
+        raise RuntimeError("fleet.proxy did not start")
+    fields = dict(part.split("=", 1) for part in line.split()[1:])
+    return proxy, fields["in"], fields["out"]
+
+
+def main() -> None:
+    root = Path(tempfile.mkdtemp(prefix="rtbfleet-bench-bidlogger-"))
+    root.chmod(0o755)
+    pg = LocalPostgres(root / "pg")
+    proxy, inside, outside = _proxy()
+    try:
+        dsn = pg.start()
+        asyncio.run(migrate(dsn))
+        mix = transactions(20_000)
+        share = {t: sum(1 for e in mix if event_type(e) == t) / len(mix) for t in ("auction",
+                 "bid", "impression", "click")}  # fmt: skip
+        print(
+            "bidlogger: one logger process, all 64 partitions, through a proxy; mix "
+            + ", ".join(f"{t} {v:.0%}" for t, v in share.items())
+        )
+        rate, n, per = asyncio.run(_logger_run(dsn, inside, outside, root, AGG_EVENTS, False))
+        print(f"  aggregates into Postgres          : {rate:>10,.0f} events/s ({n:,}, "
+              f"{per:.0f} per message)  (aim >= 200,000)")  # fmt: skip
+        raw_rate, raw_n, per = asyncio.run(
+            _logger_run(dsn, inside, outside, root, RAW_EVENTS, True)
+        )
+        print(f"  raw sample on (Postgres + Parquet): {raw_rate:>10,.0f} events/s ({raw_n:,}, "
+              f"{per:.0f} per message)")  # fmt: skip
+        copy_rate = asyncio.run(_raw_copy(dsn, RAW_EVENTS))
+        print(f"  raw COPY of the same rows         : {copy_rate:>10,.0f} rows/s")
+        print(f"  ratio raw sample / raw COPY       : {raw_rate / copy_rate:>10.2f}  (aim >= 0.5)")
+    finally:
+        _stop(proxy)
+        pg.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3:
+        asyncio.run(_publish(sys.argv[1], int(sys.argv[2])))
+    else:
+        main()

@@ -1,0 +1,470 @@
+"""The bid logger process: bus in, batches to the spool, the spool to Postgres, files to the store.
+
+Tasks, each owned here and cancelled on ``close()``:
+
+- *consume*: the subscriber's deliveries into the aggregator (positions and losses first);
+- *flush*: every ``flush_interval`` one batch: spooled on disk, raw rows appended to their
+  hourly segments, the state file written; due segments closed into Parquet files;
+- *writer*: spooled batches to Postgres, oldest first, retried while Postgres is down;
+- *uploader*: outbox files to the object store, retried while it is down;
+- *maintenance*: roll-ups, retention and the creative feed, when this logger leads.
+
+A restart loses at most what was received since the last flush (plus what was published while
+the logger was down); the positions in the state file let the restarted logger count exactly
+how much, and record it in ``bidlogger_losses``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from bidlogger.aggregate import Aggregator, Batch, BidJoin
+from bidlogger.errors import (
+    BatchRejected,
+    BidloggerError,
+    ObjectStoreError,
+    SpoolError,
+    StoreError,
+)
+from bidlogger.maintenance import Maintenance, Retention
+from bidlogger.metrics import BidloggerMetrics, Snapshot
+from bidlogger.objectstore import ObjectStore, open_object_store
+from bidlogger.parquet import Segments, outbox_files
+from bidlogger.partitions import prefixes, topic_partition, topic_type
+from bidlogger.positions import Loss, Positions
+from bidlogger.settings import BidloggerSettings
+from bidlogger.spool import Spool, State
+from bidlogger.store import Store
+from fleet.aio import cancel_and_wait
+from fleet.bus import Delivery, Subscriber
+
+log = logging.getLogger("bidlogger")
+
+RETRY_MIN = 0.2
+RETRY_MAX = 5.0
+FRESH_BATCHES = 8  # spooled batches also kept in memory for the writer (while Postgres keeps up)
+RAW_FLUSH_ROWS = 10_000  # raw rows that make a flush before the interval is up
+JOIN_GRACE = 1e9  # the logger counts what it missed itself, from its saved positions
+
+
+class BidLogger:
+    """See the module doc. ``start()``, then ``close()`` (idempotent) or ``terminate()``."""
+
+    def __init__(
+        self,
+        settings: BidloggerSettings,
+        dsn: str,
+        *,
+        registry: CollectorRegistry | None = None,
+        object_store: ObjectStore | None = None,
+        publish_feed: Callable[[dict[int, tuple[int, int, bool]], float], Any] | None = None,
+        wall: Callable[[], float] = time.time,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.logger_id = settings.effective_logger_id
+        self.state_dir = settings.effective_state_dir
+        self.wall = wall
+        self.mono = mono
+        self.store = Store(dsn)
+        self.spool = Spool(self.state_dir / "spool", settings.spool_max_bytes)
+        self.segments = Segments(
+            self.state_dir / "segments",
+            self.state_dir / "outbox",
+            logger_id=self.logger_id,
+            max_rows=settings.parquet_max_rows,
+            max_seconds=settings.parquet_max_seconds,
+        )
+        self.object_store = object_store or open_object_store(
+            settings.object_store,
+            settings.fleet.data_dir / "objects",
+            endpoint_url=settings.s3_endpoint,
+            region=settings.s3_region,
+        )
+        self.maintenance = Maintenance(
+            dsn,
+            lock_key=settings.leader_lock_key,
+            retention=Retention(settings.raw_days, settings.hourly_days, settings.daily_days),
+            feed_days=settings.feed_window_days,
+        )
+        self.publish_feed = publish_feed
+        held = settings.held
+        self.aggregator = Aggregator(
+            logger_id=self.logger_id,
+            shard=settings.shard,
+            partitions_covered=len(held),
+            partitions_total=settings.total_partitions,
+            join=BidJoin(settings.join_ttl, settings.join_max_entries),
+            raw_partitions=settings.raw_held,
+            raw_types=frozenset(settings.raw_types),
+        )
+        self.subscriber = Subscriber(
+            settings.fleet.event_bus_out,
+            prefixes=prefixes(held, settings.event_types),
+            heartbeat_timeout=settings.heartbeat_timeout,
+            registry=registry,
+            join_grace=JOIN_GRACE,
+        )
+        self.metrics = BidloggerMetrics(registry, self.snapshot)
+        self.next_seq = 1
+        self.gaps: dict[str, int] = {}
+        self.missed: dict[tuple[str, str], int] = {}
+        self.batches = {"applied": 0, "duplicate": 0, "failed": 0, "rejected": 0}
+        self.uploads = {"ok": 0, "failed": 0}
+        self.raw_events = 0
+        self.postgres_up = False
+        self.outbox_count = 0
+        self.last_maintenance: Any = None
+        self._spooled_at: dict[int, float] = {}
+        self._fresh: dict[int, Batch] = {}
+        self._written = asyncio.Event()
+        self._spooled = asyncio.Event()
+        self._outbox = asyncio.Event()
+        self._consuming = asyncio.Event()
+        self._flush_soon = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._flush_lock = asyncio.Lock()
+        self._segments_lock = asyncio.Lock()  # appends and closes, in flush order
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self, *, consume: bool = True) -> None:
+        """Restore the state, subscribe, start the tasks. ``consume=False`` subscribes but leaves
+        deliveries queued in the socket until :meth:`consume` (the benchmark times the logger
+        alone that way)."""
+        await self._restore()
+        made = await asyncio.to_thread(self.segments.recover)
+        if made:
+            log.info("closed %d raw segment(s) left by the previous run", len(made))
+        self.outbox_count = len(outbox_files(self.segments.outbox))
+        await self.subscriber.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._consume(), name="bidlogger-consume"))
+        if consume:
+            self.consume()
+        for name, job in (
+            ("flush", self._flush_loop),
+            ("writer", self._writer),
+            ("uploader", self._uploader),
+            ("maintenance", self._maintenance_loop),
+        ):
+            self._tasks.append(loop.create_task(job(), name=f"bidlogger-{name}"))
+        log.info(
+            "bid logger %s: partitions %s, raw sample %d partition(s), %d batch(es) spooled",
+            self.logger_id,
+            self.settings.shard,
+            len(self.settings.raw_held),
+            len(self.spool),
+        )
+
+    async def _restore(self) -> None:
+        """The flush sequence and the positions of the last spooled batch: from the state
+        file, else (a fresh disk) from Postgres."""
+        state = self.spool.load_state()
+        positions = list(state.positions) if state is not None else []
+        next_seq = max(state.next_seq if state else 1, self.spool.last_seq + 1)
+        if state is None:
+            try:
+                next_seq = max(next_seq, await self.store.last_seq(self.logger_id) + 1)
+                positions = await self.store.positions(self.logger_id)
+            except StoreError as exc:
+                log.warning("no saved state and Postgres unavailable (%s): starting afresh", exc)
+        self.next_seq = next_seq
+        self.aggregator.positions = Positions(
+            persisted={(p.publisher_id, p.topic): p for p in positions}
+        )
+
+    async def close(self, drain_timeout: float = 5.0) -> None:
+        """Stop listening, flush what was received, give Postgres and the store a moment."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.subscriber.close()
+        consume = self._tasks[0] if self._tasks else None
+        await cancel_and_wait(consume)  # its deliveries so far are all folded in
+        with contextlib.suppress(BidloggerError):
+            await self.flush(close_segments=True)
+        # what Postgres and the store do not take within the timeout waits on disk for the next
+        # start (the spool and the outbox are read again then)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_timeout):
+                while len(self.spool) or self.outbox_count:
+                    self._outbox.set()
+                    await asyncio.sleep(0.05)
+        for task in self._tasks[1:]:
+            await cancel_and_wait(task)
+        await self.store.close()
+        await self.maintenance.close()
+
+    async def terminate(self) -> None:
+        """Stop now: nothing more is flushed (what was spooled stays for the next start)."""
+        self._closed = True
+        for task in self._tasks:
+            await cancel_and_wait(task)
+        await self.subscriber.close()
+        self.store.terminate()
+        await self.maintenance.close()
+
+    # -- consume ------------------------------------------------------------------------------
+    def consume(self) -> None:
+        """Let the consume task read deliveries (see ``start(consume=False)``)."""
+        self._consuming.set()
+
+    async def _consume(self) -> None:
+        await self._consuming.wait()
+        agg = self.aggregator
+        observe = agg.positions.observe  # set by _restore() before this task starts
+        topics: dict[str, tuple[int, str]] = {}
+        async for d in self.subscriber:
+            if d.kind != "data":
+                self._notice(d)
+                continue
+            observe(d.publisher_id, d.topic, d.incarnation, d.seq, d.total, len(d.payloads))
+            where = topics.get(d.topic)
+            if where is None:
+                where = topics[d.topic] = (topic_partition(d.topic), topic_type(d.topic))
+            try:
+                agg.add(d.topic, where[0], where[1], d.payloads)
+            except Exception:  # a bug must not stop the logger: count the batch, say so
+                agg.drop("internal", len(d.payloads))
+                log.exception("a batch of %d event(s) on %s not counted", len(d.payloads), d.topic)
+            if len(agg.raw) >= RAW_FLUSH_ROWS:  # smaller COPYs, overlapping the reading
+                self._flush_soon.set()
+
+    def _notice(self, d: Delivery) -> None:
+        if d.kind == "gap":
+            self.gaps[d.publisher_id] = self.gaps.get(d.publisher_id, 0) + 1
+        elif d.kind == "silent":
+            log.warning("publisher %s is silent", d.publisher_id)
+
+    # -- flush --------------------------------------------------------------------------------
+    async def _flush_loop(self) -> None:
+        interval = self.settings.flush_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_soon.wait(), interval)
+            self._flush_soon.clear()
+            try:
+                await self.flush()
+            except SpoolError:
+                log.exception("flush failed: the local disk refused")
+            except Exception:  # the next flush tries again; the loop must outlive a bug
+                log.exception("flush failed")
+
+    async def flush(self, *, close_segments: bool = False) -> Batch | None:
+        """One batch now (None when nothing happened since the last).
+
+        The batch is spooled (and handed to the writer) first; its raw rows then go to their
+        segments, and due segments become Parquet files, outside the flush lock, so that the
+        next flush, the writer's COPY and the Parquet conversion overlap.
+        """
+        async with self._flush_lock:
+            agg = self.aggregator
+            if not (agg.cells or agg.raw or agg.positions.dirty or agg.positions.losses):
+                batch = None
+            else:
+                batch = agg.flush(self.next_seq)
+                self.next_seq += 1
+                self._note_losses(batch)
+                state = State(self.next_seq, agg.positions.snapshot())
+                spooled = await asyncio.to_thread(self._persist, batch, state)
+                if spooled:
+                    self._spooled_at[batch.seq] = self.mono()
+                    if len(self._fresh) < FRESH_BATCHES:  # the writer need not read it back
+                        self._fresh[batch.seq] = batch
+                    self._spooled.set()
+                else:
+                    self._refused(batch)
+                self.raw_events += len(batch.raw)
+        async with self._segments_lock:
+            if batch is not None and batch.raw:
+                await asyncio.to_thread(self.segments.append, batch.raw, self.mono())
+            await self._close_segments(everything=close_segments)
+        return batch
+
+    def _note_losses(self, batch: Batch) -> None:
+        for loss in batch.losses:
+            key = (loss.publisher_id, loss.cause)
+            self.missed[key] = self.missed.get(key, 0) + loss.events
+            if loss.cause != "spool_full":
+                log.warning(
+                    "%d event(s) missed (%s) from %s on %s",
+                    loss.events,
+                    loss.cause,
+                    loss.publisher_id,
+                    loss.topic,
+                )
+
+    def _persist(self, batch: Batch, state: State) -> bool:
+        """In a worker thread: the batch to the spool, then the state file."""
+        spooled = self.spool.put(batch)
+        self.spool.save_state(state)
+        return spooled
+
+    def _refused(self, batch: Batch) -> None:
+        """No room in the spool: the batch's events are lost, and said so in the next one."""
+        agg = self.aggregator
+        dropped = agg.dropped
+        dropped["spool_full"] = dropped.get("spool_full", 0) + batch.events
+        agg.positions.losses.extend(batch.losses)
+        agg.positions.losses.append(Loss("spool_full", "", "", batch.events))
+        agg.positions.dirty.update((p.publisher_id, p.topic) for p in batch.positions)
+        log.error("spool full (%d bytes): batch %d dropped", self.spool.bytes, batch.seq)
+
+    async def _close_segments(self, *, everything: bool) -> None:
+        made = await asyncio.to_thread(
+            self.segments.close_due, self.mono(), self.aggregator.watermark, everything=everything
+        )
+        if made:
+            self.outbox_count += len(made)
+            self._outbox.set()
+
+    # -- writer -------------------------------------------------------------------------------
+    async def _writer(self) -> None:
+        delay = RETRY_MIN
+        while True:
+            seq = self.spool.oldest()
+            if seq is None:
+                self._spooled.clear()
+                await self._spooled.wait()
+                continue
+            batch = self._fresh.get(seq)
+            if batch is None:  # spooled by an earlier run, or let go of to bound memory
+                try:
+                    batch = await asyncio.to_thread(self.spool.read, seq)
+                except SpoolError:
+                    log.exception("skipped an unreadable spooled batch")
+                    continue
+            started = self.mono()
+            try:
+                applied = await self.store.apply(batch)
+            except BatchRejected as exc:
+                log.error("%s; set aside in %s", exc, self.spool.bad_directory)
+                self.batches["rejected"] += 1
+                dropped = self.aggregator.dropped
+                dropped["rejected"] = dropped.get("rejected", 0) + batch.events
+                self.spool.quarantine(seq)
+                self._fresh.pop(seq, None)
+                self._spooled_at.pop(seq, None)
+                continue
+            except StoreError as exc:
+                self.batches["failed"] += 1
+                if self.postgres_up:
+                    log.warning("Postgres unavailable, batches wait in the spool: %s", exc)
+                self.postgres_up = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            if not self.postgres_up:
+                log.info("Postgres takes batches again (%d waiting)", len(self.spool))
+            self.postgres_up = True
+            delay = RETRY_MIN
+            self.metrics.flush_seconds.observe(self.mono() - started)
+            self.batches["applied" if applied else "duplicate"] += 1
+            self.spool.remove(seq)
+            self._fresh.pop(seq, None)
+            self._spooled_at.pop(seq, None)
+            self._written.set()
+
+    async def wait_written(self, timeout: float) -> bool:
+        """True once the spool is empty (every batch so far is in Postgres)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while len(self.spool):
+                    self._written.clear()
+                    await self._written.wait()
+                return True
+        return False
+
+    # -- uploader -----------------------------------------------------------------------------
+    async def _uploader(self) -> None:
+        outbox = self.segments.outbox
+        while True:
+            self._outbox.clear()  # before the scan: a file closed during it wakes us again
+            files = await asyncio.to_thread(outbox_files, outbox)
+            self.outbox_count = len(files)
+            if not files:
+                await self._outbox.wait()
+                continue
+            for path in files:
+                key = path.relative_to(outbox).as_posix()
+                try:
+                    await self.object_store.put(key, path)
+                except ObjectStoreError as exc:
+                    self.uploads["failed"] += 1
+                    log.warning("upload failed, %d file(s) wait on disk: %s", len(files), exc)
+                    await asyncio.sleep(self.settings.upload_retry)
+                    break
+                self.uploads["ok"] += 1
+                path.unlink()
+                self.outbox_count -= 1
+
+    # -- maintenance --------------------------------------------------------------------------
+    async def _maintenance_loop(self) -> None:
+        interval = self.settings.maintenance_interval
+        while True:
+            await self.maintain()
+            await asyncio.sleep(interval)
+
+    async def maintain(self) -> bool:
+        """One maintenance pass when this logger leads; True when it ran."""
+        try:
+            result = await self.maintenance.run()
+        except StoreError as exc:
+            log.warning("%s", exc)
+            return False
+        if result is None:
+            return False
+        report, feed = result
+        self.last_maintenance = report
+        if self.publish_feed is not None and report.event_time:
+            try:
+                await self.publish_feed(feed, report.event_time)
+            except Exception:
+                log.exception("the creative feed was not published")
+        return True
+
+    # -- metrics ------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        agg = self.aggregator
+        oldest = min(self._spooled_at.values(), default=None)
+        watermark = agg.watermark
+        return Snapshot(
+            events=dict(agg.events_in),
+            dropped=dict(agg.dropped),
+            missed=dict(self.missed),
+            gaps=dict(self.gaps),
+            batches=dict(self.batches),
+            spool_batches=len(self.spool),
+            spool_bytes=self.spool.bytes,
+            spool_age=0.0 if oldest is None else max(0.0, self.mono() - oldest),
+            lag=max(0.0, self.wall() - watermark) if watermark else 0.0,
+            outbox_files=self.outbox_count,
+            uploads=dict(self.uploads),
+            raw_events=self.raw_events,
+            join_bids=len(agg.join),
+            join_evicted={"size": agg.join.evicted, "ttl": agg.join.expired},
+            leader=self.maintenance.leading,
+            postgres_up=self.postgres_up,
+        )
+
+    def health(self) -> dict[str, Any]:
+        s = self.snapshot()
+        return {
+            "logger_id": self.logger_id,
+            "shard": self.settings.shard,
+            "postgres_up": s.postgres_up,
+            "spool_batches": s.spool_batches,
+            "spool_bytes": s.spool_bytes,
+            "outbox_files": s.outbox_files,
+            "lag_seconds": round(s.lag, 3),
+            "leader": s.leader,
+            "next_seq": self.next_seq,
+        }

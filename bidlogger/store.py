@@ -1,0 +1,305 @@
+"""The Postgres adapter of the writer: one connection, one transaction per batch.
+
+A batch is applied at most once: its (logger id, flush sequence) row in ``bidlogger_batches`` is
+inserted first, in the same transaction, and a batch whose row exists is skipped whole. Inside:
+the aggregates are COPYed into a session-local staging table and merged into ``bidlogger_minute``
+with one ``INSERT ... ON CONFLICT DO UPDATE`` (counts add up); coverage, positions, losses and the
+hours to roll up follow; the raw sample is COPYed straight into ``bidlogger_raw``, which routes
+each row to its day partition. Day partitions are created, when missing, before the transaction.
+
+Every failure to reach or use Postgres is a :class:`StoreError`; the caller keeps the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from bidlogger.aggregate import HOUR, Batch
+from bidlogger.errors import BatchRejected, StoreError
+from bidlogger.positions import Position
+
+log = logging.getLogger("bidlogger.store")
+
+_STAGE = "bidlogger_stage"
+# what Postgres (or the encoding of a value for it) refuses for the batch's content, not for
+# being unreachable: the same batch would be refused again
+_REFUSED = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.exceptions.ProgramLimitExceededError,
+    OverflowError,
+    ValueError,
+)
+_AGG_COLUMNS = (
+    "minute",
+    "shard",
+    "campaign_id",
+    "creative_id",
+    "event_type",
+    "events",
+    "spend_micros",
+    "p_click_e9",
+    "joined",
+)
+RAW_COLUMNS = (
+    "ts",
+    "event_type",
+    "txid",
+    "bus_partition",
+    "campaign_id",
+    "creative_id",
+    "logger_id",
+    "flush_seq",
+    "event",
+)
+_MERGE = f"""
+INSERT INTO bidlogger_minute ({", ".join(_AGG_COLUMNS)})
+SELECT {", ".join(_AGG_COLUMNS)} FROM {_STAGE}
+ON CONFLICT (minute, shard, campaign_id, creative_id, event_type) DO UPDATE SET
+    events = bidlogger_minute.events + EXCLUDED.events,
+    spend_micros = bidlogger_minute.spend_micros + EXCLUDED.spend_micros,
+    p_click_e9 = bidlogger_minute.p_click_e9 + EXCLUDED.p_click_e9,
+    joined = bidlogger_minute.joined + EXCLUDED.joined
+"""
+_POSITIONS = """
+INSERT INTO bidlogger_positions AS p (logger_id, publisher_id, topic, incarnation, seq, total)
+SELECT $1, x.publisher_id, x.topic, x.incarnation, x.seq, x.total
+FROM unnest($2::text[], $3::text[], $4::numeric[], $5::bigint[], $6::bigint[])
+    AS x (publisher_id, topic, incarnation, seq, total)
+ON CONFLICT (logger_id, publisher_id, topic) DO UPDATE SET
+    incarnation = EXCLUDED.incarnation, seq = EXCLUDED.seq, total = EXCLUDED.total,
+    updated_at = now()
+"""
+
+
+def utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def day_of(epoch: float) -> date:
+    return datetime.fromtimestamp(epoch, UTC).date()
+
+
+def days_between(first: float, last: float) -> list[date]:
+    """Every UTC day from the one of ``first`` to the one of ``last`` (epoch seconds)."""
+    start, end = day_of(first), day_of(last)
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _jsonb_encode(data: bytes) -> bytes:
+    return b"\x01" + data  # jsonb's binary format: a version byte, then the JSON text
+
+
+def _jsonb_decode(data: bytes) -> bytes:
+    return data[1:]
+
+
+class Store:
+    """``connect()``, then ``apply(batch)``; reconnects on the next call after a failure."""
+
+    def __init__(self, dsn: str, *, connect_timeout: float = 5.0) -> None:
+        self.dsn = dsn
+        self.connect_timeout = connect_timeout
+        self._conn: Any = None
+        self._days: set[tuple[str, date]] = set()
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def connect(self) -> Any:
+        if self.connected:
+            return self._conn
+        try:
+            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+            await conn.set_type_codec(
+                "jsonb",
+                schema="pg_catalog",
+                encoder=_jsonb_encode,
+                decoder=_jsonb_decode,
+                format="binary",
+            )
+            await conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} "
+                "(LIKE bidlogger_minute) ON COMMIT DELETE ROWS"
+            )
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            raise StoreError(f"cannot connect to Postgres: {exc}") from exc
+        self._conn = conn
+        return conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=2)
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                conn.terminate()
+
+    def terminate(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def _fail(self, exc: BaseException, what: str) -> StoreError:
+        self.terminate()
+        return StoreError(f"{what}: {exc}")
+
+    async def ensure_days(self, table: str, days: Iterable[date]) -> None:
+        conn = await self.connect()
+        for day in sorted(set(days)):
+            if (table, day) in self._days:
+                continue
+            try:
+                await conn.execute("SELECT bidlogger_day_partition($1, $2)", table, day)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise await self._fail(
+                    exc, f"cannot create the {table} partition of {day}"
+                ) from exc
+            self._days.add((table, day))
+
+    async def apply(self, batch: Batch) -> bool:
+        """Apply ``batch`` once; False when it had been applied already (nothing changed)."""
+        if batch.rows:
+            minutes = [r.minute for r in batch.rows]
+            await self.ensure_days("bidlogger_minute", days_between(min(minutes), max(minutes)))
+        if batch.raw:
+            stamps = [r.ts for r in batch.raw]
+            await self.ensure_days("bidlogger_raw", days_between(min(stamps), max(stamps)))
+        conn = await self.connect()
+        try:
+            async with conn.transaction():
+                fresh = await conn.fetchval(
+                    "INSERT INTO bidlogger_batches (logger_id, flush_seq, shard, events, "
+                    "raw_events) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
+                    batch.logger_id,
+                    batch.seq,
+                    batch.shard,
+                    batch.events,
+                    len(batch.raw),
+                )
+                if fresh is None:
+                    return False
+                await self._write(conn, batch)
+        except _REFUSED as exc:
+            self.terminate()  # a COPY broken off mid-stream: start the next on a fresh session
+            raise BatchRejected(f"batch {batch.seq} refused: {exc}") from exc
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise await self._fail(exc, f"batch {batch.seq} not applied") from exc
+        return True
+
+    async def _write(self, conn: Any, batch: Batch) -> None:
+        shard = batch.shard
+        if batch.rows:
+            minutes: dict[int, datetime] = {}
+            records = []
+            for r in batch.rows:
+                minute = minutes.get(r.minute)
+                if minute is None:
+                    minute = minutes[r.minute] = utc(r.minute)
+                records.append(
+                    (
+                        minute,
+                        shard,
+                        r.campaign_id,
+                        r.creative_id,
+                        r.event_type,
+                        r.events,
+                        r.spend_micros,
+                        r.p_click_e9,
+                        r.joined,
+                    )
+                )
+            await conn.copy_records_to_table(_STAGE, records=records, columns=_AGG_COLUMNS)
+            await conn.execute(_MERGE)
+            hours = sorted({m // HOUR * HOUR for m in minutes})
+            await conn.execute(
+                "INSERT INTO bidlogger_dirty (grain, period, shard) "
+                "SELECT 'hour', h, $2 FROM unnest($1::timestamptz[]) AS h ON CONFLICT DO NOTHING",
+                [utc(h) for h in hours],
+                shard,
+            )
+        if batch.coverage:
+            await conn.execute(
+                "INSERT INTO bidlogger_coverage "
+                "(grain, period, shard, partitions_covered, partitions_total) "
+                "SELECT 'minute', m, $2, $3, $4 FROM unnest($1::timestamptz[]) AS m "
+                "ON CONFLICT DO NOTHING",
+                [utc(m) for m in batch.coverage],
+                shard,
+                batch.partitions_covered,
+                batch.partitions_total,
+            )
+        if batch.positions:
+            ps = batch.positions
+            await conn.execute(
+                _POSITIONS,
+                batch.logger_id,
+                [p.publisher_id for p in ps],
+                [p.topic for p in ps],
+                [p.incarnation for p in ps],
+                [p.seq for p in ps],
+                [p.total for p in ps],
+            )
+        if batch.losses:
+            await conn.executemany(
+                "INSERT INTO bidlogger_losses "
+                "(logger_id, flush_seq, cause, publisher_id, topic, events) "
+                "VALUES ($1, $2, $3, $4, $5, $6)",
+                [
+                    (batch.logger_id, batch.seq, x.cause, x.publisher_id, x.topic, x.events)
+                    for x in batch.losses
+                ],
+            )
+        if batch.raw:
+            logger_id, seq = batch.logger_id, batch.seq
+            await conn.copy_records_to_table(
+                "bidlogger_raw",
+                records=[
+                    (
+                        utc(r.ts),
+                        r.event_type,
+                        r.txid,
+                        r.partition,
+                        r.campaign_id,
+                        r.creative_id,
+                        logger_id,
+                        seq,
+                        r.json,
+                    )
+                    for r in batch.raw
+                ],
+                columns=RAW_COLUMNS,
+            )
+
+    async def positions(self, logger_id: str) -> list[Position]:
+        """What this logger had consumed as of its last applied batch."""
+        conn = await self.connect()
+        try:
+            rows = await conn.fetch(
+                "SELECT publisher_id, topic, incarnation, seq, total FROM bidlogger_positions "
+                "WHERE logger_id = $1",
+                logger_id,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise await self._fail(exc, "cannot read positions") from exc
+        return [
+            Position(r["publisher_id"], r["topic"], int(r["incarnation"]), r["seq"], r["total"])
+            for r in rows
+        ]
+
+    async def last_seq(self, logger_id: str) -> int:
+        conn = await self.connect()
+        try:
+            value = await conn.fetchval(
+                "SELECT coalesce(max(flush_seq), 0) FROM bidlogger_batches WHERE logger_id = $1",
+                logger_id,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise await self._fail(exc, "cannot read the last flush sequence") from exc
+        return int(value)

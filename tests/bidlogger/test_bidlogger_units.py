@@ -1,0 +1,181 @@
+"""Partition sets, settings, the spool, Parquet segments, retention arithmetic and the metric
+names the alerts and the dashboard use."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from bidlogger_world import world
+from prometheus_client import CollectorRegistry
+
+from bidlogger.aggregate import Aggregator, Batch, BidJoin
+from bidlogger.errors import PartitionSpecError
+from bidlogger.maintenance import cutoff_day, partitions_to_drop
+from bidlogger.metrics import BidloggerMetrics, Snapshot
+from bidlogger.parquet import SCHEMAS, Segments, object_key
+from bidlogger.partitions import canonical, parse_partitions, prefixes, topic_partition
+from bidlogger.positions import Loss, Position
+from bidlogger.settings import BidloggerSettings
+from bidlogger.spool import Spool, State
+from fleet.errors import SettingsError
+from fleet.events import EVENT_TYPES, encode, event_type, partition_of, topic_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_partition_sets_parse_and_print_canonically() -> None:
+    assert parse_partitions("all", 8) == frozenset(range(8))
+    assert parse_partitions(" 0-2, 5,3 ", 8) == frozenset({0, 1, 2, 3, 5})
+    assert parse_partitions("", 8) == frozenset()
+    assert canonical({5, 0, 1, 2, 3, 7}, 8) == "0-3,5,7/8"
+    for bad in ("8", "3-1", "x", "1-", "-1"):
+        with pytest.raises(PartitionSpecError):
+            parse_partitions(bad, 8)
+
+
+def test_prefixes_per_partition_or_per_type() -> None:
+    assert prefixes({7, 1}, EVENT_TYPES) == ["ev.0001.", "ev.0007."]
+    assert prefixes({1}, ("bid", "click")) == ["ev.0001.bid", "ev.0001.click"]
+    with pytest.raises(PartitionSpecError):
+        prefixes({1}, ("bids",))
+    assert topic_partition("ev.0042.bid") == 42 and topic_partition("co.cache.x") == -1
+
+
+def test_settings_name_the_bad_variable() -> None:
+    good = BidloggerSettings.from_env(
+        {"RTBFLEET_BIDLOGGER_PARTITIONS": "0-15", "RTBFLEET_EVENT_PARTITIONS": "32"}, None
+    )
+    assert good.shard == "0-15/32" and good.effective_logger_id == "bidlogger-0-15of32"
+    assert good.raw_held == frozenset({0})
+    assert good.effective_state_dir == Path("data/bidlogger/bidlogger-0-15of32")
+    for env, variable in (
+        ({"RTBFLEET_BIDLOGGER_PARTITIONS": "0-99"}, "RTBFLEET_BIDLOGGER_PARTITIONS"),
+        ({"RTBFLEET_BIDLOGGER_PARTITIONS": ""}, "RTBFLEET_BIDLOGGER_PARTITIONS"),
+        ({"RTBFLEET_BIDLOGGER_EVENT_TYPES": "bid,bids"}, "RTBFLEET_BIDLOGGER_EVENT_TYPES"),
+        ({"RTBFLEET_BIDLOGGER_ID": "a b"}, "RTBFLEET_BIDLOGGER_ID"),
+        ({"RTBFLEET_BIDLOGGER_OBJECT_STORE": "gs://x"}, "RTBFLEET_BIDLOGGER_OBJECT_STORE"),
+        ({"RTBFLEET_BIDLOGGER_HOURLY_DAYS": "2"}, "RTBFLEET_BIDLOGGER_HOURLY_DAYS"),
+        ({"RTBFLEET_BIDLOGGER_FLUSH_SECONDS": "0"}, "RTBFLEET_BIDLOGGER_FLUSH_SECONDS"),
+    ):
+        with pytest.raises(SettingsError) as caught:
+            BidloggerSettings.from_env(env, None)
+        assert caught.value.variable == variable
+
+
+def batch(seq: int, events: int = 3) -> Batch:
+    return Batch(
+        logger_id="l", seq=seq, shard="0-63/64", partitions_covered=64, partitions_total=64,
+        events=events, rows=[], coverage=[], positions=[Position("p", "t", 1, seq, seq * 3)],
+        losses=[Loss("gap", "p", "t", 1)], raw=[],
+    )  # fmt: skip
+
+
+def test_spool_keeps_order_bounds_bytes_and_survives_a_restart(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=400)
+    assert spool.put(batch(2)) and spool.put(batch(1))
+    assert spool.oldest() == 1 and spool.read(1) == batch(1)
+    while spool.put(batch(3 + len(spool))):
+        pass
+    assert spool.refused == 1 and spool.bytes <= 400
+    again = Spool(tmp_path, max_bytes=400)
+    assert len(again) == len(spool) and again.last_seq == spool.last_seq
+    again.remove(1)
+    assert again.oldest() == 2
+    again.save_state(State(9, [Position("p", "t", 1, 2, 3)]))
+    assert Spool(tmp_path, 400).load_state() == State(9, [Position("p", "t", 1, 2, 3)])
+    (tmp_path / f"{50:020d}.batch").write_bytes(b"not a batch")
+    broken = Spool(tmp_path, 10_000)
+    with pytest.raises(Exception, match="unreadable"):
+        broken.read(50)
+    assert (tmp_path / "bad" / f"{50:020d}.batch").exists() and 50 not in broken._sizes
+
+
+def test_segments_close_into_hourly_parquet_files_and_recover_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    events = [e for tx in world(150, start=1_796_000_000.0 - 600) for e in tx]
+    agg = Aggregator(
+        logger_id="l", shard="0-63/64", partitions_covered=64, partitions_total=64,
+        join=BidJoin(60, 100), raw_partitions=frozenset(range(64)),
+        raw_types=frozenset(EVENT_TYPES),
+    )  # fmt: skip
+    for e in events:
+        topic = topic_for(e)
+        agg.add(topic, partition_of(e.txid), event_type(e), [encode(e)])
+    rows = agg.flush(1).raw
+    segments = Segments(tmp_path / "seg", tmp_path / "out", logger_id="l", max_rows=10**6,
+                        max_seconds=60)  # fmt: skip
+    segments.append(rows[:200], now=0.0)
+    segments.append(rows[200:], now=1.0)
+    assert segments.close_due(now=2.0, watermark=0.0) == []
+    # a crash: a torn last line, then a new process recovers the open segments
+    victim = next((tmp_path / "seg").glob("bid.*.seg"))
+    with open(victim, "ab") as f:
+        f.write(b'{"type":"bid","txid":"torn')
+    again = Segments(tmp_path / "seg", tmp_path / "out", logger_id="l", max_rows=10**6,
+                     max_seconds=60)  # fmt: skip
+    made = again.recover()
+    assert not list((tmp_path / "seg").glob("*.seg"))
+    total = 0
+    for path in made:
+        kind = path.parts[-4].removeprefix("type=")
+        table = pq.read_table(path)
+        assert table.schema == SCHEMAS[kind]
+        total += table.num_rows
+    assert total == len(rows)
+    key = object_key("bid", 1_796_000_000 // 3600 * 3600, "l", 7)
+    assert key == "events/type=bid/date=2026-11-30/hour=00/l-000000000007.parquet"
+
+
+def test_segments_close_when_full_old_or_past_their_hour(tmp_path: Path) -> None:
+    events = [e for tx in world(40) for e in tx if event_type(e) == "bid"]
+    agg = Aggregator(
+        logger_id="l", shard="s", partitions_covered=64, partitions_total=64,
+        join=BidJoin(60, 100), raw_partitions=frozenset(range(64)), raw_types=frozenset({"bid"}),
+    )  # fmt: skip
+    for e in events:
+        agg.add(topic_for(e), partition_of(e.txid), "bid", [encode(e)])
+    rows = agg.flush(1).raw
+    segs = Segments(tmp_path / "s", tmp_path / "o", logger_id="l", max_rows=30, max_seconds=100)
+    segs.append(rows[:10], now=0.0)
+    assert segs.close_due(now=50.0, watermark=0.0) == []
+    assert len(segs.close_due(now=100.0, watermark=0.0)) == 1  # old
+    segs.append(rows[:30], now=200.0)
+    assert len(segs.close_due(now=201.0, watermark=0.0)) == 1  # full
+    segs.append(rows[:5], now=300.0)
+    hour_end = int(rows[0].ts) // 3600 * 3600 + 3600
+    assert segs.close_due(now=301.0, watermark=hour_end) == []
+    assert len(segs.close_due(now=301.0, watermark=hour_end + 120)) == 1  # its hour is over
+
+
+def test_retention_keeps_whole_days() -> None:
+    now = 1_796_000_000.0  # 2026-11-30
+    assert cutoff_day(now, 1) == date(2026, 11, 30)
+    assert cutoff_day(now, 7) == date(2026, 11, 24)
+    names = ["bidlogger_raw_20261123", "bidlogger_raw_20261124", "bidlogger_minute_20261101",
+             "bidlogger_rawx_20261101", "other_20261101"]  # fmt: skip
+    assert partitions_to_drop(names, date(2026, 11, 24)) == [
+        "bidlogger_minute_20261101",
+        "bidlogger_raw_20261123",
+    ]
+
+
+def test_alerts_and_dashboard_use_only_metrics_the_logger_exports() -> None:
+    registry = CollectorRegistry()
+    BidloggerMetrics(registry, Snapshot)
+    exported = set()
+    for family in registry.collect():
+        exported.update(sample.name for sample in family.samples)
+        exported.add(family.name)
+        if family.type == "counter":
+            exported.add(f"{family.name}_total")
+    text = (ROOT / "deploy/prometheus/alerts.yml").read_text()
+    text += json.dumps(json.loads((ROOT / "deploy/grafana/rtbfleet-dashboard.json").read_text()))
+    used = set(re.findall(r"\b(bidlogger_[a-z_]+)", text)) - {"bidlogger_losses"}
+    assert used, "no bid-logger metric in the alerts or the dashboard"
+    assert used <= exported, used - exported
