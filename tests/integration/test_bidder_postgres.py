@@ -24,7 +24,8 @@ from conftest_bidder import (
 from conftest_cache import proxy_process
 
 from fleet.pg import LocalPostgres
-from fleet.portfolio import catch_all, load_document
+from fleet.portfolio import load_document
+from sim.portfolio import catch_all
 
 
 def pg_settings(dsn: str, **env: str):  # type: ignore[no-untyped-def]
