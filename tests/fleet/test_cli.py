@@ -54,3 +54,36 @@ def test_unknown_service_is_refused() -> None:
     )
     assert result.returncode == 2
     assert "unknown service 'frobnicator'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["cache-watcher", "--help"],  # a registered service: its own args come first
+        ["cache", "watcher", "--help"],  # its package, as deploy/k8s runs it
+    ],
+)
+def test_run_execs_the_registered_service(words: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "run", *words],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m cache watcher")
+    assert "--metrics-port" in result.stdout
+
+
+def test_processes_option_is_checked_before_anything_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RTBFLEET_DATA_DIR", str(tmp_path))
+    assert main(["up", "--processes", "bidder"]) == 1
+    assert (
+        capsys.readouterr().err
+        == "rtbfleet: --processes bidder: expected SERVICE=N, e.g. bidder=2\n"
+    )
+    assert main(["up", "--processes", "cache-watcher=2"]) == 1
+    assert "cache-watcher runs as one process" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing was started or written
