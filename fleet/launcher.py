@@ -267,7 +267,7 @@ async def running_fleet(
     launcher: LauncherSettings | None = None,
     *,
     processes: Mapping[str, int] | None = None,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
     quiet: bool = False,
     output: TextIO | None = None,
     services: tuple[Service, ...] | None = None,
@@ -276,7 +276,8 @@ async def running_fleet(
 
     ``services`` defaults to every registered one (``fleet.registry``), started in their order.
     ``processes`` sets a service's process count (``{"name": N}``; its registration names the
-    variable). ``env`` adds variables for every child (the demo sets the fleet clock this way).
+    variable). ``env`` adds variables for every child; a callable is called once Postgres and
+    memcached are up, just before the first child starts (the demo sets the fleet clock then).
     ``quiet`` sends the children's output only to ``data_dir/logs/<name>.log`` (the demo draws
     its own display); otherwise it is also written, prefixed, to ``output`` (stderr).
     """
@@ -294,7 +295,7 @@ async def running_fleet(
     postgres: LocalPostgres | None = None
     memcached: MemcachedProcess | None = None
     try:
-        base_env = {**os.environ, **(env or {})}
+        base_env = {**os.environ, **(env if isinstance(env, Mapping) else {})}
         runnable = []
         for service in chosen:
             if service.available():
@@ -334,6 +335,8 @@ async def running_fleet(
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if callable(env):
+            shared.update(env())
         # Every process learns every service's port and URL, so that they find each other.
         for service in runnable:
             if service.port_setting is not None:

@@ -20,7 +20,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -162,7 +162,12 @@ async def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 meta={"target": args.url, "bidders": None, "campaigns": len(plans)},
                 out=out,
             )
-        settings, clock = fleet_clock(settings, time.time())
+        settings = dataclasses.replace(
+            settings, sim_start=settings.start(datetime.now(UTC)).isoformat()
+        )
+        clock = FleetClockPlan(settings)
+        # Built before the fleet starts: the fleet clock's lead is for the fleet alone.
+        market = await asyncio.to_thread(build_market, settings)
         async with local_fleet(settings, args, out, clock) as (fleet, plans):
             return await drive(
                 settings,
@@ -171,7 +176,8 @@ async def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 event_bus=fleet.event_bus_out,
                 plans=plans,
                 interrupts=interrupts,
-                clock=clock,
+                clock=clock.clock,
+                market=market,
                 meta={
                     "target": fleet.url("bidder"),
                     "bidders": args.bidders,
@@ -182,25 +188,38 @@ async def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
             )
 
 
-def fleet_clock(settings: SimSettings, wall_now: float) -> tuple[SimSettings, FleetClock]:
-    """The fleet clock of a local run, and the settings with the simulated start fixed.
+class FleetClockPlan:
+    """The fleet clock of a local run, made when the launcher asks for the children's variables
+    (Postgres is up, the services are about to start).
 
-    The simulated day is the fleet's day: the fleet clock runs ``time_scale`` times faster than
-    wall time and reads the simulated start ``clock_lead`` seconds from ``wall_now``, when the
-    traffic is due to begin (the fleet starts in the meantime)."""
-    start = settings.start(datetime.fromtimestamp(wall_now, UTC))
-    clock = FleetClock(
-        scale=settings.time_scale, origin=wall_now + settings.clock_lead, start=start.timestamp()
-    )
-    return dataclasses.replace(settings, sim_start=start.isoformat()), clock
+    The simulated day is the fleet's day: the clock runs ``time_scale`` times faster than wall
+    time and reads the simulated start ``clock_lead`` seconds later, when the traffic is due to
+    begin (the services start and the portfolio loads in the meantime)."""
+
+    def __init__(self, settings: SimSettings, wall: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.wall = wall
+        self.clock: FleetClock | None = None
+
+    def __call__(self) -> dict[str, str]:
+        s = self.settings
+        self.clock = FleetClock(
+            scale=s.time_scale,
+            origin=self.wall() + s.clock_lead,
+            start=s.start(datetime.fromtimestamp(self.wall(), UTC)).timestamp(),
+        )
+        return self.clock.variables()
 
 
 @contextlib.asynccontextmanager
 async def local_fleet(
-    settings: SimSettings, args: argparse.Namespace, out: TextIO, clock: FleetClock | None = None
+    settings: SimSettings,
+    args: argparse.Namespace,
+    out: TextIO,
+    clock: FleetClockPlan | None = None,
 ) -> AsyncIterator[tuple[Any, list[CampaignPlan]]]:
-    """A fleet started by the launcher (on ``clock`` when given), with a generated portfolio
-    loaded into it."""
+    """A fleet started by the launcher (on the planned fleet clock when given), with a
+    generated portfolio loaded into it."""
     from fleet import portfolio
     from fleet.launcher import running_fleet
 
@@ -216,7 +235,7 @@ async def local_fleet(
     async with running_fleet(
         fleet_settings,
         processes={"bidder": args.bidders},
-        env=clock.variables() if clock is not None else None,
+        env=clock,
         quiet=True,
     ) as fleet:
         loaded = await portfolio.load_document(fleet.pg_dsn, document)
@@ -240,17 +259,27 @@ def _plans_from_file(path: Path) -> list[CampaignPlan]:
     ]
 
 
-def build_exchange(
-    settings: SimSettings, bid_urls: Sequence[str], tracker_url: str, now: datetime
-) -> Exchange:
-    """The market, traffic, schedule and exchange of a run, all from ``settings.seed``."""
-    seed = settings.seed
-    market = Market(
+def build_market(settings: SimSettings) -> Market:
+    """The synthetic market of a run, from ``settings.seed`` (seconds of work: its users)."""
+    return Market(
         MarketParams(
             users=settings.users, placements=settings.publishers, vendor_id=settings.vendor_id
         ),
-        seed,
+        settings.seed,
     )
+
+
+def build_exchange(
+    settings: SimSettings,
+    bid_urls: Sequence[str],
+    tracker_url: str,
+    now: datetime,
+    market: Market | None = None,
+) -> Exchange:
+    """The market (unless built already), traffic, schedule and exchange of a run, all from
+    ``settings.seed``."""
+    seed = settings.seed
+    market = market or build_market(settings)
     traffic = Traffic(
         market,
         random.Random(f"{seed}:traffic"),
@@ -288,6 +317,7 @@ async def drive(
     out: TextIO | None = None,
     report_dir: Path | None = None,
     clock: FleetClock | None = None,
+    market: Market | None = None,
 ) -> int:
     """Run the traffic, show progress, write the report; 0 when the check passes.
 
@@ -297,7 +327,7 @@ async def drive(
     for url in bid_urls:
         await _reachable(url)
     now = datetime.now(UTC)
-    exchange = build_exchange(settings, bid_urls, tracker_url, now)
+    exchange = build_exchange(settings, bid_urls, tracker_url, now, market)
     gc.collect()
     gc.freeze()  # the market's population lives all run: keep it out of every collection
     stop = interrupts.stop if interrupts is not None else asyncio.Event()

@@ -43,10 +43,10 @@ class SimSettings:
         _iso_datetime,
     )
     clock_lead: float = setting(
-        15.0,
+        10.0,
         "RTBFLEET_SIM_CLOCK_LEAD",
-        "seconds a local fleet gets to start: its clock reaches the simulated start this long "
-        "after the demo begins, and the traffic waits for it",
+        "seconds a local fleet's services get to start: the fleet clock reaches the simulated "
+        "start this long after they are launched, and the traffic waits for it",
         non_negative,
     )
     connections: int = setting(
