@@ -42,15 +42,16 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
-
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from fleet.clock import FleetClock
 from fleet.errors import FleetError, SettingsError
 from fleet.logs import configure_logging
 from fleet.settings import FleetSettings, load
+
+if TYPE_CHECKING:  # prometheus_client is imported only once a process serves: a pre-forking
+    # service (the bidder) must choose its multiprocess mode before the first import
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("fleet.service")
 
@@ -133,6 +134,7 @@ class HealthEndpoint:
 
     def __init__(self, ready: Callable[[], bool], registry: CollectorRegistry) -> None:
         import tornado.web
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
         ready_fn, registry_ = ready, registry
 
@@ -192,6 +194,8 @@ async def serve(
 ) -> None:
     """Run one component in this event loop until stopped (see the module doc). Raises the
     component's error when it failed."""
+    from prometheus_client import CollectorRegistry
+
     loop = asyncio.get_running_loop()
     fleet = fleet_of(settings)
     runtime = Runtime(name, fleet, fleet.clock(), registry or CollectorRegistry())

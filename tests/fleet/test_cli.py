@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,17 @@ def test_run_execs_the_registered_service(words: list[str]) -> None:
     assert "--metrics-port" in result.stdout
 
 
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """`rtbfleet up` configures logging at INFO on this test's captured stderr: undo it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("root_logging")
 def test_processes_option_is_checked_before_anything_starts(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

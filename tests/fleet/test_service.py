@@ -150,3 +150,14 @@ def test_a_bad_setting_is_one_line_and_status_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("toy: bad configuration: RTBFLEET_TOY_INTERVAL: -1.0")
+
+
+def test_importing_the_skeleton_leaves_prometheus_unimported() -> None:
+    """A pre-forking service (the bidder's supervisor) chooses prometheus_client's
+    multiprocess mode before its first import: the skeleton must not import it early."""
+    import subprocess
+    import sys
+
+    code = "import sys, fleet.service, bidder.__main__; print('prometheus_client' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
