@@ -9,9 +9,9 @@
     rtbfleet services                 the registered services, in start order
     rtbfleet settings                 every RTBFLEET_* variable with its default
 
-Packages add commands through the ``rtbfleet.commands`` entry points (``fleet.registry``): the
-simulator adds ``demo`` and ``campaigns generate``. Errors are one line on stderr and a non-zero
-exit status; nothing is half written.
+Packages add commands through the ``rtbfleet.commands`` entry points (``fleet.registry``);
+``rtbfleet --help`` lists them. Errors are one line on stderr and a non-zero exit status;
+nothing is half written.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _process_counts(values: list[str]) -> dict[str, int]:
         except ValueError:
             sep = ""
         if not sep or not name.strip():
-            raise FleetError(f"--processes {value}: expected SERVICE=N, e.g. bidder=2")
+            raise FleetError(f"--processes {value}: expected SERVICE=N (see rtbfleet services)")
     return counts
 
 

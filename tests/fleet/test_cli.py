@@ -95,7 +95,7 @@ def test_processes_option_is_checked_before_anything_starts(
     assert main(["up", "--processes", "bidder"]) == 1
     assert (
         capsys.readouterr().err
-        == "rtbfleet: --processes bidder: expected SERVICE=N, e.g. bidder=2\n"
+        == "rtbfleet: --processes bidder: expected SERVICE=N (see rtbfleet services)\n"
     )
     assert main(["up", "--processes", "cache-watcher=2"]) == 1
     assert "cache-watcher runs as one process" in capsys.readouterr().err
