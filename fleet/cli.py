@@ -279,6 +279,7 @@ def _run_service(name: str, rest: list[str]) -> int:
     if not service.available():
         print(f"rtbfleet: the {service.name} service is not installed", file=sys.stderr)
         return 2
+    os.environ.update(service.env)  # as `rtbfleet up` gives it
     os.execv(sys.executable, [sys.executable, "-m", service.module, *argv])
 
 

@@ -88,7 +88,7 @@ class Service:
     processes_setting: str | None = None
     order: int = 50
     args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
     description: str = ""
 
     def __post_init__(self) -> None:

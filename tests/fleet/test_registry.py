@@ -73,6 +73,12 @@ def test_a_bad_registration_fails_where_it_is_declared(
     assert problem in str(caught.value)
 
 
+def test_a_service_with_extra_variables_is_still_a_value() -> None:
+    a = Service(name="x", module="x", env={"RTBFLEET_X_MODE": "fast"})
+    b = Service(name="x", module="x", env={"RTBFLEET_X_MODE": "fast"})
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+
+
 def test_services_run_in_order_and_a_name_is_registered_once() -> None:
     a = Service(name="late", module="a", order=90)
     b = Service(name="early", module="b", order=10)
