@@ -1,10 +1,15 @@
-# The two commands: `make run` (the main job) and `make test`. Each sets itself up on first use.
+# The two commands: `make run` (the main job) and `make test`. Each sets itself up on first use:
+# first what the system must provide (scripts/ensure-system-deps: memcached, a C compiler,
+# Python 3.11+ with venv, installed with apt-get when missing and possible, else one line saying
+# what to install), then the virtualenv and the Cython build.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench setup build clean
+.PHONY: run test lint bench setup build clean system-deps-run system-deps-test
+# Prerequisites in the order written: the system before the virtualenv.
+.NOTPARALLEL:
 
 $(STAMP): pyproject.toml setup.py $(wildcard */*.pyx) $(wildcard */__init__.py)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,14 +19,17 @@ $(STAMP): pyproject.toml setup.py $(wildcard */*.pyx) $(wildcard */__init__.py)
 
 setup: $(STAMP)
 
+system-deps-run system-deps-test:
+	@PYTHON=$(PYTHON) scripts/ensure-system-deps $(@:system-deps-%=%)
+
 # Rebuild the Cython parts in place (pip -e builds them once; this picks up .pyx edits).
 build: $(STAMP)
 	$(BIN)/python setup.py build_ext --inplace --quiet
 
-run: $(STAMP) build
+run: system-deps-run $(STAMP) build
 	$(BIN)/rtbfleet demo
 
-test: $(STAMP) build
+test: system-deps-test $(STAMP) build
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -48,8 +48,8 @@ from typing import Any
 import httptools
 
 from bench import _echo
-from fleet import vocabulary as vocab
 from fleet.processes import free_port, wait_for_port
+from sim import vocabulary as vocab
 
 PHASE_S = 5.0
 WARMUP_S = 1.5
@@ -459,7 +459,7 @@ def _portfolio_and_model(directory: Path) -> tuple[Path, Path, int, int]:
     import numpy as np
 
     from bidder.scoring import HashedLinearModel
-    from fleet.portfolio import generate
+    from sim.portfolio import generate
 
     doc = generate(200, seed=5, creatives_per_campaign=5)
     portfolio = directory / "portfolio.json"

@@ -22,12 +22,13 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
+import fleet.service
 from bidder.settings import BidderSettings
+from fleet.aio import cancel_and_wait
+from fleet.service import run_loop, start_up
 
 if TYPE_CHECKING:
     from bidder.service import BidderService
-from fleet.errors import FleetError, SettingsError
-from fleet.logs import configure_logging
 
 log = logging.getLogger("bidder")
 
@@ -36,12 +37,9 @@ _PR_SET_PDEATHSIG = 1
 
 def main(argv: list[str] | None = None) -> int:
     del argv
-    try:
-        settings = BidderSettings.from_env()
-    except SettingsError as exc:
-        print(f"bidder: bad configuration: {exc}", file=sys.stderr)
+    settings = start_up("bidder", BidderSettings.from_env)
+    if settings is None:
         return 2
-    configure_logging(settings.fleet.log_level, settings.fleet.log_json)
     count = settings.process_count
     if count == 1:
         return run_server(settings, 0)
@@ -52,31 +50,41 @@ def run_server(settings: BidderSettings, index: int) -> int:
     """One server process until SIGTERM/SIGINT; the exit status."""
     import uvloop
 
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(settings, index))
-    except (FleetError, OSError) as exc:
-        log.error("bidder %d cannot run: %s", index, exc)
-        return 1
-    return 0
+    return run_loop(
+        f"bidder {index}", lambda: serve(settings, index), loop_factory=uvloop.new_event_loop
+    )
 
 
 async def serve(settings: BidderSettings, index: int) -> None:
-    from bidder.service import BidderService  # after the fork: prometheus_client's mode is set
+    await fleet.service.serve(
+        f"bidder {index}",
+        settings,
+        lambda s, runtime: _Server(s, runtime, index),
+        # The server drains open requests itself; leave it that and a margin.
+        stop_timeout=settings.drain_timeout_s + 10.0,
+    )
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    service = BidderService(settings, index=index)
-    try:
-        await service.start()
-        freezer = loop.create_task(_freeze_when_ready(service))
-        await stop.wait()
-        freezer.cancel()
-        log.info("bidder %d stopping", index)
-    finally:
-        await service.stop()
+
+class _Server:
+    """One BidderService as the service skeleton's component (it serves its own /healthz,
+    /readyz and /metrics on the bid port)."""
+
+    def __init__(self, settings: BidderSettings, runtime: fleet.service.Runtime, index: int):
+        from bidder.service import BidderService  # after the fork: prometheus_client's mode set
+
+        self.service = BidderService(settings, index=index, clock=runtime.clock)
+        self._freezer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.service.start()
+        self._freezer = asyncio.get_running_loop().create_task(_freeze_when_ready(self.service))
+
+    def ready(self) -> bool:
+        return self.service.is_ready()
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._freezer)
+        await self.service.stop()
 
 
 async def _freeze_when_ready(service: BidderService) -> None:

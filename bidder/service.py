@@ -20,7 +20,6 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from bidder.sources import (
 )
 from cache import Cache, config_namespace, default_origin
 from fleet.aio import cancel_and_wait
+from fleet.clock import FleetClock
 from fleet.config import Campaign, ConfigSnapshot
 from fleet.events import AnyEvent, encode, topic_for
 from fleet.http import HttpServer
@@ -67,8 +67,12 @@ class BidderService:
         index: int = 0,
         registry: CollectorRegistry | None = None,
         rng: random.Random | None = None,
+        clock: FleetClock | None = None,
     ) -> None:
         self.settings = settings
+        # Fleet time: dayparting, flights, budget days and event times read it; deadlines and
+        # timeouts stay on the monotonic clock.
+        self.clock = clock or settings.fleet.clock()
         self.index = index
         self.registry = registry or CollectorRegistry()
         self.metrics = BidderMetrics(self.registry, top_campaigns=settings.metrics_top_campaigns)
@@ -159,6 +163,7 @@ class BidderService:
             ),
             publish=self._publish,
             ready=self.is_ready,
+            wallclock=self.clock.now,
         )
         app = make_application(ready=self.ready_parts, exposition=self._exposition)
         self.server = make_server(self.endpoint, app, s.http, self.registry)
@@ -185,6 +190,7 @@ class BidderService:
                 self._campaigns,
                 metrics=self.metrics,
                 interval=s.spend_refresh_s,
+                clock=self.clock,
             )
             self._spend.start()
             if not s.snapshot_file:
@@ -260,7 +266,7 @@ class BidderService:
             await asyncio.to_thread(pipeline.set_snapshot, snapshot)
             self.snapshot = snapshot
             if isinstance(self._gate, BudgetGate):
-                self._gate.set_campaigns(snapshot.campaigns, datetime.now(UTC))
+                self._gate.set_campaigns(snapshot.campaigns, self.clock.now_utc())
             self.metrics.set_portfolio(snapshot)
             self.metrics.ready.set(1 if self.is_ready() else 0)
             self._config_loaded.set()

@@ -31,6 +31,7 @@ import asyncpg
 from bidder.metrics import BidderMetrics
 from cache import CONFIG_NAMESPACE, SNAPSHOT_KEY, CacheError, LoadError, Region
 from fleet.aio import cancel_and_wait
+from fleet.clock import WALL, FleetClock
 from fleet.config import Campaign, ConfigSnapshot
 from fleet.money import impression_cost_micros
 
@@ -261,8 +262,10 @@ class SpendReader:
         metrics: BidderMetrics,
         interval: float = 2.0,
         query_timeout: float = 5.0,
+        clock: FleetClock = WALL,
     ) -> None:
         self.dsn = dsn
+        self.clock = clock  # the day whose spend counts is the fleet clock's
         self.gate = gate
         self.campaigns = campaigns
         self.metrics = metrics
@@ -298,7 +301,7 @@ class SpendReader:
             await backoff.sleep()
 
     async def read_once(self, conn: asyncpg.Connection) -> None:
-        now = datetime.now(UTC)
+        now = self.clock.now_utc()
         loaded_at = time.monotonic()
         async with asyncio.timeout(self.query_timeout):
             day_rows = await conn.fetch(

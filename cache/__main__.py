@@ -1,23 +1,21 @@
 """``python -m cache watcher``: the config watcher (one leads, the others stand by).
 
 Settings come from RTBFLEET_* variables (see cache.settings); ``--metrics-port`` serves
-Prometheus metrics. SIGTERM or SIGINT stops it cleanly.
+``/metrics``, ``/healthz`` and ``/readyz``. SIGTERM or SIGINT stops it cleanly (the service
+skeleton, fleet.service, does the settings, logging, signals and stop).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
-
-from prometheus_client import CollectorRegistry, start_http_server
 
 from cache.errors import CacheError
 from cache.settings import CacheSettings
 from cache.watcher import run_watcher
-from fleet.errors import SettingsError
-from fleet.logs import configure_logging
+from fleet.aio import cancel_and_wait
+from fleet.service import Runtime, run_service
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,31 +27,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _watch(settings: CacheSettings, registry: CollectorRegistry) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await run_watcher(settings, stop=stop, registry=registry)
+class WatcherComponent:
+    """``run_watcher`` as a component: started in a task, stopped through its stop event."""
+
+    def __init__(self, settings: CacheSettings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            run_watcher(self.settings, stop=self._stop, registry=self.runtime.registry),
+            name="config-watcher",
+        )
+        self.runtime.watch(self._task)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        # A failure of the task was reported through runtime.watch; here it only has to end.
+        done, _ = await asyncio.wait({task}, timeout=self.settings.load_timeout)
+        if not done:
+            await cancel_and_wait(task)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        settings = CacheSettings.from_env()
-    except SettingsError as exc:
-        print(f"cache: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.fleet.log_level, settings.fleet.log_json)
-    registry = CollectorRegistry()
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_host, registry=registry)
-    try:
-        asyncio.run(_watch(settings, registry))
-    except CacheError as exc:
-        print(f"cache: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    address = (args.metrics_host, args.metrics_port) if args.metrics_port else None
+    return run_service(
+        "cache",
+        CacheSettings.from_env,
+        WatcherComponent,
+        health=lambda settings: address,
+        expected=(CacheError,),
+    )
 
 
 if __name__ == "__main__":

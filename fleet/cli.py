@@ -1,16 +1,17 @@
 """The ``rtbfleet`` command line.
 
-    rtbfleet up                       run a whole fleet on this machine until Ctrl-C
-    rtbfleet demo                     the fleet against the exchange simulator, with a report
+    rtbfleet up                       run every registered service on this machine until Ctrl-C
     rtbfleet db migrate               apply the schema migrations (idempotent)
     rtbfleet campaigns load FILE      validate a YAML/JSON portfolio, then upsert all or nothing
     rtbfleet campaigns list           the campaigns in the config database
-    rtbfleet campaigns generate -n N  a realistic synthetic portfolio (YAML on stdout)
     rtbfleet proxy --in EP --out EP   one XSUB/XPUB bus proxy
     rtbfleet run SERVICE [ARGS]       one service in the foreground (a container's command)
-    rtbfleet settings                 every RTBFLEET_* variable with its value
+    rtbfleet services                 the registered services, in start order
+    rtbfleet settings                 every RTBFLEET_* variable with its default
 
-Errors are one line on stderr and a non-zero exit status; nothing is half written.
+Packages add commands through the ``rtbfleet.commands`` entry points (``fleet.registry``);
+``rtbfleet --help`` lists them. Errors are one line on stderr and a non-zero exit status;
+nothing is half written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import sys
@@ -26,8 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from fleet import registry
 from fleet.errors import ConfigValidationError, FleetError, SettingsError
 from fleet.logs import configure_logging
 from fleet.money import format_micros
@@ -59,6 +58,19 @@ async def database(settings: FleetSettings, migrated: bool = True) -> AsyncItera
             await asyncio.to_thread(server.stop)
 
 
+def _process_counts(values: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            counts[name.strip()] = int(number)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise FleetError(f"--processes {value}: expected SERVICE=N (see rtbfleet services)")
+    return counts
+
+
 async def cmd_up(settings: FleetSettings, args: argparse.Namespace) -> int:
     from fleet.launcher import running_fleet
 
@@ -66,10 +78,13 @@ async def cmd_up(settings: FleetSettings, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running_fleet(settings, bidders=args.bidders) as fleet:
+    processes = _process_counts(args.processes)
+    async with running_fleet(settings, processes=processes) as fleet:
+        shown = [
+            f"{name} {fleet.urls[name]}" if name in fleet.urls else name for name in fleet.services
+        ]
         print(
-            f"rtbfleet is up: bidder {fleet.bidder_url}/openrtb2/bid, "
-            f"services {', '.join(fleet.services) or 'none'}, Postgres {fleet.pg_dsn}, "
+            f"rtbfleet is up: services {', '.join(shown) or 'none'}; Postgres {fleet.pg_dsn}, "
             f"memcached {fleet.memcached or 'off'}. Ctrl-C stops it.",
             flush=True,
         )
@@ -137,85 +152,76 @@ async def cmd_campaigns_list(settings: FleetSettings, args: argparse.Namespace) 
     return 0
 
 
-async def cmd_campaigns_generate(settings: FleetSettings, args: argparse.Namespace) -> int:
-    from fleet.portfolio import generate, load_document
-
-    document = generate(args.count, seed=args.seed)
-    if args.load:
-        async with database(settings) as dsn:
-            result = await load_document(dsn, document)
-        print(f"generated and loaded {result.campaigns} campaign(s), {result.creatives} creatives")
-        return 0
-    text = (
-        json.dumps(document, indent=1)
-        if args.format == "json"
-        else yaml.safe_dump(document, sort_keys=False, width=120)
-    )
-    if args.out:
-        await asyncio.to_thread(Path(args.out).write_text, text)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-SETTINGS_CLASSES = (
-    ("fleet.settings", "FleetSettings"),
-    ("fleet.launcher", "LauncherSettings"),
-    ("fleet.http.limits", "HttpLimits"),
-    ("bidder.settings", "BidderSettings"),
-    ("cache.settings", "CacheSettings"),
-    ("tracker.settings", "TrackerSettings"),
-    ("pacing.settings", "PacerServiceSettings"),
-    ("bidlogger.settings", "BidloggerSettings"),
-    ("sim.settings", "SimSettings"),
-)
-
-
 def settings_table() -> list[tuple[str, str, str, str]]:
-    """(service, variable, default, meaning) for every settings class in this build."""
-    import importlib
+    """(owner, variable, default, meaning) for the kernel's settings, every registered
+    service's (owner: the service) and every registered command's (owner: its package)."""
+    from fleet.http.limits import HttpLimits
+    from fleet.launcher import LauncherSettings
 
+    classes: list[tuple[str, type[Any]]] = [
+        ("fleet", FleetSettings),
+        ("fleet", LauncherSettings),
+        ("fleet", HttpLimits),
+    ]
+    for service in registry.services():
+        cls = service.settings_class()
+        if cls is not None:
+            classes.append((service.name, cls))
+    for command in registry.commands():
+        cls = command.settings_class()
+        if cls is not None:
+            classes.append((command.settings.split(".")[0], cls))
     rows: list[tuple[str, str, str, str]] = []
     seen: set[str] = set()
-    for module_name, class_name in SETTINGS_CLASSES:
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError):
-            continue
+    for owner, cls in classes:
         for variable, default, help_text in describe(cls):
             if variable not in seen:
                 seen.add(variable)
-                rows.append((module_name.split(".")[0], variable, default, help_text))
+                rows.append((owner, variable, default, help_text))
     return rows
 
 
 def cmd_settings(settings: FleetSettings, args: argparse.Namespace) -> int:
+    rows = settings_table()
     if args.markdown:
         print("| service | variable | default | meaning |\n|---|---|---|---|")
-        for service, variable, default, help_text in settings_table():
-            print(f"| {service} | `{variable}` | `{default}` | {help_text} |")
+        for owner, variable, default, help_text in rows:
+            print(f"| {owner} | `{variable}` | `{default}` | {help_text} |")
         return 0
-    for service, variable, default, help_text in settings_table():
-        print(f"{service:<7} {variable:<40} {default:<24} {help_text}")
+    width = max((len(owner) for owner, *_ in rows), default=7)
+    for owner, variable, default, help_text in rows:
+        print(f"{owner:<{width}} {variable:<40} {default:<24} {help_text}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def cmd_services(settings: FleetSettings, args: argparse.Namespace) -> int:
+    print(f"{'order':>5}  {'service':<16} {'runs':<28} {'health':<28} settings")
+    for service in registry.services():
+        runs = " ".join(["python -m", service.module, *service.args])
+        health = f"{service.port_setting}{service.health_path}" if service.health_path else "-"
+        installed = "" if service.available() else "  (not installed)"
+        print(
+            f"{service.order:>5}  {service.name:<16} {runs:<28} {health:<28} "
+            f"{service.settings or '-'}{installed}"
+        )
+    return 0
+
+
+def build_parser(words: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; a registered command's own options are added (its code imported) only when
+    ``words`` select it."""
     parser = argparse.ArgumentParser(prog="rtbfleet", description="rtbfleet bidder fleet")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="run the whole fleet on this machine until Ctrl-C")
-    up.add_argument("--bidders", type=int, default=None, help="bidder processes (default: env)")
+    up = sub.add_parser("up", help="run every registered service on this machine until Ctrl-C")
+    up.add_argument(
+        "--processes",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="processes of a service that can run several (0: one per core); repeatable",
+    )
     up.set_defaults(handler=cmd_up)
-
-    demo = sub.add_parser("demo", help="run the fleet against the exchange simulator")
-    try:
-        import sim.demo as sim_demo
-
-        sim_demo.add_arguments(demo)
-        demo.set_defaults(handler=None, sync_handler=lambda s, a: sim_demo.run(a))
-    except ImportError:
-        demo.set_defaults(handler=None, sync_handler=_missing("the simulator (sim/) is missing"))
 
     db = sub.add_parser("db", help="database administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -229,67 +235,85 @@ def build_parser() -> argparse.ArgumentParser:
     list_p = camp_sub.add_parser("list", help="list campaigns")
     list_p.add_argument("--json", action="store_true")
     list_p.set_defaults(handler=cmd_campaigns_list)
-    gen = camp_sub.add_parser("generate", help="a synthetic portfolio for demos and benchmarks")
-    gen.add_argument("--count", "-n", type=int, default=50)
-    gen.add_argument("--seed", type=int, default=1)
-    gen.add_argument("--format", choices=("yaml", "json"), default="yaml")
-    gen.add_argument("--out", help="write to this file instead of stdout")
-    gen.add_argument("--load", action="store_true", help="load into the config database")
-    gen.set_defaults(handler=cmd_campaigns_generate)
 
     # `proxy` and `run` hand their own arguments on untouched (see main()).
     sub.add_parser("proxy", help="run one XSUB/XPUB bus proxy (--in EP --out EP)", add_help=False)
+    run = sub.add_parser("run", help="run one registered service in the foreground")
+    run.add_argument("service", help="a registered service (see `rtbfleet services`)")
+    run.set_defaults(handler=None, sync_handler=lambda s, a: _run_service(a.service, []))
 
-    run = sub.add_parser("run", help="run one service in the foreground (bidder, cache, ...)")
-    run.add_argument("service", choices=_service_packages())
-
+    sub.add_parser("services", help="the registered services, in start order").set_defaults(
+        handler=None, sync_handler=cmd_services
+    )
     settings_p = sub.add_parser("settings", help="every RTBFLEET_* variable with its default")
     settings_p.add_argument("--markdown", action="store_true", help="as a Markdown table")
     settings_p.set_defaults(handler=None, sync_handler=cmd_settings)
+
+    groups = {"campaigns": camp_sub}
+    for command in registry.commands():
+        if len(command.path) == 2:
+            group = groups.get(command.path[0])
+            if group is None:
+                raise registry.RegistryError(
+                    f"command {command.name!r}: {command.path[0]!r} is not a command group"
+                )
+        else:
+            group = sub
+        p = group.add_parser(command.path[-1], help=command.help)
+        if tuple(words[: len(command.path)]) == command.path:
+            command.add_arguments(p)
+        p.set_defaults(handler=None, sync_handler=_registered(command), command_name=command)
     return parser
 
 
-def _missing(reason: str) -> Callable[[FleetSettings, argparse.Namespace], int]:
+def _registered(command: registry.Command) -> Callable[[FleetSettings, argparse.Namespace], int]:
     def handler(settings: FleetSettings, args: argparse.Namespace) -> int:
-        raise FleetError(reason)
+        return int(command.runner()(settings, args))
 
     return handler
 
 
-def _service_packages() -> tuple[str, ...]:
-    from fleet.launcher import SERVICES
-
-    return tuple(dict.fromkeys(service.module for service in SERVICES))
-
-
-def _run_service(service: str, rest: list[str]) -> int:
-    import importlib.util
+def _run_service(name: str, rest: list[str]) -> int:
+    """``rtbfleet run NAME [ARGS]``: exec ``python -m <module> <its args> ARGS``. NAME is a
+    registered service, or a registered service's package (then ARGS alone follow it)."""
     import os
 
-    packages = _service_packages()
-    if service not in packages:
-        print(f"rtbfleet: unknown service {service!r} ({', '.join(packages)})", file=sys.stderr)
+    found = [s for s in registry.services() if s.name == name]
+    if found:
+        argv = [*found[0].args, *rest]
+    else:
+        found = [s for s in registry.services() if s.module == name]
+        argv = list(rest)
+    if not found:
+        known = ", ".join(s.name for s in registry.services()) or "none"
+        print(f"rtbfleet: unknown service {name!r} (registered: {known})", file=sys.stderr)
         return 2
-    if importlib.util.find_spec(f"{service}.__main__") is None:
-        print(f"rtbfleet: the {service} service is not part of this build", file=sys.stderr)
+    service = found[0]
+    if not service.available():
+        print(f"rtbfleet: the {service.name} service is not installed", file=sys.stderr)
         return 2
-    os.execv(sys.executable, [sys.executable, "-m", service, *rest])
+    os.environ.update(service.env)  # as `rtbfleet up` gives it
+    os.execv(sys.executable, [sys.executable, "-m", service.module, *argv])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    if words[:1] == ["proxy"]:
-        from fleet.proxy import proxy_main
-
-        return int(proxy_main(words[1:]))
-    if words[:1] == ["run"] and len(words) >= 2:
-        return _run_service(words[1], words[2:])
-    parser = build_parser()
-    args = parser.parse_args(words)
     try:
+        if words[:1] == ["proxy"]:
+            from fleet.proxy import proxy_main
+
+            return int(proxy_main(words[1:]))
+        if words[:1] == ["run"] and len(words) >= 2:
+            return _run_service(words[1], words[2:])
+        parser = build_parser(words)
+        args = parser.parse_args(words)
         settings = load(FleetSettings)
         # One-shot commands print their result; only long-running ones log at INFO.
-        quiet = args.command not in ("up", "demo", "proxy") and settings.log_level == "INFO"
+        command = getattr(args, "command_name", None)
+        long_running = args.command in ("up", "proxy") or (
+            command is not None and command.long_running
+        )
+        quiet = not long_running and settings.log_level == "INFO"
         configure_logging("WARNING" if quiet else settings.log_level, settings.log_json)
         handler: Any = args.handler
         if handler is None:

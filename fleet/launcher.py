@@ -2,8 +2,10 @@
 
 Order of start: Postgres (embedded unless a DSN is given) and its migrations, memcached (when its
 binary is found and the configured address is on this machine), the two bus proxies, then every
-service package that exists. Each child gets its settings through ``RTBFLEET_*`` variables, has
-its output prefixed with its name, and is restarted with back-off when it crashes. Shutdown runs
+registered service (``fleet.registry``) whose package is installed, in its declared order. Each
+child gets its settings through ``RTBFLEET_*`` variables (every service's port and URL among
+them, so that services find each other), has its output prefixed with its name, and is restarted
+with back-off when it crashes. Shutdown runs
 in reverse: services first (they stop accepting and flush), then proxies, memcached, Postgres.
 Children run in their own sessions (a Ctrl-C reaches only the launcher, which stops them in order)
 and die with the launcher if it is killed (PR_SET_PDEATHSIG).
@@ -14,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import dataclasses
-import importlib.util
 import logging
 import os
 import secrets
@@ -24,17 +24,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from fleet import registry
 from fleet.aio import cancel_and_wait
 from fleet.db import migrate
-from fleet.errors import FleetError
+from fleet.errors import FleetError, SettingsError
 from fleet.pg import LocalPostgres
 from fleet.processes import MemcachedProcess, wait_for_port
-from fleet.settings import FleetSettings, port, positive, setting
+from fleet.registry import Service
+from fleet.settings import FleetSettings, positive, setting
 
 log = logging.getLogger("fleet.launcher")
 
@@ -50,11 +52,6 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class LauncherSettings:
     """What ``rtbfleet up`` itself needs beyond FleetSettings."""
 
-    bidder_port: int = setting(8080, "RTBFLEET_BIDDER_PORT", "bidder HTTP port", port)
-    bidder_processes: int = setting(
-        1, "RTBFLEET_BIDDER_PROCESSES", "bidder processes (0: one per core)"
-    )
-    tracker_port: int = setting(8090, "RTBFLEET_TRACKER_PORT", "tracker HTTP port", port)
     signing_key: str = setting(
         "", "RTBFLEET_SIGNING_KEY", "key signing notice URLs; empty: one kept in data_dir"
     )
@@ -63,46 +60,28 @@ class LauncherSettings:
     )
 
 
-@dataclass(frozen=True)
-class ServiceDef:
-    """A service package the launcher runs when the package has a ``__main__``."""
-
-    name: str
-    module: str
-    args: tuple[str, ...] = ()
-    ready_path: str | None = None  # HTTP path polled on the service's port until 200
-    port_of: Callable[[LauncherSettings], int] | None = None
-
-    def available(self) -> bool:
-        try:
-            return importlib.util.find_spec(f"{self.module}.__main__") is not None
-        except ModuleNotFoundError:
-            return False
-
-
-SERVICES: tuple[ServiceDef, ...] = (
-    ServiceDef("cache-watcher", "cache", ("watcher",)),
-    ServiceDef("pacer", "pacing"),
-    ServiceDef("tracker", "tracker", ready_path="/healthz", port_of=lambda s: s.tracker_port),
-    ServiceDef("bidlogger", "bidlogger"),
-    ServiceDef("learner", "learner"),
-    ServiceDef("bidder", "bidder", ready_path="/readyz", port_of=lambda s: s.bidder_port),
-)
-
-
 @dataclass
 class FleetHandle:
-    """What a running fleet offers its user (the demo, tests, the banner of ``rtbfleet up``)."""
+    """What a running fleet offers its user (the demo, tests, the banner of ``rtbfleet up``).
+
+    ``urls`` maps each started service that has a port to its local base URL
+    (``http://127.0.0.1:<port>``)."""
 
     data_dir: Path
     pg_dsn: str
     memcached: str
-    bidder_url: str
-    tracker_url: str
     event_bus_out: str
     coherence_bus_out: str
+    urls: dict[str, str] = field(default_factory=dict)
     services: list[str] = field(default_factory=list)
     processes: list[SupervisedProcess] = field(default_factory=list)
+
+    def url(self, service: str) -> str:
+        """The base URL of ``service``; FleetError when it has none in this fleet."""
+        try:
+            return self.urls[service]
+        except KeyError:
+            raise FleetError(f"no {service} is running in this fleet") from None
 
 
 class SupervisedProcess:
@@ -250,26 +229,63 @@ def _http_status(url: str) -> int:
         return int(exc.code)
 
 
+def _service_port(service: Service, env: Mapping[str, str]) -> int:
+    """The port of ``service``: its variable's value in ``env``, else its settings default."""
+    assert service.port_setting is not None
+    raw = env.get(service.port_setting)
+    value: Any = service.default_of(service.port_setting) if raw is None else raw
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise SettingsError(service.port_setting, f"{value!r} is not a valid int") from None
+    if not 0 < number <= 65535:
+        raise SettingsError(service.port_setting, f"{number} must be a TCP port (1-65535)")
+    return number
+
+
+def _process_counts(
+    chosen: tuple[Service, ...], processes: Mapping[str, int]
+) -> dict[str, dict[str, str]]:
+    """Per service name, the variables that set its process count."""
+    by_name = {s.name: s for s in chosen}
+    extra: dict[str, dict[str, str]] = {}
+    for name, count in processes.items():
+        target = by_name.get(name)
+        if target is None:
+            raise FleetError(f"--processes {name}={count}: no such service in this fleet")
+        if target.processes_setting is None:
+            raise FleetError(f"--processes {name}={count}: {name} runs as one process")
+        if count < 0:
+            raise FleetError(f"--processes {name}={count}: must be 0 (one per core) or more")
+        extra[name] = {target.processes_setting: str(count)}
+    return extra
+
+
 @contextlib.asynccontextmanager
 async def running_fleet(
     settings: FleetSettings,
     launcher: LauncherSettings | None = None,
     *,
-    bidders: int | None = None,
+    processes: Mapping[str, int] | None = None,
+    env: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
     quiet: bool = False,
     output: TextIO | None = None,
-    services: tuple[ServiceDef, ...] | None = None,
+    services: tuple[Service, ...] | None = None,
 ) -> AsyncIterator[FleetHandle]:
     """Start everything, yield a handle once the services are ready, stop everything on exit.
 
+    ``services`` defaults to every registered one (``fleet.registry``), started in their order.
+    ``processes`` sets a service's process count (``{"name": N}``; its registration names the
+    variable). ``env`` adds variables for every child; a callable is called once Postgres and
+    memcached are up, just before the first child starts (the demo sets the fleet clock then).
     ``quiet`` sends the children's output only to ``data_dir/logs/<name>.log`` (the demo draws
     its own display); otherwise it is also written, prefixed, to ``output`` (stderr).
     """
     from fleet.settings import load
 
     launcher = launcher or load(LauncherSettings)
-    if bidders is not None:
-        launcher = dataclasses.replace(launcher, bidder_processes=bidders)
+    chosen = registry.order_services(registry.services() if services is None else services)
+    counts = _process_counts(chosen, processes or {})
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "logs"
@@ -279,6 +295,18 @@ async def running_fleet(
     postgres: LocalPostgres | None = None
     memcached: MemcachedProcess | None = None
     try:
+        base_env = {**os.environ, **(env if isinstance(env, Mapping) else {})}
+        runnable = []
+        for service in chosen:
+            if service.available():
+                runnable.append(service)
+            else:
+                log.warning(
+                    "%s: %s.__main__ is not installed; not started", service.name, service.module
+                )
+        ports = {s.name: _service_port(s, base_env) for s in runnable if s.port_setting}
+        urls = {name: f"http://127.0.0.1:{p}" for name, p in ports.items()}
+
         dsn = settings.pg_dsn
         if not dsn:
             postgres = embedded_postgres(data_dir)
@@ -297,42 +325,47 @@ async def running_fleet(
                     log.warning("memcached not found: running without the L2 cache tier")
                     memcached_addr = ""
 
-        env = dict(os.environ)
-        env.update(
+        shared = dict(base_env)
+        shared.update(
             {
                 "RTBFLEET_DATA_DIR": str(data_dir),
                 "RTBFLEET_PG_DSN": dsn,
                 "RTBFLEET_MEMCACHED": memcached_addr,
                 "RTBFLEET_SIGNING_KEY": signing_key(data_dir, launcher.signing_key),
-                "RTBFLEET_BIDDER_PORT": str(launcher.bidder_port),
-                "RTBFLEET_BIDDER_PROCESSES": str(launcher.bidder_processes),
-                "RTBFLEET_TRACKER_PORT": str(launcher.tracker_port),
-                "RTBFLEET_TRACKER_URL": f"http://127.0.0.1:{launcher.tracker_port}",
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if callable(env):
+            shared.update(env())
+        # Every process learns every service's port and URL, so that they find each other.
+        for service in runnable:
+            if service.port_setting is not None:
+                shared[service.port_setting] = str(ports[service.name])
+            if service.url_setting is not None:
+                shared[service.url_setting] = urls[service.name]
         python = sys.executable
         for name, inside, outside in (
             ("event-bus", settings.event_bus_in, settings.event_bus_out),
             ("coherence-bus", settings.coherence_bus_in, settings.coherence_bus_out),
         ):
             argv = [python, "-m", "fleet.proxy", "--in", inside, "--out", outside]
-            child = SupervisedProcess(name, argv, env, sink, logs / f"{name}.log")
+            child = SupervisedProcess(name, argv, shared, sink, logs / f"{name}.log")
             await child.start()
             children.append(child)
 
-        started: list[tuple[ServiceDef, SupervisedProcess]] = []
-        for service in services if services is not None else SERVICES:
-            if not service.available():
-                continue
+        started: list[tuple[Service, SupervisedProcess]] = []
+        for service in runnable:
             argv = [python, "-m", service.module, *service.args]
-            child = SupervisedProcess(service.name, argv, env, sink, logs / f"{service.name}.log")
+            child_env = {**shared, **service.env, **counts.get(service.name, {})}
+            child = SupervisedProcess(
+                service.name, argv, child_env, sink, logs / f"{service.name}.log"
+            )
             await child.start()
             children.append(child)
             started.append((service, child))
         for service, child in started:
-            if service.ready_path and service.port_of is not None:
-                url = f"http://127.0.0.1:{service.port_of(launcher)}{service.ready_path}"
+            if service.health_path is not None:
+                url = urls[service.name] + service.health_path
                 proc = child
 
                 def alive(p: SupervisedProcess = proc) -> bool:
@@ -346,10 +379,9 @@ async def running_fleet(
             data_dir=data_dir,
             pg_dsn=dsn,
             memcached=memcached_addr,
-            bidder_url=f"http://127.0.0.1:{launcher.bidder_port}",
-            tracker_url=f"http://127.0.0.1:{launcher.tracker_port}",
             event_bus_out=settings.event_bus_out,
             coherence_bus_out=settings.coherence_bus_out,
+            urls={s.name: urls[s.name] for s, _ in started if s.name in urls},
             services=[s.name for s, _ in started],
             processes=children,
         )

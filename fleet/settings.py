@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fleet.clock import FleetClock, instant_check, scale_check
 from fleet.errors import SettingsError
 
 T = TypeVar("T")
@@ -191,6 +192,25 @@ class FleetSettings:
     )
     log_level: str = setting("INFO", "RTBFLEET_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
     log_json: bool = setting(False, "RTBFLEET_LOG_JSON", "structured JSON logs (production)")
+    clock_scale: float = setting(
+        1.0,
+        "RTBFLEET_CLOCK_SCALE",
+        "fleet seconds per real second (1: fleet time is wall time; a simulation compresses it)",
+        scale_check,
+    )
+    clock_origin: str = setting(
+        "",
+        "RTBFLEET_CLOCK_ORIGIN",
+        "wall time (ISO 8601 or Unix seconds) at which the fleet clock reads "
+        "RTBFLEET_CLOCK_START; empty: the epoch",
+        instant_check,
+    )
+    clock_start: str = setting(
+        "",
+        "RTBFLEET_CLOCK_START",
+        "fleet time at RTBFLEET_CLOCK_ORIGIN (ISO 8601 or Unix seconds); empty: the origin itself",
+        instant_check,
+    )
 
     def validate(self) -> None:
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -203,6 +223,10 @@ class FleetSettings:
             raise SettingsError(
                 "RTBFLEET_MEMCACHED", f"{self.memcached!r} is not host:port[,host:port...]"
             ) from None
+
+    def clock(self) -> FleetClock:
+        """The fleet clock these settings describe (wall time by default)."""
+        return FleetClock.from_settings(self.clock_scale, self.clock_origin, self.clock_start)
 
     @property
     def memcached_servers(self) -> tuple[tuple[str, int], ...]:

@@ -1,7 +1,10 @@
 """The exchange simulator: synthetic SSP traffic with known ground truth, auctions, notices,
 conversions and the report that says how the fleet did.
 
-``sim.demo`` is the ``rtbfleet demo`` command. The rest, by concept:
+``sim.demo`` is the ``rtbfleet demo`` command and ``sim.commands`` is ``rtbfleet campaigns
+generate``, both registered in ``sim.registration``. ``vocabulary`` (what the synthetic market
+speaks of) and ``portfolio`` (synthetic portfolios from a seed) serve demos, benchmarks and tests
+only. The rest, by concept:
 
 - pure cores (no sockets, no clock; RNGs passed in): ``population`` and ``market`` (the synthetic
   market and its TRUE click/install probabilities and competing prices), ``traffic`` (OpenRTB

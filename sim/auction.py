@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from fleet import vocabulary as vocab
+from sim import vocabulary as vocab
 from sim.market import Slot
 
 # OpenRTB loss reason codes (2.5 §5.25).

@@ -19,16 +19,19 @@ import os
 import random
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from fleet import vocabulary as vocab
+from fleet.clock import FleetClock
 from fleet.errors import FleetError
 from fleet.settings import FleetSettings, load
+from sim import portfolio as synthetic
 from sim import render, report
+from sim import vocabulary as vocab
 from sim.errors import SimConfigError, SimError, TargetError
 from sim.exchange import Exchange, Progress
 from sim.fleetwatch import FleetWatcher
@@ -85,6 +88,12 @@ def sim_settings(args: argparse.Namespace, environ: dict[str, str] | None = None
         if getattr(settings, name) <= 0:
             raise SimConfigError(f"--{name.replace('_', '-')} must be greater than 0")
     return settings
+
+
+def command(fleet_settings: FleetSettings, args: argparse.Namespace) -> int:
+    """``rtbfleet demo`` (registered in sim.registration)."""
+    del fleet_settings  # the fleet it starts reads its own
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -153,16 +162,24 @@ async def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 meta={"target": args.url, "bidders": None, "campaigns": len(plans)},
                 out=out,
             )
-        async with local_fleet(settings, args, out) as (fleet, plans):
+        settings = dataclasses.replace(
+            settings, sim_start=settings.start(datetime.now(UTC)).isoformat()
+        )
+        clock = FleetClockPlan(settings)
+        # Built before the fleet starts: the fleet clock's lead is for the fleet alone.
+        market = await asyncio.to_thread(build_market, settings)
+        async with local_fleet(settings, args, out, clock) as (fleet, plans):
             return await drive(
                 settings,
-                bid_urls=[fleet.bidder_url],
-                tracker_url=fleet.tracker_url,
+                bid_urls=[fleet.url("bidder")],
+                tracker_url=fleet.urls.get("tracker", ""),
                 event_bus=fleet.event_bus_out,
                 plans=plans,
                 interrupts=interrupts,
+                clock=clock.clock,
+                market=market,
                 meta={
-                    "target": fleet.bidder_url,
+                    "target": fleet.url("bidder"),
                     "bidders": args.bidders,
                     "campaigns": len(plans),
                     "services": list(fleet.services),
@@ -171,24 +188,59 @@ async def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
             )
 
 
+class FleetClockPlan:
+    """The fleet clock of a local run, made when the launcher asks for the children's variables
+    (Postgres is up, the services are about to start).
+
+    The simulated day is the fleet's day: the clock runs ``time_scale`` times faster than wall
+    time and reads the simulated start ``clock_lead`` seconds later, when the traffic is due to
+    begin (the services start and the portfolio loads in the meantime)."""
+
+    def __init__(self, settings: SimSettings, wall: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.wall = wall
+        self.clock: FleetClock | None = None
+
+    def __call__(self) -> dict[str, str]:
+        s = self.settings
+        self.clock = FleetClock(
+            scale=s.time_scale,
+            origin=self.wall() + s.clock_lead,
+            start=s.start(datetime.fromtimestamp(self.wall(), UTC)).timestamp(),
+        )
+        return self.clock.variables()
+
+
 @contextlib.asynccontextmanager
 async def local_fleet(
-    settings: SimSettings, args: argparse.Namespace, out: TextIO
+    settings: SimSettings,
+    args: argparse.Namespace,
+    out: TextIO,
+    clock: FleetClockPlan | None = None,
 ) -> AsyncIterator[tuple[Any, list[CampaignPlan]]]:
-    """A fleet started by the launcher, with a generated portfolio loaded into it."""
+    """A fleet started by the launcher (on the planned fleet clock when given), with a
+    generated portfolio loaded into it."""
     from fleet import portfolio
     from fleet.launcher import running_fleet
 
     fleet_settings = load(FleetSettings)
     # The simulated users grant consent to this vendor id: let the bidder be that vendor.
     os.environ.setdefault("RTBFLEET_BIDDER_VENDOR_ID", str(settings.vendor_id))
-    document = portfolio.generate(args.campaigns, seed=settings.seed)
+    # Flights start on the simulated day (the fleet's day).
+    document = synthetic.generate(
+        args.campaigns, seed=settings.seed, now=settings.start(datetime.now(UTC))
+    )
     plans = [CampaignPlan.of(c) for c in portfolio.validate(document).campaigns]
     print(f"starting the fleet ({args.bidders} bidder process(es)) …", file=out, flush=True)
-    async with running_fleet(fleet_settings, bidders=args.bidders, quiet=True) as fleet:
+    async with running_fleet(
+        fleet_settings,
+        processes={"bidder": args.bidders},
+        env=clock,
+        quiet=True,
+    ) as fleet:
         loaded = await portfolio.load_document(fleet.pg_dsn, document)
         print(
-            f"fleet up: bidder {fleet.bidder_url}, services {', '.join(fleet.services) or '-'}; "
+            f"fleet up: bidder {fleet.url('bidder')}, services {', '.join(fleet.services) or '-'}; "
             f"portfolio loaded: {loaded.campaigns} campaigns, {loaded.creatives} creatives "
             f"(logs in {fleet.data_dir / 'logs'})",
             file=out,
@@ -207,17 +259,27 @@ def _plans_from_file(path: Path) -> list[CampaignPlan]:
     ]
 
 
-def build_exchange(
-    settings: SimSettings, bid_urls: Sequence[str], tracker_url: str, now: datetime
-) -> Exchange:
-    """The market, traffic, schedule and exchange of a run, all from ``settings.seed``."""
-    seed = settings.seed
-    market = Market(
+def build_market(settings: SimSettings) -> Market:
+    """The synthetic market of a run, from ``settings.seed`` (seconds of work: its users)."""
+    return Market(
         MarketParams(
             users=settings.users, placements=settings.publishers, vendor_id=settings.vendor_id
         ),
-        seed,
+        settings.seed,
     )
+
+
+def build_exchange(
+    settings: SimSettings,
+    bid_urls: Sequence[str],
+    tracker_url: str,
+    now: datetime,
+    market: Market | None = None,
+) -> Exchange:
+    """The market (unless built already), traffic, schedule and exchange of a run, all from
+    ``settings.seed``."""
+    seed = settings.seed
+    market = market or build_market(settings)
     traffic = Traffic(
         market,
         random.Random(f"{seed}:traffic"),
@@ -254,19 +316,26 @@ async def drive(
     meta: dict[str, Any] | None = None,
     out: TextIO | None = None,
     report_dir: Path | None = None,
+    clock: FleetClock | None = None,
+    market: Market | None = None,
 ) -> int:
-    """Run the traffic, show progress, write the report; 0 when the check passes."""
+    """Run the traffic, show progress, write the report; 0 when the check passes.
+
+    With the fleet's ``clock``, the traffic begins when the fleet clock reads the simulated
+    start (or, when the fleet came up later than that, at the fleet's time then)."""
     out = out or sys.stdout
     for url in bid_urls:
         await _reachable(url)
     now = datetime.now(UTC)
-    exchange = build_exchange(settings, bid_urls, tracker_url, now)
+    exchange = build_exchange(settings, bid_urls, tracker_url, now, market)
     gc.collect()
     gc.freeze()  # the market's population lives all run: keep it out of every collection
+    stop = interrupts.stop if interrupts is not None else asyncio.Event()
+    if clock is not None:
+        await _meet_the_clock(exchange, clock, stop, out)
     watcher = FleetWatcher(event_bus) if event_bus else None
     if watcher is not None:
         await watcher.start()
-    stop = interrupts.stop if interrupts is not None else asyncio.Event()
     if interrupts is not None:
         interrupts.traffic_running = True
     progress = asyncio.get_running_loop().create_task(
@@ -310,6 +379,27 @@ async def drive(
     page = render.write(the_report, directory, text)
     print("\n" + render_summary(the_report, problems, str(page)), file=out, flush=True)
     return 1 if problems else 0
+
+
+async def _meet_the_clock(
+    exchange: Exchange, clock: FleetClock, stop: asyncio.Event, out: TextIO
+) -> None:
+    """Wait until the fleet clock reads the simulated start; when it is past already, the
+    simulated day starts at the fleet's time now, so that both still agree."""
+    wait = clock.wall_at(exchange.schedule.sim_start) - time.time()
+    if wait > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), wait)
+        return
+    if wait < -0.05:
+        exchange.set_sim_start(clock.now())
+        begins = datetime.fromtimestamp(exchange.schedule.sim_start, UTC)
+        print(
+            f"the fleet took {-wait:.1f} s longer to start than RTBFLEET_SIM_CLOCK_LEAD allows: "
+            f"the simulated day begins at {begins:%H:%M} UTC",
+            file=out,
+            flush=True,
+        )
 
 
 async def _reachable(url: str) -> None:

@@ -139,6 +139,14 @@ class Exchange:
 
     # -- running -------------------------------------------------------------------------------
 
+    def set_sim_start(self, sim_start: float) -> None:
+        """Begin the simulated clock at ``sim_start`` (before ``run``): to agree with the fleet
+        clock when the fleet came up late."""
+        if self._running or self._start:
+            raise RuntimeError("the exchange is running")
+        self.schedule.set_start(sim_start)
+        self._sim_start = self._sim_now = sim_start
+
     async def run(self, stop: asyncio.Event | None = None) -> Ledger:
         """Offer traffic for ``settings.duration`` seconds (or until ``stop``), then drain."""
         loop = self._loop()

@@ -23,8 +23,8 @@ from itertools import accumulate
 
 import numpy as np
 
-from fleet import vocabulary as vocab
 from sim import tcf
+from sim import vocabulary as vocab
 from sim.population import (
     EU_COUNTRIES,
     FORMAT_PRICE_USD,

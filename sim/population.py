@@ -10,7 +10,7 @@ import uuid
 import numpy as np
 import numpy.typing as npt
 
-from fleet import vocabulary as vocab
+from sim import vocabulary as vocab
 
 LATENT_DIM = 4
 SEGMENT_SOURCE = "simdmp"

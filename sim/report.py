@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from fleet import vocabulary as vocab
 from fleet.config import Campaign
 from sim import calibration
+from sim import vocabulary as vocab
 from sim.ledger import (
     LATE,
     OUTCOME_NAMES,

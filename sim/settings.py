@@ -42,6 +42,13 @@ class SimSettings:
         "the simulated clock at the start of traffic (ISO 8601; empty: today 00:00 UTC)",
         _iso_datetime,
     )
+    clock_lead: float = setting(
+        10.0,
+        "RTBFLEET_SIM_CLOCK_LEAD",
+        "seconds a local fleet's services get to start: the fleet clock reaches the simulated "
+        "start this long after they are launched, and the traffic waits for it",
+        non_negative,
+    )
     connections: int = setting(
         64, "RTBFLEET_SIM_CONNECTIONS", "keep-alive connections to each bidder URL", positive
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from fleet import vocabulary as vocab
+from sim import vocabulary as vocab
 from sim.market import Market, Opportunity, Slot
 from sim.population import SEGMENT_SOURCE, Publisher, User
 
@@ -77,6 +77,12 @@ class Schedule:
     @property
     def sim_start(self) -> float:
         return self._start
+
+    def set_start(self, sim_start: float) -> None:
+        """Begin the simulated clock at ``sim_start`` instead (before the first ``next()``)."""
+        if self._real:
+            raise RuntimeError("the schedule has started")
+        self._start = sim_start
 
     def _intensity(self, sim_ts: float) -> float:
         minute = int(sim_ts // 60) % 1440

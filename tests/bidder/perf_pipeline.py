@@ -27,8 +27,9 @@ from bidder.pipeline import Pipeline, PipelineSettings
 from bidder.pricing import LogNormalMarket
 from bidder.scoring import HashedLinearModel
 from fleet import portfolio
-from fleet import vocabulary as vocab
 from fleet.config import Campaign, ConfigSnapshot
+from sim import portfolio as synthetic
+from sim import vocabulary as vocab
 
 NOW = datetime(2026, 11, 10, 12, tzinfo=UTC)
 
@@ -44,7 +45,7 @@ class NoneSeen:
 
 
 def make_pipeline() -> Pipeline:
-    doc = portfolio.generate(200, seed=3, creatives_per_campaign=5, now=NOW)
+    doc = synthetic.generate(200, seed=3, creatives_per_campaign=5, now=NOW)
     pf = portfolio.validate(doc)
     snapshot = ConfigSnapshot(
         advertisers=pf.advertisers,

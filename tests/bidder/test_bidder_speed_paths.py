@@ -23,13 +23,14 @@ from bidder.scoring import (
 )
 from bidder.targeting import RequestView
 from fleet import portfolio
-from fleet import vocabulary as vocab
 from fleet.config import Campaign, ConfigSnapshot, Creative
 from fleet.events import BidEvent
+from sim import portfolio as synthetic
+from sim import vocabulary as vocab
 
 
 def _snapshot() -> ConfigSnapshot:
-    pf = portfolio.validate(portfolio.generate(200, seed=3, creatives_per_campaign=5, now=NOW))
+    pf = portfolio.validate(synthetic.generate(200, seed=3, creatives_per_campaign=5, now=NOW))
     return ConfigSnapshot(
         advertisers=pf.advertisers,
         campaigns=pf.campaigns,

@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from fleet.errors import ConfigValidationError
-from fleet.portfolio import catch_all, generate, read_document, to_document, validate
+from fleet.portfolio import read_document, to_document, validate
+from sim.portfolio import catch_all, generate
 
 
 def _campaign(**overrides: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from bidder.service import BidderService
 from bidder.settings import BidderSettings
-from fleet.portfolio import catch_all
+from sim.portfolio import catch_all
 
 SIGNING_KEY = "integration-test-signing-key-0123456789"
 

@@ -24,7 +24,8 @@ from conftest_bidder import (
 from conftest_cache import proxy_process
 
 from fleet.pg import LocalPostgres
-from fleet.portfolio import catch_all, load_document
+from fleet.portfolio import load_document
+from sim.portfolio import catch_all
 
 
 def pg_settings(dsn: str, **env: str):  # type: ignore[no-untyped-def]
@@ -154,7 +155,13 @@ def test_a_postgres_restart_keeps_the_bidder_bidding(
             finally:
                 await conn.close()
             await wait_status(c, 204, timeout=15)  # the watcher reconnected and invalidated
-            text = (await c.request("GET", "/metrics")).body.decode()
+            # The spend reader reconnects on its own back-off (at most 5 s between tries).
+            deadline = time.monotonic() + 10
+            while True:
+                text = (await c.request("GET", "/metrics")).body.decode()
+                if metric(text, "bidder_postgres_up") == 1 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
             assert metric(text, "bidder_postgres_up") == 1
             await c.close()
 

@@ -18,7 +18,8 @@ import asyncpg
 from conftest_bidder import BidderProcess, banner_request, metric, post, write_catch_all
 from conftest_cache import proxy_process
 
-from fleet.portfolio import catch_all, load_document
+from fleet.portfolio import load_document
+from sim.portfolio import catch_all
 
 
 def get(url: str) -> str:

@@ -25,8 +25,9 @@ from bidder.metrics import BidderMetrics
 from fleet.bus import Subscriber
 from fleet.events import AuctionEvent, BidEvent, decode
 from fleet.frequency import counter_key
-from fleet.portfolio import catch_all, load_document
+from fleet.portfolio import load_document
 from fleet.processes import MemcachedProcess
+from sim.portfolio import catch_all
 
 IFA = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
 

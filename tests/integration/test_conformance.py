@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from conftest_bidder import BidderProcess
 
-from fleet.portfolio import catch_all, load_document
+from fleet.portfolio import load_document
+from sim.portfolio import catch_all
 
 REPO = Path(__file__).resolve().parents[2]
 REPLAY = REPO.parent / "shared" / "conformance" / "replay.py"

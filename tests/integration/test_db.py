@@ -12,7 +12,8 @@ import pytest
 from fleet.db import available_migrations, migrate
 from fleet.db.config_store import load_snapshot
 from fleet.errors import ConfigValidationError, DatabaseError
-from fleet.portfolio import generate, load_document
+from fleet.portfolio import load_document
+from sim.portfolio import generate
 
 
 async def test_migrate_is_idempotent_and_recorded(pg_dsn: str) -> None:

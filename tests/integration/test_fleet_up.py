@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleet.portfolio import generate
+from sim.portfolio import generate
 
 
 @pytest.fixture

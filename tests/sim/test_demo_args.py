@@ -46,3 +46,17 @@ def test_progress_line() -> None:
     line = demo.progress_line(p, SimSettings(), plans, 1000.0)
     assert "sim +01:36" in line and "401 req/s" in line and "bid 50.1 %" in line
     assert "win 25.0 %" in line and "spend 12.34 / plan 57.60 USD" in line
+
+
+def test_the_fleet_clock_reads_the_simulated_start_when_the_traffic_is_due() -> None:
+    settings = SimSettings(time_scale=576.0, clock_lead=10.0, sim_start="2026-06-01T00:00:00Z")
+    now = [1_000_000.0]
+    plan = demo.FleetClockPlan(settings, wall=lambda: now[0])
+    assert plan.clock is None  # made only when the launcher asks, just before the services
+    variables = plan()
+    clock = plan.clock
+    assert clock is not None
+    assert variables["RTBFLEET_CLOCK_SCALE"] == "576.0"
+    midnight = 1_780_272_000.0  # 2026-06-01T00:00:00Z
+    assert clock.wall_at(midnight) == now[0] + 10.0
+    assert clock.fleet_at(now[0] + 10.0 + 75.0) == midnight + 12 * 3600

@@ -9,8 +9,8 @@ from typing import Any
 
 from sim_helpers import START, make_traffic
 
-from fleet import vocabulary as vocab
 from sim import tcf
+from sim import vocabulary as vocab
 from sim.market import Market, MarketParams
 from sim.traffic import Schedule, SimRequest
 
