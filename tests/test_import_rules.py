@@ -34,11 +34,9 @@ LIBRARIES: dict[str, frozenset[str]] = {
     "cache": SERVICES,  # any service may use the cache tiers
     "pacing.gate": frozenset({"bidder"}),  # the bidder's spend gate, a pure library
 }
-# Known violations that another branch removes (the kernel no longer names services: service
-# registration moves `rtbfleet demo` to the simulator). Exact (importer, imported) pairs: delete
-# them when that branch is merged. An entry that matches no import any more fails the test, so
-# the list cannot go stale.
-KNOWN: frozenset[tuple[str, str]] = frozenset({("fleet.cli", "sim.demo")})
+# Known violations, let through as exact (importer, imported) pairs: none. An entry that matches
+# no import any more fails the test, so the list cannot go stale.
+KNOWN: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import json
 import random
+import re
 import typing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,8 +88,13 @@ def test_every_field_has_its_variable(cls: type[Any]) -> None:
         seen[variable] = f.name
 
 
-def _candidates(value: Any) -> list[str]:
-    """Other values a variable could take, as text: the first one that loads is used."""
+def _candidates(value: Any, help_text: str) -> list[str]:
+    """Other values a variable could take, as text: the first one that loads is used. The words
+    of a setting's help text come last (a choice such as "multiplicative or pi" names them)."""
+    return [*_generic_candidates(value), *re.findall(r"[a-z][a-z0-9_]*(?:://[^\s,\[\]]+)?", help_text)]
+
+
+def _generic_candidates(value: Any) -> list[str]:
     if isinstance(value, bool):
         return ["0" if value else "1"]
     if isinstance(value, int):
@@ -102,7 +108,8 @@ def _candidates(value: Any) -> list[str]:
             repr(value * 0.99),
         ]
     if isinstance(value, tuple):
-        return ["10.0.0.0/8,192.0.2.0/24", "a,b"]
+        fewer = [",".join(value[:-1])] if len(value) > 1 else []
+        return [*fewer, "10.0.0.0/8,192.0.2.0/24", "a,b", "x" * 32]
     text = str(value)
     return [
         text + "0",
@@ -126,7 +133,7 @@ def test_every_variable_reaches_its_field(cls: type[Any], tmp_path: Path) -> Non
             continue
         variable = f.metadata["env"]
         before = getattr(baseline, f.name)
-        for raw in _candidates(before):
+        for raw in _candidates(before, f.metadata.get("help", "")):
             if isinstance(before, Path) or f.name.endswith("_file"):
                 target = tmp_path / f"{f.name}.txt"
                 target.write_text("192.0.2.0/24\n" if "cidr" in f.name else "{}")
