@@ -91,14 +91,23 @@ def test_every_field_has_its_variable(cls: type[Any]) -> None:
 def _candidates(value: Any, help_text: str) -> list[str]:
     """Other values a variable could take, as text: the first one that loads is used. The words
     of a setting's help text come last (a choice such as "multiplicative or pi" names them)."""
-    return [*_generic_candidates(value), *re.findall(r"[a-z][a-z0-9_]*(?:://[^\s,\[\]]+)?", help_text)]
+    return [
+        *_generic_candidates(value),
+        *re.findall(r"[a-z][a-z0-9_]*(?:://[^\s,\[\]]+)?", help_text),
+    ]
 
 
 def _generic_candidates(value: Any) -> list[str]:
     if isinstance(value, bool):
         return ["0" if value else "1"]
     if isinstance(value, int):
-        return [str(value + 1), str(value * 2 + 1), str(max(value - 1, 0)), "1"]
+        return [
+            str(value + 1),
+            str(value * 2 + 1),
+            str(max(value - 1, 0)),
+            "1",
+            str(value + 10_000),
+        ]
     if isinstance(value, float):
         return [
             repr(value + 1.0),
