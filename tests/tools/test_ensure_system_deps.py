@@ -28,6 +28,7 @@ class Machine:
             (self.bin / tool).symlink_to(found)
         self.tool("id", f'[ "$1" = -u ] && echo {uid}')
         self.tool("cc", "exit 0")
+        self.tool("promtool", "exit 0")  # optional; a test takes it away
         if apt == "works":  # installing puts a memcached on the PATH
             self.tool(
                 "apt-get",
@@ -130,3 +131,18 @@ def test_make_run_still_needs_a_compiler(tmp_path: Path) -> None:
 def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
     result = Machine(tmp_path).run("deploy")
     assert result.returncode == 2 and "usage" in result.stderr
+
+
+@pytest.mark.parametrize("apt", ["works", "fails"])
+def test_missing_promtool_is_optional(tmp_path: Path, apt: str) -> None:
+    machine = Machine(tmp_path, uid=0, apt=apt)
+    machine.tool("memcached", "exit 0")
+    (machine.bin / "promtool").unlink()
+    result = machine.run("test")
+    assert result.returncode == 0, result.stderr
+    assert any(c.startswith("install -y") and c.endswith(" prometheus") for c in machine.apt_calls())
+    if apt == "fails":
+        assert result.stderr.startswith("rtbfleet: promtool is not installed")
+        assert result.stderr.count("\n") == 1
+    # make run does not need it
+    assert "promtool" not in machine.run("run").stderr
