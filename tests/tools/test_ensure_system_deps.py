@@ -140,7 +140,8 @@ def test_missing_promtool_is_optional(tmp_path: Path, apt: str) -> None:
     (machine.bin / "promtool").unlink()
     result = machine.run("test")
     assert result.returncode == 0, result.stderr
-    assert any(c.startswith("install -y") and c.endswith(" prometheus") for c in machine.apt_calls())
+    calls = machine.apt_calls()
+    assert any(c.startswith("install -y") and c.endswith(" prometheus") for c in calls)
     if apt == "fails":
         assert result.stderr.startswith("rtbfleet: promtool is not installed")
         assert result.stderr.count("\n") == 1
