@@ -1,7 +1,7 @@
 # The two commands: `make run` (the main job) and `make test`. Each sets itself up on first use:
 # first what the system must provide (scripts/ensure-system-deps: memcached, a C compiler,
-# Python 3.11+ with venv, installed with apt-get when missing and possible, else one line saying
-# what to install), then the virtualenv and the Cython build.
+# Python 3.11+ with venv and headers, installed with apt-get when missing and possible, else
+# one line saying what to install), then the virtualenv and the Cython build.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

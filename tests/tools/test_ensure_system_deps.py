@@ -44,10 +44,10 @@ class Machine:
         path.write_text(f"#!/bin/sh\n{body}\n")
         path.chmod(0o755)
 
-    def run(self, mode: str) -> subprocess.CompletedProcess[str]:
+    def run(self, mode: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
         env = {
             "PATH": str(self.bin),
-            "PYTHON": sys.executable,
+            "PYTHON": python,
             "HOME": os.environ.get("HOME", "/"),
             "TMPDIR": str(self.bin.parent),
         }
@@ -126,6 +126,17 @@ def test_make_run_still_needs_a_compiler(tmp_path: Path) -> None:
     assert result.returncode == 1
     (line,) = result.stderr.splitlines()
     assert "gcc" in line
+
+
+def test_a_python_without_headers_needs_python3_dev(tmp_path: Path) -> None:
+    machine = Machine(tmp_path, uid=1000)
+    machine.tool("memcached", "exit 0")
+    # A Python whose include directory lacks Python.h (Debian's without python3-dev).
+    machine.tool("python3", 'case "$2" in *Python.h*) exit 1;; esac\nexit 0')
+    result = machine.run("test", python=str(machine.bin / "python3"))
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert "install python3-dev" in line
 
 
 def test_an_unknown_mode_is_refused(tmp_path: Path) -> None:
