@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import gzip
-import importlib
 import json
 import os
 import random
@@ -39,6 +38,9 @@ from bidder.pipeline import Pipeline
 from bidder.pricing import LogNormalMarket
 from bidder.scoring import PriorModel
 from fleet.config import Campaign, ConfigSnapshot
+from fleet.portfolio import validate
+from sim.portfolio import catch_all
+from sim.vocabulary import FX_PER_USD_MICROS
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO.parent / "shared" / "conformance" / "requests.jsonl.gz"
@@ -93,25 +95,6 @@ MAY_REFUSE_BLANK = frozenset(
 )
 
 
-def _portfolio() -> Any:
-    """The catch-all portfolio's module: the simulator's, or the kernel's before it moved."""
-    for name in ("sim.portfolio", "fleet.portfolio"):
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-    raise RuntimeError("no portfolio module")
-
-
-def _vocabulary() -> Any:
-    for name in ("sim.vocabulary", "fleet.vocabulary"):
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-    raise RuntimeError("no vocabulary module")
-
-
 class _AllowAll:
     def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool:
         return True
@@ -123,13 +106,12 @@ class _NeverSeen:
 
 
 def _pipeline() -> Pipeline:
-    portfolio = _portfolio()
-    pf = portfolio.validate(portfolio.catch_all())
+    pf = validate(catch_all())
     snapshot = ConfigSnapshot(
         advertisers=pf.advertisers,
         campaigns=pf.campaigns,
         version=1,
-        fx_per_usd_micros=dict(_vocabulary().FX_PER_USD_MICROS),
+        fx_per_usd_micros=dict(FX_PER_USD_MICROS),
     )
     pipeline = Pipeline(
         PipelineSettings(signing_key=b"corpus-signing-key-0123456789abcdef"),
