@@ -2,7 +2,8 @@
 
     decode -> deadline -> traffic filters -> privacy -> candidates (targeting index)
       -> per candidate: deal floor, max price, frequency caps, creative (Thompson sampling)
-      -> score (one batch per imp) -> price -> pacing gate -> internal auction -> response
+      -> bound, score, price and pacing gate, only as far as the internal auction needs
+       (bidder.race) -> response
 
 ``Pipeline.handle`` never raises and never answers after the deadline: past it the answer is a
 no-bid with outcome "late" (which the service does not send). Only L1 data is read on this path:
@@ -25,7 +26,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, Protocol
 
-from bidder import auction, response
+import numpy as np
+import numpy.typing as npt
+
+from bidder import response
 from bidder.auction import Offer
 from bidder.creative import CreativePerformance, NoPerformance, choose_creative_index
 from bidder.errors import BadRequest, InvalidRequest
@@ -34,9 +38,11 @@ from bidder.offers import MAX_MICROS, Chosen, OfferRow, Segment, price_offers, s
 from bidder.openrtb import BidRequest, Imp, decode_request
 from bidder.pricing import MarketPriceModel, Shader, floor_micros, market_params
 from bidder.privacy import ConsentCache, Privacy, decide
+from bidder.race import exponentials, race
 from bidder.response import Answer, BidSummary
-from bidder.scorer import PositionScorer, position_scorer
+from bidder.scorer import PositionScorer, PositionTables, position_scorer
 from bidder.scoring import (
+    HashedLinearModel,
     Model,
     cross_prefixes,
     cross_suffixes,
@@ -44,9 +50,10 @@ from bidder.scoring import (
     predict_crossed,
     request_features,
     static_features,
+    values_cpm_micros,
 )
 from bidder.targeting import Candidate, RequestView, TargetingIndex, request_view
-from fleet.config import Campaign, ConfigSnapshot, Creative
+from fleet.config import Campaign, ConfigSnapshot, Creative, GoalType
 from fleet.events import AnyEvent, AuctionEvent
 from fleet.signing import Signer
 
@@ -113,9 +120,11 @@ class PipelineSettings:
     notice_ttl_s: int = 86400
     nobid_body: bool = False  # False: 204 without a body; True: 200 with {"id", "nbr"}
     use_nurl: bool = False  # adm inline (default) or nurl-only (the tracker serves the markup)
-    # Candidates of an imp priced and offered to the internal auction, best value first
-    # (0: all, the exact auction); see Pipeline._offers.
-    max_priced_per_imp: int = 16
+    # A safety net: candidates of an imp priced at most before the internal auction draws
+    # among those priced (0: no cap). The race (bidder.race) usually stops long before.
+    max_priced_per_imp: int = 64
+    # False: price every candidate, the reference the early stop is tested against.
+    early_stop: bool = True
 
     def validate(self) -> None:
         if len(self.signing_key) < 16:
@@ -149,21 +158,37 @@ class _Context:
         return self.clock() >= self.deadline
 
 
+# goal types as codes, for the value bounds computed over arrays
+_GOAL_CODES: Final = {"CPM": 0, "CPC": 1, "CPI": 2, "CPA": 2}
+_GOAL_NAMES: Final[tuple[GoalType, ...]] = ("CPM", "CPC", "CPI")  # CPI and CPA: the same value
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    """A snapshot made ready for the bid path: the index and, by creative position, the
-    static features and cross prefixes."""
+    """A snapshot made ready for the bid path: the index and, by creative position, its
+    campaign's goal (code and price in the bidding currency) and the hashed feature tables."""
 
     index: TargetingIndex
-    statics: list[tuple[str, ...]]
-    prefixes: list[tuple[str, ...]]
+    goal_codes: npt.NDArray[np.int8]
+    goal_prices: npt.NDArray[np.int64]
+    tables: PositionTables | None  # hashed with the model's seed, for hashed linear models
     scorer: PositionScorer | None  # for the pipeline's model, when it is a hashed linear one
 
 
 class _ImpOffers:
     """The priced candidates of one imp, column by column; an Offer is built for winners only."""
 
-    __slots__ = ("campaign_ids", "compiled", "imp", "rows", "shared", "suffixes", "weights")
+    __slots__ = (
+        "campaign_ids",
+        "compiled",
+        "imp",
+        "priced",
+        "rows",
+        "shared",
+        "suffixes",
+        "weights",
+        "winner",
+    )
 
     def __init__(self, imp: Imp, compiled: _Compiled) -> None:
         self.imp = imp
@@ -173,6 +198,8 @@ class _ImpOffers:
         self.rows: list[OfferRow] = []  # in the order of the two columns above
         self.shared: list[str] = []
         self.suffixes: tuple[str, ...] = ()
+        self.winner: int | None = None  # the row that won the internal auction
+        self.priced = 0  # candidates priced
 
     def offer(self, k: int) -> Offer:
         cand, pos, floor, auction_type, value, bid, p_win, p_click, p_install, segment = self.rows[
@@ -196,8 +223,9 @@ class _ImpOffers:
 
     def features(self, k: int) -> list[str]:
         """What the k-th offer was scored on: shared, static, then the crosses."""
-        pos = self.rows[k][1]
-        static, prefixes = self.compiled.statics[pos], self.compiled.prefixes[pos]
+        cand, pos = self.rows[k][0], self.rows[k][1]
+        campaign, creative = cand.entry.campaign, self.compiled.index.creatives[pos]
+        static, prefixes = static_features(campaign, creative), cross_prefixes(campaign, creative)
         crossed = [p + x for p, x in zip(prefixes, self.suffixes, strict=True)]
         return [*self.shared, *static, *crossed]
 
@@ -237,28 +265,45 @@ class Pipeline:
         self._signer = Signer(settings.signing_key)
         self._bids: dict[str, tuple[str, int, int]] = {}  # txid -> (segment, bid, auction type)
         self._last_error_log = float("-inf")
+        self.capped_imps = 0  # imps whose race max_priced_per_imp stopped (a counter)
 
     # -- configuration (off the hot path) -------------------------------------------------------
 
     def set_snapshot(self, snapshot: ConfigSnapshot) -> None:
         """Build the targeting index (and feature tables) for ``snapshot``, then swap it in."""
-        index = TargetingIndex(snapshot, self.settings.currency)
-        statics: list[tuple[str, ...]] = []
-        prefixes: list[tuple[str, ...]] = []
+        self.set_index(TargetingIndex(snapshot, self.settings.currency))
+
+    def set_index(self, index: TargetingIndex) -> None:
+        """Swap in an index built (or updated) elsewhere, with its feature tables."""
+        codes, prices = [], []
         for e in index.entries:
-            for cr in e.creatives:
-                statics.append(static_features(e.campaign, cr))
-                prefixes.append(cross_prefixes(e.campaign, cr))
+            k = len(e.creatives)
+            codes += [_GOAL_CODES.get(e.campaign.goal_type, 2)] * k
+            prices += [e.goal_price_micros] * k
+        goal_codes = np.asarray(codes, dtype=np.int8)
+        goal_prices = np.asarray(prices, dtype=np.int64)
+        model = self._model
+        tables = _tables(index, model.seed) if isinstance(model, HashedLinearModel) else None
         with self._swap:  # the scorer and the model it scores with change together
-            scorer = position_scorer(self._model, statics, prefixes)
-            self._compiled = _Compiled(index, statics, prefixes, scorer)
+            if self._model is not model:  # set_model ran meanwhile: hash for its seed
+                model = self._model
+                tables = (
+                    _tables(index, model.seed) if isinstance(model, HashedLinearModel) else None
+                )
+            scorer = position_scorer(model, tables)
+            self._compiled = _Compiled(index, goal_codes, goal_prices, tables, scorer)
 
     def set_model(self, model: Model) -> None:
         with self._swap:
             compiled = self._compiled
             if compiled is not None:
-                scorer = position_scorer(model, compiled.statics, compiled.prefixes)
-                self._compiled = dataclasses.replace(compiled, scorer=scorer)
+                tables = compiled.tables
+                if isinstance(model, HashedLinearModel) and (
+                    tables is None or tables.seed != model.seed
+                ):
+                    tables = _tables(compiled.index, model.seed)
+                scorer = position_scorer(model, tables)
+                self._compiled = dataclasses.replace(compiled, tables=tables, scorer=scorer)
             self._model = model
 
     @property
@@ -367,7 +412,8 @@ class Pipeline:
         ctx.user_key = _user_key(req, exchange) if ctx.privacy.user_key else None
         request_mask = index.request_mask(ctx.view, wallclock)
         creative_mask = index.all_creatives & ~index.blocked_creatives(req)
-        per_imp: list[_ImpOffers] = []
+        winners: list[Offer] = []
+        won: set[int] = set()  # a campaign wins at most one imp of a request
         for imp in req.imp:
             if ctx.late():
                 return self._no_bid(ctx, "deadline", arrival)
@@ -378,11 +424,13 @@ class Pipeline:
             candidates = index.candidates(imp, request_mask, creative_mask, s.seat)
             ctx.candidates += len(candidates)
             if candidates:
-                per_imp.append(self._offers(ctx, compiled, imp, floor, candidates, len(per_imp)))
+                offers = self._offers(ctx, compiled, imp, floor, candidates, won)
+                if offers.winner is not None:
+                    offer = offers.offer(offers.winner)
+                    won.add(offer.entry.campaign.id)
+                    winners.append(offer)
         if ctx.late():
             return self._no_bid(ctx, "deadline", arrival)
-        choices = auction.run([(o.campaign_ids, o.weights) for o in per_imp], self._rng)
-        winners = [o.offer(k) for o, k in zip(per_imp, choices, strict=True) if k is not None]
         if not winners:
             return self._no_bid(ctx, _drop_reason(ctx), arrival)
         answer = self._bid_answer(ctx, winners, arrival)
@@ -399,8 +447,11 @@ class Pipeline:
         imp: Imp,
         imp_floor: int,
         candidates: list[Candidate],
-        imp_number: int = 0,
+        won: set[int],
     ) -> _ImpOffers:
+        """The imp's priced offers and the winner of its internal auction (``bidder.race``):
+        candidates are bounded first, scored and priced only while they can still win, so
+        the winner (and the RNG's state) is the one of pricing every candidate."""
         s, drops = self.settings, ctx.drops
         out = _ImpOffers(imp, compiled)
         chosen = Chosen()
@@ -414,49 +465,120 @@ class Pipeline:
             drops,
             chosen,
         )
-        if not chosen.candidates:
+        n = len(chosen.candidates)
+        if not n:
             return out
+        exps = exponentials(self._rng.getrandbits(64), n)  # the draw's one random number
         view = ctx.view
         shared = request_features(view, imp)
         suffixes = cross_suffixes(view, inventory_key(view))
-        if compiled.scorer is not None:
-            predictions = compiled.scorer.predict(shared, chosen.positions, suffixes)
-        else:
-            statics, prefixes = compiled.statics, compiled.prefixes
-            predictions = predict_crossed(
-                self._model,
-                shared,
-                [statics[pos] for pos in chosen.positions],
-                [prefixes[pos] for pos in chosen.positions],
-                suffixes,
-            )
+        out.shared, out.suffixes = shared, suffixes
+        positions = np.asarray(chosen.positions, dtype=np.intp)
+        # a surviving bid is at least its floor, the minimum bid and 1 micro
+        lows = np.maximum(np.asarray(chosen.floors, dtype=np.int64), max(s.min_bid_cpm_micros, 1))
+        goal_codes = compiled.goal_codes[positions]
+        goal_prices = compiled.goal_prices[positions]
+        predictions: dict[int, tuple[float, float]] = {}
+        scorer = compiled.scorer
+
+        def predict(js: list[int]) -> None:
+            missing = [j for j in js if j not in predictions]
+            if not missing:
+                return
+            if scorer is not None:
+                got = scorer.score(z0, positions[missing], list(suffixes)).tolist()
+            else:
+                got = self._predict(compiled, chosen, missing, shared, suffixes)
+            for j, (pc, pi) in zip(missing, got, strict=True):
+                predictions[j] = (pc, pi)
+
+        def refine(js: list[int]) -> list[float]:
+            """Weight bounds from the exact values: value - the lowest surviving bid."""
+            predict(js)
+            goals = [(_GOAL_NAMES[goal_codes[j]], int(goal_prices[j])) for j in js]
+            values = values_cpm_micros(goals, [predictions[j] for j in js])
+            return [float(max(v - int(lows[j]), 0)) for v, j in zip(values, js, strict=True)]
+
+        if scorer is not None:
+            z0 = scorer.shared_sum(shared)
+            bounds = _weight_bounds(goal_codes, goal_prices, scorer.bound(z0, positions), lows)
+            refiner = refine
+        else:  # no bounds of the rates: every candidate scored, bounds from exact values
+            z0 = (0.0, 0.0)
+            bounds = np.asarray(refine(list(range(n))), dtype=np.float64)
+            refiner = None
         market = self._market
+        row_of: dict[int, int] = {}  # candidate -> its row in ``out``
+        slot_of = {id(c): j for j, c in enumerate(chosen.candidates)}
 
         def segment_of(auction_type: int) -> Segment:
             name = market_segment(view, imp, auction_type)
             return name, market_params(market, name)
 
-        # Earlier imps of the request may take one campaign each, hence ``+ imp_number``.
-        # With no survivor every candidate is priced, so no-bid reasons are unchanged.
-        cap = s.max_priced_per_imp
-        price_offers(
-            chosen,
-            predictions,
-            segment_of,
-            cap + imp_number if cap > 0 else len(chosen.candidates),
-            s.margin,
-            s.min_bid_cpm_micros,
-            market,
-            self._shader,
-            self._gate.allow,
-            ctx.wallclock,
-            drops,
-            out.campaign_ids,
-            out.weights,
-            out.rows,
+        def price(js: list[int]) -> list[float | None]:
+            predict(js)
+            some = Chosen()
+            for j in js:
+                some.candidates.append(chosen.candidates[j])
+                some.positions.append(chosen.positions[j])
+                some.floors.append(chosen.floors[j])
+                some.auction_types.append(chosen.auction_types[j])
+            first = len(out.rows)
+            price_offers(
+                some,
+                [predictions[j] for j in js],
+                segment_of,
+                len(js),
+                s.margin,
+                s.min_bid_cpm_micros,
+                market,
+                self._shader,
+                self._gate.allow,
+                ctx.wallclock,
+                drops,
+                out.campaign_ids,
+                out.weights,
+                out.rows,
+            )
+            weights: dict[int, float] = {}
+            for r in range(first, len(out.rows)):
+                j = slot_of[id(out.rows[r][0])]
+                row_of[j] = r
+                weights[j] = out.weights[r]
+            return [weights.get(j) for j in js]
+
+        result = race(
+            exps,
+            bounds,
+            price,
+            refine=refiner,
+            excluded=lambda j: chosen.candidates[j].entry.campaign.id in won,
+            limit=s.max_priced_per_imp,
+            early=s.early_stop,
         )
-        out.shared, out.suffixes = shared, suffixes
+        out.priced = result.priced
+        if result.capped:
+            self.capped_imps += 1
+        if result.winner is not None:
+            out.winner = row_of[result.winner]
         return out
+
+    def _predict(
+        self,
+        compiled: _Compiled,
+        chosen: Chosen,
+        js: list[int],
+        shared: list[str],
+        suffixes: tuple[str, ...],
+    ) -> list[tuple[float, float]]:
+        """Predictions of a model without a position scorer, from feature strings."""
+        creatives = compiled.index.creatives
+        statics, prefixes = [], []
+        for j in js:
+            campaign, creative = chosen.candidates[j].entry.campaign, creatives[chosen.positions[j]]
+            statics.append(static_features(campaign, creative))
+            prefixes.append(cross_prefixes(campaign, creative))
+        return predict_crossed(self._model, shared, statics, prefixes, suffixes)
 
     def _floor(self, bidfloor: float, currency: str, fx: dict[str, int]) -> int | None:
         """An imp's or a deal's floor in the bidding currency (None: unknown currency), at most
@@ -601,6 +723,34 @@ class Pipeline:
             app_bundle=view.app_bundle,
             site_domain=view.site_domain,
         )
+
+
+def _tables(index: TargetingIndex, seed: int) -> PositionTables:
+    """The index's positions hashed for scoring (the strings are not kept)."""
+    statics: list[tuple[str, ...]] = []
+    prefixes: list[tuple[str, ...]] = []
+    for e in index.entries:
+        for cr in e.creatives:
+            statics.append(static_features(e.campaign, cr))
+            prefixes.append(cross_prefixes(e.campaign, cr))
+    return PositionTables(statics, prefixes, seed)
+
+
+def _weight_bounds(
+    goal_codes: npt.NDArray[np.int8],
+    goal_prices: npt.NDArray[np.int64],
+    rates: npt.NDArray[np.float64],
+    lows: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]:
+    """Upper bounds of the auction weights, from upper bounds of (p_click, p_install): the
+    value ``bidder.scoring.value_cpm_micros`` computes from those (the same float operations,
+    monotone in the rates) + 1, less the lowest surviving bid; 0 when not positive."""
+    p_click = rates[:, 0]
+    p = np.where(goal_codes == 1, p_click, p_click * rates[:, 1])
+    scaled = goal_prices.astype(np.float64) * np.minimum(p, 1.0) * 1000.0
+    values = np.where(goal_codes == 0, goal_prices, scaled.astype(np.int64) + 1)
+    bounds: npt.NDArray[np.float64] = np.maximum(values - lows, 0).astype(np.float64)
+    return bounds
 
 
 def market_segment(view: RequestView, imp: Imp, auction_type: int) -> str:

@@ -98,9 +98,10 @@ class BidderSettings:
         0.2, "RTBFLEET_BIDDER_MARGIN", "second price: bid = value x (1 - margin)", fraction
     )
     max_priced_per_imp: int = setting(
-        16,
+        64,
         "RTBFLEET_BIDDER_MAX_PRICED_PER_IMP",
-        "candidates fully priced per impression, most valuable first (0: all)",
+        "safety net: candidates priced per impression at most before the internal auction "
+        "draws among them (0: no cap; the race usually stops long before)",
         non_negative,
     )
     min_bid_cpm_micros: int = setting(
