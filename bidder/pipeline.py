@@ -509,7 +509,6 @@ class Pipeline:
             refiner = None
         market = self._market
         row_of: dict[int, int] = {}  # candidate -> its row in ``out``
-        slot_of = {id(c): j for j, c in enumerate(chosen.candidates)}
 
         def segment_of(auction_type: int) -> Segment:
             name = market_segment(view, imp, auction_type)
@@ -524,6 +523,7 @@ class Pipeline:
                 some.floors.append(chosen.floors[j])
                 some.auction_types.append(chosen.auction_types[j])
             first = len(out.rows)
+            slot_of = {id(chosen.candidates[j]): j for j in js}  # rows come in value order
             price_offers(
                 some,
                 [predictions[j] for j in js],

@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
+
 from bidder.filters import domain_and_parents, normalize_domain
 from bidder.openrtb import BidRequest, Deal, Format, Imp
 from fleet.config import Campaign, ConfigSnapshot, Creative
@@ -183,6 +185,16 @@ def _bits(mask: int) -> Iterable[int]:
         low = mask & -mask
         yield low.bit_length() - 1
         mask ^= low
+
+
+def _indices(mask: int) -> list[int]:
+    """The set bits of a mask, in increasing order: linear in its length (a loop of
+    ``mask & -mask`` costs the length per bit, which at 20,000 campaigns is milliseconds)."""
+    if not mask:
+        return []
+    raw = np.frombuffer(mask.to_bytes((mask.bit_length() + 7) // 8, "little"), dtype=np.uint8)
+    found: list[int] = np.flatnonzero(np.unpackbits(raw, bitorder="little")).tolist()
+    return found
 
 
 def _epoch(moment: datetime | None, tz: ZoneInfo) -> float | None:
@@ -504,14 +516,7 @@ class TargetingIndex:
             key = (m, creative_ok)
             known = self._no_deal_candidates.get(key)
             if known is None:
-                entries = self.entries
-                known = []
-                while m:
-                    low = m & -m
-                    m ^= low
-                    i = low.bit_length() - 1
-                    if not entries[i].deal_ids:
-                        known.append(no_deal[i])
+                known = [no_deal[i] for i in _indices(m & self.no_deal)]
                 memo = self._no_deal_candidates
                 if len(memo) >= _CANDIDATES_MEMO:
                     memo.clear()
@@ -519,10 +524,7 @@ class TargetingIndex:
             return list(known)
         out: list[Candidate] = []
         entries = self.entries
-        while m:
-            low = m & -m
-            m ^= low
-            i = low.bit_length() - 1
+        for i in _indices(m):
             e = entries[i]
             if not e.deal_ids:
                 out.append(no_deal[i])
