@@ -34,6 +34,7 @@ from bidder.auction import Offer
 from bidder.creative import CreativePerformance, NoPerformance, choose_creative_index
 from bidder.errors import BadRequest, InvalidRequest
 from bidder.filters import DEFAULT_CRAWLER_PATTERNS, Nbr, TrafficFilter
+from bidder.index_update import apply_changes
 from bidder.offers import MAX_MICROS, Chosen, OfferRow, Segment, price_offers, select
 from bidder.openrtb import BidRequest, Imp, decode_request
 from bidder.pricing import MarketPriceModel, Shader, floor_micros, market_params
@@ -266,30 +267,61 @@ class Pipeline:
         self._bids: dict[str, tuple[str, int, int]] = {}  # txid -> (segment, bid, auction type)
         self._last_error_log = float("-inf")
         self.capped_imps = 0  # imps whose race max_priced_per_imp stopped (a counter)
+        self._campaigns: dict[int, Campaign] = {}  # those of the snapshot bid on
 
     # -- configuration (off the hot path) -------------------------------------------------------
 
-    def set_snapshot(self, snapshot: ConfigSnapshot) -> None:
-        """Build the targeting index (and feature tables) for ``snapshot``, then swap it in."""
-        self.set_index(TargetingIndex(snapshot, self.settings.currency))
+    def set_snapshot(self, snapshot: ConfigSnapshot) -> bool:
+        """Make ``snapshot`` the one bid on: the index (and feature tables) updated from the
+        current one when few campaigns changed (``bidder.index_update``), else built anew;
+        then swapped in. True when it was incremental."""
+        old = self._compiled
+        index = apply_changes(old.index, self._campaigns, snapshot) if old is not None else None
+        if index is None:
+            index, old = TargetingIndex(snapshot, self.settings.currency), None
+        self._set_index(index, old)
+        self._campaigns = {c.id: c for c in snapshot.campaigns}
+        return old is not None
 
-    def set_index(self, index: TargetingIndex) -> None:
-        """Swap in an index built (or updated) elsewhere, with its feature tables."""
+    def _set_index(self, index: TargetingIndex, old: _Compiled | None) -> None:
+        """Swap in ``index`` with its per-position arrays and feature tables: those of the
+        positions of ``old`` kept, the positions after them added."""
+        start = len(old.index.creatives) if old is not None else 0
         codes, prices = [], []
+        statics: list[tuple[str, ...]] = []
+        prefixes: list[tuple[str, ...]] = []
         for e in index.entries:
+            if e.first_creative < start:
+                continue
             k = len(e.creatives)
             codes += [_GOAL_CODES.get(e.campaign.goal_type, 2)] * k
             prices += [e.goal_price_micros] * k
+            for cr in e.creatives:
+                statics.append(static_features(e.campaign, cr))
+                prefixes.append(cross_prefixes(e.campaign, cr))
         goal_codes = np.asarray(codes, dtype=np.int8)
         goal_prices = np.asarray(prices, dtype=np.int64)
+        old_tables = None
+        if old is not None:
+            goal_codes = np.concatenate([old.goal_codes, goal_codes])
+            goal_prices = np.concatenate([old.goal_prices, goal_prices])
+            old_tables = old.tables
+
+        def tables_for(model: Model) -> PositionTables | None:
+            if not isinstance(model, HashedLinearModel):
+                return None
+            if old_tables is not None and old_tables.seed == model.seed:
+                return old_tables.extended(statics, prefixes)
+            if old is None:
+                return PositionTables(statics, prefixes, model.seed)
+            return _tables(index, model.seed)
+
         model = self._model
-        tables = _tables(index, model.seed) if isinstance(model, HashedLinearModel) else None
+        tables = tables_for(model)
         with self._swap:  # the scorer and the model it scores with change together
-            if self._model is not model:  # set_model ran meanwhile: hash for its seed
+            if self._model is not model:  # set_model ran meanwhile
                 model = self._model
-                tables = (
-                    _tables(index, model.seed) if isinstance(model, HashedLinearModel) else None
-                )
+                tables = tables_for(model)
             scorer = position_scorer(model, tables)
             self._compiled = _Compiled(index, goal_codes, goal_prices, tables, scorer)
 

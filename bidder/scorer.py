@@ -204,6 +204,20 @@ class PositionTables:
     def __len__(self) -> int:
         return int(self.hashes.shape[0])
 
+    def extended(
+        self, statics: Sequence[tuple[str, ...]], prefixes: Sequence[tuple[str, ...]]
+    ) -> PositionTables:
+        """New tables with these positions after the existing ones (this one is unchanged)."""
+        more = PositionTables(statics, prefixes, self.seed)
+        if not len(self):
+            return more
+        if not len(more):
+            return self
+        out = PositionTables([], [], self.seed)
+        out.hashes = np.concatenate([self.hashes, more.hashes])
+        out.states = np.concatenate([self.states, more.states])
+        return out
+
     @property
     def nbytes(self) -> int:
         return int(self.hashes.nbytes + self.states.nbytes)

@@ -229,43 +229,17 @@ class TargetingIndex:
         self.fx = dict(snapshot.fx_per_usd_micros)
         self.fx.setdefault(USD, 1_000_000)
         self.skipped: list[tuple[int, str]] = []  # (campaign id, why) not indexed
-        inactive_adv = {a.id for a in snapshot.advertisers if a.status != "active"}
+        self.inactive_advertisers = {a.id for a in snapshot.advertisers if a.status != "active"}
         entries: list[Entry] = []
         creatives: list[Creative] = []
         for c in snapshot.campaigns:
-            if c.status != "active" or c.advertiser_id in inactive_adv:
-                continue
-            active = tuple(cr for cr in c.creatives if cr.status == "active")
-            if not active:
-                self.skipped.append((c.id, "no active creative"))
-                continue
-            if c.currency not in self.fx or currency not in self.fx:
-                self.skipped.append((c.id, f"no exchange rate for {c.currency}"))
-                continue
-            num, den = self.fx[currency], self.fx[c.currency]
-            max_bid, goal_price = (
-                c.max_bid_cpm_micros * num // den,
-                c.goal_price_micros * num // den,
-            )
-            if not (0 <= max_bid <= MAX_CAMPAIGN_MICROS and 0 <= goal_price <= MAX_CAMPAIGN_MICROS):
-                self.skipped.append((c.id, "maximum bid or goal price out of range"))
-                continue
-            entries.append(
-                Entry(
-                    index=len(entries),
-                    campaign=c,
-                    creatives=active,
-                    first_creative=len(creatives),
-                    max_bid_micros=max_bid,
-                    goal_price_micros=goal_price,
-                    fx_num=den,
-                    fx_den=num,
-                    deal_ids=frozenset(c.targeting.deal_ids),
-                    run_mask=(1 << len(active)) - 1,
-                )
-            )
-            creatives.extend(active)
+            e = self._entry(c, len(entries), len(creatives))
+            if e is not None:
+                entries.append(e)
+                creatives.extend(e.creatives)
         self.entries = entries
+        self.by_id = {e.campaign.id: e.index for e in entries}  # live entries only
+        self.dead_creatives = 0  # positions left behind by incremental updates
         self.creatives = creatives
         self.all_campaigns = (1 << len(entries)) - 1
         self.all_creatives = (1 << len(creatives)) - 1
@@ -283,6 +257,36 @@ class TargetingIndex:
 
     # -- build ----------------------------------------------------------------------------------
 
+    def _entry(self, c: Campaign, index: int, first_creative: int) -> Entry | None:
+        """The campaign's entry, or None when it does not bid (why, in ``skipped``)."""
+        if c.status != "active" or c.advertiser_id in self.inactive_advertisers:
+            return None
+        active = tuple(cr for cr in c.creatives if cr.status == "active")
+        if not active:
+            self.skipped.append((c.id, "no active creative"))
+            return None
+        currency = self.currency
+        if c.currency not in self.fx or currency not in self.fx:
+            self.skipped.append((c.id, f"no exchange rate for {c.currency}"))
+            return None
+        num, den = self.fx[currency], self.fx[c.currency]
+        max_bid, goal_price = c.max_bid_cpm_micros * num // den, c.goal_price_micros * num // den
+        if not (0 <= max_bid <= MAX_CAMPAIGN_MICROS and 0 <= goal_price <= MAX_CAMPAIGN_MICROS):
+            self.skipped.append((c.id, "maximum bid or goal price out of range"))
+            return None
+        return Entry(
+            index=index,
+            campaign=c,
+            creatives=active,
+            first_creative=first_creative,
+            max_bid_micros=max_bid,
+            goal_price_micros=goal_price,
+            fx_num=den,
+            fx_den=num,
+            deal_ids=frozenset(c.targeting.deal_ids),
+            run_mask=(1 << len(active)) - 1,
+        )
+
     def _build_campaign_masks(self) -> None:
         self.country, self.os, self.device_type = _Masks(), _Masks(), _Masks()
         self.app_allow, self.site_allow = _Masks(), _Masks()
@@ -295,52 +299,65 @@ class TargetingIndex:
         self._boundaries: list[float] = []
         self.with_caps = 0
         for e in self.entries:
-            bit = 1 << e.index
-            t = e.campaign.targeting
-            for attr, masks, values in (
-                ("open_country", self.country, [v.upper() for v in t.countries]),
-                ("open_os", self.os, [normalize_os(v) for v in t.os]),
-                ("open_device_type", self.device_type, [str(v) for v in t.device_types]),
-                ("open_category", self.category, list(t.categories)),
-                ("open_size", self.size, list(t.sizes)),
-                ("open_segment", self.segment, list(t.segments)),
-                ("no_deal", self.deal, list(t.deal_ids)),
-            ):
-                if values:
-                    for v in values:
-                        masks.add(v, bit)
-                else:
-                    setattr(self, attr, getattr(self, attr) | bit)
-            if t.apps_allowed or t.sites_allowed:
-                for v in t.apps_allowed:
-                    self.app_allow.add(v, bit)
-                for v in t.sites_allowed:
-                    self.site_allow.add(normalize_domain(v), bit)
-            else:
-                self.open_inventory |= bit
-            for v in t.apps_blocked:
-                self.app_block.add(v, bit)
-            for v in t.sites_blocked:
-                self.site_block.add(normalize_domain(v), bit)
-            if e.campaign.frequency_caps:
-                self.with_caps |= bit
-            try:
-                tz = ZoneInfo(e.campaign.timezone or "UTC")
-            except (ZoneInfoNotFoundError, ValueError):
-                tz = ZoneInfo("UTC")
-            _, per_hour = self._zones.setdefault(tz.key, (tz, [0] * 168))
-            for h in t.hours_of_week or range(168):
-                if 0 <= h < 168:
-                    per_hour[h] |= bit
-            start = _epoch(e.campaign.flight_start, tz)
-            end = _epoch(e.campaign.flight_end, tz)
-            if start is not None or end is not None:
-                self._flights.append((bit, start, end))
-                self._boundaries += [x for x in (start, end) if x is not None]
+            self._campaign_bits(e, True)
         self._boundaries.sort()
         self.always_live = self.all_campaigns
         for bit, _, _ in self._flights:
             self.always_live &= ~bit
+
+    def _campaign_bits(self, e: Entry, on: bool) -> None:
+        """Set (or clear) the campaign's bit in every mask its targeting names; flights are
+        appended when set (the caller sorts the boundaries), removed when cleared."""
+        bit = 1 << e.index
+        t = e.campaign.targeting
+
+        def put(masks: _Masks, key: str) -> None:
+            masks.by[key] = masks.by.get(key, 0) | bit if on else masks.by.get(key, 0) & ~bit
+
+        for attr, masks, values in (
+            ("open_country", self.country, [v.upper() for v in t.countries]),
+            ("open_os", self.os, [normalize_os(v) for v in t.os]),
+            ("open_device_type", self.device_type, [str(v) for v in t.device_types]),
+            ("open_category", self.category, list(t.categories)),
+            ("open_size", self.size, list(t.sizes)),
+            ("open_segment", self.segment, list(t.segments)),
+            ("no_deal", self.deal, list(t.deal_ids)),
+        ):
+            if values:
+                for v in values:
+                    put(masks, v)
+            else:
+                old = getattr(self, attr)
+                setattr(self, attr, old | bit if on else old & ~bit)
+        if t.apps_allowed or t.sites_allowed:
+            for v in t.apps_allowed:
+                put(self.app_allow, v)
+            for v in t.sites_allowed:
+                put(self.site_allow, normalize_domain(v))
+        else:
+            self.open_inventory = self.open_inventory | bit if on else self.open_inventory & ~bit
+        for v in t.apps_blocked:
+            put(self.app_block, v)
+        for v in t.sites_blocked:
+            put(self.site_block, normalize_domain(v))
+        if e.campaign.frequency_caps:
+            self.with_caps = self.with_caps | bit if on else self.with_caps & ~bit
+        try:
+            tz = ZoneInfo(e.campaign.timezone or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            tz = ZoneInfo("UTC")
+        _, per_hour = self._zones.setdefault(tz.key, (tz, [0] * 168))
+        for h in t.hours_of_week or range(168):
+            if 0 <= h < 168:
+                per_hour[h] = per_hour[h] | bit if on else per_hour[h] & ~bit
+        if not on:
+            self._flights = [f for f in self._flights if f[0] != bit]
+            return
+        start = _epoch(e.campaign.flight_start, tz)
+        end = _epoch(e.campaign.flight_end, tz)
+        if start is not None or end is not None:
+            self._flights.append((bit, start, end))
+            self._boundaries += [x for x in (start, end) if x is not None]
 
     def _build_creative_masks(self) -> None:
         self.cr_format_size, self.cr_format = _Masks(), _Masks()
@@ -349,26 +366,30 @@ class TargetingIndex:
         self.cr_insecure = 0
         self.banner_creatives: list[int] = []
         for j, cr in enumerate(self.creatives):
-            bit = 1 << j
-            self.cr_format.add(cr.format, bit)
-            self.cr_format_size.add(f"{cr.format}:{cr.w}x{cr.h}", bit)
-            for d in cr.adomain:
-                for p in domain_and_parents(normalize_domain(d)):
-                    self.cr_domain.add(p, bit)
-            for c in cr.categories:
-                for p in category_and_parent(c):
-                    self.cr_category.add(p, bit)
-            for a in cr.attributes:
-                self.cr_attr.add(str(a), bit)
-            if cr.format == "video":
-                for m in cr.mimes:
-                    self.cr_mime.add(m.strip().lower(), bit)
-                self.cr_duration.add(str(cr.duration), bit)
-            if cr.format == "banner":
-                self.banner_creatives.append(j)
-            if "http://" in cr.markup:
-                self.cr_insecure |= bit
+            self._creative_bits(j, cr)
         self._durations = sorted(int(d) for d in self.cr_duration.by)
+
+    def _creative_bits(self, j: int, cr: Creative) -> None:
+        """Index the creative at position j (a new position: bits are only ever added)."""
+        bit = 1 << j
+        self.cr_format.add(cr.format, bit)
+        self.cr_format_size.add(f"{cr.format}:{cr.w}x{cr.h}", bit)
+        for d in cr.adomain:
+            for p in domain_and_parents(normalize_domain(d)):
+                self.cr_domain.add(p, bit)
+        for c in cr.categories:
+            for p in category_and_parent(c):
+                self.cr_category.add(p, bit)
+        for a in cr.attributes:
+            self.cr_attr.add(str(a), bit)
+        if cr.format == "video":
+            for m in cr.mimes:
+                self.cr_mime.add(m.strip().lower(), bit)
+            self.cr_duration.add(str(cr.duration), bit)
+        if cr.format == "banner":
+            self.banner_creatives.append(j)
+        if "http://" in cr.markup:
+            self.cr_insecure |= bit
 
     # -- query ----------------------------------------------------------------------------------
 
