@@ -13,7 +13,8 @@ dead: no creative mask admits them again.
 The answers equal a full rebuild's up to the order of candidates (tests/bidder/
 test_bidder_index_update.py compares candidate sets over many requests). It returns None, and the
 caller builds from scratch, when the exchange rates or advertisers changed, when too many
-campaigns changed, or when dead positions pass a quarter of all: a rebuild then compacts them.
+campaigns changed, or when dead positions pass a quarter of all (and 4,096): a rebuild then
+compacts them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from fleet.config import Campaign, ConfigSnapshot
 
 # beyond this many changed campaigns (or 2% of the portfolio, whichever is more) a rebuild wins
 MIN_INCREMENTAL: Final = 64
+# compact (build anew) when dead positions pass a quarter of all and this many
 MAX_DEAD_SHARE: Final = 0.25
+MIN_DEAD_COMPACTED: Final = 4096
 
 _MASKS: Final = (
     "country",
@@ -111,7 +114,7 @@ def apply_changes(
         if len(new._flights) == flights:  # no flight dates: always live
             new.always_live |= bit
         new.by_id[c.id] = i
-    if new.dead_creatives > MAX_DEAD_SHARE * max(len(new.creatives), 1):
+    if new.dead_creatives > max(MAX_DEAD_SHARE * len(new.creatives), MIN_DEAD_COMPACTED):
         return None
     new._boundaries.sort()
     new._durations = sorted(int(d) for d in new.cr_duration.by)
