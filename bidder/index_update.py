@@ -96,19 +96,19 @@ def apply_changes(
         i = before_index = index.by_id.get(c.id)
         if i is None:
             i = len(new.entries)
-        e = new._entry(c, i, len(new.creatives))
-        if e is None:
+        entry = new._entry(c, i, len(new.creatives))
+        if entry is None:
             continue  # no longer bids: its old entry stays, dead
         if before_index is None:
-            new.entries.append(e)
+            new.entries.append(entry)
         else:
-            new.entries[i] = e
-        for k, cr in enumerate(e.creatives):
-            new._creative_bits(e.first_creative + k, cr)
-        new.creatives.extend(e.creatives)
-        new.all_creatives |= e.run_mask << e.first_creative
+            new.entries[i] = entry
+        for k, cr in enumerate(entry.creatives):
+            new._creative_bits(entry.first_creative + k, cr)
+        new.creatives.extend(entry.creatives)
+        new.all_creatives |= entry.run_mask << entry.first_creative
         flights = len(new._flights)
-        new._campaign_bits(e, True)
+        new._campaign_bits(entry, True)
         bit = 1 << i
         new.all_campaigns |= bit
         if len(new._flights) == flights:  # no flight dates: always live
