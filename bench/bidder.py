@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv or [])
     try:
-        sizes = [int(x) for x in args.campaigns.split(",") if int(x) > 0]
+        portfolios = [int(x) for x in args.campaigns.split(",") if int(x) > 0]
     except ValueError:
         parser.error(f"--campaigns takes integers separated by commas, not {args.campaigns!r}")
     ctx = mp.get_context("spawn")
@@ -588,7 +588,9 @@ def main(argv: list[str] | None = None) -> None:
         result = _run_bidder(work, portfolio, model, drive)
 
         # 4. The bidder at each portfolio size.
-        rows = scaling_table(work, sizes, model, drive, partial(_measure_size, work), _generate)
+        rows = scaling_table(
+            work, portfolios, model, drive, partial(_measure_size, work), _generate
+        )
     finally:
         parent.send(("stop",))
         loadgen.join(5)
