@@ -23,10 +23,16 @@ _APPLY = 'bidder_config_apply_seconds{kind="incremental"}'
 
 
 def _apply_seconds(port: int) -> float | None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        for line in reply.read().decode().splitlines():
-            if line.startswith(_APPLY):
-                return float(line.rsplit(" ", 1)[1])
+    """The last incremental apply's seconds; None before one (or when /metrics is slow to
+    answer on a loaded machine: the caller asks again)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(_APPLY):
+            return float(line.rsplit(" ", 1)[1])
     return None
 
 

@@ -586,19 +586,20 @@ def main(argv: list[str] | None = None) -> None:
 
         # 3. The bidder.
         result = _run_bidder(work, portfolio, model, drive)
+        _report(ceiling, echo, result)
+        sys.stdout.flush()
 
         # 4. The bidder at each portfolio size.
         rows = scaling_table(
             work, portfolios, model, drive, partial(_measure_size, work), _generate
         )
+        if rows:
+            print_table(rows, echo["rate"])
     finally:
         parent.send(("stop",))
         loadgen.join(5)
         for server in servers:
             server.terminate()
-    _report(ceiling, echo, result)
-    if rows:
-        print_table(rows, echo["rate"])
 
 
 def _measure_size(
