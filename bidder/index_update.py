@@ -138,6 +138,5 @@ def _copy(index: TargetingIndex) -> TargetingIndex:
     new._hours_mask = 0
     new._live_span = (math.inf, -math.inf)
     new._live_mask = 0
-    new._by_creatives = {}
-    new._no_deal_candidates = {}
+    new._reset_memos()
     return new

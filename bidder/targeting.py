@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
+import numpy.typing as npt
 
 from bidder.filters import domain_and_parents, normalize_domain
 from bidder.openrtb import BidRequest, Deal, Format, Imp
@@ -176,8 +178,25 @@ class Candidate:
     deal: Deal | None = None
 
 
-_ELIGIBLE_MEMO = 1024  # distinct creative masks remembered per index
-_CANDIDATES_MEMO = 8192  # distinct (campaigns, creatives) of imps without deals
+# Memos evict the least recently used entry when full (never all at once). Their values grow
+# with the portfolio (a campaign list, a run per eligible campaign), so they stay small.
+_ELIGIBLE_MEMO = 32  # distinct creative masks remembered per index
+_CANDIDATES_MEMO = 1024  # distinct (campaigns, creatives) of imps without deals
+_FALLBACK_MEMO = 64  # distinct flexible banner shapes
+_NARROW = 52  # creatives a campaign may have for its runs to be found over arrays (float64 sums)
+
+
+def _remember(memo: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+    memo[key] = value
+    if len(memo) > size:
+        memo.popitem(last=False)
+
+
+def _recall(memo: OrderedDict[Any, Any], key: Any) -> Any:
+    value = memo.get(key)
+    if value is not None:
+        memo.move_to_end(key)
+    return value
 
 
 def _bits(mask: int) -> Iterable[int]:
@@ -249,11 +268,19 @@ class TargetingIndex:
         self._hours_mask = 0
         self._live_span = (math.inf, -math.inf)
         self._live_mask = 0
-        # creative_ok -> (campaigns with an eligible creative, their candidates without a deal
-        # by entry index)
-        self._by_creatives: dict[int, tuple[int, dict[int, Candidate]]] = {}
+        self._reset_memos()
+
+    def _reset_memos(self) -> None:
+        # creative_ok -> (campaigns with an eligible creative, entry index -> its run of them)
+        self._by_creatives: OrderedDict[int, tuple[int, dict[int, int]]] = OrderedDict()
         # (campaigns, creative_ok) -> the candidates of an imp without deals
-        self._no_deal_candidates: dict[tuple[int, int], list[Candidate]] = {}
+        self._no_deal_candidates: OrderedDict[tuple[int, int], list[Candidate]] = OrderedDict()
+        self._fallbacks: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        # (entry index, run) -> its candidate without a deal: as many as runs seen
+        self._run_candidates: dict[tuple[int, int], Candidate] = {}
+        # by creative position: its entry and its offset in the entry's run (built on first use)
+        self._owner: npt.NDArray[np.intp] | None = None
+        self._powers: npt.NDArray[np.float64] | None = None
 
     # -- build ----------------------------------------------------------------------------------
 
@@ -460,7 +487,13 @@ class TargetingIndex:
             bm = self.cr_format_size.any_of(sizes)
             flex = [f for f in b.format if f.wratio and f.hratio]
             if flex or (not sizes and not b.format):
-                bm |= self._banner_fallback(b.wmax, b.hmax, flex, bool(sizes))
+                shape = (b.wmax, b.hmax, tuple((f.wratio, f.hratio, f.wmin) for f in flex))
+                key = (*shape, bool(sizes))
+                fallback = _recall(self._fallbacks, key)
+                if fallback is None:
+                    fallback = self._banner_fallback(b.wmax, b.hmax, flex, bool(sizes))
+                    _remember(self._fallbacks, key, fallback, _FALLBACK_MEMO)
+                bm |= fallback
             m |= bm & ~self.cr_attr.any_of(str(a) for a in b.battr)
         if imp.video is not None:
             v = imp.video
@@ -531,29 +564,31 @@ class TargetingIndex:
         creative_ok = self.imp_creatives(imp) & creative_mask
         if not creative_ok:
             return []
-        campaigns, no_deal = self._eligible(creative_ok)
+        campaigns, runs = self._eligible(creative_ok)
         m &= campaigns
+        candidate = self._candidate
         if not deals:  # the same campaigns and creatives: the same candidates
             key = (m, creative_ok)
-            known = self._no_deal_candidates.get(key)
+            known = _recall(self._no_deal_candidates, key)
             if known is None:
-                known = [no_deal[i] for i in _indices(m & self.no_deal)]
-                memo = self._no_deal_candidates
-                if len(memo) >= _CANDIDATES_MEMO:
-                    memo.clear()
-                memo[key] = known
+                cached = self._run_candidates
+                known = [
+                    cached.get((i, runs[i])) or candidate(i, runs[i])
+                    for i in _indices(m & self.no_deal)
+                ]
+                _remember(self._no_deal_candidates, key, known, _CANDIDATES_MEMO)
             return list(known)
         out: list[Candidate] = []
         entries = self.entries
         for i in _indices(m):
             e = entries[i]
             if not e.deal_ids:
-                out.append(no_deal[i])
+                out.append(candidate(i, runs[i]))
                 continue
             deal = next((d for d in deals if d.id in e.deal_ids), None)
             if deal is None:
                 continue
-            positions = no_deal[i].positions
+            positions = candidate(i, runs[i]).positions
             if deal.wadomain:
                 positions = self._with_domains(positions, deal.wadomain)
                 if not positions:
@@ -561,29 +596,62 @@ class TargetingIndex:
             out.append(Candidate(e, positions, deal))
         return out
 
-    def _eligible(self, creative_ok: int) -> tuple[int, dict[int, Candidate]]:
-        """The campaigns with at least one creative in ``creative_ok`` and, by entry index,
-        their candidate without a deal (those creatives' positions); memoized per mask
-        (requests repeat a few masks)."""
-        memo = self._by_creatives
-        hit = memo.get(creative_ok)
-        if hit is not None:
-            return hit
-        campaigns = 0
-        no_deal: dict[int, Candidate] = {}
-        for e in self.entries:
-            run = (creative_ok >> e.first_creative) & e.run_mask
-            if not run:
-                continue
+    def _candidate(self, i: int, run: int) -> Candidate:
+        """Campaign i's candidate without a deal, for its creatives in ``run`` (bits from
+        its first creative)."""
+        key = (i, run)
+        known = self._run_candidates.get(key)
+        if known is None:
+            e = self.entries[i]
             positions = e.runs.get(run)
             if positions is None:
                 positions = e.runs[run] = [e.first_creative + k for k in _bits(run)]
-            campaigns |= 1 << e.index
-            no_deal[e.index] = Candidate(e, positions)
-        if len(memo) >= _ELIGIBLE_MEMO:
-            memo.clear()
-        hit = memo[creative_ok] = (campaigns, no_deal)
+            known = self._run_candidates[key] = Candidate(e, positions)
+        return known
+
+    def _eligible(self, creative_ok: int) -> tuple[int, dict[int, int]]:
+        """The campaigns with at least one creative in ``creative_ok``, and by entry index the
+        run of those creatives; memoized per mask (requests repeat a few masks). Linear in the
+        creatives, over arrays: each creative adds 2**(its offset in its campaign's run) to its
+        campaign's sum (exact in float64 for runs of up to 52 creatives)."""
+        hit = _recall(self._by_creatives, creative_ok)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        if self._owner is None:
+            self._layout()
+        owner, powers = self._owner, self._powers
+        runs: dict[int, int] = {}
+        if owner is not None and powers is not None:
+            positions = np.asarray(_indices(creative_ok), dtype=np.intp)
+            sums = np.bincount(owner[positions], powers[positions], minlength=len(self.entries))
+            eligible = np.flatnonzero(sums)
+            runs = dict(
+                zip(eligible.tolist(), sums[eligible].astype(np.int64).tolist(), strict=True)
+            )
+        else:  # a campaign with more creatives than the arrays handle: one at a time
+            for e in self.entries:
+                run = (creative_ok >> e.first_creative) & e.run_mask
+                if run:
+                    runs[e.index] = run
+        flags = np.zeros(len(self.entries), dtype=np.uint8)
+        flags[list(runs)] = 1
+        campaigns = int.from_bytes(np.packbits(flags, bitorder="little").tobytes(), "little")
+        hit = (campaigns, runs)
+        _remember(self._by_creatives, creative_ok, hit, _ELIGIBLE_MEMO)
         return hit
+
+    def _layout(self) -> None:
+        """Each position's entry and 2**(its offset in the entry's run), for ``_eligible``."""
+        if any(len(e.creatives) > _NARROW for e in self.entries):
+            return
+        n = len(self.creatives)
+        owner = np.zeros(n, dtype=np.intp)
+        powers = np.zeros(n, dtype=np.float64)
+        for e in self.entries:
+            k, f = len(e.creatives), e.first_creative
+            owner[f : f + k] = e.index
+            powers[f : f + k] = 2.0 ** np.arange(k)
+        self._owner, self._powers = owner, powers
 
     def _with_domains(self, positions: list[int], domains: list[str]) -> list[int]:
         allowed = self.cr_domain.any_of(normalize_domain(x) for x in domains)
