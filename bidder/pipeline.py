@@ -290,9 +290,11 @@ class Pipeline:
         codes, prices = [], []
         statics: list[tuple[str, ...]] = []
         prefixes: list[tuple[str, ...]] = []
-        for e in index.entries:
-            if e.first_creative < start:
-                continue
+        # the new positions, in position order (an entry's number says nothing of it)
+        fresh = sorted(
+            (e for e in index.entries if e.first_creative >= start), key=lambda e: e.first_creative
+        )
+        for e in fresh:
             k = len(e.creatives)
             codes += [_GOAL_CODES.get(e.campaign.goal_type, 2)] * k
             prices += [e.goal_price_micros] * k

@@ -155,9 +155,17 @@ def test_the_pipeline_updates_its_index_and_scorer_incrementally() -> None:
     assert pipeline.set_snapshot(before) is False  # the first is built
     after = _changes(before)
     assert pipeline.set_snapshot(after) is True
+    # and again: a paused campaign back (a new number, its creatives first) and a change to an
+    # earlier-numbered one (its creatives after those)
+    cs = list(after.campaigns)
+    cs[5] = replace(cs[5], status="active", version=100)
+    cs[10] = replace(cs[10], goal_price_micros=cs[10].goal_price_micros + 7, version=100)
+    assert pipeline.set_snapshot(replace(after, campaigns=tuple(cs), version=3)) is True
     compiled = pipeline._compiled
     assert compiled is not None and compiled.scorer is not None
     index = compiled.index
+    back, changed = index.entries[index.by_id[cs[5].id]], index.entries[index.by_id[cs[10].id]]
+    assert back.index > changed.index and back.first_creative < changed.first_creative
     assert len(compiled.goal_prices) == len(index.creatives) == len(compiled.scorer.static)
     suffixes = cross_suffixes(
         request_view(decode_request(_requests(1)[0]), personalize=True, wallclock=WALL), "com.x"
