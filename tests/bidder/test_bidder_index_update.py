@@ -187,3 +187,29 @@ def test_the_pipeline_updates_its_index_and_scorer_incrementally() -> None:
         assert answer.outcome in ("bid", "nobid")
         for b in answer.bids:
             assert b.campaign_id in index.by_id
+
+
+def test_a_campaign_with_more_creatives_than_the_arrays_take() -> None:
+    # 60 creatives: runs past 52 bits are not exact in float64 sums; the index finds them one
+    # campaign at a time instead, with the same answers
+    snapshot = _snapshot()
+    cs = list(snapshot.campaigns)
+    c = cs[0]
+    many = tuple(replace(c.creatives[k % len(c.creatives)], id=50_000 + k) for k in range(60))
+    cs[0] = replace(c, creatives=many, targeting=Targeting())
+    wide = TargetingIndex(replace(snapshot, campaigns=tuple(cs)))
+    narrow = TargetingIndex(replace(snapshot, campaigns=tuple(cs[1:])))
+    wide._eligible(wide.all_creatives)
+    assert (
+        wide._owner is None and narrow._eligible(narrow.all_creatives) and narrow._owner is not None
+    )
+    seen = 0
+    for body in _requests(200):
+        got = _candidates(wide, body)
+        rest = {g for g in got if g[0] != c.id}
+        assert rest == _candidates(narrow, body)
+        mine = [g for g in got if g[0] == c.id]
+        if mine:
+            seen += 1
+            assert len(mine[0][1]) % 12 == 0  # each of the 5 kinds of creative, 12 times
+    assert seen > 0
