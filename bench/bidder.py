@@ -1,14 +1,20 @@
-"""The bidder against a bare Tornado JSON echo, with the same load generator and request mix.
+"""The bidder against three JSON echoes, with the same load generator and request mix.
 
 One bidder process (``python -m bidder``) with a generated portfolio of 200 campaigns and 1,000
-creatives and a hashed linear model of 2**20 non-zero weights per head; the baseline is a plain
-``tornado.web.Application`` that parses the JSON body and writes it back, on uvloop. The load
+creatives and a hashed linear model of 2**20 non-zero weights per head; the baselines (bench/
+_echo.py) parse the JSON body and write it back, on uvloop: a ``tornado.web.Application``, a
+bare Tornado ``HTTPServerConnectionDelegate``, and a raw asyncio protocol with httptools. The load
 generator is a separate process (raw asyncio protocol on uvloop, keep-alive connections; closed
 loop for maximum throughput, open loop at a fixed offered rate); its own capacity is measured
 against a trivial server first, to show it is not the bottleneck. Prints:
 
-- throughput: bidder / echo (aim >= 0.7), each the better of two closed-loop windows, and the
-  same requests sent as a crawler (refused after decoding): the HTTP path without the auction;
+- throughput: bidder / each echo (aim >= 0.7 against the Application echo), and the same
+  requests sent as a crawler (refused after decoding): the HTTP core without the auction,
+  against the raw httptools echo (aim >= 0.8). Every server runs at once and is measured in
+  turn (closed loop), three rounds: the ratios are of neighbours in time, their median and
+  range printed, since a machine shared with others changes speed during a run;
+- with ``--compare DIR`` (a source tree of another version, e.g. ``git archive main``), that
+  version's bidder in the same run: this one / that one;
 - latency p50/p99 at half the bidder's maximum rate (aim p99 < 10 ms);
 - at twice the maximum offered rate with shedding on: answers after tmax (must be 0) and
   goodput (requests fully served, from the bidder's own metrics) against the maximum
@@ -18,8 +24,9 @@ against a trivial server first, to show it is not the bottleneck. Prints:
   creatives; ``bench/_scale.py``): maximum, p99 at half load, resident memory and the time to
   apply a one-campaign change, with the same request mix and baselines.
 
-Run: ``python -m bench bidder`` (a few minutes), or ``python -m bench.bidder --campaigns
-200,2000`` for other sizes (``--campaigns 0`` skips the table).
+Run: ``python -m bench bidder`` (a few minutes), ``python -m bench.bidder --compare DIR``,
+or ``python -m bench.bidder --campaigns 200,2000`` for other sizes (``--campaigns 0`` skips
+the table).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import os
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +51,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import httptools
+
+from bench import _echo
 from bench._scale import one_campaign_changes, print_table, scaling_table
 from fleet import vocabulary as vocab
 from fleet.processes import free_port, wait_for_port
@@ -185,65 +196,15 @@ def _http(body: bytes) -> bytes:
     )
 
 
-# -- servers for comparison ---------------------------------------------------------------------
-
-
-def _echo_server(port: int) -> None:
-    """The baseline: a bare Tornado JSON echo (Application + RequestHandler) on uvloop."""
-    import msgspec
-    import uvloop
-    from tornado import web
-
-    class Echo(web.RequestHandler):
-        def post(self) -> None:
-            doc = msgspec.json.decode(self.request.body)
-            self.set_header("Content-Type", "application/json")
-            self.write(msgspec.json.encode(doc))
-
-    async def run() -> None:
-        app = web.Application([(r"/openrtb2/bid", Echo)], log_function=lambda h: None)
-        app.listen(port, "127.0.0.1")
-        await asyncio.Event().wait()
-
-    uvloop.run(run())
-
-
-class _Trivial(asyncio.Protocol):
-    """Answers every request with a 204 without looking at it: the generator's ceiling."""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.buf = bytearray()
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
-            head = bytes(self.buf[:end]).lower()
-            i = head.find(b"content-length:")
-            n = int(head[i + 15 :].split(b"\r\n", 1)[0]) if i >= 0 else 0
-            if len(self.buf) < end + 4 + n:
-                return
-            del self.buf[: end + 4 + n]
-            self.transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-
-
-def _trivial_server(port: int) -> None:
-    import uvloop
-
-    async def run() -> None:
-        await asyncio.get_running_loop().create_server(_Trivial, "127.0.0.1", port)
-        await asyncio.Event().wait()
-
-    uvloop.run(run())
-
-
 # -- the load generator (its own process) -------------------------------------------------------
 
 
 class _Client(asyncio.Protocol):
+    """One keep-alive connection of the generator; answers framed by llhttp."""
+
     def __init__(self, gen: _Generator) -> None:
         self.gen = gen
-        self.buf = bytearray()
+        self.parser = httptools.HttpResponseParser(self)
         self.transport: Any = None
         self.sent_at = 0.0
         self.tmax = 0.0
@@ -254,19 +215,13 @@ class _Client(asyncio.Protocol):
         transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
-            head = bytes(self.buf[:end])
-            status = int(head[9:12])
-            n = 0
-            if status != 204:
-                low = head.lower()
-                i = low.find(b"content-length:")
-                n = int(low[i + 15 :].split(b"\r\n", 1)[0]) if i >= 0 else 0
-            if len(self.buf) < end + 4 + n:
-                return
-            del self.buf[: end + 4 + n]
-            self.gen.answered(self, status)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.abort()
+
+    def on_message_complete(self) -> None:
+        self.gen.answered(self, self.parser.get_status_code())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gen.lost(self)
@@ -283,6 +238,7 @@ class _Generator:
         self.stopped = False
         self.failed_reconnects = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.answers = 0  # every answer this generator got, warm-up included
         self.reset()
 
     def reset(self) -> None:
@@ -316,6 +272,7 @@ class _Generator:
         self.sent += 1
 
     def answered(self, client: _Client, status: int) -> None:
+        self.answers += 1
         latency = time.perf_counter() - client.sent_at
         client.busy = False
         if self.counting:
@@ -402,6 +359,7 @@ class _Generator:
 
         return {
             "rate": len(lat) / duration,
+            "answers": self.answers,
             "sent": self.sent,
             "statuses": self.statuses,
             "late": self.late,
@@ -532,16 +490,32 @@ def _portfolio_and_model(directory: Path) -> tuple[Path, Path, int, int]:
     return portfolio, model_path, len(doc["campaigns"]), creatives
 
 
+ECHOES = (
+    ("tornado_app", "Tornado Application + RequestHandler echo"),
+    ("tornado_delegate", "bare Tornado HTTPServerConnectionDelegate echo"),
+    ("raw", "raw uvloop + httptools echo"),
+    ("core", "the HTTP core's echo (fleet/http route)"),
+)
+
+
+ROUNDS = 3
+ROUND_S = 2.5
+
+
 def main(argv: list[str] | None = None) -> None:
+    """``--compare DIR``: also measure the bidder of another source tree (e.g. an export of
+    the main branch) in the same run, with the same generator and requests."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m bench.bidder")
+    parser.add_argument("--compare", type=Path, default=None, help="another source tree")
     parser.add_argument(
         "--campaigns",
         default=",".join(map(str, SIZES)),
         help="portfolio sizes of the scaling table, comma separated (0: no table)",
     )
-    args = parser.parse_args(argv or [])
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    compare: Path | None = args.compare
     try:
         portfolios = [int(x) for x in args.campaigns.split(",") if int(x) > 0]
     except ValueError:
@@ -562,44 +536,79 @@ def main(argv: list[str] | None = None) -> None:
     loadgen = ctx.Process(target=_loadgen, args=(child, mixes), daemon=True)
     loadgen.start()
     servers: list[Any] = []
+    bidders: list[_Bidder] = []
 
     def drive(*command: Any) -> Any:
         parent.send(command)
         return parent.recv()
 
+    def serve(name: str) -> int:
+        port = free_port()
+        servers.append(ctx.Process(target=_echo.SERVERS[name], args=(port,), daemon=True))
+        servers[-1].start()
+        _wait_port(port)
+        return port
+
     try:
-        # 1. The generator's own ceiling.
-        port = free_port()
-        servers.append(ctx.Process(target=_trivial_server, args=(port,), daemon=True))
-        servers[-1].start()
-        _wait_port(port)
-        ceiling = drive("closed", port, CONNECTIONS, 0.5, 3.0)
-        servers[-1].terminate()
-
-        # 2. The baseline: a bare Tornado JSON echo.
-        port = free_port()
-        servers.append(ctx.Process(target=_echo_server, args=(port,), daemon=True))
-        servers[-1].start()
-        _wait_port(port)
-        echo = _best_of_two(drive, port)
-        servers[-1].terminate()
-
-        # 3. The bidder.
-        result = _run_bidder(work, portfolio, model, drive)
-        _report(ceiling, echo, result)
+        ceiling = drive("closed", serve("trivial"), CONNECTIONS, 0.5, 3.0)
+        # Every server up at once, measured in turn, round after round: a machine shared with
+        # others changes speed over a run, and a ratio of neighbours in time suffers least.
+        targets = [(name, serve(name), "real") for name, _ in ECHOES]
+        bidders.append(_Bidder(work, portfolio, model, shed=False))
+        targets += [("bidder", bidders[0].port, "real"), ("http", bidders[0].port, "crawler")]
+        if compare is not None:
+            bidders.append(_Bidder(work, portfolio, model, shed=False, tree=compare))
+            targets += [("old", bidders[1].port, "real"), ("old_http", bidders[1].port, "crawler")]
+        pids = {name: servers[i + 1].pid for i, (name, _) in enumerate(ECHOES)}
+        pids.update(bidder=bidders[0].proc.pid, http=bidders[0].proc.pid)
+        if compare is not None:
+            pids.update(old=bidders[1].proc.pid, old_http=bidders[1].proc.pid)
+        rounds: list[dict[str, float]] = []
+        for _ in range(ROUNDS):
+            rates: dict[str, float] = {}
+            for name, port, mix in targets:
+                drive("use", mix)
+                before = _outcomes(port) if mix == "real" and name in ("bidder", "old") else None
+                cpu = _cpu_times(pids[name])
+                got = drive("closed", port, CONNECTIONS, 0.5, ROUND_S)
+                # CPU seconds the server spent per answer: what it would cost on a core of its
+                # own, whatever else the machine is doing
+                rates[f"{name}_cpu"] = (_cpu_times(pids[name])[0] - cpu[0]) / max(1, got["answers"])
+                rate = float(got["rate"])
+                if before is not None:  # only real work counts: not shed, not late
+                    rate *= _served_share(before, _outcomes(port))["served"]
+                rates[name] = rate
+            rounds.append(rates)
+        drive("use", "real")
+        for bidder in bidders:
+            bidder.stop()
+        bidders.clear()
+        for server in servers:
+            server.terminate()
+        max_rate = statistics.median(r["bidder"] for r in rounds)
+        result = _run_bidder(work, portfolio, model, drive, max_rate)
+        _report(ceiling, rounds, result, compare)
         sys.stdout.flush()
-
-        # 4. The bidder at each portfolio size.
+        # The bidder at each portfolio size, with the same request mix, model and baseline.
         rows = scaling_table(
             work, portfolios, model, drive, partial(_measure_size, work), _generate
         )
         if rows:
-            print_table(rows, echo["rate"])
+            print_table(rows, statistics.median(r["tornado_app"] for r in rounds))
     finally:
         parent.send(("stop",))
         loadgen.join(5)
         for server in servers:
             server.terminate()
+        for bidder in bidders:
+            bidder.stop()
+
+
+def _best_of_two(drive: Callable[..., dict[str, Any]], port: int) -> dict[str, Any]:
+    """Closed loop, the better of two windows: a maximum, on a machine shared with others."""
+    first = drive("closed", port, CONNECTIONS, WARMUP_S, PHASE_S)
+    second = drive("closed", port, CONNECTIONS, 0.2, PHASE_S)
+    return max(first, second, key=lambda r: float(r["rate"]))
 
 
 def _measure_size(
@@ -637,9 +646,13 @@ class _Bidder:
         *,
         shed: bool,
         extra: dict[str, str] | None = None,
+        tree: Path | None = None,
     ) -> None:
+        """``tree``: run the bidder of that source tree instead of this one."""
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RTBFLEET_")}
+        if tree is not None:
+            env["PYTHONPATH"] = str(tree)
         env.update(
             {
                 "RTBFLEET_BIDDER_PORT": str(self.port),
@@ -657,7 +670,11 @@ class _Bidder:
         )
         self.log = (work / f"bidder-shed{int(shed)}.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bidder"], env=env, stdout=self.log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "bidder"],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=tree,
         )
         _wait_http(f"http://127.0.0.1:{self.port}/readyz", timeout=180.0)  # 20,000 campaigns
 
@@ -671,37 +688,20 @@ class _Bidder:
         self.log.close()
 
 
-def _best_of_two(drive: Callable[..., dict[str, Any]], port: int) -> dict[str, Any]:
-    """Closed loop, the better of two windows: a maximum, on a machine shared with others."""
-    first = drive("closed", port, CONNECTIONS, WARMUP_S, PHASE_S)
-    second = drive("closed", port, CONNECTIONS, 0.2, PHASE_S)
-    return max(first, second, key=lambda r: float(r["rate"]))
-
-
 def _run_bidder(
-    work: Path, portfolio: Path, model: Path, drive: Callable[..., dict[str, Any]]
+    work: Path,
+    portfolio: Path,
+    model: Path,
+    drive: Callable[..., dict[str, Any]],
+    max_rate: float,
 ) -> dict[str, Any]:
-    # Maximum and half-load latency without shedding: what the bidder can do.
+    # Latency at half the maximum, without shedding.
     bidder = _Bidder(work, portfolio, model, shed=False)
     try:
-        port = bidder.port
-        before = _outcomes(port)
-        cpu = _cpu_times(bidder.proc.pid)
-        best = _best_of_two(drive, port)
-        best["cpu"] = _cpu_share(cpu, bidder.proc.pid)
-        # The generator's counted window gives the rate; the bidder's counters say which share
-        # of the answers was real work (not shed, not past the deadline).
-        share = _served_share(before, _outcomes(port))
-        best["served_rate"] = best["rate"] * share["served"]
-        best["shed_share"] = share["shed"]
-        max_rate = best["served_rate"]
-        half = drive("open", port, OPEN_CONNECTIONS, max_rate / 2, WARMUP_S, PHASE_S)
-        drive("use", "crawler")
-        http_path = drive("closed", port, CONNECTIONS, WARMUP_S, PHASE_S)
-        drive("use", "real")
+        half = drive("open", bidder.port, OPEN_CONNECTIONS, max_rate / 2, WARMUP_S, PHASE_S)
     finally:
         bidder.stop()
-    # Twice that, offered open loop, with shedding on (the default).
+    # Twice the maximum, offered open loop, with shedding on (the default).
     bidder = _Bidder(work, portfolio, model, shed=True)
     try:
         port = bidder.port
@@ -715,36 +715,77 @@ def _run_bidder(
         rss, peak = _rss_mib(bidder.proc.pid)
     finally:
         bidder.stop()
-    return {
-        "max": best,
-        "half": half,
-        "double": double,
-        "http_path": http_path,
-        "rss": rss,
-        "peak": peak,
-    }
+    return {"max_rate": max_rate, "half": half, "double": double, "rss": rss, "peak": peak}
 
 
-def _report(ceiling: dict[str, Any], echo: dict[str, Any], result: dict[str, Any]) -> None:
-    best, half, double = result["max"], result["half"], result["double"]
-    max_rate = best["served_rate"]
-    bids = best["statuses"].get(200, 0) / max(1, sum(best["statuses"].values()))
+def _ratio(rounds: list[dict[str, float]], over: str, under: str) -> str:
+    """The median of the per-round ratios, with their range."""
+    ratios = sorted(r[over] / max(r[under], 1e-9) for r in rounds)
+    return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
+def _report(
+    ceiling: dict[str, Any],
+    rounds: list[dict[str, float]],
+    result: dict[str, Any],
+    compare: Path | None,
+) -> None:
+    half, double = result["half"], result["double"]
+    max_rate = result["max_rate"]
+
+    def rates(name: str) -> str:
+        values = sorted(r[name] for r in rounds)
+        return f"{statistics.median(values):,.0f} req/s ({values[0]:,.0f}-{values[-1]:,.0f})"
+
     print(
         f"load generator ceiling (trivial server, {CONNECTIONS} connections): "
         f"{ceiling['rate']:,.0f} req/s = {ceiling['rate'] / max_rate:.1f}x the bidder's maximum"
     )
-    print(f"echo (Tornado Application + RequestHandler, uvloop): {echo['rate']:,.0f} req/s")
+    print(f"{ROUNDS} rounds of {ROUND_S:.1f} s per server, interleaved; medians (range):")
+    for name, label in ECHOES:
+        print(f"  {label}: {rates(name)}")
+    print(f"  bidder (bids, shedding off): {rates('bidder')}")
+    for name, label in ECHOES[:3]:
+        aim = " (aim >= 0.7)" if name == "tornado_app" else ""
+        print(f"    bidder / {label}: {_ratio(rounds, 'bidder', name)}{aim}")
     print(
-        f"bidder maximum: {max_rate:,.0f} req/s served ({bids:.0%} bids, "
-        f"{best['shed_share']:.1%} shed) -> bidder/echo = {max_rate / echo['rate']:.2f} "
-        f"(aim >= 0.7)"
+        f"  the HTTP core alone / raw httptools echo: {_ratio(rounds, 'core', 'raw')} (aim >= 0.8)"
     )
-    path = result["http_path"]
     print(
-        f"  the HTTP path alone (the same requests from a crawler, refused after decoding): "
-        f"{path['rate']:,.0f} req/s = {path['rate'] / echo['rate']:.2f}x the echo: the rest "
-        f"of a bid's time is the auction"
+        f"  the bidder's crawler path (the same requests from a crawler, refused after decoding "
+        f"and validation, events published): {rates('http')} = "
+        f"{_ratio(rounds, 'http', 'raw')} x the raw echo"
     )
+
+    def cpu(name: str) -> str:
+        values = sorted(r[f"{name}_cpu"] * 1e6 for r in rounds)
+        return f"{statistics.median(values):.0f} us ({values[0]:.0f}-{values[-1]:.0f})"
+
+    def cost(over: str, under: str) -> str:  # the inverse ratio of CPU per answer
+        return _ratio(rounds, f"{under}_cpu", f"{over}_cpu")
+
+    print("  CPU time per answer in the server process (throughput on a core of its own):")
+    names = [name for name, _ in ECHOES] + ["bidder", "http"]  # http: the crawler path
+    if compare is not None:
+        names += ["old", "old_http"]
+    print("    " + ", ".join(f"{name} {cpu(name)}" for name in names))
+    print(
+        f"    as throughput ratios: bidder / tornado_app {cost('bidder', 'tornado_app')}, "
+        f"bidder / tornado_delegate {cost('bidder', 'tornado_delegate')}, bidder / raw "
+        f"{cost('bidder', 'raw')}; the HTTP core's echo / raw {cost('core', 'raw')} (aim >= 0.8), "
+        f"the crawler path / raw {cost('http', 'raw')}"
+    )
+    if compare is not None:
+        print(
+            f"    this bidder / that one: bids {cost('bidder', 'old')}, HTTP path "
+            f"{cost('http', 'old_http')}"
+        )
+    if compare is not None:
+        print(
+            f"  the bidder of {compare}: {rates('old')}, its HTTP path {rates('old_http')}; "
+            f"this one / that one: bids {_ratio(rounds, 'bidder', 'old')}, HTTP path "
+            f"{_ratio(rounds, 'http', 'old_http')}"
+        )
     print(
         f"at half the maximum ({half['rate']:,.0f} req/s): p50 {half['p50_ms']:.2f} ms, "
         f"p99 {half['p99_ms']:.2f} ms, max {half['max_ms']:.1f} ms (aim p99 < 10 ms)"
@@ -760,8 +801,7 @@ def _report(ceiling: dict[str, Any], echo: dict[str, Any], result: dict[str, Any
         f"  (generator: own loop lag max {double['own_lag_ms']:.1f} ms, queue max "
         f"{double['queued_max']}, latest answer {double['late_by_max_ms']:.1f} ms past tmax; "
         f"bidder on a CPU {double['cpu']['on_cpu']:.0%} of the time, waiting for one "
-        f"{double['cpu']['waiting']:.0%}; during the maximum: {best['cpu']['on_cpu']:.0%} / "
-        f"{best['cpu']['waiting']:.0%})"
+        f"{double['cpu']['waiting']:.0%})"
     )
     print(
         f"resident memory: {result['rss']:.0f} MiB (peak {result['peak']:.0f} MiB; aim < 250 MiB)"

@@ -10,6 +10,7 @@ would be an answer after tmax). Never a 5xx: an internal error is a counted, sam
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -20,18 +21,17 @@ from typing import Protocol
 
 import msgspec
 
-from bidder.filters import Nbr
-from bidder.http1 import RequestHead, accepts_gzip, openrtb_version, response_bytes
 from bidder.metrics import BidderMetrics
-from bidder.pipeline import Answer
+from bidder.outcome import Answer, make_late
 from bidder.shedding import LoadShedder
-from fleet.events import AnyEvent, AuctionEvent
+from fleet.events import AnyEvent
+from fleet.http import HttpLimits, Request, accepts_gzip, response_bytes
 
 log = logging.getLogger("bidder.endpoint")
 
 _EXCHANGE = re.compile(r"(?:^|&)exchange=([A-Za-z0-9_.-]{1,32})(?:&|$)")
 _GZIP_LEVEL = 1  # bid responses are small and time is short: fastest compression
-_NBR_INSUFFICIENT_TIME = Nbr.INSUFFICIENT_TIME  # OpenRTB 2.6 no-bid reason 15, as the pipeline
+_VERSION_SAFE = re.compile(r"^[0-9][0-9.]{0,7}$")
 
 
 class BidEngine(Protocol):
@@ -55,19 +55,9 @@ class BidEngine(Protocol):
 
 @dataclass(frozen=True)
 class EndpointSettings:
-    max_body_bytes: int = 256 * 1024
+    http: HttpLimits = dataclasses.field(default_factory=HttpLimits)  # the body limit
     gzip_responses: bool = True
-    tmax_default_ms: int = 100
-    tmax_cap_ms: int = 250
-    network_allowance_ms: int = 15
     error_log_every: int = 1000
-
-
-class _Tmax(msgspec.Struct):
-    tmax: int | float | str | None = None
-
-
-_tmax_decoder = msgspec.json.Decoder(_Tmax)
 
 
 class BidEndpoint:
@@ -107,21 +97,9 @@ class BidEndpoint:
     def arrival_correction(self) -> float:
         return self.shedder.staleness(self.clock())
 
-    def refuse(
-        self,
-        head: RequestHead,
-        status: int,
-        reason: str,
-        *,
-        close: bool,
-        write: Callable[[bytes], None],
-    ) -> None:
-        write(_json_error(status, reason, close=close, extra=_common_headers(head, close)))
-        self.metrics.request("invalid", "too_large" if status == 413 else "http", 0.0)
-
     def serve(
         self,
-        head: RequestHead,
+        head: Request,
         body: bytes,
         *,
         arrival: float,
@@ -152,7 +130,7 @@ class BidEndpoint:
 
     def _serve(
         self,
-        head: RequestHead,
+        head: Request,
         body: bytes,
         arrival: float,
         remote_ip: str,
@@ -167,7 +145,7 @@ class BidEndpoint:
                 self.metrics.request("invalid", "encoding", self.clock() - arrival)
                 return False
             try:
-                body = gunzip(body, self.settings.max_body_bytes)
+                body = gunzip(body, self.settings.http.max_body_bytes)
             except _TooLarge:
                 write(_json_error(413, "request body too large", close=close, extra=version))
                 self.metrics.request("invalid", "too_large", self.clock() - arrival)
@@ -191,21 +169,23 @@ class BidEndpoint:
         )
         status, payload = answer.status, answer.body
         if answer.outcome == "late" or status == 200:
-            # The last check before the wire: a bid only before the deadline, anything at all
-            # only before tmax itself.
-            tmax = self._tmax_s(body)
+            # The last check before the wire: a bid only before the answer's deadline, anything
+            # at all only before tmax itself (both computed by the pipeline).
             now = self.clock()
-            if now >= arrival + tmax:
-                _make_late(answer)
+            if now >= answer.expires:
+                make_late(answer)
                 self._after(answer, "late", arrival, now, dropped=True)
                 return True
-            if answer.outcome == "late" or (
-                answer.bids and now >= arrival + tmax - self.settings.network_allowance_ms / 1e3
-            ):
+            if answer.outcome == "late" or (answer.bids and now >= answer.deadline):
                 status, payload = 204, b""
-                _make_late(answer)
+                make_late(answer)
         extra = version
-        if payload and status == 200 and self.settings.gzip_responses and accepts_gzip(head):
+        if (
+            payload
+            and status == 200
+            and self.settings.gzip_responses
+            and accepts_gzip(head.headers.get(b"accept-encoding"))
+        ):
             payload = gzip_bytes(payload)
             extra += b"Content-Encoding: gzip\r\n"
         write(response_bytes(status, payload, headers=extra, close=close))
@@ -223,31 +203,6 @@ class BidEndpoint:
             self.metrics.error("late_dropped")
         if answer.events:
             self.publish(answer.events)
-
-    def _tmax_s(self, body: bytes) -> float:
-        """The auction's own time limit in seconds (capped), as the pipeline reads it."""
-        s = self.settings
-        tmax: float = s.tmax_default_ms
-        try:
-            raw = _tmax_decoder.decode(body).tmax
-            value = float(raw) if raw is not None else 0.0
-            if 0 < value < 1e9:
-                tmax = value
-        except (msgspec.DecodeError, ValueError):
-            pass
-        return min(tmax, s.tmax_cap_ms) / 1000.0
-
-
-def _make_late(answer: Answer) -> None:
-    """A bid dropped at the last check: its events must not say it was sent."""
-    if answer.outcome == "late":
-        return
-    answer.outcome, answer.reason, answer.bids = "late", "deadline", []
-    answer.events = [
-        msgspec.structs.replace(e, outcome="late", reason="deadline", nbr=_NBR_INSUFFICIENT_TIME)
-        for e in answer.events
-        if isinstance(e, AuctionEvent)
-    ]
 
 
 class _TooLarge(Exception):
@@ -289,7 +244,7 @@ _version_lines: dict[bytes | None, bytes] = {}
 _VERSION_LINES_MAX = 64
 
 
-def _common_headers(head: RequestHead, close: bool) -> bytes:
+def _common_headers(head: Request, close: bool) -> bytes:
     """The echoed x-openrtb-version, and keep-alive spelled out for an HTTP/1.0 client."""
     received = head.headers.get(b"x-openrtb-version")
     lines = _version_lines.get(received)
@@ -300,6 +255,15 @@ def _common_headers(head: RequestHead, close: bool) -> bytes:
     if not close and head.version == "HTTP/1.0":
         lines += b"Connection: keep-alive\r\n"
     return lines
+
+
+def openrtb_version(head: Request, default: str = "2.6") -> str:
+    """The ``x-openrtb-version`` to echo: the request's when it looks like a version."""
+    value = head.headers.get(b"x-openrtb-version")
+    if value is None:
+        return default
+    text = value.decode("latin-1").strip()
+    return text if _VERSION_SAFE.match(text) else default
 
 
 def _json_error(status: int, reason: str, *, close: bool, extra: bytes = b"") -> bytes:

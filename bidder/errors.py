@@ -2,8 +2,10 @@
 
     BidderError
     ├── BadRequest          the exchange sent something we cannot bid on (bad input, HTTP 400)
-    ├── DeadlineExceeded    the auction deadline passed before an answer was ready
-    └── ModelFormatError    compiled model bytes that cannot be loaded (upstream: the learner)
+    ├── InvalidRequest      a readable request that breaks a rule we cannot bid through (no-bid)
+    └── DeadlineExceeded    the auction deadline passed before an answer was ready
+
+A model file that cannot be loaded is the kernel's ``fleet.model.ModelFormatError``.
 
 Only handlers map these to HTTP statuses; ``Pipeline.handle`` never lets one escape.
 """
@@ -38,7 +40,3 @@ class InvalidRequest(BidderError):
 
 class DeadlineExceeded(BidderError):
     """The answer would be late; the only safe reply is none (or a fast no-bid)."""
-
-
-class ModelFormatError(BidderError):
-    """Model bytes with a wrong magic, size, checksum or non-finite weights."""

@@ -13,25 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from bidder.openrtb import BidRequest, Publisher, schain
-
-
-class Nbr:
-    """OpenRTB no-bid reason codes (2.5 list 5.24, extended in 2.6)."""
-
-    UNKNOWN: Final = 0
-    TECHNICAL: Final = 1
-    INVALID_REQUEST: Final = 2
-    WEB_SPIDER: Final = 3
-    NON_HUMAN: Final = 4
-    DATACENTER_IP: Final = 5
-    UNSUPPORTED_DEVICE: Final = 6
-    BLOCKED_PUBLISHER: Final = 7
-    UNMATCHED_USER: Final = 8
-    DAILY_USER_CAP: Final = 9
-    INSUFFICIENT_TIME: Final = 15
-    INCOMPLETE_SCHAIN: Final = 16
-
+from bidder.openrtb import BidRequest, Nbr, Publisher, schain
 
 DEFAULT_CRAWLER_PATTERNS: Final = (
     "bot/",

@@ -1,15 +1,15 @@
 """Frequency-cap counters from memcached.
 
-These stay out of the cache's counter namespaces on purpose: the counters are written by whoever
-counts impressions (the tracker) under ``frequency_key`` with a TTL of the cap period from the
-first impression, while ``cache.frequency_key`` counts in fixed windows under the cache's own
-key layout; and a reader here fails closed (a failed read caches nothing, so a capped campaign
-is skipped), where a cache counter reads an unreachable memcached as a count of 0.
+The key layout is the kernel's (``fleet.frequency.counter_key``): the tracker writes the
+counters, with an expiry that ends the cap period after the first impression. They stay out of
+the cache's counter namespaces on purpose: a reader here fails closed (a failed read caches
+nothing, so a capped campaign is skipped), where a cache counter reads an unreachable memcached
+as a count of 0.
 
 ``MemcachedFrequency`` reads counters through an in-process L1. An L1 miss returns None at once
 (the pipeline skips a capped campaign rather than wait) and schedules a batched read in a
 bounded thread pool: pymemcache blocks, so it never runs on the event loop's thread. Counters
-are written by whoever counts impressions (the tracker) under ``frequency_key``.
+are written by whoever counts impressions (the tracker) under ``counter_key``.
 """
 
 from __future__ import annotations
@@ -17,34 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bidder.metrics import BidderMetrics
+from fleet.frequency import counter_key
 
 log = logging.getLogger("bidder.frequency")
-
-_SAFE_USER = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
-
-
-def frequency_key(campaign_id: int, period_seconds: int, user_key: str) -> str:
-    """The memcached key of one user's impression counter for one campaign and cap period.
-
-    The value is an ASCII decimal (memcached ``incr``); whoever counts impressions (the tracker)
-    creates it with ``add`` and a TTL of the period. User keys that are long or carry characters
-    memcached keys cannot hold are hashed (``h`` + 32 hex digits).
-    """
-    user = user_key if _SAFE_USER.match(user_key) else "h" + _digest(user_key)
-    return f"fc:{campaign_id}:{period_seconds}:{user}"
-
-
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 class NoFrequencyData:
@@ -103,7 +85,7 @@ class MemcachedFrequency:
         self._loop = asyncio.get_running_loop()
 
     def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
-        key = frequency_key(campaign_id, period_seconds, user_key)
+        key = counter_key(campaign_id, period_seconds, user_key)
         entry = self._l1.get(key)
         if entry is not None:
             now = self._clock()

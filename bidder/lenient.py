@@ -5,6 +5,12 @@ coerced is (numbers in strings, bools as ints, integral floats, ids as numbers, 
 a comma-separated string where a list goes); a value that cannot be is dropped so that the field
 keeps its default, unless the field is ``CRITICAL`` (dropping it would loosen a restriction or
 misprice a bid), in which case the request is rejected with the field path.
+
+So ``null``, ``""`` and ``" "`` in a field that is not a string read as absent, wherever they
+stand, unless the field is critical: a blank floor, currency or block list is not a request we
+can price. ``imp.secure`` is not critical: read as absent it means "unknown", as the
+specification says of an omitted flag, and the worst that follows is an insecure creative the
+exchange does not show; no money moves on it.
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ CRITICAL: Final = frozenset(
         ("Imp", "bidfloor"),
         ("Imp", "bidfloorcur"),
         ("Imp", "pmp"),
-        ("Imp", "secure"),
         ("Banner", "format"),
         ("Banner", "w"),
         ("Banner", "h"),
@@ -80,6 +85,8 @@ def decode_repaired(body: bytes) -> BidRequest:
         raw = _raw_decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {short(str(exc))}") from None
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
     if not isinstance(raw, dict):
         raise BadRequest("request: must be a JSON object")
     assert isinstance(_REQUEST_TYPE, mi.StructType)

@@ -1,12 +1,13 @@
-"""OpenRTB 2.6 request and response objects (2.5 compatible), and a lenient, fast decoder.
+"""OpenRTB 2.6 request and response objects (2.5 compatible) and the no-bid reason list.
 
-Only what a bid needs is validated: the request id, a non-empty list of uniquely named imps, at
+The decoder is ``bidder.decoding`` (with its repair path in ``bidder.lenient``). Only what a bid
+needs is validated: the request id, a non-empty list of uniquely named imps, at
 most one of site/app/dooh, finite non-negative floors. Everything else is tolerated: unknown
 fields are ignored, unknown enum values kept as plain ints, and the number/string mix-ups real
 exchanges send are coerced (``"w": "300"``, ``"bidfloor": "0.5"``, ``"secure": true``,
 ``"id": 123``, ``300.0`` for an int, a lone object or comma-separated string where a list goes).
 
-Decoding takes one of two paths:
+Decoding takes one of two paths (``bidder.decoding.decode_request``):
 
 - fast: ``msgspec`` straight into the Structs with ``strict=False`` (str -> number/bool,
   0/1 -> bool, integral floats -> int);
@@ -14,7 +15,8 @@ Decoding takes one of two paths:
   the Struct type tree coercing what can be coerced, then convert. A value that cannot be coerced
   is dropped (the field keeps its default) unless dropping it would loosen a restriction or
   misprice a bid (floors, block lists, deals, privacy flags, sizes): those are ``CRITICAL`` and
-  the request is rejected with the field path instead (``bidder.lenient``).
+  the request is rejected with the field path instead (``bidder.lenient``). So ``null``, ``""``
+  or ``" "`` in a number or flag that is not critical reads as absent.
 
 The 2.5 ``ext`` locations (``regs.ext.gdpr``, ``regs.ext.us_privacy``, ``user.ext.consent``,
 ``source.ext.schain``) are read as well as the 2.6 promoted fields; accessors below prefer the
@@ -23,12 +25,9 @@ promoted field and fall back to the extension.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Final
 
 import msgspec
-
-from bidder.errors import BadRequest, InvalidRequest
 
 
 class _Obj(msgspec.Struct, gc=False, omit_defaults=True):
@@ -420,59 +419,36 @@ def schain(req: BidRequest) -> SupplyChain | None:
     return src.ext.schain if src.ext is not None else None
 
 
-# -- decoding -----------------------------------------------------------------------------------
+# -- no-bid reasons ------------------------------------------------------------------------------
 
-_decoder: Final = msgspec.json.Decoder(BidRequest, strict=False)
+
+class Nbr:
+    """OpenRTB no-bid reason codes: list 5.24 of 2.5, extended in 2.6 (``BidResponse.nbr``)."""
+
+    UNKNOWN: Final = 0
+    TECHNICAL: Final = 1
+    INVALID_REQUEST: Final = 2
+    WEB_SPIDER: Final = 3
+    NON_HUMAN: Final = 4
+    DATACENTER_IP: Final = 5
+    UNSUPPORTED_DEVICE: Final = 6
+    BLOCKED_PUBLISHER: Final = 7
+    UNMATCHED_USER: Final = 8
+    DAILY_USER_CAP: Final = 9  # "daily reader cap met"
+    DAILY_DOMAIN_CAP: Final = 10
+    ADS_TXT_UNAVAILABLE: Final = 11
+    ADS_TXT_VIOLATION: Final = 12
+    ADS_CERT_UNAVAILABLE: Final = 13
+    ADS_CERT_VIOLATION: Final = 14
+    INSUFFICIENT_TIME: Final = 15
+    INCOMPLETE_SCHAIN: Final = 16
+    BLOCKED_SCHAIN_NODE: Final = 17
+
+
+# -- encoding -----------------------------------------------------------------------------------
+
 _encoder: Final = msgspec.json.Encoder()
-
-
-def decode_request(body: bytes) -> BidRequest:
-    """Decode and validate; raises ``BadRequest`` with a short reason naming the field path."""
-    try:
-        req = _decoder.decode(body)
-    except msgspec.ValidationError:
-        from bidder.lenient import decode_repaired  # the slow path, rarely taken
-
-        req = decode_repaired(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON: {_short(str(exc))}") from None
-    validate(req)
-    return req
 
 
 def encode_response(resp: BidResponse) -> bytes:
     return _encoder.encode(resp)
-
-
-def _short(message: str, limit: int = 120) -> str:
-    return message if len(message) <= limit else message[: limit - 3] + "..."
-
-
-def validate(req: BidRequest) -> None:
-    """What a bid needs; everything else is the exchange's business.
-
-    Without an id or an impression there is no bid request at all: ``BadRequest`` (400). A
-    request that breaks a rule but is otherwise readable gets ``InvalidRequest`` (a no-bid)."""
-    if not req.id:
-        raise BadRequest("id: must be a non-empty string")
-    if not req.imp:
-        raise BadRequest("imp: must be a non-empty list")
-    seen: set[str] = set()
-    for i, imp in enumerate(req.imp):
-        if not imp.id:
-            raise BadRequest(f"imp[{i}].id: must be a non-empty string")
-        if imp.id in seen:
-            raise InvalidRequest(f"imp[{i}].id: duplicate {imp.id[:64]!r}", req)
-        seen.add(imp.id)
-        if not (math.isfinite(imp.bidfloor) and imp.bidfloor >= 0):
-            raise InvalidRequest(f"imp[{i}].bidfloor: must be a finite number >= 0", req)
-        if imp.pmp is not None:
-            for j, deal in enumerate(imp.pmp.deals):
-                if not deal.id:
-                    raise InvalidRequest(
-                        f"imp[{i}].pmp.deals[{j}].id: must be a non-empty string", req
-                    )
-                if not (math.isfinite(deal.bidfloor) and deal.bidfloor >= 0):
-                    raise InvalidRequest(f"imp[{i}].pmp.deals[{j}].bidfloor: must be >= 0", req)
-    if (req.site is not None) + (req.app is not None) + (req.dooh is not None) > 1:
-        raise InvalidRequest("site/app/dooh: at most one may be present", req)

@@ -6,9 +6,11 @@
        (bidder.race) -> response
 
 ``Pipeline.handle`` never raises and never answers after the deadline: past it the answer is a
-no-bid with outcome "late" (which the service does not send). Only L1 data is read on this path:
-a frequency counter that is not in memory yet (``None``) skips the capped campaign instead of
-waiting.
+no-bid with outcome "late" (which the service does not send). The deadline (and the auction's
+own tmax) comes from ``bidder.options.TmaxBounds`` and travels on the ``Answer`` for the
+endpoint's last check; the answer and its events are built by ``bidder.outcome``. Only L1
+data is read on this path: a frequency counter that is not in memory yet (``None``) skips the
+capped campaign instead of waiting.
 
 The gate is asked once per priced candidate, before the internal auction, with the price in the
 campaign's currency and ``now`` = wall-clock seconds; it must not reserve spend, because most
@@ -29,18 +31,20 @@ from typing import Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from bidder import response
+from bidder import outcome, response
 from bidder.auction import Offer
 from bidder.creative import CreativePerformance, NoPerformance, choose_creative_index
+from bidder.decoding import decode_request
 from bidder.errors import BadRequest, InvalidRequest
-from bidder.filters import DEFAULT_CRAWLER_PATTERNS, Nbr, TrafficFilter
+from bidder.filters import TrafficFilter
 from bidder.index_update import apply_changes
 from bidder.offers import MAX_MICROS, Chosen, OfferRow, Segment, price_offers, select
-from bidder.openrtb import BidRequest, Imp, decode_request
+from bidder.openrtb import BidRequest, Imp, Nbr
+from bidder.options import PipelineSettings
+from bidder.outcome import Answer, BidSummary
 from bidder.pricing import MarketPriceModel, Shader, floor_micros, market_params
 from bidder.privacy import ConsentCache, Privacy, decide
 from bidder.race import exponentials, race
-from bidder.response import Answer, BidSummary
 from bidder.scorer import PositionScorer, PositionTables, position_scorer
 from bidder.scoring import (
     HashedLinearModel,
@@ -55,7 +59,7 @@ from bidder.scoring import (
 )
 from bidder.targeting import Candidate, RequestView, TargetingIndex, request_view
 from fleet.config import Campaign, ConfigSnapshot, Creative, GoalType
-from fleet.events import AnyEvent, AuctionEvent
+from fleet.events import AnyEvent
 from fleet.signing import Signer
 
 __all__ = ["Answer", "BidSummary", "FrequencyReader", "Pipeline", "PipelineSettings", "SpendGate"]
@@ -73,16 +77,6 @@ _DROP_ORDER: Final = (
     "low_value",
     "paced",
 )
-_NBR: Final = {
-    "crawler": Nbr.WEB_SPIDER,
-    "datacenter": Nbr.DATACENTER_IP,
-    "blocked_publisher": Nbr.BLOCKED_PUBLISHER,
-    "schain": Nbr.INCOMPLETE_SCHAIN,
-    "deadline": Nbr.INSUFFICIENT_TIME,
-    "no_user": Nbr.UNMATCHED_USER,
-    "not_ready": Nbr.TECHNICAL,
-    "internal": Nbr.TECHNICAL,
-}
 _ZERO_IFA: Final = frozenset({"", "00000000-0000-0000-0000-000000000000"})
 _MAX_REMEMBERED: Final = 200_000
 _ERROR_LOG_INTERVAL_S: Final = 10.0
@@ -99,53 +93,13 @@ class FrequencyReader(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class PipelineSettings:
-    """Plain knobs; the service builds them from its environment settings."""
-
-    bidder_id: str = "bidder-0"
-    seat: str = ""  # our seat id at the exchanges (checked against deal wseat)
-    currency: str = "USD"  # the bidding currency
-    tmax_default_ms: int = 100
-    tmax_cap_ms: int = 250
-    network_allowance_ms: int = 15
-    margin: float = 0.2  # second price: bid = value * (1 - margin)
-    min_bid_cpm_micros: int = 10_000
-    vendor_id: int = 0  # our IAB TCF vendor id (GDPR)
-    crawler_ua_patterns: tuple[str, ...] = DEFAULT_CRAWLER_PATTERNS
-    datacenter_cidrs: tuple[str, ...] = ()
-    blocked_publishers: tuple[str, ...] = ()  # publisher ids, site domains or app bundles
-    reject_incomplete_schain: bool = False
-    tracker_base_url: str = "http://127.0.0.1:8090"
-    signing_key: bytes = b""  # required: at least 16 bytes
-    notice_ttl_s: int = 86400
-    nobid_body: bool = False  # False: 204 without a body; True: 200 with {"id", "nbr"}
-    use_nurl: bool = False  # adm inline (default) or nurl-only (the tracker serves the markup)
-    # A safety net: candidates of an imp priced at most before the internal auction draws
-    # among those priced (0: no cap). The race (bidder.race) usually stops long before.
-    max_priced_per_imp: int = 64
-    # False: price every candidate, the reference the early stop is tested against.
-    early_stop: bool = True
-
-    def validate(self) -> None:
-        if len(self.signing_key) < 16:
-            raise ValueError("signing_key must be at least 16 bytes")
-        if not 0.0 <= self.margin < 1.0:
-            raise ValueError("margin must be in [0, 1)")
-        if self.tmax_cap_ms <= 0 or self.tmax_default_ms <= 0 or self.network_allowance_ms < 0:
-            raise ValueError("tmax_default_ms and tmax_cap_ms must be > 0, the allowance >= 0")
-        if self.max_priced_per_imp < 0:
-            raise ValueError("max_priced_per_imp must be >= 0 (0: no cap)")
-        if len(self.currency) != 3 or not self.currency.isupper():
-            raise ValueError("currency must be an ISO-4217 code such as USD")
-
-
 @dataclass(slots=True)
 class _Context:
     """Everything one request accumulates on its way through the stages."""
 
     req: BidRequest
-    deadline: float
+    deadline: float  # a bid may not leave from then on (monotonic clock)
+    expires: float  # nothing may leave from then on: the auction's own tmax
     clock: Callable[[], float]
     wallclock: float
     exchange: str
@@ -392,7 +346,7 @@ class Pipeline:
             if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
                 self._last_error_log = now
                 log.exception("internal error on the bid path (logged at most every 10 s)")
-            return response.no_bid(
+            return outcome.no_bid(
                 self.settings, request_id=None, nbr=Nbr.TECHNICAL, reason="internal"
             )
 
@@ -411,21 +365,28 @@ class Pipeline:
         except InvalidRequest as exc:
             req, broken_rule = exc.request, exc.reason  # type: ignore[assignment]
         except BadRequest as exc:
-            event = self._auction_event(
+            event = outcome.auction_event(
+                s.bidder_id,
                 None,
-                wallclock,
-                exchange,
-                "invalid",
-                Nbr.INVALID_REQUEST,
-                "invalid",
-                0,
-                arrival,
-                clock,
+                None,
+                wallclock=wallclock,
+                exchange=exchange,
+                outcome="invalid",
+                nbr=Nbr.INVALID_REQUEST,
+                reason="invalid",
+                candidates=0,
+                latency_us=int((clock() - arrival) * 1e6),
             )
-            return response.invalid(exc.reason, Nbr.INVALID_REQUEST, [event])
-        tmax = req.tmax if req.tmax is not None and req.tmax > 0 else s.tmax_default_ms
-        budget_ms = min(tmax, s.tmax_cap_ms) - s.network_allowance_ms
-        ctx = _Context(req, arrival + budget_ms / 1000.0, clock, wallclock, exchange)
+            return outcome.invalid(exc.reason, Nbr.INVALID_REQUEST, [event])
+        bounds = s.tmax
+        ctx = _Context(
+            req,
+            bounds.deadline(arrival, req.tmax),
+            bounds.expires(arrival, req.tmax),
+            clock,
+            wallclock,
+            exchange,
+        )
         if broken_rule is not None:
             return self._no_bid(ctx, "invalid_request", arrival, Nbr.INVALID_REQUEST)
         if ctx.late():
@@ -650,26 +611,13 @@ class Pipeline:
         summaries = []
         model_version = self._model.version
         for offer in winners:
-            txid = response.txid_for(req.id, offer.imp.id, s.bidder_id)
+            txid = outcome.txid_for(req.id, offer.imp.id, s.bidder_id)
             bids.append(response.build_bid(offer, txid, s, ctx.wallclock, self._signer))
-            events.append(response.bid_event(offer, txid, ctx.wallclock, model_version))
-            summaries.append(response.summary(offer, txid))
+            events.append(outcome.bid_event(offer, txid, ctx.wallclock, model_version))
+            summaries.append(outcome.summary(offer, txid))
             self._remember(txid, offer.segment, offer.price, offer.auction_type)
         body = response.bid_body(req.id, bids, s)
-        events.insert(
-            0,
-            self._auction_event(
-                ctx,
-                ctx.wallclock,
-                ctx.exchange,
-                "bid",
-                None,
-                "",
-                ctx.candidates,
-                arrival,
-                ctx.clock,
-            ),
-        )
+        events.insert(0, self._auction_event(ctx, "bid", None, "", arrival))
         return Answer(
             status=200,
             body=body,
@@ -680,6 +628,8 @@ class Pipeline:
             bids=summaries,
             events=events,
             request_id=req.id,
+            deadline=ctx.deadline,
+            expires=ctx.expires,
         )
 
     def _remember(self, txid: str, segment: str, bid: int, auction_type: int) -> None:
@@ -690,72 +640,34 @@ class Pipeline:
         bids[txid] = (segment, bid, auction_type)
 
     def _no_bid(self, ctx: _Context, reason: str, arrival: float, nbr: int | None = None) -> Answer:
-        code = _NBR.get(reason, Nbr.UNKNOWN) if nbr is None else nbr
-        outcome = "late" if reason == "deadline" else "nobid"
-        event = self._auction_event(
-            ctx,
-            ctx.wallclock,
-            ctx.exchange,
-            outcome,
-            code,
-            reason,
-            ctx.candidates,
-            arrival,
-            ctx.clock,
-        )
-        return response.no_bid(
+        code = outcome.nbr_for(reason) if nbr is None else nbr
+        kind = "late" if reason == "deadline" else "nobid"
+        return outcome.no_bid(
             self.settings,
             request_id=ctx.req.id,
             nbr=code,
             reason=reason,
-            outcome=outcome,
+            outcome=kind,
             candidates=ctx.candidates,
-            events=[event],
+            events=[self._auction_event(ctx, kind, code, reason, arrival)],
+            deadline=ctx.deadline,
+            expires=ctx.expires,
         )
 
     def _auction_event(
-        self,
-        ctx: _Context | None,
-        wallclock: float,
-        exchange: str,
-        outcome: str,
-        nbr: int | None,
-        reason: str,
-        candidates: int,
-        arrival: float,
-        clock: Callable[[], float],
-    ) -> AuctionEvent:
-        bidder = self.settings.bidder_id
-        if ctx is None:
-            return AuctionEvent(
-                txid=f"::{bidder}",
-                ts=wallclock,
-                bidder_id=bidder,
-                exchange=exchange,
-                imps=0,
-                outcome=outcome,
-                nbr=nbr,
-                reason=reason,
-                latency_us=int((clock() - arrival) * 1e6),
-            )
-        req, view = ctx.req, ctx.view
-        return AuctionEvent(
-            txid=response.txid_for(req.id, req.imp[0].id, bidder),
-            ts=wallclock,
-            bidder_id=bidder,
-            exchange=exchange,
-            imps=len(req.imp),
-            outcome=outcome,
+        self, ctx: _Context, kind: str, nbr: int | None, reason: str, arrival: float
+    ) -> AnyEvent:
+        return outcome.auction_event(
+            self.settings.bidder_id,
+            ctx.req,
+            ctx.view,
+            wallclock=ctx.wallclock,
+            exchange=ctx.exchange,
+            outcome=kind,
             nbr=nbr,
             reason=reason,
-            candidates=candidates,
-            latency_us=int((clock() - arrival) * 1e6),
-            auction_type=req.at,
-            country=view.country,
-            os=view.os,
-            device_type=view.device_type,
-            app_bundle=view.app_bundle,
-            site_domain=view.site_domain,
+            candidates=ctx.candidates,
+            latency_us=int((ctx.clock() - arrival) * 1e6),
         )
 
 

@@ -6,29 +6,14 @@ and the bidder agree on every index. Request-level features are computed and has
 imp; each candidate adds its campaign/creative features and crosses. No user-level feature
 (segments) appears unless privacy allows personalisation.
 
-Compiled model format (``HashedLinearModel.to_bytes``; the learner writes it), little-endian:
-
-    offset  size         field
-    0       4            magic b"RTBM"
-    4       2            format version (uint16) = 1
-    6       1            bits (uint8, 1..28): each head has 2**bits weights
-    7       1            heads (uint8) = 2: click, then install given click
-    8       4            hash seed (uint32) for MurmurHash3
-    12      8            model version (uint64), increasing
-    20      4            click bias (float32)
-    24      4            install bias (float32)
-    28      4*2**bits    click weights (float32)
-    ...     4*2**bits    install weights (float32)
-    end     4            CRC-32 (zlib) of every byte before it (uint32)
-
-p = 1 / (1 + exp(-(bias + sum of the weights at the features' indices))), per head.
+The model file (header, versions, checksum, the reference ``predict``) is the kernel's:
+``fleet.model``. ``HashedLinearModel`` is the bidder's view of one, with memo tables for the bid
+path; ``bidder.scorer`` scores whole snapshots from it.
 """
 
 from __future__ import annotations
 
 import math
-import struct
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
@@ -36,16 +21,13 @@ from typing import Final, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from bidder.errors import ModelFormatError
 from bidder.openrtb import Imp
 from bidder.targeting import RequestView
+from fleet import model as model_file
 from fleet.config import Campaign, Creative, GoalType
-from fleet.features import DEFAULT_BITS, hash_features, hash_one
+from fleet.features import DEFAULT_BITS, hash_one
+from fleet.model import ModelFile, ModelFormatError
 
-MAGIC: Final = b"RTBM"
-FORMAT_VERSION: Final = 1
-_HEADER: Final = struct.Struct("<4sHBBIQff")
-_CRC: Final = struct.Struct("<I")
 MAX_SEGMENT_FEATURES: Final = 16
 MAX_CATEGORY_FEATURES: Final = 6
 _HOURS: Final = tuple(str(h) for h in range(24))
@@ -345,10 +327,10 @@ class HashedLinearModel:
         return self._version
 
     def predict(self, features: list[str]) -> tuple[float, float]:
-        idx = hash_features(features, self.bits, self.seed)
-        zc = self.click_bias + float(self.weights[0, idx].sum(dtype=np.float64))
-        zi = self.install_bias + float(self.weights[1, idx].sum(dtype=np.float64))
-        return _sigmoid(zc), _sigmoid(zi)
+        """``fleet.model.predict``, the reference."""
+        return model_file.predict_weights(
+            self.weights, self.click_bias, self.install_bias, self.bits, self.seed, features
+        )
 
     def predict_batch(
         self, shared: list[str], rows: Sequence[FeatureRow]
@@ -446,48 +428,33 @@ class HashedLinearModel:
         self._statics[static] = z
         return z
 
-    def to_bytes(self) -> bytes:
-        header = _HEADER.pack(
-            MAGIC,
-            FORMAT_VERSION,
-            self.bits,
-            2,
-            self.seed,
-            self._version,
-            self.click_bias,
-            self.install_bias,
+    def file(self) -> ModelFile:
+        return ModelFile(
+            bits=self.bits,
+            seed=self.seed,
+            version=self._version,
+            click_bias=self.click_bias,
+            install_bias=self.install_bias,
+            weights=self.weights,
         )
-        body = header + self.weights.astype("<f4", copy=False).tobytes()
-        return body + _CRC.pack(zlib.crc32(body))
+
+    def to_bytes(self) -> bytes:
+        """The model file (``fleet.model.encode``)."""
+        return model_file.encode(self.file())
+
+    @classmethod
+    def from_file(cls, f: ModelFile) -> HashedLinearModel:
+        return cls(
+            f.weights[0],
+            f.weights[1],
+            f.click_bias,
+            f.install_bias,
+            bits=f.bits,
+            seed=f.seed,
+            version=f.version,
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HashedLinearModel:
         """Raises ModelFormatError on anything but a complete, intact model."""
-        if len(data) < _HEADER.size + _CRC.size:
-            raise ModelFormatError("model bytes too short")
-        magic, fmt, bits, heads, seed, version, cb, ib = _HEADER.unpack_from(data)
-        if magic != MAGIC:
-            raise ModelFormatError("not a compiled model (bad magic)")
-        if fmt != FORMAT_VERSION:
-            raise ModelFormatError(f"model format {fmt} is not supported")
-        if not 1 <= bits <= 28 or heads != 2:
-            raise ModelFormatError(f"bad model shape: bits={bits} heads={heads}")
-        size = 1 << bits
-        expected = _HEADER.size + 2 * 4 * size + _CRC.size
-        if len(data) != expected:
-            raise ModelFormatError(f"model is {len(data)} bytes, expected {expected}")
-        (crc,) = _CRC.unpack_from(data, expected - _CRC.size)
-        if zlib.crc32(memoryview(data)[: expected - _CRC.size]) != crc:
-            raise ModelFormatError("model checksum mismatch")
-        weights = np.frombuffer(data, dtype="<f4", count=2 * size, offset=_HEADER.size)
-        if not (np.isfinite(weights).all() and math.isfinite(cb) and math.isfinite(ib)):
-            raise ModelFormatError("model has non-finite weights")
-        w = weights.astype(np.float32).reshape(2, size)
-        return cls(w[0], w[1], cb, ib, bits=bits, seed=seed, version=version)
-
-
-def _sigmoid(z: float) -> float:
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-min(z, 60.0)))
-    e = math.exp(max(z, -60.0))
-    return e / (1.0 + e)
+        return cls.from_file(model_file.decode(data))

@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import CollectorRegistry
 
-from bidder.app import BidderHTTPServer, HttpLimits, make_application
+from bidder.app import make_application, make_server
 from bidder.creative import NoPerformance
 from bidder.endpoint import BidEndpoint, EndpointSettings
 from bidder.frequency import MemcachedFrequency, NoFrequencyData, memcached_client
@@ -48,6 +48,7 @@ from cache import Cache, config_namespace, default_origin
 from fleet.aio import cancel_and_wait
 from fleet.config import Campaign, ConfigSnapshot
 from fleet.events import AnyEvent, encode, topic_for
+from fleet.http import HttpServer
 
 log = logging.getLogger("bidder.service")
 
@@ -76,7 +77,7 @@ class BidderService:
         self.model_loaded = False
         self.port = 0
         self.pipeline: Pipeline | None = None
-        self.server: BidderHTTPServer | None = None
+        self.server: HttpServer | None = None
         self.endpoint: BidEndpoint | None = None
         self.publisher: Any = None
         self._snapshot_source: CachedSnapshot | None = None
@@ -158,25 +159,16 @@ class BidderService:
             shedder,
             self.metrics,
             settings=EndpointSettings(
-                max_body_bytes=s.max_body_bytes,
+                http=s.http,
                 gzip_responses=s.gzip_responses,
-                tmax_default_ms=s.tmax_default_ms,
-                tmax_cap_ms=s.tmax_cap_ms,
-                network_allowance_ms=s.network_allowance_ms,
                 error_log_every=s.error_log_every,
             ),
             publish=self._publish,
             ready=self.is_ready,
         )
         app = make_application(ready=self.ready_parts, exposition=self._exposition)
-        limits = HttpLimits(
-            max_body_bytes=s.max_body_bytes,
-            max_drain_bytes=s.max_drain_bytes,
-            idle_timeout=s.idle_timeout_s,
-            body_timeout=s.body_timeout_s,
-        )
-        self.server = BidderHTTPServer(self.endpoint, app, limits)
-        self.port = await self.server.listen_reuse_port(s.port, s.host)
+        self.server = make_server(self.endpoint, app, s.http, self.registry)
+        self.port = await self.server.listen(s.port, s.host)
         log.info("bidder %s listening on %s:%d", s.name(self.index), s.host, self.port)
 
     async def _load_model(self) -> Model:

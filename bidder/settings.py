@@ -13,14 +13,12 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from bidder.options import DEFAULT_TMAX, PipelineSettings, TmaxBounds
 from cache.settings import CacheSettings
 from fleet.errors import SettingsError
+from fleet.http.limits import HttpLimits
 from fleet.settings import FleetSettings, fraction, load, non_negative, port, positive, setting
-
-if TYPE_CHECKING:
-    from bidder.pipeline import PipelineSettings
 
 MIN_SIGNING_KEY_BYTES = 16
 # Used only when RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY is set: anybody can forge notices with it.
@@ -48,18 +46,6 @@ class BidderSettings:
     bidder_id: str = setting(
         "", "RTBFLEET_BIDDER_ID", "this bidder's name in events and ids (empty: the host name)"
     )
-    max_body_bytes: int = setting(
-        256 * 1024,
-        "RTBFLEET_BIDDER_MAX_BODY_BYTES",
-        "largest bid request accepted, before and after gunzip (larger: 413)",
-        positive,
-    )
-    max_drain_bytes: int = setting(
-        32 * 1024 * 1024,
-        "RTBFLEET_BIDDER_MAX_DRAIN_BYTES",
-        "a larger body is read and discarded to answer 413; past this the connection is closed",
-        positive,
-    )
     gzip_responses: bool = setting(
         True, "RTBFLEET_BIDDER_GZIP", "gzip bid responses when Accept-Encoding allows it"
     )
@@ -67,12 +53,6 @@ class BidderSettings:
         False,
         "RTBFLEET_BIDDER_NOBID_BODY",
         "answer a no-bid with 200 and {id, nbr} instead of an empty 204",
-    )
-    idle_timeout_s: float = setting(
-        120.0, "RTBFLEET_BIDDER_IDLE_TIMEOUT", "seconds a keep-alive connection may idle", positive
-    )
-    body_timeout_s: float = setting(
-        5.0, "RTBFLEET_BIDDER_BODY_TIMEOUT", "seconds to receive a request body", positive
     )
     drain_timeout_s: float = setting(
         5.0,
@@ -82,14 +62,25 @@ class BidderSettings:
     )
     # -- auction ------------------------------------------------------------------------------
     currency: str = setting("USD", "RTBFLEET_BIDDER_CURRENCY", "the bidding currency")
+    seat: str = setting(
+        "",
+        "RTBFLEET_BIDDER_SEAT",
+        "our seat id at the exchanges: deals that list seats (wseat) are bid on only with it",
+    )
     tmax_default_ms: int = setting(
-        100, "RTBFLEET_BIDDER_TMAX_DEFAULT_MS", "tmax when a request has none", positive
+        DEFAULT_TMAX.default_ms,
+        "RTBFLEET_BIDDER_TMAX_DEFAULT_MS",
+        "tmax when a request has none",
+        positive,
     )
     tmax_cap_ms: int = setting(
-        250, "RTBFLEET_BIDDER_TMAX_CAP_MS", "never plan on more time than this", positive
+        DEFAULT_TMAX.cap_ms,
+        "RTBFLEET_BIDDER_TMAX_CAP_MS",
+        "never plan on more time than this",
+        positive,
     )
     network_allowance_ms: int = setting(
-        15,
+        DEFAULT_TMAX.network_allowance_ms,
         "RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS",
         "taken off tmax for the way back to the exchange",
         non_negative,
@@ -103,6 +94,12 @@ class BidderSettings:
         "safety net: candidates priced per impression at most before the internal auction "
         "draws among them (0: no cap; the race usually stops long before)",
         non_negative,
+    )
+    early_stop: bool = setting(
+        True,
+        "RTBFLEET_BIDDER_EARLY_STOP",
+        "stop pricing once no unpriced candidate can win the internal auction (the same "
+        "answer as pricing every candidate; 0 prices all, a reference for diagnosis)",
     )
     min_bid_cpm_micros: int = setting(
         10_000, "RTBFLEET_BIDDER_MIN_BID_CPM_MICROS", "never bid below this CPM", non_negative
@@ -127,6 +124,11 @@ class BidderSettings:
         (),
         "RTBFLEET_BIDDER_BLOCKED_PUBLISHERS",
         "publisher ids, site domains or app bundles never bid on",
+    )
+    reject_incomplete_schain: bool = setting(
+        False,
+        "RTBFLEET_BIDDER_REJECT_INCOMPLETE_SCHAIN",
+        "no bid (nbr 16) on a request whose supply chain is missing or not complete",
     )
     tracker_base_url: str = setting(
         "http://127.0.0.1:8090",
@@ -228,32 +230,29 @@ class BidderSettings:
 
     fleet: FleetSettings = dataclasses.field(default_factory=FleetSettings)
     cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
+    http: HttpLimits = dataclasses.field(default_factory=HttpLimits)
 
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
     ) -> BidderSettings:
-        """The bidder's, the fleet's and the cache's settings; raises SettingsError on a bad
-        value."""
+        """The bidder's, the fleet's, the cache's and the HTTP core's settings; raises
+        SettingsError on a bad value."""
         fleet = load(FleetSettings, environ, env_file)
         cache = dataclasses.replace(load(CacheSettings, environ, env_file), fleet=fleet)
-        return dataclasses.replace(load(cls, environ, env_file), fleet=fleet, cache=cache)
+        http = load(HttpLimits, environ, env_file)
+        return dataclasses.replace(
+            load(cls, environ, env_file), fleet=fleet, cache=cache, http=http
+        )
 
     def validate(self) -> None:
         if self.processes < 0:
             raise SettingsError("RTBFLEET_BIDDER_PROCESSES", "must be 0 (one per core) or more")
-        if self.tmax_cap_ms < self.tmax_default_ms:
-            raise SettingsError("RTBFLEET_BIDDER_TMAX_CAP_MS", "must be at least the default tmax")
-        if self.network_allowance_ms >= self.tmax_cap_ms:
-            raise SettingsError(
-                "RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS", "must be smaller than the tmax cap"
-            )
+        problem = self.tmax.problem()
+        if problem is not None:
+            raise SettingsError(_TMAX_VARIABLES[problem[0]], problem[1])
         if len(self.currency) != 3 or not self.currency.isupper():
             raise SettingsError("RTBFLEET_BIDDER_CURRENCY", f"{self.currency!r} is not ISO 4217")
-        if self.max_drain_bytes < self.max_body_bytes:
-            raise SettingsError(
-                "RTBFLEET_BIDDER_MAX_DRAIN_BYTES", "must be at least the largest body accepted"
-            )
         if not self.signing_key and not self.allow_dev_signing_key:
             raise SettingsError(
                 "RTBFLEET_SIGNING_KEY",
@@ -274,6 +273,10 @@ class BidderSettings:
             raise SettingsError("RTBFLEET_BIDDER_MODEL_FILE", "is not a readable file")
 
     # -- derived ------------------------------------------------------------------------------
+
+    @property
+    def tmax(self) -> TmaxBounds:
+        return TmaxBounds(self.tmax_default_ms, self.tmax_cap_ms, self.network_allowance_ms)
 
     @property
     def process_count(self) -> int:
@@ -308,20 +311,19 @@ class BidderSettings:
 
     def to_pipeline_settings(self, index: int = 0) -> PipelineSettings:
         """The pure core's knobs for server process ``index``."""
-        from bidder.pipeline import PipelineSettings
-
         settings = PipelineSettings(
             bidder_id=self.name(index),
+            seat=self.seat,
             currency=self.currency,
-            tmax_default_ms=self.tmax_default_ms,
-            tmax_cap_ms=self.tmax_cap_ms,
-            network_allowance_ms=self.network_allowance_ms,
+            tmax=self.tmax,
             margin=self.margin,
             max_priced_per_imp=self.max_priced_per_imp,
+            early_stop=self.early_stop,
             min_bid_cpm_micros=self.min_bid_cpm_micros,
             vendor_id=self.vendor_id,
             datacenter_cidrs=self.all_datacenter_cidrs(),
             blocked_publishers=self.blocked_publishers,
+            reject_incomplete_schain=self.reject_incomplete_schain,
             tracker_base_url=self.tracker_base_url,
             signing_key=self.key_bytes,
             notice_ttl_s=self.notice_ttl_s,
@@ -331,6 +333,13 @@ class BidderSettings:
         if self.crawler_patterns:
             settings = dataclasses.replace(settings, crawler_ua_patterns=self.crawler_patterns)
         return settings
+
+
+_TMAX_VARIABLES = {
+    "default_ms": "RTBFLEET_BIDDER_TMAX_DEFAULT_MS",
+    "cap_ms": "RTBFLEET_BIDDER_TMAX_CAP_MS",
+    "network_allowance_ms": "RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS",
+}
 
 
 def _check_cidr(variable: str, cidr: str) -> None:

@@ -30,11 +30,8 @@ if TYPE_CHECKING:
     )
     from cache.loaders import (
         CONFIG_NAMESPACE,
-        FREQUENCY_NAMESPACE,
         SNAPSHOT_KEY,
         config_namespace,
-        frequency_key,
-        frequency_namespace,
         snapshot_loader,
     )
     from cache.namespace import Loaded, Loader, Namespace
@@ -59,11 +56,8 @@ _MODULES = {
     "WarmError": "cache.errors",
     "WatcherError": "cache.errors",
     "CONFIG_NAMESPACE": "cache.loaders",
-    "FREQUENCY_NAMESPACE": "cache.loaders",
     "SNAPSHOT_KEY": "cache.loaders",
     "config_namespace": "cache.loaders",
-    "frequency_key": "cache.loaders",
-    "frequency_namespace": "cache.loaders",
     "snapshot_loader": "cache.loaders",
     "Loaded": "cache.namespace",
     "Loader": "cache.namespace",
@@ -87,7 +81,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CONFIG_NAMESPACE",
-    "FREQUENCY_NAMESPACE",
     "SNAPSHOT_KEY",
     "Cache",
     "CacheError",
@@ -110,8 +103,6 @@ __all__ = [
     "config_namespace",
     "default_keys",
     "default_origin",
-    "frequency_key",
-    "frequency_namespace",
     "run_watcher",
     "snapshot_loader",
 ]

@@ -1,9 +1,9 @@
-"""Ready-made namespaces the services share: the config snapshot and frequency counters.
+"""The ready-made namespace the services share: the config snapshot.
 
     cache.register(config_namespace(pool))   # peek("config", "snapshot") on the bid path
-    cache.register(frequency_namespace())    # peek("freq", frequency_key(...)); incr() on a win
 
-Both are plain :class:`~cache.namespace.Namespace` values; services may build their own.
+A plain :class:`~cache.namespace.Namespace`; services may build their own. (Frequency-cap
+counters are not a cache namespace: their key layout is the kernel's, ``fleet.frequency``.)
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from fleet.db.config_store import load_snapshot
 
 CONFIG_NAMESPACE = "config"
 SNAPSHOT_KEY = "snapshot"
-FREQUENCY_NAMESPACE = "freq"
 
 
 def snapshot_loader(pool: asyncpg.Pool) -> Loader[ConfigSnapshot | None]:
@@ -49,21 +48,3 @@ def config_namespace(
         max_stale=max_stale,
         hot=(SNAPSHOT_KEY,),
     )
-
-
-def frequency_namespace(
-    name: str = FREQUENCY_NAMESPACE,
-    *,
-    ttl: float = 5.0,
-    max_entries: int | None = None,
-) -> Namespace[int]:
-    """Per-user impression counters counted fleet-wide in memcached (``Cache.incr``). ``ttl`` is
-    how long a process trusts its copy of a count that others may have raised."""
-    return Namespace(name, None, type=int, ttl=ttl, max_entries=max_entries, counter=True)
-
-
-def frequency_key(user_id: str, campaign_id: int, period_seconds: int, now: float) -> str:
-    """The counter of ``user_id``'s impressions of ``campaign_id`` in the current fixed window of
-    ``period_seconds`` (``now``: seconds since the epoch)."""
-    window = int(now // period_seconds)
-    return f"{user_id}:{campaign_id}:{period_seconds}:{window}"

@@ -1,16 +1,5 @@
-from collections.abc import Callable
-
 import numpy as np
 import numpy.typing as npt
 
 def hash_one(feature: str, seed: int = 0) -> int: ...
 def hash_features(features: list[str], bits: int, seed: int = 0) -> npt.NDArray[np.uint32]: ...
-def logistic_positions(
-    positions: list[int],
-    static: npt.NDArray[np.float64],
-    ids: npt.NDArray[np.intp],
-    tables: list[npt.NDArray[np.float64]],
-    miss: Callable[[int, int], complex],
-    z0_click: float,
-    z0_install: float,
-) -> list[tuple[float, float]]: ...

@@ -153,6 +153,7 @@ async def cmd_campaigns_generate(settings: FleetSettings, args: argparse.Namespa
 SETTINGS_CLASSES = (
     ("fleet.settings", "FleetSettings"),
     ("fleet.launcher", "LauncherSettings"),
+    ("fleet.http.limits", "HttpLimits"),
     ("bidder.settings", "BidderSettings"),
     ("cache.settings", "CacheSettings"),
     ("sim.settings", "SimSettings"),

@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import httptools
+
 from fleet.processes import free_port, wait_for_port
 from sim.http1 import build_request
 from sim.httpclient import Pool, Result
@@ -34,37 +36,32 @@ _BID = (
 
 
 class _Target(asyncio.Protocol):
+    """Answers every request (framed by llhttp) with a 204, or a fixed bid."""
+
     def __init__(self, bids: bool) -> None:
-        self._buf = b""
-        self._bids = bids
+        self._parser = httptools.HttpRequestParser(self)
+        self._answer = b"HTTP/1.1 204 No Content\r\n\r\n"
+        if bids:
+            body = _BID % b"x"
+            self._answer = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d"
+                b"\r\n\r\n%s" % (len(body), body)
+            )
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
-        self._buf += data
-        while True:
-            end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = self._buf[:end].lower()
-            length = 0
-            at = head.find(b"content-length:")
-            if at >= 0:
-                length = int(head[at + 15 :].split(b"\r\n", 1)[0])
-            if len(self._buf) < end + 4 + length:
-                return
-            self._buf = self._buf[end + 4 + length :]
-            assert self._transport is not None
-            if self._bids:
-                body = _BID % b"x"
-                self._transport.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d"
-                    b"\r\n\r\n%s" % (len(body), body)
-                )
-            else:
-                self._transport.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        assert self._transport is not None
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._transport.abort()
+
+    def on_message_complete(self) -> None:
+        assert self._transport is not None
+        self._transport.write(self._answer)
 
 
 def _serve(port: int, bids: bool) -> None:

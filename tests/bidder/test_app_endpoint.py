@@ -6,17 +6,21 @@ import gzip
 import json
 from collections.abc import Sequence
 
+import httptools
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bidder.endpoint import BidEndpoint, EndpointSettings, gunzip
-from bidder.filters import Nbr
-from bidder.http1 import RequestHead, parse_head
+from bidder.endpoint import BidEndpoint, EndpointSettings, gunzip, openrtb_version
 from bidder.metrics import BidderMetrics
-from bidder.pipeline import Answer, BidSummary
+from bidder.openrtb import Nbr
+from bidder.options import TmaxBounds
+from bidder.outcome import Answer, BidSummary
 from bidder.shedding import LoadShedder, SheddingPolicy
 from fleet.events import AnyEvent, AuctionEvent, BidEvent
+from fleet.http import Framer, HttpLimits, Request
 
+ARRIVAL = 1000.0
+BOUNDS = TmaxBounds()  # 100 ms by default, a 15 ms allowance
 BODY = json.dumps({"id": "r1", "tmax": 100, "imp": [{"id": "1", "banner": {"w": 300, "h": 250}}]})
 
 
@@ -73,12 +77,23 @@ def bid_answer() -> Answer:
         candidates=3,
         bids=[BidSummary(campaign_id=7, creative_id=70, price_cpm_micros=2_000_000)],
         events=events,
+        deadline=BOUNDS.deadline(ARRIVAL, 100),
+        expires=BOUNDS.expires(ARRIVAL, 100),
     )
 
 
-def no_bid(outcome: str = "nobid", reason: str = "no_candidates") -> Answer:
+def no_bid(outcome: str = "nobid", reason: str = "no_candidates", tmax: int = 100) -> Answer:
+    """A no-bid with the deadlines the pipeline gives a request of this ``tmax``."""
     nbr = Nbr.INSUFFICIENT_TIME if reason == "deadline" else Nbr.UNKNOWN
-    return Answer(status=204, body=b"", outcome=outcome, nbr=nbr, reason=reason)
+    return Answer(
+        status=204,
+        body=b"",
+        outcome=outcome,
+        nbr=nbr,
+        reason=reason,
+        deadline=BOUNDS.deadline(ARRIVAL, tmax),
+        expires=BOUNDS.expires(ARRIVAL, tmax),
+    )
 
 
 Setup = tuple[BidEndpoint, Engine, Clock, list[bytes], list[Sequence[AnyEvent]], CollectorRegistry]
@@ -95,7 +110,7 @@ def setup() -> Setup:
         engine,
         shedder,
         BidderMetrics(registry),
-        settings=EndpointSettings(max_body_bytes=4096),
+        settings=EndpointSettings(http=HttpLimits(max_body_bytes=4096)),
         publish=published.append,
         ready=lambda: engine.ready,
         clock=clock,
@@ -104,22 +119,45 @@ def setup() -> Setup:
     return endpoint, engine, clock, [], published, registry
 
 
-def request(*headers: str, length: int = len(BODY)) -> RequestHead:
+def request(*headers: str, length: int = len(BODY)) -> Request:
+    """A request framed by the HTTP core (its body is passed to the endpoint separately)."""
     lines = ["POST /openrtb2/bid HTTP/1.1", f"Content-Length: {length}", *headers]
-    return parse_head("\r\n".join(lines).encode())
+    framer = Framer(HttpLimits())
+    framer.feed("\r\n".join(lines).encode() + b"\r\n\r\n" + b"x" * length, 0.0)
+    assert framer.error is None, framer.error
+    return framer.requests.popleft()
 
 
-def serve(s: Setup, head: RequestHead, body: bytes, shed: str | None = None) -> bool:
+def serve(s: Setup, head: Request, body: bytes, shed: str | None = None) -> bool:
     endpoint, _, clock, written, _, _ = s
     return endpoint.serve(head, body, arrival=clock.now, shed=shed, remote_ip="10.0.0.1",
                           close=False, write=written.append)  # fmt: skip
 
 
+class _Answer:
+    """One whole answer as llhttp reads it."""
+
+    def __init__(self) -> None:
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode().lower()] = value.decode()
+
+    def on_body(self, data: bytes) -> None:
+        self.body += data
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
 def split(data: bytes) -> tuple[int, dict[str, str], bytes]:
-    headers, _, body = data.partition(b"\r\n\r\n")
-    lines = headers.decode().split("\r\n")
-    fields = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), {k.lower(): v for k, v in fields.items()}, body
+    answer = _Answer()
+    parser = httptools.HttpResponseParser(answer)
+    parser.feed_data(data)
+    assert answer.complete, data
+    return parser.get_status_code(), answer.headers, answer.body
 
 
 def count(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -220,18 +258,26 @@ def test_nothing_at_all_is_sent_after_tmax(setup: Setup) -> None:
 
 def test_a_late_no_bid_still_before_tmax_is_answered(setup: Setup) -> None:
     _, engine, _, written, _, _ = setup
-    engine.answer = no_bid("late", "deadline")
+    engine.answer = no_bid("late", "deadline", tmax=5)
+    engine.spend = 0.004
     body = BODY.replace('"tmax": 100', '"tmax": 5').encode()
     assert serve(setup, request(length=len(body)), body) is False
     assert split(written[0])[0] == 204
 
 
-def test_tmax_is_capped_like_the_pipeline_caps_it(setup: Setup) -> None:
+def test_the_endpoint_keeps_the_answers_deadlines_not_its_own(setup: Setup) -> None:
+    """The body says tmax 100, the answer (the pipeline, capping "5000") says 250 ms: the
+    answer's deadlines are the ones kept."""
     _, engine, _, written, _, _ = setup
-    engine.answer = no_bid("late", "deadline")
-    engine.spend = 0.300
-    body = BODY.replace('"tmax": 100', '"tmax": "5000"').encode()
-    assert serve(setup, request(length=len(body)), body) is True  # the 250 ms cap passed
+    engine.answer = bid_answer()
+    engine.answer.deadline = BOUNDS.deadline(ARRIVAL, 5000)
+    engine.answer.expires = BOUNDS.expires(ARRIVAL, 5000)
+    engine.spend = 0.200  # past the body's tmax, before the answer's deadline (235 ms)
+    assert serve(setup, request(), BODY.encode()) is False
+    assert split(written[0])[0] == 200
+    engine.spend = 0.300  # past the 250 ms cap: nothing at all
+    written.clear()
+    assert serve(setup, request(), BODY.encode()) is True
     assert written == []
 
 
@@ -239,3 +285,11 @@ def test_gunzip_accepts_several_members_and_refuses_garbage() -> None:
     assert gunzip(gzip.compress(b"ab") + gzip.compress(b"cd"), 10) == b"abcd"
     with pytest.raises(Exception):  # noqa: B017 - zlib.error or EOFError, both mean 400
         gunzip(gzip.compress(b"ab") + b"trailing", 10)
+
+
+@pytest.mark.parametrize(
+    ("value", "echoed"), [("2.5", "2.5"), (" 2.6 ", "2.6"), ("<script>", "2.6"), ("", "2.6")]
+)
+def test_openrtb_version_echo_is_sanitised(value: str, echoed: str) -> None:
+    head = request(f"x-openrtb-version: {value}") if value else request()
+    assert openrtb_version(head) == echoed

@@ -39,6 +39,9 @@ def test_zero_processes_means_one_per_core() -> None:
         ({"RTBFLEET_BIDDER_PROCESSES": "-1"}, "RTBFLEET_BIDDER_PROCESSES"),
         ({"RTBFLEET_BIDDER_MARGIN": "1.5"}, "RTBFLEET_BIDDER_MARGIN"),
         ({"RTBFLEET_BIDDER_TMAX_CAP_MS": "50"}, "RTBFLEET_BIDDER_TMAX_CAP_MS"),
+        ({"RTBFLEET_BIDDER_TMAX_DEFAULT_MS": "0"}, "RTBFLEET_BIDDER_TMAX_DEFAULT_MS"),
+        ({"RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS": "250"}, "RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS"),
+        ({"RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS": "-1"}, "RTBFLEET_BIDDER_NETWORK_ALLOWANCE_MS"),
         ({"RTBFLEET_BIDDER_CURRENCY": "usd"}, "RTBFLEET_BIDDER_CURRENCY"),
         (
             {"RTBFLEET_BIDDER_DATACENTER_CIDRS": "10.0.0.0/8,nonsense"},
@@ -86,7 +89,7 @@ def test_pipeline_settings_carry_every_knob() -> None:
     )
     p = s.to_pipeline_settings(index=3)
     assert p.bidder_id == "east-3"
-    assert p.margin == 0.3 and p.tmax_default_ms == 90 and p.nobid_body is True
+    assert p.margin == 0.3 and p.tmax.default_ms == 90 and p.nobid_body is True
     assert p.crawler_ua_patterns == ("evilbot", "scraper")
     assert p.blocked_publishers == ("pub-1", "bad.example.com")
     assert p.tracker_base_url == "https://t.example.com"

@@ -9,7 +9,6 @@ from datetime import UTC, date, datetime
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from bidder.frequency import frequency_key
 from bidder.metrics import BidderMetrics
 from bidder.sources import BudgetGate, CachedSnapshot, local_day
 from cache import SNAPSHOT_KEY, Cache, CacheSettings, Loaded, Namespace
@@ -69,14 +68,6 @@ def test_a_new_snapshot_recomputes_today_from_the_last_read() -> None:
     c = campaign(7)
     gate.set_campaigns([c], NOW)  # the campaign arrived after the spend read
     assert not gate.allow(c, 1_000_000, 0.0)
-
-
-def test_frequency_keys() -> None:
-    assert frequency_key(12, 86400, "i:6d92078a-8246") == "fc:12:86400:i:6d92078a-8246"
-    hashed = frequency_key(12, 86400, "u:ex:has space")
-    assert hashed.startswith("fc:12:86400:h") and len(hashed) == len("fc:12:86400:h") + 32
-    assert frequency_key(1, 60, "x" * 500) != frequency_key(1, 60, "x" * 501)
-    assert all(len(frequency_key(1, 60, u)) <= 250 for u in ("a" * 1000, "é" * 300))
 
 
 class Store:

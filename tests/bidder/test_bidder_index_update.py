@@ -11,8 +11,8 @@ from msgspec.structs import replace
 from perf_pipeline import NOW, crowded_request, typical_request
 
 from bidder.creative import NoPerformance
+from bidder.decoding import decode_request
 from bidder.index_update import apply_changes
-from bidder.openrtb import decode_request
 from bidder.pipeline import Pipeline, PipelineSettings
 from bidder.pricing import LogNormalMarket
 from bidder.scoring import HashedLinearModel, cross_prefixes, cross_suffixes, static_features

@@ -6,6 +6,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from bidder.decoding import decode_request
 from bidder.errors import BadRequest, InvalidRequest
 from bidder.openrtb import (
     Bid,
@@ -13,7 +14,6 @@ from bidder.openrtb import (
     BidResponse,
     SeatBid,
     consent_string,
-    decode_request,
     encode_response,
     gdpr_applies,
     gpp,

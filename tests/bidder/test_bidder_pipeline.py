@@ -11,6 +11,7 @@ import pytest
 from bidder_world import KEY, NOON, Frequency, Gate, banner_request, load_snapshot, make_world
 
 from bidder.creative import NoPerformance
+from bidder.options import TmaxBounds
 from bidder.pipeline import Pipeline, PipelineSettings
 from bidder.pricing import LogNormalMarket
 from bidder.scoring import HashedLinearModel, PriorModel
@@ -37,7 +38,13 @@ def test_not_ready_before_a_snapshot() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [dict(signing_key=b"short"), dict(margin=1.0), dict(tmax_cap_ms=0), dict(currency="usd")]
+    "bad",
+    [
+        dict(signing_key=b"short"),
+        dict(margin=1.0),
+        dict(tmax=TmaxBounds(cap_ms=0)),
+        dict(currency="usd"),
+    ],
 )
 def test_settings_are_validated(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -158,3 +165,38 @@ def test_bid_response_is_valid_openrtb_json() -> None:
     } <= set(bid)
     assert isinstance(bid["price"], float)
     assert msgspec.json.decode(world.handle(banner_request()).body)["id"] == "req-1"
+
+
+@pytest.mark.parametrize(
+    ("tmax", "expires_ms"),
+    [(None, 100), (120, 120), ("80", 80), (0, 100), (-5, 100), ("5000", 250), (10**12, 250)],
+)
+def test_the_answer_carries_its_deadlines(tmax: object, expires_ms: int) -> None:
+    """The deadlines the endpoint keeps come with the answer: tmax (default 100, cap 250 ms)
+    for any answer, 15 ms before it for a bid."""
+    world = make_world()
+    req = banner_request()
+    if tmax is None:
+        del req["tmax"]
+    else:
+        req["tmax"] = tmax
+    answer = world.handle(req)
+    assert answer.status == 200 and answer.bids
+    arrival = world.clock.now
+    assert answer.expires == pytest.approx(arrival + expires_ms / 1000)
+    assert answer.deadline == pytest.approx(arrival + (expires_ms - 15) / 1000)
+    crawler = world.handle({**req, "device": {**req["device"], "ua": "Googlebot/2.1"}})
+    assert crawler.status == 204 and crawler.expires == answer.expires
+
+
+def test_a_body_nested_too_deep_is_a_400_not_an_internal_error() -> None:
+    world = make_world()
+    for body in (
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        b'{"id": "r", "imp": [{"id": "1"}], "ext": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"id": "r", "imp": [{"id": "1"}], "site": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ):
+        answer = world.handle(body)
+        assert (answer.status, answer.outcome) == (400, "invalid"), answer.reason
+        assert json.loads(answer.body) == {"error": "malformed JSON: nested too deeply"}

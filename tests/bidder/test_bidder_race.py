@@ -13,8 +13,8 @@ from bidder_world import make_world
 from msgspec.structs import replace
 from perf_pipeline import NOW, crowded_request, typical_request
 
+from bidder.outcome import Answer
 from bidder.race import RaceResult, exponentials, race, winner
-from bidder.response import Answer
 from bidder.scoring import HashedLinearModel, PriorModel, cross_prefixes
 from fleet import portfolio
 from fleet import vocabulary as vocab

@@ -6,7 +6,6 @@ import zlib
 import numpy as np
 import pytest
 
-from bidder.errors import ModelFormatError
 from bidder.openrtb import Imp
 from bidder.scoring import (
     FeatureRow,
@@ -24,8 +23,10 @@ from bidder.scoring import (
     values_cpm_micros,
 )
 from bidder.targeting import RequestView
+from fleet import model as model_file
 from fleet.config import Campaign, Creative, GoalType
 from fleet.features import hash_features
+from fleet.model import ModelFormatError
 
 CAMPAIGN = Campaign(
     id=12,
@@ -212,3 +213,14 @@ def test_zero_model_and_shape_check() -> None:
     assert z.predict(["x"]) == (0.5, 0.5) and z.version == 2
     with pytest.raises(ModelFormatError):
         HashedLinearModel(np.zeros(8, np.float32), np.zeros(16, np.float32), bits=4)
+
+
+def test_the_bidder_reads_the_kernels_model_file_and_predicts_as_its_reference() -> None:
+    """The learner writes fleet.model files; the bidder's model loads them and agrees with the
+    kernel's reference predict (its own faster paths are held to predict elsewhere)."""
+    m = _model()
+    f = model_file.decode(m.to_bytes())
+    back = HashedLinearModel.from_file(f)
+    assert back.to_bytes() == model_file.encode(f) == m.to_bytes()
+    for features in (["a=1", "b=2"], ["country=USA", "campaign=3", "campaign^hour=3^12"], []):
+        assert back.predict(features) == model_file.predict(f, features) == m.predict(features)

@@ -11,7 +11,7 @@ from bidder_world import make_world
 from perf_pipeline import NOW, crowded_request
 
 import bidder.scorer as scorer
-from bidder.response import Answer
+from bidder.outcome import Answer
 from bidder.scoring import (
     FeatureRow,
     HashedLinearModel,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httptools
 from prometheus_client import CollectorRegistry
 
 from bidder.service import BidderService
@@ -23,7 +24,8 @@ SIGNING_KEY = "integration-test-signing-key-0123456789"
 
 def make_settings(**env: str) -> BidderSettings:
     """Test settings: any port, no memcached, no bus, no shedding (a busy test machine must not
-    turn expected bids into shed no-bids) unless given; ``env`` overrides."""
+    turn expected bids into shed no-bids), a long idle timeout, unless given; ``env``
+    overrides."""
     base = {
         "RTBFLEET_BIDDER_SHED": "0",
         "RTBFLEET_BIDDER_PORT": "0",
@@ -32,6 +34,9 @@ def make_settings(**env: str) -> BidderSettings:
         "RTBFLEET_BIDDER_PUBLISH_EVENTS": "0",
         "RTBFLEET_CACHE_BUS": "0",
         "RTBFLEET_BIDDER_DRAIN_TIMEOUT": "1",
+        # tests hold a connection across slow steps (a Postgres restart on a loaded machine):
+        # the 15 s default would close it under them
+        "RTBFLEET_HTTP_IDLE_TIMEOUT": "120",
     }
     base.update(env)
     return BidderSettings.from_env(base, env_file=None)
@@ -82,7 +87,6 @@ class Reply:
     status: int
     headers: dict[str, str]
     body: bytes
-    raw_head: bytes = b""
 
     def json(self) -> Any:
         body = self.body
@@ -99,6 +103,10 @@ class RawClient:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     sent: list[bytes] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -111,24 +119,45 @@ class RawClient:
         await self.writer.drain()
 
     async def reply(self, timeout: float = 5.0) -> Reply:
+        """The next answer, framed by llhttp (a 100 Continue counts as an answer here)."""
         assert self.reader is not None
         async with asyncio.timeout(timeout):
-            head = await self.reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            status = int(lines[0].split()[1])
-            headers = {}
-            for line in lines[1:]:
-                if line:
-                    name, _, value = line.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-            length = int(headers.get("content-length", "0"))
-            body = await self.reader.readexactly(length) if length else b""
-        return Reply(status, headers, body, head)
+            while not self.replies:
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ConnectionError("closed by the peer before an answer")
+                self.parser.feed_data(data)
+        return self.replies.pop(0)
+
+    # llhttp's callbacks
+    def on_message_begin(self) -> None:
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # llhttp reads the final answer after it as another message
+            self.replies.append(Reply(status, self._headers, b""))
+
+    def on_body(self, data: bytes) -> None:
+        self._body.append(data)
+
+    def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status >= 200:
+            self.replies.append(Reply(status, self._headers, b"".join(self._body)))
 
     async def closed_by_peer(self, timeout: float = 5.0) -> bool:
+        """True when the peer closes (or resets) the connection with nothing more to say."""
         assert self.reader is not None
-        async with asyncio.timeout(timeout):
-            return await self.reader.read(1) == b""
+        try:
+            async with asyncio.timeout(timeout):
+                return not self.replies and await self.reader.read(1) == b""
+        except ConnectionResetError:
+            return True
 
     async def request(
         self,

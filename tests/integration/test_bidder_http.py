@@ -69,8 +69,7 @@ def test_bid_no_bid_and_errors_over_one_keep_alive_connection(tmp_path: Path) ->
 
 def test_gzip_both_ways_and_body_limits(tmp_path: Path) -> None:
     async def scenario() -> None:
-        settings = settings_for(tmp_path, RTBFLEET_BIDDER_MAX_BODY_BYTES="20000",
-                                RTBFLEET_BIDDER_MAX_DRAIN_BYTES="200000")  # fmt: skip
+        settings = settings_for(tmp_path, RTBFLEET_HTTP_MAX_BODY_BYTES="20000")
         async with running_service(settings) as service:
             c = RawClient(service.port)
             packed = gzip.compress(json.dumps(banner_request("g1")).encode())
@@ -92,16 +91,23 @@ def test_gzip_both_ways_and_body_limits(tmp_path: Path) -> None:
             reply = await c.request("POST", "/openrtb2/bid", bomb, {"Content-Encoding": "gzip"})
             assert reply.status == 413
 
-            big = b'{"id":"' + b"a" * 100_000 + b'"}'  # drained, answered, connection kept
-            reply = await c.request("POST", "/openrtb2/bid", big, {"x-openrtb-version": "2.5"})
-            assert reply.status == 413 and json.loads(reply.body)["error"]
-            assert reply.headers["x-openrtb-version"] == "2.5"
             assert (await c.bid(banner_request("after"))).status == 200
 
-            huge = RawClient(service.port)  # past the drain limit: 413 and the connection closes
-            await huge.send(b"POST /openrtb2/bid HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n")
-            assert (await huge.reply()).status == 413
+            # Larger than the limit as declared: 413 at once (the body is never read) and the
+            # connection closes; the other connections go on.
+            big = RawClient(service.port)
+            await big.send(b"POST /openrtb2/bid HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n")
+            assert (await big.reply()).status == 413
+            assert await big.closed_by_peer()
+            huge = RawClient(service.port)  # ... or as it arrives, chunk by chunk
+            await huge.send(b"POST /openrtb2/bid HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(4):
+                await huge.send(b"2000\r\n" + b"a" * 0x2000 + b"\r\n")
+            reply = await huge.reply()
+            assert reply.status == 413 and json.loads(reply.body)["error"]
             assert await huge.closed_by_peer()
+            assert (await c.bid(banner_request("still"))).status == 200
+            await big.close()
             await c.close()
             await huge.close()
 
@@ -286,7 +292,10 @@ def test_not_ready_without_a_config_source(tmp_path: Path) -> None:
 def test_idle_and_dribbling_connections_are_closed(tmp_path: Path) -> None:
     async def scenario() -> None:
         settings = settings_for(
-            tmp_path, RTBFLEET_BIDDER_IDLE_TIMEOUT="0.6", RTBFLEET_BIDDER_BODY_TIMEOUT="0.4"
+            tmp_path,
+            RTBFLEET_HTTP_IDLE_TIMEOUT="0.6",
+            RTBFLEET_HTTP_BODY_TIMEOUT="0.4",
+            RTBFLEET_HTTP_HEADER_TIMEOUT="0.4",
         )
         async with running_service(settings) as service:
             idle = RawClient(service.port)
@@ -294,6 +303,7 @@ def test_idle_and_dribbling_connections_are_closed(tmp_path: Path) -> None:
             dribble = RawClient(service.port)
             await dribble.send(b"POST /openrtb2/bid HTTP/1.1\r\nContent-Le")  # and then nothing
             started = time.monotonic()
+            assert (await dribble.reply()).status == 408  # the head's timer ran out
             assert await dribble.closed_by_peer(timeout=5)
             assert time.monotonic() - started < 2.5
             assert await idle.closed_by_peer(timeout=5)
@@ -353,7 +363,7 @@ def test_pipelined_requests_of_both_kinds_are_answered_in_order(tmp_path: Path) 
 
 def test_a_connection_in_use_is_not_idle(tmp_path: Path) -> None:
     async def scenario() -> None:
-        settings = settings_for(tmp_path, RTBFLEET_BIDDER_IDLE_TIMEOUT="0.6")
+        settings = settings_for(tmp_path, RTBFLEET_HTTP_IDLE_TIMEOUT="0.6")
         async with running_service(settings) as service:
             c = RawClient(service.port)
             started = time.monotonic()
@@ -395,3 +405,27 @@ def test_a_changed_portfolio_file_is_applied_incrementally(tmp_path: Path) -> No
             await c.close()
 
     run_uv(scenario())
+
+
+def test_deep_json_is_a_400_and_a_blank_flag_is_absent(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A body nested 100,000 deep is malformed JSON (400 with the reason), not an internal
+    error with a traceback; ``"secure": ""`` reads as absent (a bid), not a 400."""
+
+    async def scenario() -> None:
+        async with running_service(settings_for(tmp_path)) as service:
+            c = RawClient(service.port)
+            deep = b'{"id": "d", "imp": [{"id": "1"}], "ext": ' + b"[" * 100_000
+            deep += b"]" * 100_000 + b"}"
+            reply = await c.request("POST", "/openrtb2/bid", deep)
+            assert reply.status == 400, reply
+            assert json.loads(reply.body) == {"error": "malformed JSON: nested too deeply"}
+            req = banner_request("s1")
+            req["imp"][0]["secure"] = ""
+            assert (await c.bid(req)).status == 200
+            text = (await c.request("GET", "/metrics")).body.decode()
+            assert metric(text, "bidder_requests_total", outcome="invalid", reason="invalid") == 1
+            assert metric(text, "bidder_requests_total", outcome="nobid", reason="internal") == 0
+            await c.close()
+
+    run_uv(scenario())
+    assert not [r for r in caplog.records if r.exc_info], "no traceback in the log"

@@ -20,10 +20,11 @@ from conftest_bidder import (
 from prometheus_client import CollectorRegistry
 from pymemcache.client.base import Client
 
-from bidder.frequency import MemcachedFrequency, frequency_key, memcached_client
+from bidder.frequency import MemcachedFrequency, memcached_client
 from bidder.metrics import BidderMetrics
 from fleet.bus import Subscriber
 from fleet.events import AuctionEvent, BidEvent, decode
+from fleet.frequency import counter_key
 from fleet.portfolio import catch_all, load_document
 from fleet.processes import MemcachedProcess
 
@@ -42,7 +43,7 @@ def test_frequency_counters_are_read_off_the_loop_and_survive_memcached_dying(
 ) -> None:
     async def scenario() -> None:
         direct = Client(memcached)
-        direct.set(frequency_key(7, 3600, f"i:{IFA}"), b"3")
+        direct.set(counter_key(7, 3600, f"i:{IFA}"), b"3")
         registry = CollectorRegistry()
         reader = MemcachedFrequency(
             memcached_client([memcached], 2),
@@ -58,7 +59,7 @@ def test_frequency_counters_are_read_off_the_loop_and_survive_memcached_dying(
             await eventually(lambda: reader.impressions("i:never-seen", 7, 3600), 0)
             weird = "u:exchange:user with spaces and ✓ and a very long tail " * 5
             await eventually(lambda: reader.impressions(weird, 7, 3600), 0)
-            assert frequency_key(7, 3600, weird).startswith("fc:7:3600:h")
+            assert counter_key(7, 3600, weird).startswith("fc:7:3600:h")
 
             memcached_server.kill()
             for _ in range(30):  # nothing raises, nothing blocks, unknown stays unknown
@@ -70,7 +71,7 @@ def test_frequency_counters_are_read_off_the_loop_and_survive_memcached_dying(
             assert errors and errors >= 1
             memcached_server.start()
             writer = Client(memcached)
-            writer.set(frequency_key(7, 3600, "i:during-outage"), b"5")
+            writer.set(counter_key(7, 3600, "i:during-outage"), b"5")
             writer.close()
             await eventually(lambda: reader.impressions("i:during-outage", 7, 3600), 5, 10)
         finally:
@@ -100,7 +101,7 @@ def test_frequency_caps_end_to_end(pg_dsn: str, memcached: tuple[str, int]) -> N
                 assert time.monotonic() - started < 5
                 await asyncio.sleep(0.02)
             writer = Client(memcached)
-            writer.set(frequency_key(1, 3600, f"i:{IFA}"), b"2")
+            writer.set(counter_key(1, 3600, f"i:{IFA}"), b"2")
             writer.close()
             while (await c.bid(request)).status != 204:
                 assert time.monotonic() - started < 10

@@ -14,8 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from cache.app import Cache
 from cache.errors import LoadError, UnknownNamespace
-from cache.loaders import frequency_namespace
-from cache.namespace import Loaded, Loader
+from cache.namespace import Loaded, Loader, Namespace
 from fleet.processes import MemcachedProcess
 
 __all__ = ["bus"]
@@ -151,7 +150,7 @@ async def test_counters_count_fleet_wide(caches: MakeCache) -> None:
     a: Cache = await caches()
     b: Cache = await caches()
     for cache in (a, b):
-        cache.register(frequency_namespace(ttl=0.2))
+        cache.register(Namespace("freq", None, type=int, ttl=0.2, counter=True))
         await cache.start()
     assert await a.get("freq", "u1") == 0
     await asyncio.gather(*(c.incr("freq", "u1", expire=60) for c in (a, b) for _ in range(5)))

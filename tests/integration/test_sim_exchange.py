@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httptools
 import numpy as np
 import pytest
 
@@ -25,11 +26,14 @@ from sim.settings import SimSettings
 
 
 class _Http(asyncio.Protocol):
-    """Just enough HTTP/1.1 server for the test: keep-alive, Content-Length bodies."""
+    """Just enough HTTP/1.1 server for the test, framed by llhttp (httptools)."""
 
     def __init__(self, handle: Callable[[str, dict[str, str], bytes], Any]) -> None:
         self._handle = handle
-        self._buf = b""
+        self._parser = httptools.HttpRequestParser(self)
+        self._target = ""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
         self._transport: asyncio.Transport | None = None
         self._tasks: set[asyncio.Future[None]] = set()
 
@@ -37,21 +41,30 @@ class _Http(asyncio.Protocol):
         self._transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self._buf += data
-        while b"\r\n\r\n" in self._buf:
-            head, rest = self._buf.split(b"\r\n\r\n", 1)
-            lines = head.decode().split("\r\n")
-            headers = {
-                k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])
-            }
-            length = int(headers.get("content-length", "0"))
-            if len(rest) < length:
-                return
-            body, self._buf = rest[:length], rest[length:]
-            target = lines[0].split(" ")[1]
-            task = asyncio.ensure_future(self._answer(target, headers, body))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            assert self._transport is not None
+            self._transport.abort()
+
+    def on_message_begin(self) -> None:
+        self._target, self._headers, self._body = "", {}, []
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url.decode()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode().lower()] = value.decode().strip()
+
+    def on_body(self, data: bytes) -> None:
+        self._body.append(data)
+
+    def on_message_complete(self) -> None:
+        task = asyncio.ensure_future(
+            self._answer(self._target, self._headers, b"".join(self._body))
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, target: str, headers: dict[str, str], body: bytes) -> None:
         status, extra, payload = await self._handle(target, headers, body)

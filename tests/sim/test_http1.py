@@ -87,3 +87,26 @@ def test_truncated_response_is_an_error_at_eof() -> None:
     p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     with pytest.raises(HttpProtocolError):
         p.feed_eof()
+
+
+@pytest.mark.parametrize("size", [b"-10", b"0x10", b"+5", b" 5", b"1_0", b"-0"])
+def test_lax_chunk_sizes_are_errors_not_loops(size: bytes) -> None:
+    p = ResponseParser()
+    with pytest.raises(HttpProtocolError):
+        p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nabcde\r\n")
+
+
+def test_buffering_is_bounded() -> None:
+    from sim.http1 import MAX_BODY_BYTES, MAX_HEADER_BYTES
+
+    endless_head = ResponseParser()
+    endless_head.feed(b"HTTP/1.1 200 OK\r\nX-Long: ")
+    with pytest.raises(HttpProtocolError):
+        for _ in range(MAX_HEADER_BYTES // 1000 + 2):
+            endless_head.feed(b"a" * 1000)
+    endless_body = ResponseParser()
+    endless_body.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (65536, b"b" * 65536)
+    with pytest.raises(HttpProtocolError):
+        for _ in range(MAX_BODY_BYTES // 65536 + 2):
+            endless_body.feed(chunk)

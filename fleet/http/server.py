@@ -1,0 +1,541 @@
+"""The HTTP/1.1 server: an ``asyncio.Protocol`` per connection over the loop's own transports
+(uvloop's, in C), the framing of fleet/http/framing.py, routes by path, and a
+``tornado.web.Application`` for every other path.
+
+A route is a path with the methods it serves and a handler called with the ``Request``; it
+returns a ``Response``, the whole response as bytes (then it must say ``Connection: close``
+itself when ``request.close``), or None to close the connection without an answer; or an
+awaitable of one of those. A path without a route goes to the Application (health checks,
+metrics, anything slow), a route's path with another method gets 405.
+
+What keeps a connection cheap and bounded:
+- one write per answer; the write buffer's high-water mark is zero, so a peer that does not
+  read its answers stops being read (``pause_writing``) instead of growing a buffer;
+- pipelined requests are framed as they arrive, queued, and answered one per loop iteration,
+  in order, with reading paused while any wait or an answer is under way (a read is at most
+  what one ``recv`` returns, so the queue is bounded);
+- in flight (``in_flight``) is a request that is complete and not yet answered: a slow body
+  counts for nothing;
+- no timer per connection: each connection's framer says what it waits for since when, and one
+  sweeper closes those past the head, body or idle timeout (``HttpLimits``), and aborts those
+  whose peer has not read its answers for the idle timeout;
+- past ``max_connections`` a new connection is closed at accept, counted and logged (at most a
+  line a minute);
+- a refused request is answered, the write side shut, and what the peer still sends is read
+  and dropped for a moment (a lingering close: the answer is not lost to a reset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import resource
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final, cast
+
+from tornado import netutil, web
+
+from fleet.http.bridge import serve_with_application
+from fleet.http.errors import HttpError
+from fleet.http.framing import BODY, DONE, HEAD, Framer, Request
+from fleet.http.limits import HttpLimits
+from fleet.http.metrics import HttpMetrics
+from fleet.http.wire import CONTINUE, Response, error_response
+
+log = logging.getLogger("fleet.http")
+
+Result = Response | bytes | None
+Handler = Callable[[Request], Result | Awaitable[Result]]
+
+# After a refusal, what the peer still sends (the rest of an oversized body, say) is read and
+# dropped, unparsed, for this long and this much at most, so that a client that writes its whole
+# request before reading gets the answer instead of a reset. Cheap: no framing, large reads.
+LINGER_S: Final = 2.0
+LINGER_BYTES: Final = 32 * 1024 * 1024
+CAP_LOG_INTERVAL: Final = 60.0  # seconds between log lines about the connection cap
+_INTERNAL_ERROR: Final = "internal error"
+
+
+class Route:
+    __slots__ = ("handler", "methods")
+
+    def __init__(self, handler: Handler, methods: Iterable[str]) -> None:
+        self.handler = handler
+        self.methods = frozenset(methods)
+        if "GET" in self.methods:
+            self.methods |= {"HEAD"}
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection (see the module docstring)."""
+
+    __slots__ = (
+        "backlogged",
+        "busy",
+        "counted",
+        "framer",
+        "linger_since",
+        "lingered",
+        "queued",
+        "ready_since",
+        "remote_ip",
+        "served",
+        "server",
+        "transport",
+        "write",
+        "write_paused",
+        "write_paused_since",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.framer = Framer(server.limits)
+        self.transport: asyncio.Transport | None = None
+        self.write: Callable[[bytes], Any] = _discard
+        self.remote_ip = ""
+        self.busy = False  # an answer is under way (an awaitable handler, the Application)
+        self.queued = False  # _advance is scheduled
+        self.backlogged = False  # requests wait behind another: reading paused
+        self.write_paused = False  # the peer does not read its answers
+        self.write_paused_since = 0.0
+        self.counted = 0  # this connection's requests in the server's in_flight
+        self.served = 0
+        self.ready_since = time.monotonic()  # since when the client, not we, holds things up
+        self.linger_since = 0.0  # a refusal was answered: reading only to drop
+        self.lingered = 0
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        server = self.server
+        if len(server.connections_open) >= server.cap:
+            server.rejected()
+            transport.abort()
+            return
+        self.write = transport.write
+        address = transport.get_extra_info("peername")
+        self.remote_ip = address[0] if isinstance(address, tuple) and address else ""
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=0)
+        server.connections_open.add(self)
+        server.metrics.connections(len(server.connections_open))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        if self in server.connections_open:
+            server.connections_open.discard(self)
+            server.metrics.connections(len(server.connections_open))
+        server.in_flight -= self.counted
+        self.counted = 0
+        self.write = _discard
+
+    def data_received(self, data: bytes) -> None:
+        if self.linger_since:
+            self.lingered += len(data)
+            if self.lingered > LINGER_BYTES:
+                self.abort()
+            return
+        framer, server = self.framer, self.server
+        before = len(framer.requests)
+        framer.feed(data, time.monotonic() - server.lag())
+        added = len(framer.requests) - before
+        if added:
+            self.counted += added
+            server.in_flight += added
+        if framer.continue_due and not (self.busy or framer.requests):
+            framer.continue_due = False
+            self.write(CONTINUE)
+        if (framer.requests or framer.phase == DONE) and not (self.queued or self.busy):
+            # Answered from the loop's ready queue, as a coroutine would be: the lag probe then
+            # runs between reading requests and answering them, as load shedding expects.
+            self.queued = True
+            server.call_soon(self._advance)
+        if len(framer.requests) > 1 or (framer.requests and self.busy):
+            self._backlog(True)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_paused_since = time.monotonic()
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._go_on()
+
+    # -- answering ------------------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Answer the next complete request (one per loop iteration), or the framing error
+        once every request before it is answered."""
+        self.queued = False
+        if self.busy or self.write_paused or self.closing or self.linger_since:
+            return
+        framer = self.framer
+        try:
+            if framer.requests:
+                self._serve(framer.requests.popleft())
+            elif framer.error is not None:
+                self._refuse(framer.error)
+                return
+            elif framer.phase == DONE:  # the last request closed the connection
+                self.close()
+                return
+        except Exception:
+            log.exception("connection from %s failed", self.remote_ip)
+            self.abort()
+            return
+        if self.busy or self.closing:
+            return
+        self._next()
+
+    def _next(self) -> None:
+        framer = self.framer
+        if framer.requests or framer.phase == DONE:
+            self._backlog(True)
+            self.queued = True
+            self.server.call_soon(self._advance)
+        else:
+            self._backlog(False)
+            if framer.continue_due and framer.phase == BODY:
+                framer.continue_due = False
+                self.write(CONTINUE)
+
+    def _serve(self, request: Request) -> None:
+        server = self.server
+        self.served += 1
+        cap = server.limits.max_requests_per_connection
+        if cap and self.served >= cap and not request.close:
+            request.close = True
+            server.metrics.count("closed", "request_cap")
+        elif self.framer.upgrade_refused and not self.framer.requests:
+            server.metrics.count("closed", "upgrade")
+        request.close = request.close or server.draining
+        request.remote_ip = self.remote_ip
+        route = server.routes.get(request.path)
+        if route is None:
+            if server.app is None:
+                self._respond(request, Response(404, b'{"error":"no such path"}'))
+            else:
+                self._wait(request, self._bridge(request))
+            return
+        if request.method not in route.methods:
+            allow = ", ".join(sorted(route.methods))
+            self._respond(request, Response(405, b'{"error":"method not allowed"}',
+                                            headers=(("Allow", allow),)))  # fmt: skip
+            return
+        try:
+            result = route.handler(request)
+        except Exception:
+            result = self._handler_failed(request)
+        if result is None or isinstance(result, (bytes, Response)):
+            self._respond(request, result)
+        elif inspect.isawaitable(result):
+            self._wait(request, result)
+        else:
+            self._respond(request, self._handler_failed(request, result))
+
+    def _respond(self, request: Request, result: Result) -> None:
+        self.counted -= 1
+        self.server.in_flight -= 1
+        self.ready_since = time.monotonic()
+        close = request.close
+        if result is None:  # no answer at all (e.g. past the auction's deadline)
+            self.close()
+            return
+        if isinstance(result, Response):
+            close = close or result.close
+            result = result.to_bytes(
+                close=close,
+                keep_alive_10=request.version == "HTTP/1.0",
+                head=request.method == "HEAD",
+            )
+        self.write(result)
+        if close:
+            self.framer.phase = DONE
+            self.framer.requests.clear()
+            self.close()
+
+    def _wait(self, request: Request, work: Awaitable[Result]) -> None:
+        self.busy = True
+        self._flow()
+        self.server.run(self._finish(request, work))
+
+    async def _finish(self, request: Request, work: Awaitable[Result]) -> None:
+        try:
+            result = await work
+        except HttpError as exc:
+            self.busy = False
+            self.counted -= 1
+            self.server.in_flight -= 1
+            self._refuse(exc)
+            return
+        except Exception:
+            result = self._handler_failed(request)
+        self.busy = False
+        self._respond(request, result)
+        if not self.closing:
+            self._next()
+            self._flow()
+
+    async def _bridge(self, request: Request) -> Result:
+        app = self.server.app
+        assert app is not None
+        data, close = await serve_with_application(app, request)
+        request.close = request.close or close
+        return data
+
+    def _handler_failed(self, request: Request, result: object = None) -> Result:
+        self.server.handler_failed(request, result)
+        request.close = True
+        return Response(500, b'{"error":"%s"}' % _INTERNAL_ERROR.encode(), close=True)
+
+    def _refuse(self, error: HttpError) -> None:
+        """A request that cannot be framed or served: answer, shut the write side, and drop
+        what still comes for a moment (the framing of anything after it cannot be trusted)."""
+        self.server.metrics.count("refused", error.metric)
+        self.write(error_response(error.status, error.reason, close=True))
+        self._linger()
+
+    def _linger(self) -> None:
+        transport = self.transport
+        self.framer.phase = DONE
+        self.framer.requests.clear()
+        if transport is None or transport.is_closing():
+            return
+        if not transport.can_write_eof():
+            self.close()
+            return
+        self.linger_since = time.monotonic()
+        with contextlib.suppress(OSError, RuntimeError):
+            transport.write_eof()
+        self.backlogged = self.busy = False
+        transport.resume_reading()
+
+    # -- timers ---------------------------------------------------------------------------------
+
+    def expired(self, now: float) -> str | None:
+        """The timer that has run out for this connection, if any (the sweeper asks)."""
+        if self.linger_since:
+            return "linger" if now - self.linger_since > LINGER_S else None
+        framer, limits = self.framer, self.server.limits
+        if self.write_paused:  # a client that does not read its answers
+            stalled = now - self.write_paused_since > limits.idle_timeout_s
+            return "write" if stalled else None
+        if self.busy or framer.requests:
+            return None  # waiting on us, not on the client
+        since = max(framer.since, self.ready_since)
+        phase = framer.phase
+        if phase == HEAD:
+            return "head" if now - since > limits.header_timeout_s else None
+        if phase == BODY:
+            return "body" if now - since > limits.body_timeout_s else None
+        if phase == DONE:
+            return None
+        return "idle" if now - since > limits.idle_timeout_s else None
+
+    def time_out(self, phase: str) -> None:
+        if phase == "linger":
+            self.abort()
+            return
+        self.server.metrics.count("timeout", phase)
+        if phase == "write":  # nothing more can be written: drop what is queued
+            self.abort()
+        elif phase == "idle":
+            self.close()
+        else:
+            self.write(error_response(408, f"{phase} not received in time", close=True))
+            self._linger()
+
+    # -- flow and closing -----------------------------------------------------------------------
+
+    def _backlog(self, on: bool) -> None:
+        if self.backlogged != on:
+            self.backlogged = on
+            self._flow()
+
+    @property
+    def closing(self) -> bool:
+        transport = self.transport
+        return transport is None or transport.is_closing()
+
+    @property
+    def writing(self) -> bool:
+        transport = self.transport
+        return transport is not None and transport.get_write_buffer_size() > 0
+
+    def _flow(self) -> None:
+        """Read while nothing holds this connection up."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.busy or self.write_paused or self.backlogged:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    def _go_on(self) -> None:
+        self._flow()
+        if (self.framer.requests or self.framer.phase == DONE) and not self.queued:
+            self.queued = True
+            self.server.call_soon(self._advance)
+
+    def close(self) -> None:
+        """Close once what is written is on the wire."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close now, dropping anything not yet sent."""
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _discard(data: bytes) -> None:
+    """Writes after the connection is gone go nowhere."""
+
+
+def _unstarted(callback: Callable[[], None]) -> object:
+    raise RuntimeError("the server is not listening")
+
+
+def _no_lag() -> float:
+    return 0.0
+
+
+class HttpServer:
+    """One process's server. ``route`` before ``listen``; ``shutdown`` drains.
+
+    ``lag`` says how long bytes read now probably waited unread (event-loop lag): requests are
+    stamped that much earlier. ``app`` serves the paths without a route (None: 404)."""
+
+    def __init__(
+        self,
+        limits: HttpLimits,
+        *,
+        metrics: HttpMetrics,
+        app: web.Application | None = None,
+        lag: Callable[[], float] = _no_lag,
+        fd_limit: int | None = None,
+    ) -> None:
+        self.limits = limits
+        self.metrics = metrics
+        self.app = app
+        self.lag = lag
+        if fd_limit is None:
+            fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.cap = limits.connection_cap(fd_limit)
+        self.routes: dict[str, Route] = {}
+        self.draining = False
+        self.in_flight = 0
+        self.connections_open: set[HttpConnection] = set()
+        self.call_soon: Callable[[Callable[[], None]], object] = _unstarted
+        self.sockets: list[socket.socket] = []
+        self._listeners: list[asyncio.AbstractServer] = []
+        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._cap_logged = -CAP_LOG_INTERVAL
+        self._rejected_since_log = 0
+        self._errors_logged = -CAP_LOG_INTERVAL
+
+    def route(self, path: str, handler: Handler, methods: Iterable[str] = ("GET",)) -> None:
+        self.routes[path] = Route(handler, methods)
+
+    @property
+    def connections(self) -> int:
+        return len(self.connections_open)
+
+    def run(self, work: Awaitable[None]) -> None:
+        """A task that outlives the call (held here until done: the loop keeps weak ones)."""
+        task = asyncio.get_running_loop().create_task(cast(Any, work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def rejected(self) -> None:
+        """A connection over the cap: counted always, logged at most once a minute."""
+        self.metrics.reject()
+        self._rejected_since_log += 1
+        now = time.monotonic()
+        if now - self._cap_logged >= CAP_LOG_INTERVAL:
+            log.warning(
+                "connection cap reached (%d open, RTBFLEET_HTTP_MAX_CONNECTIONS / ulimit -n): "
+                "%d new connection(s) closed at accept since the last line",
+                self.cap,
+                self._rejected_since_log,
+            )
+            self._cap_logged, self._rejected_since_log = now, 0
+
+    def handler_failed(self, request: Request, result: object = None) -> None:
+        """A handler raised (or returned something it may not): answered 500; logged with its
+        traceback at most once a minute."""
+        self.metrics.count("closed", "handler_error")
+        now = time.monotonic()
+        if now - self._errors_logged >= CAP_LOG_INTERVAL:
+            self._errors_logged = now
+            if result is None:
+                log.exception("handler of %s %s failed", request.method, request.path[:100])
+            else:
+                log.error("handler of %s %s returned %r", request.method, request.path[:100],
+                          type(result))  # fmt: skip
+
+    async def listen(self, port: int, host: str, backlog: int = 2048) -> int:
+        """Bind with SO_REUSEPORT (every server process binds the same port and the kernel
+        spreads connections) and start accepting; returns the port (useful with port 0)."""
+        loop = asyncio.get_running_loop()
+        self.call_soon = loop.call_soon
+        self.metrics.fold_each_iteration(loop.call_soon)
+        self.sockets = netutil.bind_sockets(port, host, backlog=backlog, reuse_port=True)
+        for sock in self.sockets:
+            listener = await loop.create_server(
+                lambda: HttpConnection(self), sock=sock, backlog=backlog
+            )
+            self._listeners.append(listener)
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep(), name="http-sweeper")
+        return int(self.sockets[0].getsockname()[1])
+
+    async def _sweep(self) -> None:
+        limits = self.limits
+        shortest = min(limits.header_timeout_s, limits.body_timeout_s, limits.idle_timeout_s)
+        interval = max(0.02, min(0.5, shortest / 4, LINGER_S / 2))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.connections_open):
+                phase = conn.expired(now)
+                if phase is not None:
+                    conn.time_out(phase)
+
+    async def shutdown(self, drain_timeout: float) -> None:
+        """Stop accepting; let requests under way finish (answers say ``Connection: close``);
+        close idle connections at once and everything after ``drain_timeout``."""
+        for listener in self._listeners:
+            listener.close()
+        self.draining = True
+        deadline = time.monotonic() + drain_timeout
+        while self.connections_open and time.monotonic() < deadline:
+            for conn in list(self.connections_open):
+                idle = not (conn.busy or conn.counted or conn.framer.phase in (HEAD, BODY))
+                if idle and not conn.writing:
+                    conn.close()
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections_open):
+            conn.abort()
+        for listener in self._listeners:
+            await listener.wait_closed()
+        self._listeners.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for task in list(self._tasks):
+            task.cancel()
+        self.metrics.fold_each_iteration(None)
+        self.metrics.fold()

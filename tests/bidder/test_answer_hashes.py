@@ -1,0 +1,15 @@
+"""The bidder's answers on the bench's request mix are the recorded ones (answer_hashes.py)."""
+
+from __future__ import annotations
+
+import json
+
+from answer_hashes import FIXTURE, digests
+
+
+def test_answers_match_the_recorded_digests() -> None:
+    recorded = json.loads(FIXTURE.read_text())
+    assert digests() == recorded, (
+        "the bidder answers differently: if on purpose, rerun "
+        "tests/bidder/answer_hashes.py --write and say why in the commit"
+    )
