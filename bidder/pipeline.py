@@ -45,10 +45,17 @@ from bidder.outcome import Answer, BidSummary
 from bidder.pricing import MarketPriceModel, Shader, floor_micros, market_params
 from bidder.privacy import ConsentCache, Privacy, decide
 from bidder.race import exponentials, race
-from bidder.scorer import PositionScorer, PositionTables, position_scorer
+from bidder.scorer import (
+    PositionTables,
+    Scorer,
+    StaticScorer,
+    position_scorer,
+    static_rates,
+)
 from bidder.scoring import (
     HashedLinearModel,
     Model,
+    StaticModel,
     cross_prefixes,
     cross_suffixes,
     inventory_key,
@@ -127,7 +134,8 @@ class _Compiled:
     goal_codes: npt.NDArray[np.int8]
     goal_prices: npt.NDArray[np.int64]
     tables: PositionTables | None  # hashed with the model's seed, for hashed linear models
-    scorer: PositionScorer | None  # for the pipeline's model, when it is a hashed linear one
+    # for the pipeline's model, when it is a hashed linear one or a static one (the priors)
+    scorer: Scorer | None
 
 
 class _ImpOffers:
@@ -272,13 +280,24 @@ class Pipeline:
                 return PositionTables(statics, prefixes, model.seed)
             return _tables(index, model.seed)
 
+        def scorer_for(model: Model, tables: PositionTables | None) -> Scorer | None:
+            if not isinstance(model, StaticModel):
+                return position_scorer(model, tables)
+            kept = old.scorer if old is not None else None
+            if isinstance(kept, StaticScorer) and kept.model is model:
+                return kept.extended(statics)
+            if old is None:
+                return StaticScorer(model, static_rates(model, statics))
+            return _static_scorer(index, model)
+
         model = self._model
         tables = tables_for(model)
+        scorer = scorer_for(model, tables)
         with self._swap:  # the scorer and the model it scores with change together
             if self._model is not model:  # set_model ran meanwhile
                 model = self._model
                 tables = tables_for(model)
-            scorer = position_scorer(model, tables)
+                scorer = scorer_for(model, tables)
             self._compiled = _Compiled(index, goal_codes, goal_prices, tables, scorer)
 
     def set_model(self, model: Model) -> None:
@@ -290,7 +309,11 @@ class Pipeline:
                     tables is None or tables.seed != model.seed
                 ):
                     tables = _tables(compiled.index, model.seed)
-                scorer = position_scorer(model, tables)
+                scorer: Scorer | None = (
+                    _static_scorer(compiled.index, model)
+                    if isinstance(model, StaticModel)
+                    else position_scorer(model, tables)
+                )
                 self._compiled = dataclasses.replace(compiled, tables=tables, scorer=scorer)
             self._model = model
 
@@ -671,15 +694,32 @@ class Pipeline:
         )
 
 
+def _by_position(index: TargetingIndex) -> list[tuple[Campaign, Creative] | None]:
+    """Every position of the index with its campaign, in position order; None for the dead
+    ones, left behind by incremental updates (no entry holds them any more, and no
+    candidate reaches them)."""
+    out: list[tuple[Campaign, Creative] | None] = [None] * len(index.creatives)
+    for e in index.entries:
+        for k, cr in enumerate(e.creatives):
+            out[e.first_creative + k] = (e.campaign, cr)
+    return out
+
+
+_DEAD: Final = ("",) * 6  # the features of a dead position (hashed, never scored)
+
+
 def _tables(index: TargetingIndex, seed: int) -> PositionTables:
     """The index's positions hashed for scoring (the strings are not kept)."""
-    statics: list[tuple[str, ...]] = []
-    prefixes: list[tuple[str, ...]] = []
-    for e in index.entries:
-        for cr in e.creatives:
-            statics.append(static_features(e.campaign, cr))
-            prefixes.append(cross_prefixes(e.campaign, cr))
+    pairs = _by_position(index)
+    statics = [_DEAD if p is None else static_features(*p) for p in pairs]
+    prefixes = [_DEAD if p is None else cross_prefixes(*p) for p in pairs]
     return PositionTables(statics, prefixes, seed)
+
+
+def _static_scorer(index: TargetingIndex, model: StaticModel) -> StaticScorer:
+    """The predictions of a static model (the priors) for every position of the index."""
+    statics = [_DEAD if p is None else static_features(*p) for p in _by_position(index)]
+    return StaticScorer(model, static_rates(model, statics))
 
 
 def _weight_bounds(

@@ -36,7 +36,7 @@ import mmh3
 import numpy as np
 import numpy.typing as npt
 
-from bidder.scoring import HashedLinearModel, Model
+from bidder.scoring import HashedLinearModel, Model, StaticModel
 
 # added to the bounds' sums so that float rounding can never put a bound below the exact sum
 _SLACK: Final = 1e-9
@@ -291,6 +291,52 @@ class PositionScorer:
             self.shared_sum(shared), np.asarray(positions, dtype=np.intp), list(suffixes)
         )
         return [(float(a), float(b)) for a, b in out.tolist()]
+
+
+class StaticScorer:
+    """The predictions of a model that looks at the campaign and creative only (the priors,
+    ``bidder.scoring.StaticModel``): one row per position, computed once per snapshot and
+    model. The bound of a position is its prediction."""
+
+    def __init__(self, model: StaticModel, rates: F64) -> None:
+        self.model = model
+        self.rates = rates
+
+    @property
+    def version(self) -> int:
+        return self.model.version
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.rates.nbytes)
+
+    def shared_sum(self, shared: list[str]) -> tuple[float, float]:
+        return 0.0, 0.0
+
+    def score(self, z0: tuple[float, float], positions: Positions, suffixes: list[str]) -> F64:
+        rows: F64 = self.rates[positions]
+        return rows
+
+    def bound(self, z0: tuple[float, float], positions: Positions) -> F64:
+        rows: F64 = self.rates[positions]
+        return rows
+
+    def extended(self, statics: Sequence[tuple[str, ...]]) -> StaticScorer:
+        """A scorer with the positions of these static features after the existing ones."""
+        more = static_rates(self.model, statics)
+        return StaticScorer(self.model, np.concatenate([self.rates, more]))
+
+
+def static_rates(model: StaticModel, statics: Sequence[tuple[str, ...]]) -> F64:
+    """``float64[n, 2]``: the predictions of a static model for positions of these features."""
+    predict = model.predict_static
+    out = np.empty((len(statics), 2), dtype=np.float64)
+    for i, row in enumerate(statics):
+        out[i] = predict(row)
+    return out
+
+
+Scorer = PositionScorer | StaticScorer
 
 
 def position_scorer(model: Model, tables: PositionTables | None) -> PositionScorer | None:

@@ -1,12 +1,13 @@
 """How long ``Pipeline.handle`` takes per banner request, by portfolio size (campaigns of 5
 creatives; 200 by default).
 
-    .venv/bin/python tests/bidder/perf_pipeline.py [requests] [campaigns,campaigns,...]
+    .venv/bin/python tests/bidder/perf_pipeline.py [requests] [campaigns,campaigns,...] [priors]
     .venv/bin/python tests/bidder/perf_pipeline.py memory [campaigns]
 
-The second form prints what each part of a compiled snapshot adds to the resident memory of a
-fresh process: the snapshot itself, the targeting index, the scorer's tables, a bid path warmed by
-requests and a one-campaign change.
+``priors`` scores with the prior model the bidder uses until a learnt model arrives instead
+of a hashed linear model. The second form prints what each part of a compiled snapshot adds to
+the resident memory of a fresh process: the snapshot itself, the targeting index, the scorer's
+tables, a bid path warmed by requests and a one-campaign change.
 
 Requests are drawn from the synthetic market's vocabulary (countries, OS, devices, apps and
 sites, banner sizes) like the simulator's traffic; the worst case is the most crowded request
@@ -31,7 +32,7 @@ from bidder.creative import NoPerformance
 from bidder.openrtb import BidRequest, BidResponse
 from bidder.pipeline import Pipeline, PipelineSettings
 from bidder.pricing import LogNormalMarket
-from bidder.scoring import HashedLinearModel
+from bidder.scoring import HashedLinearModel, PriorModel
 from fleet import portfolio
 from fleet import vocabulary as vocab
 from fleet.config import Campaign, ConfigSnapshot
@@ -49,7 +50,7 @@ class NoneSeen:
         return 0
 
 
-def make_pipeline(campaigns: int = 200) -> Pipeline:
+def make_pipeline(campaigns: int = 200, *, priors: bool = False) -> Pipeline:
     doc = portfolio.generate(campaigns, seed=3, creatives_per_campaign=5, now=NOW)
     pf = portfolio.validate(doc)
     snapshot = ConfigSnapshot(
@@ -71,6 +72,8 @@ def make_pipeline(campaigns: int = 200) -> Pipeline:
         performance=NoPerformance(),
         rng=rng,
     )
+    if priors:
+        pipeline.set_model(PriorModel(click=0.02, install=0.05, version=3))
     pipeline.set_snapshot(snapshot)
     return pipeline
 
@@ -225,11 +228,16 @@ def main() -> None:
         return
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     sizes = [int(x) for x in sys.argv[2].split(",")] if len(sys.argv) > 2 else [200]
+    priors = "priors" in sys.argv[3:]
     for campaigns in sizes:
         start = time.perf_counter()
-        pipeline = make_pipeline(campaigns)
+        pipeline = make_pipeline(campaigns, priors=priors)
         built = time.perf_counter() - start
-        print(f"{campaigns:,} campaigns ({campaigns * 5:,} creatives), built in {built:.1f} s:")
+        model = "prior model" if priors else "hashed linear model"
+        print(
+            f"{campaigns:,} campaigns ({campaigns * 5:,} creatives), {model}, built in "
+            f"{built:.1f} s:"
+        )
         run(pipeline, n)
 
 

@@ -3,6 +3,7 @@ extended for the new positions, and a full build when an update is not worth it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -15,7 +16,16 @@ from bidder.decoding import decode_request
 from bidder.index_update import apply_changes
 from bidder.pipeline import Pipeline, PipelineSettings
 from bidder.pricing import LogNormalMarket
-from bidder.scoring import HashedLinearModel, cross_prefixes, cross_suffixes, static_features
+from bidder.scorer import StaticScorer
+from bidder.scoring import (
+    FeatureRow,
+    HashedLinearModel,
+    Model,
+    PriorModel,
+    cross_prefixes,
+    cross_suffixes,
+    static_features,
+)
 from bidder.targeting import TargetingIndex, request_view
 from fleet import portfolio
 from fleet import vocabulary as vocab
@@ -126,7 +136,7 @@ def _model() -> HashedLinearModel:
     return HashedLinearModel(w, w[::-1].copy(), -3.0, -2.0, bits=12, version=1)
 
 
-def _pipeline(model: HashedLinearModel) -> Pipeline:
+def _pipeline(model: Model) -> Pipeline:
     return Pipeline(
         PipelineSettings(signing_key=b"k" * 32),
         gate=_Allow(),
@@ -187,6 +197,119 @@ def test_the_pipeline_updates_its_index_and_scorer_incrementally() -> None:
         assert answer.outcome in ("bid", "nobid")
         for b in answer.bids:
             assert b.campaign_id in index.by_id
+
+
+def _priors(snapshot: ConfigSnapshot) -> PriorModel:
+    ids = [c.id for c in snapshot.campaigns]
+    return PriorModel(
+        click=0.02,
+        install=0.05,
+        per_goal={"CPC": (0.03, 0.0), "CPI": (0.01, 0.2)},
+        per_campaign={ids[3]: (0.2, 0.3), ids[5]: (0.05, 0.5), ids[10]: (0.04, 0.1)},
+        version=4,
+    )
+
+
+class _FromStrings:
+    """The same priors seen as any model: scored from feature strings, per request."""
+
+    def __init__(self, priors: PriorModel) -> None:
+        self.priors = priors
+
+    @property
+    def version(self) -> int:
+        return self.priors.version
+
+    def predict(self, features: list[str]) -> tuple[float, float]:
+        return self.priors.predict(features)
+
+    def predict_batch(self, shared: list[str], rows: list[FeatureRow]) -> list[tuple[float, float]]:
+        return self.priors.predict_batch(shared, rows)
+
+
+def _three_snapshots() -> list[ConfigSnapshot]:
+    before = _snapshot()
+    after = _changes(before)
+    cs = list(after.campaigns)
+    cs[5] = replace(cs[5], status="active", version=100)
+    cs[10] = replace(cs[10], goal_price_micros=cs[10].goal_price_micros + 7, version=100)
+    return [before, after, replace(after, campaigns=tuple(cs), version=3)]
+
+
+def test_priors_are_scored_by_position_through_incremental_updates() -> None:
+    """A static model (the priors, until a learnt model arrives) is scored from per-position
+    rates that incremental updates extend; the answers are exactly those of the same priors
+    scored from feature strings on every request, with and without the early stop."""
+    snapshots = _three_snapshots()
+    priors = _priors(snapshots[0])
+    by_position = _pipeline(priors)
+    from_strings = _pipeline(_FromStrings(priors))
+    everything = _pipeline(_FromStrings(priors))
+    everything.settings = dataclasses.replace(everything.settings, early_stop=False)
+    for k, snap in enumerate(snapshots):
+        for p in (by_position, from_strings, everything):
+            assert p.set_snapshot(snap) is (k > 0)
+        compiled = by_position._compiled
+        assert compiled is not None and isinstance(compiled.scorer, StaticScorer)
+        assert from_strings._compiled is not None and from_strings._compiled.scorer is None
+        index = compiled.index
+        assert compiled.scorer.rates.shape == (len(index.creatives), 2)
+        for i in index.by_id.values():
+            e = index.entries[i]
+            for k2, cr in enumerate(e.creatives):
+                want = priors.predict(list(static_features(e.campaign, cr)))
+                assert tuple(compiled.scorer.rates[e.first_creative + k2]) == want
+        bids = 0
+        for body in _requests(150):
+            a, b, c = (
+                p.handle(body, arrival=0.0, clock=lambda: 0.0, wallclock=WALL)
+                for p in (by_position, from_strings, everything)
+            )
+            assert (a.status, a.body, a.outcome, a.reason) == (
+                b.status,
+                b.body,
+                b.outcome,
+                b.reason,
+            )
+            assert (a.status, a.body, a.outcome, a.reason) == (
+                c.status,
+                c.body,
+                c.outcome,
+                c.reason,
+            )
+            bids += a.outcome == "bid"
+        assert bids > 20
+
+
+def test_a_new_model_seed_after_updates_hashes_positions_in_their_order() -> None:
+    """After incremental updates (positions no longer in entry order, dead ones among them), a
+    model with another hash seed rehashes every position where it is."""
+    snapshots = _three_snapshots()
+    pipeline = _pipeline(_priors(snapshots[0]))
+    for snap in snapshots:
+        pipeline.set_snapshot(snap)
+    rng = np.random.default_rng(5)
+    w = rng.normal(0.0, 0.5, 1 << 12).astype(np.float32)
+    model = HashedLinearModel(w, w[::-1].copy(), -3.0, -2.0, bits=12, version=2, seed=9)
+    pipeline.set_model(model)
+    compiled = pipeline._compiled
+    assert compiled is not None and compiled.scorer is not None
+    assert not isinstance(compiled.scorer, StaticScorer)
+    index = compiled.index
+    suffixes = cross_suffixes(
+        request_view(decode_request(_requests(1)[0]), personalize=True, wallclock=WALL), "com.x"
+    )
+    for i in index.by_id.values():
+        e = index.entries[i]
+        positions = list(range(e.first_creative, e.first_creative + len(e.creatives)))
+        got = compiled.scorer.predict(["a=1"], positions, suffixes)
+        want = model.predict_crossed(
+            ["a=1"],
+            [static_features(e.campaign, cr) for cr in e.creatives],
+            [cross_prefixes(e.campaign, cr) for cr in e.creatives],
+            suffixes,
+        )
+        assert got == want
 
 
 def test_a_campaign_with_more_creatives_than_the_arrays_take() -> None:

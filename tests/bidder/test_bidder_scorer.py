@@ -15,6 +15,7 @@ from bidder import scorer as scorer_module
 from bidder.scorer import (
     PositionScorer,
     PositionTables,
+    StaticScorer,
     position_scorer,
     python_bound,
     python_hash_rows,
@@ -187,7 +188,8 @@ def test_only_hashed_linear_models_get_a_scorer_and_the_pipeline_follows_set_mod
         second_event.p_click,  # type: ignore[union-attr]
         second_event.model_version,  # type: ignore[union-attr]
     )
-    world.pipeline.set_model(PriorModel())
+    world.pipeline.set_model(PriorModel())  # a static model: its predictions by position
     compiled = world.pipeline._compiled
-    assert compiled is not None and compiled.scorer is None
+    assert compiled is not None and isinstance(compiled.scorer, StaticScorer)
+    assert compiled.scorer.rates.shape == (len(compiled.index.creatives), 2)
     assert world.handle(crowded_request(2), wallclock=NOON).outcome == "bid"
