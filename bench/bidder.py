@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
         default=",".join(map(str, SIZES)),
         help="portfolio sizes of the scaling table, comma separated (0: no table)",
     )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args([] if argv is None else argv)  # None: run by `python -m bench`
     compare: Path | None = args.compare
     try:
         portfolios = [int(x) for x in args.campaigns.split(",") if int(x) > 0]
