@@ -7,7 +7,7 @@ from setuptools import Extension, setup
 extensions = [
     Extension("fleet._features", ["fleet/_features.pyx"], include_dirs=[numpy.get_include()]),
     Extension("bidder._offers", ["bidder/_offers.pyx"]),
-    Extension("bidder._scorer", ["bidder/_scorer.pyx"]),
+    Extension("bidder._scorer", ["bidder/_scorer.pyx"], include_dirs=[numpy.get_include()]),
     Extension("learner._ftrl", ["learner/_ftrl.pyx"]),
 ]
 

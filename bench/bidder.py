@@ -19,9 +19,14 @@ against a trivial server first, to show it is not the bottleneck. Prints:
 - at twice the maximum offered rate with shedding on: answers after tmax (must be 0) and
   goodput (requests fully served, from the bidder's own metrics) against the maximum
   (aim >= 80 %);
-- the bidder's resident memory (aim < 250 MiB).
+- the bidder's resident memory (aim < 250 MiB);
+- a scaling table over portfolio sizes (default 200, 2,000 and 20,000 campaigns of 5
+  creatives; ``bench/_scale.py``): maximum, p99 at half load, resident memory and the time to
+  apply a one-campaign change, with the same request mix and baselines.
 
-Run: ``python -m bench bidder`` (about two minutes), or ``python -m bench.bidder --compare DIR``.
+Run: ``python -m bench bidder`` (a few minutes), ``python -m bench.bidder --compare DIR``,
+or ``python -m bench.bidder --campaigns 200,2000`` for other sizes (``--campaigns 0`` skips
+the table).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import time
 import urllib.request
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -48,6 +54,7 @@ from typing import Any
 import httptools
 
 from bench import _echo
+from bench._scale import one_campaign_changes, print_table, scaling_table
 from fleet.processes import free_port, wait_for_port
 from sim import vocabulary as vocab
 
@@ -56,6 +63,7 @@ WARMUP_S = 1.5
 CONNECTIONS = 8  # closed loop: keeps one server core busy without long queues
 OPEN_CONNECTIONS = 256
 SIGNING_KEY = "bench-signing-key-0123456789abcdef"
+SIZES = (200, 2000, 20000)  # campaigns in the scaling table
 
 
 # -- the request mix ----------------------------------------------------------------------------
@@ -455,13 +463,18 @@ def _rss_mib(pid: int) -> tuple[float, float]:
     return (int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
 
 
+def _generate(campaigns: int) -> dict[str, Any]:
+    from sim.portfolio import generate
+
+    return generate(campaigns, seed=5, creatives_per_campaign=5)
+
+
 def _portfolio_and_model(directory: Path) -> tuple[Path, Path, int, int]:
     import numpy as np
 
     from bidder.scoring import HashedLinearModel
-    from sim.portfolio import generate
 
-    doc = generate(200, seed=5, creatives_per_campaign=5)
+    doc = _generate(200)
     portfolio = directory / "portfolio.json"
     portfolio.write_text(json.dumps(doc))
     rng = np.random.default_rng(3)
@@ -492,8 +505,21 @@ ROUND_S = 2.5
 def main(argv: list[str] | None = None) -> None:
     """``--compare DIR``: also measure the bidder of another source tree (e.g. an export of
     the main branch) in the same run, with the same generator and requests."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    compare = Path(args[args.index("--compare") + 1]) if "--compare" in args else None
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.bidder")
+    parser.add_argument("--compare", type=Path, default=None, help="another source tree")
+    parser.add_argument(
+        "--campaigns",
+        default=",".join(map(str, SIZES)),
+        help="portfolio sizes of the scaling table, comma separated (0: no table)",
+    )
+    args = parser.parse_args([] if argv is None else argv)  # None: run by `python -m bench`
+    compare: Path | None = args.compare
+    try:
+        portfolios = [int(x) for x in args.campaigns.split(",") if int(x) > 0]
+    except ValueError:
+        parser.error(f"--campaigns takes integers separated by commas, not {args.campaigns!r}")
     ctx = mp.get_context("spawn")
     work = Path(tempfile.mkdtemp(prefix="rtbfleet-bench-bidder-"))
     requests = request_mix(3000)
@@ -561,6 +587,14 @@ def main(argv: list[str] | None = None) -> None:
             server.terminate()
         max_rate = statistics.median(r["bidder"] for r in rounds)
         result = _run_bidder(work, portfolio, model, drive, max_rate)
+        _report(ceiling, rounds, result, compare)
+        sys.stdout.flush()
+        # The bidder at each portfolio size, with the same request mix, model and baseline.
+        rows = scaling_table(
+            work, portfolios, model, drive, partial(_measure_size, work), _generate
+        )
+        if rows:
+            print_table(rows, statistics.median(r["tornado_app"] for r in rounds))
     finally:
         parent.send(("stop",))
         loadgen.join(5)
@@ -568,7 +602,37 @@ def main(argv: list[str] | None = None) -> None:
             server.terminate()
         for bidder in bidders:
             bidder.stop()
-    _report(ceiling, rounds, result, compare)
+
+
+def _best_of_two(drive: Callable[..., dict[str, Any]], port: int) -> dict[str, Any]:
+    """Closed loop, the better of two windows: a maximum, on a machine shared with others."""
+    first = drive("closed", port, CONNECTIONS, WARMUP_S, PHASE_S)
+    second = drive("closed", port, CONNECTIONS, 0.2, PHASE_S)
+    return max(first, second, key=lambda r: float(r["rate"]))
+
+
+def _measure_size(
+    work: Path, portfolio: Path, model: Path, drive: Callable[..., dict[str, Any]]
+) -> dict[str, Any]:
+    """Maximum, half-load latency, resident memory and one-campaign changes of one size."""
+    bidder = _Bidder(work, portfolio, model, shed=False)
+    try:
+        port = bidder.port
+        before = _outcomes(port)
+        best = _best_of_two(drive, port)
+        max_rate = best["rate"] * _served_share(before, _outcomes(port))["served"]
+        half = drive("open", port, OPEN_CONNECTIONS, max_rate / 2, WARMUP_S, PHASE_S)
+        rss, _ = _rss_mib(bidder.proc.pid)
+        changes = one_campaign_changes(portfolio, json.loads(portfolio.read_text()), port)
+    finally:
+        bidder.stop()
+    return {
+        "max_rate": max_rate,
+        "p50_ms": half["p50_ms"],
+        "p99_ms": half["p99_ms"],
+        "rss": rss,
+        "changes": changes,
+    }
 
 
 class _Bidder:
@@ -612,7 +676,7 @@ class _Bidder:
             stderr=subprocess.STDOUT,
             cwd=tree,
         )
-        _wait_http(f"http://127.0.0.1:{self.port}/readyz")
+        _wait_http(f"http://127.0.0.1:{self.port}/readyz", timeout=180.0)  # 20,000 campaigns
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -745,4 +809,4 @@ def _report(
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

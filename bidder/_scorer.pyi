@@ -1,14 +1,30 @@
-from collections.abc import Callable
-
 import numpy as np
 import numpy.typing as npt
 
-def logistic_positions(
-    positions: list[int],
+def hash_rows(
+    statics: list[tuple[str, ...]], prefixes: list[tuple[str, ...]], seed: int
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]: ...
+def hash_strings(features: list[str], seed: int) -> npt.NDArray[np.uint32]: ...
+def static_sums(
+    hashes: npt.NDArray[np.uint32], weights: npt.NDArray[np.float32], mask: int
+) -> npt.NDArray[np.float64]: ...
+def score(
+    positions: npt.NDArray[np.intp],
     static: npt.NDArray[np.float64],
-    ids: npt.NDArray[np.intp],
-    tables: list[npt.NDArray[np.float64]],
-    miss: Callable[[int, int], complex],
+    states: npt.NDArray[np.uint32],
+    suffixes: list[str],
+    weights: npt.NDArray[np.float32],
+    mask: int,
     z0_click: float,
     z0_install: float,
-) -> list[tuple[float, float]]: ...
+    out: npt.NDArray[np.float64],
+) -> None: ...
+def bound(
+    positions: npt.NDArray[np.intp],
+    static: npt.NDArray[np.float64],
+    z0_click: float,
+    z0_install: float,
+    cross_click: float,
+    cross_install: float,
+    out: npt.NDArray[np.float64],
+) -> None: ...

@@ -1,65 +1,245 @@
-# cython: language_level=3, boundscheck=False, wraparound=False
-"""The bid path's scoring loop over a snapshot's creative positions, compiled.
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The bid path's scoring loop, compiled: hashed features -> two logistic heads, per position.
 
-The reference is ``bidder.scorer.python_logistic_positions``; tests/bidder/test_bidder_scorer.py
-checks that both give the same predictions.
+The reference is bidder/scorer.py (``python_hash_rows``, ``python_static_sums``,
+``python_score``, ``python_bound``); tests/bidder/test_bidder_scorer.py checks that both give the
+same numbers, and that they equal ``HashedLinearModel.predict_crossed`` exactly.
+
+A cross feature is ``prefix + suffix``: the prefix belongs to the creative position (known when
+the snapshot is compiled), the suffix to the request. MurmurHash3 (x86, 32 bit) consumes its input
+in 4-byte blocks, so each prefix is hashed once, up to its last whole block, into a *midstate*:
+(h1 after those blocks, the 0-3 bytes left over, the prefix's length). At request time a cross
+costs the few blocks of its suffix and the finalisation, in C, without the GIL.
 """
-from libc.math cimport exp, isnan
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.math cimport exp
+import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef uint32_t C1 = <uint32_t>0xcc9e2d51
+cdef uint32_t C2 = <uint32_t>0x1b873593
 
 
-def logistic_positions(
-    list positions,
-    double[:, ::1] static,
-    Py_ssize_t[:, ::1] ids,
-    list tables,
-    object miss,
+cdef inline uint32_t _rotl32(uint32_t x, int r) noexcept nogil:
+    return (x << r) | (x >> (32 - r))
+
+
+cdef inline uint32_t _block(uint32_t h1, uint32_t k1) noexcept nogil:
+    k1 = k1 * C1
+    k1 = _rotl32(k1, 15)
+    k1 = k1 * C2
+    h1 ^= k1
+    h1 = _rotl32(h1, 13)
+    return h1 * 5 + <uint32_t>0xe6546b64
+
+
+cdef inline uint32_t _finish(uint32_t h1, uint32_t k1, int rem, uint64_t length) noexcept nogil:
+    if rem:
+        k1 = k1 * C1
+        k1 = _rotl32(k1, 15)
+        k1 = k1 * C2
+        h1 ^= k1
+    h1 ^= <uint32_t>length
+    h1 ^= h1 >> 16
+    h1 = h1 * <uint32_t>0x85ebca6b
+    h1 ^= h1 >> 13
+    h1 = h1 * <uint32_t>0xc2b2ae35
+    h1 ^= h1 >> 16
+    return h1
+
+
+cdef inline uint32_t _resume(
+    uint32_t h1, uint32_t tail, uint32_t prefix_len, const uint8_t* suffix, Py_ssize_t n
+) noexcept nogil:
+    """MurmurHash3 of prefix + suffix from the prefix's midstate (h1 after its whole blocks,
+    its last ``prefix_len % 4`` bytes packed little-endian in ``tail``)."""
+    cdef int have = prefix_len & 3
+    cdef uint32_t k1 = tail
+    cdef Py_ssize_t i
+    for i in range(n):
+        k1 |= (<uint32_t>suffix[i]) << (8 * have)
+        have += 1
+        if have == 4:
+            h1 = _block(h1, k1)
+            k1 = 0
+            have = 0
+    return _finish(h1, k1, have, prefix_len + n)
+
+
+cdef inline void _midstate(
+    const uint8_t* data, Py_ssize_t n, uint32_t seed, uint32_t* out
+) noexcept nogil:
+    cdef uint32_t h1 = seed
+    cdef Py_ssize_t blocks = n // 4
+    cdef Py_ssize_t i
+    cdef uint32_t tail = 0
+    for i in range(blocks):
+        h1 = _block(
+            h1,
+            (<uint32_t>data[4 * i]) | (<uint32_t>data[4 * i + 1] << 8)
+            | (<uint32_t>data[4 * i + 2] << 16) | (<uint32_t>data[4 * i + 3] << 24),
+        )
+    for i in range(n - blocks * 4):
+        tail |= (<uint32_t>data[blocks * 4 + i]) << (8 * i)
+    out[0] = h1
+    out[1] = tail
+    out[2] = <uint32_t>n
+
+
+def hash_rows(list statics, list prefixes, uint32_t seed):
+    """(static hashes ``uint32[n, s]``, cross midstates ``uint32[n, c, 3]``) of n positions'
+    static features and cross prefixes; every row has the same s and c."""
+    cdef Py_ssize_t n = len(statics)
+    if len(prefixes) != n:
+        raise ValueError("statics and prefixes differ in length")
+    cdef Py_ssize_t s = len(statics[0]) if n else 0
+    cdef Py_ssize_t c = len(prefixes[0]) if n else 0
+    cdef cnp.ndarray[cnp.uint32_t, ndim=2] hashes = np.empty((n, s), dtype=np.uint32)
+    cdef cnp.ndarray[cnp.uint32_t, ndim=3] states = np.empty((n, c, 3), dtype=np.uint32)
+    cdef Py_ssize_t i, j
+    cdef tuple row
+    cdef bytes b
+    cdef uint32_t st[3]
+    for i in range(n):
+        row = <tuple?>statics[i]
+        if len(row) != s:
+            raise ValueError("every position needs the same number of static features")
+        for j in range(s):
+            b = (<str?>row[j]).encode("utf-8")
+            _midstate(<const uint8_t*><char*>b, len(b), seed, st)
+            hashes[i, j] = _finish(st[0], st[1], st[2] & 3, st[2])
+        row = <tuple?>prefixes[i]
+        if len(row) != c:
+            raise ValueError("every position needs the same number of cross prefixes")
+        for j in range(c):
+            b = (<str?>row[j]).encode("utf-8")
+            _midstate(<const uint8_t*><char*>b, len(b), seed, st)
+            states[i, j, 0] = st[0]
+            states[i, j, 1] = st[1]
+            states[i, j, 2] = st[2]
+    return hashes, states
+
+
+def hash_strings(list features, uint32_t seed):
+    """MurmurHash3 of each string, as ``uint32[n]``."""
+    cdef Py_ssize_t n = len(features)
+    cdef cnp.ndarray[cnp.uint32_t, ndim=1] out = np.empty(n, dtype=np.uint32)
+    cdef Py_ssize_t i
+    cdef bytes b
+    cdef uint32_t st[3]
+    for i in range(n):
+        b = (<str?>features[i]).encode("utf-8")
+        _midstate(<const uint8_t*><char*>b, len(b), seed, st)
+        out[i] = _finish(st[0], st[1], st[2] & 3, st[2])
+    return out
+
+
+def static_sums(const uint32_t[:, ::1] hashes, const float[:, ::1] weights, uint32_t mask):
+    """``float64[n, 2]``: per position, 0 + the weights of its static features in order, per
+    head (``HashedLinearModel.static_sum``)."""
+    cdef Py_ssize_t n = hashes.shape[0], s = hashes.shape[1], i, j
+    if weights.shape[0] != 2 or weights.shape[1] <= mask:
+        raise ValueError("weights must be float32[2, mask + 1]")
+    out_arr = np.zeros((n, 2), dtype=np.float64)
+    cdef double[:, ::1] out = out_arr
+    cdef uint32_t k
+    cdef double zr, zi
+    with nogil:
+        for i in range(n):
+            zr = 0.0
+            zi = 0.0
+            for j in range(s):
+                k = hashes[i, j] & mask
+                zr = zr + <double>weights[0, k]
+                zi = zi + <double>weights[1, k]
+            out[i, 0] = zr
+            out[i, 1] = zi
+    return out_arr
+
+
+cdef inline double _sigmoid(double z) noexcept nogil:
+    if z < -60.0:
+        z = -60.0
+    elif z > 60.0:
+        z = 60.0
+    return 1.0 / (1.0 + exp(-z))
+
+
+def score(
+    const Py_ssize_t[::1] positions,
+    const double[:, ::1] static,
+    const uint32_t[:, :, ::1] states,
+    list suffixes,
+    const float[:, ::1] weights,
+    uint32_t mask,
     double z0_click,
     double z0_install,
+    double[:, ::1] out,
 ):
-    """(sigmoid(click sum), sigmoid(install sum)) per position, sums clamped to +-60: the
-    position's static sums + z0, then ``tables[j][ids[position, j]]`` for each slot j in order
-    (``miss(j, id)`` when that entry is still NaN). The reference is
-    bidder.scorer.python_logistic_positions."""
-    cdef Py_ssize_t n = len(positions)
-    cdef Py_ssize_t m = len(tables)
-    cdef Py_ssize_t i, j, k, pos
-    cdef double zr, zi, wr
-    cdef double complex w
-    cdef double[:, ::1] view
-    if m != ids.shape[1]:
-        raise ValueError("one table per cross slot")
-    if ids.shape[0] != static.shape[0]:
-        raise ValueError("static and ids differ in rows")
-    if m > 32:
-        raise ValueError("at most 32 cross slots")
-    cdef double *rows[32]
-    cdef Py_ssize_t sizes[32]
-    for j in range(m):
-        view = tables[j]
-        sizes[j] = view.shape[0]
-        if view.shape[1] != 2:
-            raise ValueError("tables have two columns (click, install)")
-        rows[j] = &view[0, 0] if sizes[j] > 0 else NULL
-    out = []
+    """Into ``out[i]``: (sigmoid(click sum), sigmoid(install sum)) of ``positions[i]``, each
+    sum ``static[pos] + z0``, then the weight of each cross ``prefix + suffixes[j]`` in slot
+    order, clamped to +-60: ``HashedLinearModel.predict_crossed`` exactly."""
+    cdef Py_ssize_t n = positions.shape[0], c = states.shape[1], rows = static.shape[0]
+    cdef Py_ssize_t i, j, pos
+    if len(suffixes) != c:
+        raise ValueError("one suffix per cross slot")
+    if c > 16:
+        raise ValueError("at most 16 cross slots")
+    if out.shape[0] < n or out.shape[1] != 2 or states.shape[0] != rows:
+        raise ValueError("out, static and states do not fit the positions")
+    if weights.shape[0] != 2 or weights.shape[1] <= mask:
+        raise ValueError("weights must be float32[2, mask + 1]")
     for i in range(n):
-        pos = positions[i]
-        if not 0 <= pos < static.shape[0]:
+        if not 0 <= positions[i] < rows:
             raise IndexError("position out of range")
-        zr = static[pos, 0] + z0_click
-        zi = static[pos, 1] + z0_install
-        for j in range(m):
-            k = ids[pos, j]
-            if not 0 <= k < sizes[j]:
-                raise IndexError("prefix id out of range")
-            wr = rows[j][2 * k]
-            if isnan(wr):
-                w = miss(j, k)
-                zr += w.real
-                zi += w.imag
-            else:
-                zr += wr
-                zi += rows[j][2 * k + 1]
-        zr = min(max(zr, -60.0), 60.0)
-        zi = min(max(zi, -60.0), 60.0)
-        out.append((1.0 / (1.0 + exp(-zr)), 1.0 / (1.0 + exp(-zi))))
-    return out
+    cdef list encoded = [(<str?>x).encode("utf-8") for x in suffixes]  # kept alive below
+    cdef const uint8_t* sx[16]
+    cdef Py_ssize_t sn[16]
+    cdef bytes b
+    for j in range(c):
+        b = encoded[j]
+        sx[j] = <const uint8_t*><char*>b
+        sn[j] = len(b)
+    cdef double zr, zi
+    cdef uint32_t k
+    with nogil:
+        for i in range(n):
+            pos = positions[i]
+            zr = static[pos, 0] + z0_click
+            zi = static[pos, 1] + z0_install
+            for j in range(c):
+                k = _resume(
+                    states[pos, j, 0], states[pos, j, 1], states[pos, j, 2], sx[j], sn[j]
+                ) & mask
+                zr = zr + <double>weights[0, k]
+                zi = zi + <double>weights[1, k]
+            out[i, 0] = _sigmoid(zr)
+            out[i, 1] = _sigmoid(zi)
+
+
+def bound(
+    const Py_ssize_t[::1] positions,
+    const double[:, ::1] static,
+    double z0_click,
+    double z0_install,
+    double cross_click,
+    double cross_install,
+    double[:, ::1] out,
+):
+    """Into ``out[i]``: upper bounds of the two predictions of ``positions[i]`` without its
+    crosses: ``static[pos] + z0 + cross`` where ``cross`` bounds the cross weights' sum (the
+    number of slots x the largest weight of the head, at least 0); see
+    ``bidder.scorer.python_bound``."""
+    cdef Py_ssize_t n = positions.shape[0], rows = static.shape[0], i, pos
+    if out.shape[0] < n or out.shape[1] != 2:
+        raise ValueError("out does not fit the positions")
+    for i in range(n):
+        if not 0 <= positions[i] < rows:
+            raise IndexError("position out of range")
+    with nogil:
+        for i in range(n):
+            pos = positions[i]
+            out[i, 0] = _sigmoid(static[pos, 0] + z0_click + cross_click)
+            out[i, 1] = _sigmoid(static[pos, 1] + z0_install + cross_install)

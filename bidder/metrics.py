@@ -244,6 +244,14 @@ class BidderMetrics:
         self.snapshot_loads = Counter(
             "bidder_config_loads", "Config snapshot loads by result", ["result"], registry=r
         )
+        self.snapshot_apply = Gauge(
+            "bidder_config_apply_seconds",
+            "Time the last config snapshot took to reach the bid path (index and scorer "
+            "tables), by kind: incremental or full",
+            ["kind"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.postgres_up = Gauge(
             "bidder_postgres_up",
             "1 while Postgres answers the bidder's spend reads",

@@ -71,9 +71,11 @@ class PipelineSettings:
     notice_ttl_s: int = 86400
     nobid_body: bool = False  # False: 204 without a body; True: 200 with {"id", "nbr"}
     use_nurl: bool = False  # adm inline (default) or nurl-only (the tracker serves the markup)
-    # Candidates of an imp priced and offered to the internal auction, best value first
-    # (0: all, the exact auction); see Pipeline._offers.
-    max_priced_per_imp: int = 16
+    # A safety net: candidates of an imp priced at most before the internal auction draws
+    # among those priced (0: no cap). The race (bidder.race) usually stops long before.
+    max_priced_per_imp: int = 64
+    # False: price every candidate, the reference the early stop is tested against.
+    early_stop: bool = True
 
     def validate(self) -> None:
         if len(self.signing_key) < 16:

@@ -78,6 +78,14 @@ class CrossedModel(Model, Protocol):
         ...
 
 
+@runtime_checkable
+class StaticModel(Model, Protocol):
+    def predict_static(self, static: tuple[str, ...]) -> tuple[float, float]:
+        """``predict`` of any impression of a candidate with these static features: the
+        model looks at the campaign and creative only, never at the request."""
+        ...
+
+
 def predict_crossed(
     model: Model,
     shared: list[str],
@@ -273,6 +281,11 @@ class PriorModel:
                 if f.startswith("goal="):
                     return self._per_goal.get(f[5:], self._default)
         return self._default
+
+    def predict_static(self, static: tuple[str, ...]) -> tuple[float, float]:
+        """The prediction of every impression of this candidate: a prior reads only the
+        ``campaign=`` and ``goal=`` features, both static."""
+        return self.predict(list(static))
 
     def predict_batch(
         self, shared: list[str], rows: Sequence[FeatureRow]

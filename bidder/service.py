@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,7 @@ class BidderService:
         self._pool: asyncpg.Pool | None = None
         self._mirror: CollectorMirror | None = None
         self._mirror_task: asyncio.Task[None] | None = None
+        self._file_task: asyncio.Task[None] | None = None
         self._spend: SpendReader | None = None
         self._gate: BudgetGate | UnlimitedGate = UnlimitedGate()
         self._frequency: MemcachedFrequency | NoFrequencyData = NoFrequencyData()
@@ -136,7 +137,12 @@ class BidderService:
         )
         self.model_loaded = True
         if s.snapshot_file:
-            await self._apply_snapshot(load_portfolio_file(Path(s.snapshot_file)))
+            path = Path(s.snapshot_file)
+            mtime = (await asyncio.to_thread(path.stat)).st_mtime_ns
+            await self._apply_snapshot(load_portfolio_file(path))
+            self._file_task = asyncio.get_running_loop().create_task(
+                self._watch_file(path, mtime), name="portfolio-file"
+            )
         elif self._snapshot_source is not None:
             self._snapshot_source.start()
         await self._start_publisher()
@@ -236,6 +242,23 @@ class BidderService:
                 self._mirror_loop(), name="cache-metrics"
             )
 
+    async def _watch_file(self, path: Path, mtime: int) -> None:
+        """Serve the portfolio file's new content when it changes (checked every second);
+        a document that does not load is logged and the old one kept."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                now = (await asyncio.to_thread(path.stat)).st_mtime_ns
+                if now == mtime:
+                    continue
+                mtime = now
+                snapshot = await asyncio.to_thread(load_portfolio_file, path)
+            except Exception as exc:  # a half-written or broken file: keep serving the old
+                self.metrics.snapshot_loads.labels("error").inc()
+                log.warning("portfolio file %s not reloaded: %s", path, exc)
+                continue
+            await self._apply_snapshot(snapshot)
+
     async def _mirror_loop(self) -> None:
         while self._mirror is not None:
             self._sync_mirror()
@@ -263,7 +286,10 @@ class BidderService:
         pipeline = self.pipeline
         assert pipeline is not None
         async with self._snapshot_lock:
-            await asyncio.to_thread(pipeline.set_snapshot, snapshot)
+            incremental, seconds = await asyncio.to_thread(_timed, pipeline.set_snapshot, snapshot)
+            self.metrics.snapshot_apply.labels("incremental" if incremental else "full").set(
+                seconds
+            )
             self.snapshot = snapshot
             if isinstance(self._gate, BudgetGate):
                 self._gate.set_campaigns(snapshot.campaigns, self.clock.now_utc())
@@ -347,6 +373,8 @@ class BidderService:
         self._snapshot_source = self._spend = None
         task, self._mirror_task = self._mirror_task, None
         await cancel_and_wait(task)
+        task, self._file_task = self._file_task, None
+        await cancel_and_wait(task)
         self._sync_mirror()
         self._mirror = None
         if self.cache is not None:
@@ -367,3 +395,10 @@ class BidderService:
             self._frequency = NoFrequencyData()
         self.metrics.fold_each_iteration(None)  # the loop may close: fold on collection only
         self.metrics.fold()
+
+
+def _timed(apply: Callable[[ConfigSnapshot], bool], snapshot: ConfigSnapshot) -> tuple[bool, float]:
+    """(what ``apply`` returned, its duration in seconds), measured in the thread running it."""
+    start = time.perf_counter()
+    result = apply(snapshot)
+    return result, time.perf_counter() - start

@@ -89,10 +89,17 @@ class BidderSettings:
         0.2, "RTBFLEET_BIDDER_MARGIN", "second price: bid = value x (1 - margin)", fraction
     )
     max_priced_per_imp: int = setting(
-        16,
+        64,
         "RTBFLEET_BIDDER_MAX_PRICED_PER_IMP",
-        "candidates fully priced per impression, most valuable first (0: all)",
+        "safety net: candidates priced per impression at most before the internal auction "
+        "draws among them (0: no cap; the race usually stops long before)",
         non_negative,
+    )
+    early_stop: bool = setting(
+        True,
+        "RTBFLEET_BIDDER_EARLY_STOP",
+        "stop pricing once no unpriced candidate can win the internal auction (the same "
+        "answer as pricing every candidate; 0 prices all, a reference for diagnosis)",
     )
     min_bid_cpm_micros: int = setting(
         10_000, "RTBFLEET_BIDDER_MIN_BID_CPM_MICROS", "never bid below this CPM", non_negative
@@ -311,6 +318,7 @@ class BidderSettings:
             tmax=self.tmax,
             margin=self.margin,
             max_priced_per_imp=self.max_priced_per_imp,
+            early_stop=self.early_stop,
             min_bid_cpm_micros=self.min_bid_cpm_micros,
             vendor_id=self.vendor_id,
             datacenter_cidrs=self.all_datacenter_cidrs(),

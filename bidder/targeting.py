@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import numpy.typing as npt
 
 from bidder.filters import domain_and_parents, normalize_domain
 from bidder.openrtb import BidRequest, Deal, Format, Imp
@@ -174,8 +178,25 @@ class Candidate:
     deal: Deal | None = None
 
 
-_ELIGIBLE_MEMO = 1024  # distinct creative masks remembered per index
-_CANDIDATES_MEMO = 8192  # distinct (campaigns, creatives) of imps without deals
+# Memos evict the least recently used entry when full (never all at once). Their values grow
+# with the portfolio (a campaign list, a run per eligible campaign), so they stay small.
+_ELIGIBLE_MEMO = 32  # distinct creative masks remembered per index
+_CANDIDATES_MEMO = 1024  # distinct (campaigns, creatives) of imps without deals
+_FALLBACK_MEMO = 64  # distinct flexible banner shapes
+_NARROW = 52  # creatives a campaign may have for its runs to be found over arrays (float64 sums)
+
+
+def _remember(memo: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+    memo[key] = value
+    if len(memo) > size:
+        memo.popitem(last=False)
+
+
+def _recall(memo: OrderedDict[Any, Any], key: Any) -> Any:
+    value = memo.get(key)
+    if value is not None:
+        memo.move_to_end(key)
+    return value
 
 
 def _bits(mask: int) -> Iterable[int]:
@@ -183,6 +204,16 @@ def _bits(mask: int) -> Iterable[int]:
         low = mask & -mask
         yield low.bit_length() - 1
         mask ^= low
+
+
+def _indices(mask: int) -> list[int]:
+    """The set bits of a mask, in increasing order: linear in its length (a loop of
+    ``mask & -mask`` costs the length per bit, which at 20,000 campaigns is milliseconds)."""
+    if not mask:
+        return []
+    raw = np.frombuffer(mask.to_bytes((mask.bit_length() + 7) // 8, "little"), dtype=np.uint8)
+    found: list[int] = np.flatnonzero(np.unpackbits(raw, bitorder="little")).tolist()
+    return found
 
 
 def _epoch(moment: datetime | None, tz: ZoneInfo) -> float | None:
@@ -217,43 +248,17 @@ class TargetingIndex:
         self.fx = dict(snapshot.fx_per_usd_micros)
         self.fx.setdefault(USD, 1_000_000)
         self.skipped: list[tuple[int, str]] = []  # (campaign id, why) not indexed
-        inactive_adv = {a.id for a in snapshot.advertisers if a.status != "active"}
+        self.inactive_advertisers = {a.id for a in snapshot.advertisers if a.status != "active"}
         entries: list[Entry] = []
         creatives: list[Creative] = []
         for c in snapshot.campaigns:
-            if c.status != "active" or c.advertiser_id in inactive_adv:
-                continue
-            active = tuple(cr for cr in c.creatives if cr.status == "active")
-            if not active:
-                self.skipped.append((c.id, "no active creative"))
-                continue
-            if c.currency not in self.fx or currency not in self.fx:
-                self.skipped.append((c.id, f"no exchange rate for {c.currency}"))
-                continue
-            num, den = self.fx[currency], self.fx[c.currency]
-            max_bid, goal_price = (
-                c.max_bid_cpm_micros * num // den,
-                c.goal_price_micros * num // den,
-            )
-            if not (0 <= max_bid <= MAX_CAMPAIGN_MICROS and 0 <= goal_price <= MAX_CAMPAIGN_MICROS):
-                self.skipped.append((c.id, "maximum bid or goal price out of range"))
-                continue
-            entries.append(
-                Entry(
-                    index=len(entries),
-                    campaign=c,
-                    creatives=active,
-                    first_creative=len(creatives),
-                    max_bid_micros=max_bid,
-                    goal_price_micros=goal_price,
-                    fx_num=den,
-                    fx_den=num,
-                    deal_ids=frozenset(c.targeting.deal_ids),
-                    run_mask=(1 << len(active)) - 1,
-                )
-            )
-            creatives.extend(active)
+            e = self._entry(c, len(entries), len(creatives))
+            if e is not None:
+                entries.append(e)
+                creatives.extend(e.creatives)
         self.entries = entries
+        self.by_id = {e.campaign.id: e.index for e in entries}  # live entries only
+        self.dead_creatives = 0  # positions left behind by incremental updates
         self.creatives = creatives
         self.all_campaigns = (1 << len(entries)) - 1
         self.all_creatives = (1 << len(creatives)) - 1
@@ -263,13 +268,51 @@ class TargetingIndex:
         self._hours_mask = 0
         self._live_span = (math.inf, -math.inf)
         self._live_mask = 0
-        # creative_ok -> (campaigns with an eligible creative, their candidates without a deal
-        # by entry index)
-        self._by_creatives: dict[int, tuple[int, dict[int, Candidate]]] = {}
+        self._reset_memos()
+
+    def _reset_memos(self) -> None:
+        # creative_ok -> (campaigns with an eligible creative, entry index -> its run of them)
+        self._by_creatives: OrderedDict[int, tuple[int, dict[int, int]]] = OrderedDict()
         # (campaigns, creative_ok) -> the candidates of an imp without deals
-        self._no_deal_candidates: dict[tuple[int, int], list[Candidate]] = {}
+        self._no_deal_candidates: OrderedDict[tuple[int, int], list[Candidate]] = OrderedDict()
+        self._fallbacks: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        # (entry index, run) -> its candidate without a deal: as many as runs seen
+        self._run_candidates: dict[tuple[int, int], Candidate] = {}
+        # by creative position: its entry and its offset in the entry's run (built on first use)
+        self._owner: npt.NDArray[np.intp] | None = None
+        self._powers: npt.NDArray[np.float64] | None = None
 
     # -- build ----------------------------------------------------------------------------------
+
+    def _entry(self, c: Campaign, index: int, first_creative: int) -> Entry | None:
+        """The campaign's entry, or None when it does not bid (why, in ``skipped``)."""
+        if c.status != "active" or c.advertiser_id in self.inactive_advertisers:
+            return None
+        active = tuple(cr for cr in c.creatives if cr.status == "active")
+        if not active:
+            self.skipped.append((c.id, "no active creative"))
+            return None
+        currency = self.currency
+        if c.currency not in self.fx or currency not in self.fx:
+            self.skipped.append((c.id, f"no exchange rate for {c.currency}"))
+            return None
+        num, den = self.fx[currency], self.fx[c.currency]
+        max_bid, goal_price = c.max_bid_cpm_micros * num // den, c.goal_price_micros * num // den
+        if not (0 <= max_bid <= MAX_CAMPAIGN_MICROS and 0 <= goal_price <= MAX_CAMPAIGN_MICROS):
+            self.skipped.append((c.id, "maximum bid or goal price out of range"))
+            return None
+        return Entry(
+            index=index,
+            campaign=c,
+            creatives=active,
+            first_creative=first_creative,
+            max_bid_micros=max_bid,
+            goal_price_micros=goal_price,
+            fx_num=den,
+            fx_den=num,
+            deal_ids=frozenset(c.targeting.deal_ids),
+            run_mask=(1 << len(active)) - 1,
+        )
 
     def _build_campaign_masks(self) -> None:
         self.country, self.os, self.device_type = _Masks(), _Masks(), _Masks()
@@ -283,52 +326,65 @@ class TargetingIndex:
         self._boundaries: list[float] = []
         self.with_caps = 0
         for e in self.entries:
-            bit = 1 << e.index
-            t = e.campaign.targeting
-            for attr, masks, values in (
-                ("open_country", self.country, [v.upper() for v in t.countries]),
-                ("open_os", self.os, [normalize_os(v) for v in t.os]),
-                ("open_device_type", self.device_type, [str(v) for v in t.device_types]),
-                ("open_category", self.category, list(t.categories)),
-                ("open_size", self.size, list(t.sizes)),
-                ("open_segment", self.segment, list(t.segments)),
-                ("no_deal", self.deal, list(t.deal_ids)),
-            ):
-                if values:
-                    for v in values:
-                        masks.add(v, bit)
-                else:
-                    setattr(self, attr, getattr(self, attr) | bit)
-            if t.apps_allowed or t.sites_allowed:
-                for v in t.apps_allowed:
-                    self.app_allow.add(v, bit)
-                for v in t.sites_allowed:
-                    self.site_allow.add(normalize_domain(v), bit)
-            else:
-                self.open_inventory |= bit
-            for v in t.apps_blocked:
-                self.app_block.add(v, bit)
-            for v in t.sites_blocked:
-                self.site_block.add(normalize_domain(v), bit)
-            if e.campaign.frequency_caps:
-                self.with_caps |= bit
-            try:
-                tz = ZoneInfo(e.campaign.timezone or "UTC")
-            except (ZoneInfoNotFoundError, ValueError):
-                tz = ZoneInfo("UTC")
-            _, per_hour = self._zones.setdefault(tz.key, (tz, [0] * 168))
-            for h in t.hours_of_week or range(168):
-                if 0 <= h < 168:
-                    per_hour[h] |= bit
-            start = _epoch(e.campaign.flight_start, tz)
-            end = _epoch(e.campaign.flight_end, tz)
-            if start is not None or end is not None:
-                self._flights.append((bit, start, end))
-                self._boundaries += [x for x in (start, end) if x is not None]
+            self._campaign_bits(e, True)
         self._boundaries.sort()
         self.always_live = self.all_campaigns
         for bit, _, _ in self._flights:
             self.always_live &= ~bit
+
+    def _campaign_bits(self, e: Entry, on: bool) -> None:
+        """Set (or clear) the campaign's bit in every mask its targeting names; flights are
+        appended when set (the caller sorts the boundaries), removed when cleared."""
+        bit = 1 << e.index
+        t = e.campaign.targeting
+
+        def put(masks: _Masks, key: str) -> None:
+            masks.by[key] = masks.by.get(key, 0) | bit if on else masks.by.get(key, 0) & ~bit
+
+        for attr, masks, values in (
+            ("open_country", self.country, [v.upper() for v in t.countries]),
+            ("open_os", self.os, [normalize_os(v) for v in t.os]),
+            ("open_device_type", self.device_type, [str(v) for v in t.device_types]),
+            ("open_category", self.category, list(t.categories)),
+            ("open_size", self.size, list(t.sizes)),
+            ("open_segment", self.segment, list(t.segments)),
+            ("no_deal", self.deal, list(t.deal_ids)),
+        ):
+            if values:
+                for v in values:
+                    put(masks, v)
+            else:
+                old = getattr(self, attr)
+                setattr(self, attr, old | bit if on else old & ~bit)
+        if t.apps_allowed or t.sites_allowed:
+            for v in t.apps_allowed:
+                put(self.app_allow, v)
+            for v in t.sites_allowed:
+                put(self.site_allow, normalize_domain(v))
+        else:
+            self.open_inventory = self.open_inventory | bit if on else self.open_inventory & ~bit
+        for v in t.apps_blocked:
+            put(self.app_block, v)
+        for v in t.sites_blocked:
+            put(self.site_block, normalize_domain(v))
+        if e.campaign.frequency_caps:
+            self.with_caps = self.with_caps | bit if on else self.with_caps & ~bit
+        try:
+            tz = ZoneInfo(e.campaign.timezone or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            tz = ZoneInfo("UTC")
+        _, per_hour = self._zones.setdefault(tz.key, (tz, [0] * 168))
+        for h in t.hours_of_week or range(168):
+            if 0 <= h < 168:
+                per_hour[h] = per_hour[h] | bit if on else per_hour[h] & ~bit
+        if not on:
+            self._flights = [f for f in self._flights if f[0] != bit]
+            return
+        start = _epoch(e.campaign.flight_start, tz)
+        end = _epoch(e.campaign.flight_end, tz)
+        if start is not None or end is not None:
+            self._flights.append((bit, start, end))
+            self._boundaries += [x for x in (start, end) if x is not None]
 
     def _build_creative_masks(self) -> None:
         self.cr_format_size, self.cr_format = _Masks(), _Masks()
@@ -337,26 +393,30 @@ class TargetingIndex:
         self.cr_insecure = 0
         self.banner_creatives: list[int] = []
         for j, cr in enumerate(self.creatives):
-            bit = 1 << j
-            self.cr_format.add(cr.format, bit)
-            self.cr_format_size.add(f"{cr.format}:{cr.w}x{cr.h}", bit)
-            for d in cr.adomain:
-                for p in domain_and_parents(normalize_domain(d)):
-                    self.cr_domain.add(p, bit)
-            for c in cr.categories:
-                for p in category_and_parent(c):
-                    self.cr_category.add(p, bit)
-            for a in cr.attributes:
-                self.cr_attr.add(str(a), bit)
-            if cr.format == "video":
-                for m in cr.mimes:
-                    self.cr_mime.add(m.strip().lower(), bit)
-                self.cr_duration.add(str(cr.duration), bit)
-            if cr.format == "banner":
-                self.banner_creatives.append(j)
-            if "http://" in cr.markup:
-                self.cr_insecure |= bit
+            self._creative_bits(j, cr)
         self._durations = sorted(int(d) for d in self.cr_duration.by)
+
+    def _creative_bits(self, j: int, cr: Creative) -> None:
+        """Index the creative at position j (a new position: bits are only ever added)."""
+        bit = 1 << j
+        self.cr_format.add(cr.format, bit)
+        self.cr_format_size.add(f"{cr.format}:{cr.w}x{cr.h}", bit)
+        for d in cr.adomain:
+            for p in domain_and_parents(normalize_domain(d)):
+                self.cr_domain.add(p, bit)
+        for c in cr.categories:
+            for p in category_and_parent(c):
+                self.cr_category.add(p, bit)
+        for a in cr.attributes:
+            self.cr_attr.add(str(a), bit)
+        if cr.format == "video":
+            for m in cr.mimes:
+                self.cr_mime.add(m.strip().lower(), bit)
+            self.cr_duration.add(str(cr.duration), bit)
+        if cr.format == "banner":
+            self.banner_creatives.append(j)
+        if "http://" in cr.markup:
+            self.cr_insecure |= bit
 
     # -- query ----------------------------------------------------------------------------------
 
@@ -427,7 +487,13 @@ class TargetingIndex:
             bm = self.cr_format_size.any_of(sizes)
             flex = [f for f in b.format if f.wratio and f.hratio]
             if flex or (not sizes and not b.format):
-                bm |= self._banner_fallback(b.wmax, b.hmax, flex, bool(sizes))
+                shape = (b.wmax, b.hmax, tuple((f.wratio, f.hratio, f.wmin) for f in flex))
+                key = (*shape, bool(sizes))
+                fallback = _recall(self._fallbacks, key)
+                if fallback is None:
+                    fallback = self._banner_fallback(b.wmax, b.hmax, flex, bool(sizes))
+                    _remember(self._fallbacks, key, fallback, _FALLBACK_MEMO)
+                bm |= fallback
             m |= bm & ~self.cr_attr.any_of(str(a) for a in b.battr)
         if imp.video is not None:
             v = imp.video
@@ -498,39 +564,31 @@ class TargetingIndex:
         creative_ok = self.imp_creatives(imp) & creative_mask
         if not creative_ok:
             return []
-        campaigns, no_deal = self._eligible(creative_ok)
+        campaigns, runs = self._eligible(creative_ok)
         m &= campaigns
+        candidate = self._candidate
         if not deals:  # the same campaigns and creatives: the same candidates
             key = (m, creative_ok)
-            known = self._no_deal_candidates.get(key)
+            known = _recall(self._no_deal_candidates, key)
             if known is None:
-                entries = self.entries
-                known = []
-                while m:
-                    low = m & -m
-                    m ^= low
-                    i = low.bit_length() - 1
-                    if not entries[i].deal_ids:
-                        known.append(no_deal[i])
-                memo = self._no_deal_candidates
-                if len(memo) >= _CANDIDATES_MEMO:
-                    memo.clear()
-                memo[key] = known
+                cached = self._run_candidates
+                known = [
+                    cached.get((i, runs[i])) or candidate(i, runs[i])
+                    for i in _indices(m & self.no_deal)
+                ]
+                _remember(self._no_deal_candidates, key, known, _CANDIDATES_MEMO)
             return list(known)
         out: list[Candidate] = []
         entries = self.entries
-        while m:
-            low = m & -m
-            m ^= low
-            i = low.bit_length() - 1
+        for i in _indices(m):
             e = entries[i]
             if not e.deal_ids:
-                out.append(no_deal[i])
+                out.append(candidate(i, runs[i]))
                 continue
             deal = next((d for d in deals if d.id in e.deal_ids), None)
             if deal is None:
                 continue
-            positions = no_deal[i].positions
+            positions = candidate(i, runs[i]).positions
             if deal.wadomain:
                 positions = self._with_domains(positions, deal.wadomain)
                 if not positions:
@@ -538,29 +596,62 @@ class TargetingIndex:
             out.append(Candidate(e, positions, deal))
         return out
 
-    def _eligible(self, creative_ok: int) -> tuple[int, dict[int, Candidate]]:
-        """The campaigns with at least one creative in ``creative_ok`` and, by entry index,
-        their candidate without a deal (those creatives' positions); memoized per mask
-        (requests repeat a few masks)."""
-        memo = self._by_creatives
-        hit = memo.get(creative_ok)
-        if hit is not None:
-            return hit
-        campaigns = 0
-        no_deal: dict[int, Candidate] = {}
-        for e in self.entries:
-            run = (creative_ok >> e.first_creative) & e.run_mask
-            if not run:
-                continue
+    def _candidate(self, i: int, run: int) -> Candidate:
+        """Campaign i's candidate without a deal, for its creatives in ``run`` (bits from
+        its first creative)."""
+        key = (i, run)
+        known = self._run_candidates.get(key)
+        if known is None:
+            e = self.entries[i]
             positions = e.runs.get(run)
             if positions is None:
                 positions = e.runs[run] = [e.first_creative + k for k in _bits(run)]
-            campaigns |= 1 << e.index
-            no_deal[e.index] = Candidate(e, positions)
-        if len(memo) >= _ELIGIBLE_MEMO:
-            memo.clear()
-        hit = memo[creative_ok] = (campaigns, no_deal)
+            known = self._run_candidates[key] = Candidate(e, positions)
+        return known
+
+    def _eligible(self, creative_ok: int) -> tuple[int, dict[int, int]]:
+        """The campaigns with at least one creative in ``creative_ok``, and by entry index the
+        run of those creatives; memoized per mask (requests repeat a few masks). Linear in the
+        creatives, over arrays: each creative adds 2**(its offset in its campaign's run) to its
+        campaign's sum (exact in float64 for runs of up to 52 creatives)."""
+        hit = _recall(self._by_creatives, creative_ok)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        if self._owner is None:
+            self._layout()
+        owner, powers = self._owner, self._powers
+        runs: dict[int, int] = {}
+        if owner is not None and powers is not None:
+            positions = np.asarray(_indices(creative_ok), dtype=np.intp)
+            sums = np.bincount(owner[positions], powers[positions], minlength=len(self.entries))
+            eligible = np.flatnonzero(sums)
+            runs = dict(
+                zip(eligible.tolist(), sums[eligible].astype(np.int64).tolist(), strict=True)
+            )
+        else:  # a campaign with more creatives than the arrays handle: one at a time
+            for e in self.entries:
+                run = (creative_ok >> e.first_creative) & e.run_mask
+                if run:
+                    runs[e.index] = run
+        flags = np.zeros(len(self.entries), dtype=np.uint8)
+        flags[list(runs)] = 1
+        campaigns = int.from_bytes(np.packbits(flags, bitorder="little").tobytes(), "little")
+        hit = (campaigns, runs)
+        _remember(self._by_creatives, creative_ok, hit, _ELIGIBLE_MEMO)
         return hit
+
+    def _layout(self) -> None:
+        """Each position's entry and 2**(its offset in the entry's run), for ``_eligible``."""
+        if any(len(e.creatives) > _NARROW for e in self.entries):
+            return
+        n = len(self.creatives)
+        owner = np.zeros(n, dtype=np.intp)
+        powers = np.zeros(n, dtype=np.float64)
+        for e in self.entries:
+            k, f = len(e.creatives), e.first_creative
+            owner[f : f + k] = e.index
+            powers[f : f + k] = 2.0 ** np.arange(k)
+        self._owner, self._powers = owner, powers
 
     def _with_domains(self, positions: list[int], domains: list[str]) -> list[int]:
         allowed = self.cr_domain.any_of(normalize_domain(x) for x in domains)

@@ -185,6 +185,7 @@ PIPELINE: dict[str, tuple[dict[str, str], Any]] = {
     "nobid_body": ({"RTBFLEET_BIDDER_NOBID_BODY": "1"}, True),
     "use_nurl": ({"RTBFLEET_BIDDER_USE_NURL": "1"}, True),
     "max_priced_per_imp": ({"RTBFLEET_BIDDER_MAX_PRICED_PER_IMP": "4"}, 4),
+    "early_stop": ({"RTBFLEET_BIDDER_EARLY_STOP": "0"}, False),
 }
 
 

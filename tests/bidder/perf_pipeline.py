@@ -1,6 +1,13 @@
-"""How long ``Pipeline.handle`` takes per banner request with 200 campaigns and 1,000 creatives.
+"""How long ``Pipeline.handle`` takes per banner request, by portfolio size (campaigns of 5
+creatives; 200 by default).
 
-    .venv/bin/python tests/bidder/perf_pipeline.py [requests]
+    .venv/bin/python tests/bidder/perf_pipeline.py [requests] [campaigns,campaigns,...] [priors]
+    .venv/bin/python tests/bidder/perf_pipeline.py memory [campaigns]
+
+``priors`` scores with the prior model the bidder uses until a learnt model arrives instead
+of a hashed linear model. The second form prints what each part of a compiled snapshot adds to
+the resident memory of a fresh process: the snapshot itself, the targeting index, the scorer's
+tables, a bid path warmed by requests and a one-campaign change.
 
 Requests are drawn from the synthetic market's vocabulary (countries, OS, devices, apps and
 sites, banner sizes) like the simulator's traffic; the worst case is the most crowded request
@@ -25,7 +32,7 @@ from bidder.creative import NoPerformance
 from bidder.openrtb import BidRequest, BidResponse
 from bidder.pipeline import Pipeline, PipelineSettings
 from bidder.pricing import LogNormalMarket
-from bidder.scoring import HashedLinearModel
+from bidder.scoring import HashedLinearModel, PriorModel
 from fleet import portfolio
 from fleet.config import Campaign, ConfigSnapshot
 from sim import portfolio as synthetic
@@ -44,8 +51,8 @@ class NoneSeen:
         return 0
 
 
-def make_pipeline() -> Pipeline:
-    doc = synthetic.generate(200, seed=3, creatives_per_campaign=5, now=NOW)
+def make_pipeline(campaigns: int = 200, *, priors: bool = False) -> Pipeline:
+    doc = synthetic.generate(campaigns, seed=3, creatives_per_campaign=5, now=NOW)
     pf = portfolio.validate(doc)
     snapshot = ConfigSnapshot(
         advertisers=pf.advertisers,
@@ -66,6 +73,8 @@ def make_pipeline() -> Pipeline:
         performance=NoPerformance(),
         rng=rng,
     )
+    if priors:
+        pipeline.set_model(PriorModel(click=0.02, install=0.05, version=3))
     pipeline.set_snapshot(snapshot)
     return pipeline
 
@@ -142,9 +151,98 @@ def measure(pipeline: Pipeline, bodies: list[bytes]) -> tuple[float, float, floa
     return best, bids / len(bodies), candidates / len(bodies)
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory(campaigns: int) -> None:
+    """Resident memory added by each part, measured in this process (RSS deltas)."""
+    import gc
+
+    from msgspec.structs import replace
+
+    from bidder.scorer import PositionScorer
+
+    gc.collect()
+    base = _rss_mib()
+    pf = portfolio.validate(
+        synthetic.generate(campaigns, seed=3, creatives_per_campaign=5, now=NOW)
+    )
+    snapshot = ConfigSnapshot(
+        advertisers=pf.advertisers,
+        campaigns=pf.campaigns,
+        version=1,
+        fx_per_usd_micros=dict(vocab.FX_PER_USD_MICROS),
+    )
+    del pf
+    gc.collect()
+    parts = [("config snapshot (campaigns, creatives)", _rss_mib())]
+    pipeline = make_pipeline(0)  # the model, no portfolio yet
+    parts.append(("model 2x2^16 weights and an empty pipeline", _rss_mib()))
+    pipeline.set_snapshot(snapshot)
+    gc.collect()
+    parts.append(("targeting index + scorer tables + per-position arrays", _rss_mib()))
+    compiled = pipeline._compiled
+    assert compiled is not None
+    tables = compiled.tables.nbytes if compiled.tables is not None else 0
+    scorer: PositionScorer | None = compiled.scorer
+    sums = scorer.nbytes if scorer is not None else 0
+    arrays = compiled.goal_codes.nbytes + compiled.goal_prices.nbytes
+    rng = random.Random(7)
+    bodies = [json.dumps(typical_request(rng, i, 2)).encode() for i in range(300)]
+    for body in bodies:
+        pipeline.handle(
+            body, arrival=time.monotonic(), clock=time.monotonic, wallclock=NOW.timestamp()
+        )
+    gc.collect()
+    parts.append(("300 requests served (the index's memos)", _rss_mib()))
+    cs = list(snapshot.campaigns)
+    cs[1] = replace(cs[1], max_bid_cpm_micros=cs[1].max_bid_cpm_micros + 1, version=9)
+    start = time.perf_counter()
+    incremental = pipeline.set_snapshot(replace(snapshot, campaigns=tuple(cs), version=2))
+    took = (time.perf_counter() - start) * 1000
+    gc.collect()
+    parts.append(
+        (
+            f"a one-campaign change ({'incremental' if incremental else 'full'}, {took:.0f} ms)",
+            _rss_mib(),
+        )
+    )
+    print(f"{campaigns:,} campaigns, {campaigns * 5:,} creatives; process before: {base:.0f} MiB")
+    last = base
+    for name, rss in parts:
+        print(f"  {name}: +{rss - last:.0f} MiB (resident {rss:.0f} MiB)")
+        last = rss
+    print(
+        f"  of which exact sizes: scorer tables {tables / 2**20:.1f} MiB, static sums "
+        f"{sums / 2**20:.1f} MiB, per-position goal arrays {arrays / 2**20:.1f} MiB"
+    )
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "memory":
+        memory(int(sys.argv[2]) if len(sys.argv) > 2 else 20_000)
+        return
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    pipeline = make_pipeline()
+    sizes = [int(x) for x in sys.argv[2].split(",")] if len(sys.argv) > 2 else [200]
+    priors = "priors" in sys.argv[3:]
+    for campaigns in sizes:
+        start = time.perf_counter()
+        pipeline = make_pipeline(campaigns, priors=priors)
+        built = time.perf_counter() - start
+        model = "prior model" if priors else "hashed linear model"
+        print(
+            f"{campaigns:,} campaigns ({campaigns * 5:,} creatives), {model}, built in "
+            f"{built:.1f} s:"
+        )
+        run(pipeline, n)
+
+
+def run(pipeline: Pipeline, n: int) -> None:
     rng = random.Random(7)
     for at in (2, 1):
         bodies = [json.dumps(typical_request(rng, i, at)).encode() for i in range(n)]

@@ -13,3 +13,9 @@ def test_answers_match_the_recorded_digests() -> None:
         "the bidder answers differently: if on purpose, rerun "
         "tests/bidder/answer_hashes.py --write and say why in the commit"
     )
+
+
+def test_the_early_stop_answers_as_pricing_every_candidate() -> None:
+    """Every answer, body and event of the three pipelines is the same whether pricing stops
+    early (bidder.race) or prices every candidate: the early stop changes no answer."""
+    assert digests(early_stop=False) == digests()

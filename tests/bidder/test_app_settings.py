@@ -104,4 +104,4 @@ def test_max_priced_per_imp_reaches_the_pipeline() -> None:
     settings = BidderSettings.from_env(environ=env, env_file=None)
     assert settings.to_pipeline_settings().max_priced_per_imp == 0
     default = BidderSettings.from_env(environ={"RTBFLEET_SIGNING_KEY": "k" * 32}, env_file=None)
-    assert default.to_pipeline_settings().max_priced_per_imp == 16
+    assert default.to_pipeline_settings().max_priced_per_imp == 64

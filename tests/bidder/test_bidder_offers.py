@@ -128,7 +128,8 @@ def test_price_offers_twins_agree_on_every_auction_type(
 ) -> None:
     index = TargetingIndex(load_snapshot())
     rng = random.Random(5)
-    candidates = list(index._eligible(index.all_creatives)[1].values())
+    runs = index._eligible(index.all_creatives)[1]
+    candidates = [index._candidate(i, run) for i, run in runs.items()]
     assert len(candidates) > 5
     outputs = []
     for twin in (compiled.price_offers, python_price_offers):
@@ -175,7 +176,8 @@ def test_select_twins_agree_with_deals_caps_and_several_creatives() -> None:
     world = _world(4)
     compiled_state = world.pipeline._compiled
     assert compiled_state is not None
-    plain = list(compiled_state.index._eligible(compiled_state.index.all_creatives)[1].values())
+    index = compiled_state.index
+    plain = [index._candidate(i, r) for i, r in index._eligible(index.all_creatives)[1].items()]
     deals = [
         Deal(id="fixed", bidfloor=4.5, at=3),
         Deal(id="unknown-currency", bidfloor=1.0, bidfloorcur="XXX"),

@@ -1,16 +1,29 @@
-"""PositionScorer: the model's own predictions, exactly, from arrays laid out by position."""
+"""PositionScorer: the model's own predictions, exactly, from arrays laid out by position; the
+compiled loops (bidder/_scorer.pyx) against their Python references; bounds that hold."""
 
 from __future__ import annotations
 
 import random
 
+import mmh3
 import numpy as np
 import pytest
 from bidder_world import NOON, load_snapshot, make_world
 from perf_pipeline import crowded_request
 
 from bidder import scorer as scorer_module
-from bidder.scorer import PositionScorer, position_scorer, python_logistic_positions
+from bidder.scorer import (
+    PositionScorer,
+    PositionTables,
+    StaticScorer,
+    position_scorer,
+    python_bound,
+    python_hash_rows,
+    python_midstate,
+    python_resume,
+    python_score,
+    python_static_sums,
+)
 from bidder.scoring import (
     HashedLinearModel,
     PriorModel,
@@ -21,10 +34,10 @@ from bidder.scoring import (
 from bidder.targeting import RequestView, TargetingIndex
 
 
-def _model(seed: int, scale: float = 0.8) -> HashedLinearModel:
+def _model(seed: int, scale: float = 0.8, hash_seed: int = 0) -> HashedLinearModel:
     rng = np.random.default_rng(seed)
     w = rng.normal(0.0, scale, 1 << 12).astype(np.float32)
-    return HashedLinearModel(w, w[::-1].copy(), -3.0, -2.0, bits=12, version=seed)
+    return HashedLinearModel(w, w[::-1].copy(), -3.0, -2.0, bits=12, version=seed, seed=hash_seed)
 
 
 def _rows() -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
@@ -41,21 +54,21 @@ def _views(count: int) -> list[RequestView]:
     rng = random.Random(3)
     return [
         RequestView(
-            country=rng.choice(("USA", "DEU", "BRA", "")),
+            country=rng.choice(("USA", "DEU", "BRA", "", "ÖST")),
             os=rng.choice(("ios", "android")),
             inventory="app",
-            app_bundle=f"com.example.app{rng.randint(1, 9)}",
+            app_bundle=rng.choice(("", "a", "com.example.app" + "x" * rng.randint(0, 9))),
             local_hour=rng.randint(0, 23),
         )
         for _ in range(count)
     ]
 
 
-@pytest.mark.parametrize("max_table_bytes", [32 << 20, 2_000])  # 2 kB: cleared all the time
-def test_predictions_equal_the_models_own(max_table_bytes: int) -> None:
+@pytest.mark.parametrize("hash_seed", [0, 977])
+def test_predictions_equal_the_models_own(hash_seed: int) -> None:
     statics, prefixes = _rows()
-    model, reference = _model(1), _model(1)
-    scorer = PositionScorer(model, statics, prefixes, max_table_bytes=max_table_bytes)
+    model, reference = _model(1, hash_seed=hash_seed), _model(1, hash_seed=hash_seed)
+    scorer = PositionScorer(model, PositionTables(statics, prefixes, hash_seed))
     rng = random.Random(5)
     for view in _views(60):
         shared = [f"country={view.country}", f"os={view.os}", f"hour={view.local_hour}"]
@@ -66,45 +79,108 @@ def test_predictions_equal_the_models_own(max_table_bytes: int) -> None:
             shared, [statics[p] for p in positions], [prefixes[p] for p in positions], suffixes
         )
         assert got == want
-        if max_table_bytes < 10_000:
-            assert scorer._table_bytes <= max_table_bytes
 
 
-def test_compiled_loop_equals_the_python_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    compiled = scorer_module.logistic_positions
-    if compiled is python_logistic_positions:
+def test_midstates_resume_to_murmur3_of_the_whole_string() -> None:
+    rng = random.Random(4)
+    for _ in range(300):
+        prefix = "".join(rng.choice("ab^=é1") for _ in range(rng.randint(0, 11))).encode()
+        suffix = "".join(rng.choice("xyz.ü") for _ in range(rng.randint(0, 9))).encode()
+        seed = rng.choice((0, 1, 0xFFFFFFFF))
+        state = python_midstate(prefix, seed)
+        assert python_resume(state, suffix) == mmh3.hash(prefix + suffix, seed, signed=False)
+
+
+def test_compiled_loops_equal_the_python_references() -> None:
+    if not scorer_module.COMPILED:
         pytest.skip("bidder._scorer is not built")
+    from bidder import _scorer
+
     statics, prefixes = _rows()
-    twins = [PositionScorer(_model(2, 30.0), statics, prefixes) for _ in range(2)]  # clamped too
+    hashes, states = _scorer.hash_rows(statics, prefixes, 7)
+    ref_hashes, ref_states = python_hash_rows(statics, prefixes, 7)
+    assert np.array_equal(hashes, ref_hashes) and np.array_equal(states, ref_states)
+    model = _model(2, 30.0)  # large weights: clamped sums too
+    weights, mask = model.weights, (1 << model.bits) - 1
+    static = _scorer.static_sums(hashes, weights, mask)
+    assert np.array_equal(static, python_static_sums(hashes, weights, mask))
     rng = random.Random(8)
     for view in _views(40):
-        suffixes = cross_suffixes(view, view.app_bundle)
-        positions = [rng.randrange(len(statics)) for _ in range(rng.randint(1, 30))]
-        outputs = []
-        for twin, loop in zip(twins, (compiled, python_logistic_positions), strict=True):
-            monkeypatch.setattr(scorer_module, "logistic_positions", loop)
-            outputs.append(twin.predict(["a=1"], positions, suffixes))
-        assert outputs[0] == outputs[1]
-    monkeypatch.setattr(scorer_module, "logistic_positions", compiled)
+        suffixes = list(cross_suffixes(view, view.app_bundle))
+        positions = np.array(
+            [rng.randrange(len(statics)) for _ in range(rng.randint(1, 30))], dtype=np.intp
+        )
+        got, want = np.empty((len(positions), 2)), np.empty((len(positions), 2))
+        _scorer.score(positions, static, states, suffixes, weights, mask, 0.5, -0.25, got)
+        python_score(positions, static, states, suffixes, weights, mask, 0.5, -0.25, want)
+        assert np.array_equal(got, want)
+        _scorer.bound(positions, static, 0.5, -0.25, 3.0, 1.0, got)
+        python_bound(positions, static, 0.5, -0.25, 3.0, 1.0, want)
+        assert np.array_equal(got, want)
+    out = np.empty((1, 2))
     with pytest.raises(IndexError):
-        twins[0].predict([], [len(statics)], suffixes)
-    one_row = twins[0].ids[:1].copy()
-    with pytest.raises(ValueError, match="rows"):
-        tables = [np.full((len(p), 2), np.nan) for p in twins[0].prefixes]
-        compiled([len(statics) - 1], twins[0].static, one_row, tables, lambda j, k: 0j, 0.0, 0.0)
+        _scorer.score(
+            np.array([len(statics)], dtype=np.intp),
+            static,
+            states,
+            suffixes,
+            weights,
+            mask,
+            0.0,
+            0.0,
+            out,
+        )
+    with pytest.raises(ValueError, match="suffix"):
+        _scorer.score(
+            np.array([0], dtype=np.intp),
+            static,
+            states,
+            suffixes[:2],
+            weights,
+            mask,
+            0.0,
+            0.0,
+            out,
+        )
+
+
+@pytest.mark.parametrize("scale", [0.05, 0.8, 30.0])
+def test_bounds_are_never_below_the_predictions(scale: float) -> None:
+    statics, prefixes = _rows()
+    scorer = PositionScorer(_model(3, scale), PositionTables(statics, prefixes, 0))
+    positions = np.arange(len(statics), dtype=np.intp)
+    for view in _views(30):
+        z0 = scorer.shared_sum([f"country={view.country}", f"os={view.os}"])
+        exact = scorer.score(z0, positions, list(cross_suffixes(view, view.app_bundle)))
+        assert (scorer.bound(z0, positions) >= exact).all()
+
+
+def test_the_scorer_keeps_no_memo_and_the_tables_are_linear() -> None:
+    statics, prefixes = _rows()
+    tables = PositionTables(statics, prefixes, 0)
+    assert tables.nbytes == len(statics) * (6 * 4 + 6 * 12)
+    scorer = PositionScorer(_model(1), tables)
+    before = dict(vars(scorer)) if hasattr(scorer, "__dict__") else {}
+    for view in _views(50):
+        scorer.predict(["a=1"], [0, 1], cross_suffixes(view, view.app_bundle))
+    assert {k: id(v) for k, v in vars(scorer).items()} == {k: id(v) for k, v in before.items()}
 
 
 def test_only_hashed_linear_models_get_a_scorer_and_the_pipeline_follows_set_model() -> None:
     statics, prefixes = _rows()
-    assert position_scorer(PriorModel(), statics, prefixes) is None
-    assert position_scorer(_model(1), [], []) is None
+    tables = PositionTables(statics, prefixes, 0)
+    assert position_scorer(PriorModel(), tables) is None
+    assert position_scorer(_model(1), None) is None
+    with pytest.raises(ValueError, match="seed"):
+        PositionScorer(_model(1, hash_seed=5), tables)
 
     world = make_world(load_snapshot(), model=_model(1))
     first = world.handle(crowded_request(2), wallclock=NOON)
-    world.pipeline.set_model(_model(7))
+    world.pipeline.set_model(_model(7, hash_seed=3))  # another seed: the tables are rehashed
     compiled = world.pipeline._compiled
     assert compiled is not None and compiled.scorer is not None
-    assert compiled.scorer.version == 7
+    assert compiled.scorer.version == 7 and compiled.tables is not None
+    assert compiled.tables.seed == 3
     second = world.handle(crowded_request(2), wallclock=NOON)
     assert first.outcome == second.outcome == "bid"
     first_event, second_event = first.events[1], second.events[1]
@@ -112,7 +188,8 @@ def test_only_hashed_linear_models_get_a_scorer_and_the_pipeline_follows_set_mod
         second_event.p_click,  # type: ignore[union-attr]
         second_event.model_version,  # type: ignore[union-attr]
     )
-    world.pipeline.set_model(PriorModel())
+    world.pipeline.set_model(PriorModel())  # a static model: its predictions by position
     compiled = world.pipeline._compiled
-    assert compiled is not None and compiled.scorer is None
+    assert compiled is not None and isinstance(compiled.scorer, StaticScorer)
+    assert compiled.scorer.rates.shape == (len(compiled.index.creatives), 2)
     assert world.handle(crowded_request(2), wallclock=NOON).outcome == "bid"

@@ -1,4 +1,4 @@
-"""The bid path's shortcuts: the top-K pricing cap and crossed scoring."""
+"""The bid path's shortcuts: the race's early stop, its safety cap, and crossed scoring."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from bidder_world import make_world
 from perf_pipeline import NOW, crowded_request
 
 import bidder.scorer as scorer
+from bidder.outcome import Answer
 from bidder.scoring import (
     FeatureRow,
     HashedLinearModel,
@@ -24,7 +25,6 @@ from bidder.scoring import (
 from bidder.targeting import RequestView
 from fleet import portfolio
 from fleet.config import Campaign, ConfigSnapshot, Creative
-from fleet.events import BidEvent
 from sim import portfolio as synthetic
 from sim import vocabulary as vocab
 
@@ -50,56 +50,78 @@ def snapshot() -> ConfigSnapshot:
     return _snapshot()
 
 
-def test_only_the_top_k_candidates_by_value_are_priced(snapshot: ConfigSnapshot) -> None:
+def _same(a: Answer, b: Answer) -> bool:
+    return (a.outcome, a.reason, a.nbr, a.body, a.bids) == (
+        b.outcome,
+        b.reason,
+        b.nbr,
+        b.body,
+        b.bids,
+    )
+
+
+def test_the_race_prices_few_candidates_and_answers_as_pricing_all(
+    snapshot: ConfigSnapshot,
+) -> None:
     wallclock = NOW.timestamp()
-    full = make_world(snapshot, model=_model(), max_priced_per_imp=0)
-    answer = full.handle(crowded_request(2), wallclock=wallclock)
+    full = make_world(snapshot, model=_model(), max_priced_per_imp=0, early_stop=False)
+    everything = full.handle(crowded_request(2), wallclock=wallclock)
     priced = [c for c, _, _ in full.gate.calls]
-    assert answer.outcome == "bid" and answer.candidates > 8 and len(priced) > 8
+    assert everything.outcome == "bid" and everything.candidates > 8 and len(priced) > 8
 
-    capped = make_world(snapshot, model=_model(), max_priced_per_imp=3)
-    answer = capped.handle(crowded_request(2), wallclock=wallclock)
-    assert answer.outcome == "bid"
-    top = [c for c, _, _ in capped.gate.calls]
-    assert len(top) == 3 and set(top) <= set(priced)
-    assert answer.bids[0].campaign_id in top
+    early = make_world(snapshot, model=_model(), max_priced_per_imp=0)
+    answer = early.handle(crowded_request(2), wallclock=wallclock)
+    assert _same(answer, everything)
+    assert 1 <= len(early.gate.calls) < len(priced) // 4
+    assert early.pipeline._rng.getstate() == full.pipeline._rng.getstate()
 
-    # refused by the gate: the next best are priced until 3 survive
-    capped = make_world(snapshot, model=_model(), max_priced_per_imp=3)
-    capped.gate.denied = set(top)
-    answer = capped.handle(crowded_request(2), wallclock=wallclock)
-    assert [c for c, _, _ in capped.gate.calls][:3] == top
-    assert len(capped.gate.calls) == 6 and answer.bids[0].campaign_id not in top
+    # refused by the gate: the race goes on to the next, as pricing everything would
+    winner = answer.bids[0].campaign_id
+    for world in (full, early):
+        world.gate.denied = {winner}
+        world.gate.calls.clear()
+        world.pipeline._rng.seed(1)  # the same draw as the first request's
+    refused = early.handle(crowded_request(2), wallclock=wallclock)
+    assert _same(refused, full.handle(crowded_request(2), wallclock=wallclock))
+    assert refused.bids[0].campaign_id != winner
+    assert winner in [c for c, _, _ in early.gate.calls]
 
-    # everything refused: every candidate was tried, the no-bid reason is the same as uncapped
-    for cap in (0, 3):
-        world = make_world(snapshot, model=_model(), max_priced_per_imp=cap)
+    # everything refused: every candidate was tried (up to the cap), the same no-bid reason
+    for cap, early_stop in ((0, True), (3, True), (0, False)):
+        world = make_world(snapshot, model=_model(), max_priced_per_imp=cap, early_stop=early_stop)
         world.gate.denied = set(priced)
         answer = world.handle(crowded_request(2), wallclock=wallclock)
         assert (answer.outcome, answer.reason) == ("nobid", "paced")
-        assert len(world.gate.calls) == len(priced)
+        assert len(world.gate.calls) == (cap or len(priced))  # the cap bounds even this
 
 
-def test_with_a_cap_of_one_the_most_valuable_candidate_bids(snapshot: ConfigSnapshot) -> None:
-    def winner_value(cap: int, seed: int) -> int:
-        world = make_world(snapshot, seed=seed, model=_model(), max_priced_per_imp=cap)
+def test_the_cap_is_a_safety_net_that_stops_the_race(snapshot: ConfigSnapshot) -> None:
+    world = make_world(snapshot, model=_model(), max_priced_per_imp=1)
+    world.gate.denied = set()
+    outcomes = []
+    for seed in range(20):
+        world.pipeline._rng.seed(seed)
+        world.gate.calls.clear()
         answer = world.handle(crowded_request(2), wallclock=NOW.timestamp())
-        (bid,) = [e for e in answer.events if isinstance(e, BidEvent)]
-        return bid.value_cpm_micros
+        outcomes.append(answer.outcome)
+        assert len(world.gate.calls) == 1
+        if answer.outcome == "bid":
+            assert answer.bids[0].campaign_id == world.gate.calls[0][0]
+    assert world.pipeline.capped_imps > 0 and "bid" in outcomes
 
-    best = winner_value(1, 1)
-    assert all(winner_value(0, seed) <= best for seed in range(12))
-    assert any(winner_value(0, seed) < best for seed in range(12))  # uncapped: others win too
 
-
-def test_a_later_imp_prices_one_more_per_earlier_imp(snapshot: ConfigSnapshot) -> None:
+def test_a_campaign_wins_one_imp_and_the_race_equals_pricing_all(snapshot: ConfigSnapshot) -> None:
     req = crowded_request(2)
     req["imp"] = [dict(req["imp"][0], id="1"), dict(req["imp"][0], id="2")]
-    world = make_world(snapshot, model=_model(), max_priced_per_imp=2)
-    answer = world.handle(json.dumps(req).encode(), wallclock=NOW.timestamp())
-    assert len(world.gate.calls) == 2 + 3
-    assert len(answer.bids) == 2  # a campaign wins at most one imp, the second still has one
-    assert len({b.campaign_id for b in answer.bids}) == 2
+    body = json.dumps(req).encode()
+    for seed in range(10):
+        full = make_world(snapshot, seed=seed, model=_model(), early_stop=False)
+        early = make_world(snapshot, seed=seed, model=_model())
+        answer = early.handle(body, wallclock=NOW.timestamp())
+        assert _same(answer, full.handle(body, wallclock=NOW.timestamp()))
+        assert len(answer.bids) == 2
+        assert len({b.campaign_id for b in answer.bids}) == 2
+        assert len(early.gate.calls) < len(full.gate.calls)
 
 
 def _rows(
@@ -163,4 +185,4 @@ def test_crosses_are_prefixes_completed_by_the_request_suffixes() -> None:
 
 def test_the_compiled_scoring_loop_is_built() -> None:
     # setup.py build_ext --inplace
-    assert scorer.logistic_positions is not scorer.python_logistic_positions
+    assert scorer.COMPILED and scorer.score is not scorer.python_score

@@ -376,6 +376,37 @@ def test_a_connection_in_use_is_not_idle(tmp_path: Path) -> None:
     run_uv(scenario())
 
 
+def test_a_changed_portfolio_file_is_applied_incrementally(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        path = write_catch_all(tmp_path)
+        doc = json.loads(path.read_text())
+        async with running_service(settings_for(tmp_path)) as service:
+            c = RawClient(service.port)
+            assert (await c.bid(banner_request("a1"))).status == 200
+            text = (await c.request("GET", "/metrics")).body.decode()
+            assert metric(text, "bidder_config_apply_seconds", kind="full") > 0
+            # pause the only campaign: the file is reread and applied without a full build
+            doc["campaigns"][0]["status"] = "paused"
+            path.write_text(json.dumps(doc))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                if (await c.bid(banner_request("a2"))).status == 204:
+                    break
+            else:
+                raise AssertionError("the changed portfolio file was not applied")
+            text = (await c.request("GET", "/metrics")).body.decode()
+            assert metric(text, "bidder_config_apply_seconds", kind="incremental") > 0
+            path.write_text("{not json")  # a broken file: logged, the old portfolio stays
+            await asyncio.sleep(1.5)
+            assert (await c.bid(banner_request("a3"))).status == 204
+            text = (await c.request("GET", "/metrics")).body.decode()
+            assert metric(text, "bidder_config_loads_total", result="error") >= 1
+            await c.close()
+
+    run_uv(scenario())
+
+
 def test_deep_json_is_a_400_and_a_blank_flag_is_absent(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     """A body nested 100,000 deep is malformed JSON (400 with the reason), not an internal
     error with a traceback; ``"secure": ""`` reads as absent (a bid), not a 400."""

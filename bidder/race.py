@@ -1,0 +1,192 @@
+"""The internal auction's draw as an exponential race, and pricing that stops at its winner.
+
+The internal auction (ARCHITECTURE.md, step 9) draws one winner per imp with probability
+proportional to its weight w_j = P(win | bid) x (value - bid). The cumulative draw of
+``bidder.auction.draw`` needs every weight: r = u x sum(w), so every candidate with a non-zero
+weight moves r, and no bound on the others can keep its answer identical without pricing them
+all. This module draws from the same law in a way that does admit an exact early stop.
+
+The draw (``winner``)
+    Each candidate j of an imp gets an exponential E_j = -ln(u_j), u_j in (0, 1] from
+    SplitMix64 of (one 64-bit seed per imp, j): ``exponentials``. The winner is the candidate
+    with the smallest key E_j / w_j among those with w_j > 0, ties to the lower j. The keys are
+    independent exponentials of rates w_j, so P(j wins) = w_j / sum(w): the law of the
+    cumulative draw. When no survivor has a positive weight, the winner is the survivor with
+    the smallest E_j: uniform, as there. The pipeline takes the seed from its RNG once per imp
+    with candidates, whether it prices one candidate or all of them: the RNG's state after a
+    request does not depend on how much was priced.
+
+The early stop (``race``, threshold-algorithm style)
+    Let b_j be an upper bound of w_j known before pricing j. Because P(win) <= 1 and a surviving
+    bid is at least max(floor, minimum bid, 1) micros,
+
+        w_j <= value_j - max(floor_j, min_bid, 1) <= value_ub_j - max(floor_j, min_bid, 1) = b_j
+
+    where value_ub_j bounds the value from the bounds of the predicted rates
+    (``bidder.scorer.PositionScorer.bound``; exact once the candidate is scored). IEEE
+    arithmetic is monotone (a correctly rounded product by p <= 1 is at most the other factor,
+    a correctly rounded division by a larger positive number is not larger), so the computed
+    w_j <= b_j and E_j / b_j <= E_j / w_j: E_j / b_j is a lower bound of j's key. Candidates
+    wait in a priority queue ordered by (lower bound of the key, j); each pop tightens the bound
+    of the smallest (b_j from bounds -> b_j from the exact value -> the priced w_j itself). When
+    the smallest entry is an exact key, every other candidate's exact key is at least its queue
+    key, which is at least this one in the same (key, j) order: it is the smallest of all, the
+    very winner of pricing everything. A candidate with b_j <= 0 cannot have w_j > 0 and waits
+    outside the queue; it is priced only when no candidate turns out to have a positive weight
+    (the uniform case needs every survivor). The proof rests on P(win) <= 1, a contract of the
+    market model (``bidder.pricing``: 0.5 x erfc(.) <= 1 for the log-normal one); a priced
+    weight found above its bound makes the race price everything and answer as the reference,
+    but a broken bound of a candidate never priced cannot be seen.
+
+    So the winner, its price, and the RNG's state are exactly those of pricing every candidate
+    (``early=False``, the reference; tests/bidder/test_bidder_race.py compares both on the
+    bench's request mix and on crafted worst cases). What differs is work, and the no-bid
+    reasons of candidates that were never priced when some imp did find a winner (a bid is then
+    answered and those reasons are not reported).
+
+``limit`` caps the candidates priced per imp, a safety net against bounds so loose that the
+race would price most of a large portfolio: when it is reached, the winner is drawn among the
+candidates priced so far (the only case where the answer may differ from pricing everything;
+``RaceResult.capped`` says so).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+_GOLDEN: Final = 0x9E3779B97F4A7C15
+_M64: Final = (1 << 64) - 1
+_INF: Final = math.inf
+# Bounds refined per step (scoring a few candidates at once costs little more than one).
+REFINE_BATCH: Final = 8
+
+F64 = npt.NDArray[np.float64]
+
+
+def exponentials(seed: int, n: int) -> F64:
+    """E_j = -ln(u_j), u_j = (SplitMix64(seed + (j + 1) x golden) >> 11 + 1) / 2**53 in
+    (0, 1], for j in 0..n-1: independent Exp(1) draws from one 64-bit seed."""
+    with np.errstate(over="ignore"):
+        j = np.arange(1, n + 1, dtype=np.uint64)
+        z = np.uint64(seed & _M64) + j * np.uint64(_GOLDEN)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = ((z >> np.uint64(11)).astype(np.float64) + 1.0) * (1.0 / (1 << 53))
+    result: F64 = -np.log(u)
+    return result
+
+
+@dataclass(slots=True)
+class RaceResult:
+    winner: int | None  # candidate index
+    priced: int  # candidates priced
+    capped: bool = False  # the limit stopped the race: the winner is among the priced only
+
+
+def winner(
+    exps: Sequence[float] | F64, weights: dict[int, float], survivors: Sequence[int]
+) -> int | None:
+    """The draw over priced candidates: ``weights`` of the survivors (candidate -> w >= 0),
+    ``survivors`` in any order. Smallest (E_j / w_j, j) over w_j > 0, else smallest
+    (E_j, j) over the survivors, else None."""
+    best: tuple[float, int] | None = None
+    for j in survivors:
+        w = weights[j]
+        if w > 0.0:
+            key = (float(exps[j]) / w, j)
+            if best is None or key < best:
+                best = key
+    if best is not None:
+        return best[1]
+    zero = [(float(exps[j]), j) for j in survivors]
+    return min(zero)[1] if zero else None
+
+
+def race(
+    exps: F64,
+    bounds: F64,
+    price: Callable[[list[int]], Sequence[float | None]],
+    *,
+    refine: Callable[[list[int]], Sequence[float]] | None = None,
+    excluded: Callable[[int], bool] = lambda j: False,
+    limit: int = 0,
+    early: bool = True,
+) -> RaceResult:
+    """The winner among ``len(exps)`` candidates, pricing as few as the bounds allow.
+
+    ``bounds[j]`` bounds candidate j's weight (``refine(js)`` gives tighter bounds for those
+    candidates, when given); ``price(js)`` prices those candidates: the weight of each, or None
+    when it is dropped;
+    ``excluded(j)``: j may not win (its campaign won an earlier imp) and is not priced.
+    ``early=False`` prices every candidate: the reference the early stop must equal."""
+    n = len(exps)
+    weights: dict[int, float] = {}
+    survivors: list[int] = []
+    priced: set[int] = set()
+
+    def do_price(js: list[int]) -> list[float | None]:
+        priced.update(js)
+        got = list(price(js))
+        for j, w in zip(js, got, strict=True):
+            if w is not None:
+                weights[j] = w
+                survivors.append(j)
+        return got
+
+    def everything() -> RaceResult:
+        rest = [j for j in range(n) if j not in priced and not excluded(j)]
+        if rest:
+            do_price(rest)
+        return RaceResult(winner(exps, weights, survivors), len(priced))
+
+    if not early:
+        return everything()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        keys = np.where(bounds > 0.0, exps / bounds, _INF)
+    order = np.argsort(keys, kind="stable")
+    finite = int(np.count_nonzero(np.isfinite(keys)))
+    ordered: list[int] = order[:finite].tolist()
+    first: list[float] = keys[order[:finite]].tolist()
+    level = 0 if refine is not None else 1  # 0: first bounds, 1: exact value, 2: priced
+    queue: list[tuple[float, int, int]] = []  # (key bound, j, level)
+    refined: dict[int, float] = {}
+    i = 0
+    while True:
+        if i < finite and (not queue or (first[i], ordered[i]) < queue[0][:2]):
+            if level == 0:
+                assert refine is not None
+                batch = [j for j in ordered[i : i + REFINE_BATCH] if not excluded(j)]
+                i += REFINE_BATCH
+                for j, b in zip(batch, refine(batch), strict=True):
+                    refined[j] = b
+                    if b > 0.0:
+                        heapq.heappush(queue, (float(exps[j]) / b, j, 1))
+                continue
+            j = ordered[i]
+            i += 1
+            if not excluded(j):
+                heapq.heappush(queue, (first[i - 1], j, 1))
+            continue
+        if not queue:
+            break
+        _, j, at = heapq.heappop(queue)
+        if at == 2:
+            return RaceResult(j, len(priced))
+        if limit and len(priced) >= limit:
+            return RaceResult(winner(exps, weights, survivors), len(priced), capped=True)
+        (w,) = do_price([j])
+        if w is None or not w > 0.0:
+            continue
+        if w > float(bounds[j]) or w > refined.get(j, _INF):
+            return everything()  # a bound did not hold: the reference, whatever it costs
+        heapq.heappush(queue, (float(exps[j]) / w, j, 2))
+    # no candidate with a positive weight: the draw is uniform over every survivor
+    return everything()
