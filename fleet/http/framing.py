@@ -135,9 +135,12 @@ def header_map(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     return headers
 
 
-class Framer:
+class PyFramer:
     """Feed it what a connection receives (``feed``); take ``requests`` in order; when ``error``
-    is set, answer it after them and close."""
+    is set, answer it after them and close.
+
+    The reference: ``Framer`` is its compiled twin (fleet/http/_framing.pyx), the same code as
+    an extension type, and this class where the extension is not built."""
 
     def __init__(self, limits: HttpLimits) -> None:
         self.limits = limits
@@ -377,3 +380,9 @@ class Framer:
 def _reason(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     return text if text.isascii() and len(text) < 120 else "malformed request"
+
+
+try:
+    from fleet.http._framing import Framer as Framer
+except ImportError:  # the extension is not built: the reference, a few microseconds slower
+    Framer = PyFramer  # type: ignore[misc,assignment]
