@@ -9,6 +9,7 @@ extensions = [
     Extension("bidder._offers", ["bidder/_offers.pyx"]),
     Extension("bidder._scorer", ["bidder/_scorer.pyx"], include_dirs=[numpy.get_include()]),
     Extension("learner._ftrl", ["learner/_ftrl.pyx"]),
+    Extension("fleet.http._framing", ["fleet/http/_framing.pyx"]),
 ]
 
 setup(

@@ -26,7 +26,8 @@ against a trivial server first, to show it is not the bottleneck. Prints:
 
 Run: ``python -m bench bidder`` (a few minutes), ``python -m bench.bidder --compare DIR``,
 or ``python -m bench.bidder --campaigns 200,2000`` for other sizes (``--campaigns 0`` skips
-the table).
+the table); ``python -m bench.bidder --echoes`` measures only the echoes (the HTTP core
+against the raw httptools echo, about half a minute).
 """
 
 from __future__ import annotations
@@ -510,12 +511,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bidder")
     parser.add_argument("--compare", type=Path, default=None, help="another source tree")
     parser.add_argument(
+        "--echoes", action="store_true", help="only the echoes: the HTTP core against raw httptools"
+    )
+    parser.add_argument(
         "--campaigns",
         default=",".join(map(str, SIZES)),
         help="portfolio sizes of the scaling table, comma separated (0: no table)",
     )
     args = parser.parse_args([] if argv is None else argv)  # None: run by `python -m bench`
     compare: Path | None = args.compare
+    echoes_only: bool = args.echoes
     try:
         portfolios = [int(x) for x in args.campaigns.split(",") if int(x) > 0]
     except ValueError:
@@ -554,31 +559,20 @@ def main(argv: list[str] | None = None) -> None:
         # Every server up at once, measured in turn, round after round: a machine shared with
         # others changes speed over a run, and a ratio of neighbours in time suffers least.
         targets = [(name, serve(name), "real") for name, _ in ECHOES]
+        pids = {name: servers[i + 1].pid for i, (name, _) in enumerate(ECHOES)}
+        if echoes_only:
+            rounds = _rounds(drive, targets, pids)
+            _report_echoes(ceiling, rounds)
+            return
         bidders.append(_Bidder(work, portfolio, model, shed=False))
         targets += [("bidder", bidders[0].port, "real"), ("http", bidders[0].port, "crawler")]
         if compare is not None:
             bidders.append(_Bidder(work, portfolio, model, shed=False, tree=compare))
             targets += [("old", bidders[1].port, "real"), ("old_http", bidders[1].port, "crawler")]
-        pids = {name: servers[i + 1].pid for i, (name, _) in enumerate(ECHOES)}
         pids.update(bidder=bidders[0].proc.pid, http=bidders[0].proc.pid)
         if compare is not None:
             pids.update(old=bidders[1].proc.pid, old_http=bidders[1].proc.pid)
-        rounds: list[dict[str, float]] = []
-        for _ in range(ROUNDS):
-            rates: dict[str, float] = {}
-            for name, port, mix in targets:
-                drive("use", mix)
-                before = _outcomes(port) if mix == "real" and name in ("bidder", "old") else None
-                cpu = _cpu_times(pids[name])
-                got = drive("closed", port, CONNECTIONS, 0.5, ROUND_S)
-                # CPU seconds the server spent per answer: what it would cost on a core of its
-                # own, whatever else the machine is doing
-                rates[f"{name}_cpu"] = (_cpu_times(pids[name])[0] - cpu[0]) / max(1, got["answers"])
-                rate = float(got["rate"])
-                if before is not None:  # only real work counts: not shed, not late
-                    rate *= _served_share(before, _outcomes(port))["served"]
-                rates[name] = rate
-            rounds.append(rates)
+        rounds = _rounds(drive, targets, pids)
         drive("use", "real")
         for bidder in bidders:
             bidder.stop()
@@ -633,6 +627,30 @@ def _measure_size(
         "rss": rss,
         "changes": changes,
     }
+
+
+def _rounds(
+    drive: Callable[..., Any], targets: list[tuple[str, int, str]], pids: dict[str, int]
+) -> list[dict[str, float]]:
+    """Every target measured in turn (closed loop), ``ROUNDS`` times: throughput and the server
+    process's CPU time per answer."""
+    rounds: list[dict[str, float]] = []
+    for _ in range(ROUNDS):
+        rates: dict[str, float] = {}
+        for name, port, mix in targets:
+            drive("use", mix)
+            before = _outcomes(port) if mix == "real" and name in ("bidder", "old") else None
+            cpu = _cpu_times(pids[name])
+            got = drive("closed", port, CONNECTIONS, 0.5, ROUND_S)
+            # CPU seconds the server spent per answer: what it would cost on a core of its
+            # own, whatever else the machine is doing
+            rates[f"{name}_cpu"] = (_cpu_times(pids[name])[0] - cpu[0]) / max(1, got["answers"])
+            rate = float(got["rate"])
+            if before is not None:  # only real work counts: not shed, not late
+                rate *= _served_share(before, _outcomes(port))["served"]
+            rates[name] = rate
+        rounds.append(rates)
+    return rounds
 
 
 class _Bidder:
@@ -722,6 +740,28 @@ def _ratio(rounds: list[dict[str, float]], over: str, under: str) -> str:
     """The median of the per-round ratios, with their range."""
     ratios = sorted(r[over] / max(r[under], 1e-9) for r in rounds)
     return f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
+def _report_echoes(ceiling: dict[str, Any], rounds: list[dict[str, float]]) -> None:
+    """The echoes alone (``--echoes``): the HTTP core against the raw httptools echo."""
+
+    def cpu(name: str) -> str:
+        values = sorted(r[f"{name}_cpu"] * 1e6 for r in rounds)
+        return f"{statistics.median(values):.1f} us ({values[0]:.1f}-{values[-1]:.1f})"
+
+    print(f"load generator ceiling (trivial server): {ceiling['rate']:,.0f} req/s")
+    print(f"{ROUNDS} rounds of {ROUND_S:.1f} s per server, interleaved; medians (range):")
+    for name, label in ECHOES:
+        values = sorted(r[name] for r in rounds)
+        print(
+            f"  {label}: {statistics.median(values):,.0f} req/s "
+            f"({values[0]:,.0f}-{values[-1]:,.0f}), CPU per answer {cpu(name)}"
+        )
+    print(
+        f"  the HTTP core's echo / raw httptools echo (aim >= 0.8): throughput "
+        f"{_ratio(rounds, 'core', 'raw')}, by CPU time per answer "
+        f"{_ratio(rounds, 'raw_cpu', 'core_cpu')}"
+    )
 
 
 def _report(

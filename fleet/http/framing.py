@@ -49,19 +49,24 @@ DONE: Final = 3  # nothing more is framed on this connection
 _VERSIONS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 _METHODS: Final = {m: m.decode() for m in (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE")}
 _CRLF: Final = b"\r\n"
+# The headers the framing itself reads; every other header is only kept (``Request.headers``).
+_WATCHED: Final = frozenset((b"host", b"transfer-encoding", b"content-length", b"expect"))
+_WATCHED_LENGTHS: Final = frozenset(len(name) for name in _WATCHED)
+_NONE: Final[dict[bytes, bytes]] = {}
 
 
 class Request:
-    """One complete request. ``headers`` maps lower-case names to values (stripped; a repeated
-    header's values joined with ", "); ``raw_headers`` keeps them as received, in order.
+    """One complete request. ``raw_headers`` keeps the headers as received, in order;
+    ``headers`` maps lower-case names to values (stripped; a repeated header's values joined
+    with ", "), built from them on first use (most answers never need it).
     ``received_at`` is when its first byte was read; ``close`` says whether its answer ends the
     connection (set by the server, which knows about draining and the request cap too)."""
 
     __slots__ = (
+        "_headers",
         "body",
         "chunked",
         "close",
-        "headers",
         "keep_alive",
         "method",
         "raw_headers",
@@ -76,7 +81,6 @@ class Request:
         method: str,
         target: str,
         version: str,
-        headers: dict[bytes, bytes],
         raw_headers: list[tuple[bytes, bytes]],
         body: bytes,
         keep_alive: bool,
@@ -86,7 +90,7 @@ class Request:
         self.method = method
         self.target = target
         self.version = version
-        self.headers = headers
+        self._headers: dict[bytes, bytes] | None = None
         self.raw_headers = raw_headers
         self.body = body
         self.keep_alive = keep_alive
@@ -94,6 +98,13 @@ class Request:
         self.chunked = chunked
         self.close = not keep_alive
         self.remote_ip = ""
+
+    @property
+    def headers(self) -> dict[bytes, bytes]:
+        headers = self._headers
+        if headers is None:
+            self._headers = headers = header_map(self.raw_headers)
+        return headers
 
     @property
     def path(self) -> str:
@@ -112,9 +123,24 @@ class Request:
         return f"<Request {self.method} {self.target[:80]!r} {self.version} {len(self.body)} B>"
 
 
-class Framer:
+def header_map(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Headers by lower-case name, values stripped, a repeated header's values joined."""
+    headers: dict[bytes, bytes] = {}
+    for name, value in raw:
+        key = name.lower()
+        if key in headers:
+            headers[key] += b", " + value.strip(b" \t")
+        else:
+            headers[key] = value.strip(b" \t")
+    return headers
+
+
+class PyFramer:
     """Feed it what a connection receives (``feed``); take ``requests`` in order; when ``error``
-    is set, answer it after them and close."""
+    is set, answer it after them and close.
+
+    The reference: ``Framer`` is its compiled twin (fleet/http/_framing.pyx), the same code as
+    an extension type, and this class where the extension is not built."""
 
     def __init__(self, limits: HttpLimits) -> None:
         self.limits = limits
@@ -137,10 +163,11 @@ class Framer:
         return httptools.HttpRequestParser(self)
 
     def _reset_message(self) -> None:
-        self._url: list[bytes] = []
-        self._headers: dict[bytes, bytes] = {}
+        self._url = b""  # the target (llhttp gives it in one piece unless a read splits it)
         self._raw: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
+        self._watched: dict[bytes, bytes] | None = None  # the headers framing reads (_WATCHED)
+        self._body = b""  # the body, while it came in one piece
+        self._parts: list[bytes] | None = None  # its pieces, once there is more than one
         self._size = 0  # body bytes decoded
         self._chunks = 0
         self._wire = 0  # bytes on the wire so far
@@ -241,14 +268,22 @@ class Framer:
         self.phase = HEAD
 
     def on_url(self, url: bytes) -> None:
-        self._url.append(url)
+        self._url += url  # b"" + url is url itself: no copy for the usual one piece
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.phase == BODY:  # a trailer: counted on the wire, never used
             return
         self._raw.append((name, value))
-        key = name.lower()
-        headers = self._headers
+        if len(name) in _WATCHED_LENGTHS:  # a cheap first test; most headers stop here
+            key = name.lower()
+            if key in _WATCHED:
+                self._watch(key, value)
+
+    def _watch(self, key: bytes, value: bytes) -> None:
+        """A header the framing reads, kept as ``Request.headers`` would show it."""
+        headers = self._watched
+        if headers is None:
+            self._watched = headers = {}
         if key in headers:
             if key == b"host":
                 self._refuse(HttpError(400, "more than one Host header"))
@@ -257,7 +292,7 @@ class Framer:
             headers[key] = value.strip(b" \t")
 
     def on_headers_complete(self) -> None:
-        parser, headers = self._parser, self._headers
+        parser, headers = self._parser, self._watched or _NONE
         limit = self.limits.max_header_bytes
         if self._wire + self._feed_len > limit and self._head_size() > limit:
             self._refuse(HttpError(431, "request head too large", "head_too_large"))
@@ -289,7 +324,12 @@ class Framer:
         self._feed_body += n
         if self._size > self.limits.max_body_bytes:
             self._refuse(HttpError(413, "request body too large", "body_too_large"))
-        self._body.append(data)
+        if self._parts is not None:
+            self._parts.append(data)
+        elif self._body:
+            self._parts = [self._body, data]
+        else:
+            self._body = data
 
     def on_chunk_header(self) -> None:
         self._chunks += 1
@@ -300,16 +340,13 @@ class Framer:
         parser = self._parser
         method_b = parser.get_method()
         method = _METHODS.get(method_b) or method_b.decode("ascii")
-        parts = self._body
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
-        url = self._url
-        target = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
+        parts = self._parts
+        body = self._body if parts is None else b"".join(parts)
         keep_alive = parser.should_keep_alive()
         request = Request(
             method,
-            target,
+            self._url.decode("latin-1"),
             self._version,
-            self._headers,
             self._raw,
             body,
             keep_alive,
@@ -329,7 +366,7 @@ class Framer:
     def _head_size(self) -> int:
         """The head's bytes as llhttp showed them (the request line's spaces and version, and
         each line's colon and CRLF, counted as 16 and 4): for a head that came in one read."""
-        size = 16 + sum(len(part) for part in self._url)
+        size = 16 + len(self._url)
         for name, value in self._raw:
             size += len(name) + len(value) + 4
         return size
@@ -343,3 +380,9 @@ class Framer:
 def _reason(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     return text if text.isascii() and len(text) < 120 else "malformed request"
+
+
+try:
+    from fleet.http._framing import Framer as Framer
+except ImportError:  # the extension is not built: the reference, a few microseconds slower
+    Framer = PyFramer  # type: ignore[misc,assignment]

@@ -74,6 +74,7 @@ class HttpConnection(asyncio.Protocol):
     """One client connection (see the module docstring)."""
 
     __slots__ = (
+        "advance",
         "backlogged",
         "busy",
         "counted",
@@ -107,6 +108,7 @@ class HttpConnection(asyncio.Protocol):
         self.ready_since = time.monotonic()  # since when the client, not we, holds things up
         self.linger_since = 0.0  # a refusal was answered: reading only to drop
         self.lingered = 0
+        self.advance = self._advance  # bound once: scheduled for every request
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -143,21 +145,23 @@ class HttpConnection(asyncio.Protocol):
                 self.abort()
             return
         framer, server = self.framer, self.server
-        before = len(framer.requests)
+        requests = framer.requests
+        before = len(requests)
         framer.feed(data, time.monotonic() - server.lag())
-        added = len(framer.requests) - before
-        if added:
+        queued = len(requests)
+        if queued > before:
+            added = queued - before
             self.counted += added
             server.in_flight += added
-        if framer.continue_due and not (self.busy or framer.requests):
+        elif framer.continue_due and not (self.busy or queued):
             framer.continue_due = False
             self.write(CONTINUE)
-        if (framer.requests or framer.phase == DONE) and not (self.queued or self.busy):
+        if (queued or framer.phase == DONE) and not (self.queued or self.busy):
             # Answered from the loop's ready queue, as a coroutine would be: the lag probe then
             # runs between reading requests and answering them, as load shedding expects.
             self.queued = True
-            server.call_soon(self._advance)
-        if len(framer.requests) > 1 or (framer.requests and self.busy):
+            server.call_soon(self.advance)
+        if queued > 1 or (queued and self.busy):
             self._backlog(True)
 
     def pause_writing(self) -> None:
@@ -175,7 +179,10 @@ class HttpConnection(asyncio.Protocol):
         """Answer the next complete request (one per loop iteration), or the framing error
         once every request before it is answered."""
         self.queued = False
-        if self.busy or self.write_paused or self.closing or self.linger_since:
+        transport = self.transport
+        if self.busy or self.write_paused or self.linger_since or transport is None:
+            return
+        if transport.is_closing():
             return
         framer = self.framer
         try:
@@ -191,7 +198,7 @@ class HttpConnection(asyncio.Protocol):
             log.exception("connection from %s failed", self.remote_ip)
             self.abort()
             return
-        if self.busy or self.closing:
+        if self.busy or transport.is_closing():
             return
         self._next()
 
@@ -200,9 +207,10 @@ class HttpConnection(asyncio.Protocol):
         if framer.requests or framer.phase == DONE:
             self._backlog(True)
             self.queued = True
-            self.server.call_soon(self._advance)
+            self.server.call_soon(self.advance)
         else:
-            self._backlog(False)
+            if self.backlogged:
+                self._backlog(False)
             if framer.continue_due and framer.phase == BODY:
                 framer.continue_due = False
                 self.write(CONTINUE)
@@ -216,9 +224,11 @@ class HttpConnection(asyncio.Protocol):
             server.metrics.count("closed", "request_cap")
         elif self.framer.upgrade_refused and not self.framer.requests:
             server.metrics.count("closed", "upgrade")
-        request.close = request.close or server.draining
+        if server.draining:
+            request.close = True
         request.remote_ip = self.remote_ip
-        route = server.routes.get(request.path)
+        target = request.target
+        route = server.routes.get(target if "?" not in target else request.path)
         if route is None:
             if server.app is None:
                 self._respond(request, Response(404, b'{"error":"no such path"}'))
@@ -384,7 +394,7 @@ class HttpConnection(asyncio.Protocol):
         self._flow()
         if (self.framer.requests or self.framer.phase == DONE) and not self.queued:
             self.queued = True
-            self.server.call_soon(self._advance)
+            self.server.call_soon(self.advance)
 
     def close(self) -> None:
         """Close once what is written is on the wire."""

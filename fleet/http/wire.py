@@ -36,6 +36,7 @@ STATUS_LINES: Final = {
     code: f"HTTP/1.1 {code} {text}\r\n".encode() for code, text in STATUS_TEXT.items()
 }
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_PLAIN: Final = b"%s%sContent-Length: %d\r\n%s\r\n%s"  # what response_bytes makes of a 2xx
 
 
 @dataclass(slots=True)
@@ -51,6 +52,20 @@ class Response:
     close: bool = False
 
     def to_bytes(self, *, close: bool, keep_alive_10: bool = False, head: bool = False) -> bytes:
+        if not self.headers and 200 <= self.status < 300 and self.status != 204:
+            # the usual answer, in one formatting step
+            if close or self.close:
+                connection = b"Connection: close\r\n"
+            else:
+                connection = b"Connection: keep-alive\r\n" if keep_alive_10 else b""
+            body = self.body
+            return _PLAIN % (
+                STATUS_LINES.get(self.status) or b"HTTP/1.1 %d Status\r\n" % self.status,
+                b"Content-Type: " + self.content_type + b"\r\n" if body else b"",
+                len(body),
+                connection,
+                b"" if head else body,
+            )
         extra = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in self.headers)
         return response_bytes(
             self.status,

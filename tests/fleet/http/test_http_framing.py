@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from fleet.http import Framer, HttpLimits, Response, accepts_gzip, response_bytes
@@ -223,3 +225,40 @@ def test_responses() -> None:
 )
 def test_accept_encoding(value: bytes | None, ok: bool) -> None:
     assert accepts_gzip(value) is ok
+
+
+def test_a_plain_response_is_formatted_as_response_bytes_formats_it() -> None:
+    """Response.to_bytes formats a 2xx without extra headers in one step: the same bytes."""
+    for status, body, content_type, own_close, close, keep_alive_10, head in itertools.product(
+        (200, 201, 204, 250, 299, 302, 404),
+        (b"", b"{}", b'{"id":"1"}'),
+        (b"application/json", b"image/gif"),
+        (False, True),
+        (False, True),
+        (False, True),
+        (False, True),
+    ):
+        response = Response(status, body, content_type=content_type, close=own_close)
+        expected = response_bytes(
+            status,
+            body,
+            content_type=content_type,
+            close=close or own_close,
+            keep_alive_10=keep_alive_10,
+            omit_body=head,
+        )
+        got = response.to_bytes(close=close, keep_alive_10=keep_alive_10, head=head)
+        assert got == expected, (status, body, own_close, close, keep_alive_10, head)
+
+
+def test_headers_are_built_from_the_raw_headers_on_first_use() -> None:
+    f = frame(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-A:  one \r\nx-a: two\r\nAccept: */*\r\n\r\n")
+    r = f.requests[0]
+    assert r.raw_headers == [
+        (b"Host", b"x"),
+        (b"X-A", b"one "),
+        (b"x-a", b"two"),
+        (b"Accept", b"*/*"),
+    ]
+    assert r.headers == {b"host": b"x", b"x-a": b"one, two", b"accept": b"*/*"}
+    assert r.headers is r.headers and r.header(b"x-a") == "one, two"
