@@ -37,6 +37,7 @@ from bidder.offers import MAX_MICROS, Chosen, OfferRow, Segment, price_offers, s
 from bidder.openrtb import BidRequest, Imp, Nbr
 from bidder.options import PipelineSettings
 from bidder.outcome import Answer, BidSummary
+from bidder.pacing_link import count_opportunities
 from bidder.pricing import MarketPriceModel, Shader, floor_micros, market_params
 from bidder.privacy import ConsentCache, Privacy, decide
 from bidder.scorer import PositionScorer, position_scorer
@@ -100,6 +101,7 @@ class _Context:
     user_key: str | None = None
     candidates: int = 0
     drops: dict[str, int] = field(default_factory=dict)  # candidates dropped, by reason
+    opportunities: dict[int, int] = field(default_factory=dict)  # eligible, by campaign id
 
     def late(self) -> bool:
         return self.clock() >= self.deadline
@@ -340,6 +342,7 @@ class Pipeline:
                 continue
             candidates = index.candidates(imp, request_mask, creative_mask, s.seat)
             ctx.candidates += len(candidates)
+            count_opportunities(ctx.opportunities, candidates)
             if candidates:
                 per_imp.append(self._offers(ctx, compiled, imp, floor, candidates, len(per_imp)))
         if ctx.late():
@@ -514,6 +517,7 @@ class Pipeline:
             reason=reason,
             candidates=ctx.candidates,
             latency_us=int((ctx.clock() - arrival) * 1e6),
+            opportunities=ctx.opportunities,
         )
 
 

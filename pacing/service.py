@@ -71,6 +71,7 @@ class PacerService:
         origin: str | None = None,
         clock: Callable[[], float] = time.time,
         on_leader: Callable[[bool], None] | None = None,
+        scale: float = 1.0,
     ) -> None:
         if not settings.fleet.pg_dsn:
             raise PacerConfigError("RTBFLEET_PG_DSN: the pacer needs a Postgres DSN")
@@ -80,7 +81,8 @@ class PacerService:
         self.clock = clock
         self.on_leader = on_leader
         self.metrics = PacerMetrics(registry)
-        self.pacer = Pacer(settings.core(), controller_for(settings.controller))
+        self.scale = scale  # fleet seconds per real second (``clock`` is the fleet clock)
+        self.pacer = Pacer(settings.core(scale), controller_for(settings.controller))
         self.is_leader = False
         self.last_round: Round | None = None
         self._cache: Cache | None = None
@@ -183,7 +185,7 @@ class PacerService:
         self._set_leader(True)
         self.metrics.takeovers.inc()
         # Fresh controllers and lease books: what a predecessor granted is unknown here.
-        self.pacer = Pacer(s.core(), controller_for(s.controller))
+        self.pacer = Pacer(s.core(self.scale), controller_for(s.controller))
         wait = s.lease_ttl + s.clock_skew
         log.info("pacer %s leads; first leases in %.0f s", self.origin, wait)
         await _wait_either(stop, lost, wait)
