@@ -13,8 +13,10 @@ reported opportunity counts to ``campaign_opportunities`` and re-reads the traff
 Leadership is a session-level advisory lock on a dedicated connection (as the cache watcher):
 if the leader dies or loses Postgres, the lock goes with its session and a standby, trying
 every ``retry`` seconds, takes it. A new leader knows nothing of the leases its predecessor
-granted, so it grants none for ``lease_ttl + clock_skew`` seconds: by then every old lease has
-run out (bidders pause for at most that long after a failover; nothing is ever granted twice).
+granted, so it grants none until the lease horizon (in Postgres, raised by the leader before
+it publishes leases) plus ``clock_skew`` has passed: by then every old lease has run out
+(bidders pause for at most ``lease_ttl + clock_skew`` after a failover, not at all when the
+fleet starts; nothing is ever granted twice).
 """
 
 from __future__ import annotations
@@ -186,8 +188,9 @@ class PacerService:
         self.metrics.takeovers.inc()
         # Fresh controllers and lease books: what a predecessor granted is unknown here.
         self.pacer = Pacer(s.core(self.scale), controller_for(s.controller))
-        wait = s.lease_ttl + s.clock_skew
-        log.info("pacer %s leads; first leases in %.0f s", self.origin, wait)
+        horizon = await store.lease_horizon(conn, s.lock_key)
+        wait = 0.0 if horizon is None else max(0.0, horizon + s.clock_skew - time.time())
+        log.info("pacer %s leads; first leases in %.1f s", self.origin, wait)
         await _wait_either(stop, lost, wait)
         next_profiles = 0.0
         while not stop.is_set() and not lost.is_set():
@@ -201,6 +204,7 @@ class PacerService:
 
     async def step(self, conn: asyncpg.Connection) -> Round:
         """One pacing step against Postgres, published through the cache."""
+        s = self.settings
         started = time.perf_counter()
         campaigns = await store.load_campaigns(conn)
         self._timezones = {c.campaign_id: c.timezone for c in campaigns}
@@ -210,6 +214,8 @@ class PacerService:
         read_at = self.clock()
         alive = {n for n in self.pacer.holders if n not in self._silent}
         rnd = self.pacer.step(read_at, campaigns, spend, read_at, alive)
+        if rnd.leases:  # durable before any lease is out: a successor waits for it
+            await store.raise_lease_horizon(conn, s.lock_key, time.time() + s.lease_ttl)
         await self._publish(rnd)
         self.metrics.record(rnd)
         self.metrics.steps.labels("ok").inc()
