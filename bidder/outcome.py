@@ -123,7 +123,8 @@ def auction_event(
         device_type=view.device_type,
         app_bundle=view.app_bundle,
         site_domain=view.site_domain,
-        opportunities=opportunities or {},
+        opportunity_campaigns=list(opportunities) if opportunities else [],
+        opportunity_counts=list(opportunities.values()) if opportunities else [],
     )
 
 

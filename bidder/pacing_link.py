@@ -161,7 +161,9 @@ class PacingLink:
         gate = self.gate
         for event in events:
             if isinstance(event, AuctionEvent):
-                for campaign_id, k in event.opportunities.items():
+                for campaign_id, k in zip(
+                    event.opportunity_campaigns, event.opportunity_counts, strict=False
+                ):
                     gate.count_opportunities(campaign_id, k)
             elif isinstance(event, BidEvent):
                 price = event.campaign_bid_cpm_micros or event.bid_cpm_micros

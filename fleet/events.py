@@ -44,9 +44,10 @@ class AuctionEvent(Event, tag="auction", frozen=True, kw_only=True):
     device_type: int = 0
     app_bundle: str = ""
     site_domain: str = ""
-    # eligible opportunities per campaign id (campaigns that matched the request; for the
-    # pacer's traffic profiles)
-    opportunities: dict[int, int] = msgspec.field(default_factory=dict)
+    # eligible opportunities by campaign (campaigns that matched the request, for the pacer's
+    # traffic profiles): two columns of one length, as Parquet stores them
+    opportunity_campaigns: list[int] = msgspec.field(default_factory=list)
+    opportunity_counts: list[int] = msgspec.field(default_factory=list)
 
 
 class BidEvent(Event, tag="bid", frozen=True, kw_only=True):

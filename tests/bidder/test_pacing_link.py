@@ -180,7 +180,8 @@ def test_a_late_answer_reserves_nothing_and_opportunities_are_counted() -> None:
         exchange="x",
         imps=1,
         outcome="late",
-        opportunities={1: 3, 7: 1},
+        opportunity_campaigns=[1, 7],
+        opportunity_counts=[3, 1],
     )
     assert lk.sent([auction], NOW) == 0
     assert lk.gate.ledger.pending(1) == 0
