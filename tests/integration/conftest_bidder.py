@@ -226,6 +226,7 @@ class BidderProcess:
                 "RTBFLEET_BIDDER_PUBLISH_EVENTS": "0",
                 "RTBFLEET_BIDDER_DRAIN_TIMEOUT": "1",
                 "RTBFLEET_BIDDER_SHED": "0",
+                "RTBFLEET_BIDDER_PACING": "0",  # no pacer here: the recorded-spend gate alone
                 "PYTHONUNBUFFERED": "1",
             }
         )
