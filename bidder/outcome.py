@@ -91,6 +91,7 @@ def auction_event(
     reason: str,
     candidates: int,
     latency_us: int,
+    opportunities: dict[int, int] | None = None,
 ) -> AuctionEvent:
     """The one event of every request; without a decoded request (a 400), an anonymous one."""
     if req is None or view is None:
@@ -122,6 +123,8 @@ def auction_event(
         device_type=view.device_type,
         app_bundle=view.app_bundle,
         site_domain=view.site_domain,
+        opportunity_campaigns=list(opportunities) if opportunities else [],
+        opportunity_counts=list(opportunities.values()) if opportunities else [],
     )
 
 
@@ -141,6 +144,8 @@ def bid_event(offer: Offer, txid: str, wallclock: float, model_version: int) -> 
         features=offer.features,
         deal_id=offer.deal.id if offer.deal is not None else "",
         model_version=model_version,
+        p_win=offer.p_win,
+        campaign_bid_cpm_micros=offer.entry.to_campaign_currency(offer.price),
     )
 
 

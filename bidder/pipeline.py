@@ -42,6 +42,7 @@ from bidder.offers import MAX_MICROS, Chosen, OfferRow, Segment, price_offers, s
 from bidder.openrtb import BidRequest, Imp, Nbr
 from bidder.options import PipelineSettings
 from bidder.outcome import Answer, BidSummary
+from bidder.pacing_link import count_opportunities
 from bidder.pricing import MarketPriceModel, Shader, floor_micros, market_params
 from bidder.privacy import ConsentCache, Privacy, decide
 from bidder.race import exponentials, race
@@ -115,6 +116,7 @@ class _Context:
     user_key: str | None = None
     candidates: int = 0
     drops: dict[str, int] = field(default_factory=dict)  # candidates dropped, by reason
+    opportunities: dict[int, int] = field(default_factory=dict)  # eligible, by campaign id
 
     def late(self) -> bool:
         return self.clock() >= self.deadline
@@ -441,6 +443,7 @@ class Pipeline:
                 continue
             candidates = index.candidates(imp, request_mask, creative_mask, s.seat)
             ctx.candidates += len(candidates)
+            count_opportunities(ctx.opportunities, candidates)
             if candidates:
                 offers = self._offers(ctx, compiled, imp, floor, candidates, won)
                 if offers.winner is not None:
@@ -691,6 +694,7 @@ class Pipeline:
             reason=reason,
             candidates=ctx.candidates,
             latency_us=int((ctx.clock() - arrival) * 1e6),
+            opportunities=ctx.opportunities,
         )
 
 

@@ -31,6 +31,7 @@ from bidder.creative import NoPerformance
 from bidder.endpoint import BidEndpoint, EndpointSettings
 from bidder.frequency import MemcachedFrequency, NoFrequencyData, memcached_client
 from bidder.metrics import BidderMetrics, CollectorMirror, exposition, multiprocess_enabled
+from bidder.pacing_link import PacingLink, gate_settings
 from bidder.pipeline import Pipeline
 from bidder.pricing import LogNormalMarket
 from bidder.scoring import HashedLinearModel, Model, PriorModel
@@ -49,6 +50,7 @@ from fleet.clock import FleetClock
 from fleet.config import Campaign, ConfigSnapshot
 from fleet.events import AnyEvent, encode, topic_for
 from fleet.http import HttpServer
+from pacing.gate.namespace import pacing_namespace
 
 log = logging.getLogger("bidder.service")
 
@@ -94,6 +96,7 @@ class BidderService:
         self._gate: BudgetGate | UnlimitedGate = UnlimitedGate()
         self._frequency: MemcachedFrequency | NoFrequencyData = NoFrequencyData()
         self._probe: LagProbe | None = None
+        self._pacing: PacingLink | None = None  # with the cache, when settings.pacing
         self._snapshot_lock = asyncio.Lock()
         self._config_loaded = asyncio.Event()
 
@@ -128,7 +131,7 @@ class BidderService:
         await self._start_sources()
         self.pipeline = Pipeline(
             s.to_pipeline_settings(self.index),
-            gate=self._gate,
+            gate=self._gate if self._pacing is None else self._pacing,
             frequency=self._frequency,
             model=model,
             market=LogNormalMarket(),
@@ -146,6 +149,8 @@ class BidderService:
         elif self._snapshot_source is not None:
             self._snapshot_source.start()
         await self._start_publisher()
+        if self._pacing is not None and self.cache is not None:
+            await self._pacing.start(self.cache, s.fleet, s.pacing_report_s, clock=self.clock.now)
         shedder = LoadShedder(
             SheddingPolicy(
                 enabled=s.shed_enabled,
@@ -224,6 +229,14 @@ class BidderService:
         )
         cache = Cache(s.cache, registry=self.registry, origin=default_origin(s.name(self.index)))
         region = cache.register(config_namespace(self._pool))
+        if s.pacing and isinstance(self._gate, BudgetGate):
+            self._pacing = PacingLink(
+                s.name(self.index),
+                self._gate,
+                rng=self.rng,
+                settings=gate_settings(self.clock.scale),
+            )
+            cache.register(pacing_namespace(s.name(self.index)))
         self._snapshot_source = CachedSnapshot(
             region,
             on_snapshot=self._apply_snapshot,
@@ -322,6 +335,8 @@ class BidderService:
         self.publisher = publisher
 
     def _publish(self, events: Sequence[AnyEvent]) -> None:
+        if self._pacing is not None:  # the bids of an answer that went out are reserved
+            self._pacing.sent(events, self.clock.now())
         publisher = self.publisher
         if publisher is None:
             return
@@ -367,6 +382,8 @@ class BidderService:
         if self._probe is not None:
             await self._probe.stop()
             self._probe = None
+        if self._pacing is not None:
+            await self._pacing.close()
         for source in (self._snapshot_source, self._spend):
             if source is not None:
                 await source.close()

@@ -186,6 +186,18 @@ class BidderSettings:
         "seconds between reads of recorded campaign spend (budget gate)",
         positive,
     )
+    pacing: bool = setting(
+        True,
+        "RTBFLEET_BIDDER_PACING",
+        "pace budgeted campaigns by the pacer's spend leases (needs the pacer running; off:"
+        " the recorded-spend gate alone)",
+    )
+    pacing_report_s: float = setting(
+        5.0,
+        "RTBFLEET_BIDDER_PACING_REPORT_SECONDS",
+        "seconds between this process's reports to the pacer (the pacer's interval)",
+        positive,
+    )
     snapshot_file: str = setting(
         "",
         "RTBFLEET_BIDDER_PORTFOLIO_FILE",

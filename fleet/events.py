@@ -44,6 +44,10 @@ class AuctionEvent(Event, tag="auction", frozen=True, kw_only=True):
     device_type: int = 0
     app_bundle: str = ""
     site_domain: str = ""
+    # eligible opportunities by campaign (campaigns that matched the request, for the pacer's
+    # traffic profiles): two columns of one length, as Parquet stores them
+    opportunity_campaigns: list[int] = msgspec.field(default_factory=list)
+    opportunity_counts: list[int] = msgspec.field(default_factory=list)
 
 
 class BidEvent(Event, tag="bid", frozen=True, kw_only=True):
@@ -61,6 +65,8 @@ class BidEvent(Event, tag="bid", frozen=True, kw_only=True):
     features: list[str] = msgspec.field(default_factory=list)
     deal_id: str = ""
     model_version: int = 0
+    p_win: float = 0.0  # P(win | bid) as priced: the pacer reserves E(cost) = bid x p_win
+    campaign_bid_cpm_micros: int = 0  # the bid in the campaign's currency (0: not known)
 
 
 class WinEvent(Event, tag="win", frozen=True, kw_only=True):

@@ -24,7 +24,10 @@ async def _run(settings: PacerServiceSettings, registry: CollectorRegistry) -> N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await PacerService(settings, registry=registry).run(stop)
+    # Plans, days and leases on the fleet clock (the simulated day in a demo), as the bidders.
+    clock = settings.fleet.clock()
+    service = PacerService(settings, registry=registry, clock=clock.now, scale=clock.scale)
+    await service.run(stop)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,10 @@ reported opportunity counts to ``campaign_opportunities`` and re-reads the traff
 Leadership is a session-level advisory lock on a dedicated connection (as the cache watcher):
 if the leader dies or loses Postgres, the lock goes with its session and a standby, trying
 every ``retry`` seconds, takes it. A new leader knows nothing of the leases its predecessor
-granted, so it grants none for ``lease_ttl + clock_skew`` seconds: by then every old lease has
-run out (bidders pause for at most that long after a failover; nothing is ever granted twice).
+granted, so it grants none until the lease horizon (in Postgres, raised by the leader before
+it publishes leases) plus ``clock_skew`` has passed: by then every old lease has run out
+(bidders pause for at most ``lease_ttl + clock_skew`` after a failover, not at all when the
+fleet starts; nothing is ever granted twice).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class PacerService:
         origin: str | None = None,
         clock: Callable[[], float] = time.time,
         on_leader: Callable[[bool], None] | None = None,
+        scale: float = 1.0,
     ) -> None:
         if not settings.fleet.pg_dsn:
             raise PacerConfigError("RTBFLEET_PG_DSN: the pacer needs a Postgres DSN")
@@ -80,7 +83,8 @@ class PacerService:
         self.clock = clock
         self.on_leader = on_leader
         self.metrics = PacerMetrics(registry)
-        self.pacer = Pacer(settings.core(), controller_for(settings.controller))
+        self.scale = scale  # fleet seconds per real second (``clock`` is the fleet clock)
+        self.pacer = Pacer(settings.core(scale), controller_for(settings.controller))
         self.is_leader = False
         self.last_round: Round | None = None
         self._cache: Cache | None = None
@@ -183,9 +187,10 @@ class PacerService:
         self._set_leader(True)
         self.metrics.takeovers.inc()
         # Fresh controllers and lease books: what a predecessor granted is unknown here.
-        self.pacer = Pacer(s.core(), controller_for(s.controller))
-        wait = s.lease_ttl + s.clock_skew
-        log.info("pacer %s leads; first leases in %.0f s", self.origin, wait)
+        self.pacer = Pacer(s.core(self.scale), controller_for(s.controller))
+        horizon = await store.lease_horizon(conn, s.lock_key)
+        wait = 0.0 if horizon is None else max(0.0, horizon + s.clock_skew - time.time())
+        log.info("pacer %s leads; first leases in %.1f s", self.origin, wait)
         await _wait_either(stop, lost, wait)
         next_profiles = 0.0
         while not stop.is_set() and not lost.is_set():
@@ -199,6 +204,7 @@ class PacerService:
 
     async def step(self, conn: asyncpg.Connection) -> Round:
         """One pacing step against Postgres, published through the cache."""
+        s = self.settings
         started = time.perf_counter()
         campaigns = await store.load_campaigns(conn)
         self._timezones = {c.campaign_id: c.timezone for c in campaigns}
@@ -208,6 +214,8 @@ class PacerService:
         read_at = self.clock()
         alive = {n for n in self.pacer.holders if n not in self._silent}
         rnd = self.pacer.step(read_at, campaigns, spend, read_at, alive)
+        if rnd.leases:  # durable before any lease is out: a successor waits for it
+            await store.raise_lease_horizon(conn, s.lock_key, time.time() + s.lease_ttl)
         await self._publish(rnd)
         self.metrics.record(rnd)
         self.metrics.steps.labels("ok").inc()

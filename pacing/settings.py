@@ -127,13 +127,15 @@ class PacerServiceSettings:
                 "RTBFLEET_PACER_HOLDER_TTL_SECONDS", "must be at least the interval"
             )
 
-    def core(self) -> PacerSettings:
+    def core(self, scale: float = 1.0) -> PacerSettings:
+        """The pacer's settings in fleet seconds: these variables are real seconds, and a fleet
+        clock running ``scale`` times faster (a simulation) sees ``scale`` times as many."""
         return PacerSettings(
-            interval=self.interval,
-            lease_ttl=self.lease_ttl,
-            clock_skew=self.clock_skew,
-            holder_ttl=self.holder_ttl,
-            pending_ttl=self.pending_ttl,
+            interval=self.interval * scale,
+            lease_ttl=self.lease_ttl * scale,
+            clock_skew=self.clock_skew * scale,
+            holder_ttl=self.holder_ttl * scale,
+            pending_ttl=self.pending_ttl * scale,
             exposure_fraction=self.exposure_fraction,
             lead_intervals=self.lead_intervals,
         )

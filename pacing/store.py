@@ -116,3 +116,23 @@ async def load_opportunities(conn: asyncpg.Connection) -> dict[int, list[int]]:
 async def try_lock(conn: asyncpg.Connection, key: int) -> bool:
     """The session-level advisory lock the pacers compete for (held until the session ends)."""
     return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+
+
+async def lease_horizon(conn: asyncpg.Connection, key: int) -> float | None:
+    """Until when (real Unix seconds) a lease granted under lock ``key`` may be live; None when
+    none was ever granted."""
+    value = await conn.fetchval("SELECT horizon FROM pacer_lease_horizon WHERE lock_key = $1", key)
+    return None if value is None else float(value)
+
+
+async def raise_lease_horizon(conn: asyncpg.Connection, key: int, horizon: float) -> None:
+    """Record that leases may be live until ``horizon``, before they are published (never
+    lowered)."""
+    await conn.execute(
+        """INSERT INTO pacer_lease_horizon (lock_key, horizon) VALUES ($1, $2)
+           ON CONFLICT (lock_key) DO UPDATE
+           SET horizon = greatest(pacer_lease_horizon.horizon, EXCLUDED.horizon),
+               updated_at = now()""",
+        key,
+        horizon,
+    )

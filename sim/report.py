@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fleet.config import Campaign
-from sim import calibration
+from sim import calibration, pacing_report
 from sim import vocabulary as vocab
 from sim.ledger import (
     LATE,
@@ -41,6 +41,7 @@ class CampaignPlan:
     goal_price_micros: int
     daily_budget_micros: int
     currency: str = "USD"
+    pacing_mode: str = "even"
 
     @classmethod
     def of(cls, campaign: Campaign) -> CampaignPlan:
@@ -51,6 +52,7 @@ class CampaignPlan:
             goal_price_micros=campaign.goal_price_micros,
             daily_budget_micros=campaign.daily_budget_micros,
             currency=campaign.currency,
+            pacing_mode=campaign.pacing_mode,
         )
 
 
@@ -171,7 +173,9 @@ def build(
         "notices": _notices(ledger),
     }
     sim_seconds = float(meta.get("sim_seconds") or 0.0)
+    plans = list(plans)
     figures["campaigns"] = _campaigns(ledger, table, list(plans), sim_seconds)
+    figures["pacing"] = pacing_report.figures(table, plans, sim_seconds)
     figures["series"] = _series(table, sim_seconds, buckets)
     figures["fleet"] = _fleet(records, ledger, table)
     return Report(meta, figures, table, dict(ledger.request_index))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleet.money import format_micros
-from sim import auction
+from sim import auction, pacing_report
 from sim.report import Report
 
 LOSS_NAMES = {
@@ -152,6 +152,7 @@ def render(report: Report, problems: list[str], location: str = "") -> str:
             f"{format_micros(tracked['cost_micros'])}"
         )
     )
+    lines += pacing_report.lines(f.get("pacing"))
     pol = f["policy"]
     lines.append(
         f"Policy    bids on crawlers {pol['bids_on_crawlers']}; contextual-only traffic: "

@@ -34,6 +34,7 @@ def make_settings(**env: str) -> BidderSettings:
         "RTBFLEET_BIDDER_PUBLISH_EVENTS": "0",
         "RTBFLEET_CACHE_BUS": "0",
         "RTBFLEET_BIDDER_DRAIN_TIMEOUT": "1",
+        "RTBFLEET_BIDDER_PACING": "0",  # no pacer here: the recorded-spend gate alone
         # tests hold a connection across slow steps (a Postgres restart on a loaded machine):
         # the 15 s default would close it under them
         "RTBFLEET_HTTP_IDLE_TIMEOUT": "120",
@@ -225,6 +226,7 @@ class BidderProcess:
                 "RTBFLEET_BIDDER_PUBLISH_EVENTS": "0",
                 "RTBFLEET_BIDDER_DRAIN_TIMEOUT": "1",
                 "RTBFLEET_BIDDER_SHED": "0",
+                "RTBFLEET_BIDDER_PACING": "0",  # no pacer here: the recorded-spend gate alone
                 "PYTHONUNBUFFERED": "1",
             }
         )

@@ -222,6 +222,25 @@ async def test_a_silent_bidder_loses_its_lease_and_the_expiry_is_counted(
         assert pacer.last_round is not None and "bidder-b" not in pacer.last_round.leases
 
 
+async def test_a_fresh_fleet_gets_leases_at_once(
+    pg_dsn: str, pg_conn: asyncpg.Connection, memcached: tuple[str, int], bus: tuple[str, str]
+) -> None:
+    """No lease was ever granted under the lock: the first leader need not wait one out."""
+    await seed(pg_conn)
+    settings = dataclasses.replace(
+        pacer_settings(pg_dsn, memcached, bus), lease_ttl=30.0, holder_ttl=30.0
+    )
+    async with bidder(settings, "bidder-f") as (cache, _, _), running(settings, "p1") as pacer:
+        assert await eventually(lambda: pacer.is_leader, timeout=10)
+        led = asyncio.get_running_loop().time()
+        assert await eventually(lambda: leases_of(cache, "bidder-f") is not None, timeout=15)
+        assert asyncio.get_running_loop().time() - led < 15.0  # not the 30 s lease lifetime
+        horizon = await store.lease_horizon(pg_conn, settings.lock_key)
+        leases = leases_of(cache, "bidder-f")
+        assert horizon is not None and leases is not None
+        assert horizon >= max(leases.expires_at)
+
+
 async def test_a_standby_takes_over_and_waits_out_the_old_leases(
     pg_dsn: str, pg_conn: asyncpg.Connection, memcached: tuple[str, int], bus: tuple[str, str]
 ) -> None:
@@ -254,8 +273,11 @@ async def test_a_standby_takes_over_and_waits_out_the_old_leases(
                 ),
                 timeout=10,
             )
-            # Nothing new before every old lease ran out (lease_ttl + clock_skew = 1.2 s).
-            assert loop.time() - stopped >= 1.2
+            # Nothing new before every old lease ran out (its expiry plus the clock skew): the
+            # lease horizon the first leader recorded in Postgres says when.
+            new = leases_of(cache, "bidder-c")
+            assert new is not None and before.expires_at
+            assert new.issued_at >= max(before.expires_at) + settings.clock_skew
         finally:
             stop_first.set()
             stop_second.set()

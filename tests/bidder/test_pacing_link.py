@@ -1,0 +1,211 @@
+"""The bidder's pacing link over the real pacing gate and the real recorded-spend floor."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+from bidder.pacing_link import PacingLink, count_opportunities, gate_settings
+from bidder.sources import BudgetGate
+from fleet.config import Campaign
+from fleet.events import AuctionEvent, BidEvent, BillingEvent, LossEvent, WinEvent
+from pacing.gate import CampaignPacing, HolderLeases, PacingState
+
+HOLDER = "bidder-0"
+NOW = 1_780_000_000.0  # fleet seconds
+DAY = datetime.fromtimestamp(NOW, UTC).date().toordinal()
+PRICE = 2_000_000  # CPM micros: one impression costs at most 2_000 micros
+
+
+def campaign(cid: int = 1, daily: int = 100_000_000, total: int = 0) -> Campaign:
+    return Campaign(
+        id=cid,
+        advertiser_id=1,
+        name=f"c{cid}",
+        goal_type="CPM",
+        goal_price_micros=1_000_000,
+        max_bid_cpm_micros=10_000_000,
+        daily_budget_micros=daily,
+        total_budget_micros=total,
+    )
+
+
+class Clock:
+    now = 10.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def floor(*campaigns: Campaign, spent: int = 0) -> BudgetGate:
+    gate = BudgetGate(max_age=30.0, clock=Clock())
+    by_day = {(c.id, datetime.fromtimestamp(NOW, UTC).date()): spent for c in campaigns}
+    gate.update(campaigns, by_day, {}, datetime.fromtimestamp(NOW, UTC), loaded_at=10.0)
+    return gate
+
+
+def state(cid: int = 1, budget: int = 100_000_000, throttle: float = 1.0) -> PacingState:
+    pacing = CampaignPacing(
+        campaign_id=cid,
+        day=DAY,
+        day_end=NOW + 3600,
+        budget=budget,
+        committed=0,
+        committed_at=NOW,
+        planned=0,
+        throttle=throttle,
+    )
+    return PacingState(issued_at=NOW, campaigns={cid: pacing})
+
+
+def leases(grant: int, expires_at: float, cid: int = 1, exposure: int = 10_000) -> HolderLeases:
+    return HolderLeases(
+        holder=HOLDER,
+        issued_at=NOW,
+        campaign_ids=[cid],
+        days=[DAY],
+        grants=[grant],
+        exposures=[exposure],
+        expires_at=[expires_at],
+    )
+
+
+def bid_event(txid: str, cid: int = 1, p_win: float = 0.5) -> BidEvent:
+    return BidEvent(
+        txid=txid,
+        ts=NOW,
+        imp_id="1",
+        campaign_id=cid,
+        creative_id=1,
+        bid_cpm_micros=PRICE,
+        floor_cpm_micros=0,
+        value_cpm_micros=PRICE,
+        p_click=0.0,
+        p_install=0.0,
+        auction_type=1,
+        p_win=p_win,
+        campaign_bid_cpm_micros=PRICE,
+    )
+
+
+def link(c: Campaign, **kw: object) -> PacingLink:
+    return PacingLink(HOLDER, floor(c, **kw), rng=random.Random(1))  # type: ignore[arg-type]
+
+
+def test_unbudgeted_campaigns_bypass_the_gate_and_budgeted_ones_fail_closed() -> None:
+    free, paid = campaign(1, daily=0), campaign(2)
+    lk = PacingLink(HOLDER, floor(free, paid), rng=random.Random(1))
+    assert lk.allow(free, PRICE, NOW)
+    assert not lk.allow(paid, PRICE, NOW)  # no pacing state yet
+    assert lk.refused == {"unpaced": 1}
+
+
+def test_spends_its_allowance_then_stops_until_the_next_grant() -> None:
+    c = campaign()
+    lk = link(c)
+    lk.gate.install(state(), leases(grant=5_000, expires_at=NOW + 15))
+    sent = 0
+    for i in range(10):
+        if lk.allow(c, PRICE, NOW):
+            sent += lk.sent([bid_event(f"r{i}:1:{HOLDER}", p_win=0.5)], NOW)
+    # each bid reserves 1_000 (2_000 x 0.5); the check needs a whole 2_000 to fit in 5_000
+    assert sent == 4
+    assert not lk.allow(c, PRICE, NOW)
+    assert lk.refused["allowance"] >= 1
+    lk.gate.install(None, leases(grant=9_000, expires_at=NOW + 30))
+    assert lk.allow(c, PRICE, NOW + 1)
+
+
+def test_stops_when_its_lease_expires_dead_man_switch() -> None:
+    c = campaign()
+    lk = link(c)
+    lk.gate.install(state(), leases(grant=10_000_000, expires_at=NOW + 15))
+    assert lk.allow(c, PRICE, NOW + 14.9)
+    assert not lk.allow(c, PRICE, NOW + 15)
+    assert lk.refused == {"expired": 1}
+
+
+def test_the_recorded_spend_floor_stays_beneath() -> None:
+    c = campaign(daily=1_000_000)
+    lk = link(c, spent=1_000_000)
+    lk.gate.install(state(budget=1_000_000), leases(grant=10_000_000, expires_at=NOW + 15))
+    assert not lk.allow(c, PRICE, NOW)
+    assert lk.refused == {}  # refused by the floor before the pacing gate was asked
+
+
+def test_follows_only_its_own_transactions() -> None:
+    c = campaign()
+    lk = link(c)
+    lk.gate.install(state(), leases(grant=10_000_000, expires_at=NOW + 15))
+    mine, other = f"r1:1:{HOLDER}", "r1:1:bidder-1"
+    assert lk.sent([bid_event(mine), bid_event("r2:1:" + HOLDER)], NOW) == 2
+    assert lk.gate.ledger.pending(1) == 2_000
+    win = WinEvent(
+        txid=mine,
+        ts=NOW,
+        campaign_id=1,
+        creative_id=1,
+        bid_cpm_micros=PRICE,
+        clear_cpm_micros=1_500_000,
+    )
+    assert not lk.follow(msgspec_replace(win, other), NOW)
+    assert lk.follow(win, NOW)
+    assert lk.follow(
+        LossEvent(
+            txid="r2:1:" + HOLDER, ts=NOW, campaign_id=1, creative_id=1, bid_cpm_micros=PRICE
+        ),
+        NOW,
+    )
+    assert lk.gate.ledger.pending(1) == 1_500  # the win at its clearing cost; the loss freed
+    bill = BillingEvent(
+        txid=mine,
+        ts=NOW,
+        campaign_id=1,
+        creative_id=1,
+        clear_cpm_micros=1_500_000,
+        cost_micros=1_500,
+    )
+    assert lk.follow(bill, NOW)
+    assert lk.followed == 3
+
+
+def test_a_late_answer_reserves_nothing_and_opportunities_are_counted() -> None:
+    c = campaign()
+    lk = link(c)
+    lk.gate.install(state(), leases(grant=10_000_000, expires_at=NOW + 15))
+    auction = AuctionEvent(
+        txid=f"r1:1:{HOLDER}",
+        ts=NOW,
+        bidder_id=HOLDER,
+        exchange="x",
+        imps=1,
+        outcome="late",
+        opportunity_campaigns=[1, 7],
+        opportunity_counts=[3, 1],
+    )
+    assert lk.sent([auction], NOW) == 0
+    assert lk.gate.ledger.pending(1) == 0
+    report = lk.gate.report(NOW)
+    assert report.opportunities == {1: 3, 7: 1}
+
+
+def test_count_opportunities_and_scaled_lifetimes() -> None:
+    class Entry:
+        def __init__(self, cid: int) -> None:
+            self.campaign = campaign(cid)
+
+    class Cand:
+        def __init__(self, cid: int) -> None:
+            self.entry = Entry(cid)
+
+    into: dict[int, int] = {}
+    count_opportunities(into, [Cand(1), Cand(2), Cand(1)])
+    assert into == {1: 2, 2: 1}
+    s = gate_settings(576.0)
+    assert s.max_state_age == 30.0 * 576 and s.ledger.win_ttl == 60.0 * 576
+
+
+def msgspec_replace(event: WinEvent, txid: str) -> WinEvent:
+    import msgspec
+
+    return msgspec.structs.replace(event, txid=txid)

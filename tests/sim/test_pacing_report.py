@@ -1,0 +1,48 @@
+"""The demo report's pacing figures from a hand-made auction table."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim import pacing_report
+from sim.ledger import WON
+from sim.report import CampaignPlan
+
+DAILY = 2_400_000_000  # USD micros a day: 100 USD an hour on an even plan
+
+
+def table(rows: list[tuple[float, int, int]]) -> dict[str, np.ndarray]:
+    """(simulated second, campaign id, clearing CPM in USD micros) per billed win."""
+    return {
+        "t_sim": np.array([r[0] for r in rows], dtype=np.float64),
+        "campaign_id": np.array([r[1] for r in rows], dtype=np.int64),
+        "clear_usd_micros": np.array([r[2] for r in rows], dtype=np.int64),
+        "outcome": np.full(len(rows), WON, dtype=np.int8),
+        "billed": np.ones(len(rows), dtype=np.int8),
+    }
+
+
+def plan(cid: int, mode: str = "even", daily: int = DAILY) -> CampaignPlan:
+    return CampaignPlan(cid, f"c{cid}", "CPM", 1, daily, "USD", mode)
+
+
+def test_hourly_error_utilisation_and_overdelivery() -> None:
+    hour_cost = 100_000_000 * 1000  # one impression at this CPM costs 100 USD
+    rows = [(10.0, 1, hour_cost), (3_700.0, 1, hour_cost), (3_800.0, 1, hour_cost)]
+    rows += [(100.0, 2, hour_cost)]
+    fig = pacing_report.figures(table(rows), [plan(1), plan(2, "asap")], 2 * 3600.0)
+    one, two = fig["campaigns"]
+    assert one["spend_micros"] == 300_000_000 and one["planned_micros"] == 200_000_000
+    assert one["utilisation"] == 1.5 and one["overdelivery_share"] == 0.0
+    assert one["hours_within_20pct"] == 0.5 and one["hourly_mape"] == 0.5  # on plan, then 2x
+    assert two["hours_within_20pct"] is None  # asap: no hourly plan
+    assert fig["portfolio"]["utilisation"] == 400 / 400
+    lines = pacing_report.lines(fig)
+    assert lines[0].startswith("Pacing") and "portfolio" in lines[-1]
+
+
+def test_spend_beyond_the_days_budget_is_overdelivery() -> None:
+    rows = [(10.0, 1, 3_000_000_000_000)]  # 3,000 USD in one impression, budget 2,400
+    fig = pacing_report.figures(table(rows), [plan(1)], 3600.0)
+    assert fig["campaigns"][0]["overdelivery_share"] == 600 / 2400
+    assert pacing_report.figures(table([]), [plan(1)], 0.0)["portfolio"] is None
