@@ -128,6 +128,7 @@ async def test_killed_logger_misses_at_most_the_unflushed_window_and_says_how_mu
         "RTBFLEET_EVENT_BUS_OUT": proxy.outside,
         "RTBFLEET_EVENT_PARTITIONS": str(TOTAL),
         "RTBFLEET_BIDLOGGER_STATE_DIR": str(state_root / "logger"),
+        "RTBFLEET_BIDLOGGER_PORT": "0",
         "RTBFLEET_BIDLOGGER_FLUSH_SECONDS": str(FLUSH),
         "RTBFLEET_BIDLOGGER_RAW_PARTITIONS": "",
         "RTBFLEET_BIDLOGGER_MAINTENANCE_SECONDS": "3600",
