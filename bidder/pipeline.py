@@ -28,6 +28,7 @@ from functools import partial
 from typing import Final, Protocol
 
 from bidder import auction, outcome, response
+from bidder.anonymous import AnonymousTxids
 from bidder.auction import Offer
 from bidder.creative import CreativePerformance, NoPerformance, choose_creative_index
 from bidder.decoding import decode_request
@@ -193,6 +194,8 @@ class Pipeline:
         self._signer = Signer(settings.signing_key)
         self._bids: dict[str, tuple[str, int, int]] = {}  # txid -> (segment, bid, auction type)
         self._last_error_log = float("-inf")
+        # its own generator: the run tag must not shift the seeded stream that choices draw from
+        self._anonymous = AnonymousTxids(settings.bidder_id, random.Random())
 
     # -- configuration (off the hot path) -------------------------------------------------------
 
@@ -299,6 +302,7 @@ class Pipeline:
                 reason="invalid",
                 candidates=0,
                 latency_us=int((clock() - arrival) * 1e6),
+                anonymous_txid=self._anonymous.next(),
             )
             return outcome.invalid(exc.reason, Nbr.INVALID_REQUEST, [event])
         bounds = s.tmax
@@ -514,6 +518,7 @@ class Pipeline:
             reason=reason,
             candidates=ctx.candidates,
             latency_us=int((ctx.clock() - arrival) * 1e6),
+            anonymous_txid=self._anonymous.next() if ctx.view is None else "",
         )
 
 
