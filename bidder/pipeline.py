@@ -194,8 +194,10 @@ class Pipeline:
         self._signer = Signer(settings.signing_key)
         self._bids: dict[str, tuple[str, int, int]] = {}  # txid -> (segment, bid, auction type)
         self._last_error_log = float("-inf")
-        # its own generator: the run tag must not shift the seeded stream that choices draw from
-        self._anonymous = AnonymousTxids(settings.bidder_id, random.Random())
+        # a copy of the generator draws the run tag: the stream choices draw from is not shifted
+        tag_rng = random.Random()
+        tag_rng.setstate(rng.getstate())
+        self._anonymous = AnonymousTxids(settings.bidder_id, tag_rng)
 
     # -- configuration (off the hot path) -------------------------------------------------------
 
