@@ -3,8 +3,7 @@
 Tasks, each owned here and cancelled on ``close()``:
 
 - *consume*: the subscriber's deliveries into the aggregator (positions and losses first);
-- *flush*: every ``flush_interval`` one batch: straight to Postgres when the spool is empty
-  and Postgres up, else (or when that fails) spooled on disk; raw rows appended to their
+- *flush*: every ``flush_interval`` one batch: spooled on disk, raw rows appended to their
   hourly segments, the state file written; due segments closed into Parquet files;
 - *writer*: spooled batches to Postgres, oldest first, retried while Postgres is down;
 - *uploader*: outbox files to the object store, retried while it is down;
@@ -120,14 +119,11 @@ class BidLogger:
         self.batches = {"applied": 0, "duplicate": 0, "failed": 0, "rejected": 0}
         self.uploads = {"ok": 0, "failed": 0}
         self.raw_events = 0
-        self.direct_batches = 0  # batches that went straight to Postgres, never to the spool
         self.postgres_up = False
         self.outbox_count = 0
         self.last_maintenance: Any = None
         self._spooled_at: dict[int, float] = {}
         self._fresh: dict[int, Batch] = {}
-        self._direct: set[int] = set()  # flushed batches that went straight to Postgres
-        self._durable: State | None = None  # the state file's last content (see _write_direct)
         self._written = asyncio.Event()
         self._spooled = asyncio.Event()
         self._outbox = asyncio.Event()
@@ -180,16 +176,7 @@ class BidLogger:
                 positions = await self.store.positions(self.logger_id)
             except StoreError as exc:
                 log.warning("no saved state and Postgres unavailable (%s): starting afresh", exc)
-        elif not len(self.spool):
-            # a batch written straight to Postgres after its sequence number was reserved
-            # (see _write_direct): Postgres holds the positions it reached
-            try:
-                if await self.store.last_seq(self.logger_id) >= next_seq - 1:
-                    positions = await self.store.positions(self.logger_id)
-            except StoreError as exc:
-                log.warning("Postgres unavailable (%s): positions from the state file", exc)
         self.next_seq = next_seq
-        self._durable = State(next_seq, positions)
         self.aggregator.positions = Positions(
             persisted={(p.publisher_id, p.topic): p for p in positions}
         )
@@ -287,18 +274,14 @@ class BidLogger:
                 self.next_seq += 1
                 self._note_losses(batch)
                 state = State(self.next_seq, agg.positions.snapshot())
-                if await self._write_direct(batch, state):
-                    spooled = False
-                else:
-                    spooled = await asyncio.to_thread(self._persist, batch, state)
+                spooled = await asyncio.to_thread(self._persist, batch, state)
                 if spooled:
                     self._spooled_at[batch.seq] = self.mono()
                     if len(self._fresh) < FRESH_BATCHES:  # the writer need not read it back
                         self._fresh[batch.seq] = batch
                     self._spooled.set()
-                elif batch.seq not in self._direct:
+                else:
                     self._refused(batch)
-                self._direct.discard(batch.seq)
                 self.raw_events += len(batch.raw)
         async with self._segments_lock:
             if batch is not None and batch.raw:
@@ -323,41 +306,7 @@ class BidLogger:
         """In a worker thread: the batch to the spool, then the state file."""
         spooled = self.spool.put(batch)
         self.spool.save_state(state)
-        self._durable = state
         return spooled
-
-    async def _write_direct(self, batch: Batch, state: State) -> bool:
-        """``batch`` straight to Postgres when nothing waits in the spool; False: spool it.
-
-        An empty spool means the writer is idle (it removes a batch only once it is applied),
-        so batches still reach Postgres in sequence order. The state file first reserves the
-        batch's sequence number with the positions of the last durable batch: a restart after
-        the COPY never reuses the number (the merge would drop the new batch as a re-send), and
-        at worst counts this batch's events as missed once. Once Postgres has the batch, the
-        state file takes its positions. Any failure leaves the batch to the spool and the writer.
-        """
-        if len(self.spool) or not self.postgres_up:
-            return False
-        before = self._durable or State(1, [])
-        await asyncio.to_thread(self.spool.save_state, State(state.next_seq, before.positions))
-        started = self.mono()
-        try:
-            applied = await self.store.apply(batch)
-        except BatchRejected:
-            return False  # the writer sets it aside from the spool, as any rejected batch
-        except StoreError as exc:
-            self.batches["failed"] += 1
-            log.warning("Postgres unavailable, batches wait in the spool: %s", exc)
-            self.postgres_up = False
-            return False
-        self.metrics.flush_seconds.observe(self.mono() - started)
-        self.batches["applied" if applied else "duplicate"] += 1
-        self._direct.add(batch.seq)
-        self.direct_batches += 1
-        await asyncio.to_thread(self.spool.save_state, state)
-        self._durable = state
-        self._written.set()
-        return True
 
     def _refused(self, batch: Batch) -> None:
         """No room in the spool: the batch's events are lost, and said so in the next one."""
