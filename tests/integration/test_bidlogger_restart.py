@@ -194,7 +194,10 @@ async def test_killed_logger_misses_at_most_the_unflushed_window_and_says_how_mu
         async def all_accounted() -> bool:
             return sum(await accounted()) >= workload
 
-        await eventually(all_accounted, 30)
+        try:
+            await eventually(all_accounted, 30)
+        except TimeoutError:
+            raise AssertionError(f"accounted {await accounted()} of {workload}") from None
         assert await second.stop() == 0
         counted, missed = await accounted()
         causes = {r["cause"] for r in await fetch(pg_dsn, "SELECT cause FROM bidlogger_losses")}

@@ -117,8 +117,6 @@ async def test_report_counts_come_from_the_aggregates_and_a_difference_fails(
         for lg in loggers:
             await lg.flush()
             assert await lg.wait_written(20)
-        # Postgres up, spool empty: batches went straight to Postgres, none was spooled
-        assert all(lg.direct_batches > 0 and len(lg.spool) == 0 for lg in loggers)
         figures: dict[str, Any] = {
             "requests": {"timeouts": 0, "transport_errors": 0},
             "campaigns": campaigns,
