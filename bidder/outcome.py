@@ -92,11 +92,13 @@ def auction_event(
     candidates: int,
     latency_us: int,
     opportunities: dict[int, int] | None = None,
+    anonymous_txid: str = "",
 ) -> AuctionEvent:
-    """The one event of every request; without a decoded request (a 400), an anonymous one."""
+    """The one event of every request; without a decoded request (a 400), an anonymous one,
+    under ``anonymous_txid`` (``bidder.anonymous``: one per request, spread over partitions)."""
     if req is None or view is None:
         return AuctionEvent(
-            txid=f"::{bidder_id}",
+            txid=anonymous_txid or f"::{bidder_id}",
             ts=wallclock,
             bidder_id=bidder_id,
             exchange=exchange,

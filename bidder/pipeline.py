@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bidder import outcome, response
+from bidder.anonymous import AnonymousTxids
 from bidder.auction import Offer
 from bidder.creative import CreativePerformance, NoPerformance, choose_creative_index
 from bidder.decoding import decode_request
@@ -232,6 +233,10 @@ class Pipeline:
         self._last_error_log = float("-inf")
         self.capped_imps = 0  # imps whose race max_priced_per_imp stopped (a counter)
         self._campaigns: dict[int, Campaign] = {}  # those of the snapshot bid on
+        # a copy of the generator draws the run tag: the stream choices draw from is not shifted
+        tag_rng = random.Random()
+        tag_rng.setstate(rng.getstate())
+        self._anonymous = AnonymousTxids(settings.bidder_id, tag_rng)
 
     # -- configuration (off the hot path) -------------------------------------------------------
 
@@ -401,6 +406,7 @@ class Pipeline:
                 reason="invalid",
                 candidates=0,
                 latency_us=int((clock() - arrival) * 1e6),
+                anonymous_txid=self._anonymous.next(),
             )
             return outcome.invalid(exc.reason, Nbr.INVALID_REQUEST, [event])
         bounds = s.tmax
@@ -695,6 +701,7 @@ class Pipeline:
             candidates=ctx.candidates,
             latency_us=int((ctx.clock() - arrival) * 1e6),
             opportunities=ctx.opportunities,
+            anonymous_txid=self._anonymous.next() if ctx.view is None else "",
         )
 
 

@@ -27,7 +27,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from bidder.app import make_application, make_server
-from bidder.creative import NoPerformance
+from bidder.creative import CreativePerformance, NoPerformance
 from bidder.endpoint import BidEndpoint, EndpointSettings
 from bidder.frequency import MemcachedFrequency, NoFrequencyData, memcached_client
 from bidder.metrics import BidderMetrics, CollectorMirror, exposition, multiprocess_enabled
@@ -45,6 +45,7 @@ from bidder.sources import (
     load_portfolio_file,
 )
 from cache import Cache, config_namespace, default_origin
+from cache.creative_stats import CreativeFeed, creative_namespace
 from fleet.aio import cancel_and_wait
 from fleet.clock import FleetClock
 from fleet.config import Campaign, ConfigSnapshot
@@ -99,6 +100,8 @@ class BidderService:
         self._pacing: PacingLink | None = None  # with the cache, when settings.pacing
         self._snapshot_lock = asyncio.Lock()
         self._config_loaded = asyncio.Event()
+        # The bid loggers' creative feed (impressions, clicks) once the cache runs; else none.
+        self._performance: CreativePerformance = NoPerformance()
 
     # -- readiness ----------------------------------------------------------------------------
 
@@ -135,7 +138,7 @@ class BidderService:
             frequency=self._frequency,
             model=model,
             market=LogNormalMarket(),
-            performance=NoPerformance(),
+            performance=self._performance,
             rng=self.rng,
         )
         self.model_loaded = True
@@ -237,6 +240,7 @@ class BidderService:
                 settings=gate_settings(self.clock.scale),
             )
             cache.register(pacing_namespace(s.name(self.index)))
+        self._performance = CreativeFeed(cache.register(creative_namespace(self._pool)))
         self._snapshot_source = CachedSnapshot(
             region,
             on_snapshot=self._apply_snapshot,

@@ -17,18 +17,41 @@ for wiring; ``metrics``; ``errors``.
 
 from __future__ import annotations
 
-from bidlogger.aggregate import Aggregator, Batch, BidJoin
-from bidlogger.errors import (
-    BatchRejected,
-    BidloggerError,
-    ObjectStoreError,
-    PartitionSpecError,
-    SpoolError,
-    StoreError,
-)
-from bidlogger.positions import Loss, Position, Positions
-from bidlogger.service import BidLogger
-from bidlogger.settings import BidloggerSettings
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bidlogger.aggregate import Aggregator, Batch, BidJoin
+    from bidlogger.errors import (
+        BatchRejected,
+        BidloggerError,
+        ObjectStoreError,
+        PartitionSpecError,
+        SpoolError,
+        StoreError,
+    )
+    from bidlogger.positions import Loss, Position, Positions
+    from bidlogger.service import BidLogger
+    from bidlogger.settings import BidloggerSettings
+
+# Submodules load on first use, so that reading the registry (bidlogger.registration) loads
+# neither the settings nor the service.
+_MODULES = {
+    "Aggregator": "bidlogger.aggregate",
+    "Batch": "bidlogger.aggregate",
+    "BidJoin": "bidlogger.aggregate",
+    "BatchRejected": "bidlogger.errors",
+    "BidloggerError": "bidlogger.errors",
+    "ObjectStoreError": "bidlogger.errors",
+    "PartitionSpecError": "bidlogger.errors",
+    "SpoolError": "bidlogger.errors",
+    "StoreError": "bidlogger.errors",
+    "Loss": "bidlogger.positions",
+    "Position": "bidlogger.positions",
+    "Positions": "bidlogger.positions",
+    "BidLogger": "bidlogger.service",
+    "BidloggerSettings": "bidlogger.settings",
+}
 
 __all__ = [
     "Aggregator",
@@ -46,3 +69,12 @@ __all__ = [
     "SpoolError",
     "StoreError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

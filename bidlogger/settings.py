@@ -151,7 +151,10 @@ class BidloggerSettings:
     )
     host: str = setting("127.0.0.1", "RTBFLEET_BIDLOGGER_HOST", "address of /healthz and /metrics")
     port: int = setting(
-        0, "RTBFLEET_BIDLOGGER_PORT", "port of /healthz and /metrics (0: any free port)", port
+        8094,
+        "RTBFLEET_BIDLOGGER_PORT",
+        "port of /healthz and /metrics (0: any free port, printed as 'listening <port>')",
+        port,
     )
     fleet: FleetSettings = dataclasses.field(default_factory=FleetSettings)
     cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)

@@ -29,8 +29,8 @@ from urllib.parse import urlsplit
 from fleet.clock import FleetClock
 from fleet.errors import FleetError
 from fleet.settings import FleetSettings, load
+from sim import loggercounts, render, report
 from sim import portfolio as synthetic
-from sim import render, report
 from sim import vocabulary as vocab
 from sim.errors import SimConfigError, SimError, TargetError
 from sim.exchange import Exchange, Progress
@@ -178,6 +178,7 @@ async def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 interrupts=interrupts,
                 clock=clock.clock,
                 market=market,
+                pg_dsn=fleet.pg_dsn,
                 meta={
                     "target": fleet.url("bidder"),
                     "bidders": args.bidders,
@@ -318,6 +319,7 @@ async def drive(
     report_dir: Path | None = None,
     clock: FleetClock | None = None,
     market: Market | None = None,
+    pg_dsn: str = "",
 ) -> int:
     """Run the traffic, show progress, write the report; 0 when the check passes.
 
@@ -333,6 +335,7 @@ async def drive(
     stop = interrupts.stop if interrupts is not None else asyncio.Event()
     if clock is not None:
         await _meet_the_clock(exchange, clock, stop, out)
+    logged_before = await loggercounts.baseline(pg_dsn) if pg_dsn else None
     watcher = FleetWatcher(event_bus) if event_bus else None
     if watcher is not None:
         await watcher.start()
@@ -374,6 +377,8 @@ async def drive(
         },
     )
     problems = report.check(the_report)
+    if pg_dsn:  # the bid loggers' aggregates beside the simulator's counts
+        problems += await loggercounts.attach(the_report.figures, pg_dsn, logged_before)
     directory = (report_dir or settings.report_dir) / now.strftime("%Y%m%d-%H%M%S")
     text = render_summary(the_report, problems)
     page = render.write(the_report, directory, text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fleet.money import format_micros
 from sim import auction, pacing_report
+from sim.loggercounts import logger_summary
 from sim.report import Report
 
 LOSS_NAMES = {
@@ -159,6 +160,7 @@ def render(report: Report, problems: list[str], location: str = "") -> str:
         f"{pol['bids_without_gdpr_consent']} bids without GDPR consent, "
         f"{pol['bids_on_coppa']} on COPPA inventory"
     )
+    lines += logger_summary(f)
     if problems:
         lines.append(f"Check     FAILED ({len(problems)}):")
         lines += [f"  - {p}" for p in problems]

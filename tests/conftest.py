@@ -126,7 +126,7 @@ def fleet_variables() -> Iterator[dict[str, str]]:
     own user and must reach it), removed afterwards."""
     data_dir = Path(tempfile.mkdtemp(prefix="rtbfleet-fleet-"))
     data_dir.chmod(0o755)
-    ports = [free_port() for _ in range(7)]
+    ports = [free_port() for _ in range(8)]
     try:
         yield {
             "RTBFLEET_DATA_DIR": str(data_dir),
@@ -137,6 +137,7 @@ def fleet_variables() -> Iterator[dict[str, str]]:
             "RTBFLEET_COHERENCE_BUS_OUT": f"tcp://127.0.0.1:{ports[4]}",
             "RTBFLEET_BIDDER_PORT": str(ports[5]),
             "RTBFLEET_TRACKER_PORT": str(ports[6]),
+            "RTBFLEET_BIDLOGGER_PORT": str(ports[7]),
         }
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

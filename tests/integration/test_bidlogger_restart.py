@@ -128,6 +128,7 @@ async def test_killed_logger_misses_at_most_the_unflushed_window_and_says_how_mu
         "RTBFLEET_EVENT_BUS_OUT": proxy.outside,
         "RTBFLEET_EVENT_PARTITIONS": str(TOTAL),
         "RTBFLEET_BIDLOGGER_STATE_DIR": str(state_root / "logger"),
+        "RTBFLEET_BIDLOGGER_PORT": "0",
         "RTBFLEET_BIDLOGGER_FLUSH_SECONDS": str(FLUSH),
         "RTBFLEET_BIDLOGGER_RAW_PARTITIONS": "",
         "RTBFLEET_BIDLOGGER_MAINTENANCE_SECONDS": "3600",
@@ -193,7 +194,10 @@ async def test_killed_logger_misses_at_most_the_unflushed_window_and_says_how_mu
         async def all_accounted() -> bool:
             return sum(await accounted()) >= workload
 
-        await eventually(all_accounted, 30)
+        try:
+            await eventually(all_accounted, 30)
+        except TimeoutError:
+            raise AssertionError(f"accounted {await accounted()} of {workload}") from None
         assert await second.stop() == 0
         counted, missed = await accounted()
         causes = {r["cause"] for r in await fetch(pg_dsn, "SELECT cause FROM bidlogger_losses")}

@@ -92,5 +92,13 @@ async def test_short_demo_adds_up(fleet_env: Path) -> None:
         rows["latency_ms"][rows["latency_ms"] >= 0] <= rows["deadline_ms"][rows["latency_ms"] >= 0]
     ).all()
     assert (directory / "index.html").is_file() and (directory / "latency.png").is_file()
+    # the bid loggers ran: their aggregates hold every bid event of the run (the exchange
+    # received every bid, gave up on no request), and the report says so
+    logged = figures["bid_loggers"]
+    assert logged["problems"] == []
+    assert f"bid loggers: {imp['bids']} bid events for {imp['bids']} bids" in "\n".join(
+        logged["lines"]
+    )
+    assert "Loggers   " in text
     after = _descendants()
     assert after <= before, f"left behind: {after - before}"
