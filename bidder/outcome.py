@@ -141,6 +141,7 @@ def bid_event(offer: Offer, txid: str, wallclock: float, model_version: int) -> 
         features=offer.features,
         deal_id=offer.deal.id if offer.deal is not None else "",
         model_version=model_version,
+        segment=offer.segment,
     )
 
 

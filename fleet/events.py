@@ -61,6 +61,7 @@ class BidEvent(Event, tag="bid", frozen=True, kw_only=True):
     features: list[str] = msgspec.field(default_factory=list)
     deal_id: str = ""
     model_version: int = 0
+    segment: str = ""  # the market-price segment the bid was priced in (the learner's key)
 
 
 class WinEvent(Event, tag="win", frozen=True, kw_only=True):
