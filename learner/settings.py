@@ -192,9 +192,7 @@ class LearnerSettings:
         positive,
     )
     host: str = setting("127.0.0.1", "RTBFLEET_LEARNER_HOST", "address of /healthz and /metrics")
-    port: int = setting(
-        0, "RTBFLEET_LEARNER_PORT", "port of /healthz and /metrics (0: any free port)", port
-    )
+    port: int = setting(9104, "RTBFLEET_LEARNER_PORT", "port of /healthz and /metrics", port)
     fleet: FleetSettings = dataclasses.field(default_factory=FleetSettings)
     cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
 
