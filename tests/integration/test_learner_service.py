@@ -253,3 +253,68 @@ def test_models_table_keeps_one_row_per_version(pg_dsn: str) -> None:
             await conn.close()
 
     asyncio.run(go())
+
+
+def test_model_show_prints_the_newest_model_and_its_heaviest_features_by_name(
+    tmp_path: Path, pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``rtbfleet model show``: names from a learner checkpoint, weights from the stored model."""
+    import argparse
+    import io
+
+    from fleet.events import BidEvent
+    from fleet.settings import FleetSettings
+    from learner.checkpoint import save_checkpoint
+    from learner.commands import model_show
+    from learner.online import OnlineLearner
+
+    settings = learner_settings(
+        pg_dsn, ("tcp://127.0.0.1:1",) * 2, ("tcp://127.0.0.1:1",) * 2, tmp_path / "c"
+    )
+    online = OnlineLearner(settings.to_config())
+    rng = np.random.default_rng(3)
+    for i in range(600):
+        hot = i % 2 == 0
+        feats = ["app=hot.game" if hot else "app=cold.news", f"country={'US' if i % 3 else 'DE'}"]
+        online.feed(
+            BidEvent(
+                txid=f"t{i}",
+                ts=float(i),
+                imp_id="1",
+                campaign_id=1,
+                creative_id=1,
+                bid_cpm_micros=1_000_000,
+                floor_cpm_micros=0,
+                value_cpm_micros=2_000_000,
+                p_click=0.01,
+                p_install=0.0,
+                auction_type=2,
+                features=feats,
+            )
+        )
+        online.feed(ImpressionEvent(txid=f"t{i}", ts=i + 0.1, campaign_id=1, creative_id=1))
+        if hot and rng.random() < 0.6:
+            online.feed(ClickEvent(txid=f"t{i}", ts=i + 0.2, campaign_id=1, creative_id=1))
+    online.drain()
+    ckpt = tmp_path / "learner.ckpt"
+    save_checkpoint(online, ckpt)
+    monkeypatch.setenv("RTBFLEET_LEARNER_CLICK_GRID", "alpha=0.5,l1=0.1;alpha=0.2,l1=0.1")
+    monkeypatch.setenv("RTBFLEET_LEARNER_INSTALL_GRID", "alpha=0.5,l1=0.1")
+
+    async def store() -> None:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            assert await save_model(conn, online.export(11), estimator="click:0,install:0")
+        finally:
+            await conn.close()
+
+    asyncio.run(store())
+    out = io.StringIO()
+    args = argparse.Namespace(version=None, top=3, checkpoint=ckpt)
+    assert model_show(FleetSettings(pg_dsn=pg_dsn), args, out) == 0
+    text = out.getvalue()
+    assert text.startswith("model 11: feature set bidder.scoring v1"), text
+    heavy = text.split("heaviest click features:\n", 1)[1].splitlines()
+    assert "app=hot.game" in heavy[0] or "app=cold.news" in heavy[0], text
+    args = argparse.Namespace(version=99, top=3, checkpoint=ckpt)
+    assert model_show(FleetSettings(pg_dsn=pg_dsn), args, io.StringIO()) == 1
