@@ -28,7 +28,7 @@ import asyncpg
 from bidder.pipeline import Pipeline
 from bidder.pricing import LogNormalMarket
 from bidder.scoring import HashedLinearModel
-from cache import Cache, Region
+from cache import Cache, CacheError, Region
 from cache.models import LATEST_KEY, model_namespace
 from fleet.aio import cancel_and_wait
 from fleet.db.model_store import load_model
@@ -36,6 +36,9 @@ from fleet.features import SCORING_FEATURE_SET, SCORING_FEATURE_SET_VERSION
 from fleet.model import MarketTable, ModelFile, ModelFormatError, decode
 
 log = logging.getLogger("bidder.models")
+
+# Postgres or the cache's load failing: the model in use stays, the next check retries.
+_UNAVAILABLE = (OSError, asyncpg.PostgresError, TimeoutError, CacheError)
 
 
 class LearntMarket:
@@ -123,8 +126,10 @@ class ModelFeed:
 
     async def start(self) -> None:
         """Load the newest stored model now (a bidder that starts later begins with it)."""
-        with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+        try:
             await self.check()
+        except _UNAVAILABLE as exc:  # Postgres down at start: the watch retries
+            log.warning("no learnt model loaded at start: %s", exc)
         self._task = asyncio.get_running_loop().create_task(self._watch(), name="model-feed")
 
     async def close(self) -> None:
@@ -140,7 +145,7 @@ class ModelFeed:
             self._wake.clear()
             try:
                 await self.check()
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except _UNAVAILABLE as exc:
                 log.warning("checking for a new model failed: %s", exc)
 
     async def check(self) -> bool:
