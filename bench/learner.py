@@ -37,10 +37,10 @@ import numpy as np
 
 from bidder.scorer import PositionScorer
 from bidder.scoring import HashedLinearModel
+from fleet.model import encode_sparse
 from learner.batch import to_batch
 from learner.ftrl import FtrlParams
 from learner.grid import log_losses
-from learner.modelfile import encode_sparse
 from learner.online import LearnerConfig, OnlineLearner
 from learner.synthetic import ClickWorld, SyntheticClicks, constant_log_loss
 

@@ -148,6 +148,7 @@ def bid_event(offer: Offer, txid: str, wallclock: float, model_version: int) -> 
         model_version=model_version,
         p_win=offer.p_win,
         campaign_bid_cpm_micros=offer.entry.to_campaign_currency(offer.price),
+        segment=offer.segment,
     )
 
 

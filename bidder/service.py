@@ -32,8 +32,8 @@ from bidder.endpoint import BidEndpoint, EndpointSettings
 from bidder.frequency import MemcachedFrequency, NoFrequencyData, memcached_client
 from bidder.metrics import BidderMetrics, CollectorMirror, exposition, multiprocess_enabled
 from bidder.pacing_link import PacingLink, gate_settings
+from bidder.models import LearntMarket, ModelFeed, start_model_feed
 from bidder.pipeline import Pipeline
-from bidder.pricing import LogNormalMarket
 from bidder.scoring import HashedLinearModel, Model, PriorModel
 from bidder.settings import BidderSettings
 from bidder.shedding import LagProbe, LoadShedder, SheddingPolicy
@@ -102,6 +102,8 @@ class BidderService:
         self._config_loaded = asyncio.Event()
         # The bid loggers' creative feed (impressions, clicks) once the cache runs; else none.
         self._performance: CreativePerformance = NoPerformance()
+        self.market = LearntMarket()  # the learnt market table once a model brings one
+        self.model_feed: ModelFeed | None = None
 
     # -- readiness ----------------------------------------------------------------------------
 
@@ -137,9 +139,12 @@ class BidderService:
             gate=self._gate if self._pacing is None else self._pacing,
             frequency=self._frequency,
             model=model,
-            market=LogNormalMarket(),
+            market=self.market,
             performance=self._performance,
             rng=self.rng,
+        )
+        self.model_feed = await start_model_feed(
+            self._pool, self.cache, self.pipeline, self.market, s.model_check_s
         )
         self.model_loaded = True
         if s.snapshot_file:
@@ -398,6 +403,9 @@ class BidderService:
         await cancel_and_wait(task)
         self._sync_mirror()
         self._mirror = None
+        if self.model_feed is not None:
+            await self.model_feed.close()
+            self.model_feed = None
         if self.cache is not None:
             await self.cache.close()
             self.cache = None

@@ -208,6 +208,12 @@ class BidderSettings:
         "RTBFLEET_BIDDER_MODEL_FILE",
         "compiled model to score with (empty: priors until a learnt model arrives)",
     )
+    model_check_s: float = setting(
+        30.0,
+        "RTBFLEET_BIDDER_MODEL_CHECK",
+        "seconds between checks for a newer learnt model (announcements come at once)",
+        positive,
+    )
     frequency_ttl_s: float = setting(
         30.0,
         "RTBFLEET_BIDDER_FREQUENCY_TTL",

@@ -253,9 +253,14 @@ def build_parser(words: Sequence[str] = ()) -> argparse.ArgumentParser:
     for command in registry.commands():
         if len(command.path) == 2:
             group = groups.get(command.path[0])
-            if group is None:
-                raise registry.RegistryError(
-                    f"command {command.name!r}: {command.path[0]!r} is not a command group"
+            if group is None:  # a package's own group (`learner train`): made on first use
+                if command.path[0] in sub.choices:
+                    raise registry.RegistryError(
+                        f"command {command.name!r}: {command.path[0]!r} is not a command group"
+                    )
+                group_p = sub.add_parser(command.path[0], help=f"{command.path[0]} commands")
+                group = groups[command.path[0]] = group_p.add_subparsers(
+                    dest=f"{command.path[0]}_command", required=True
                 )
         else:
             group = sub

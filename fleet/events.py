@@ -67,6 +67,7 @@ class BidEvent(Event, tag="bid", frozen=True, kw_only=True):
     model_version: int = 0
     p_win: float = 0.0  # P(win | bid) as priced: the pacer reserves E(cost) = bid x p_win
     campaign_bid_cpm_micros: int = 0  # the bid in the campaign's currency (0: not known)
+    segment: str = ""  # the market-price segment the bid was priced in (the learner's key)
 
 
 class WinEvent(Event, tag="win", frozen=True, kw_only=True):

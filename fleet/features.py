@@ -13,6 +13,12 @@ import numpy.typing as npt
 
 DEFAULT_BITS = 20
 
+# The feature set the bidder computes (bidder.scoring: request, static and cross features), by
+# name and version: a model file says which set it was learnt on, and a bidder refuses a model
+# of another set. Bump the version whenever the feature strings change.
+SCORING_FEATURE_SET = "bidder.scoring"
+SCORING_FEATURE_SET_VERSION = 1
+
 
 def hash_one_reference(feature: str, seed: int = 0) -> int:
     return int(mmh3.hash(feature, seed, signed=False))

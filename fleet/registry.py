@@ -152,7 +152,8 @@ CommandRun = Callable[[Any, argparse.Namespace], int]
 class Command:
     """A command a package adds: ``rtbfleet <path...>``.
 
-    ``path`` is one word, or two when the first is a group of the kernel's (``campaigns``).
+    ``path`` is one word, or two: a group of the kernel's (``campaigns``) or of the
+    packages' (``learner``, made by the first command that names it), then the command.
     ``arguments`` ("pkg.mod:function") adds the command's options to its argparse parser and
     ``run`` ("pkg.mod:function") runs it as ``run(fleet_settings, args) -> exit status``; both
     are imported only when the command is the one being run (or asked for ``--help``).

@@ -29,8 +29,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from fleet.model import MarketSegment, MarketTable
 from learner.errors import BadParameters
-from learner.modelfile import MarketSegment, MarketTable
 
 _INV_SQRT_2PI: Final = 1.0 / math.sqrt(2.0 * math.pi)
 _SQRT2: Final = math.sqrt(2.0)

@@ -22,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from fleet.events import AnyEvent
+from fleet.features import SCORING_FEATURE_SET, SCORING_FEATURE_SET_VERSION
+from fleet.model import SparseHead, SparseModel
 from learner.batch import to_batch
 from learner.errors import BadParameters
 from learner.ftrl import FtrlParams
@@ -29,12 +31,11 @@ from learner.grid import EstimatorGrid, GridSettings, Selection
 from learner.inverse import InverseHashMap
 from learner.join import HEADS, Example, Head, Joiner, JoinSettings, PriceObservation
 from learner.market import CensoredLogNormalMarket, MarketSettings
-from learner.modelfile import SparseHead, SparseModel
 
-# The feature strings the bidder computes (bidder.scoring: request, static and cross features);
-# a bidder refuses a model of a feature set it does not compute.
-FEATURE_SET: Final = "bidder.scoring"
-FEATURE_SET_VERSION: Final = 1
+# The feature strings the bidder computes (declared in the kernel, fleet.features); a bidder
+# refuses a model of a feature set it does not compute.
+FEATURE_SET: Final = SCORING_FEATURE_SET
+FEATURE_SET_VERSION: Final = SCORING_FEATURE_SET_VERSION
 
 DEFAULT_GRID: Final = (
     FtrlParams(alpha=0.05, beta=1.0, l1=1.0, l2=1.0, bits=20),

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cache.settings import CacheSettings
 from fleet.errors import SettingsError
-from fleet.settings import fraction, load, positive, setting
+from fleet.settings import FleetSettings, fraction, load, port, positive, setting
 from learner.errors import BadParameters
 from learner.ftrl import FtrlParams
 from learner.grid import GridSettings
@@ -68,6 +69,26 @@ def parse_grid(text: str) -> tuple[FtrlParams, ...]:
 def _grid(value: str) -> str | None:
     try:
         parse_grid(value)
+    except BadParameters as exc:
+        return str(exc)
+    return None
+
+
+def parse_share(text: str) -> tuple[int, int]:
+    """``i/k``: this process holds the event partitions p with p mod k == i (``0/1``: all)."""
+    index, sep, count = text.strip().partition("/")
+    try:
+        i, k = int(index), int(count)
+    except ValueError:
+        raise BadParameters(f"{text!r} is not of the form i/k") from None
+    if not sep or k < 1 or not 0 <= i < k:
+        raise BadParameters(f"{text!r}: need k >= 1 and 0 <= i < k")
+    return i, k
+
+
+def _share(value: str) -> str | None:
+    try:
+        parse_share(value)
     except BadParameters as exc:
         return str(exc)
     return None
@@ -146,11 +167,47 @@ class LearnerSettings:
         positive,
     )
 
+    share: str = setting(
+        "0/1",
+        "RTBFLEET_LEARNER_SHARE",
+        "i/k: this learner holds the event partitions p with p mod k == i (several split them)",
+        _share,
+    )
+    export_interval_s: float = setting(
+        60.0, "RTBFLEET_LEARNER_EXPORT_INTERVAL_S", "seconds between model exports", positive
+    )
+    checkpoint_interval_s: float = setting(
+        300.0, "RTBFLEET_LEARNER_CHECKPOINT_INTERVAL_S", "seconds between checkpoints", positive
+    )
+    flush_interval_s: float = setting(
+        2.0,
+        "RTBFLEET_LEARNER_FLUSH_INTERVAL_S",
+        "seconds between training rounds (settled examples are learnt)",
+        positive,
+    )
+    heartbeat_timeout: float = setting(
+        3.0,
+        "RTBFLEET_LEARNER_HEARTBEAT_TIMEOUT_SECONDS",
+        "an event publisher silent this long is reported silent",
+        positive,
+    )
+    host: str = setting("127.0.0.1", "RTBFLEET_LEARNER_HOST", "address of /healthz and /metrics")
+    port: int = setting(9104, "RTBFLEET_LEARNER_PORT", "port of /healthz and /metrics", port)
+    fleet: FleetSettings = dataclasses.field(default_factory=FleetSettings)
+    cache: CacheSettings = dataclasses.field(default_factory=CacheSettings)
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
     ) -> LearnerSettings:
-        return load(cls, environ, env_file)
+        fleet = load(FleetSettings, environ, env_file)
+        cache = dataclasses.replace(load(CacheSettings, environ, env_file), fleet=fleet)
+        return dataclasses.replace(load(cls, environ, env_file), fleet=fleet, cache=cache)
+
+    def partitions(self) -> list[int]:
+        """The event-bus partitions this learner holds."""
+        i, k = parse_share(self.share)
+        return [p for p in range(self.fleet.event_partitions) if p % k == i]
 
     def to_config(self) -> LearnerConfig:
         try:

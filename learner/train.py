@@ -33,9 +33,10 @@ import numpy as np
 
 from fleet.errors import FleetError
 from fleet.events import AnyEvent
+from fleet.model import encode_sparse
+from fleet.settings import FleetSettings
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.errors import BadRecord, LearnerError
-from learner.modelfile import encode_sparse
 from learner.online import LearnerConfig, OnlineLearner
 from learner.settings import LearnerSettings
 
@@ -204,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m learner.train", description="train the learner offline from event files"
     )
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``rtbfleet learner train`` (and ``python -m learner.train``)."""
     p.add_argument("files", nargs="+", type=Path, help="JSON lines or Parquet event files")
     p.add_argument("--out", type=Path, default=Path("model.rtbm"), help="model file to write")
     p.add_argument("--version", type=int, default=None, help="model version (default: now, ms)")
@@ -214,14 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --checkpoint: these are the last files, settle every waiting example",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
 
 
 def main(
     argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """The report goes to ``out`` (stdout), progress and errors to ``err`` (stderr)."""
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv), out, err)
+
+
+def command(settings: FleetSettings, args: argparse.Namespace) -> int:
+    """``rtbfleet learner train FILES`` (fleet.registry)."""
+    return run(args)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     err = sys.stderr if err is None else err
     try:
         config: LearnerConfig = LearnerSettings.from_env().to_config()

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from fleet.clock import FleetClock
 from fleet.errors import FleetError
 from fleet.settings import FleetSettings, load
-from sim import loggercounts, render, report
+from sim import learning, loggercounts, render, report
 from sim import portfolio as synthetic
 from sim import vocabulary as vocab
 from sim.errors import SimConfigError, SimError, TargetError
@@ -227,6 +227,7 @@ async def local_fleet(
     fleet_settings = load(FleetSettings)
     # The simulated users grant consent to this vendor id: let the bidder be that vendor.
     os.environ.setdefault("RTBFLEET_BIDDER_VENDOR_ID", str(settings.vendor_id))
+    learning.fleet_defaults(os.environ)  # the learner exports every few seconds
     # Flights start on the simulated day (the fleet's day).
     document = synthetic.generate(
         args.campaigns, seed=settings.seed, now=settings.start(datetime.now(UTC))

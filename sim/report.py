@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from fleet.config import Campaign
-from sim import calibration, pacing_report
+from sim import calibration, learning, pacing_report
 from sim import vocabulary as vocab
 from sim.ledger import (
     LATE,
@@ -178,6 +178,9 @@ def build(
     figures["pacing"] = pacing_report.figures(table, plans, sim_seconds)
     figures["series"] = _series(table, sim_seconds, buckets)
     figures["fleet"] = _fleet(records, ledger, table)
+    figures["learning"] = learning.figures(
+        records.predictions if records is not None else (), ledger.request_index, table, sim_seconds
+    )
     return Report(meta, figures, table, dict(ledger.request_index))
 
 

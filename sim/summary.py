@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleet.money import format_micros
-from sim import auction, pacing_report
+from sim import auction, learning, pacing_report
 from sim.loggercounts import logger_summary
 from sim.report import Report
 
@@ -143,6 +143,8 @@ def render(report: Report, problems: list[str], location: str = "") -> str:
             f"{model['constant_baseline_excess']:.5f}); mean p(click) predicted "
             f"{model['mean_predicted']:.4f}, true {model['mean_true']:.4f}"
         )
+    if "learning" in f:
+        lines.extend(learning.summary_lines(f["learning"]))
     tracked = fleet["tracked_spend"]
     lines.append(
         "Tracked   "

@@ -74,7 +74,7 @@ BAD: list[tuple[str, Callable[[bytes], bytes]]] = [
     ("wrong magic", lambda d: b"RTBX" + d[4:]),
     ("a flipped bit", lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:]),
     ("version 0", lambda d: _recrc(d[:4] + struct.pack("<H", 0) + d[6:-4])),
-    ("version 2, not known yet", lambda d: _recrc(d[:4] + struct.pack("<H", 2) + d[6:-4])),
+    ("version 2 on a dense body", lambda d: _recrc(d[:4] + struct.pack("<H", 2) + d[6:-4])),
     ("version 65535", lambda d: _recrc(d[:4] + struct.pack("<H", 65535) + d[6:-4])),
     ("bits 0", lambda d: _recrc(d[:6] + bytes([0]) + d[7:-4])),
     ("bits 40", lambda d: _recrc(d[:6] + bytes([40]) + d[7:-4])),
@@ -115,27 +115,25 @@ def test_impossible_models_cannot_even_be_built() -> None:
         )
 
 
-def test_a_new_version_is_one_more_decoder_and_version_1_still_loads(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """How the sparse version 2 will arrive: its decoder registered beside version 1's."""
-    v1 = encode(_model())
-
-    def sparse(data: bytes) -> ModelFile:
-        m = _model(bits=4)
-        return ModelFile(
-            bits=m.bits,
-            seed=m.seed,
-            version=m.version,
-            click_bias=m.click_bias,
-            install_bias=m.install_bias,
-            weights=m.weights,
-            feature_set="v2-test",
-            feature_set_version=3,
-            market=data[6:],
-        )
-
-    monkeypatch.setitem(model._DECODERS, 2, sparse)
-    v2 = decode(b"RTBM" + struct.pack("<H", 2) + b"market")
-    assert (v2.feature_set, v2.feature_set_version, v2.market) == ("v2-test", 3, b"market")
-    assert decode(v1).version == 17 and decode(v1).feature_set == ""
+def test_version_2_decodes_beside_version_1_and_predicts_the_same() -> None:
+    """decode dispatches on the version: a sparse file of the same weights gives the same model,
+    with its feature set and market table; version 1 still loads."""
+    dense = _model(bits=6)
+    sparse = model.SparseModel(
+        version=dense.version,
+        bits=dense.bits,
+        seed=dense.seed,
+        feature_set="v2-test",
+        feature_set_version=3,
+        click=model.SparseHead.from_dense(dense.click_bias, dense.weights[0]),
+        install=model.SparseHead.from_dense(dense.install_bias, dense.weights[1]),
+        market=model.MarketTable(model.MarketSegment(13.0, 0.5, 1.0)),
+    )
+    v2 = decode(model.encode_sparse(sparse))
+    assert (v2.feature_set, v2.feature_set_version) == ("v2-test", 3)
+    assert v2.market is not None and v2.market.params("any") == (13.0, 0.5)
+    np.testing.assert_array_equal(v2.weights, dense.weights)
+    feats = ["a=1", "b=2", "c=3"]
+    assert predict(v2, feats) == predict(dense, feats)
+    v1 = decode(encode(dense))
+    assert v1.version == dense.version and v1.feature_set == "" and v1.market is None

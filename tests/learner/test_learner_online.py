@@ -12,12 +12,12 @@ import pytest
 
 from bidder.scoring import HashedLinearModel
 from fleet.events import AnyEvent
+from fleet.model import decode_sparse, encode_sparse
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.errors import CheckpointError
 from learner.ftrl import FtrlParams
 from learner.grid import GridSettings
 from learner.join import JoinSettings
-from learner.modelfile import decode_sparse, encode_sparse
 from learner.online import LearnerConfig, OnlineLearner
 from learner.synthetic import ClickWorld, event_stream
 

@@ -11,13 +11,13 @@ from prometheus_client import CollectorRegistry
 
 from bidder.pricing import market_params, price, shade
 from fleet.errors import SettingsError
+from fleet.model import MarketSegment, MarketTable
 from learner.ftrl import FtrlParams
 from learner.grid import EstimatorGrid, GridSettings
 from learner.inverse import InverseHashMap
 from learner.join import JoinStats
 from learner.market import CensoredLogNormalMarket
 from learner.metrics import LearnerMetrics
-from learner.modelfile import MarketSegment, MarketTable
 from learner.settings import LearnerSettings
 
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fleet.events import AnyEvent
-from learner.modelfile import decode_sparse
+from fleet.model import decode_sparse
 from learner.settings import LearnerSettings, parse_grid
 from learner.synthetic import ClickWorld, event_stream
 from learner.train import Progress, main

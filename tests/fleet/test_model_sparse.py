@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learner.modelfile import (
+from fleet.model import (
     MarketSegment,
     MarketTable,
     ModelFormatError,

@@ -1,0 +1,266 @@
+"""The learner service: events from the bus into the online learner, models out to Postgres and
+the coherence bus, checkpoints on a volume.
+
+One asyncio loop receives the event bus (the partitions of this learner's share, the event types
+the joiner reads) into a bounded buffer; every ``flush_interval_s`` one worker thread takes the
+buffer, feeds the learner and trains (the Cython loops release the GIL, the loop keeps
+receiving). Everything that touches the learner's state runs on that one thread, in order:
+rounds, exports, checkpoints. A full buffer drops events and counts them (the bus is best
+effort; a lost event is an unjoined example, never a wrong one).
+
+Export: every ``export_interval_s`` the chosen estimators and the market table become a
+version-2 model (``fleet.model``), stored in the ``models`` table with the next version and
+announced by invalidating ``model``/``latest`` (``cache.models``) over the coherence bus.
+Checkpoint: every ``checkpoint_interval_s`` and at a clean stop, written atomically; a learner
+that starts with one resumes from it (one that cannot be read is set aside, and learning starts
+afresh, with one log line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+import msgspec
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter
+
+from cache import Cache, default_origin
+from cache.models import LATEST_KEY, MODEL_NAMESPACE, model_namespace
+from fleet.aio import cancel_and_wait
+from fleet.bus.subscriber import Subscriber
+from fleet.db.model_store import latest_version, save_model
+from fleet.events import AnyEvent, decode, partition_prefix
+from fleet.model import SparseModel, encode_sparse
+from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.errors import CheckpointError
+from learner.metrics import LearnerMetrics
+from learner.online import OnlineLearner
+from learner.settings import LearnerSettings
+
+log = logging.getLogger("learner.service")
+
+# The events the joiner reads (bids, their outcome and labels); the rest are not subscribed.
+LEARNT_TYPES: Final = ("bid", "win", "loss", "impression", "click", "install")
+MAX_BUFFERED: Final = 200_000  # events waiting for the next round at most
+JOIN_GRACE: Final = 1.0
+
+
+def topic_prefixes(partitions: list[int]) -> list[str]:
+    return [partition_prefix(p) + t for p in partitions for t in LEARNT_TYPES]
+
+
+class LearnerService:
+    """``await start()``; ``await stop()`` exports and checkpoints once more, then closes."""
+
+    def __init__(
+        self,
+        settings: LearnerSettings,
+        dsn: str,
+        *,
+        registry: CollectorRegistry | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        """``rng``: the bootstrap resamples of the estimator selection."""
+        self.settings = settings
+        self.dsn = dsn
+        self.registry = registry or CollectorRegistry()
+        self.metrics = LearnerMetrics(self.registry)
+        self.dropped = Counter(
+            "learner_dropped_events_total",
+            "events dropped: buffer full, or not an event",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.config = settings.to_config()
+        self.learner = OnlineLearner(self.config)
+        self.resumed = False
+        self.stream_time = 0.0  # the newest event time seen
+        self.model_version = 0  # the last one this learner exported
+        self.exports = 0
+        self._buffer: list[AnyEvent] = []
+        self._exported_learnt = 0  # examples learnt when the last model was exported
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="learner")
+        self._pool: asyncpg.Pool | None = None
+        self.cache: Cache | None = None
+        self._subscriber: Subscriber | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._round_lock = asyncio.Lock()
+        self._rng = rng if rng is not None else np.random.default_rng()
+
+    # -- start / stop -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        await self._run(self._resume)
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=0, max_size=2)
+        self.cache = Cache(s.cache, registry=self.registry, origin=default_origin("learner"))
+        self.cache.register(model_namespace(self._pool))
+        await self.cache.start()
+        self._subscriber = Subscriber(
+            s.fleet.event_bus_out,
+            prefixes=topic_prefixes(s.partitions()),
+            heartbeat_timeout=s.heartbeat_timeout,
+            registry=self.registry,
+            join_grace=JOIN_GRACE,
+        )
+        await self._subscriber.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._receive(), name="learner-receive"),
+            loop.create_task(self._every(s.flush_interval_s, self.round), name="learner-round"),
+            loop.create_task(self._every(s.export_interval_s, self.export), name="learner-export"),
+            loop.create_task(
+                self._every(s.checkpoint_interval_s, self.checkpoint), name="learner-checkpoint"
+            ),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            await cancel_and_wait(task)
+        self._tasks = []
+        if self._subscriber is not None:
+            await self._subscriber.close()
+            self._subscriber = None
+        try:
+            await self.round()
+            await self.export()
+            await self.checkpoint()
+        finally:
+            if self.cache is not None:
+                await self.cache.close()
+                self.cache = None
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
+            self._worker.shutdown(wait=True)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "resumed": self.resumed,
+            "stream_time": self.stream_time,
+            "learnt": dict(self.learner.learnt),
+            "model_version": self.model_version,
+            "exports": self.exports,
+            "buffered": len(self._buffer),
+        }
+
+    # -- the loop side ------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn)
+
+    async def _every(self, interval: float, action: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await action()
+            except (OSError, asyncpg.PostgresError, CheckpointError, TimeoutError) as exc:
+                log.warning("%s failed: %s", getattr(action, "__name__", "a task"), exc)
+
+    async def _receive(self) -> None:
+        assert self._subscriber is not None
+        async for delivery in self._subscriber:
+            if delivery.kind != "data":
+                continue
+            for payload in delivery.payloads:
+                try:
+                    event = decode(payload)
+                except msgspec.DecodeError:
+                    self.dropped.labels(reason="malformed").inc()
+                    continue
+                if len(self._buffer) >= MAX_BUFFERED:
+                    self.dropped.labels(reason="buffer_full").inc()
+                    continue
+                self._buffer.append(event)
+
+    async def round(self) -> None:
+        """Feed what was received, learn what settled, record the metrics."""
+        async with self._round_lock:
+            events, self._buffer = self._buffer, []
+            await self._run(lambda: self._learn(events))
+
+    async def export(self) -> int:
+        """Store and announce a model of what was learnt; its version (0: nothing to export)."""
+        learnt = sum(self.learner.learnt.values())
+        if self._pool is None or learnt == self._exported_learnt:  # nothing new to export
+            return 0
+        async with self._round_lock:
+            async with self._pool.acquire() as conn:
+                version = max(await latest_version(conn), self.model_version) + 1
+            model = await self._run(lambda: self._select_and_export(version))
+            async with self._pool.acquire() as conn:
+                stored = await save_model(conn, model, estimator=self._chosen())
+        if not stored:  # another learner took that version first: the next export goes on
+            return 0
+        self.model_version = version
+        self.exports += 1
+        self._exported_learnt = learnt
+        self.metrics.record_model(version, len(encode_sparse(model)), model.nonzero)
+        if self.cache is not None:
+            await self.cache.invalidate(MODEL_NAMESPACE, LATEST_KEY, version)
+        log.info("model %d exported (%d non-zero weights)", version, model.nonzero)
+        return version
+
+    async def checkpoint(self) -> int:
+        path = self.settings.checkpoint_path
+        async with self._round_lock:
+            return int(await self._run(lambda: self._save(path)))
+
+    # -- the worker side (the learner's state) ------------------------------------------------
+
+    def _resume(self) -> None:
+        path = Path(self.settings.checkpoint_path)
+        if not path.exists():
+            return
+        try:
+            self.learner = load_checkpoint(path, self.config)
+        except CheckpointError as exc:
+            aside = path.with_name(path.name + ".unreadable")
+            path.replace(aside)
+            log.error("checkpoint set aside as %s, learning afresh: %s", aside, exc)
+            return
+        self.resumed = True
+        self._exported_learnt = sum(self.learner.learnt.values())  # exported before it stopped
+        self.stream_time = self.learner.market_decayed_at or 0.0
+        log.info("resumed from %s (%s examples)", path, dict(self.learner.learnt))
+
+    def _save(self, path: Path) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return save_checkpoint(self.learner, path)
+
+    def _learn(self, events: list[AnyEvent]) -> None:
+        started = time.perf_counter()
+        before = dict(self.learner.learnt)
+        for event in events:
+            if event.ts > self.stream_time:
+                self.stream_time = event.ts
+            self.learner.feed(event)
+        if self.stream_time:
+            self.learner.flush(self.stream_time)
+        learnt: dict[str, int] = {h: n - before.get(h, 0) for h, n in self.learner.learnt.items()}
+        joiner = self.learner.joiner
+        self.metrics.record_round(
+            learnt,
+            time.perf_counter() - started,
+            self.learner.take_label_delays(),
+            joiner.stats,
+            joiner.waiting,
+            self.learner.nbytes,
+            len(self.learner.market.segments),
+        )
+
+    def _select_and_export(self, version: int) -> SparseModel:
+        """Choose each head's estimator (beyond the noise only), then export the chosen ones."""
+        for head, selection in self.learner.select(self._rng).items():
+            self.metrics.record_selection(head, selection)
+        return self.learner.export(version)
+
+    def _chosen(self) -> str:
+        return ",".join(f"{h}:{g.chosen}" for h, g in self.learner.grids.items())

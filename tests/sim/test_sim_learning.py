@@ -1,0 +1,59 @@
+"""sim.learning: the model against the truth in the last quarter, the win rate per hour."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sim import learning
+from sim.calibration import Prediction
+from sim.ledger import WON, AuctionTable
+
+
+def table(
+    t_sim: list[float], p_click: list[float], bid: list[int], won: list[bool]
+) -> AuctionTable:
+    n = len(t_sim)
+    return AuctionTable(
+        {
+            "req": np.arange(n),
+            "t_sim": np.asarray(t_sim, dtype=np.float64),
+            "p_click": np.asarray(p_click, dtype=np.float32),
+            "bid_usd_micros": np.asarray(bid, dtype=np.int64),
+            "outcome": np.asarray([WON if w else 0 for w in won], dtype=np.int8),
+            "campaign_id": np.ones(n, dtype=np.int64),
+        }
+    )
+
+
+def test_only_the_last_quarter_counts_and_a_perfect_model_meets_the_aim() -> None:
+    truth = [0.01, 0.05, 0.02, 0.08]
+    t = table([0.0, 100.0, 800.0, 900.0], truth, [1, 1, 1, 1], [True, False, True, True])
+    index = {f"r{i}": i for i in range(4)}
+    preds = [Prediction(f"r{i}:1:b", "1", 1, truth[i], 0.0, 3 if i >= 2 else 0) for i in range(4)]
+    out = learning.last_quarter(preds, index, t, sim_seconds=1000.0)
+    assert isinstance(out, dict)
+    assert out["joined"] == 2 and out["learnt_models"] == [3]
+    assert abs(out["excess_log_loss"]) < 1e-6 and out["constant_excess"] > 0
+    assert out["aim_met"]
+
+
+def test_a_constant_model_misses_the_aim() -> None:
+    truth = [0.01, 0.2, 0.01, 0.2]
+    t = table([800.0, 850.0, 900.0, 950.0], truth, [1] * 4, [False] * 4)
+    index = {f"r{i}": i for i in range(4)}
+    mean = float(np.mean(truth))
+    preds = [Prediction(f"r{i}:1:b", "1", 1, mean, 0.0, 1) for i in range(4)]
+    out = learning.last_quarter(preds, index, t, sim_seconds=1000.0)
+    assert isinstance(out, dict) and not out["aim_met"]
+    assert out["excess_share_of_constant"] is not None
+    assert abs(out["excess_share_of_constant"] - 1.0) < 1e-3
+    assert isinstance(learning.last_quarter([], index, t, 1000.0), str)
+
+
+def test_win_rate_per_simulated_hour() -> None:
+    t = table([10.0, 20.0, 3700.0, 7300.0, 7400.0], [0.0] * 5, [5, 5, 5, 0, 5], [1, 0, 1, 0, 0])
+    assert learning.win_rate_by_hour(t, 3 * 3600.0) == [0.5, 1.0, 0.0]
+    lines = learning.summary_lines(
+        {"model_last_quarter": "not measured: x", "win_rate_by_hour": [0.5, None]}
+    )
+    assert lines == ["Learning  not measured: x", "Win rate  per simulated hour: 50% -"]
