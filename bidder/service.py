@@ -31,8 +31,8 @@ from bidder.creative import CreativePerformance, NoPerformance
 from bidder.endpoint import BidEndpoint, EndpointSettings
 from bidder.frequency import MemcachedFrequency, NoFrequencyData, memcached_client
 from bidder.metrics import BidderMetrics, CollectorMirror, exposition, multiprocess_enabled
-from bidder.pacing_link import PacingLink, gate_settings
 from bidder.models import LearntMarket, ModelFeed, start_model_feed
+from bidder.pacing_link import PacingLink, gate_settings
 from bidder.pipeline import Pipeline
 from bidder.scoring import HashedLinearModel, Model, PriorModel
 from bidder.settings import BidderSettings
