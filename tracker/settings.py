@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fleet.errors import SettingsError
+from fleet.http.limits import HttpLimits
 from fleet.settings import FleetSettings, load, non_negative, port, positive, setting
 
 MIN_SIGNING_KEY_BYTES = 16
@@ -163,13 +164,15 @@ class TrackerSettings:
     )
 
     fleet: FleetSettings = dataclasses.field(default_factory=FleetSettings)
+    http: HttpLimits = dataclasses.field(default_factory=HttpLimits)
 
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
     ) -> TrackerSettings:
         fleet = load(FleetSettings, environ, env_file)
-        return dataclasses.replace(load(cls, environ, env_file), fleet=fleet)
+        http = load(HttpLimits, environ, env_file)
+        return dataclasses.replace(load(cls, environ, env_file), fleet=fleet, http=http)
 
     def validate(self) -> None:
         if not self.signing_key and not self.allow_dev_signing_key:
