@@ -23,9 +23,9 @@ import argparse
 import asyncio
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
-import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -216,8 +216,8 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     finally:
         await conn.close()
     port = free_port()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "bench.tracker", "serve", dsn, str(port)],
+    child = await asyncio.to_thread(
+        subprocess.Popen, [sys.executable, "-m", "bench.tracker", "serve", dsn, str(port)]
     )
     try:
         if not await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 60.0):
