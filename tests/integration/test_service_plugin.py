@@ -109,7 +109,7 @@ def test_a_package_on_the_path_is_registered_and_listed(plugin_env: dict[str, st
     services = rtbfleet(plugin_env, "services")
     assert services.returncode == 0, services.stderr
     order = [line.split()[1] for line in services.stdout.splitlines()[1:]]
-    assert order == ["cache-watcher", "tracky", "bidder"]  # 10, 50, 90
+    assert order == ["cache-watcher", "tracky", "tracker", "bidder"]  # 10, 50, 60, 90
     settings = rtbfleet(plugin_env, "settings")
     assert settings.returncode == 0, settings.stderr
     rows = [line.split() for line in settings.stdout.splitlines()]
