@@ -13,10 +13,9 @@ from pathlib import Path
 from fleet.errors import SettingsError
 from fleet.http.limits import HttpLimits
 from fleet.settings import FleetSettings, load, non_negative, port, positive, setting
+from fleet.signing import DEV_SIGNING_KEY
 
 MIN_SIGNING_KEY_BYTES = 16
-# The bidder's development key (RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY): anybody can forge with it.
-DEV_SIGNING_KEY = "rtbfleet-development-signing-key-not-secret"
 
 
 def _origin(value: str) -> str | None:
