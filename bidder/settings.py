@@ -19,10 +19,9 @@ from cache.settings import CacheSettings
 from fleet.errors import SettingsError
 from fleet.http.limits import HttpLimits
 from fleet.settings import FleetSettings, fraction, load, non_negative, port, positive, setting
+from fleet.signing import DEV_SIGNING_KEY
 
 MIN_SIGNING_KEY_BYTES = 16
-# Used only when RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY is set: anybody can forge notices with it.
-DEV_SIGNING_KEY = "rtbfleet-development-signing-key-not-secret"
 
 
 def _origin(value: str) -> str | None:

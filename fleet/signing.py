@@ -61,6 +61,10 @@ LOSS: Final = "loss"
 # Parameters outside the signature: the signature itself and what the exchange fills in.
 UNSIGNED: Final = frozenset({SIGNATURE, PRICE, LOSS})
 KINDS: Final = ("win", "bill", "loss", "imp", "click")
+# The development key, used only where a service is told to allow it
+# (RTBFLEET_*_ALLOW_DEV_SIGNING_KEY): anybody can forge notices with it. Declared once, so that a
+# development bidder and tracker agree.
+DEV_SIGNING_KEY: Final = "rtbfleet-development-signing-key-not-secret"
 # Every parameter the bidder signs: a notice URL's signed form is exactly these, when present.
 SIGNED: Final = frozenset(
     {KIND, TXID, CAMPAIGN, CREATIVE, BID, CURRENCY, TIMESTAMP, EXPIRES, USER_KEY}

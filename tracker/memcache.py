@@ -4,7 +4,9 @@ On a transaction's first impression (or its billing when no pixel fires), each f
 the campaign gets its counter (``fleet.frequency.counter_key``) incremented: ``add`` with a
 TTL of the cap period (so the window starts at the first impression), then ``incr``. Increments
 run in a bounded thread pool; past ``max_pending`` waiting ones they are dropped and counted. A
-failed increment is counted, not retried (a counter is a cap, not money).
+failed increment is counted, not retried (a counter is a cap, not money). A period is fleet
+time; memcached expires in real seconds (``fleet.frequency.memcached_expiry`` with the fleet
+clock's scale).
 
 Keys are placed on servers by rendezvous hashing on ``host:port`` (pymemcache's HashClient), as
 the bidder's reader places them.
@@ -15,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from fleet.frequency import counter_key
+from fleet.frequency import counter_key, memcached_expiry, period_end
 from tracker.metrics import TrackerMetrics
 
 log = logging.getLogger("tracker.memcache")
@@ -51,8 +54,12 @@ class FrequencyWriter:
         *,
         threads: int = 2,
         max_pending: int = 10_000,
+        time_scale: float = 1.0,
     ) -> None:
+        if time_scale <= 0:
+            raise ValueError("time_scale must be greater than 0")
         self.client = client
+        self.time_scale = time_scale
         self.metrics = metrics
         self.max_pending = max_pending
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="tracker-memcached")
@@ -85,8 +92,11 @@ class FrequencyWriter:
 
     def _write(self, keys: list[tuple[str, int]]) -> None:
         for key, period in keys:
+            expire = memcached_expiry(
+                0.0, period_end(0.0, period), unix_now=time.time(), time_scale=self.time_scale
+            )
             try:
-                self.client.add(key, b"0", expire=period, noreply=False)
+                self.client.add(key, b"0", expire=expire, noreply=False)
                 self.client.incr(key, 1)
             except Exception as exc:  # any client or socket error: counted, never raised
                 self._failed.inc()

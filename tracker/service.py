@@ -43,13 +43,15 @@ class TrackerService:
         *,
         publish_events: bool = True,
         clock: Callable[[], float] = time.time,
+        scale: float = 1.0,
         name: str = "tracker-0",
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = TrackerMetrics(registry)
         self.publish_events = publish_events
-        self.clock = clock  # fleet time (the fleet clock replaces time.time when it lands)
+        self.clock = clock  # fleet time (FleetClock.now; time.time in a wall-time fleet)
+        self.scale = scale  # fleet seconds per real second (the fleet clock's scale)
         self.name = name
         self.pool: asyncpg.Pool | None = None
         self.committer: GroupCommitter | None = None
@@ -85,6 +87,7 @@ class TrackerService:
                 self.metrics,
                 threads=s.frequency_threads,
                 max_pending=s.frequency_max_pending,
+                time_scale=self.scale,
             )
         publish = None
         if self.publish_events:
@@ -130,10 +133,11 @@ class TrackerService:
         )
 
     async def _cpa_loop(self, rule: CpaRule) -> None:
-        """Every ``cpa_interval`` seconds of fleet time (checked each second of it)."""
+        """Every ``cpa_interval`` seconds of fleet time (checked each fleet second, at most 20
+        times a real second)."""
         due = self.clock() + self.settings.cpa_interval
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(max(0.05, min(1.0, 1.0 / self.scale)))
             if self.clock() < due:
                 continue
             due = self.clock() + self.settings.cpa_interval

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fleet.errors import SettingsError
+from fleet.http.limits import HttpLimits
 from fleet.settings import FleetSettings, load, non_negative, port, positive, setting
+from fleet.signing import DEV_SIGNING_KEY
 
 MIN_SIGNING_KEY_BYTES = 16
-# The bidder's development key (RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY): anybody can forge with it.
-DEV_SIGNING_KEY = "rtbfleet-development-signing-key-not-secret"
 
 
 def _origin(value: str) -> str | None:
@@ -163,13 +163,15 @@ class TrackerSettings:
     )
 
     fleet: FleetSettings = dataclasses.field(default_factory=FleetSettings)
+    http: HttpLimits = dataclasses.field(default_factory=HttpLimits)
 
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")
     ) -> TrackerSettings:
         fleet = load(FleetSettings, environ, env_file)
-        return dataclasses.replace(load(cls, environ, env_file), fleet=fleet)
+        http = load(HttpLimits, environ, env_file)
+        return dataclasses.replace(load(cls, environ, env_file), fleet=fleet, http=http)
 
     def validate(self) -> None:
         if not self.signing_key and not self.allow_dev_signing_key:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bidder.settings import DEV_SIGNING_KEY, BidderSettings
+from bidder.settings import BidderSettings
 from fleet.errors import SettingsError
+from fleet.signing import DEV_SIGNING_KEY
 
 KEY = "a-signing-key-of-24-bytes"
 

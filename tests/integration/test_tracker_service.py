@@ -129,3 +129,31 @@ async def test_spend_in_sql_equals_the_pure_conversion(pg_dsn: str) -> None:
     finally:
         await conn.close()
     assert total == per_creative == expected
+
+
+def _remaining_ttl(address: tuple[str, int], key: str) -> int:
+    """The seconds memcached will keep ``key`` (meta get with the t flag)."""
+    import socket
+
+    with socket.create_connection(address, timeout=2) as sock:
+        sock.sendall(f"mg {key} t\r\n".encode())
+        line = sock.recv(1024).decode()
+    assert line.startswith("HD "), line
+    return int(line.split()[1][1:])
+
+
+async def test_counter_expiry_follows_the_fleet_clock_scale(memcached: tuple[str, int]) -> None:
+    """A day-long cap in a fleet whose clock runs 3600 times the wall's: the counter lives 24
+    real seconds, not a day; at scale 1 it lives the whole period."""
+    fast = FrequencyWriter(
+        hash_client([memcached], 1), TrackerMetrics(CollectorRegistry()), time_scale=3600.0
+    )
+    wall = FrequencyWriter(hash_client([memcached], 1), TrackerMetrics(CollectorRegistry()))
+    fast.increment("u-fast", [(7, 86400)])
+    wall.increment("u-wall", [(7, 3600)])
+    await fast.drain()
+    await wall.drain()
+    await fast.close()
+    await wall.close()
+    assert 22 <= _remaining_ttl(memcached, counter_key(7, 86400, "u-fast")) <= 24
+    assert 3590 <= _remaining_ttl(memcached, counter_key(7, 3600, "u-wall")) <= 3600

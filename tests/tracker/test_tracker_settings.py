@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from fleet.errors import SettingsError
-from tracker.settings import DEV_SIGNING_KEY, TrackerSettings
+from fleet.signing import DEV_SIGNING_KEY
+from tracker.settings import TrackerSettings
 
 KEY = "a signing key of enough bytes"
 
