@@ -7,6 +7,11 @@ Two heads learn from two joins:
 - install head: one example per click, labelled 1 by an install attributed to the same txid
   within ``install_window_s``, 0 when that window closes.
 
+Every example, positive or negative, is learnt when its window closes (or when it is evicted).
+Learning a positive as soon as its label arrives would put the last window's positives into the
+stream ahead of their negatives: a model exported early in a run (or after a quiet spell) would
+then see a click rate far above the true one.
+
 The features are those the bid event carries (exactly what the bidder scored), so a learnt
 weight means the same thing in both. Bids wait ``bid_ttl_s`` for their impression, win or loss;
 wins and losses also become observations of the market price (``PriceObservation``), the
@@ -102,6 +107,7 @@ class _Bid:
 class _Waiting:
     features: list[str]
     ts: float
+    label_ts: float | None = None  # when its label arrived; learnt only when the window closes
 
 
 @dataclass(slots=True)
@@ -203,7 +209,7 @@ class Joiner:
             waiting = self._waiting[head]
             while waiting:
                 txid, w = waiting.popitem(last=False)
-                self._negative(head, txid, w, out)
+                self._settle(head, txid, w, out)
         self._bids.clear()
         return out
 
@@ -219,7 +225,7 @@ class Joiner:
                 for t, b in self._bids.items()
             ],
             "waiting": {
-                h: [[t, row(w.features), w.ts] for t, w in q.items()]
+                h: [[t, row(w.features), w.ts, w.label_ts] for t, w in q.items()]
                 for h, q in self._waiting.items()
             },
             "labelled": {h: [[t, ts] for t, ts in q.items()] for h, q in self._labelled.items()},
@@ -236,7 +242,10 @@ class Joiner:
         )
         for h in HEADS:
             self._waiting[h] = OrderedDict(
-                (t, _Waiting(features(f), float(ts))) for t, f, ts in state["waiting"][h]
+                (t, _Waiting(features(f), float(ts), None if rest[0] is None else float(rest[0])))
+                if rest
+                else (t, _Waiting(features(f), float(ts)))
+                for t, f, ts, *rest in state["waiting"][h]
             )
             self._labelled[h] = OrderedDict((t, float(ts)) for t, ts in state["labelled"][h])
         self.stats = JoinStats(**state["stats"])
@@ -291,21 +300,21 @@ class Joiner:
         if event.txid in labelled:
             self.stats.duplicates += 1
             return
-        w = self._waiting[head].pop(event.txid, None)
+        w = self._waiting[head].get(event.txid)
         if w is None and head == "click":
             # a click that overtook its impression on the bus: the impression happened
             bid = self._bids.get(event.txid)
             if bid is not None:
                 w = _Waiting(bid.features, event.ts)
+                self._wait(head, event.txid, w, out)
         if w is None:
             self.stats.late_labels += 1
             return
         labelled[event.txid] = event.ts
         if len(labelled) > self.settings.max_waiting:
             labelled.popitem(last=False)
-        self.stats.examples[head] += 1
         self.stats.positives[head] += 1
-        out.append(Example(head, event.txid, w.features, 1.0, 1.0, w.ts, event.ts - w.ts))
+        w.label_ts = event.ts  # learnt as a positive when its window closes
         if head == "click":
             self._wait("install", event.txid, _Waiting(w.features, event.ts), out)
 
@@ -317,9 +326,14 @@ class Joiner:
         if len(waiting) > self.settings.max_waiting:
             old_txid, old = waiting.popitem(last=False)
             self.stats.evicted += 1
-            self._negative(head, old_txid, old, out)
+            self._settle(head, old_txid, old, out)
 
-    def _negative(self, head: Head, txid: str, w: _Waiting, out: list[Example]) -> None:
+    def _settle(self, head: Head, txid: str, w: _Waiting, out: list[Example]) -> None:
+        """The example of a closed (or evicted) window: positive when its label came."""
+        if w.label_ts is not None:
+            self.stats.examples[head] += 1
+            out.append(Example(head, txid, w.features, 1.0, 1.0, w.ts, w.label_ts - w.ts))
+            return
         rate = self.settings.negative_rate
         if rate < 1.0 and kept_fraction(txid) >= rate:
             self.stats.dropped_negatives += 1
@@ -340,7 +354,7 @@ class Joiner:
                 if w.ts + window > now:
                     break
                 del waiting[txid]
-                self._negative(head, txid, w, out)
+                self._settle(head, txid, w, out)
             labelled = self._labelled[head]
             while labelled:
                 txid, ts = next(iter(labelled.items()))

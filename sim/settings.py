@@ -53,7 +53,7 @@ class SimSettings:
         64, "RTBFLEET_SIM_CONNECTIONS", "keep-alive connections to each bidder URL", positive
     )
     notice_connections: int = setting(
-        16,
+        64,  # notices wait for the tracker's group commit: a connection carries one at a time
         "RTBFLEET_SIM_NOTICE_CONNECTIONS",
         "keep-alive connections to each notice/tracker host",
         positive,
