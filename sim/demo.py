@@ -288,6 +288,7 @@ def build_exchange(
         gzip_share=settings.gzip_share,
         ortb25_share=settings.ortb25_share,
         default_tmax_ms=settings.default_tmax_ms,
+        id_prefix=f"{int(now.timestamp() * 1000):x}-",  # the run's start: unique per run
     )
     schedule = Schedule(
         market,

@@ -109,9 +109,13 @@ class Traffic:
         gzip_share: float,
         ortb25_share: float,
         default_tmax_ms: int,
+        id_prefix: str = "",
     ) -> None:
         self.market = market
         self._rng = rng
+        # Request ids unique across runs, as an exchange's are: the tracker remembers every
+        # transaction it counted, and a second run with the same seed must not replay the first.
+        self._id_prefix = id_prefix
         self._gzip_share = gzip_share
         self._ortb25_share = ortb25_share
         self._default_tmax = default_tmax_ms
@@ -121,7 +125,7 @@ class Traffic:
     def request(self, sim_ts: float) -> SimRequest:
         rng = self._rng
         opp = self.market.draw(rng, sim_ts)
-        request_id = f"{rng.getrandbits(96):024x}"
+        request_id = f"{self._id_prefix}{rng.getrandbits(96):024x}"
         v25 = rng.random() < self._ortb25_share
         compressed = rng.random() < self._gzip_share
         document = self.document(opp, request_id, f"{rng.getrandbits(64):016x}", v25)
