@@ -113,7 +113,7 @@ def memcached(memcached_server: MemcachedProcess) -> tuple[str, int]:
     memcached_server.start()
     client = Client(memcached_server.address, connect_timeout=2, timeout=2)
     try:
-        client.flush_all()
+        client.flush_all(noreply=False)  # done before the test writes, not racing its writes
     finally:
         client.close()
     return memcached_server.address
