@@ -277,9 +277,11 @@ def build_exchange(
     tracker_url: str,
     now: datetime,
     market: Market | None = None,
+    run_tag: str = "",
 ) -> Exchange:
     """The market (unless built already), traffic, schedule and exchange of a run, all from
-    ``settings.seed``."""
+    ``settings.seed``; ``run_tag`` prefixes every request id (the same seed gives the same
+    bytes for the same tag)."""
     seed = settings.seed
     market = market or build_market(settings)
     traffic = Traffic(
@@ -288,7 +290,7 @@ def build_exchange(
         gzip_share=settings.gzip_share,
         ortb25_share=settings.ortb25_share,
         default_tmax_ms=settings.default_tmax_ms,
-        id_prefix=f"{int(now.timestamp() * 1000):x}-",  # the run's start: unique per run
+        id_prefix=f"{run_tag}-" if run_tag else "",
     )
     schedule = Schedule(
         market,
@@ -331,7 +333,10 @@ async def drive(
     for url in bid_urls:
         await _reachable(url)
     now = datetime.now(UTC)
-    exchange = build_exchange(settings, bid_urls, tracker_url, now, market)
+    # Request ids unique across runs, as an exchange's are: the tracker remembers every
+    # transaction it counted, and a second run with the same seed must not replay the first.
+    run_tag = f"{int(now.timestamp() * 1000):x}"
+    exchange = build_exchange(settings, bid_urls, tracker_url, now, market, run_tag)
     gc.collect()
     gc.freeze()  # the market's population lives all run: keep it out of every collection
     stop = interrupts.stop if interrupts is not None else asyncio.Event()

@@ -113,9 +113,7 @@ class Traffic:
     ) -> None:
         self.market = market
         self._rng = rng
-        # Request ids unique across runs, as an exchange's are: the tracker remembers every
-        # transaction it counted, and a second run with the same seed must not replay the first.
-        self._id_prefix = id_prefix
+        self._id_prefix = id_prefix  # a run's tag (sim.demo): ids unique across runs
         self._gzip_share = gzip_share
         self._ortb25_share = ortb25_share
         self._default_tmax = default_tmax_ms

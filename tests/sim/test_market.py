@@ -12,7 +12,7 @@ from sim_helpers import START, make_traffic
 from sim import tcf
 from sim import vocabulary as vocab
 from sim.market import Market, MarketParams
-from sim.traffic import Schedule, SimRequest
+from sim.traffic import Schedule, SimRequest, Traffic
 
 
 def _json(request: SimRequest) -> dict[str, Any]:
@@ -132,3 +132,26 @@ def test_privacy_layouts_25_and_26(market: Market) -> None:
         if opp.us_privacy:
             seen["usp"] += 1
     assert seen["consent_ok"] and seen["consent_refused"] and seen["no_string"] and seen["usp"]
+
+
+def test_a_run_tag_makes_request_ids_unique_across_runs_and_changes_nothing_else(
+    market: Market,
+) -> None:
+    """Two runs of one seed: the same requests but for their ids, which the tracker must not
+    take for the earlier run's transactions."""
+
+    def first(tag: str) -> SimRequest:
+        traffic = Traffic(
+            market,
+            random.Random(1),
+            gzip_share=0.0,
+            ortb25_share=0.0,
+            default_tmax_ms=100,
+            id_prefix=tag,
+        )
+        return traffic.request(START)
+
+    a, b = first("run1-"), first("run2-")
+    assert a.id.startswith("run1-") and b.id.startswith("run2-")
+    assert a.id.removeprefix("run1-") == b.id.removeprefix("run2-")
+    assert a.body.replace(b"run1-", b"") == b.body.replace(b"run2-", b"")
