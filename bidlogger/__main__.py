@@ -20,22 +20,12 @@ from fleet.errors import DatabaseError, FleetError, SettingsError
 from fleet.logs import configure_logging
 
 
-def _dsn(settings: BidloggerSettings) -> str:
-    if settings.fleet.pg_dsn:
-        return settings.fleet.pg_dsn
-    from fleet.launcher import embedded_postgres
-
-    server = embedded_postgres(settings.fleet.data_dir.resolve())
-    if not server.is_running():
-        raise FleetError("no RTBFLEET_PG_DSN and the embedded Postgres is not running")
-    return server.dsn
-
-
 async def _main(settings: BidloggerSettings) -> None:
     from bidlogger.app import run
     from fleet.db import migrate
+    from fleet.launcher import configured_dsn
 
-    dsn = _dsn(settings)
+    dsn = configured_dsn(settings.fleet)
     try:
         await migrate(dsn)
     except DatabaseError as exc:  # listen anyway: batches wait in the spool until it is back

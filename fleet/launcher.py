@@ -200,6 +200,17 @@ def embedded_postgres(data_dir: Path) -> LocalPostgres:
     return LocalPostgres(directory, port=running_port)
 
 
+def configured_dsn(settings: FleetSettings) -> str:
+    """``RTBFLEET_PG_DSN``, else the DSN of the data directory's embedded Postgres, which must
+    already run (``rtbfleet up`` runs it): what a service started on its own connects to."""
+    if settings.pg_dsn:
+        return settings.pg_dsn
+    server = embedded_postgres(settings.data_dir.resolve())
+    if not server.is_running():
+        raise FleetError("no RTBFLEET_PG_DSN and the embedded Postgres is not running")
+    return server.dsn
+
+
 def _is_local(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 

@@ -20,22 +20,12 @@ from learner.errors import LearnerError
 from learner.settings import LearnerSettings
 
 
-def _dsn(settings: LearnerSettings) -> str:
-    if settings.fleet.pg_dsn:
-        return settings.fleet.pg_dsn
-    from fleet.launcher import embedded_postgres
-
-    server = embedded_postgres(settings.fleet.data_dir.resolve())
-    if not server.is_running():
-        raise FleetError("no RTBFLEET_PG_DSN and the embedded Postgres is not running")
-    return server.dsn
-
-
 async def _main(settings: LearnerSettings) -> None:
     from fleet.db import migrate
+    from fleet.launcher import configured_dsn
     from learner.app import run
 
-    dsn = _dsn(settings)
+    dsn = configured_dsn(settings.fleet)
     try:
         await migrate(dsn)
     except DatabaseError as exc:  # learn anyway: exports are retried until it is back

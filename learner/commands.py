@@ -88,15 +88,13 @@ def _names(path: Path) -> list[str]:
 def model_show(settings: FleetSettings, args: argparse.Namespace, out: TextIO | None = None) -> int:
     """``rtbfleet model show`` (fleet.registry)."""
     out = out or sys.stdout
-    dsn = settings.pg_dsn
-    if not dsn:
-        from fleet.launcher import embedded_postgres
+    from fleet.launcher import configured_dsn
 
-        server = embedded_postgres(settings.data_dir.resolve())
-        if not server.is_running():
-            print("model show: no RTBFLEET_PG_DSN and the embedded Postgres is not running")
-            return 1
-        dsn = server.dsn
+    try:
+        dsn = configured_dsn(settings)
+    except FleetError as exc:
+        print(f"model show: {exc}")
+        return 1
     try:
         stored = asyncio.run(_fetch(dsn, args.version))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
