@@ -25,7 +25,7 @@ def price_offers(
     min_bid: int,
     market: MarketPriceModel,
     shader: Shader,
-    allow: Callable[[Campaign, int, float], bool],
+    allow: Callable[[Campaign, int, float, float], bool],
     wallclock: float,
     drops: dict[str, int],
     campaign_ids: list[int],

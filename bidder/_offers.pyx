@@ -253,7 +253,7 @@ cdef _price_in_order(
         in_currency = bid
         if fx_num != e.fx_den:
             in_currency = in_currency * fx_num // e.fx_den
-        if not allow(campaign, in_currency, wallclock):
+        if not allow(campaign, in_currency, wallclock, p_win):
             drops["paced"] = drops.get("paced", 0) + 1
             continue
         prediction = <tuple?>predictions[k]

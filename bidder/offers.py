@@ -98,7 +98,7 @@ def python_price_offers(
     min_bid: int,
     market: MarketPriceModel,
     shader: Shader,
-    allow: Callable[[Campaign, int, float], bool],
+    allow: Callable[[Campaign, int, float, float], bool],
     wallclock: float,
     drops: dict[str, int],
     campaign_ids: list[int],
@@ -107,7 +107,8 @@ def python_price_offers(
 ) -> None:
     """Price the chosen candidates in decreasing order of value (ties in their order) until
     ``limit`` offers have survived pricing (``bidder.pricing.price``) and the spend gate
-    (``allow``, asked with the bid in the campaign's currency), appending each survivor's
+    (``allow``, asked with the bid in the campaign's currency, the time and the bid's P(win)),
+    appending each survivor's
     campaign id, auction weight and row; the others are counted in ``drops``.
 
     The top-K cap is a deliberate approximation of the internal auction: an offer's weight
@@ -145,7 +146,7 @@ def python_price_offers(
             continue
         campaign = e.campaign
         bid = priced.price
-        if not allow(campaign, e.to_campaign_currency(bid), wallclock):
+        if not allow(campaign, e.to_campaign_currency(bid), wallclock, priced.p_win):
             drops["paced"] = drops.get("paced", 0) + 1
             continue
         p_click, p_install = predictions[k]

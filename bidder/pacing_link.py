@@ -10,10 +10,14 @@
 ``allow`` answers the pipeline's question for one priced candidate, with no side effect but
 the counters: a campaign with neither a daily nor a total budget is never paced (the floor
 alone answers, and lets it bid); any other first passes the recorded-spend floor (fail closed,
-as before pacing), then ``Gate.check``. The pipeline asks before the internal auction and does
-not know P(win) at that point of its interface, so the check takes the worst case (P(win) = 1:
-a whole impression at the bid must fit the allowance and the exposure cap); the reservation
-made once the bid has gone out uses the bid's own P(win) from its bid event.
+as before pacing), then ``Gate.check`` at the bid's expected cost: the price times the P(win)
+the market model gave it (the pipeline asks once the bid is priced, before the internal
+auction). That is what the bid will reserve once it has gone out (its bid event carries the
+same P(win)), so an allowance holds as many bids as it will be charged for; a P(win) the model
+gets wrong moves money only within the exposure cap, which the check tests too (a bid's excess
+``worst - expected`` must fit it), so the overdelivery bound of ``pacing.gate.leases`` holds
+whatever the model says. Checking at P(win) = 1 instead held every allowance to its
+worst-case impressions: a campaign winning one bid in five spent a fifth of its plan.
 
 The background task, on the fleet clock: every ``INSTALL_INTERVAL`` it installs the pacing
 state and this holder's leases from the cache's L1 (the pacer ``put``s them; the coherence bus
@@ -55,6 +59,7 @@ from pacing.gate import (
     HolderLeases,
     LedgerSettings,
     PacingState,
+    expected_cost,
     worst_cost,
 )
 from pacing.gate.namespace import (
@@ -136,21 +141,23 @@ class PacingLink:
         return self.floor.loaded
 
     # -- the bid path -------------------------------------------------------------------------
-    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool:
+    def allow(
+        self, campaign: Campaign, price_cpm_micros: int, now: float, p_win: float = 1.0
+    ) -> bool:
         if not self.floor.allow(campaign, price_cpm_micros, now):
             return False
         if not (campaign.daily_budget_micros or campaign.total_budget_micros):
             return True
         gate = self.gate
         draw = self._rng.random()
-        why = gate.check(campaign.id, price_cpm_micros, 1.0, now, draw)
+        why = gate.check(campaign.id, price_cpm_micros, p_win, now, draw)
         if why == ALLOW:
             return True
         self.refused[why] = self.refused.get(why, 0) + 1
         if why in _UNDER_THROTTLE:
             st = gate.pacing(campaign.id)
             if st is not None and draw < st.throttle:
-                gate.count_blocked(campaign.id, worst_cost(price_cpm_micros))
+                gate.count_blocked(campaign.id, expected_cost(worst_cost(price_cpm_micros), p_win))
         return False
 
     def sent(self, events: Iterable[AnyEvent], now: float) -> int:

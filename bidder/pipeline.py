@@ -13,7 +13,8 @@ data is read on this path: a frequency counter that is not in memory yet (``None
 capped campaign instead of waiting.
 
 The gate is asked once per priced candidate, before the internal auction, with the price in the
-campaign's currency and ``now`` = wall-clock seconds; it must not reserve spend, because most
+campaign's currency, the bid's P(win) from the market model and ``now`` = wall-clock seconds; it
+must not reserve spend, because most
 candidates lose the internal auction: spend in flight is what ``Answer.bids`` reports.
 """
 
@@ -92,7 +93,13 @@ _ERROR_LOG_INTERVAL_S: Final = 10.0
 
 
 class SpendGate(Protocol):
-    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool: ...
+    def allow(
+        self, campaign: Campaign, price_cpm_micros: int, now: float, p_win: float = 1.0
+    ) -> bool:
+        """May the campaign bid ``price_cpm_micros`` (its currency) now? ``p_win``: the
+        market model's probability that the bid wins (the bid's expected cost is the price
+        times it); 1 when unknown."""
+        ...
 
 
 class FrequencyReader(Protocol):

@@ -232,8 +232,10 @@ class BudgetGate:
             return False
         return not (total and self._total.get(campaign.id, 0) + cost > total)
 
-    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool:
-        del now  # the day boundary is applied when spend is read
+    def allow(
+        self, campaign: Campaign, price_cpm_micros: int, now: float, p_win: float = 1.0
+    ) -> bool:
+        del now, p_win  # the day boundary is applied when spend is read; the worst case
         loaded_at = self._loaded_at
         if loaded_at is None or self._clock() - loaded_at > self.max_age:
             # Fail closed: no trustworthy spend figures, no spending.
@@ -246,7 +248,9 @@ class UnlimitedGate:
 
     loaded = True
 
-    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool:
+    def allow(
+        self, campaign: Campaign, price_cpm_micros: int, now: float, p_win: float = 1.0
+    ) -> bool:
         return True
 
 

@@ -5,7 +5,7 @@ campaigns, and calls :meth:`Pacer.step`; between steps it hands each bidder repo
 :meth:`Pacer.report`. A step, per campaign with a budget:
 
 1. the day's plan (cached per campaign and local day; rebuilt when the campaign's budget,
-   timezone, mode or flight changes, or its traffic profile is replaced);
+   timezone, mode, flight or dayparting changes, or its traffic profile is replaced);
 2. the controller: the allowance the holders had over the last interval (granted plus unused)
    against the demand the throttle let through (reserved plus what allowances refused), giving
    the throttle (see :mod:`pacing.gate.controller`);
@@ -50,6 +50,7 @@ class CampaignBudget:
     flight_end: float | None = None
     hourly_cap: int = 0
     active: bool = True
+    hours_of_week: tuple[int, ...] = ()  # dayparting, in its timezone (empty: every hour)
 
     @property
     def budgeted(self) -> bool:
@@ -287,7 +288,16 @@ class Pacer:
         profile = self._profiles.get(c.campaign_id) or Profile.uniform()
         # The profile is not part of the key: a day keeps the shape it started with (a new
         # profile takes effect with the next plan: the next day, or a budget or flight change).
-        key = (day, budget, c.timezone, c.pacing_mode, c.flight_start, c.flight_end, c.hourly_cap)
+        key = (
+            day,
+            budget,
+            c.timezone,
+            c.pacing_mode,
+            c.flight_start,
+            c.flight_end,
+            c.hourly_cap,
+            c.hours_of_week,
+        )
         cached = self._plans.get(c.campaign_id)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -301,6 +311,7 @@ class Pacer:
             hourly_cap=c.hourly_cap,
             flight_start=c.flight_start,
             flight_end=c.flight_end,
+            hours_of_week=c.hours_of_week,
         )
         self._plans[c.campaign_id] = (key, plan)
         return plan

@@ -23,10 +23,12 @@ _CAMPAIGNS = """
 SELECT c.id, c.daily_budget_micros, c.total_budget_micros, c.max_bid_cpm_micros, c.timezone,
        c.pacing_mode, extract(epoch FROM c.flight_start)::float8 AS flight_start,
        extract(epoch FROM c.flight_end)::float8 AS flight_end, c.status,
-       coalesce(p.hourly_budget_micros, 0) AS hourly_cap, a.status AS advertiser_status
+       coalesce(p.hourly_budget_micros, 0) AS hourly_cap, a.status AS advertiser_status,
+       coalesce(t.hours_of_week, '{}') AS hours_of_week
 FROM campaigns c
 JOIN advertisers a ON a.id = c.advertiser_id
 LEFT JOIN campaign_pacing p ON p.campaign_id = c.id
+LEFT JOIN targeting t ON t.campaign_id = c.id
 ORDER BY c.id
 """
 
@@ -70,6 +72,7 @@ def _campaign(row: asyncpg.Record) -> CampaignBudget:
         flight_end=row["flight_end"],
         hourly_cap=int(row["hourly_cap"]),
         active=active,
+        hours_of_week=tuple(sorted(int(h) for h in row["hours_of_week"])),
     )
 
 

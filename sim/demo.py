@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from fleet.clock import FleetClock
 from fleet.errors import FleetError
 from fleet.settings import FleetSettings, load
-from sim import learning, loggercounts, render, report
+from sim import learning, loggercounts, render, report, sizing
 from sim import portfolio as synthetic
 from sim import vocabulary as vocab
 from sim.errors import SimConfigError, SimError, TargetError
@@ -168,7 +168,7 @@ async def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         clock = FleetClockPlan(settings)
         # Built before the fleet starts: the fleet clock's lead is for the fleet alone.
         market = await asyncio.to_thread(build_market, settings)
-        async with local_fleet(settings, args, out, clock) as (fleet, plans):
+        async with local_fleet(settings, args, out, clock, market) as (fleet, plans):
             return await drive(
                 settings,
                 bid_urls=[fleet.url("bidder")],
@@ -218,9 +218,11 @@ async def local_fleet(
     args: argparse.Namespace,
     out: TextIO,
     clock: FleetClockPlan | None = None,
+    market: Market | None = None,
 ) -> AsyncIterator[tuple[Any, list[CampaignPlan]]]:
     """A fleet started by the launcher (on the planned fleet clock when given), with a
-    generated portfolio loaded into it."""
+    generated portfolio loaded into it, its budgets sized against the run's supply when the
+    run's ``market`` is given (``sim.sizing``)."""
     from fleet import portfolio
     from fleet.launcher import running_fleet
 
@@ -229,9 +231,17 @@ async def local_fleet(
     os.environ.setdefault("RTBFLEET_BIDDER_VENDOR_ID", str(settings.vendor_id))
     learning.fleet_defaults(os.environ)  # the learner exports every few seconds
     # Flights start on the simulated day (the fleet's day).
-    document = synthetic.generate(
-        args.campaigns, seed=settings.seed, now=settings.start(datetime.now(UTC))
-    )
+    start = settings.start(datetime.now(UTC))
+    document = synthetic.generate(args.campaigns, seed=settings.seed, now=start)
+    if market is not None:
+        span = sizing.Span(
+            start.timestamp(),
+            settings.duration * settings.time_scale,
+            settings.rate * settings.duration,
+        )
+        document = await asyncio.to_thread(
+            sizing.size_budgets, document, market, span, seed=settings.seed
+        )
     plans = [CampaignPlan.of(c) for c in portfolio.validate(document).campaigns]
     print(f"starting the fleet ({args.bidders} bidder process(es)) …", file=out, flush=True)
     async with running_fleet(

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.report import NOT_MEASURED, SECONDS_PER_DAY, Report, to_campaign_currency
+from sim.report import NOT_MEASURED, Report, to_campaign_currency
 
 
 def write(report: Report, directory: Path, summary: str) -> Path:
@@ -44,28 +44,36 @@ def _plots(report: Report, directory: Path) -> list[tuple[str, str]]:
     edges = np.asarray(series["edges_sim_s"]) / 3600.0
     mids = (edges[:-1] + edges[1:]) / 2
 
-    # spend against plan
-    planned = [c for c in f["campaigns"] if c.get("daily_budget_micros")]
-    if planned and len(edges) > 1:
+    # spend against plan: each campaign's cumulative spend and its plan (the pacer's: local
+    # days, flights, dayparting), as a share of what it planned over the whole run
+    paced = [
+        r for r in (f.get("pacing") or {}).get("campaigns", []) if r.get("planned_micros")
+    ]
+    if paced and len(edges) > 1:
         fig, ax = plt.subplots(figsize=(9, 5))
-        top = 100 * edges[-1] * 3600 / SECONDS_PER_DAY
-        for c in planned:
-            per_bucket = series["spend_usd_micros"].get(str(c["id"]))
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        top = 100.0
+        for k, r in enumerate(paced):
+            colour = colours[k % len(colours)]
+            per_bucket = series["spend_usd_micros"].get(str(r["id"]))
             if per_bucket is None:
                 spent = np.zeros(len(edges))
             else:
                 cum = np.concatenate([[0], np.cumsum(per_bucket)])
-                spent = np.array([to_campaign_currency(int(v), c["currency"]) for v in cum])
-            share = 100 * spent / c["daily_budget_micros"]
+                spent = np.array([to_campaign_currency(int(v), r["currency"]) for v in cum])
+            share = 100 * spent / r["planned_micros"]
             top = max(top, float(share.max()))
-            ax.plot(edges, share, lw=1, alpha=0.8)
-        ax.plot(edges, 100 * edges * 3600 / SECONDS_PER_DAY, "k--", lw=2, label="even plan")
-        if top >= 75:
-            ax.axhline(100, color="red", lw=1, ls=":", label="daily budget")
-        ax.set_ylim(0, max(top, 1.0) * 1.15)
+            ax.plot(edges, share, lw=1.2, color=colour, alpha=0.85)
+            plan = np.concatenate([[0], np.cumsum(r["plan_hourly_micros"])])
+            hours = np.minimum(np.arange(len(plan)), edges[-1])
+            ax.plot(hours, 100 * plan / r["planned_micros"], lw=0.8, ls="--", color=colour)
+        ax.plot([], [], "k-", lw=1.2, label="spend")
+        ax.plot([], [], "k--", lw=0.8, label="plan (same colour)")
+        ax.axhline(100, color="red", lw=1, ls=":", label="the run's plan")
+        ax.set_ylim(0, top * 1.1)
         ax.set_xlabel("simulated hours")
-        ax.set_ylabel("spend, % of the daily budget")
-        ax.set_title("Spend against plan, one line per campaign")
+        ax.set_ylabel("% of the campaign's plan for the run")
+        ax.set_title("Spend against the pacer's plan, one colour per campaign")
         ax.legend(loc="upper left")
         out.append(("spend_vs_plan.png", "Spend against plan"))
         _save(fig, directory / out[-1][0])

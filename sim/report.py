@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,11 @@ class CampaignPlan:
     daily_budget_micros: int
     currency: str = "USD"
     pacing_mode: str = "even"
+    # what the pacer's plan depends on besides the budget (sim.pacing_report)
+    timezone: str = "UTC"
+    flight_start: float | None = None  # epoch seconds
+    flight_end: float | None = None
+    hours_of_week: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, campaign: Campaign) -> CampaignPlan:
@@ -53,6 +59,10 @@ class CampaignPlan:
             daily_budget_micros=campaign.daily_budget_micros,
             currency=campaign.currency,
             pacing_mode=campaign.pacing_mode,
+            timezone=campaign.timezone,
+            flight_start=campaign.flight_start.timestamp() if campaign.flight_start else None,
+            flight_end=campaign.flight_end.timestamp() if campaign.flight_end else None,
+            hours_of_week=tuple(campaign.targeting.hours_of_week),
         )
 
 
@@ -175,7 +185,19 @@ def build(
     sim_seconds = float(meta.get("sim_seconds") or 0.0)
     plans = list(plans)
     figures["campaigns"] = _campaigns(ledger, table, list(plans), sim_seconds)
-    figures["pacing"] = pacing_report.figures(table, plans, sim_seconds)
+    sim_start = meta.get("sim_start")
+    start = datetime.fromisoformat(sim_start).timestamp() if isinstance(sim_start, str) else 0.0
+    figures["pacing"] = pacing_report.figures(table, plans, sim_seconds, start)
+    paced = {r["id"]: r for r in figures["pacing"]["campaigns"]}
+    for entry in figures["campaigns"]:  # the plan is the pacer's (timezones, flights)
+        row = paced.get(entry["id"])
+        if row is not None:
+            entry["planned_micros"] = row["planned_micros"]
+            entry["spend_vs_plan"] = row["utilisation"]
+            entry["overdelivery_share"] = row["overdelivery_share"]
+            entry["overdelivery_micros"] = round(
+                row["overdelivery_share"] * row["daily_budget_micros"]
+            )
     figures["series"] = _series(table, sim_seconds, buckets)
     figures["fleet"] = _fleet(records, ledger, table)
     figures["learning"] = learning.figures(

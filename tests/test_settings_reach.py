@@ -248,7 +248,9 @@ def _pipeline(environ: dict[str, str]) -> Pipeline:
 
 
 class _AllowAll:
-    def allow(self, campaign: object, price_cpm_micros: int, now: float) -> bool:
+    def allow(
+        self, campaign: object, price_cpm_micros: int, now: float, p_win: float = 1.0
+    ) -> bool:
         return True
 
 

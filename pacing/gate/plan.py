@@ -8,9 +8,10 @@ A day runs from local midnight to the next local midnight in the campaign's time
   opportunities, learnt; uniform until there is history), so an even campaign spends where its
   supply is, not at 03:00 when there is none.
 
-Hours outside the flight get nothing. An optional hourly cap bounds each hour's share; what it
-removes goes to the other hours in proportion to their weight (water-filling), and what no hour
-can take is not planned at all. Within an hour the target rises linearly.
+Hours outside the flight, and outside the campaign's dayparting (``targeting.hours_of_week``,
+in its timezone: it cannot bid then), get nothing. An optional hourly cap bounds each hour's
+share; what it removes goes to the other hours in proportion to their weight (water-filling),
+and what no hour can take is not planned at all. Within an hour the target rises linearly.
 
 Everything here is pure: the day, the profile and the caps are arguments; amounts are integer
 micros and the cumulative targets are exact (the last equals the day's planned total).
@@ -19,7 +20,7 @@ micros and the cumulative targets are exact (the last equals the day's planned t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
@@ -206,8 +207,11 @@ def make_plan(
     hourly_cap: int = 0,
     flight_start: float | None = None,
     flight_end: float | None = None,
+    hours_of_week: Collection[int] = (),
 ) -> DayPlan:
-    """The day's plan (see the module doc). ``budget``: from :func:`day_budget`."""
+    """The day's plan (see the module doc). ``budget``: from :func:`day_budget`;
+    ``hours_of_week``: the campaign's dayparting (empty: every hour)."""
+    daypart = frozenset(hours_of_week)
     if budget < 0 or hourly_cap < 0:
         raise ValueError("budgets and caps are non-negative")
     bounds = day_hours(tz, day)
@@ -218,6 +222,8 @@ def make_plan(
         a = max(lo, flight_start) if flight_start is not None else lo
         b = min(hi, flight_end) if flight_end is not None else hi
         inside = max(0.0, b - a) / (hi - lo)  # the share of the hour inside the flight
+        if daypart and hour_of_week(tz, lo) not in daypart:
+            inside = 0.0
         w = 1.0 if mode == "asap" else profile.weights[hour_of_week(tz, lo)]
         weights.append(w * inside)
     if mode == "asap":

@@ -34,7 +34,9 @@ class Gate:
     denied: set[int] = field(default_factory=set)
     calls: list[tuple[int, int, float]] = field(default_factory=list)
 
-    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool:
+    def allow(
+        self, campaign: Campaign, price_cpm_micros: int, now: float, p_win: float = 1.0
+    ) -> bool:
         self.calls.append((campaign.id, price_cpm_micros, now))
         return campaign.id not in self.denied
 

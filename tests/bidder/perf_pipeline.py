@@ -42,7 +42,9 @@ NOW = datetime(2026, 11, 10, 12, tzinfo=UTC)
 
 
 class AllowAll:
-    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool:
+    def allow(
+        self, campaign: Campaign, price_cpm_micros: int, now: float, p_win: float = 1.0
+    ) -> bool:
         return True
 
 

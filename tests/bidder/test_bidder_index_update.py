@@ -150,7 +150,9 @@ def _pipeline(model: Model) -> Pipeline:
 
 
 class _Allow:
-    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool:
+    def allow(
+        self, campaign: Campaign, price_cpm_micros: int, now: float, p_win: float = 1.0
+    ) -> bool:
         return True
 
 

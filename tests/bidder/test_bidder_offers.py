@@ -145,10 +145,16 @@ def test_price_offers_twins_agree_on_every_auction_type(
         ids: list[int] = []
         weights: list[float] = []
         rows: list[Any] = []
-        asked: list[int] = []
+        asked: list[tuple[int, float]] = []
 
-        def allow(campaign: Campaign, price: int, now: float, asked: list[int] = asked) -> bool:
-            asked.append(price)
+        def allow(
+            campaign: Campaign,
+            price: int,
+            now: float,
+            p_win: float,
+            asked: list[tuple[int, float]] = asked,
+        ) -> bool:
+            asked.append((price, p_win))
             return campaign.id % 4 != 1
 
         twin(

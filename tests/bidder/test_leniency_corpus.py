@@ -96,7 +96,9 @@ MAY_REFUSE_BLANK = frozenset(
 
 
 class _AllowAll:
-    def allow(self, campaign: Campaign, price_cpm_micros: int, now: float) -> bool:
+    def allow(
+        self, campaign: Campaign, price_cpm_micros: int, now: float, p_win: float = 1.0
+    ) -> bool:
         return True
 
 

@@ -106,14 +106,45 @@ def test_spends_its_allowance_then_stops_until_the_next_grant() -> None:
     lk.gate.install(state(), leases(grant=5_000, expires_at=NOW + 15))
     sent = 0
     for i in range(10):
-        if lk.allow(c, PRICE, NOW):
+        if lk.allow(c, PRICE, NOW, 0.5):
             sent += lk.sent([bid_event(f"r{i}:1:{HOLDER}", p_win=0.5)], NOW)
-    # each bid reserves 1_000 (2_000 x 0.5); the check needs a whole 2_000 to fit in 5_000
-    assert sent == 4
-    assert not lk.allow(c, PRICE, NOW)
+    # each bid is checked and reserved at 1_000 (2_000 x 0.5): five fit in 5_000
+    assert sent == 5
+    assert not lk.allow(c, PRICE, NOW, 0.5)
     assert lk.refused["allowance"] >= 1
     lk.gate.install(None, leases(grant=9_000, expires_at=NOW + 30))
-    assert lk.allow(c, PRICE, NOW + 1)
+    assert lk.allow(c, PRICE, NOW + 1, 0.5)
+
+
+def test_an_allowance_holds_bids_at_their_expected_cost_not_the_worst_case() -> None:
+    """A bid that wins one time in five takes a fifth of a worst-case impression from the
+    allowance: the same grant carries five times the bids it would at P(win) = 1."""
+    counts = {}
+    for p_win in (1.0, 0.2):
+        c = campaign()
+        lk = link(c)
+        lk.gate.install(state(), leases(grant=20_000, expires_at=NOW + 15, exposure=100_000))
+        sent = 0
+        for i in range(100):
+            if lk.allow(c, PRICE, NOW, p_win):
+                sent += lk.sent([bid_event(f"r{i}:1:{HOLDER}", p_win=p_win)], NOW)
+        counts[p_win] = sent
+        assert lk.gate.ledger.used(1, DAY) <= 20_000
+    assert counts == {1.0: 10, 0.2: 50}
+
+
+def test_the_exposure_cap_bounds_what_a_low_p_win_may_risk() -> None:
+    """A model that says P(win) = 0.01 cannot run up worst-case spend past the cap: each
+    unresolved bid's excess (2_000 - 20) counts against it."""
+    c = campaign()
+    lk = link(c)
+    lk.gate.install(state(), leases(grant=10_000_000, expires_at=NOW + 15, exposure=10_000))
+    sent = 0
+    for i in range(100):
+        if lk.allow(c, PRICE, NOW, 0.01):
+            sent += lk.sent([bid_event(f"r{i}:1:{HOLDER}", p_win=0.01)], NOW)
+    assert sent == 5  # 5 x 1_980 <= 10_000 < 6 x 1_980
+    assert lk.refused == {"exposure": 95}
 
 
 def test_stops_when_its_lease_expires_dead_man_switch() -> None:
