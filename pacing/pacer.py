@@ -469,5 +469,5 @@ class Pacer:
                 )
             )
         self._last_step = now
-        state = PacingState(issued_at=now, campaigns=pacing)
+        state = PacingState(issued_at=now, campaigns=pacing, clock_skew=s.clock_skew)
         return Round(state, out, steps, expired, n_live)

@@ -213,7 +213,8 @@ class PacerService:
         spend = await store.load_spend(conn, days)
         read_at = self.clock()
         alive = {n for n in self.pacer.holders if n not in self._silent}
-        rnd = self.pacer.step(read_at, campaigns, spend, read_at, alive)
+        # committed_at: when the read began (what was committed then, it holds)
+        rnd = self.pacer.step(read_at, campaigns, spend, now, alive)
         if rnd.leases:  # durable before any lease is out: a successor waits for it
             await store.raise_lease_horizon(conn, s.lock_key, time.time() + s.lease_ttl)
         await self._publish(rnd)

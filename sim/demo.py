@@ -230,6 +230,7 @@ async def local_fleet(
     # The simulated users grant consent to this vendor id: let the bidder be that vendor.
     os.environ.setdefault("RTBFLEET_BIDDER_VENDOR_ID", str(settings.vendor_id))
     learning.fleet_defaults(os.environ)  # the learner exports every few seconds
+    sizing.fleet_defaults(os.environ, settings.time_scale)  # the pacer steps on simulated time
     # Flights start on the simulated day (the fleet's day).
     start = settings.start(datetime.now(UTC))
     document = synthetic.generate(args.campaigns, seed=settings.seed, now=start)

@@ -46,9 +46,7 @@ def _plots(report: Report, directory: Path) -> list[tuple[str, str]]:
 
     # spend against plan: each campaign's cumulative spend and its plan (the pacer's: local
     # days, flights, dayparting), as a share of what it planned over the whole run
-    paced = [
-        r for r in (f.get("pacing") or {}).get("campaigns", []) if r.get("planned_micros")
-    ]
+    paced = [r for r in (f.get("pacing") or {}).get("campaigns", []) if r.get("planned_micros")]
     if paced and len(edges) > 1:
         fig, ax = plt.subplots(figsize=(9, 5))
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]

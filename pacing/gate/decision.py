@@ -72,8 +72,12 @@ class Gate:
 
     # -- what the pacer sends -----------------------------------------------------------------
     def install(self, state: PacingState | None, leases: HolderLeases | None) -> None:
-        """Take the latest state and leases (older ones than what is installed are ignored)."""
+        """Take the latest state and leases (older ones than what is installed are ignored).
+        A newer state settles the billed transactions its read of committed spend holds:
+        billed before that read began, less the fleet's clock skew."""
         if state is not None and state.issued_at >= self._state_at:
+            if state.issued_at > self._state_at:
+                self._settle(state)
             self._state, self._state_at = state.campaigns, state.issued_at
         if (
             leases is not None
@@ -81,6 +85,13 @@ class Gate:
             and leases.issued_at >= self._leases_at
         ):
             self._leases, self._leases_at = leases.table(), leases.issued_at
+
+    def _settle(self, state: PacingState) -> None:
+        ledger = self.ledger
+        for cid in ledger.billed_campaigns():
+            st = state.campaigns.get(cid)
+            if st is not None:
+                ledger.settle(cid, st.committed_at - state.clock_skew, state.issued_at)
 
     def pacing(self, campaign_id: int) -> CampaignPacing | None:
         return self._state.get(campaign_id)

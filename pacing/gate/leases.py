@@ -108,6 +108,9 @@ class CampaignPacing(msgspec.Struct, frozen=True, kw_only=True):
 class PacingState(msgspec.Struct, frozen=True, kw_only=True, tag="state"):
     issued_at: float
     campaigns: dict[int, CampaignPacing] = msgspec.field(default_factory=dict)
+    # the most host clocks may differ (the pacer's setting): a billing this much before a read
+    # of committed spend may still have missed it
+    clock_skew: float = 0.0
 
 
 class HolderReport(msgspec.Struct, frozen=True, kw_only=True, tag="report"):

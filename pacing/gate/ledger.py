@@ -16,9 +16,11 @@ price per impression: the exchange never charges more than the bid). What follow
 - ``exposure``: per campaign, the sum of ``w - e`` over bids not yet resolved: how far the actual
   spend of those bids may exceed their reservations. A lease caps it.
 - ``pending``: per campaign, the money the pacer must count on top of committed spend: ``e`` of
-  unresolved bids, the actual cost of won impressions not yet billed, and billed ones for
-  ``commit_lag`` seconds (so that a billing the pacer's last read of committed spend missed is
-  counted twice for a moment rather than not at all).
+  unresolved bids, the actual cost of won impressions not yet billed, and billed ones until
+  committed spend surely holds them: :meth:`Ledger.settle` releases those billed before the
+  pacer's last read of committed spend began (the tracker publishes a billing only once it
+  is in ``campaign_spend``), and ``commit_lag`` seconds release them at the latest (no pacing
+  state: a billing is counted twice for a while rather than not at all).
 
 Notices are idempotent: a duplicate, or one for a transaction this process never reserved (an
 answer that went out late reserves nothing), changes nothing but a counter. A win that comes
@@ -30,6 +32,7 @@ Pure: time is an argument; nothing here reads a clock.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from dataclasses import dataclass
 from typing import Final
 
@@ -98,6 +101,8 @@ class Ledger:
         self.used_by_campaign: dict[int, int] = {}
         self.day_by_campaign: dict[int, int] = {}
         self.counts = LedgerCounts()
+        # Per campaign: billed transactions in the order of their billing (now, txid).
+        self._billed: dict[int, deque[tuple[float, str]]] = {}
 
     def _charge(self, campaign_id: int, day: int, amount: int) -> None:
         """Add to ``used`` of ``day``; a charge for a day older than the latest is dropped
@@ -128,6 +133,10 @@ class Ledger:
     def holds(self, txid: str) -> bool:
         """Whether the transaction is reserved here now (bid, won or recently billed)."""
         return txid in self._open
+
+    def billed_campaigns(self) -> list[int]:
+        """Campaigns with billed transactions still pending."""
+        return list(self._billed)
 
     def pending(self, campaign_id: int) -> int:
         return self.pending_by_campaign.get(campaign_id, 0)
@@ -225,7 +234,25 @@ class Ledger:
         r.state, r.amount = BILLED, cost
         r.expires_at = now + self.settings.commit_lag
         heapq.heappush(self._heap, (r.expires_at, txid))
+        billed = self._billed.get(r.campaign_id)
+        if billed is None:
+            billed = self._billed[r.campaign_id] = deque()
+        billed.append((now, txid))
         self.counts.billed += 1
+
+    def settle(self, campaign_id: int, before: float, now: float) -> int:
+        """Release the campaign's billed transactions billed before ``before``: a read of
+        committed spend that began then holds them. Returns how many. (Billing times come in
+        order; one out of order stops the walk early: it is released later, never early.)"""
+        billed = self._billed.get(campaign_id)
+        n = 0
+        while billed and billed[0][0] < before:
+            _, txid = billed.popleft()
+            r = self._open.get(txid)
+            if r is not None and r.state == BILLED:
+                self._close(r, now)
+                n += 1
+        return n
 
     def _note_missing(self, txid: str) -> None:
         if txid in self._done:
@@ -253,6 +280,11 @@ class Ledger:
                 n += 1
             self._close(r, now)
         self.counts.expired += n
+        for cid, billed in list(self._billed.items()):  # drop what expiry released already
+            while billed and billed[0][1] not in self._open:
+                billed.popleft()
+            if not billed:
+                del self._billed[cid]
         if len(self._done) > 4 * max(1024, len(self._open)):
             self._done = {k: v for k, v in self._done.items() if v[0] > now}
         return n

@@ -211,3 +211,28 @@ def test_lease_columns_must_line_up() -> None:
     lease = hl.lease(7)
     assert lease is not None and lease.grant == 100_000
     assert hl.lease(8) is None
+
+
+def test_a_newer_read_of_committed_spend_settles_the_billings_it_holds() -> None:
+    """A billing stays pending until a pacing state whose read of committed spend began after
+    it (less the clock skew) arrives; then committed spend holds it and pending lets go. A
+    billing after the read, and one within the skew, stay counted; commit_lag is the backstop."""
+    g = gate()
+    g.install(state(), leases())
+    for i, at in enumerate((T0 + 1, T0 + 9.8, T0 + 12)):
+        g.reserve(f"t{i}", 7, 2_000_000, 0.5, T0)
+        g.billing(f"t{i}", 1_500, at)
+    assert g.ledger.pending(7) == 4_500
+    g.install(
+        PacingState(issued_at=T0 + 13, campaigns=state(at=T0 + 10).campaigns, clock_skew=0.5),
+        None,
+    )
+    assert g.ledger.pending(7) == 3_000  # billed at T0 + 1: settled; after T0 + 9.5: not
+    g.install(PacingState(issued_at=T0 + 13, campaigns=state(at=T0 + 30).campaigns), None)
+    assert g.ledger.pending(7) == 3_000  # not a newer state: nothing settled
+    g.install(PacingState(issued_at=T0 + 14, campaigns=state(at=T0 + 12).campaigns), None)
+    assert g.ledger.pending(7) == 1_500
+    g.billing("t0", 1_500, T0 + 14)  # a duplicate notice changes nothing
+    assert g.ledger.pending(7) == 1_500 and g.ledger.counts.duplicates == 1
+    g.expire(T0 + 12 + 30)  # the last one: released by commit_lag
+    assert g.ledger.pending(7) == 0 and g.ledger.used(7, DAY) == 4_500  # used stays
