@@ -42,7 +42,8 @@ class Notifier:
         self._rng = rng
         self.tracker_url = tracker_url.rstrip("/")
         self._sim_now = sim_now
-        self._timers: dict[int, tuple[asyncio.TimerHandle, str]] = {}
+        # key -> (handle, kind, loop time due): uvloop's call_later(0) gives a Handle, no when()
+        self._timers: dict[int, tuple[asyncio.Handle, str, float]] = {}
         self._timer_ids = itertools.count()
 
     def later(self, sim_delay: float, kind: str, fn: Callable[[], None]) -> None:
@@ -54,17 +55,18 @@ class Notifier:
             fn()
 
         loop = asyncio.get_running_loop()
-        handle = loop.call_later(sim_delay / self.settings.time_scale, fire)
-        self._timers[key] = (handle, kind)
+        delay = sim_delay / self.settings.time_scale
+        handle = loop.call_later(delay, fire)
+        self._timers[key] = (handle, kind, loop.time() + delay)
 
     def busy_before(self, deadline: float) -> bool:
         """Something is due before ``deadline`` (loop time) or still waiting for an answer."""
-        return any(h.when() <= deadline for h, _ in self._timers.values()) or any(
+        return any(due <= deadline for _, _, due in self._timers.values()) or any(
             p.in_flight for p in self._client.pools
         )
 
     def cancel_pending(self) -> None:
-        for handle, kind in self._timers.values():
+        for handle, kind, _ in self._timers.values():
             handle.cancel()
             self.ledger.notices[kind].pending_at_end += 1
         self._timers.clear()
