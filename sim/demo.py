@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from fleet.clock import FleetClock
 from fleet.errors import FleetError
 from fleet.settings import FleetSettings, load
-from sim import learning, loggercounts, render, report, sizing
+from sim import learning, loggercounts, pacing_report, render, report, sizing
 from sim import portfolio as synthetic
 from sim import vocabulary as vocab
 from sim.errors import SimConfigError, SimError, TargetError
@@ -437,12 +437,14 @@ async def _reachable(url: str) -> None:
         await writer.wait_closed()
 
 
-def _plan_usd_micros(plans: list[CampaignPlan], sim_elapsed: float) -> int:
+def _plan_usd_micros(plans: list[CampaignPlan], t0: float, sim_elapsed: float) -> int:
+    """What the pacer plans the portfolio to have spent ``sim_elapsed`` after ``t0``."""
     total = 0
     for p in plans:
         fx = vocab.FX_PER_USD_MICROS.get(p.currency, 1_000_000)
-        total += p.daily_budget_micros * 1_000_000 // fx
-    return round(total * min(sim_elapsed, report.SECONDS_PER_DAY) / report.SECONDS_PER_DAY)
+        planned = pacing_report.planned_for(p, p.daily_budget_micros, t0, t0 + sim_elapsed)
+        total += planned * 1_000_000 // fx
+    return total
 
 
 def progress_line(p: Progress, settings: SimSettings, plans: list[CampaignPlan], t0: float) -> str:
@@ -451,7 +453,7 @@ def progress_line(p: Progress, settings: SimSettings, plans: list[CampaignPlan],
     bid_rate = 100 * p.bids / p.answered if p.answered else 0.0
     win_rate = 100 * p.wins / p.bids if p.bids else 0.0
     spend = p.spend_usd_micros / 1e6
-    plan = f" / plan {_plan_usd_micros(plans, sim_elapsed) / 1e6:,.2f}" if plans else ""
+    plan = f" / plan {_plan_usd_micros(plans, t0, sim_elapsed) / 1e6:,.2f}" if plans else ""
     return (
         f"[{p.elapsed:5.0f}/{settings.duration:.0f} s  sim +{hours:02d}:{rest // 60:02d}] "
         f"{p.rate:6.0f} req/s  bid {bid_rate:4.1f} %  win {win_rate:4.1f} %  "

@@ -91,7 +91,8 @@ def planned_between(
         day = local_day(tz, plan.end)
 
 
-def _plan_of(p: Any, budget: int, t0: float, t1: float) -> int:
+def planned_for(p: Any, budget: int, t0: float, t1: float) -> int:
+    """``planned_between`` for a ``sim.report.CampaignPlan`` (or anything with its fields)."""
     return planned_between(
         budget,
         t0,
@@ -168,7 +169,7 @@ def figures(
         spend = int(cost.sum())
         plan_h = np.array(
             [
-                _plan_of(
+                planned_for(
                     p,
                     budget,
                     sim_start + h * SECONDS_PER_HOUR,
