@@ -252,6 +252,7 @@ async def local_fleet(
         quiet=True,
     ) as fleet:
         loaded = await portfolio.load_document(fleet.pg_dsn, document)
+        await _fresh_books(fleet.pg_dsn, [int(c["id"]) for c in document["campaigns"]])
         print(
             f"fleet up: bidder {fleet.url('bidder')}, services {', '.join(fleet.services) or '-'}; "
             f"portfolio loaded: {loaded.campaigns} campaigns, {loaded.creatives} creatives "
@@ -261,6 +262,24 @@ async def local_fleet(
         )
         await asyncio.sleep(1.0)  # bidders reload on the config change notification
         yield fleet, plans
+
+
+async def _fresh_books(dsn: str, campaign_ids: list[int]) -> None:
+    """Forget the spend and traffic counts an earlier demo left for the campaign ids this one
+    loads anew: every run starts on the same simulated day, and a campaign that spent its
+    budget in the last run would start this one with nothing left (and the pacer's traffic
+    profile would be the last run's, not the uniform plan the report measures against)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            for table in ("campaign_spend", "tracker_creative_spend", "campaign_opportunities"):
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE campaign_id = ANY($1::bigint[])", campaign_ids
+                )
+    finally:
+        await conn.close()
 
 
 def _plans_from_file(path: Path) -> list[CampaignPlan]:
