@@ -1,5 +1,5 @@
 """The pacer's Prometheus metrics. Per campaign (label ``campaign``): plan, actual (committed),
-in flight, budget, throttle, multiplier; fleet-wide: leases granted and expired, holders,
+in flight, budget, throttle; fleet-wide: leases granted and expired, holders,
 steps, leadership."""
 
 from __future__ import annotations
@@ -42,9 +42,6 @@ class PacerMetrics:
         self.throttle = Gauge(
             "pacing_throttle_ratio", "Probability of bidding when allowed", ["campaign"], registry=r
         )
-        self.multiplier = Gauge(
-            "pacing_multiplier_ratio", "Bid multiplier", ["campaign"], registry=r
-        )
         self.granted = Counter(
             "pacing_leases_granted_total",
             "Spend leases granted (one per holder and campaign)",
@@ -76,7 +73,6 @@ class PacerMetrics:
             self.inflight.labels(label).set(c.pending)
             self.budget.labels(label).set(c.budget)
             self.throttle.labels(label).set(c.throttle)
-            self.multiplier.labels(label).set(1.0)
             self.granted_micros.inc(max(0, c.granted))
             self.granted.inc(c.leases)
         for label in self._campaigns - seen:  # no longer paced: no stale series
@@ -86,7 +82,6 @@ class PacerMetrics:
                 self.inflight,
                 self.budget,
                 self.throttle,
-                self.multiplier,
             ):
                 gauge.remove(label)
         self._campaigns = seen

@@ -102,7 +102,6 @@ class CampaignPacing(msgspec.Struct, frozen=True, kw_only=True):
     committed_at: float  # when it was read
     planned: int  # the plan's cumulative target now
     throttle: float
-    multiplier: float = 1.0
 
 
 class PacingState(msgspec.Struct, frozen=True, kw_only=True, tag="state"):
