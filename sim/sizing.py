@@ -43,7 +43,7 @@ from typing import Any, Final
 import numpy as np
 
 from fleet.money import MICROS_PER_UNIT, decimal_string
-from pacing.gate import Profile, local_day, make_plan, zone
+from pacing.gate import local_day, zone
 from sim.auction import clear
 from sim.market import Market, Opportunity, Slot
 from sim.pacing_report import planned_between
@@ -52,7 +52,9 @@ SECONDS_PER_HOUR: Final = 3600
 PACING_STEP_SIM_S: Final = 300.0  # a demo's pacer steps every five simulated minutes
 ENOUGH: Final = 2.5  # supply over need of most campaigns
 LIMITED: Final = 0.6  # supply over need of the supply-limited ones
-MARGIN: Final = 0.2  # what a bidder keeps below its value (the bidder's default margin)
+MARGIN: Final = 0.2  # second price: what a bidder keeps below its value (its default margin)
+SHADE: Final = 0.65  # first price: a shaded bid's share of the value (about what the bidder's
+# shader bids against a log-normal market with sigma 0.6 around the value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,8 @@ def expected_cost(
         if goal != "CPC":
             rate *= market.p_install_given_click(opp, slot, int(campaign["id"]))
         value = price * rate * 1000
-    bid = min(int(value * (1.0 - MARGIN)), _micros(campaign["max_bid_cpm"]))
+    share = SHADE if opp.auction_type == 1 else 1.0 - MARGIN
+    bid = min(int(value * share), _micros(campaign["max_bid_cpm"]))
     out = clear(bid, slot.competing_usd_micros, slot.placement.floor_usd_micros, opp.auction_type)
     return out.clear_usd_micros // 1000 if out.won else 0
 
@@ -233,17 +236,14 @@ def size_budgets(
         ratio = LIMITED if i % limited_every == 3 else ENOUGH
         have = _smoothed(supply[i])
         if c.get("pacing_mode") == "asap":
-            t0 = span.start
-            first_day_end = make_plan(
-                0,
-                zone(str(c.get("timezone") or "UTC")),
-                local_day(zone(str(c.get("timezone") or "UTC")), t0),
-                unit,
-                "asap",
-                Profile.uniform(),
-            ).end
-            hours = max(1, min(span.hours, math.ceil((first_day_end - t0) / SECONDS_PER_HOUR)))
-            budget = float(supply[i, :hours].sum()) / ratio
+            # due at the start of each local day the span touches: each day's budget must
+            # fit in that day's supply within the span
+            tz = zone(str(c.get("timezone") or "UTC"))
+            per_day: dict[int, float] = {}
+            for h in range(span.hours):
+                day = local_day(tz, span.start + h * SECONDS_PER_HOUR).toordinal()
+                per_day[day] = per_day.get(day, 0.0) + float(supply[i, h])
+            budget = min(per_day.values()) / ratio
         else:
             fits = []
             for h in range(span.hours):
