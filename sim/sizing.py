@@ -23,9 +23,11 @@ simulator's truth instead:
    budget falls in each simulated hour of the run. The budget is the largest for which every
    hour's plan is at most ``1 / ratio`` of that hour's supply: ``ratio`` 2.5 for most
    campaigns (at least 1.5x the supply they need even where the estimate is off by a third),
-   0.6 for every tenth on purpose (supply-limited: it cannot reach its plan). An "as fast as
-   possible" campaign is due its budget at once: its budget is ``1 / ratio`` of its supply
-   over the run's first local day.
+   0.6 for every tenth on purpose (supply-limited: it cannot reach its plan). A budget is at
+   least three impressions at the campaign's maximum bid: one the sampled supply hardly
+   reaches is supply-limited too. An "as fast as possible" campaign is due each local day's
+   budget at the day's start: its budget is ``1 / ratio`` of its supply over the least
+   supplied local day the run touches (within the run).
 
 Over a run that covers 6.4 simulated hours the budget is still a daily one: the plan (and the
 demo report's utilisation) counts only what falls within the covered hours.
@@ -154,6 +156,12 @@ def _micros(value: Any) -> int:
     return round(float(value) * MICROS_PER_UNIT)
 
 
+def least_budget(campaign: Mapping[str, Any]) -> int:
+    """Three impressions at the maximum bid, in whole cents: a campaign the sampled supply
+    hardly reaches stays able to bid (supply-limited, not dead)."""
+    return max(10_000, -(-3 * _micros(campaign["max_bid_cpm"]) // 1000 // 10_000) * 10_000)
+
+
 def expected_cost(
     market: Market, campaign: Mapping[str, Any], opp: Opportunity, slot: Slot, creative_id: int
 ) -> int:
@@ -263,7 +271,7 @@ def size_budgets(
             budget = min(fits) if fits else 0.0
         old_daily = _micros(c["daily_budget"]) or 1
         old_total = _micros(c.get("total_budget") or 0)
-        daily = max(10_000, int(budget) // 10_000 * 10_000)  # whole cents, at least one
+        daily = max(least_budget(c), int(budget) // 10_000 * 10_000)  # whole cents
         c["daily_budget"] = decimal_string(daily)
         if old_total:
             c["total_budget"] = decimal_string(old_total * daily // old_daily)

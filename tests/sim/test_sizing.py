@@ -11,7 +11,16 @@ from fleet.money import MICROS_PER_UNIT
 from sim import portfolio
 from sim.market import Market, MarketParams
 from sim.pacing_report import planned_between
-from sim.sizing import ENOUGH, LIMITED, Span, _smoothed, hourly_supply, size_budgets
+from sim.sizing import (
+    ENOUGH,
+    LIMITED,
+    Span,
+    _micros,
+    _smoothed,
+    hourly_supply,
+    least_budget,
+    size_budgets,
+)
 
 START = datetime(2026, 12, 7, tzinfo=UTC)  # a Monday
 SPAN = Span(START.timestamp(), 6 * 3600.0, 6 * 3600.0 / 576 * 400)  # --duration 37.5
@@ -31,12 +40,14 @@ def test_even_plans_fit_their_hourly_supply_and_a_few_are_limited_on_purpose() -
     limited = 0
     for i, c in enumerate(sized["campaigns"]):
         budget = _budget(c)
-        assert budget >= 10_000  # a cent at least, in whole cents
-        assert budget % 10_000 == 0
+        assert budget >= least_budget(c) >= 3 * _micros(c["max_bid_cpm"]) // 1000
+        assert budget % 10_000 == 0  # whole cents
         if c["pacing_mode"] == "asap" or not supply[i].any():
             continue
         ratio = LIMITED if i % 10 == 3 else ENOUGH
         limited += ratio == LIMITED
+        if budget == least_budget(c):
+            continue  # raised to the least a campaign may have: supply-limited
         have = _smoothed(supply[i])
         for h in range(SPAN.hours):
             t0 = SPAN.start + h * 3600
