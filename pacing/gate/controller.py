@@ -48,10 +48,10 @@ first price), and the pacing gate checks and reserves each bid at that price tim
 the market model gave it. A multiplier would change P(win) after it was computed (the gate's
 check and the reservation would need the market model again per candidate, on the bid path),
 and neither simulation can show what it buys: the pacing bench has no bid landscape (a
-campaign's P(win) does not depend on its price), and in the demo (``make run``) the campaigns
-with enough supply reach 86-97 % of their plan at the bids they value. Bid shading for
-pacing (lower bids while ahead of plan, for more impressions per unit spent in first price) is
-the next step once the exchange simulator can measure cost per impression at equal delivery.
+campaign's P(win) does not depend on its price), and in the demo (``make run``, 150 s) the
+campaigns with enough supply reach 86-98 % of their plan at the bids they value. Bid shading
+for pacing (lower bids while ahead of plan, for more impressions per unit spent in first price)
+is the next step once the exchange simulator can measure cost per impression at equal delivery.
 """
 
 from __future__ import annotations
