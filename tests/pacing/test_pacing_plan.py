@@ -149,3 +149,17 @@ def test_plans_are_monotone_and_never_above_the_budget_or_the_cap(
     points = [plan.start + k * (plan.end - plan.start) / 97 for k in range(98)]
     targets = [plan.target(t) for t in points]
     assert targets == sorted(targets) and targets[-1] == plan.total
+
+
+def test_dayparting_plans_nothing_outside_the_campaigns_hours() -> None:
+    """A campaign bidding 09:00-12:00 Paris time on Mondays (hours of week 9-11) plans its
+    whole Monday in those three hours, in Paris hours; on Tuesday it plans nothing."""
+    monday, tuesday = date(2026, 12, 7), date(2026, 12, 8)
+    plan = make_plan(1, PARIS, monday, 3_000, "even", Profile.uniform(), hours_of_week=(9, 10, 11))
+    assert plan.hourly == tuple(1_000 if h in (9, 10, 11) else 0 for h in range(24))
+    nine = datetime(2026, 12, 7, 9, tzinfo=PARIS).timestamp()
+    assert plan.target(nine) == 0 and plan.target(nine + 3 * 3600) == 3_000
+    off = make_plan(1, PARIS, tuesday, 3_000, "even", Profile.uniform(), hours_of_week=(9,))
+    assert off.total == 0
+    asap = make_plan(1, PARIS, monday, 3_000, "asap", Profile.uniform(), hours_of_week=(10, 11))
+    assert asap.hourly[10] == 3_000 and sum(asap.hourly) == 3_000
