@@ -16,6 +16,7 @@ from typing import Any
 
 from cache.settings import CacheSettings
 from fleet.errors import SettingsError
+from fleet.model import PRIOR_CLICK_RATE, PRIOR_INSTALL_RATE
 from fleet.settings import FleetSettings, fraction, load, port, positive, setting
 from learner.errors import BadParameters
 from learner.ftrl import FtrlParams
@@ -94,6 +95,10 @@ def _share(value: str) -> str | None:
     return None
 
 
+def _rate(value: float) -> str | None:
+    return None if 0.0 < value < 1.0 else "must be a rate in (0, 1)"
+
+
 def _u32(value: int) -> str | None:
     return None if 0 <= value < 1 << 32 else "must be a 32-bit unsigned integer"
 
@@ -108,6 +113,18 @@ class LearnerSettings:
         "RTBFLEET_LEARNER_INSTALL_GRID",
         "install-head estimators",
         _grid,
+    )
+    click_prior: float = setting(
+        PRIOR_CLICK_RATE,
+        "RTBFLEET_LEARNER_CLICK_PRIOR",
+        "click rate the click head starts from (its bias at the logit; the bidder's prior)",
+        _rate,
+    )
+    install_prior: float = setting(
+        PRIOR_INSTALL_RATE,
+        "RTBFLEET_LEARNER_INSTALL_PRIOR",
+        "install-given-click rate the install head starts from",
+        _rate,
     )
     hash_seed: int = setting(
         0, "RTBFLEET_LEARNER_HASH_SEED", "MurmurHash3 seed of the features (the model's)", _u32
@@ -232,6 +249,8 @@ class LearnerSettings:
                 seed=self.hash_seed,
                 market_half_life_s=self.market_half_life_s,
                 batch_examples=self.batch_examples,
+                click_prior=self.click_prior,
+                install_prior=self.install_prior,
                 inverse_capacity=self.inverse_capacity,
             )
         except BadParameters as exc:
