@@ -31,6 +31,7 @@ class Prediction:
     p_click: float
     p_install: float
     model_version: int
+    p_win: float = 0.0  # the bidder's P(win | bid) as priced (0: not sent)
 
 
 def row_of(pred: Prediction, request_index: Mapping[str, int], table: AuctionTable) -> int | None:

@@ -63,6 +63,7 @@ class FleetWatcher:
                             p_click=event.p_click,
                             p_install=event.p_install,
                             model_version=event.model_version,
+                            p_win=event.p_win,
                         )
                     )
                 elif isinstance(event, BillingEvent):

@@ -5,15 +5,21 @@ first-price bids).
 
 The aim of the model line: in the last quarter, the model's excess log loss over the truth is at
 most half of a constant predictor's (the constant is the mean true p(click) of the same
-impressions). Reads only the report's inputs (bid events seen on the bus, the exchange's rows).
+impressions: the best constant there is, not a strawman). Every bid is scored, won or not, by the
+p(click) its BidEvent carries (the model version that priced it) against the truth of that
+bid's campaign and creative, an expected log loss with no click-sampling noise. The learning
+curve gives the same share per simulated hour. Reads only the report's inputs (bid events seen
+on the bus, the exchange's rows).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from sim import calibration
 from sim.calibration import Prediction
@@ -30,48 +36,135 @@ def fleet_defaults(environ: MutableMapping[str, str]) -> None:
     environ.setdefault("RTBFLEET_LEARNER_FLUSH_INTERVAL_S", "0.5")
     environ.setdefault("RTBFLEET_LEARNER_CLICK_WINDOW_S", "3600")
     environ.setdefault("RTBFLEET_LEARNER_BID_TTL_S", "3600")
+    # a run has some 30 000 impressions: blocks of 500 let the grid judge its estimators
+    # (at least 10 blocks) within the first hours rather than never
+    environ.setdefault("RTBFLEET_LEARNER_BLOCK_EXAMPLES", "500")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Joined:
+    """The predictions that joined a bid row, as arrays in the order they arrived."""
+
+    rows: npt.NDArray[np.int64]
+    p_click: npt.NDArray[np.float64]
+    p_win: npt.NDArray[np.float64]
+    version: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(
+        cls,
+        predictions: Iterable[Prediction],
+        request_index: Mapping[str, int],
+        table: AuctionTable,
+    ) -> Joined:
+        rows: list[int] = []
+        q: list[float] = []
+        w: list[float] = []
+        v: list[int] = []
+        for pred in predictions:
+            row = calibration.row_of(pred, request_index, table)
+            if row is None:
+                continue
+            rows.append(row)
+            q.append(pred.p_click)
+            w.append(pred.p_win)
+            v.append(pred.model_version)
+        return cls(
+            np.asarray(rows, dtype=np.int64),
+            np.asarray(q, dtype=np.float64),
+            np.asarray(w, dtype=np.float64),
+            np.asarray(v, dtype=np.int64),
+        )
+
+
+def _excess(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """(the model's excess log loss over the truth, the best constant's): the constant is the
+    mean truth of the same impressions, the best any constant can do on them."""
+    entropy = calibration.cross_entropy(p, p)
+    excess = calibration.cross_entropy(p, q) - entropy
+    constant = calibration.cross_entropy(p, np.full_like(p, float(p.mean()))) - entropy
+    return excess, constant
 
 
 def last_quarter(
-    predictions: Iterable[Prediction],
+    predictions: Iterable[Prediction] | Joined,
     request_index: Mapping[str, int],
     table: AuctionTable,
     sim_seconds: float,
 ) -> dict[str, Any] | str:
     """The model against the truth on the impressions of the last quarter of simulated time."""
+    j = (
+        predictions
+        if isinstance(predictions, Joined)
+        else Joined.of(predictions, request_index, table)
+    )
     start = 0.75 * sim_seconds
-    rows: list[int] = []
-    q: list[float] = []
-    versions: set[int] = set()
-    for pred in predictions:
-        row = calibration.row_of(pred, request_index, table)
-        if row is None or table["t_sim"][row] < start:
-            continue
-        rows.append(row)
-        q.append(pred.p_click)
-        versions.add(pred.model_version)
-    if not rows:
+    keep = table["t_sim"][j.rows] >= start if len(j.rows) else np.zeros(0, dtype=bool)
+    if not keep.any():
         return "not measured: no bid event of the last quarter matched a bid we saw"
-    p = table["p_click"][np.asarray(rows)].astype(np.float64)
-    qa = np.asarray(q, dtype=np.float64)
-    entropy = calibration.cross_entropy(p, p)
-    excess = calibration.cross_entropy(p, qa) - entropy
-    constant = calibration.cross_entropy(p, np.full_like(p, float(p.mean()))) - entropy
+    p = table["p_click"][j.rows[keep]].astype(np.float64)
+    excess, constant = _excess(p, j.p_click[keep])
     share = excess / constant if constant > 0 else None
+    first = int(j.version[int(np.argmin(table["t_sim"][j.rows]))])
     return {
         "from_sim_s": start,
-        "joined": len(rows),
+        "joined": int(keep.sum()),
         "excess_log_loss": excess,
         "constant_excess": constant,
         "excess_share_of_constant": share,
         "aim_met": share is not None and share <= AIM,
-        "learnt_models": sorted(v for v in versions if v > 0),
+        "learnt_models": sorted({int(v) for v in j.version[keep] if v > 0}),
+        # > 0: the run's first bid was scored by a model stored before it (an earlier run on
+        # the same data directory), so its learning did not start from the priors
+        "first_model": first,
     }
+
+
+def curve(j: Joined, table: AuctionTable, sim_seconds: float) -> list[dict[str, Any]]:
+    """The learning curve: per simulated hour, the model's excess log loss over the truth as a
+    share of the best constant's on the same impressions, and the newest model scoring them."""
+    hours = _hours(sim_seconds)
+    if not len(j.rows):
+        return [{"hour": h, "joined": 0} for h in range(hours)]
+    which = np.clip((table["t_sim"][j.rows] // HOUR).astype(np.int64), 0, hours - 1)
+    out: list[dict[str, Any]] = []
+    for h in range(hours):
+        m = which == h
+        entry: dict[str, Any] = {"hour": h, "joined": int(m.sum())}
+        if m.any():
+            excess, constant = _excess(table["p_click"][j.rows[m]].astype(np.float64), j.p_click[m])
+            entry["excess_share_of_constant"] = excess / constant if constant > 0 else None
+            entry["model"] = int(j.version[m].max())
+        out.append(entry)
+    return out
+
+
+def _hours(sim_seconds: float) -> int:
+    return max(1, int(np.ceil(max(sim_seconds, 1.0) / HOUR)))
+
+
+def first_price_by_hour(j: Joined, table: AuctionTable, sim_seconds: float) -> list[Any]:
+    """Per simulated hour, first-price bids only: [won share, the bidder's mean P(win)] (None
+    for an hour without one). Shading maximises (value - bid) x P(win | bid) under the market
+    model; it aims at no win rate of its own, so the rate it aims at is its P(win): the two
+    meet when the market model is right."""
+    hours = _hours(sim_seconds)
+    out: list[Any] = [None] * hours
+    if not len(j.rows):
+        return out
+    first = (table["auction_type"][j.rows] == 1) & (j.p_win > 0)
+    which = np.clip((table["t_sim"][j.rows] // HOUR).astype(np.int64), 0, hours - 1)
+    won = table["outcome"][j.rows] == WON
+    for h in range(hours):
+        m = first & (which == h)
+        if m.any():
+            out[h] = [float(won[m].mean()), float(j.p_win[m].mean())]
+    return out
 
 
 def win_rate_by_hour(table: AuctionTable, sim_seconds: float) -> list[float | None]:
     """Wins over bids per simulated hour (None for an hour without a bid)."""
-    hours = max(1, int(np.ceil(max(sim_seconds, 1.0) / HOUR)))
+    hours = _hours(sim_seconds)
     which = np.clip((table["t_sim"] // HOUR).astype(np.int64), 0, hours - 1)
     has_bid = table["bid_usd_micros"] > 0
     bids = np.bincount(which[has_bid], minlength=hours)
@@ -86,9 +179,12 @@ def figures(
     sim_seconds: float,
 ) -> dict[str, Any]:
     """The report's ``learning`` figures (sim.report calls this once)."""
+    j = Joined.of(predictions, request_index, table)
     return {
-        "model_last_quarter": last_quarter(predictions, request_index, table, sim_seconds),
+        "model_last_quarter": last_quarter(j, request_index, table, sim_seconds),
+        "curve_by_hour": curve(j, table, sim_seconds),
         "win_rate_by_hour": win_rate_by_hour(table, sim_seconds),
+        "first_price_by_hour": first_price_by_hour(j, table, sim_seconds),
     }
 
 
@@ -105,6 +201,25 @@ def summary_lines(learning: Mapping[str, Any]) -> list[str]:
             f"a constant's {m['constant_excess']:.5f}"
             + (f" ({share:.0%}; {verdict})" if share is not None else "")
             + f"; learnt models used: {len(m['learnt_models'])}"
+            + (
+                f"; the run began with model {m['first_model']} of an earlier run"
+                if m.get("first_model", 0) > 0
+                else ""
+            )
         )
-    rates = " ".join("-" if r is None else f"{r:.0%}" for r in learning["win_rate_by_hour"])
-    return [line, f"Win rate  per simulated hour: {rates}"]
+    lines = [line]
+    hours = learning.get("curve_by_hour", [])
+    if any("excess_share_of_constant" in h for h in hours):
+        shares = " ".join(_pct(h.get("excess_share_of_constant")) for h in hours)
+        lines.append(f"Learning  excess as a share of a constant's, per simulated hour: {shares}")
+    rates = " ".join(_pct(r) for r in learning["win_rate_by_hour"])
+    lines.append(f"Win rate  per simulated hour: {rates}")
+    first = learning.get("first_price_by_hour", [])
+    if any(f is not None for f in first):
+        pairs = " ".join("-" if f is None else f"{f[0]:.0%}/{f[1]:.0%}" for f in first)
+        lines.append(f"Win rate  first price, won/the bidder's P(win), per simulated hour: {pairs}")
+    return lines
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x + 0.0:.0%}" if abs(x) >= 0.005 else "0%"

@@ -57,3 +57,28 @@ def test_win_rate_per_simulated_hour() -> None:
         {"model_last_quarter": "not measured: x", "win_rate_by_hour": [0.5, None]}
     )
     assert lines == ["Learning  not measured: x", "Win rate  per simulated hour: 50% -"]
+
+
+def test_learning_curve_and_first_price_win_rate_per_hour() -> None:
+    truth = [0.01, 0.2, 0.01, 0.2]
+    t = table([10.0, 20.0, 5500.0, 5600.0], truth, [1] * 4, [True, False, True, True])
+    t.columns["auction_type"] = np.asarray([1, 1, 1, 2], dtype=np.int8)
+    index = {f"r{i}": i for i in range(4)}
+    mean = float(np.mean(truth[:2]))
+    preds = [
+        Prediction("r0:1:b", "1", 1, mean, 0.0, 2, p_win=0.5),  # a constant in hour 0
+        Prediction("r1:1:b", "1", 1, mean, 0.0, 2, p_win=0.7),
+        Prediction("r2:1:b", "1", 1, 0.01, 0.0, 5, p_win=0.9),  # the truth in hour 1
+        Prediction("r3:1:b", "1", 1, 0.2, 0.0, 5, p_win=0.1),  # second price: not counted
+    ]
+    f = learning.figures(preds, index, t, 2 * 3600.0)
+    c = f["curve_by_hour"]
+    assert [h["joined"] for h in c] == [2, 2] and [h["model"] for h in c] == [2, 5]
+    assert abs(c[0]["excess_share_of_constant"] - 1.0) < 1e-3
+    assert abs(c[1]["excess_share_of_constant"]) < 1e-3
+    assert f["first_price_by_hour"] == [[0.5, 0.6], [1.0, 0.9]]
+    assert f["model_last_quarter"]["first_model"] == 2
+    lines = learning.summary_lines(f)
+    assert "began with model 2 of an earlier run" in lines[0]
+    assert lines[1].endswith("per simulated hour: 100% 0%")
+    assert lines[3].endswith("per simulated hour: 50%/60% 100%/90%")
