@@ -97,7 +97,8 @@ class OnlineLearner:
             "click": EstimatorGrid(c.click_grid, c.grid, pool=pool),
             "install": EstimatorGrid(c.install_grid, c.grid, pool=pool),
         }
-        for head, prior in (("click", c.click_prior), ("install", c.install_prior)):
+        priors: dict[Head, float] = {"click": c.click_prior, "install": c.install_prior}
+        for head, prior in priors.items():
             for estimator in self.grids[head].estimators:
                 start_at(estimator, bias_for_rate(prior))
         self.market = CensoredLogNormalMarket(c.market)

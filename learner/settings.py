@@ -25,6 +25,9 @@ from learner.join import JoinSettings
 from learner.market import MarketSettings
 from learner.online import DEFAULT_GRID, LearnerConfig
 
+# The session-level advisory lock held by the fleet's one learner ("rtbflrnr").
+DEFAULT_LEARNER_LOCK_KEY = 0x72746266_6C726E72
+
 _FLOATS = ("alpha", "beta", "l1", "l2", "half_life")
 
 
@@ -175,7 +178,9 @@ class LearnerSettings:
         lambda v: None if v >= 0 else "must be 0 or more",
     )
     checkpoint_path: Path = setting(
-        Path("data/learner.ckpt"), "RTBFLEET_LEARNER_CHECKPOINT", "checkpoint file"
+        Path(""),
+        "RTBFLEET_LEARNER_CHECKPOINT",
+        "checkpoint file (empty: <data dir>/learner.ckpt)",
     )
     inverse_capacity: int = setting(
         100_000,
@@ -187,8 +192,14 @@ class LearnerSettings:
     share: str = setting(
         "0/1",
         "RTBFLEET_LEARNER_SHARE",
-        "i/k: this learner holds the event partitions p with p mod k == i (several split them)",
+        "i/k: this learner learns the event partitions p with p mod k == i, a consistent 1/k "
+        "sample (one learner per fleet: a second one refuses to start)",
         _share,
+    )
+    lock_key: int = setting(
+        DEFAULT_LEARNER_LOCK_KEY,
+        "RTBFLEET_LEARNER_LOCK_KEY",
+        "Postgres advisory lock key held by the fleet's one learner",
     )
     export_interval_s: float = setting(
         60.0, "RTBFLEET_LEARNER_EXPORT_INTERVAL_S", "seconds between model exports", positive
@@ -220,6 +231,14 @@ class LearnerSettings:
         fleet = load(FleetSettings, environ, env_file)
         cache = dataclasses.replace(load(CacheSettings, environ, env_file), fleet=fleet)
         return dataclasses.replace(load(cls, environ, env_file), fleet=fleet, cache=cache)
+
+    @property
+    def checkpoint_file(self) -> Path:
+        """Where the checkpoint is kept: the setting, else in the fleet's data directory (so a
+        fleet started on another data directory does not resume another fleet's learner)."""
+        if str(self.checkpoint_path) not in ("", "."):
+            return self.checkpoint_path
+        return self.fleet.data_dir / "learner.ckpt"
 
     def partitions(self) -> list[int]:
         """The event-bus partitions this learner holds."""
