@@ -15,6 +15,8 @@ on the bus, the exchange's rows).
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, Final
 
@@ -24,6 +26,7 @@ import numpy.typing as npt
 from sim import calibration
 from sim.calibration import Prediction
 from sim.ledger import WON, AuctionTable
+from sim.market import Market
 
 AIM: Final = 0.5  # excess over the truth, as a share of the constant's, in the last quarter
 HOUR: Final = 3600.0
@@ -223,3 +226,32 @@ def summary_lines(learning: Mapping[str, Any]) -> list[str]:
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x + 0.0:.0%}" if abs(x) >= 0.005 else "0%"
+
+
+def oracle_share_without_user(
+    market: Market, rng: random.Random, draws: int, campaigns: int = 20, latent_draws: int = 2000
+) -> float:
+    """What the aim asks of a model, against what the market allows: the excess log loss (as a
+    share of the best constant's) of an oracle that knows every term of the true p(click)
+    exactly except the user's latent interests, which it averages out (their interaction with
+    the campaign's is the largest term of the truth; a bid event carries of it only the user's
+    segments, which the bidder does not cross with the campaign). Opportunities of the market,
+    campaigns 1..``campaigns`` with three creatives each, at random hours of a day."""
+    from sim.population import LATENT_DIM
+
+    latent = np.random.default_rng(rng.getrandbits(32)).normal(0.0, 0.8, (latent_draws, LATENT_DIM))
+    truth: list[float] = []
+    oracle: list[float] = []
+    for _ in range(draws):
+        opp = market.draw(rng, 1.7e9 + rng.random() * 86_400.0)
+        if opp.user.crawler:
+            continue
+        c = rng.randrange(1, campaigns + 1)
+        p = market.p_click(opp, opp.slots[0], c, c * 10 + rng.randrange(3))
+        interests = np.asarray(market.campaign_latent(c))
+        rest = math.log(p / (1.0 - p)) - float(np.dot(opp.user.latent, interests))
+        truth.append(p)
+        oracle.append(float(np.mean(1.0 / (1.0 + np.exp(-(rest + latent @ interests))))))
+    p_arr, q_arr = np.asarray(truth), np.asarray(oracle)
+    excess, constant = _excess(p_arr, q_arr)
+    return excess / constant

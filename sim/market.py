@@ -332,6 +332,10 @@ class Market:
             self._campaigns[campaign_id] = truth
         return truth
 
+    def campaign_latent(self, campaign_id: int) -> tuple[float, ...]:
+        """The campaign's latent interests (the truth's user x campaign term; for reports)."""
+        return self._campaign(campaign_id).latent
+
     def _creative_bias(self, creative_id: int) -> float:
         bias = self._creatives.get(creative_id)
         if bias is None:

@@ -82,3 +82,16 @@ def test_learning_curve_and_first_price_win_rate_per_hour() -> None:
     assert "began with model 2 of an earlier run" in lines[0]
     assert lines[1].endswith("per simulated hour: 100% 0%")
     assert lines[3].endswith("per simulated hour: 50%/60% 100%/90%")
+
+
+def test_the_aim_needs_the_user_x_campaign_term() -> None:
+    """An oracle that knows every term of the true p(click) but the user's latent interests
+    keeps more than half of a constant's excess: a model of the bidder's features (which do not
+    cross the user's segments with the campaign) cannot meet the aim however much it learns."""
+    import random
+
+    from sim.market import Market, MarketParams
+
+    market = Market(MarketParams(users=3000), seed=1)
+    share = learning.oracle_share_without_user(market, random.Random(3), 3000)
+    assert learning.AIM < share < 1.0
