@@ -26,7 +26,7 @@ import numpy.typing as npt
 from sim import calibration
 from sim.calibration import Prediction
 from sim.ledger import WON, AuctionTable
-from sim.market import Market
+from sim.market import Market, MarketParams
 
 AIM: Final = 0.5  # excess over the truth, as a share of the constant's, in the last quarter
 HOUR: Final = 3600.0
@@ -52,6 +52,8 @@ class Joined:
     p_click: npt.NDArray[np.float64]
     p_win: npt.NDArray[np.float64]
     version: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]  # bidding currency (as the bid)
+    bid: npt.NDArray[np.float64]
 
     @classmethod
     def of(
@@ -64,6 +66,8 @@ class Joined:
         q: list[float] = []
         w: list[float] = []
         v: list[int] = []
+        value: list[float] = []
+        bid: list[float] = []
         for pred in predictions:
             row = calibration.row_of(pred, request_index, table)
             if row is None:
@@ -72,11 +76,15 @@ class Joined:
             q.append(pred.p_click)
             w.append(pred.p_win)
             v.append(pred.model_version)
+            value.append(pred.value_cpm_micros)
+            bid.append(pred.bid_cpm_micros)
         return cls(
             np.asarray(rows, dtype=np.int64),
             np.asarray(q, dtype=np.float64),
             np.asarray(w, dtype=np.float64),
             np.asarray(v, dtype=np.int64),
+            np.asarray(value, dtype=np.float64),
+            np.asarray(bid, dtype=np.float64),
         )
 
 
@@ -146,22 +154,86 @@ def _hours(sim_seconds: float) -> int:
     return max(1, int(np.ceil(max(sim_seconds, 1.0) / HOUR)))
 
 
-def first_price_by_hour(j: Joined, table: AuctionTable, sim_seconds: float) -> list[Any]:
-    """Per simulated hour, first-price bids only: [won share, the bidder's mean P(win)] (None
-    for an hour without one). Shading maximises (value - bid) x P(win | bid) under the market
-    model; it aims at no win rate of its own, so the rate it aims at is its P(win): the two
-    meet when the market model is right."""
+def true_p_win(
+    bid: npt.NDArray[np.float64],
+    floor: npt.NDArray[np.float64],
+    median: npt.NDArray[np.float64],
+    shape: MarketParams,
+) -> npt.NDArray[np.float64]:
+    """P(win | bid) in the simulator's open auction: at or above the floor, and above the best
+    competing bid (none with ``no_competition_share``, else log-normal around ``median``)."""
+    z = (np.log(np.maximum(bid, 1.0)) - np.log(np.maximum(median, 1.0))) / shape.price_sigma
+    above = 0.5 * np.vectorize(math.erfc)(-z / math.sqrt(2.0))
+    q0 = shape.no_competition_share
+    out: npt.NDArray[np.float64] = np.where(bid >= floor, q0 + (1.0 - q0) * above, 0.0)
+    return out
+
+
+def optimal_p_win(
+    value: npt.NDArray[np.float64],
+    floor: npt.NDArray[np.float64],
+    median: npt.NDArray[np.float64],
+    shape: MarketParams,
+    points: int = 256,
+) -> npt.NDArray[np.float64]:
+    """P(win) of the first-price bid that maximises (value - bid) x P(win | bid) against the
+    true market (the best of ``points`` bids spread over [floor, value)): the win rate a bidder
+    that knew the market and its values would aim at."""
+    lo = np.maximum(floor, 1.0)
+    k = np.arange(points, dtype=np.float64) / points
+    bids = lo[:, None] + (np.maximum(value - lo, 0.0))[:, None] * k[None, :]
+    p = true_p_win(
+        bids.ravel(),
+        np.repeat(floor, points),
+        np.repeat(median, points),
+        shape,
+    ).reshape(bids.shape)
+    best = np.argmax((value[:, None] - bids) * p, axis=1)
+    out: npt.NDArray[np.float64] = p[np.arange(len(value)), best]
+    return out
+
+
+def first_price_by_hour(
+    j: Joined, table: AuctionTable, sim_seconds: float, shape: MarketParams | None = None
+) -> list[Any]:
+    """Per simulated hour, open-auction first-price bids only: [won share, the bidder's mean
+    P(win), the true mean P(win) at its bids, the true mean P(win) at the optimal bids] (None
+    for an hour without one). Shading maximises (value - bid) x P(win | bid) under the learnt
+    market model; the optimum against the true market (``optimal_p_win``) is the target the
+    win rate should approach as that model learns."""
+    shape = shape or MarketParams()
     hours = _hours(sim_seconds)
     out: list[Any] = [None] * hours
     if not len(j.rows):
         return out
-    first = (table["auction_type"][j.rows] == 1) & (j.p_win > 0)
-    which = np.clip((table["t_sim"][j.rows] // HOUR).astype(np.int64), 0, hours - 1)
-    won = table["outcome"][j.rows] == WON
+    median = table["market_median_usd_micros"][j.rows].astype(np.float64)
+    bid_usd = table["bid_usd_micros"][j.rows].astype(np.float64)
+    m = (
+        (table["auction_type"][j.rows] == 1)
+        & (j.p_win > 0)
+        & (median > 0)
+        & (j.bid > 0)
+        & (bid_usd > 0)
+        & (j.value > j.bid)
+    )
+    if not m.any():
+        return out
+    rows = j.rows[m]
+    floor = table["floor_usd_micros"][rows].astype(np.float64)
+    value_usd = j.value[m] * bid_usd[m] / j.bid[m]
+    at_bid = true_p_win(bid_usd[m], floor, median[m], shape)
+    target = optimal_p_win(value_usd, floor, median[m], shape)
+    won = table["outcome"][rows] == WON
+    which = np.clip((table["t_sim"][rows] // HOUR).astype(np.int64), 0, hours - 1)
     for h in range(hours):
-        m = first & (which == h)
-        if m.any():
-            out[h] = [float(won[m].mean()), float(j.p_win[m].mean())]
+        k = which == h
+        if k.any():
+            out[h] = [
+                float(won[k].mean()),
+                float(j.p_win[m][k].mean()),
+                float(at_bid[k].mean()),
+                float(target[k].mean()),
+            ]
     return out
 
 
@@ -219,8 +291,14 @@ def summary_lines(learning: Mapping[str, Any]) -> list[str]:
     lines.append(f"Win rate  per simulated hour: {rates}")
     first = learning.get("first_price_by_hour", [])
     if any(f is not None for f in first):
-        pairs = " ".join("-" if f is None else f"{f[0]:.0%}/{f[1]:.0%}" for f in first)
-        lines.append(f"Win rate  first price, won/the bidder's P(win), per simulated hour: {pairs}")
+        columns = (
+            ("Win rate  first price, won", 0),
+            ("          the bidder's P(win) at its bids", 1),
+            ("          target: the optimum against the true market", 3),
+        )
+        for label, k in columns:
+            row = " ".join("-" if f is None else f"{f[k]:.0%}" for f in first)
+            lines.append(f"{label:<54}{row}")
     return lines
 
 
