@@ -64,7 +64,12 @@ class Timer:
 
 def run_ours(data: SyntheticClicks) -> tuple[Timer, np.ndarray, OnlineLearner]:
     """(time, progressive predictions, a learner holding the trained estimator)."""
-    learner = OnlineLearner(LearnerConfig(click_grid=(PARAMS,), install_grid=(PARAMS,)))
+    # no warm start (priors of 0.5 put the bias at 0): VW's weights start at 0 too
+    learner = OnlineLearner(
+        LearnerConfig(
+            click_grid=(PARAMS,), install_grid=(PARAMS,), click_prior=0.5, install_prior=0.5
+        )
+    )
     est = learner.grids["click"].estimators[0]
     preds = np.empty(len(data.features))
     with Timer() as t:
