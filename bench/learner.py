@@ -35,7 +35,7 @@ from typing import Final
 
 import numpy as np
 
-from bidder.scorer import PositionScorer
+from bidder.scorer import PositionScorer, PositionTables
 from bidder.scoring import HashedLinearModel
 from fleet.model import encode_sparse
 from learner.batch import to_batch
@@ -145,7 +145,7 @@ def scoring_cost(model: HashedLinearModel, rng: random.Random) -> tuple[float, f
             cr = c * creatives + k
             statics.append((f"campaign={c}", f"creative={cr}", "goal=CPC", "fmt=banner"))
             prefixes.append((f"campaign^app={c}^", f"campaign^country={c}^"))
-    scorer = PositionScorer(model, statics, prefixes)
+    scorer = PositionScorer(model, PositionTables(statics, prefixes, model.seed))
     positions = list(range(len(statics)))
     requests = []
     for _ in range(400):
