@@ -97,6 +97,32 @@ def _excess(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64]) -> tuple[flo
     return excess, constant
 
 
+def _per_bid(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Each bid's cross-entropy of ``q`` against the truth ``p``, less the truth's entropy."""
+    eps = calibration.EPS
+    qc = np.clip(q, eps, 1 - eps)
+    pc = np.clip(p, eps, 1 - eps)
+    out: npt.NDArray[np.float64] = p * np.log(pc / qc) + (1 - p) * np.log((1 - pc) / (1 - qc))
+    return out
+
+
+def share_interval(
+    p: npt.NDArray[np.float64],
+    q: npt.NDArray[np.float64],
+    rng: np.random.Generator,
+    resamples: int = 300,
+) -> tuple[float, float]:
+    """A 95 % bootstrap interval of excess / constant excess over these bids (the bids are
+    resampled; the constant stays the mean truth of all of them): how precisely this many bids
+    measure the share, not how much another run would differ."""
+    model = _per_bid(p, q)
+    const = _per_bid(p, np.full_like(p, float(p.mean())))
+    idx = rng.integers(0, len(p), size=(resamples, len(p)))
+    ratios = model[idx].mean(axis=1) / np.maximum(const[idx].mean(axis=1), 1e-300)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def last_quarter(
     predictions: Iterable[Prediction] | Joined,
     request_index: Mapping[str, int],
@@ -116,6 +142,7 @@ def last_quarter(
     p = table["p_click"][j.rows[keep]].astype(np.float64)
     excess, constant = _excess(p, j.p_click[keep])
     share = excess / constant if constant > 0 else None
+    interval = share_interval(p, j.p_click[keep], np.random.default_rng(0)) if share else None
     first = int(j.version[int(np.argmin(table["t_sim"][j.rows]))])
     return {
         "from_sim_s": start,
@@ -123,6 +150,7 @@ def last_quarter(
         "excess_log_loss": excess,
         "constant_excess": constant,
         "excess_share_of_constant": share,
+        "share_interval": interval,
         "aim_met": share is not None and share <= AIM,
         "learnt_models": sorted({int(v) for v in j.version[keep] if v > 0}),
         # > 0: the run's first bid was scored by a model stored before it (an earlier run on
@@ -274,7 +302,11 @@ def summary_lines(learning: Mapping[str, Any]) -> list[str]:
         line = (
             f"Learning  last quarter: excess log loss {m['excess_log_loss']:.5f} over the truth, "
             f"a constant's {m['constant_excess']:.5f}"
-            + (f" ({share:.0%}; {verdict})" if share is not None else "")
+            + (
+                f" ({share:.0%}{_interval(m.get('share_interval'))}; {verdict})"
+                if share is not None
+                else ""
+            )
             + f"; learnt models used: {len(m['learnt_models'])}"
             + (
                 f"; the run began with model {m['first_model']} of an earlier run"
@@ -300,6 +332,10 @@ def summary_lines(learning: Mapping[str, Any]) -> list[str]:
             row = " ".join("-" if f is None else f"{f[k]:.0%}" for f in first)
             lines.append(f"{label:<54}{row}")
     return lines
+
+
+def _interval(interval: Any) -> str:
+    return "" if not interval else f", 95 % interval {interval[0]:.0%}-{interval[1]:.0%}"
 
 
 def _pct(x: float | None) -> str:

@@ -145,3 +145,16 @@ def test_the_aim_needs_the_user_x_campaign_term() -> None:
     market = Market(MarketParams(users=3000), seed=1)
     share = learning.oracle_share_without_user(market, random.Random(3), 3000)
     assert learning.AIM < share < 1.0
+
+
+def test_the_share_s_interval_holds_it_and_narrows_with_more_bids() -> None:
+    rng = np.random.default_rng(7)
+    widths = []
+    for n in (2_000, 20_000):
+        p = 1 / (1 + np.exp(-rng.normal(-4.6, 0.8, n)))
+        q = np.clip(p * np.exp(rng.normal(0.0, 0.5, n)), 1e-6, 0.5)
+        excess, constant = learning._excess(p, q)
+        low, high = learning.share_interval(p, q, np.random.default_rng(0))
+        assert low < excess / constant < high
+        widths.append(high - low)
+    assert widths[1] < 0.5 * widths[0]
