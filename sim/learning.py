@@ -179,7 +179,9 @@ def curve(j: Joined, table: AuctionTable, sim_seconds: float) -> list[dict[str, 
 
 
 def _hours(sim_seconds: float) -> int:
-    return max(1, int(np.ceil(max(sim_seconds, 1.0) / HOUR)))
+    """Simulated hours of a run; a run that overshoots its last hour by under a minute (the
+    traffic's last requests) does not open another (those bids count in the last hour)."""
+    return max(1, int(np.ceil(max(sim_seconds, 1.0) / HOUR - 1 / 60)))
 
 
 def true_p_win(

@@ -158,3 +158,9 @@ def test_the_share_s_interval_holds_it_and_narrows_with_more_bids() -> None:
         assert low < excess / constant < high
         widths.append(high - low)
     assert widths[1] < 0.5 * widths[0]
+
+
+def test_a_day_that_overshoots_by_seconds_has_24_hours() -> None:
+    t = table([10.0, 86_400.5], [0.0, 0.0], [5, 5], [True, False])
+    assert learning.win_rate_by_hour(t, 86_400.9) == [1.0] + [None] * 22 + [0.0]
+    assert len(learning.win_rate_by_hour(t, 86_400.0 + 120.0)) == 25
