@@ -35,7 +35,7 @@ from typing import Final
 
 import numpy as np
 
-from bidder.scorer import PositionScorer
+from bidder.scorer import PositionScorer, PositionTables
 from bidder.scoring import HashedLinearModel
 from fleet.model import encode_sparse
 from learner.batch import to_batch
@@ -64,7 +64,12 @@ class Timer:
 
 def run_ours(data: SyntheticClicks) -> tuple[Timer, np.ndarray, OnlineLearner]:
     """(time, progressive predictions, a learner holding the trained estimator)."""
-    learner = OnlineLearner(LearnerConfig(click_grid=(PARAMS,), install_grid=(PARAMS,)))
+    # no warm start (priors of 0.5 put the bias at 0): VW's weights start at 0 too
+    learner = OnlineLearner(
+        LearnerConfig(
+            click_grid=(PARAMS,), install_grid=(PARAMS,), click_prior=0.5, install_prior=0.5
+        )
+    )
     est = learner.grids["click"].estimators[0]
     preds = np.empty(len(data.features))
     with Timer() as t:
@@ -140,7 +145,7 @@ def scoring_cost(model: HashedLinearModel, rng: random.Random) -> tuple[float, f
             cr = c * creatives + k
             statics.append((f"campaign={c}", f"creative={cr}", "goal=CPC", "fmt=banner"))
             prefixes.append((f"campaign^app={c}^", f"campaign^country={c}^"))
-    scorer = PositionScorer(model, statics, prefixes)
+    scorer = PositionScorer(model, PositionTables(statics, prefixes, model.seed))
     positions = list(range(len(statics)))
     requests = []
     for _ in range(400):

@@ -257,8 +257,8 @@ class PriorModel:
 
     def __init__(
         self,
-        click: float = 0.01,
-        install: float = 0.03,
+        click: float = model_file.PRIOR_CLICK_RATE,
+        install: float = model_file.PRIOR_INSTALL_RATE,
         per_goal: Mapping[str, tuple[float, float]] | None = None,
         per_campaign: Mapping[int, tuple[float, float]] | None = None,
         version: int = 0,

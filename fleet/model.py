@@ -82,6 +82,12 @@ SPARSE_FORMAT_VERSION: Final = 2  # the one ``encode_sparse`` writes
 MAX_NAME_BYTES: Final = 1024
 MAX_BITS: Final = 28
 HEADS: Final = 2
+
+# The rates a bidder scores with before any learnt model arrives (``bidder.scoring.PriorModel``)
+# and where the learner's estimators start (their bias at the logit of the rate): a first model
+# learnt from a few clicks then moves away from the prior, instead of from 0.5.
+PRIOR_CLICK_RATE: Final = 0.01
+PRIOR_INSTALL_RATE: Final = 0.03
 _PREFIX: Final = struct.Struct("<4sH")
 _V1_HEADER: Final = struct.Struct("<4sHBBIQff")
 _CRC: Final = struct.Struct("<I")

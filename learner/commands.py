@@ -109,7 +109,7 @@ def model_show(settings: FleetSettings, args: argparse.Namespace, out: TextIO | 
     except ModelFormatError as exc:
         print(f"model show: model {stored.version} is unreadable: {exc}", file=sys.stderr)
         return 1
-    path = args.checkpoint or LearnerSettings().checkpoint_path
+    path = args.checkpoint or LearnerSettings.from_env().checkpoint_file
     for line in describe(stored, model, _names(Path(path)), args.top):
         print(line, file=out)
     return 0

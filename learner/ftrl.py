@@ -290,6 +290,39 @@ class FtrlReference:
         self.examples = state.examples
 
 
+def bias_for_rate(rate: float) -> float:
+    """The logistic bias whose prediction is ``rate`` (the logit)."""
+    if not 0.0 < rate < 1.0:
+        raise BadParameters("a prior rate must be in (0, 1)")
+    return math.log(rate / (1.0 - rate))
+
+
+class _Stateful(Protocol):
+    params: FtrlParams
+
+    def get_state(self) -> FtrlState: ...
+
+    def set_state(self, state: FtrlState) -> None: ...
+
+
+def start_at(estimator: _Stateful, bias: float) -> None:
+    """Warm start: put the bias coordinate of an estimator that has learnt nothing where its
+    weight is ``bias`` (with n = 0: z = -bias (beta / alpha + l2) - sign(bias) l1). FTRL-Proximal
+    then keeps it there until the gradients say otherwise (each step's sigma w term re-centres
+    z on the current weight), so a first model learnt from few positives starts from the prior
+    rate instead of from 0.5. Raises BadParameters on an estimator that has learnt already."""
+    state = estimator.get_state()
+    if state.examples or state.state.any():
+        raise BadParameters("only an estimator that has learnt nothing can be warm-started")
+    p = estimator.params
+    if bias == 0.0:
+        return
+    z = -bias * (p.beta / p.alpha + p.l2) - math.copysign(p.l1, bias)
+    fresh = state.state.copy()
+    fresh[-1, 0] = z / state.scale
+    estimator.set_state(FtrlState(p, fresh, state.scale, 0))
+
+
 def check_state(state: FtrlState, params: FtrlParams) -> None:
     if state.params != params:
         raise BadParameters(f"state of {state.params.describe()} for {params.describe()}")

@@ -23,10 +23,10 @@ import numpy.typing as npt
 
 from fleet.events import AnyEvent
 from fleet.features import SCORING_FEATURE_SET, SCORING_FEATURE_SET_VERSION
-from fleet.model import SparseHead, SparseModel
+from fleet.model import PRIOR_CLICK_RATE, PRIOR_INSTALL_RATE, SparseHead, SparseModel
 from learner.batch import to_batch
 from learner.errors import BadParameters
-from learner.ftrl import FtrlParams
+from learner.ftrl import FtrlParams, bias_for_rate, start_at
 from learner.grid import EstimatorGrid, GridSettings, Selection
 from learner.inverse import InverseHashMap
 from learner.join import HEADS, Example, Head, Joiner, JoinSettings, PriceObservation
@@ -59,8 +59,14 @@ class LearnerConfig:
     inverse_every: int = 8
     feature_set: str = FEATURE_SET
     feature_set_version: int = FEATURE_SET_VERSION
+    # where each head's estimators start (their bias at its logit): the bidder's priors
+    click_prior: float = PRIOR_CLICK_RATE
+    install_prior: float = PRIOR_INSTALL_RATE
 
     def __post_init__(self) -> None:
+        for name in ("click_prior", "install_prior"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise BadParameters(f"{name} must be a rate in (0, 1)")
         if not self.click_grid or not self.install_grid:
             raise BadParameters("each head needs at least one estimator")
         if self.batch_examples < 1 or self.inverse_every < 1:
@@ -91,6 +97,10 @@ class OnlineLearner:
             "click": EstimatorGrid(c.click_grid, c.grid, pool=pool),
             "install": EstimatorGrid(c.install_grid, c.grid, pool=pool),
         }
+        priors: dict[Head, float] = {"click": c.click_prior, "install": c.install_prior}
+        for head, prior in priors.items():
+            for estimator in self.grids[head].estimators:
+                start_at(estimator, bias_for_rate(prior))
         self.market = CensoredLogNormalMarket(c.market)
         self.inverse = InverseHashMap(c.inverse_capacity)
         self.pending: dict[Head, _Pending] = {h: _Pending() for h in HEADS}

@@ -39,7 +39,7 @@ from fleet.db.model_store import latest_version, save_model
 from fleet.events import AnyEvent, decode, partition_prefix
 from fleet.model import SparseModel, encode_sparse
 from learner.checkpoint import load_checkpoint, save_checkpoint
-from learner.errors import CheckpointError
+from learner.errors import AnotherLearner, CheckpointError
 from learner.metrics import LearnerMetrics
 from learner.online import OnlineLearner
 from learner.settings import LearnerSettings
@@ -88,6 +88,7 @@ class LearnerService:
         self._exported_learnt = 0  # examples learnt when the last model was exported
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="learner")
         self._pool: asyncpg.Pool | None = None
+        self._lock_conn: asyncpg.Connection | None = None  # holds the one-learner lock
         self.cache: Cache | None = None
         self._subscriber: Subscriber | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -97,7 +98,10 @@ class LearnerService:
     # -- start / stop -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Raises AnotherLearner when this fleet's learner already runs (before touching the
+        checkpoint), an OSError or asyncpg error when Postgres cannot be reached to tell."""
         s = self.settings
+        await self._take_lock()
         await self._run(self._resume)
         self._pool = await asyncpg.create_pool(self.dsn, min_size=0, max_size=2)
         self.cache = Cache(s.cache, registry=self.registry, origin=default_origin("learner"))
@@ -139,6 +143,9 @@ class LearnerService:
             if self._pool is not None:
                 await self._pool.close()
                 self._pool = None
+            if self._lock_conn is not None:
+                await self._lock_conn.close()  # the session ends: the lock is released
+                self._lock_conn = None
             self._worker.shutdown(wait=True)
 
     def health(self) -> dict[str, Any]:
@@ -150,6 +157,46 @@ class LearnerService:
             "exports": self.exports,
             "buffered": len(self._buffer),
         }
+
+    # -- one learner per fleet -----------------------------------------------------------------
+
+    async def _take_lock(self) -> None:
+        """The session-level advisory lock of the fleet's learner, on a connection of its own
+        held until stop (or until that session ends, which releases it)."""
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            held = bool(
+                await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.settings.lock_key)
+            )
+        except BaseException:
+            await conn.close()
+            raise
+        if not held:
+            await conn.close()
+            raise AnotherLearner(
+                "another learner already runs for this fleet (advisory lock "
+                f"{self.settings.lock_key:#x} is held): one learner per fleet, since learners "
+                "that split the partitions would publish models that overwrite each other's"
+            )
+        self._lock_conn = conn
+
+    async def _still_the_learner(self) -> bool:
+        """Whether this process may publish: its lock session is alive, or it takes the lock
+        again (a Postgres restart ends the session and releases it)."""
+        conn = self._lock_conn
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.fetchval("SELECT 1")
+                return True
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+        self._lock_conn = None
+        try:
+            await self._take_lock()
+        except AnotherLearner as exc:
+            log.error("not exporting: %s", exc)
+            return False
+        return True
 
     # -- the loop side ------------------------------------------------------------------------
 
@@ -191,6 +238,8 @@ class LearnerService:
         learnt = sum(self.learner.learnt.values())
         if self._pool is None or learnt == self._exported_learnt:  # nothing new to export
             return 0
+        if not await self._still_the_learner():
+            return 0
         async with self._round_lock:
             async with self._pool.acquire() as conn:
                 version = max(await latest_version(conn), self.model_version) + 1
@@ -209,14 +258,14 @@ class LearnerService:
         return version
 
     async def checkpoint(self) -> int:
-        path = self.settings.checkpoint_path
+        path = self.settings.checkpoint_file
         async with self._round_lock:
             return int(await self._run(lambda: self._save(path)))
 
     # -- the worker side (the learner's state) ------------------------------------------------
 
     def _resume(self) -> None:
-        path = Path(self.settings.checkpoint_path)
+        path = Path(self.settings.checkpoint_file)
         if not path.exists():
             return
         try:

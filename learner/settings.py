@@ -16,6 +16,7 @@ from typing import Any
 
 from cache.settings import CacheSettings
 from fleet.errors import SettingsError
+from fleet.model import PRIOR_CLICK_RATE, PRIOR_INSTALL_RATE
 from fleet.settings import FleetSettings, fraction, load, port, positive, setting
 from learner.errors import BadParameters
 from learner.ftrl import FtrlParams
@@ -23,6 +24,9 @@ from learner.grid import GridSettings
 from learner.join import JoinSettings
 from learner.market import MarketSettings
 from learner.online import DEFAULT_GRID, LearnerConfig
+
+# The session-level advisory lock held by the fleet's one learner ("rtbflrnr").
+DEFAULT_LEARNER_LOCK_KEY = 0x72746266_6C726E72
 
 _FLOATS = ("alpha", "beta", "l1", "l2", "half_life")
 
@@ -94,6 +98,10 @@ def _share(value: str) -> str | None:
     return None
 
 
+def _rate(value: float) -> str | None:
+    return None if 0.0 < value < 1.0 else "must be a rate in (0, 1)"
+
+
 def _u32(value: int) -> str | None:
     return None if 0 <= value < 1 << 32 else "must be a 32-bit unsigned integer"
 
@@ -108,6 +116,18 @@ class LearnerSettings:
         "RTBFLEET_LEARNER_INSTALL_GRID",
         "install-head estimators",
         _grid,
+    )
+    click_prior: float = setting(
+        PRIOR_CLICK_RATE,
+        "RTBFLEET_LEARNER_CLICK_PRIOR",
+        "click rate the click head starts from (its bias at the logit; the bidder's prior)",
+        _rate,
+    )
+    install_prior: float = setting(
+        PRIOR_INSTALL_RATE,
+        "RTBFLEET_LEARNER_INSTALL_PRIOR",
+        "install-given-click rate the install head starts from",
+        _rate,
     )
     hash_seed: int = setting(
         0, "RTBFLEET_LEARNER_HASH_SEED", "MurmurHash3 seed of the features (the model's)", _u32
@@ -158,7 +178,9 @@ class LearnerSettings:
         lambda v: None if v >= 0 else "must be 0 or more",
     )
     checkpoint_path: Path = setting(
-        Path("data/learner.ckpt"), "RTBFLEET_LEARNER_CHECKPOINT", "checkpoint file"
+        Path(""),
+        "RTBFLEET_LEARNER_CHECKPOINT",
+        "checkpoint file (empty: <data dir>/learner.ckpt)",
     )
     inverse_capacity: int = setting(
         100_000,
@@ -170,8 +192,14 @@ class LearnerSettings:
     share: str = setting(
         "0/1",
         "RTBFLEET_LEARNER_SHARE",
-        "i/k: this learner holds the event partitions p with p mod k == i (several split them)",
+        "i/k: this learner learns the event partitions p with p mod k == i, a consistent 1/k "
+        "sample (one learner per fleet: a second one refuses to start)",
         _share,
+    )
+    lock_key: int = setting(
+        DEFAULT_LEARNER_LOCK_KEY,
+        "RTBFLEET_LEARNER_LOCK_KEY",
+        "Postgres advisory lock key held by the fleet's one learner",
     )
     export_interval_s: float = setting(
         60.0, "RTBFLEET_LEARNER_EXPORT_INTERVAL_S", "seconds between model exports", positive
@@ -204,6 +232,14 @@ class LearnerSettings:
         cache = dataclasses.replace(load(CacheSettings, environ, env_file), fleet=fleet)
         return dataclasses.replace(load(cls, environ, env_file), fleet=fleet, cache=cache)
 
+    @property
+    def checkpoint_file(self) -> Path:
+        """Where the checkpoint is kept: the setting, else in the fleet's data directory (so a
+        fleet started on another data directory does not resume another fleet's learner)."""
+        if str(self.checkpoint_path) not in ("", "."):
+            return self.checkpoint_path
+        return self.fleet.data_dir / "learner.ckpt"
+
     def partitions(self) -> list[int]:
         """The event-bus partitions this learner holds."""
         i, k = parse_share(self.share)
@@ -232,6 +268,8 @@ class LearnerSettings:
                 seed=self.hash_seed,
                 market_half_life_s=self.market_half_life_s,
                 batch_examples=self.batch_examples,
+                click_prior=self.click_prior,
+                install_prior=self.install_prior,
                 inverse_capacity=self.inverse_capacity,
             )
         except BadParameters as exc:

@@ -31,6 +31,9 @@ class Prediction:
     p_click: float
     p_install: float
     model_version: int
+    p_win: float = 0.0  # the bidder's P(win | bid) as priced (0: not sent)
+    value_cpm_micros: int = 0  # what the impression was worth to the bidder (bidding currency)
+    bid_cpm_micros: int = 0  # the bid in the same currency
 
 
 def row_of(pred: Prediction, request_index: Mapping[str, int], table: AuctionTable) -> int | None:

@@ -450,6 +450,7 @@ class Exchange:
                 p_click=p_click,
                 p_install=p_install,
                 floor_usd_micros=floor,
+                market_median_usd_micros=0 if slot.deals else slot.median_usd_micros,
                 **common,
             )
             first = row if first < 0 else first

@@ -63,6 +63,9 @@ class FleetWatcher:
                             p_click=event.p_click,
                             p_install=event.p_install,
                             model_version=event.model_version,
+                            p_win=event.p_win,
+                            value_cpm_micros=event.value_cpm_micros,
+                            bid_cpm_micros=event.bid_cpm_micros,
                         )
                     )
                 elif isinstance(event, BillingEvent):

@@ -43,6 +43,8 @@ _COLUMNS: Final = {
     "bid_usd_micros": "q",  # CPM
     "floor_usd_micros": "q",  # the floor this bid was held to (deal floor for deal bids)
     "clear_usd_micros": "q",  # what the winner pays (CPM); 0 unless won
+    # TRUE median of the best competing bid of an open auction (CPM; 0 for a deal's slot)
+    "market_median_usd_micros": "q",
     "billed": "b",
     "clicked": "b",
     "installed": "b",

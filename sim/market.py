@@ -91,6 +91,7 @@ class Slot:
     floor_currency: str
     deals: tuple[Deal, ...]
     competing_usd_micros: int  # the best other open-auction bid (0: nobody else bid)
+    median_usd_micros: int = 0  # the median the competing bid was drawn around (the truth)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -220,8 +221,8 @@ class Market:
         slots = []
         for n, placement in enumerate(placements, 1):
             competing = 0
+            median = self.median_price_usd(user, placement, local_hour % 24)
             if rng.random() >= p.no_competition_share:
-                median = self.median_price_usd(user, placement, local_hour % 24)
                 competing = round(median * rng.lognormvariate(0.0, p.price_sigma) * 1_000_000)
             slots.append(
                 Slot(
@@ -231,6 +232,7 @@ class Market:
                     floor_currency=currency,
                     deals=placement.deals,
                     competing_usd_micros=competing,
+                    median_usd_micros=round(median * 1_000_000),
                 )
             )
         gdpr = country in EU_COUNTRIES
@@ -331,6 +333,10 @@ class Market:
             )
             self._campaigns[campaign_id] = truth
         return truth
+
+    def campaign_latent(self, campaign_id: int) -> tuple[float, ...]:
+        """The campaign's latent interests (the truth's user x campaign term; for reports)."""
+        return self._campaign(campaign_id).latent
 
     def _creative_bias(self, creative_id: int) -> float:
         bias = self._creatives.get(creative_id)

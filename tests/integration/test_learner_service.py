@@ -318,3 +318,49 @@ def test_model_show_prints_the_newest_model_and_its_heaviest_features_by_name(
     assert "app=hot.game" in heavy[0] or "app=cold.news" in heavy[0], text
     args = argparse.Namespace(version=99, top=3, checkpoint=ckpt)
     assert model_show(FleetSettings(pg_dsn=pg_dsn), args, io.StringIO()) == 1
+
+
+def test_one_learner_per_fleet_a_second_one_refuses_to_start(tmp_path: Path, pg_dsn: str) -> None:
+    """Learners that split the partitions would overwrite each other's models in the bidders:
+    a second learner of the same fleet (the same Postgres) refuses with one clear line, in
+    process and as ``python -m learner``; once the first stops, a learner starts again."""
+    import os
+    import subprocess
+    import sys
+
+    from learner.errors import AnotherLearner
+
+    with proxy_process() as events, proxy_process() as coherence:
+        first = learner_settings(pg_dsn, events, coherence, tmp_path / "a.ckpt")
+        second = dataclasses.replace(first, checkpoint_path=tmp_path / "b.ckpt", share="1/2")
+
+        async def go() -> None:
+            async with learner(first, pg_dsn):
+                with pytest.raises(AnotherLearner, match="one learner per fleet"):
+                    await LearnerService(second, pg_dsn).start()
+                assert not (tmp_path / "b.ckpt").exists()
+                env = {
+                    **os.environ,
+                    "RTBFLEET_PG_DSN": pg_dsn,
+                    "RTBFLEET_MEMCACHED": "",
+                    "RTBFLEET_EVENT_BUS_OUT": events[1],
+                    "RTBFLEET_COHERENCE_BUS_IN": coherence[0],
+                    "RTBFLEET_COHERENCE_BUS_OUT": coherence[1],
+                    "RTBFLEET_LEARNER_PORT": "0",
+                    "RTBFLEET_LEARNER_CHECKPOINT": str(tmp_path / "c.ckpt"),
+                }
+                proc = await asyncio.to_thread(
+                    subprocess.run,
+                    [sys.executable, "-m", "learner"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert proc.returncode == 1, proc.stderr
+                lines = proc.stderr.strip().splitlines()
+                assert len(lines) == 1 and "another learner already runs" in lines[0], lines
+            async with learner(second, pg_dsn) as again:  # the lock went with the first
+                assert again.health()["model_version"] == 0
+
+        asyncio.run(go())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from learner.errors import BadParameters
-from learner.ftrl import FtrlParams, FtrlReference, Logistic, Squared
+from learner.ftrl import FtrlParams, FtrlReference, Logistic, Squared, bias_for_rate, start_at
 
 _ftrl = pytest.importorskip("learner._ftrl")  # `make test` builds it; see test_compiled_is_built
 
@@ -214,3 +214,41 @@ def test_state_round_trip_continues_identically() -> None:
     )
     with pytest.raises(BadParameters):
         FtrlReference(FtrlParams(bits=9)).set_state(a.get_state())
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize(
+    "params",
+    [
+        FtrlParams(alpha=0.05, beta=1.0, l1=1.0, l2=1.0, bits=6),
+        FtrlParams(alpha=0.1, beta=0.5, l1=0.0, l2=30.0, bits=6, half_life=500.0),
+    ],
+)
+def test_warm_start_predicts_the_prior_and_stays_there(impl: type, params: FtrlParams) -> None:
+    rate = 0.01
+    m = impl(params)
+    start_at(m, bias_for_rate(rate))
+    bias, w = m.weights()
+    assert bias == pytest.approx(math.log(rate / (1 - rate)), abs=1e-12)
+    assert not w.any()
+    assert m.predict_one([5]) == pytest.approx(rate, abs=1e-12)
+    # a stream at the prior rate (1 positive in 100) leaves the prediction near it; a cold
+    # start after the same 100 examples is still far above it
+    cold = impl(params)
+    for k in range(100):
+        y = 1.0 if k == 50 else 0.0
+        m.learn_one([k % 7], None, y, 1.0)
+        cold.learn_one([k % 7], None, y, 1.0)
+    warm_p, cold_p = m.predict_one([60]), cold.predict_one([60])
+    assert abs(math.log(warm_p / rate)) < abs(math.log(cold_p / rate))
+    assert 0.2 * rate < warm_p < 5 * rate
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_warm_start_only_before_learning(impl: type) -> None:
+    m = impl(FtrlParams(bits=4))
+    m.learn_one([1], None, 1.0, 1.0)
+    with pytest.raises(BadParameters):
+        start_at(m, -4.0)
+    with pytest.raises(BadParameters):
+        bias_for_rate(1.0)

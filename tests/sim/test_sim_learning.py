@@ -57,3 +57,110 @@ def test_win_rate_per_simulated_hour() -> None:
         {"model_last_quarter": "not measured: x", "win_rate_by_hour": [0.5, None]}
     )
     assert lines == ["Learning  not measured: x", "Win rate  per simulated hour: 50% -"]
+
+
+def test_learning_curve_and_first_price_win_rate_per_hour() -> None:
+    truth = [0.01, 0.2, 0.01, 0.2]
+    t = table([10.0, 20.0, 5500.0, 5600.0], truth, [1_000_000] * 4, [True, False, True, True])
+    t.columns["auction_type"] = np.asarray([1, 1, 1, 2], dtype=np.int8)
+    t.columns["floor_usd_micros"] = np.zeros(4, dtype=np.int64)
+    t.columns["market_median_usd_micros"] = np.full(4, 1_000_000, dtype=np.int64)
+    index = {f"r{i}": i for i in range(4)}
+    mean = float(np.mean(truth[:2]))
+
+    def pred(i: int, q: float, version: int, p_win: float) -> Prediction:
+        return Prediction(
+            f"r{i}:1:b",
+            "1",
+            1,
+            q,
+            0.0,
+            version,
+            p_win,
+            value_cpm_micros=3_000_000,
+            bid_cpm_micros=1_000_000,
+        )
+
+    preds = [
+        pred(0, mean, 2, 0.5),  # a constant in hour 0
+        pred(1, mean, 2, 0.7),
+        pred(2, 0.01, 5, 0.9),  # the truth in hour 1
+        pred(3, 0.2, 5, 0.1),  # second price: not in the first-price line
+    ]
+    f = learning.figures(preds, index, t, 2 * 3600.0)
+    c = f["curve_by_hour"]
+    assert [h["joined"] for h in c] == [2, 2] and [h["model"] for h in c] == [2, 5]
+    assert abs(c[0]["excess_share_of_constant"] - 1.0) < 1e-3
+    assert abs(c[1]["excess_share_of_constant"]) < 1e-3
+    shape = learning.MarketParams()
+    q0 = shape.no_competition_share
+    at_median = q0 + (1 - q0) * 0.5  # a bid at the true median
+    hour0, hour1 = f["first_price_by_hour"]
+    assert hour0[:3] == [0.5, 0.6, at_median] and hour1[:3] == [1.0, 0.9, at_median]
+    assert hour0[3] == hour1[3] and at_median < hour0[3] < 1.0  # worth 3x the median: bid more
+    assert f["model_last_quarter"]["first_model"] == 2
+    lines = learning.summary_lines(f)
+    assert "began with model 2 of an earlier run" in lines[0]
+    assert lines[1].endswith("per simulated hour: 100% 0%")
+    assert lines[3].startswith("Win rate  first price, won") and lines[3].endswith("50% 100%")
+    assert lines[4].endswith("60% 90%")
+
+
+def test_the_target_is_the_surplus_maximising_bid_against_the_true_market() -> None:
+    shape = learning.MarketParams()
+    rng = np.random.default_rng(4)
+    n = 50
+    value = rng.uniform(0.2e6, 8e6, n)
+    median = rng.uniform(0.3e6, 3e6, n)
+    floor = np.where(rng.random(n) < 0.5, 0.0, 0.1 * value)
+    target = learning.optimal_p_win(value, floor, median, shape)
+    for i in range(n):
+        bids = np.linspace(max(floor[i], 1.0), value[i], 4000, endpoint=False)
+        p = learning.true_p_win(
+            bids, np.full_like(bids, floor[i]), np.full_like(bids, median[i]), shape
+        )
+        surplus = (value[i] - bids) * p
+        best = bids[int(np.argmax(surplus))]
+        # the target's P(win) is that of a bid within a grid step of the finest optimum
+        step = (value[i] - max(floor[i], 1.0)) / 256
+        near = learning.true_p_win(
+            np.asarray([best - step, best + step]),
+            np.full(2, floor[i]),
+            np.full(2, median[i]),
+            shape,
+        )
+        assert near[0] - 1e-9 <= target[i] <= near[1] + 1e-9
+    below = learning.true_p_win(np.asarray([0.5e6]), np.asarray([1e6]), np.asarray([1e6]), shape)
+    assert below[0] == 0.0
+
+
+def test_the_aim_needs_the_user_x_campaign_term() -> None:
+    """An oracle that knows every term of the true p(click) but the user's latent interests
+    keeps more than half of a constant's excess: a model of the bidder's features (which do not
+    cross the user's segments with the campaign) cannot meet the aim however much it learns."""
+    import random
+
+    from sim.market import Market, MarketParams
+
+    market = Market(MarketParams(users=3000), seed=1)
+    share = learning.oracle_share_without_user(market, random.Random(3), 3000)
+    assert learning.AIM < share < 1.0
+
+
+def test_the_share_s_interval_holds_it_and_narrows_with_more_bids() -> None:
+    rng = np.random.default_rng(7)
+    widths = []
+    for n in (2_000, 20_000):
+        p = 1 / (1 + np.exp(-rng.normal(-4.6, 0.8, n)))
+        q = np.clip(p * np.exp(rng.normal(0.0, 0.5, n)), 1e-6, 0.5)
+        excess, constant = learning._excess(p, q)
+        low, high = learning.share_interval(p, q, np.random.default_rng(0))
+        assert low < excess / constant < high
+        widths.append(high - low)
+    assert widths[1] < 0.5 * widths[0]
+
+
+def test_a_day_that_overshoots_by_seconds_has_24_hours() -> None:
+    t = table([10.0, 86_400.5], [0.0, 0.0], [5, 5], [True, False])
+    assert learning.win_rate_by_hour(t, 86_400.9) == [1.0] + [None] * 22 + [0.0]
+    assert len(learning.win_rate_by_hour(t, 86_400.0 + 120.0)) == 25
