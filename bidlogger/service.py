@@ -5,7 +5,8 @@ Tasks, each owned here and cancelled on ``close()``:
 - *consume*: the subscriber's deliveries into the aggregator (positions and losses first);
 - *flush*: every ``flush_interval`` one batch: spooled on disk, raw rows appended to their
   hourly segments, the state file written; due segments closed into Parquet files;
-- *writer*: spooled batches to Postgres, oldest first, retried while Postgres is down;
+- *writer*: spooled batches to Postgres, oldest first, retried while Postgres is down (the
+  connection lives on the writer thread's own loop: ``bidlogger.writer``);
 - *uploader*: outbox files to the object store, retried while it is down;
 - *maintenance*: roll-ups, retention and the creative feed, when this logger leads.
 
@@ -41,7 +42,7 @@ from bidlogger.partitions import prefixes, topic_partition, topic_type
 from bidlogger.positions import Loss, Positions
 from bidlogger.settings import BidloggerSettings
 from bidlogger.spool import Spool, State
-from bidlogger.store import Store
+from bidlogger.writer import ThreadedStore
 from fleet.aio import cancel_and_wait
 from fleet.bus import Delivery, Subscriber
 
@@ -73,7 +74,7 @@ class BidLogger:
         self.state_dir = settings.effective_state_dir
         self.wall = wall
         self.mono = mono
-        self.store = Store(dsn)
+        self.store = ThreadedStore(dsn)
         self.spool = Spool(self.state_dir / "spool", settings.spool_max_bytes)
         self.segments = Segments(
             self.state_dir / "segments",
