@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from bidlogger._copy import encode_raw
 from bidlogger.positions import Loss, Position, Positions
 from fleet.events import (
     EVENT_TYPES,
@@ -117,7 +118,14 @@ class RawRow(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
-    """One flush: applied to Postgres at most once, identified by (logger_id, seq)."""
+    """One flush: applied to Postgres at most once, identified by (logger_id, seq).
+
+    The raw sample travels twice: ``raw``, the rows (for the Parquet segments, in memory only:
+    the spool keeps ``raw=[]``), and ``raw_copy``, the same rows as one binary COPY stream
+    (``bidlogger.copyfmt``), encoded once at the flush, spooled and sent to Postgres as it is;
+    ``raw_first``/``raw_last`` are its earliest and latest timestamps in epoch microseconds.
+    A batch spooled before ``raw_copy`` existed has ``raw`` alone (the writer encodes it).
+    """
 
     logger_id: str
     seq: int
@@ -130,6 +138,15 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     positions: list[Position]
     losses: list[Loss]
     raw: list[RawRow]
+    raw_copy: bytes = b""
+    raw_events: int = 0
+    raw_first: int = 0
+    raw_last: int = 0
+
+    @property
+    def raw_count(self) -> int:
+        """Raw-sample events in the batch (in ``raw``, ``raw_copy`` or both)."""
+        return max(self.raw_events, len(self.raw))
 
 
 class BidJoin:
@@ -153,6 +170,18 @@ class BidJoin:
         if len(bids) > self.max_entries:
             bids.popitem(last=False)
             self.evicted += 1
+
+    def put_many(self, txids: list[str], p_click_e9: list[int], stamps: list[float]) -> None:
+        """``put`` of each, in order, in one C-level update (the same bids stay, the same
+        number are counted evicted)."""
+        bids = self._bids
+        bids.update(zip(txids, zip(p_click_e9, stamps, strict=True), strict=True))
+        over = len(bids) - self.max_entries
+        if over > 0:
+            popitem = bids.popitem
+            for _ in range(over):
+                popitem(last=False)
+            self.evicted += over
 
     def take(self, txid: str) -> int | None:
         entry = self._bids.pop(txid, None)
@@ -250,16 +279,18 @@ class Aggregator:
             self.check_partition and partition_of(events[0].txid, self.total) != partition
         ):  # nan fails the first test too, wherever it is: min/max keep it or fail on it
             return self.add_each(topic, partition, event_type, payloads)
-        if any(s != s for s in stamps):  # nan
+        checksum = sum(stamps)
+        if checksum != checksum:  # a nan among them (min/max may step over one)
             return self.add_each(topic, partition, event_type, payloads)
         if high > self.watermark:
             self.watermark = high
         cells = self.cells
         if event_type == "bid":
-            put = self.join.put
-            for e in events:
-                p = e.p_click
-                put(e.txid, round(p * P_SCALE) if 0.0 <= p <= 1.0 else 0, e.ts)
+            self.join.put_many(
+                [e.txid for e in events],
+                [round(p * P_SCALE) if 0.0 <= p <= 1.0 else 0 for p in [e.p_click for e in events]],
+                stamps,
+            )
         if event_type == "impression":
             take = self.join.take
             for e in events:
@@ -423,6 +454,13 @@ class Aggregator:
     def flush(self, seq: int) -> Batch:
         """Everything folded since the last flush, as batch ``seq``; the cells start again."""
         self.join.expire(self.watermark)
+        raw = self.raw
+        raw_copy, first, last = b"", 0, 0
+        if raw:
+            try:
+                raw_copy, first, last = encode_raw(raw, self.logger_id, seq)
+            except OverflowError:  # left to the writer, which sets the batch aside as refused
+                raw_copy = b""
         rows = [
             AggRow(minute, campaign, creative, etype, c[0], c[1], c[2], c[3])
             for (minute, campaign, creative, etype), c in self.cells.items()
@@ -438,7 +476,11 @@ class Aggregator:
             coverage=self._coverage(),
             positions=self.positions.take_dirty(),
             losses=self.positions.take_losses(),
-            raw=self.raw,
+            raw=raw,
+            raw_copy=raw_copy,
+            raw_events=len(raw),
+            raw_first=first,
+            raw_last=last,
         )
         self.cells = {}
         self.raw = []

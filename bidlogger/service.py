@@ -5,7 +5,8 @@ Tasks, each owned here and cancelled on ``close()``:
 - *consume*: the subscriber's deliveries into the aggregator (positions and losses first);
 - *flush*: every ``flush_interval`` one batch: spooled on disk, raw rows appended to their
   hourly segments, the state file written; due segments closed into Parquet files;
-- *writer*: spooled batches to Postgres, oldest first, retried while Postgres is down;
+- *writer*: spooled batches to Postgres, oldest first, retried while Postgres is down (the
+  connection lives on the writer thread's own loop: ``bidlogger.writer``);
 - *uploader*: outbox files to the object store, retried while it is down;
 - *maintenance*: roll-ups, retention and the creative feed, when this logger leads.
 
@@ -41,7 +42,7 @@ from bidlogger.partitions import prefixes, topic_partition, topic_type
 from bidlogger.positions import Loss, Positions
 from bidlogger.settings import BidloggerSettings
 from bidlogger.spool import Spool, State
-from bidlogger.store import Store
+from bidlogger.writer import ThreadedStore
 from fleet.aio import cancel_and_wait
 from fleet.bus import Delivery, Subscriber
 
@@ -73,7 +74,7 @@ class BidLogger:
         self.state_dir = settings.effective_state_dir
         self.wall = wall
         self.mono = mono
-        self.store = Store(dsn)
+        self.store = ThreadedStore(dsn)
         self.spool = Spool(self.state_dir / "spool", settings.spool_max_bytes)
         self.segments = Segments(
             self.state_dir / "segments",
@@ -129,6 +130,7 @@ class BidLogger:
         self._outbox = asyncio.Event()
         self._consuming = asyncio.Event()
         self._flush_soon = asyncio.Event()
+        self._raw_flush: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
         self._segments_lock = asyncio.Lock()  # appends and closes, in flush order
@@ -189,6 +191,8 @@ class BidLogger:
         await self.subscriber.close()
         consume = self._tasks[0] if self._tasks else None
         await cancel_and_wait(consume)  # its deliveries so far are all folded in
+        if self._raw_flush is not None:  # finished, not cut short: its batch is cut already
+            await self._raw_flush
         with contextlib.suppress(BidloggerError):
             await self.flush(close_segments=True)
         # what Postgres and the store do not take within the timeout waits on disk for the next
@@ -206,7 +210,7 @@ class BidLogger:
     async def terminate(self) -> None:
         """Stop now: nothing more is flushed (what was spooled stays for the next start)."""
         self._closed = True
-        for task in self._tasks:
+        for task in [*self._tasks, self._raw_flush]:
             await cancel_and_wait(task)
         await self.subscriber.close()
         self.store.terminate()
@@ -235,8 +239,14 @@ class BidLogger:
             except Exception:  # a bug must not stop the logger: count the batch, say so
                 agg.drop("internal", len(d.payloads))
                 log.exception("a batch of %d event(s) on %s not counted", len(d.payloads), d.topic)
-            if len(agg.raw) >= RAW_FLUSH_ROWS:  # smaller COPYs, overlapping the reading
-                self._flush_soon.set()
+            if len(agg.raw) >= RAW_FLUSH_ROWS and (
+                self._raw_flush is None or self._raw_flush.done()
+            ):  # smaller COPYs, overlapping the reading: a task of its own starts at the next
+                # turn of the loop (the flush loop's timed wait takes several turns, and the
+                # consume task yields a turn only every few thousand events)
+                self._raw_flush = asyncio.get_running_loop().create_task(
+                    self._flush_logged(), name="bidlogger-raw-flush"
+                )
 
     def _notice(self, d: Delivery) -> None:
         if d.kind == "gap":
@@ -251,12 +261,15 @@ class BidLogger:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_soon.wait(), interval)
             self._flush_soon.clear()
-            try:
-                await self.flush()
-            except SpoolError:
-                log.exception("flush failed: the local disk refused")
-            except Exception:  # the next flush tries again; the loop must outlive a bug
-                log.exception("flush failed")
+            await self._flush_logged()
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except SpoolError:
+            log.exception("flush failed: the local disk refused")
+        except Exception:  # the next flush tries again; the loop must outlive a bug
+            log.exception("flush failed")
 
     async def flush(self, *, close_segments: bool = False) -> Batch | None:
         """One batch now (None when nothing happened since the last).

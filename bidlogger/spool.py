@@ -78,7 +78,12 @@ class Spool:
         return max(self._sizes, default=0)
 
     def put(self, batch: Batch) -> bool:
-        """Write ``batch``; False when the spool has no room for it (nothing is written)."""
+        """Write ``batch``; False when the spool has no room for it (nothing is written).
+
+        The raw rows go as the batch's COPY stream alone, the bytes the writer sends (the
+        rows themselves are for the Parquet segments, which the flush fills from memory)."""
+        if batch.raw_copy and batch.raw:
+            batch = msgspec.structs.replace(batch, raw=[])
         data = encode_batch(batch)
         if self.bytes + len(data) > self.max_bytes:
             self.refused += 1

@@ -4,8 +4,10 @@ A batch is applied at most once: its (logger id, flush sequence) row in ``bidlog
 inserted first, in the same transaction, and a batch whose row exists is skipped whole. Inside:
 the aggregates are COPYed into a session-local staging table and merged into ``bidlogger_minute``
 with one ``INSERT ... ON CONFLICT DO UPDATE`` (counts add up); coverage, positions, losses and the
-hours to roll up follow; the raw sample is COPYed straight into ``bidlogger_raw``, which routes
-each row to its day partition. Day partitions are created, when missing, before the transaction.
+hours to roll up follow; the raw sample, already a binary COPY stream (``bidlogger.copyfmt``), is
+sent as it is: into its day's partition when the batch spans one day (as it nearly always does),
+else into ``bidlogger_raw``, which routes each row. Day partitions are created, when missing,
+before the transaction.
 
 Every failure to reach or use Postgres is a :class:`StoreError`; the caller keeps the batch.
 """
@@ -20,12 +22,14 @@ from typing import Any
 import asyncpg
 
 from bidlogger.aggregate import HOUR, Batch
+from bidlogger.copyfmt import RAW_COLUMNS, encode_raw
 from bidlogger.errors import BatchRejected, StoreError
 from bidlogger.positions import Position
 
 log = logging.getLogger("bidlogger.store")
 
 _STAGE = "bidlogger_stage"
+DAY_MICROS = 86_400 * 1_000_000
 # what Postgres (or the encoding of a value for it) refuses for the batch's content, not for
 # being unreachable: the same batch would be refused again
 _REFUSED = (
@@ -45,17 +49,6 @@ _AGG_COLUMNS = (
     "spend_micros",
     "p_click_e9",
     "joined",
-)
-RAW_COLUMNS = (
-    "ts",
-    "event_type",
-    "txid",
-    "bus_partition",
-    "campaign_id",
-    "creative_id",
-    "logger_id",
-    "flush_seq",
-    "event",
 )
 _MERGE = f"""
 INSERT INTO bidlogger_minute ({", ".join(_AGG_COLUMNS)})
@@ -85,10 +78,23 @@ def day_of(epoch: float) -> date:
     return datetime.fromtimestamp(epoch, UTC).date()
 
 
+def day_partition(table: str, day: date) -> str:
+    """The name ``bidlogger_day_partition`` gives the partition of ``day``."""
+    return f"{table}_{day:%Y%m%d}"
+
+
 def days_between(first: float, last: float) -> list[date]:
     """Every UTC day from the one of ``first`` to the one of ``last`` (epoch seconds)."""
     start, end = day_of(first), day_of(last)
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _days_of_micros(first: int, last: int) -> list[date]:
+    """Every UTC day from the one of ``first`` to the one of ``last`` (epoch microseconds, the
+    very values the COPY stream holds: no float rounding between the two)."""
+    epoch = date(1970, 1, 1)
+    start, end = first // DAY_MICROS, last // DAY_MICROS
+    return [epoch + timedelta(days=d) for d in range(start, end + 1)]
 
 
 def _jsonb_encode(data: bytes) -> bytes:
@@ -148,6 +154,7 @@ class Store:
 
     async def _fail(self, exc: BaseException, what: str) -> StoreError:
         self.terminate()
+        self._days.clear()  # a partition dropped since (retention) is created again
         return StoreError(f"{what}: {exc}")
 
     async def ensure_days(self, table: str, days: Iterable[date]) -> None:
@@ -168,9 +175,19 @@ class Store:
         if batch.rows:
             minutes = [r.minute for r in batch.rows]
             await self.ensure_days("bidlogger_minute", days_between(min(minutes), max(minutes)))
-        if batch.raw:
-            stamps = [r.ts for r in batch.raw]
-            await self.ensure_days("bidlogger_raw", days_between(min(stamps), max(stamps)))
+        raw_copy, raw_table = batch.raw_copy, "bidlogger_raw"
+        if batch.raw and not raw_copy:  # spooled by an earlier version, or refused at the flush
+            try:
+                raw_copy, first, last = encode_raw(batch.raw, batch.logger_id, batch.seq)
+            except OverflowError as exc:
+                raise BatchRejected(f"batch {batch.seq} refused: {exc}") from exc
+        else:
+            first, last = batch.raw_first, batch.raw_last
+        if raw_copy:
+            days = _days_of_micros(first, last)
+            await self.ensure_days("bidlogger_raw", days)
+            if len(days) == 1:  # straight into the day's partition: no routing per row
+                raw_table = day_partition("bidlogger_raw", days[0])
         conn = await self.connect()
         try:
             async with conn.transaction():
@@ -181,11 +198,18 @@ class Store:
                     batch.seq,
                     batch.shard,
                     batch.events,
-                    len(batch.raw),
+                    batch.raw_count,
                 )
                 if fresh is None:
                     return False
                 await self._write(conn, batch)
+                if raw_copy:
+                    await conn.copy_to_table(
+                        raw_table,
+                        source=memoryview(raw_copy),  # not bytes: asyncpg takes bytes for a path
+                        columns=RAW_COLUMNS,
+                        format="binary",
+                    )
         except _REFUSED as exc:
             self.terminate()  # a COPY broken off mid-stream: start the next on a fresh session
             raise BatchRejected(f"batch {batch.seq} refused: {exc}") from exc
@@ -255,26 +279,6 @@ class Store:
                     (batch.logger_id, batch.seq, x.cause, x.publisher_id, x.topic, x.events)
                     for x in batch.losses
                 ],
-            )
-        if batch.raw:
-            logger_id, seq = batch.logger_id, batch.seq
-            await conn.copy_records_to_table(
-                "bidlogger_raw",
-                records=[
-                    (
-                        utc(r.ts),
-                        r.event_type,
-                        r.txid,
-                        r.partition,
-                        r.campaign_id,
-                        r.creative_id,
-                        logger_id,
-                        seq,
-                        r.json,
-                    )
-                    for r in batch.raw
-                ],
-                columns=RAW_COLUMNS,
             )
 
     async def positions(self, logger_id: str) -> list[Position]:
