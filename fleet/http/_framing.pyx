@@ -22,8 +22,8 @@ from fleet.http.framing import (
     DONE,
     HEAD,
     IDLE,
-    Request,
     _reason,
+    header_map,
 )
 
 cdef int _IDLE = IDLE
@@ -34,33 +34,61 @@ _ParserError = httptools.HttpParserError
 _ParserUpgrade = httptools.HttpParserUpgrade
 
 
+cdef class Request:
+    """One complete request: ``framing.PyRequest`` as an extension type (the same fields, the
+    same ``headers`` built on first use), so that the framer makes one without a Python frame.
+    """
+
+    def __init__(
+        self,
+        str method,
+        str target,
+        str version,
+        list raw_headers,
+        bytes body,
+        bint keep_alive,
+        double received_at,
+        bint chunked=False,
+    ):
+        self.method = method
+        self.target = target
+        self.version = version
+        self._headers = None
+        self.raw_headers = raw_headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.received_at = received_at
+        self.chunked = chunked
+        self.close = not keep_alive
+        self.remote_ip = ""
+
+    @property
+    def headers(self):
+        headers = self._headers
+        if headers is None:
+            self._headers = headers = header_map(self.raw_headers)
+        return headers
+
+    @property
+    def path(self):
+        return self.target.partition("?")[0]
+
+    @property
+    def query(self):
+        return self.target.partition("?")[2]
+
+    def header(self, bytes name, str default=""):
+        """A header's value as text (``name`` in lower case)."""
+        value = self.headers.get(name)
+        return default if value is None else value.decode("latin-1")
+
+    def __repr__(self):
+        return f"<Request {self.method} {self.target[:80]!r} {self.version} {len(self.body)} B>"
+
+
 cdef class Framer:
     """Feed it what a connection receives (``feed``); take ``requests`` in order; when ``error``
     is set, answer it after them and close."""
-
-    cdef readonly object limits
-    cdef public object requests
-    cdef public object error
-    cdef public int phase
-    cdef public double since
-    cdef public bint continue_due
-    cdef public bint upgrade_refused
-    cdef object _parser
-    cdef double _now
-    cdef Py_ssize_t _stray, _feed_done, _feed_body, _feed_len
-    cdef bint _begun
-    cdef Py_ssize_t _max_header, _max_message, _max_body, _max_chunks
-    # the message in progress
-    cdef bytes _url
-    cdef list _raw
-    cdef dict _watched
-    cdef bytes _body
-    cdef list _parts
-    cdef Py_ssize_t _size, _chunks, _wire
-    cdef bint _chunked
-    cdef str _version
-    cdef double _received_at
-    cdef object _pending
 
     def __init__(self, limits):
         self.limits = limits
@@ -75,6 +103,7 @@ cdef class Framer:
         self.continue_due = False
         self.upgrade_refused = False
         self._parser = self._make_parser()
+        self._feed_data = self._parser.feed_data
         self._now = 0.0
         self._stray = 0
         self._feed_done = 0
@@ -103,7 +132,7 @@ cdef class Framer:
 
     # -- input ----------------------------------------------------------------------------------
 
-    def feed(self, bytes data, double now):
+    cpdef feed(self, bytes data, double now):
         """Frame ``data``. Complete requests go to ``requests``; a violation sets ``error``."""
         cdef Py_ssize_t n, lead, done_before
         if self.phase == _DONE or not data:
@@ -122,7 +151,7 @@ cdef class Framer:
         done_before = len(self.requests)
         self._feed_done = self._feed_body = 0
         try:
-            self._parser.feed_data(data)
+            self._feed_data(data)
         except _ParserUpgrade:
             self._upgraded()
             return
@@ -151,7 +180,7 @@ cdef class Framer:
         cdef bytes body
         if data[-1] not in (10, 13):
             return
-        last = self.requests[-1]
+        cdef Request last = self.requests[-1]
         tail = len(data) - len(data.rstrip(b"\r\n"))
         body = last.body
         own_tail = 4  # the head's (or the last chunk's) CRLF CRLF
@@ -267,18 +296,18 @@ cdef class Framer:
         parser = self._parser
         method_b = parser.get_method()
         method = _METHODS.get(method_b) or method_b.decode("ascii")
-        body = self._body if self._parts is None else b"".join(self._parts)
-        keep_alive = parser.should_keep_alive()
-        request = Request(
-            method,
-            self._url.decode("latin-1"),
-            self._version,
-            self._raw,
-            body,
-            keep_alive,
-            self._received_at,
-            self._chunked,
-        )
+        cdef bint keep_alive = parser.should_keep_alive()
+        cdef Request request = Request.__new__(Request)  # Request(...) without the call
+        request.method = method
+        request.target = self._url.decode("latin-1")
+        request.version = self._version
+        request.raw_headers = self._raw
+        request.body = self._body if self._parts is None else b"".join(self._parts)
+        request.keep_alive = keep_alive
+        request.received_at = self._received_at
+        request.chunked = self._chunked
+        request.close = not keep_alive
+        request.remote_ip = ""
         self.requests.append(request)
         self._begun = False
         self._feed_done += self._feed_body
