@@ -23,7 +23,7 @@ cdef class Framer:
     cdef public bint continue_due
     cdef public bint upgrade_refused
     cdef object _parser
-    cdef object _feed_data
+    cdef object _feed_data, _get_method, _get_http_version, _should_keep_alive, _should_upgrade
     cdef double _now
     cdef Py_ssize_t _stray, _feed_done, _feed_body, _feed_len
     cdef bint _begun
@@ -31,7 +31,7 @@ cdef class Framer:
     # the message in progress
     cdef bytes _url
     cdef list _raw
-    cdef dict _watched
+    cdef bytes _host, _expect, _length, _te  # the headers the framing reads (framing._WATCHED)
     cdef bytes _body
     cdef list _parts
     cdef Py_ssize_t _size, _chunks, _wire
@@ -45,6 +45,6 @@ cdef class Framer:
     cdef _stray_tail(self, bytes data)
     cdef _fail(self, error)
     cdef _upgraded(self)
-    cdef _watch(self, bytes key, bytes value)
+    cdef _watch(self, int which, bytes value)
     cdef Py_ssize_t _head_size(self)
     cdef _refuse(self, error)
