@@ -10,6 +10,7 @@ extensions = [
     Extension("bidder._scorer", ["bidder/_scorer.pyx"], include_dirs=[numpy.get_include()]),
     Extension("learner._ftrl", ["learner/_ftrl.pyx"]),
     Extension("fleet.http._framing", ["fleet/http/_framing.pyx"]),
+    Extension("fleet.http._wire", ["fleet/http/_wire.pyx"]),
     Extension("fleet.http._connection", ["fleet/http/_connection.pyx"]),
 ]
 

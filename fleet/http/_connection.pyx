@@ -2,19 +2,17 @@
 """The compiled twin of ``fleet.http.connection.PyConnection``: the same connection, statement
 for statement, as an extension type. What a request costs between the read that completes it
 and the write of its answer is C: the framer's fields and the request's read directly, the
-clock read with clock_gettime, the usual answer (a ``Response`` without extra headers) formatted
-into one buffer, written once. ``connection.py`` stays the reference and the documentation;
-tests/integration/test_http_server.py runs the server over both. A change to one is a change to
-the other."""
+clock read with clock_gettime, the usual answer (a ``Response`` without extra headers,
+fleet/http/_wire.pyx) formatted into one buffer, written once. ``connection.py`` stays the
+reference and the documentation; tests/integration/test_http_server.py runs the server over
+both. A change to one is a change to the other."""
 
 import contextlib
 import inspect
 import socket
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.string cimport memcpy
-
 from fleet.http._framing cimport Framer, Request
+from fleet.http._wire cimport Response
 from fleet.http.bridge import serve_with_application
 from fleet.http.connection import (
     INTERNAL_ERROR,
@@ -26,7 +24,7 @@ from fleet.http.connection import (
 )
 from fleet.http.errors import HttpError
 from fleet.http.framing import BODY, DONE, HEAD
-from fleet.http.wire import CONTINUE, STATUS_LINES, Response, error_response
+from fleet.http.wire import CONTINUE, error_response
 
 
 cdef extern from "<time.h>" nogil:
@@ -51,79 +49,14 @@ cdef int _HEAD = HEAD
 cdef Py_ssize_t _LINGER_BYTES = LINGER_BYTES
 cdef double _LINGER_S = LINGER_S
 
-cdef bytes _CONTENT_TYPE = b"Content-Type: "
-cdef bytes _CONTENT_LENGTH = b"Content-Length: "
-cdef bytes _CLOSE = b"Connection: close\r\n"
-cdef bytes _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 cdef bytes _NOT_FOUND = b'{"error":"no such path"}'
 cdef bytes _NOT_ALLOWED = b'{"error":"method not allowed"}'
 
 
-cdef inline char* _put(char* out, bytes piece):
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(piece)
-    memcpy(out, PyBytes_AS_STRING(piece), n)
-    return out + n
-
-
-cdef bytes _plain(bytes status_line, bytes content_type, bytes body, bytes connection, bint head):
-    """``Response.to_bytes`` for a 2xx but 204 without extra headers (``wire._PLAIN``), built
-    in one allocation: status line, Content-Type if there is a body, Content-Length,
-    Connection if any, the blank line, the body unless answering HEAD."""
-    cdef Py_ssize_t length = PyBytes_GET_SIZE(body)
-    cdef char digits[24]
-    cdef Py_ssize_t n_digits = 0, value = length, size, i
-    while True:
-        digits[n_digits] = 48 + value % 10
-        n_digits += 1
-        value //= 10
-        if value == 0:
-            break
-    size = PyBytes_GET_SIZE(status_line) + PyBytes_GET_SIZE(_CONTENT_LENGTH) + n_digits + 4
-    if length:
-        size += PyBytes_GET_SIZE(_CONTENT_TYPE) + PyBytes_GET_SIZE(content_type) + 2
-    if connection is not None:
-        size += PyBytes_GET_SIZE(connection)
-    if not head:
-        size += length
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, size)
-    cdef char* at = PyBytes_AS_STRING(out)
-    at = _put(at, status_line)
-    if length:
-        at = _put(at, _CONTENT_TYPE)
-        at = _put(at, content_type)
-        at[0] = 13
-        at[1] = 10
-        at += 2
-    at = _put(at, _CONTENT_LENGTH)
-    for i in range(n_digits):
-        at[i] = digits[n_digits - 1 - i]
-    at += n_digits
-    at[0] = 13
-    at[1] = 10
-    at += 2
-    if connection is not None:
-        at = _put(at, connection)
-    at[0] = 13
-    at[1] = 10
-    at += 2
-    if not head:
-        _put(at, body)
-    return out
-
-
 cdef bytes _answer(object response, bint close, bint keep_alive_10, bint head):
-    """The bytes of a ``Response``: the usual answer in C, any other through ``to_bytes``."""
-    cdef int status = response.status
-    if type(response) is Response and not response.headers and 200 <= status < 300 and status != 204:
-        status_line = STATUS_LINES.get(status)
-        if status_line is not None:
-            return _plain(
-                status_line,
-                response.content_type,
-                response.body,
-                _CLOSE if close else (_KEEP_ALIVE if keep_alive_10 else None),
-                head,
-            )
+    """The bytes of a ``Response``: built in C, or by a subclass's own ``to_bytes``."""
+    if type(response) is Response:
+        return (<Response>response).answer(close, keep_alive_10, head)
     return response.to_bytes(close=close, keep_alive_10=keep_alive_10, head=head)
 
 

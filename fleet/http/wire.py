@@ -40,10 +40,12 @@ _PLAIN: Final = b"%s%sContent-Length: %d\r\n%s\r\n%s"  # what response_bytes mak
 
 
 @dataclass(slots=True)
-class Response:
+class PyResponse:
     """What a route handler answers (or it returns whole response bytes, or None to close the
     connection unanswered). ``headers`` are extra (name, value) pairs; Content-Length and
-    Connection are the server's."""
+    Connection are the server's.
+
+    The reference: ``Response`` is its compiled twin (fleet/http/_wire.pyx) where built."""
 
     status: int
     body: bytes = b""
@@ -131,3 +133,9 @@ def _q_zero(q: bytes) -> bool:
         return float(q) == 0.0
     except ValueError:
         return False
+
+
+try:
+    from fleet.http._wire import Response as Response
+except ImportError:  # the extension is not built: the reference
+    Response = PyResponse  # type: ignore[misc,assignment]
