@@ -54,7 +54,7 @@ class Route:
 
 
 class PyConnection(asyncio.Protocol):
-    """One client connection (see the module docstring)."""
+    """One client connection (see fleet/http/server.py's docstring)."""
 
     __slots__ = (
         "advance",
