@@ -9,22 +9,22 @@ both. A change to one is a change to the other."""
 
 import contextlib
 import inspect
+import logging
 import socket
 
 from fleet.http._framing cimport Framer, Request
 from fleet.http._wire cimport Response
 from fleet.http.bridge import serve_with_application
-from fleet.http.connection import (
-    INTERNAL_ERROR,
-    LINGER_BYTES,
-    LINGER_S,
-    _discard,
-    log,
-    no_lag,
-)
 from fleet.http.errors import HttpError
 from fleet.http.framing import BODY, DONE, HEAD
-from fleet.http.wire import CONTINUE, error_response
+from fleet.http.heads import CONTINUE, INTERNAL_ERROR, error_response
+from fleet.http.limits import LINGER_BYTES, LINGER_S
+
+log = logging.getLogger("fleet.http")
+
+
+def _discard(data):
+    """Writes after the connection is gone go nowhere."""
 
 
 cdef extern from "<time.h>" nogil:
@@ -101,7 +101,7 @@ cdef class Connection:
         self.advance = self._advance  # bound once: scheduled for every request
         # read once: what the server fixes before it listens
         self._call_soon = server.call_soon
-        self._lag = None if server.lag is no_lag else server.lag
+        self._lag = server.lag
         self._routes = server.routes
         self._request_cap = server.limits.max_requests_per_connection
 

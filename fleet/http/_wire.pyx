@@ -8,7 +8,7 @@ every status, body, content type, close, HTTP/1.0 keep-alive and HEAD."""
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
-from fleet.http.wire import STATUS_LINES, response_bytes
+from fleet.http.heads import STATUS_LINES, response_bytes
 
 cdef bytes _CONTENT_TYPE = b"Content-Type: "
 cdef bytes _CONTENT_LENGTH = b"Content-Length: "

@@ -18,29 +18,46 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from tornado import web
 
 from fleet.http.bridge import serve_with_application
 from fleet.http.errors import HttpError
 from fleet.http.framing import BODY, DONE, HEAD, Framer, Request
-from fleet.http.wire import CONTINUE, Response, error_response
+from fleet.http.heads import CONTINUE, INTERNAL_ERROR, error_response
+from fleet.http.limits import LINGER_BYTES, LINGER_S, HttpLimits
+from fleet.http.wire import Response
 
-if TYPE_CHECKING:
-    from fleet.http.server import HttpServer
+if TYPE_CHECKING:  # imported on first use (see fleet/http/__init__.py)
+    from fleet.http.metrics import HttpMetrics
 
 log = logging.getLogger("fleet.http")
 
-__all__ = ["Handler", "HttpConnection", "PyConnection", "Result", "Route", "no_lag"]
+__all__ = ["Handler", "HttpConnection", "PyConnection", "Result", "Route", "Server"]
 
 Result = Response | bytes | None
 Handler = Callable[[Request], Result | Awaitable[Result]]
 
-# After a refusal, what the peer still sends (the rest of an oversized body, say) is read and
-# dropped, unparsed, for this long and this much at most, so that a client that writes its whole
-# request before reading gets the answer instead of a reset. Cheap: no framing, large reads.
-LINGER_S: Final = 2.0
-LINGER_BYTES: Final = 32 * 1024 * 1024
-INTERNAL_ERROR: Final = b'{"error":"internal error"}'
+
+class Server(Protocol):
+    """What a connection needs of its server (``HttpServer``): settings and routes, the counts
+    it keeps up to date, and where it reports."""
+
+    limits: HttpLimits
+    metrics: HttpMetrics
+    routes: dict[str, Route]
+    app: web.Application | None
+    lag: Callable[[], float] | None
+    call_soon: Callable[[Callable[[], None]], object]
+    cap: int
+    draining: bool
+    in_flight: int
+    connections_open: set[Any]
+
+    def rejected(self) -> None: ...
+    def run(self, work: Awaitable[None]) -> None: ...
+    def handler_failed(self, request: Request, result: object = None) -> None: ...
 
 
 class Route:
@@ -75,7 +92,7 @@ class PyConnection(asyncio.Protocol):
         "write_paused_since",
     )
 
-    def __init__(self, server: HttpServer) -> None:
+    def __init__(self, server: Server) -> None:
         self.server = server
         self.framer = Framer(server.limits)
         self.transport: asyncio.Transport | None = None
@@ -130,7 +147,8 @@ class PyConnection(asyncio.Protocol):
         framer, server = self.framer, self.server
         requests = framer.requests
         before = len(requests)
-        framer.feed(data, time.monotonic() - server.lag())
+        lag = server.lag
+        framer.feed(data, time.monotonic() - (lag() if lag is not None else 0.0))
         queued = len(requests)
         if queued > before:
             added = queued - before
@@ -392,10 +410,6 @@ class PyConnection(asyncio.Protocol):
 
 def _discard(data: bytes) -> None:
     """Writes after the connection is gone go nowhere."""
-
-
-def no_lag() -> float:
-    return 0.0
 
 
 try:

@@ -40,16 +40,14 @@ from typing import Any, Final, cast
 from tornado import netutil, web
 
 from fleet.http.connection import (
-    LINGER_S,
     Handler,
     HttpConnection,
     PyConnection,
     Result,
     Route,
-    no_lag,
 )
 from fleet.http.framing import BODY, HEAD, Request
-from fleet.http.limits import HttpLimits
+from fleet.http.limits import LINGER_S, HttpLimits
 from fleet.http.metrics import HttpMetrics
 
 log = logging.getLogger("fleet.http")
@@ -67,7 +65,8 @@ class HttpServer:
     """One process's server. ``route`` before ``listen``; ``shutdown`` drains.
 
     ``lag`` says how long bytes read now probably waited unread (event-loop lag): requests are
-    stamped that much earlier. ``app`` serves the paths without a route (None: 404).
+    stamped that much earlier (None: not at all). ``app`` serves the paths without a route
+    (None: 404).
     ``connection`` makes each connection's protocol: ``HttpConnection`` (compiled where built),
     or the reference ``PyConnection``."""
 
@@ -77,7 +76,7 @@ class HttpServer:
         *,
         metrics: HttpMetrics,
         app: web.Application | None = None,
-        lag: Callable[[], float] = no_lag,
+        lag: Callable[[], float] | None = None,
         connection: type[HttpConnection] | type[PyConnection] = HttpConnection,
         fd_limit: int | None = None,
     ) -> None:
