@@ -11,6 +11,8 @@ extensions = [
     Extension("learner._ftrl", ["learner/_ftrl.pyx"]),
     Extension("fleet.http._framing", ["fleet/http/_framing.pyx"]),
     Extension("bidlogger._copy", ["bidlogger/_copy.pyx"]),
+    Extension("fleet.http._wire", ["fleet/http/_wire.pyx"]),
+    Extension("fleet.http._connection", ["fleet/http/_connection.pyx"]),
 ]
 
 setup(

@@ -6,7 +6,8 @@ JSON body and writing it back (except the trivial one):
 - ``tornado_delegate``: a bare Tornado ``HTTPServerConnectionDelegate`` (Tornado's HTTP/1.1
   connection without the web framework);
 - ``raw``: an ``asyncio.Protocol`` with llhttp (httptools) and nothing else: the limit for a
-  Python process;
+  Python process. It answers what ``core`` answers, byte for byte (``python -m bench.bidder``
+  checks this before measuring), and closes when the request asks to (``Connection: close``);
 - ``core``: a route of the fleet's HTTP core (fleet/http), what the bidder runs on;
 - ``trivial``: a 204 to every request without reading it (the load generator's ceiling).
 """
@@ -78,6 +79,13 @@ def tornado_delegate(port: int) -> None:
     _run(main)
 
 
+_RAW_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+_RAW_HEAD_CLOSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+
 class _Raw(asyncio.Protocol):
     def __init__(self) -> None:
         self.parser = httptools.HttpRequestParser(self)
@@ -99,11 +107,11 @@ class _Raw(asyncio.Protocol):
     def on_message_complete(self) -> None:
         body = msgspec.json.encode(msgspec.json.decode(b"".join(self.body)))
         self.body = []
-        self.transport.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-            % len(body)
-            + body
-        )
+        if self.parser.should_keep_alive():
+            self.transport.write(_RAW_HEAD % len(body) + body)
+        else:
+            self.transport.write(_RAW_HEAD_CLOSE % len(body) + body)
+            self.transport.close()
 
 
 def raw(port: int) -> None:

@@ -514,6 +514,9 @@ def main(argv: list[str] | None = None) -> None:
         "--echoes", action="store_true", help="only the echoes: the HTTP core against raw httptools"
     )
     parser.add_argument(
+        "--rounds", type=int, default=ROUNDS, help="rounds of the interleaved measurements"
+    )
+    parser.add_argument(
         "--campaigns",
         default=",".join(map(str, SIZES)),
         help="portfolio sizes of the scaling table, comma separated (0: no table)",
@@ -521,6 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args([] if argv is None else argv)  # None: run by `python -m bench`
     compare: Path | None = args.compare
     echoes_only: bool = args.echoes
+    n_rounds: int = max(1, args.rounds)
     try:
         portfolios = [int(x) for x in args.campaigns.split(",") if int(x) > 0]
     except ValueError:
@@ -560,8 +564,11 @@ def main(argv: list[str] | None = None) -> None:
         # others changes speed over a run, and a ratio of neighbours in time suffers least.
         targets = [(name, serve(name), "real") for name, _ in ECHOES]
         pids = {name: servers[i + 1].pid for i, (name, _) in enumerate(ECHOES)}
+        ports = {name: port for name, port, _ in targets}
+        _same_answers(ports["raw"], ports["core"], requests[:200])
+        print("the raw and the core echo answer the first 200 requests alike, byte for byte")
         if echoes_only:
-            rounds = _rounds(drive, targets, pids)
+            rounds = _rounds(drive, targets, pids, n_rounds)
             _report_echoes(ceiling, rounds)
             return
         bidders.append(_Bidder(work, portfolio, model, shed=False))
@@ -572,7 +579,7 @@ def main(argv: list[str] | None = None) -> None:
         pids.update(bidder=bidders[0].proc.pid, http=bidders[0].proc.pid)
         if compare is not None:
             pids.update(old=bidders[1].proc.pid, old_http=bidders[1].proc.pid)
-        rounds = _rounds(drive, targets, pids)
+        rounds = _rounds(drive, targets, pids, n_rounds)
         drive("use", "real")
         for bidder in bidders:
             bidder.stop()
@@ -596,6 +603,40 @@ def main(argv: list[str] | None = None) -> None:
             server.terminate()
         for bidder in bidders:
             bidder.stop()
+
+
+def _answers(port: int, requests: list[tuple[bytes, int]]) -> list[bytes]:
+    """The bytes a server answers to ``requests``, in turn on one keep-alive connection
+    (each answer's end found by llhttp)."""
+    done: list[bool] = []
+
+    class _Answer:
+        def on_message_complete(self) -> None:
+            done.append(True)
+
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for body, _ in requests:
+            sock.sendall(_http(body))
+            parser, data = httptools.HttpResponseParser(_Answer()), b""
+            done.clear()
+            while not done:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError(f"the server on port {port} closed the connection")
+                data += chunk
+                parser.feed_data(chunk)
+            out.append(data)
+    return out
+
+
+def _same_answers(raw: int, core: int, requests: list[tuple[bytes, int]]) -> None:
+    """The raw echo and the HTTP core's echo must do the same work: the same answers, byte for
+    byte (status line, headers, JSON body), on a keep-alive connection."""
+    for i, (a, b) in enumerate(zip(_answers(raw, requests), _answers(core, requests), strict=True)):
+        if a != b:
+            raise RuntimeError(f"the raw and the core echo answer request {i} differently: "
+                               f"{a[:160]!r} / {b[:160]!r}")  # fmt: skip
 
 
 def _best_of_two(drive: Callable[..., dict[str, Any]], port: int) -> dict[str, Any]:
@@ -630,12 +671,15 @@ def _measure_size(
 
 
 def _rounds(
-    drive: Callable[..., Any], targets: list[tuple[str, int, str]], pids: dict[str, int]
+    drive: Callable[..., Any],
+    targets: list[tuple[str, int, str]],
+    pids: dict[str, int],
+    n_rounds: int = ROUNDS,
 ) -> list[dict[str, float]]:
-    """Every target measured in turn (closed loop), ``ROUNDS`` times: throughput and the server
+    """Every target measured in turn (closed loop), ``n_rounds`` times: throughput and the server
     process's CPU time per answer."""
     rounds: list[dict[str, float]] = []
-    for _ in range(ROUNDS):
+    for _ in range(n_rounds):
         rates: dict[str, float] = {}
         for name, port, mix in targets:
             drive("use", mix)
@@ -744,13 +788,14 @@ def _ratio(rounds: list[dict[str, float]], over: str, under: str) -> str:
 
 def _report_echoes(ceiling: dict[str, Any], rounds: list[dict[str, float]]) -> None:
     """The echoes alone (``--echoes``): the HTTP core against the raw httptools echo."""
+    print(f"load average {os.getloadavg()[0]:.1f} after the run")
 
     def cpu(name: str) -> str:
         values = sorted(r[f"{name}_cpu"] * 1e6 for r in rounds)
         return f"{statistics.median(values):.1f} us ({values[0]:.1f}-{values[-1]:.1f})"
 
     print(f"load generator ceiling (trivial server): {ceiling['rate']:,.0f} req/s")
-    print(f"{ROUNDS} rounds of {ROUND_S:.1f} s per server, interleaved; medians (range):")
+    print(f"{len(rounds)} rounds of {ROUND_S:.1f} s per server, interleaved; medians (range):")
     for name, label in ECHOES:
         values = sorted(r[name] for r in rounds)
         print(
@@ -781,7 +826,7 @@ def _report(
         f"load generator ceiling (trivial server, {CONNECTIONS} connections): "
         f"{ceiling['rate']:,.0f} req/s = {ceiling['rate'] / max_rate:.1f}x the bidder's maximum"
     )
-    print(f"{ROUNDS} rounds of {ROUND_S:.1f} s per server, interleaved; medians (range):")
+    print(f"{len(rounds)} rounds of {ROUND_S:.1f} s per server, interleaved; medians (range):")
     for name, label in ECHOES:
         print(f"  {label}: {rates(name)}")
     print(f"  bidder (bids, shedding off): {rates('bidder')}")

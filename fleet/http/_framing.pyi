@@ -3,8 +3,37 @@ from collections import deque
 import httptools
 
 from fleet.http.errors import HttpError
-from fleet.http.framing import Request
 from fleet.http.limits import HttpLimits
+
+class Request:
+    method: str
+    target: str
+    version: str
+    raw_headers: list[tuple[bytes, bytes]]
+    body: bytes
+    keep_alive: bool
+    received_at: float
+    chunked: bool
+    close: bool
+    remote_ip: str
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        keep_alive: bool,
+        received_at: float,
+        chunked: bool = False,
+    ) -> None: ...
+    @property
+    def headers(self) -> dict[bytes, bytes]: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def query(self) -> str: ...
+    def header(self, name: bytes, default: str = "") -> str: ...
 
 class Framer:
     limits: HttpLimits

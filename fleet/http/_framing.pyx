@@ -8,59 +8,162 @@ A change to one is a change to the other."""
 
 from collections import deque
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.string cimport memcmp
+
 import httptools
 
 from fleet.http.errors import HttpError
 from fleet.http.framing import (
     _CRLF,
     _METHODS,
-    _NONE,
     _VERSIONS,
-    _WATCHED,
-    _WATCHED_LENGTHS,
     BODY,
     DONE,
     HEAD,
     IDLE,
-    Request,
     _reason,
+    header_map,
 )
 
 cdef int _IDLE = IDLE
 cdef int _HEAD = HEAD
 cdef int _BODY = BODY
 cdef int _DONE = DONE
+cdef str _GET = _METHODS[b"GET"]
+cdef str _POST = _METHODS[b"POST"]
+cdef str _HEAD_METHOD = _METHODS[b"HEAD"]
+cdef str _PUT = _METHODS[b"PUT"]
+cdef str _DELETE = _METHODS[b"DELETE"]
+cdef str _V11 = _VERSIONS["1.1"]
+cdef str _V10 = _VERSIONS["1.0"]
+
+# The headers the framing reads (framing._WATCHED), told apart by length, then compared in C
+# without case (llhttp has checked the name's characters).
+cdef enum:
+    _W_NONE = 0
+    _W_HOST = 1
+    _W_EXPECT = 2
+    _W_LENGTH = 3
+    _W_TE = 4
+
+
+cdef inline int _lower_is(bytes name, const char* lower, Py_ssize_t n):
+    """Whether ``name`` (n bytes) is ``lower`` in any case."""
+    cdef const unsigned char* c = <const unsigned char*>PyBytes_AS_STRING(name)
+    cdef Py_ssize_t i
+    cdef unsigned char x
+    for i in range(n):
+        x = c[i]
+        if 65 <= x <= 90:
+            x += 32
+        if x != <unsigned char>lower[i]:
+            return 0
+    return 1
+
+
+cdef inline int _watched(bytes name):
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    if n == 4:
+        return _W_HOST if _lower_is(name, b"host", 4) else _W_NONE
+    if n == 14:
+        return _W_LENGTH if _lower_is(name, b"content-length", 14) else _W_NONE
+    if n == 6:
+        return _W_EXPECT if _lower_is(name, b"expect", 6) else _W_NONE
+    if n == 17:
+        return _W_TE if _lower_is(name, b"transfer-encoding", 17) else _W_NONE
+    return _W_NONE
+
+
+cdef inline str _method(bytes name):
+    """The method as text, the usual ones without a decode."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    cdef const char* c = PyBytes_AS_STRING(name)
+    if n == 4 and memcmp(c, b"POST", 4) == 0:
+        return _POST
+    if n == 3 and memcmp(c, b"GET", 3) == 0:
+        return _GET
+    if n == 4 and memcmp(c, b"HEAD", 4) == 0:
+        return _HEAD_METHOD
+    if n == 3 and memcmp(c, b"PUT", 3) == 0:
+        return _PUT
+    if n == 6 and memcmp(c, b"DELETE", 6) == 0:
+        return _DELETE
+    return name.decode("ascii")
+
+
+cdef bint _longer_than(bytes digits, Py_ssize_t limit) except -1:
+    """``int(digits) > limit``: in C for plain digits (what llhttp lets through), else by
+    ``int`` itself (which raises as the reference does)."""
+    cdef const unsigned char* c = <const unsigned char*>PyBytes_AS_STRING(digits)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(digits), i
+    cdef Py_ssize_t value = 0
+    if n == 0 or n > 18:
+        return int(digits) > limit
+    for i in range(n):
+        if not 48 <= c[i] <= 57:
+            return int(digits) > limit
+        value = value * 10 + (c[i] - 48)
+    return value > limit
 _ParserError = httptools.HttpParserError
 _ParserUpgrade = httptools.HttpParserUpgrade
+
+
+cdef class Request:
+    """One complete request: ``framing.PyRequest`` as an extension type (the same fields, the
+    same ``headers`` built on first use), so that the framer makes one without a Python frame.
+    """
+
+    def __init__(
+        self,
+        str method,
+        str target,
+        str version,
+        list raw_headers,
+        bytes body,
+        bint keep_alive,
+        double received_at,
+        bint chunked=False,
+    ):
+        self.method = method
+        self.target = target
+        self.version = version
+        self._headers = None
+        self.raw_headers = raw_headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.received_at = received_at
+        self.chunked = chunked
+        self.close = not keep_alive
+        self.remote_ip = ""
+
+    @property
+    def headers(self):
+        headers = self._headers
+        if headers is None:
+            self._headers = headers = header_map(self.raw_headers)
+        return headers
+
+    @property
+    def path(self):
+        return self.target.partition("?")[0]
+
+    @property
+    def query(self):
+        return self.target.partition("?")[2]
+
+    def header(self, bytes name, str default=""):
+        """A header's value as text (``name`` in lower case)."""
+        value = self.headers.get(name)
+        return default if value is None else value.decode("latin-1")
+
+    def __repr__(self):
+        return f"<Request {self.method} {self.target[:80]!r} {self.version} {len(self.body)} B>"
 
 
 cdef class Framer:
     """Feed it what a connection receives (``feed``); take ``requests`` in order; when ``error``
     is set, answer it after them and close."""
-
-    cdef readonly object limits
-    cdef public object requests
-    cdef public object error
-    cdef public int phase
-    cdef public double since
-    cdef public bint continue_due
-    cdef public bint upgrade_refused
-    cdef object _parser
-    cdef double _now
-    cdef Py_ssize_t _stray, _feed_done, _feed_body, _feed_len
-    cdef bint _begun
-    cdef Py_ssize_t _max_header, _max_message, _max_body, _max_chunks
-    # the message in progress
-    cdef bytes _url
-    cdef list _raw
-    cdef dict _watched
-    cdef bytes _body
-    cdef list _parts
-    cdef Py_ssize_t _size, _chunks, _wire
-    cdef bint _chunked
-    cdef str _version
-    cdef double _received_at
-    cdef object _pending
 
     def __init__(self, limits):
         self.limits = limits
@@ -74,7 +177,12 @@ cdef class Framer:
         self.since = 0.0
         self.continue_due = False
         self.upgrade_refused = False
-        self._parser = self._make_parser()
+        self._parser = parser = self._make_parser()
+        self._feed_data = parser.feed_data
+        self._get_method = parser.get_method
+        self._get_http_version = parser.get_http_version
+        self._should_keep_alive = parser.should_keep_alive
+        self._should_upgrade = parser.should_upgrade
         self._now = 0.0
         self._stray = 0
         self._feed_done = 0
@@ -89,7 +197,7 @@ cdef class Framer:
     cdef _reset_message(self):
         self._url = b""
         self._raw = []
-        self._watched = None
+        self._host = self._expect = self._length = self._te = None
         self._body = b""
         self._parts = None
         self._size = 0
@@ -103,7 +211,7 @@ cdef class Framer:
 
     # -- input ----------------------------------------------------------------------------------
 
-    def feed(self, bytes data, double now):
+    cpdef feed(self, bytes data, double now):
         """Frame ``data``. Complete requests go to ``requests``; a violation sets ``error``."""
         cdef Py_ssize_t n, lead, done_before
         if self.phase == _DONE or not data:
@@ -122,7 +230,7 @@ cdef class Framer:
         done_before = len(self.requests)
         self._feed_done = self._feed_body = 0
         try:
-            self._parser.feed_data(data)
+            self._feed_data(data)
         except _ParserUpgrade:
             self._upgraded()
             return
@@ -151,7 +259,7 @@ cdef class Framer:
         cdef bytes body
         if data[-1] not in (10, 13):
             return
-        last = self.requests[-1]
+        cdef Request last = self.requests[-1]
         tail = len(data) - len(data.rstrip(b"\r\n"))
         body = last.body
         own_tail = 4  # the head's (or the last chunk's) CRLF CRLF
@@ -200,49 +308,53 @@ cdef class Framer:
         if self.phase == _BODY:  # a trailer: counted on the wire, never used
             return
         self._raw.append((name, value))
-        if len(name) in _WATCHED_LENGTHS:  # a cheap first test; most headers stop here
-            key = name.lower()
-            if key in _WATCHED:
-                self._watch(key, value)
+        cdef int which = _watched(name)
+        if which != _W_NONE:  # most headers stop at their length
+            self._watch(which, value)
 
-    cdef _watch(self, bytes key, bytes value):
+    cdef _watch(self, int which, bytes value):
         """A header the framing reads, kept as ``Request.headers`` would show it."""
-        cdef dict headers = self._watched
-        if headers is None:
-            self._watched = headers = {}
-        if key in headers:
-            if key == b"host":
+        value = value.strip(b" \t")
+        if which == _W_HOST:
+            if self._host is not None:
                 self._refuse(HttpError(400, "more than one Host header"))
-            headers[key] += b", " + value.strip(b" \t")
+            self._host = value
+        elif which == _W_LENGTH:
+            self._length = value if self._length is None else self._length + b", " + value
+        elif which == _W_TE:
+            self._te = value if self._te is None else self._te + b", " + value
         else:
-            headers[key] = value.strip(b" \t")
+            self._expect = value if self._expect is None else self._expect + b", " + value
 
     def on_headers_complete(self):
-        cdef dict headers = self._watched if self._watched is not None else _NONE
-        parser = self._parser
         cdef Py_ssize_t limit = self._max_header
         if self._wire + self._feed_len > limit and self._head_size() > limit:
             self._refuse(HttpError(431, "request head too large", "head_too_large"))
-        self._version = version = _VERSIONS.get(parser.get_http_version(), "")
-        if not version:
+        version = self._get_http_version()
+        if version == "1.1":
+            self._version = _V11
+        elif version == "1.0":
+            self._version = _V10
+        else:
+            self._version = ""
             self._refuse(HttpError(505, "HTTP version not supported"))
-        te = headers.get(b"transfer-encoding")
+        te = self._te
         if te is not None:
-            if version == "HTTP/1.0":
+            if self._version is _V10:
                 self._refuse(HttpError(400, "Transfer-Encoding on HTTP/1.0"))
             if te.lower() != b"chunked":
                 self._refuse(HttpError(501, "unsupported transfer coding"))
             self._chunked = True
-        length = headers.get(b"content-length")
-        if length is not None and int(length) > self._max_body:
+        length = self._length
+        if length is not None and _longer_than(length, self._max_body):
             self._refuse(HttpError(413, "request body too large", "body_too_large"))
-        if parser.should_upgrade():
-            if parser.get_method() == b"CONNECT":
+        if self._should_upgrade():
+            if self._get_method() == b"CONNECT":
                 self._refuse(HttpError(405, "CONNECT is not served"))
             if te is not None or (length is not None and length != b"0"):
                 self._refuse(HttpError(400, "an upgrade with a body is not served"))
         self.phase, self.since = _BODY, self._now
-        expect = headers.get(b"expect")
+        expect = self._expect
         self.continue_due = expect is not None and expect.lower() == b"100-continue"
 
     def on_body(self, bytes data):
@@ -264,21 +376,19 @@ cdef class Framer:
             self._refuse(HttpError(413, "too many chunks", "too_many_chunks"))
 
     def on_message_complete(self):
-        parser = self._parser
-        method_b = parser.get_method()
-        method = _METHODS.get(method_b) or method_b.decode("ascii")
-        body = self._body if self._parts is None else b"".join(self._parts)
-        keep_alive = parser.should_keep_alive()
-        request = Request(
-            method,
-            self._url.decode("latin-1"),
-            self._version,
-            self._raw,
-            body,
-            keep_alive,
-            self._received_at,
-            self._chunked,
-        )
+        method = _method(self._get_method())
+        cdef bint keep_alive = self._should_keep_alive()
+        cdef Request request = Request.__new__(Request)  # Request(...) without the call
+        request.method = method
+        request.target = self._url.decode("latin-1")
+        request.version = self._version
+        request.raw_headers = self._raw
+        request.body = self._body if self._parts is None else b"".join(self._parts)
+        request.keep_alive = keep_alive
+        request.received_at = self._received_at
+        request.chunked = self._chunked
+        request.close = not keep_alive
+        request.remote_ip = ""
         self.requests.append(request)
         self._begun = False
         self._feed_done += self._feed_body

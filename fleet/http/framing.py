@@ -55,12 +55,14 @@ _WATCHED_LENGTHS: Final = frozenset(len(name) for name in _WATCHED)
 _NONE: Final[dict[bytes, bytes]] = {}
 
 
-class Request:
+class PyRequest:
     """One complete request. ``raw_headers`` keeps the headers as received, in order;
     ``headers`` maps lower-case names to values (stripped; a repeated header's values joined
     with ", "), built from them on first use (most answers never need it).
     ``received_at`` is when its first byte was read; ``close`` says whether its answer ends the
-    connection (set by the server, which knows about draining and the request cap too)."""
+    connection (set by the server, which knows about draining and the request cap too).
+
+    The reference: ``Request`` is its compiled twin (fleet/http/_framing.pyx) where built."""
 
     __slots__ = (
         "_headers",
@@ -384,5 +386,7 @@ def _reason(exc: Exception) -> str:
 
 try:
     from fleet.http._framing import Framer as Framer
+    from fleet.http._framing import Request as Request
 except ImportError:  # the extension is not built: the reference, a few microseconds slower
     Framer = PyFramer  # type: ignore[misc,assignment]
+    Request = PyRequest  # type: ignore[misc,assignment]

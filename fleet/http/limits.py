@@ -18,6 +18,11 @@ from fleet.errors import SettingsError
 from fleet.settings import non_negative, positive, setting
 
 FD_RESERVE = 64  # descriptors kept for everything but client connections (files, pools, buses)
+# After a refusal, what the peer still sends (the rest of an oversized body, say) is read and
+# dropped, unparsed, for this long and this much at most, so that a client that writes its whole
+# request before reading gets the answer instead of a reset. Cheap: no framing, large reads.
+LINGER_S = 2.0
+LINGER_BYTES = 32 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)

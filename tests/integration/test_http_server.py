@@ -1,5 +1,7 @@
 """The HTTP core's server (fleet.http.HttpServer) on a loopback port: routes, the Tornado
-fallback, pipelining, the timers, the caps, and what they count."""
+fallback, pipelining, the timers, the caps, and what they count. Every test runs twice: over
+the compiled connection (fleet/http/_connection.pyx) and over its reference
+(``connection.PyConnection``)."""
 
 from __future__ import annotations
 
@@ -15,8 +17,26 @@ from prometheus_client import CollectorRegistry
 from tornado import web
 
 from fleet.http import HttpLimits, HttpMetrics, HttpServer, Request, Response
+from fleet.http.connection import HttpConnection, PyConnection
 
 FAST = HttpLimits(header_timeout_s=0.3, body_timeout_s=0.3, idle_timeout_s=0.6)
+_CONNECTION: list[Any] = [HttpConnection]
+
+
+@pytest.fixture(autouse=True, params=["compiled", "reference"])
+def connection_class(request: pytest.FixtureRequest) -> Any:
+    """The connection every server of the test is made with."""
+    if request.param == "compiled":
+        pytest.importorskip("fleet.http._connection", reason="the extension is not built")
+        _CONNECTION[0] = HttpConnection
+    else:
+        _CONNECTION[0] = PyConnection
+    return _CONNECTION[0]
+
+
+def test_the_compiled_connection_is_the_one_in_use() -> None:
+    compiled = pytest.importorskip("fleet.http._connection", reason="the extension is not built")
+    assert HttpConnection is compiled.Connection
 
 
 class _Hello(web.RequestHandler):
@@ -28,6 +48,7 @@ class _Hello(web.RequestHandler):
 async def serving(limits: HttpLimits = FAST, **kwargs: Any) -> AsyncIterator[HttpServer]:
     registry = CollectorRegistry()
     app = kwargs.pop("app", web.Application([(r"/tornado", _Hello)]))
+    kwargs.setdefault("connection", _CONNECTION[0])
     server = HttpServer(limits, metrics=HttpMetrics(registry), app=app, **kwargs)
     server.registry = registry  # type: ignore[attr-defined]
     gate = asyncio.Event()

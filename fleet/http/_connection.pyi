@@ -1,0 +1,43 @@
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from fleet.http.framing import Framer
+from fleet.http.server import HttpServer
+from fleet.http.wire import Response
+
+def answer_bytes(
+    response: Response, close: bool, keep_alive_10: bool = False, head: bool = False
+) -> bytes: ...
+
+class Connection:
+    server: HttpServer
+    framer: Framer
+    transport: asyncio.Transport | None
+    write: Callable[[bytes], Any]
+    remote_ip: str
+    busy: bool
+    queued: bool
+    backlogged: bool
+    write_paused: bool
+    write_paused_since: float
+    ready_since: float
+    linger_since: float
+    counted: int
+    served: int
+    lingered: int
+    advance: Callable[[], None]
+    def __init__(self, server: HttpServer) -> None: ...
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+    def expired(self, now: float) -> str | None: ...
+    def time_out(self, phase: str) -> None: ...
+    @property
+    def closing(self) -> bool: ...
+    @property
+    def writing(self) -> bool: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
