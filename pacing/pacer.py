@@ -30,10 +30,10 @@ from datetime import date
 
 import numpy as np
 
+from fleet.plan import DayPlan, Profile, day_budget, local_day, make_plan, zone
 from pacing.allocation import allocate_all
 from pacing.gate.controller import Controller, MultiplicativeThrottle, ThrottleState
 from pacing.gate.leases import CampaignPacing, HolderLeases, HolderReport, PacingState
-from pacing.gate.plan import DayPlan, Profile, day_budget, local_day, make_plan, zone
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry
 from cache.app import Cache, default_origin
 from fleet.aio import cancel_and_wait
 from fleet.bus import Subscriber
+from fleet.plan import hour_of_week, learn_profile, zone
 from pacing import store
 from pacing.errors import PacerConfigError
 from pacing.gate.controller import Controller, MultiplicativeThrottle, PIThrottle
@@ -46,7 +47,6 @@ from pacing.gate.namespace import (
     lease_key,
     pacing_namespace,
 )
-from pacing.gate.plan import hour_of_week, learn_profile, zone
 from pacing.metrics import PacerMetrics
 from pacing.pacer import CampaignBudget, Pacer, Round
 from pacing.settings import PacerServiceSettings

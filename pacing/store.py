@@ -13,7 +13,7 @@ from datetime import date
 
 import asyncpg
 
-from pacing.gate.plan import HOURS_PER_WEEK
+from fleet.plan import HOURS_PER_WEEK
 from pacing.pacer import CampaignBudget, Spend
 
 # Half-life of the opportunity counts (seconds): two weeks of traffic make a profile.

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from pacing.gate import DayPlan, Profile, local_day, make_plan, zone
+from fleet.plan import DayPlan, Profile, local_day, make_plan, zone
 from sim import vocabulary as vocab
 from sim.ledger import WON
 

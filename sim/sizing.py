@@ -45,7 +45,7 @@ from typing import Any, Final
 import numpy as np
 
 from fleet.money import MICROS_PER_UNIT, decimal_string
-from pacing.gate import local_day, zone
+from fleet.plan import local_day, zone
 from sim.auction import clear
 from sim.market import Market, Opportunity, Slot
 from sim.pacing_report import planned_between

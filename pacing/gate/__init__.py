@@ -6,6 +6,15 @@ and settings are arguments.
 
 from __future__ import annotations
 
+from fleet.plan import (
+    DayPlan,
+    Profile,
+    day_budget,
+    learn_profile,
+    local_day,
+    make_plan,
+    zone,
+)
 from pacing.gate.controller import (
     Controller,
     MultiplicativeThrottle,
@@ -24,15 +33,6 @@ from pacing.gate.leases import (
     allocate,
 )
 from pacing.gate.ledger import Ledger, LedgerSettings, expected_cost
-from pacing.gate.plan import (
-    DayPlan,
-    Profile,
-    day_budget,
-    learn_profile,
-    local_day,
-    make_plan,
-    zone,
-)
 
 __all__ = [
     "ALLOW",

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from cache.app import Cache
 from fleet.bus import Publisher
+from fleet.plan import local_day, zone
 from pacing import store
 from pacing.gate import Gate, HolderLeases, PacingState
 from pacing.gate.namespace import (
@@ -24,7 +25,6 @@ from pacing.gate.namespace import (
     lease_key,
     pacing_namespace,
 )
-from pacing.gate.plan import local_day, zone
 from pacing.service import PacerService
 from pacing.settings import PacerServiceSettings
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+from fleet.plan import HOURS_PER_WEEK, learn_profile
 from pacing.gate import Gate, HolderReport, MultiplicativeThrottle, PIThrottle, ThrottleState
-from pacing.gate.plan import HOURS_PER_WEEK, learn_profile
 from pacing.pacer import CampaignBudget, Pacer, PacerSettings, Spend
 
 MIDNIGHT = datetime(2026, 12, 7, tzinfo=UTC).timestamp()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pacing.gate.plan import (
+from fleet.plan import (
     HOURS_PER_WEEK,
     Profile,
     day_budget,

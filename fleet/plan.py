@@ -1,4 +1,5 @@
-"""The plan: per campaign and local day, the target cumulative spend through the day.
+"""The plan: per campaign and local day, the target cumulative spend through the day (in the
+kernel: the pacer plans with it and the simulator's report measures spend against it).
 
 A day runs from local midnight to the next local midnight in the campaign's timezone, so it has
 23, 24 or 25 hours. Each hour gets a share of the day's budget:
