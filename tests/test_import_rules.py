@@ -77,7 +77,12 @@ _CYTHON_IMPORT = re.compile(
 
 def _cython_imports(path: Path) -> Iterator[tuple[int, str, list[str], int]]:
     """(line, module, names, level) of each import statement in a Cython source."""
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for lineno, line in enumerate(lines, 1):
+        if re.match(r"^\s*from\s+\S+\s+c?import\s+\(\s*$", line):
+            # A parenthesised import over several lines: join it up to its ")".
+            end = next((i for i in range(lineno, len(lines)) if ")" in lines[i]), len(lines) - 1)
+            line = line + " " + " ".join(lines[lineno : end + 1]).replace(")", " ")
         m = _CYTHON_FROM.match(line)
         if m is not None:
             dots = len(m.group(1)) - len(m.group(1).lstrip("."))
@@ -295,6 +300,10 @@ def test_a_legal_tree_passes(tmp_path: Path) -> None:
             "the kernel imports a service",
         ),
         ({"sim/_s.pyx": "cimport numpy as cnp\nimport cache.region\n"}, "the simulator imports"),
+        (  # a Cython import in parentheses over several lines
+            {"fleet/_k.pyx": "from bidder.a import (\n    x,\n    y,\n)\n"},
+            "the kernel imports a service",
+        ),
         ({"tracker/x.py": "import pacing.gate\n"}, "a service imports another service"),
         ({"bidder/a.py": "from pacing import plan\n"}, "a service imports another service"),
         ({"bidder/a.py": "import pacing\n"}, "a service imports another service"),

@@ -14,29 +14,29 @@ from libc.string cimport memcmp
 import httptools
 
 from fleet.http.errors import HttpError
-from fleet.http.framing import (
-    _CRLF,
-    _METHODS,
-    _VERSIONS,
+from fleet.http.frames import (
     BODY,
+    CRLF,
     DONE,
     HEAD,
     IDLE,
-    _reason,
+    METHODS,
+    VERSIONS,
     header_map,
+    refusal_reason,
 )
 
 cdef int _IDLE = IDLE
 cdef int _HEAD = HEAD
 cdef int _BODY = BODY
 cdef int _DONE = DONE
-cdef str _GET = _METHODS[b"GET"]
-cdef str _POST = _METHODS[b"POST"]
-cdef str _HEAD_METHOD = _METHODS[b"HEAD"]
-cdef str _PUT = _METHODS[b"PUT"]
-cdef str _DELETE = _METHODS[b"DELETE"]
-cdef str _V11 = _VERSIONS["1.1"]
-cdef str _V10 = _VERSIONS["1.0"]
+cdef str _GET = METHODS[b"GET"]
+cdef str _POST = METHODS[b"POST"]
+cdef str _HEAD_METHOD = METHODS[b"HEAD"]
+cdef str _PUT = METHODS[b"PUT"]
+cdef str _DELETE = METHODS[b"DELETE"]
+cdef str _V11 = VERSIONS["1.1"]
+cdef str _V10 = VERSIONS["1.0"]
 
 # The headers the framing reads (framing._WATCHED), told apart by length, then compared in C
 # without case (llhttp has checked the name's characters).
@@ -223,7 +223,7 @@ cdef class Framer:
         if not self._begun and data[0] in (13, 10):  # CR or LF where a request line starts
             lead = n - len(data.lstrip(b"\r\n"))
             self._stray += lead
-            if self._stray > 2 or not _CRLF.startswith(data[:lead]):
+            if self._stray > 2 or not CRLF.startswith(data[:lead]):
                 self._fail(HttpError(400, "stray bytes between requests"))
                 return
             self.phase = _HEAD  # the header timer runs from the first byte, a CRLF too
@@ -237,7 +237,7 @@ cdef class Framer:
         except _ParserError as exc:
             if self.phase == _DONE:  # bytes after a request that closes: never read
                 return
-            self._fail(self._pending or HttpError(400, _reason(exc)))
+            self._fail(self._pending or HttpError(400, refusal_reason(exc)))
             return
         if self.phase == _DONE:
             return

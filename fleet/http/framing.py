@@ -39,16 +39,13 @@ from typing import Final
 import httptools
 
 from fleet.http.errors import HttpError
+from fleet.http.frames import BODY as BODY
+from fleet.http.frames import CRLF, METHODS, VERSIONS, header_map, refusal_reason
+from fleet.http.frames import DONE as DONE
+from fleet.http.frames import HEAD as HEAD
+from fleet.http.frames import IDLE as IDLE
 from fleet.http.limits import HttpLimits
 
-IDLE: Final = 0  # between requests: nothing of the next one has arrived
-HEAD: Final = 1  # part of a head (or stray bytes) has arrived
-BODY: Final = 2  # the head is complete, the body is not
-DONE: Final = 3  # nothing more is framed on this connection
-
-_VERSIONS: Final = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
-_METHODS: Final = {m: m.decode() for m in (b"GET", b"POST", b"HEAD", b"PUT", b"DELETE")}
-_CRLF: Final = b"\r\n"
 # The headers the framing itself reads; every other header is only kept (``Request.headers``).
 _WATCHED: Final = frozenset((b"host", b"transfer-encoding", b"content-length", b"expect"))
 _WATCHED_LENGTHS: Final = frozenset(len(name) for name in _WATCHED)
@@ -125,18 +122,6 @@ class PyRequest:
         return f"<Request {self.method} {self.target[:80]!r} {self.version} {len(self.body)} B>"
 
 
-def header_map(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
-    """Headers by lower-case name, values stripped, a repeated header's values joined."""
-    headers: dict[bytes, bytes] = {}
-    for name, value in raw:
-        key = name.lower()
-        if key in headers:
-            headers[key] += b", " + value.strip(b" \t")
-        else:
-            headers[key] = value.strip(b" \t")
-    return headers
-
-
 class PyFramer:
     """Feed it what a connection receives (``feed``); take ``requests`` in order; when ``error``
     is set, answer it after them and close.
@@ -192,7 +177,7 @@ class PyFramer:
         if not self._begun and data[0] in (13, 10):  # CR or LF where a request line starts
             lead = n - len(data.lstrip(b"\r\n"))
             self._stray += lead
-            if self._stray > 2 or not _CRLF.startswith(data[:lead]):
+            if self._stray > 2 or not CRLF.startswith(data[:lead]):
                 self._fail(HttpError(400, "stray bytes between requests"))
                 return
             self.phase = HEAD  # the header timer runs from the first byte, a CRLF too
@@ -206,7 +191,7 @@ class PyFramer:
         except httptools.HttpParserError as exc:
             if self.phase == DONE:  # bytes after a request that closes: never read
                 return
-            self._fail(self._pending or HttpError(400, _reason(exc)))
+            self._fail(self._pending or HttpError(400, refusal_reason(exc)))
             return
         if self.phase == DONE:
             return
@@ -298,7 +283,7 @@ class PyFramer:
         limit = self.limits.max_header_bytes
         if self._wire + self._feed_len > limit and self._head_size() > limit:
             self._refuse(HttpError(431, "request head too large", "head_too_large"))
-        self._version = version = _VERSIONS.get(parser.get_http_version(), "")
+        self._version = version = VERSIONS.get(parser.get_http_version(), "")
         if not version:
             self._refuse(HttpError(505, "HTTP version not supported"))
         te = headers.get(b"transfer-encoding")
@@ -341,7 +326,7 @@ class PyFramer:
     def on_message_complete(self) -> None:
         parser = self._parser
         method_b = parser.get_method()
-        method = _METHODS.get(method_b) or method_b.decode("ascii")
+        method = METHODS.get(method_b) or method_b.decode("ascii")
         parts = self._parts
         body = self._body if parts is None else b"".join(parts)
         keep_alive = parser.should_keep_alive()
@@ -377,11 +362,6 @@ class PyFramer:
         """From a callback: stop llhttp here (the exception makes it return an error)."""
         self._pending = error
         raise error
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if text.isascii() and len(text) < 120 else "malformed request"
 
 
 try:
