@@ -101,8 +101,8 @@ def imports_of(root: Path, path: Path) -> Iterator[Import]:
     importer = module_name(root, path)
     if path.suffix in (".pyx", ".pxd"):
         for lineno, module, names, level in _cython_imports(path):
-            node = ast.ImportFrom(module=module or None, names=[], level=level)
-            base = _resolve_from(node, importer, is_package=False) if names else module
+            statement = ast.ImportFrom(module=module or None, names=[], level=level)
+            base = _resolve_from(statement, importer, is_package=False) if names else module
             for name in names or [""]:
                 sub = f"{base}.{name}" if name else base
                 target = sub if name and _is_module(root, sub) else base
