@@ -40,6 +40,7 @@ from fleet.db import migrate
 from fleet.http import Request, Response
 from fleet.pg import LocalPostgres
 from fleet.processes import free_port, wait_for_port
+from fleet.settings import FleetSettings
 from tracker.app import make_application, make_server
 from tracker.service import TrackerService
 from tracker.settings import TrackerSettings
@@ -187,7 +188,7 @@ async def paced(driver: Driver, queries: list[str], rate: float, seconds: float)
 async def serve(dsn: str, port: int) -> None:
     """The server process: the tracker's routes and ``/trivial`` on one HttpServer."""
     registry = CollectorRegistry()
-    settings = TrackerSettings(signing_key=KEY)
+    settings = TrackerSettings(fleet=FleetSettings(signing_key=KEY))
     service = TrackerService(settings, registry, publish_events=False, clock=lambda: NOW)
     await service.start(dsn)
     server = make_server(

@@ -106,9 +106,9 @@ class TrackerService:
             )
             self.kinesis.start()
         self._tracker = Tracker(
-            keys=signing.KeySet(s.key_bytes, s.previous_key_bytes),
-            user_secret=s.user_secret,
-            public_url=s.public_url,
+            keys=signing.KeySet(s.fleet.signing_key_bytes, s.fleet.previous_signing_key_bytes),
+            user_secret=s.fleet.user_key_secret_bytes,
+            public_url=s.fleet.tracker_url,
             committer=self.committer,
             catalog=self.catalog,
             conversions=ConversionStore(self.pool, timeout=s.pg_timeout),
