@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from fleet.clock import FleetClock
 from fleet.errors import FleetError
 from fleet.settings import FleetSettings, load
-from sim import learning, loggercounts, render, report
+from sim import learning, loggercounts, render, report, trackercounts
 from sim import portfolio as synthetic
 from sim import vocabulary as vocab
 from sim.errors import SimConfigError, SimError, TargetError
@@ -343,6 +343,7 @@ async def drive(
     if clock is not None:
         await _meet_the_clock(exchange, clock, stop, out)
     logged_before = await loggercounts.baseline(pg_dsn) if pg_dsn else None
+    tracked_before = await trackercounts.baseline(pg_dsn) if pg_dsn else None
     watcher = FleetWatcher(event_bus) if event_bus else None
     if watcher is not None:
         await watcher.start()
@@ -384,8 +385,11 @@ async def drive(
         },
     )
     problems = report.check(the_report)
-    if pg_dsn:  # the bid loggers' aggregates beside the simulator's counts
+    if pg_dsn:  # the bid loggers' aggregates and the tracker's books beside the simulator's
         problems += await loggercounts.attach(the_report.figures, pg_dsn, logged_before)
+        problems += await trackercounts.attach(
+            the_report.figures, pg_dsn, tracked_before, run_tag, plans
+        )
     directory = (report_dir or settings.report_dir) / now.strftime("%Y%m%d-%H%M%S")
     text = render_summary(the_report, problems)
     page = render.write(the_report, directory, text)

@@ -34,6 +34,10 @@ _NATIVE_MARKUP = (
     '"link":{{"url":"${{CLICK_URL}}"}},"imptrackers":["${{IMP_URL}}"]}}}}'
 )
 
+# Where a click lands: the advertiser's page, with the click id the way measurement partners'
+# links carry it (a postback brings it back)
+_CLICK_URL = "https://{domain}/landing?c=${{CAMPAIGN_ID}}&cr=${{CREATIVE_ID}}&clickid=${{CLICK_ID}}"
+
 
 def _pick(rng: random.Random, weights: Mapping[Any, float], k: int) -> list[Any]:
     keys = list(weights)
@@ -142,6 +146,7 @@ def generate(
                 ),
                 "adomain": [adv["domain"]],
                 "categories": [rng.choice(vocab.IAB_CATEGORIES)],
+                "click_url": _CLICK_URL.format(domain=adv["domain"]),
             }
             if fmt == "video":
                 creative["mimes"] = ["video/mp4"]
@@ -169,6 +174,10 @@ def generate(
             campaign["frequency_caps"] = [
                 {"max_impressions": rng.choice([3, 5, 10]), "period_seconds": 86400}
             ]
+        elif broad and n % 20 == 0:
+            # a broad campaign capped tightly: the one most users meet, so that the demo's
+            # frequency check is held against real repeat visitors
+            campaign["frequency_caps"] = [{"max_impressions": 2, "period_seconds": 86400}]
         campaigns.append(campaign)
     return {"advertisers": advertisers, "campaigns": campaigns}
 
@@ -210,6 +219,7 @@ def catch_all() -> dict[str, Any]:
                 "markup": markup,
                 "adomain": ["catchall.example"],
                 "categories": ["IAB3"],
+                "click_url": _CLICK_URL.format(domain="catchall.example"),
             }
             if fmt == "video":
                 creative["mimes"] = [
