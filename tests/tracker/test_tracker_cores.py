@@ -380,3 +380,20 @@ def test_the_spool_reads_about_a_call_at_a_time(tmp_path: Path) -> None:
     spool.commit(25)  # across segment files
     assert spool.peek(500) == records[25:] and spool.records == 5
     assert len(list(tmp_path.glob("*.seg"))) == 1
+
+
+@given(
+    st.dictionaries(
+        st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8),
+        st.one_of(
+            st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
+            st.from_regex(r"[a-z0-9]{1,6}(:[a-z0-9]{1,6}){0,3}", fullmatch=True),
+        ),
+        max_size=6,
+    )
+)
+def test_parse_query_decodes_as_parse_qsl_does(params: dict[str, str]) -> None:
+    """The fast paths (nothing escaped; only colons escaped, as the bidder writes a txid)
+    decode exactly as the standard library does."""
+    for query in (urlencode(params), urlencode(params).replace("%3A", "%3a")):
+        assert parse_query(query) == dict(parse_qsl(query, keep_blank_values=True))
