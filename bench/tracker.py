@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from fleet import signing
 from fleet.db import migrate
@@ -162,9 +163,13 @@ async def saturate(driver: Driver, queries: list[str], concurrency: int, seconds
     return done / elapsed
 
 
-async def paced(driver: Driver, queries: list[str], rate: float, seconds: float) -> list[float]:
-    """Latencies (s) of notices sent at ``rate`` per second, each on its own task."""
+async def paced(
+    driver: Driver, queries: list[str], rate: float, seconds: float
+) -> tuple[list[float], list[float]]:
+    """Latencies (s) of notices sent at ``rate`` per second, each on its own task, and how
+    late (s) the client sent each one after its due time (the client's own lag)."""
     latencies: list[float] = []
+    lags: list[float] = []
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(query: str) -> None:
@@ -174,21 +179,49 @@ async def paced(driver: Driver, queries: list[str], rate: float, seconds: float)
 
     start = time.perf_counter()
     for i, query in enumerate(queries[: int(rate * seconds)]):
-        delay = start + i / rate - time.perf_counter()
+        due = start + i / rate
+        delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        lags.append(max(0.0, time.perf_counter() - due))
         task = asyncio.create_task(one(query))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
         await asyncio.wait(tasks, timeout=30)
-    return latencies
+    return latencies, lags
 
 
-async def serve(dsn: str, port: int) -> None:
+async def commit_figures(port: int) -> dict[str, float]:
+    """The server's group-commit figures so far (its /metrics): commits, notices committed,
+    seconds spent committing, and commits that took 100 ms or more."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: tracker\r\nConnection: close\r\n\r\n")
+    text = (await reader.read()).decode("utf-8", "replace")
+    writer.close()
+    figures = {"commits": 0.0, "notices": 0.0, "seconds": 0.0, "slow": 0.0}
+    for family in text_string_to_metric_families(text.partition("\r\n\r\n")[2]):
+        for sample in family.samples:
+            if sample.name == "tracker_batch_seconds_count":
+                figures["commits"] = sample.value
+            elif sample.name == "tracker_batch_seconds_sum":
+                figures["seconds"] = sample.value
+            elif sample.name == "tracker_batch_notices_sum":
+                figures["notices"] = sample.value
+            elif sample.name == "tracker_batch_seconds_bucket" and sample.labels["le"] == "0.05":
+                figures["fast"] = sample.value
+    figures["slow"] = figures["commits"] - figures.get("fast", 0.0)
+    return figures
+
+
+async def serve(dsn: str, port: int, concurrency: int) -> None:
     """The server process: the tracker's routes and ``/trivial`` on one HttpServer."""
     registry = CollectorRegistry()
-    settings = TrackerSettings(fleet=FleetSettings(signing_key=KEY))
+    settings = TrackerSettings(
+        fleet=FleetSettings(signing_key=KEY),
+        batch_concurrency=concurrency,
+        pool_size=max(TrackerSettings.pool_size, concurrency + 2),
+    )
     service = TrackerService(settings, registry, publish_events=False, clock=lambda: NOW)
     await service.start(dsn)
     server = make_server(
@@ -217,8 +250,10 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     finally:
         await conn.close()
     port = free_port()
+    concurrency = args.batch_concurrency
     child = await asyncio.to_thread(
-        subprocess.Popen, [sys.executable, "-m", "bench.tracker", "serve", dsn, str(port)]
+        subprocess.Popen,
+        [sys.executable, "-m", "bench.tracker", "serve", dsn, str(port), str(concurrency)],
     )
     try:
         if not await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 60.0):
@@ -229,7 +264,11 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         close_base()
         drive, close_bill = http_driver(port, "/bill", c)
         rate = await saturate(drive, billing_queries(args.notices, "a"), c, args.seconds)
-        latencies = await paced(drive, billing_queries(args.notices, "b"), rate / 2, args.seconds)
+        before = await commit_figures(port)
+        latencies, lags = await paced(
+            drive, billing_queries(args.notices, "b"), rate / 2, args.seconds
+        )
+        after = await commit_figures(port)
         close_bill()
     finally:
         child.send_signal(signal.SIGTERM)
@@ -249,6 +288,20 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     print(
         f"tracker at {rate / 2:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms ({len(latencies)} sent)"
     )
+    commits = after["commits"] - before["commits"]
+    if commits:
+        print(
+            f"  server, at half rate: {commits:.0f} group commits of "
+            f"{(after['notices'] - before['notices']) / commits:.1f} notices, "
+            f"{(after['seconds'] - before['seconds']) / commits * 1000:.1f} ms each on average, "
+            f"{after['slow'] - before['slow']:.0f} of 50 ms or more"
+        )
+    lags.sort()
+    if lags:
+        print(
+            f"  client, at half rate: sent p50 {statistics.median(lags) * 1000:.1f} ms, "
+            f"p99 {lags[int(len(lags) * 0.99) - 1] * 1000:.1f} ms after its due time"
+        )
     print(f"counted: {rows} impressions, {spent} micros (each distinct notice once)")
     print("one server process; the client runs on the same machine (figures are rough)")
 
@@ -257,12 +310,18 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "serve":  # the server process
         import uvloop
 
-        uvloop.run(serve(argv[1], int(argv[2])))
+        uvloop.run(serve(argv[1], int(argv[2]), int(argv[3])))
         return
     parser = argparse.ArgumentParser(prog="python -m bench tracker")
     parser.add_argument("--notices", type=int, default=30_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--batch-concurrency",
+        type=int,
+        default=TrackerSettings.batch_concurrency,
+        help="group commits in flight at once (RTBFLEET_TRACKER_BATCH_CONCURRENCY)",
+    )
     args = parser.parse_args(argv or [])
     work = Path(tempfile.mkdtemp(prefix="rtbfleet-bench-tracker-"))
     work.chmod(0o755)
