@@ -22,7 +22,6 @@ from fleet.settings import FleetSettings, fraction, load, non_negative, port, po
 from fleet.signing import DEV_SIGNING_KEY
 
 
-
 @dataclasses.dataclass(frozen=True)
 class BidderSettings:
     """Everything one bidder process needs; ``fleet`` holds where Postgres, memcached and the

@@ -17,8 +17,10 @@ from fleet.frequency import period_end
 
 
 class Capped(Protocol):
-    id: int
-    frequency_caps: tuple[tuple[int, int], ...]
+    @property
+    def id(self) -> int: ...
+    @property
+    def frequency_caps(self) -> tuple[tuple[int, int], ...]: ...
 
 
 def most_in_a_window(times: Sequence[float], period_seconds: int) -> int:
