@@ -3,6 +3,7 @@ fleet's HTTP core, ``Tracker.handle``, durable group commit into Postgres), agai
 handler on the same server in the same run.
 
     python -m bench tracker [--notices N] [--concurrency C] [--seconds S]
+    python -m bench.tracker [...] [--batch-concurrency K] [--no-flush]
 
 An embedded Postgres in a temporary directory (synchronous commit on the tracker's connections),
 the fleet's migrations, one campaign. Each notice is a distinct signed billing URL; a share of
@@ -247,6 +248,9 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(SEED)
+        if args.no_flush:  # this throwaway server only: what the disk's flushes cost
+            await conn.execute("ALTER SYSTEM SET fsync = off")
+            await conn.execute("SELECT pg_reload_conf()")
     finally:
         await conn.close()
     port = free_port()
@@ -321,6 +325,12 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=TrackerSettings.batch_concurrency,
         help="group commits in flight at once (RTBFLEET_TRACKER_BATCH_CONCURRENCY)",
+    )
+    parser.add_argument(
+        "--no-flush",
+        action="store_true",
+        help="diagnosis only: the benchmark's own Postgres with fsync off (commits still "
+        "synchronous, the WAL flush a no-op), to see what the disk's flushes cost",
     )
     args = parser.parse_args(argv or [])
     work = Path(tempfile.mkdtemp(prefix="rtbfleet-bench-tracker-"))
