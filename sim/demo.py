@@ -232,6 +232,7 @@ async def local_fleet(
     document = synthetic.generate(
         args.campaigns, seed=settings.seed, now=settings.start(datetime.now(UTC))
     )
+    cap_the_broadest(document)
     plans = [CampaignPlan.of(c) for c in portfolio.validate(document).campaigns]
     print(f"starting the fleet ({args.bidders} bidder process(es)) …", file=out, flush=True)
     async with running_fleet(
@@ -250,6 +251,17 @@ async def local_fleet(
         )
         await asyncio.sleep(1.0)  # bidders reload on the config change notification
         yield fleet, plans
+
+
+def cap_the_broadest(document: dict[str, Any], impressions: int = 2) -> None:
+    """Cap the first campaign without targeting at ``impressions`` a day: the one most users
+    meet, so that the report's frequency check is held against real repeat visitors."""
+    for campaign in document["campaigns"]:
+        if not campaign.get("targeting") and not campaign.get("frequency_caps"):
+            campaign["frequency_caps"] = [
+                {"max_impressions": impressions, "period_seconds": 86_400}
+            ]
+            return
 
 
 def _plans_from_file(path: Path) -> list[CampaignPlan]:

@@ -174,10 +174,6 @@ def generate(
             campaign["frequency_caps"] = [
                 {"max_impressions": rng.choice([3, 5, 10]), "period_seconds": 86400}
             ]
-        elif broad and n % 20 == 0:
-            # a broad campaign capped tightly: the one most users meet, so that the demo's
-            # frequency check is held against real repeat visitors
-            campaign["frequency_caps"] = [{"max_impressions": 2, "period_seconds": 86400}]
         campaigns.append(campaign)
     return {"advertisers": advertisers, "campaigns": campaigns}
 

@@ -123,3 +123,17 @@ def test_spend_since_the_run_began() -> None:
     before = trackercounts.Spend({1: 100, 2: 50})
     after = trackercounts.Spend({1: 130, 2: 50, 3: 7})
     assert after.minus(before) == {1: 30, 3: 7}
+
+
+def test_the_demo_caps_its_broadest_campaign_and_every_creative_has_a_click_url() -> None:
+    from fleet.portfolio import validate
+    from sim.demo import cap_the_broadest
+    from sim.portfolio import generate
+
+    document = generate(20, seed=1)
+    cap_the_broadest(document)
+    broad = [c for c in document["campaigns"] if not c.get("targeting")]
+    assert broad and broad[0]["frequency_caps"] == [{"max_impressions": 2, "period_seconds": DAY}]
+    campaigns = validate(document).campaigns  # every clickable creative has its click URL
+    assert all(cr.click_url for c in campaigns for cr in c.creatives)
+    assert any(c.frequency_caps for c in campaigns if c.id == broad[0]["id"])
