@@ -222,6 +222,7 @@ async def serve(dsn: str, port: int, concurrency: int) -> None:
         fleet=FleetSettings(signing_key=KEY),
         batch_concurrency=concurrency,
         pool_size=max(TrackerSettings.pool_size, concurrency + 2),
+        spend_lanes=max(TrackerSettings.spend_lanes, concurrency),
     )
     service = TrackerService(settings, registry, publish_events=False, clock=lambda: NOW)
     await service.start(dsn)

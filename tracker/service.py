@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 
@@ -30,7 +31,7 @@ from tracker.metrics import TrackerMetrics
 from tracker.notices import Streams, Tracker
 from tracker.pauses import CpaRule
 from tracker.settings import TrackerSettings
-from tracker.store import CatalogSource, GroupCommitter, create_pool, purge
+from tracker.store import CatalogSource, GroupCommitter, create_pool, purge, spend_lanes
 
 log = logging.getLogger("tracker.service")
 
@@ -45,7 +46,10 @@ class TrackerService:
         clock: Callable[[], float] = time.time,
         scale: float = 1.0,
         name: str = "tracker-0",
+        first_lane: int | None = None,
     ) -> None:
+        """``first_lane``: the first of this process's spend lanes (by default a random one,
+        so that the fleet's tracker processes mostly commit on lanes of their own)."""
         self.settings = settings
         self.registry = registry
         self.metrics = TrackerMetrics(registry)
@@ -53,6 +57,9 @@ class TrackerService:
         self.clock = clock  # fleet time (FleetClock.now; time.time in a wall-time fleet)
         self.scale = scale  # fleet seconds per real second (the fleet clock's scale)
         self.name = name
+        if first_lane is None:
+            first_lane = random.SystemRandom().randrange(settings.spend_lanes)
+        self.lanes = spend_lanes(first_lane, settings.batch_concurrency, settings.spend_lanes)
         self.pool: asyncpg.Pool | None = None
         self.committer: GroupCommitter | None = None
         self.catalog: CatalogSource | None = None
@@ -77,8 +84,10 @@ class TrackerService:
             batch_max=s.batch_max,
             concurrency=s.batch_concurrency,
             timeout=s.pg_timeout,
+            lanes=self.lanes,
         )
         self.committer.start()
+        log.info("committing spend on lanes %s", ",".join(map(str, self.lanes)))
         self.catalog = CatalogSource(self.pool, self.metrics, refresh=s.catalog_refresh)
         await self.catalog.start()
         if s.fleet.memcached_servers:

@@ -40,7 +40,19 @@ class TrackerSettings:
         "transactions in flight at once (notices arriving meanwhile join the next)",
         positive,
     )
-    pool_size: int = setting(4, "RTBFLEET_TRACKER_PG_POOL", "Postgres connections", positive)
+    spend_lanes: int = setting(
+        16,
+        "RTBFLEET_TRACKER_SPEND_LANES",
+        "spend rows per campaign and day in the whole fleet: each concurrent commit of a tracker "
+        "adds to its own (a random run of BATCH_CONCURRENCY of them per process); readers sum",
+        positive,
+    )
+    pool_size: int = setting(
+        4,
+        "RTBFLEET_TRACKER_PG_POOL",
+        "Postgres connections (more than BATCH_CONCURRENCY: postbacks and the catalog need one)",
+        positive,
+    )
     pg_timeout: float = setting(
         2.0,
         "RTBFLEET_TRACKER_PG_TIMEOUT_SECONDS",
@@ -150,6 +162,20 @@ class TrackerSettings:
         return settings
 
     def validate(self) -> None:
+        if self.spend_lanes > 32767:  # a lane is a smallint
+            raise SettingsError("RTBFLEET_TRACKER_SPEND_LANES", "must be at most 32767")
+        if self.batch_concurrency > self.spend_lanes:
+            raise SettingsError(
+                "RTBFLEET_TRACKER_BATCH_CONCURRENCY",
+                f"must be at most RTBFLEET_TRACKER_SPEND_LANES ({self.spend_lanes}): "
+                "each concurrent commit needs a spend lane of its own",
+            )
+        if self.pool_size <= self.batch_concurrency:
+            raise SettingsError(
+                "RTBFLEET_TRACKER_PG_POOL",
+                f"must exceed RTBFLEET_TRACKER_BATCH_CONCURRENCY ({self.batch_concurrency}): "
+                "postbacks and the catalog need a connection while every commit is in flight",
+            )
         if self.stream_attributed == self.stream_organic:
             raise SettingsError(
                 "RTBFLEET_TRACKER_STREAM_ORGANIC", "must differ from the attributed stream"

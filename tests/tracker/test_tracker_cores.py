@@ -20,6 +20,7 @@ from tracker.kinesis import MAX_CALL_BYTES, SpooledRecord, chunk
 from tracker.notice import parse_price, parse_query, verify
 from tracker.spend import campaign_cost, spend_day, win_markup
 from tracker.spool import Spool
+from tracker.store import spend_lanes
 
 KEY = b"0123456789abcdef0123456789abcdef"
 OLD = b"the previous key, still in flight"
@@ -184,6 +185,15 @@ def test_spend_counts_on_the_campaign_timezone_day() -> None:
     assert str(spend_day(at, "America/Los_Angeles")) == "2027-01-15"
     assert str(spend_day(at - 9 * 3600, "America/Los_Angeles")) == "2027-01-14"
     assert str(spend_day(at + 16 * 3600 + 60, "Asia/Tokyo")) == "2027-01-16"
+
+
+def test_a_process_takes_consecutive_spend_lanes_wrapping_at_the_fleets_count() -> None:
+    assert spend_lanes(0, 4, 16) == (0, 1, 2, 3)
+    assert spend_lanes(14, 4, 16) == (14, 15, 0, 1)
+    assert spend_lanes(3, 16, 16) == tuple(range(3, 16)) + (0, 1, 2)
+    for count, lanes in ((17, 16), (0, 16), (1, 40_000)):
+        with pytest.raises(ValueError):
+            spend_lanes(0, count, lanes)
 
 
 def click(

@@ -50,6 +50,11 @@ def test_previous_keys_and_a_user_key_secret() -> None:
         ({"RTBFLEET_TRACKER_BATCH_MAX": "0"}, "RTBFLEET_TRACKER_BATCH_MAX"),
         ({"RTBFLEET_TRACKER_URL": "http://t.example/"}, "RTBFLEET_TRACKER_URL"),
         ({"RTBFLEET_TRACKER_PG_TIMEOUT_SECONDS": "soon"}, "RTBFLEET_TRACKER_PG_TIMEOUT_SECONDS"),
+        ({"RTBFLEET_TRACKER_SPEND_LANES": "40000"}, "RTBFLEET_TRACKER_SPEND_LANES"),
+        ({"RTBFLEET_TRACKER_SPEND_LANES": "2", "RTBFLEET_TRACKER_BATCH_CONCURRENCY": "3",
+          "RTBFLEET_TRACKER_PG_POOL": "9"}, "RTBFLEET_TRACKER_BATCH_CONCURRENCY"),
+        ({"RTBFLEET_TRACKER_BATCH_CONCURRENCY": "4", "RTBFLEET_TRACKER_PG_POOL": "4"},
+         "RTBFLEET_TRACKER_PG_POOL"),
     ],
 )  # fmt: skip
 def test_bad_values_name_their_variable(env: dict[str, str], variable: str) -> None:
