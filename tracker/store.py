@@ -326,9 +326,7 @@ class GroupCommitter:
             if not waiter.future.done():
                 waiter.future.set_result(outcome)
 
-    async def _commit(
-        self, rows: list[NoticeRow], lane: int
-    ) -> dict[tuple[str, str], RowResult]:
+    async def _commit(self, rows: list[NoticeRow], lane: int) -> dict[tuple[str, str], RowResult]:
         arguments = batch_arguments(rows)
         for attempt in range(3):
             try:

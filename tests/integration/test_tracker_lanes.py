@@ -64,8 +64,9 @@ async def test_a_commit_does_not_wait_for_a_lock_on_another_lane(dsn: str) -> No
             "SELECT lane, spent_micros FROM tracker_creative_spend ORDER BY lane"
         )
         assert [tuple(r) for r in creative] == [(0, 5_000), (1, 2_500)]
-        daily = await conn.fetch("SELECT campaign_id, day, spent_micros, impressions "
-                                 "FROM campaign_spend_daily")
+        daily = await conn.fetch(
+            "SELECT campaign_id, day, spent_micros, impressions FROM campaign_spend_daily"
+        )
         assert [tuple(r) for r in daily] == [(1, DAY, 7_500, 3)]
         total = await conn.fetchrow("SELECT * FROM campaign_spend_total")
         assert (total["campaign_id"], total["spent_micros"], total["impressions"]) == (1, 7_500, 3)

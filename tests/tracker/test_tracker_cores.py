@@ -190,7 +190,7 @@ def test_spend_counts_on_the_campaign_timezone_day() -> None:
 def test_a_process_takes_consecutive_spend_lanes_wrapping_at_the_fleets_count() -> None:
     assert spend_lanes(0, 4, 16) == (0, 1, 2, 3)
     assert spend_lanes(14, 4, 16) == (14, 15, 0, 1)
-    assert spend_lanes(3, 16, 16) == tuple(range(3, 16)) + (0, 1, 2)
+    assert spend_lanes(3, 16, 16) == (*range(3, 16), 0, 1, 2)
     for count, lanes in ((17, 16), (0, 16), (1, 40_000)):
         with pytest.raises(ValueError):
             spend_lanes(0, count, lanes)
