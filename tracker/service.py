@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import asyncpg
 from prometheus_client import CollectorRegistry
@@ -31,7 +32,14 @@ from tracker.metrics import TrackerMetrics
 from tracker.notices import Streams, Tracker
 from tracker.pauses import CpaRule
 from tracker.settings import TrackerSettings
-from tracker.store import CatalogSource, GroupCommitter, create_pool, purge, spend_lanes
+from tracker.store import (
+    CatalogSource,
+    GroupCommitter,
+    create_pool,
+    fold_lanes,
+    purge,
+    spend_lanes,
+)
 
 log = logging.getLogger("tracker.service")
 
@@ -156,11 +164,17 @@ class TrackerService:
                 log.warning("cost per activation not evaluated: %s", exc)
 
     async def _purge_loop(self) -> None:
+        """Hourly: forget old dedupe rows, and fold the spend lanes of the days three or more
+        days old (UTC, fleet time: no campaign timezone's today or yesterday) into one row."""
         assert self.pool is not None
         while True:
             await asyncio.sleep(3600)
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await purge(self.pool, self.clock() - self.settings.retention_seconds)
+            before = datetime.fromtimestamp(self.clock() - 2 * 86400, UTC).date()
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                folded = await fold_lanes(self.pool, before)
+                log.info("folded %d spend lane rows of the days before %s", folded, before)
 
     async def close(self) -> None:
         for task in self._loops:

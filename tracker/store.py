@@ -15,7 +15,8 @@ at a time, and more of them in flight only made the queue longer. With a lane ea
 together (Postgres writes the WAL of the commits waiting at once in one flush). A process takes
 ``concurrency`` consecutive lanes from a random first one (``spend_lanes``); two processes that
 share a lane only wait for each other there. The spend of a campaign and day is the sum over
-its lanes, and every reader sums.
+its lanes, and every reader sums. ``fold_lanes`` brings past days back to one row each (the
+service runs it hourly), so readers of many days do not read a row per lane.
 
 Duplicates: ``INSERT ... ON CONFLICT DO NOTHING`` on the key returns only the rows really
 inserted; a copy in the same batch, an earlier one, or one committed at the same moment by
@@ -43,7 +44,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import asyncpg
@@ -429,3 +430,44 @@ async def purge(pool: asyncpg.Pool, before: float) -> int:
             "DELETE FROM tracker_notices WHERE recorded_at < $1", _timestamp(before)
         )
     return int(status.split()[-1])
+
+
+FOLD_SQL: Final = """
+WITH folded AS (
+    DELETE FROM campaign_spend WHERE day < $1 AND lane <> 0
+    RETURNING campaign_id, day, spent_micros, impressions, updated_at
+),
+campaigns AS (
+    INSERT INTO campaign_spend AS s (campaign_id, day, lane, spent_micros, impressions,
+                                     updated_at)
+    SELECT campaign_id, day, 0, sum(spent_micros), sum(impressions), max(updated_at)
+    FROM folded GROUP BY campaign_id, day ORDER BY campaign_id, day
+    ON CONFLICT (campaign_id, day, lane) DO UPDATE
+        SET spent_micros = s.spent_micros + EXCLUDED.spent_micros,
+            impressions = s.impressions + EXCLUDED.impressions,
+            updated_at = greatest(s.updated_at, EXCLUDED.updated_at)
+),
+creatives_folded AS (
+    DELETE FROM tracker_creative_spend WHERE day < $1 AND lane <> 0
+    RETURNING creative_id, campaign_id, day, spent_micros, impressions
+),
+creatives AS (
+    INSERT INTO tracker_creative_spend AS s (creative_id, campaign_id, day, lane,
+                                             spent_micros, impressions)
+    SELECT creative_id, min(campaign_id), day, 0, sum(spent_micros), sum(impressions)
+    FROM creatives_folded GROUP BY creative_id, day ORDER BY creative_id, day
+    ON CONFLICT (creative_id, day, lane) DO UPDATE
+        SET spent_micros = s.spent_micros + EXCLUDED.spent_micros,
+            impressions = s.impressions + EXCLUDED.impressions
+)
+SELECT (SELECT count(*) FROM folded) + (SELECT count(*) FROM creatives_folded)
+"""
+
+
+async def fold_lanes(pool: asyncpg.Pool, before: date) -> int:
+    """Fold the spend lanes of the days before ``before`` into lane 0, in one transaction (the
+    sums every reader sees do not change): a campaign's past days come back to one row each.
+    Returns how many lane rows were folded. A billing notice for such a day arriving later adds
+    to its lane again, to be folded next time."""
+    async with pool.acquire() as conn:
+        return int(await conn.fetchval(FOLD_SQL, before))

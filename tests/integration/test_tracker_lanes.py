@@ -1,6 +1,6 @@
 """Spend lanes against real Postgres: a commit adds its spend to its own lane's row, so it does
 not wait for another commit holding a lane of the same campaign and day; every reader of spend
-sums the lanes."""
+sums the lanes; folding past days into one row changes no sum."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pacing.pacer import Spend
 from pacing.store import load_spend
 from sim.trackercounts import baseline
 from tracker.pauses import read_standings
+from tracker.store import create_pool, fold_lanes
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +122,49 @@ async def test_every_reader_sums_the_lanes(dsn: str) -> None:
     # the demo report's books
     books = await baseline(dsn)
     assert books is not None and books.by_campaign == {1: 7_750}
+
+
+async def test_folding_brings_past_days_to_one_row_and_keeps_every_sum(dsn: str) -> None:
+    old, recent = date(2027, 1, 10), DAY
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO campaign_spend (campaign_id, day, lane, spent_micros, impressions) "
+            "VALUES (1, $1, 0, 100, 1), (1, $1, 4, 200, 2), (1, $1, 6, 300, 3), "
+            "(2, $1, 6, 50, 1), (1, $2, 4, 1000, 1), (1, $2, 5, 2000, 2)",
+            old,
+            recent,
+        )
+        await conn.execute(
+            "INSERT INTO tracker_creative_spend "
+            "(creative_id, campaign_id, day, lane, spent_micros, impressions) "
+            "VALUES (10, 1, $1, 4, 200, 2), (10, 1, $1, 6, 400, 4), (10, 1, $2, 5, 3000, 3)",
+            old,
+            recent,
+        )
+        sums = "SELECT campaign_id, day, spent_micros, impressions FROM campaign_spend_daily"
+        before = sorted(tuple(r) for r in await conn.fetch(sums))
+        pool = await create_pool(dsn, 1)
+        try:
+            assert await fold_lanes(pool, date(2027, 1, 13)) == 5  # 3 + 2 rows not on lane 0
+            assert await fold_lanes(pool, date(2027, 1, 13)) == 0
+        finally:
+            await pool.close()
+        assert sorted(tuple(r) for r in await conn.fetch(sums)) == before
+        rows = await conn.fetch(
+            "SELECT campaign_id, day, lane, spent_micros, impressions FROM campaign_spend "
+            "ORDER BY campaign_id, day, lane"
+        )
+        assert [tuple(r) for r in rows] == [
+            (1, old, 0, 600, 6),
+            (1, recent, 4, 1000, 1),  # recent days keep their lanes
+            (1, recent, 5, 2000, 2),
+            (2, old, 0, 50, 1),
+        ]
+        creative = await conn.fetch(
+            "SELECT day, lane, spent_micros, impressions FROM tracker_creative_spend "
+            "ORDER BY day, lane"
+        )
+        assert [tuple(r) for r in creative] == [(old, 0, 600, 6), (recent, 5, 3000, 3)]
+    finally:
+        await conn.close()
