@@ -3,7 +3,7 @@ fleet's HTTP core, ``Tracker.handle``, durable group commit into Postgres), agai
 handler on the same server in the same run.
 
     python -m bench tracker [--notices N] [--concurrency C] [--seconds S]
-    python -m bench.tracker [...] [--batch-concurrency K] [--no-flush]
+    python -m bench.tracker [...] [--batch-concurrency K] [--no-flush] [--commit-delay US]
 
 An embedded Postgres in a temporary directory (synchronous commit on the tracker's connections),
 the fleet's migrations, one campaign. Each notice is a distinct signed billing URL; a share of
@@ -215,6 +215,33 @@ async def commit_figures(port: int) -> dict[str, float]:
     return figures
 
 
+_WAITS = """
+SELECT coalesce(wait_event_type || ':' || wait_event, 'cpu') AS what, count(*) AS n
+FROM pg_stat_activity
+WHERE application_name = 'rtbfleet-tracker' AND state = 'active'
+GROUP BY 1
+"""
+
+
+async def sample_waits(dsn: str, stop: asyncio.Event) -> dict[str, float]:
+    """What the tracker's commits are doing, sampled every 5 ms until ``stop``: the mean
+    number of its connections in a statement, by what they wait on (``Lock:transactionid``
+    is a row lock held by another commit; ``LWLock:WALWrite`` another commit's WAL flush that
+    covers this one too; ``IO:WALSync`` the flush itself; ``cpu`` no wait)."""
+    conn = await asyncpg.connect(dsn)
+    totals: dict[str, float] = {}
+    samples = 0
+    try:
+        while not stop.is_set():
+            for row in await conn.fetch(_WAITS):
+                totals[row["what"]] = totals.get(row["what"], 0.0) + row["n"]
+            samples += 1
+            await asyncio.sleep(0.005)
+    finally:
+        await conn.close()
+    return {what: n / max(1, samples) for what, n in totals.items()}
+
+
 async def serve(dsn: str, port: int, concurrency: int) -> None:
     """The server process: the tracker's routes and ``/trivial`` on one HttpServer."""
     registry = CollectorRegistry()
@@ -251,7 +278,10 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         await conn.execute(SEED)
         if args.no_flush:  # this throwaway server only: what the disk's flushes cost
             await conn.execute("ALTER SYSTEM SET fsync = off")
-            await conn.execute("SELECT pg_reload_conf()")
+        if args.commit_delay:  # a flush waits this long for other commits to share it
+            await conn.execute(f"ALTER SYSTEM SET commit_delay = {int(args.commit_delay)}")
+            await conn.execute(f"ALTER SYSTEM SET commit_siblings = {int(args.commit_siblings)}")
+        await conn.execute("SELECT pg_reload_conf()")
     finally:
         await conn.close()
     port = free_port()
@@ -268,7 +298,11 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         base = await saturate(drive, billing_queries(args.notices, "t"), c, args.seconds)
         close_base()
         drive, close_bill = http_driver(port, "/bill", c)
+        stop_sampling = asyncio.Event()
+        sampler = asyncio.create_task(sample_waits(dsn, stop_sampling))
         rate = await saturate(drive, billing_queries(args.notices, "a"), c, args.seconds)
+        stop_sampling.set()
+        waits = await sampler
         before = await commit_figures(port)
         latencies, lags = await paced(
             drive, billing_queries(args.notices, "b"), rate / 2, args.seconds
@@ -292,6 +326,12 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     print(f"tracker (bill)      {rate:>10,.0f} notices/s  ratio {rate / base:.3f} of trivial")
     print(
         f"tracker at {rate / 2:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms ({len(latencies)} sent)"
+    )
+    busy = sorted(waits.items(), key=lambda item: -item[1])
+    print(
+        f"  Postgres, at full rate ({concurrency} commits in flight at most): connections in a "
+        f"commit on average {sum(waits.values()):.2f}: "
+        + ", ".join(f"{what} {n:.2f}" for what, n in busy if n >= 0.01)
     )
     commits = after["commits"] - before["commits"]
     if commits:
@@ -333,6 +373,14 @@ def main(argv: list[str] | None = None) -> None:
         help="diagnosis only: the benchmark's own Postgres with fsync off (commits still "
         "synchronous, the WAL flush a no-op), to see what the disk's flushes cost",
     )
+    parser.add_argument(
+        "--commit-delay",
+        type=int,
+        default=0,
+        help="Postgres commit_delay (microseconds) on the benchmark's own server: a WAL flush "
+        "waits this long for other commits to join it (with --commit-siblings in flight)",
+    )
+    parser.add_argument("--commit-siblings", type=int, default=5)
     args = parser.parse_args(argv or [])
     work = Path(tempfile.mkdtemp(prefix="rtbfleet-bench-tracker-"))
     work.chmod(0o755)
