@@ -35,7 +35,7 @@ class TrackerSettings:
         500, "RTBFLEET_TRACKER_BATCH_MAX", "notices committed in one transaction at most", positive
     )
     batch_concurrency: int = setting(
-        2,
+        4,
         "RTBFLEET_TRACKER_BATCH_CONCURRENCY",
         "transactions in flight at once (notices arriving meanwhile join the next)",
         positive,
@@ -48,7 +48,7 @@ class TrackerSettings:
         positive,
     )
     pool_size: int = setting(
-        4,
+        6,
         "RTBFLEET_TRACKER_PG_POOL",
         "Postgres connections (more than BATCH_CONCURRENCY: postbacks and the catalog need one)",
         positive,
