@@ -3,6 +3,7 @@ fleet's HTTP core, ``Tracker.handle``, durable group commit into Postgres), agai
 handler on the same server in the same run.
 
     python -m bench tracker [--notices N] [--concurrency C] [--seconds S]
+    python -m bench.tracker [...] [--batch-concurrency K] [--no-flush] [--commit-delay US]
 
 An embedded Postgres in a temporary directory (synchronous commit on the tracker's connections),
 the fleet's migrations, one campaign. Each notice is a distinct signed billing URL; a share of
@@ -34,12 +35,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from fleet import signing
 from fleet.db import migrate
 from fleet.http import Request, Response
 from fleet.pg import LocalPostgres
 from fleet.processes import free_port, wait_for_port
+from fleet.settings import FleetSettings
 from tracker.app import make_application, make_server
 from tracker.service import TrackerService
 from tracker.settings import TrackerSettings
@@ -161,9 +164,13 @@ async def saturate(driver: Driver, queries: list[str], concurrency: int, seconds
     return done / elapsed
 
 
-async def paced(driver: Driver, queries: list[str], rate: float, seconds: float) -> list[float]:
-    """Latencies (s) of notices sent at ``rate`` per second, each on its own task."""
+async def paced(
+    driver: Driver, queries: list[str], rate: float, seconds: float
+) -> tuple[list[float], list[float]]:
+    """Latencies (s) of notices sent at ``rate`` per second, each on its own task, and how
+    late (s) the client sent each one after its due time (the client's own lag)."""
     latencies: list[float] = []
+    lags: list[float] = []
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(query: str) -> None:
@@ -173,21 +180,77 @@ async def paced(driver: Driver, queries: list[str], rate: float, seconds: float)
 
     start = time.perf_counter()
     for i, query in enumerate(queries[: int(rate * seconds)]):
-        delay = start + i / rate - time.perf_counter()
+        due = start + i / rate
+        delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        lags.append(max(0.0, time.perf_counter() - due))
         task = asyncio.create_task(one(query))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
         await asyncio.wait(tasks, timeout=30)
-    return latencies
+    return latencies, lags
 
 
-async def serve(dsn: str, port: int) -> None:
+async def commit_figures(port: int) -> dict[str, float]:
+    """The server's group-commit figures so far (its /metrics): commits, notices committed,
+    seconds spent committing, and commits that took 100 ms or more."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: tracker\r\nConnection: close\r\n\r\n")
+    text = (await reader.read()).decode("utf-8", "replace")
+    writer.close()
+    figures = {"commits": 0.0, "notices": 0.0, "seconds": 0.0, "slow": 0.0}
+    for family in text_string_to_metric_families(text.partition("\r\n\r\n")[2]):
+        for sample in family.samples:
+            if sample.name == "tracker_batch_seconds_count":
+                figures["commits"] = sample.value
+            elif sample.name == "tracker_batch_seconds_sum":
+                figures["seconds"] = sample.value
+            elif sample.name == "tracker_batch_notices_sum":
+                figures["notices"] = sample.value
+            elif sample.name == "tracker_batch_seconds_bucket" and sample.labels["le"] == "0.05":
+                figures["fast"] = sample.value
+    figures["slow"] = figures["commits"] - figures.get("fast", 0.0)
+    return figures
+
+
+_WAITS = """
+SELECT coalesce(wait_event_type || ':' || wait_event, 'cpu') AS what, count(*) AS n
+FROM pg_stat_activity
+WHERE application_name = 'rtbfleet-tracker' AND state = 'active'
+GROUP BY 1
+"""
+
+
+async def sample_waits(dsn: str, stop: asyncio.Event) -> dict[str, float]:
+    """What the tracker's commits are doing, sampled every 5 ms until ``stop``: the mean
+    number of its connections in a statement, by what they wait on (``Lock:transactionid``
+    is a row lock held by another commit; ``LWLock:WALWrite`` another commit's WAL flush that
+    covers this one too; ``IO:WALSync`` the flush itself; ``cpu`` no wait)."""
+    conn = await asyncpg.connect(dsn)
+    totals: dict[str, float] = {}
+    samples = 0
+    try:
+        while not stop.is_set():
+            for row in await conn.fetch(_WAITS):
+                totals[row["what"]] = totals.get(row["what"], 0.0) + row["n"]
+            samples += 1
+            await asyncio.sleep(0.005)
+    finally:
+        await conn.close()
+    return {what: n / max(1, samples) for what, n in totals.items()}
+
+
+async def serve(dsn: str, port: int, concurrency: int) -> None:
     """The server process: the tracker's routes and ``/trivial`` on one HttpServer."""
     registry = CollectorRegistry()
-    settings = TrackerSettings(signing_key=KEY)
+    settings = TrackerSettings(
+        fleet=FleetSettings(signing_key=KEY),
+        batch_concurrency=concurrency,
+        pool_size=max(TrackerSettings.pool_size, concurrency + 2),
+        spend_lanes=max(TrackerSettings.spend_lanes, concurrency),
+    )
     service = TrackerService(settings, registry, publish_events=False, clock=lambda: NOW)
     await service.start(dsn)
     server = make_server(
@@ -213,11 +276,19 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(SEED)
+        if args.no_flush:  # this throwaway server only: what the disk's flushes cost
+            await conn.execute("ALTER SYSTEM SET fsync = off")
+        if args.commit_delay:  # a flush waits this long for other commits to share it
+            await conn.execute(f"ALTER SYSTEM SET commit_delay = {int(args.commit_delay)}")
+            await conn.execute(f"ALTER SYSTEM SET commit_siblings = {int(args.commit_siblings)}")
+        await conn.execute("SELECT pg_reload_conf()")
     finally:
         await conn.close()
     port = free_port()
+    concurrency = args.batch_concurrency
     child = await asyncio.to_thread(
-        subprocess.Popen, [sys.executable, "-m", "bench.tracker", "serve", dsn, str(port)]
+        subprocess.Popen,
+        [sys.executable, "-m", "bench.tracker", "serve", dsn, str(port), str(concurrency)],
     )
     try:
         if not await asyncio.to_thread(wait_for_port, "127.0.0.1", port, 60.0):
@@ -227,8 +298,16 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         base = await saturate(drive, billing_queries(args.notices, "t"), c, args.seconds)
         close_base()
         drive, close_bill = http_driver(port, "/bill", c)
+        stop_sampling = asyncio.Event()
+        sampler = asyncio.create_task(sample_waits(dsn, stop_sampling))
         rate = await saturate(drive, billing_queries(args.notices, "a"), c, args.seconds)
-        latencies = await paced(drive, billing_queries(args.notices, "b"), rate / 2, args.seconds)
+        stop_sampling.set()
+        waits = await sampler
+        before = await commit_figures(port)
+        latencies, lags = await paced(
+            drive, billing_queries(args.notices, "b"), rate / 2, args.seconds
+        )
+        after = await commit_figures(port)
         close_bill()
     finally:
         child.send_signal(signal.SIGTERM)
@@ -248,6 +327,26 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     print(
         f"tracker at {rate / 2:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms ({len(latencies)} sent)"
     )
+    busy = sorted(waits.items(), key=lambda item: -item[1])
+    print(
+        f"  Postgres, at full rate ({concurrency} commits in flight at most): connections in a "
+        f"commit on average {sum(waits.values()):.2f}: "
+        + ", ".join(f"{what} {n:.2f}" for what, n in busy if n >= 0.01)
+    )
+    commits = after["commits"] - before["commits"]
+    if commits:
+        print(
+            f"  server, at half rate: {commits:.0f} group commits of "
+            f"{(after['notices'] - before['notices']) / commits:.1f} notices, "
+            f"{(after['seconds'] - before['seconds']) / commits * 1000:.1f} ms each on average, "
+            f"{after['slow'] - before['slow']:.0f} of 50 ms or more"
+        )
+    lags.sort()
+    if lags:
+        print(
+            f"  client, at half rate: sent p50 {statistics.median(lags) * 1000:.1f} ms, "
+            f"p99 {lags[int(len(lags) * 0.99) - 1] * 1000:.1f} ms after its due time"
+        )
     print(f"counted: {rows} impressions, {spent} micros (each distinct notice once)")
     print("one server process; the client runs on the same machine (figures are rough)")
 
@@ -256,12 +355,32 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "serve":  # the server process
         import uvloop
 
-        uvloop.run(serve(argv[1], int(argv[2])))
+        uvloop.run(serve(argv[1], int(argv[2]), int(argv[3])))
         return
     parser = argparse.ArgumentParser(prog="python -m bench tracker")
     parser.add_argument("--notices", type=int, default=30_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--batch-concurrency",
+        type=int,
+        default=TrackerSettings.batch_concurrency,
+        help="group commits in flight at once (RTBFLEET_TRACKER_BATCH_CONCURRENCY)",
+    )
+    parser.add_argument(
+        "--no-flush",
+        action="store_true",
+        help="diagnosis only: the benchmark's own Postgres with fsync off (commits still "
+        "synchronous, the WAL flush a no-op), to see what the disk's flushes cost",
+    )
+    parser.add_argument(
+        "--commit-delay",
+        type=int,
+        default=0,
+        help="Postgres commit_delay (microseconds) on the benchmark's own server: a WAL flush "
+        "waits this long for other commits to join it (with --commit-siblings in flight)",
+    )
+    parser.add_argument("--commit-siblings", type=int, default=5)
     args = parser.parse_args(argv or [])
     work = Path(tempfile.mkdtemp(prefix="rtbfleet-bench-tracker-"))
     work.chmod(0o755)

@@ -68,6 +68,9 @@ class PipelineSettings:
     reject_incomplete_schain: bool = False
     tracker_base_url: str = "http://127.0.0.1:8090"
     signing_key: bytes = b""  # required: at least 16 bytes
+    # the secret of the user keys (``fleet.signing.user_key``): the tracker's, so that the
+    # counters it increments are the ones read here; empty: the signing key
+    user_key_secret: bytes = b""
     notice_ttl_s: int = 86400
     nobid_body: bool = False  # False: 204 without a body; True: 200 with {"id", "nbr"}
     use_nurl: bool = False  # adm inline (default) or nurl-only (the tracker serves the markup)

@@ -70,7 +70,7 @@ from bidder.scoring import (
 from bidder.targeting import Candidate, RequestView, TargetingIndex, request_view
 from fleet.config import Campaign, ConfigSnapshot, Creative, GoalType
 from fleet.events import AnyEvent
-from fleet.signing import Signer
+from fleet.signing import Signer, UserKeys
 
 __all__ = ["Answer", "BidSummary", "FrequencyReader", "Pipeline", "PipelineSettings", "SpendGate"]
 
@@ -236,6 +236,7 @@ class Pipeline:
         self._swap = threading.Lock()
         self._shader = Shader()
         self._signer = Signer(settings.signing_key)
+        self._user_keys = UserKeys(settings.user_key_secret or settings.signing_key)
         self._bids: dict[str, tuple[str, int, int]] = {}  # txid -> (segment, bid, auction type)
         self._last_error_log = float("-inf")
         self.capped_imps = 0  # imps whose race max_priced_per_imp stopped (a counter)
@@ -442,7 +443,9 @@ class Pipeline:
         ctx.view = request_view(
             req, personalize=ctx.privacy.personalize, wallclock=wallclock, exchange=exchange
         )
-        ctx.user_key = _user_key(req, exchange) if ctx.privacy.user_key else None
+        # the keyed hash the tracker counts impressions under: never the raw id
+        user_id = _user_id(req, exchange) if ctx.privacy.user_key else None
+        ctx.user_key = None if user_id is None else self._user_keys(user_id)
         request_mask = index.request_mask(ctx.view, wallclock)
         creative_mask = index.all_creatives & ~index.blocked_creatives(req)
         winners: list[Offer] = []
@@ -651,7 +654,9 @@ class Pipeline:
         model_version = self._model.version
         for offer in winners:
             txid = outcome.txid_for(req.id, offer.imp.id, s.bidder_id)
-            bids.append(response.build_bid(offer, txid, s, ctx.wallclock, self._signer))
+            bids.append(
+                response.build_bid(offer, txid, s, ctx.wallclock, self._signer, ctx.user_key)
+            )
             events.append(outcome.bid_event(offer, txid, ctx.wallclock, model_version))
             summaries.append(outcome.summary(offer, txid))
             self._remember(txid, offer.segment, offer.price, offer.auction_type)
@@ -776,15 +781,18 @@ def market_segment(view: RequestView, imp: Imp, auction_type: int) -> str:
     return f"{auction_type}|{view.exchange}|{view.country}|{fmt}"
 
 
-def _user_key(req: BidRequest, exchange: str) -> str | None:
-    """Our own id first (synced), then the device advertising id, then the exchange's id."""
+def _user_id(req: BidRequest, exchange: str) -> str | None:
+    """The id the user key is the keyed hash of: the device advertising id first (the same in
+    every app and the mobile web, and the id a measurement partner's postback carries, so the
+    tracker matches installs to clicks under the same key), then our own synced id (one
+    browser's cookie), then the exchange's id."""
     user, device = req.user, req.device
-    if user is not None and user.buyeruid:
-        return f"b:{user.buyeruid}"
     if device is not None and device.ifa and device.lmt != 1:
         ifa = device.ifa.strip().lower()
         if ifa not in _ZERO_IFA:
-            return f"i:{ifa}"
+            return ifa
+    if user is not None and user.buyeruid:
+        return f"b:{user.buyeruid}"
     if user is not None and user.id:
         return f"u:{exchange}:{user.id}"
     return None

@@ -17,8 +17,16 @@ _NURL_KINDS: Final = ("win", "bill", "loss")
 
 
 def build_bid(
-    offer: Offer, txid: str, settings: PipelineSettings, wallclock: float, signer: signing.Signer
+    offer: Offer,
+    txid: str,
+    settings: PipelineSettings,
+    wallclock: float,
+    signer: signing.Signer,
+    user_key: str | None = None,
 ) -> Bid:
+    """One bid; ``user_key`` (the keyed hash, only when the request's privacy signals allow
+    it) goes signed into its notice URLs, so that the tracker counts the impression under the
+    key the frequency caps are read with."""
     cr, campaign = offer.creative, offer.entry.campaign
     timestamp = int(wallclock)
     kinds = _NURL_KINDS if settings.use_nurl else signing.KINDS
@@ -32,6 +40,7 @@ def build_bid(
         currency=settings.currency,
         timestamp=timestamp,
         expires=timestamp + settings.notice_ttl_s,
+        user_key=user_key or "",
     )
     adm = None
     if not settings.use_nurl:

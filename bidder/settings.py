@@ -21,13 +21,6 @@ from fleet.http.limits import HttpLimits
 from fleet.settings import FleetSettings, fraction, load, non_negative, port, positive, setting
 from fleet.signing import DEV_SIGNING_KEY
 
-MIN_SIGNING_KEY_BYTES = 16
-
-
-def _origin(value: str) -> str | None:
-    ok = value.startswith(("http://", "https://")) and not value.endswith("/")
-    return None if ok else "must be an http(s) URL without a trailing slash"
-
 
 @dataclasses.dataclass(frozen=True)
 class BidderSettings:
@@ -129,15 +122,7 @@ class BidderSettings:
         "RTBFLEET_BIDDER_REJECT_INCOMPLETE_SCHAIN",
         "no bid (nbr 16) on a request whose supply chain is missing or not complete",
     )
-    tracker_base_url: str = setting(
-        "http://127.0.0.1:8090",
-        "RTBFLEET_TRACKER_URL",
-        "base URL of the tracker (notice, impression and click URLs)",
-        _origin,
-    )
-    signing_key: str = setting(
-        "", "RTBFLEET_SIGNING_KEY", "key signing notice URLs (at least 16 bytes)"
-    )
+    # the tracker's URL, the signing key and the user key secret are the fleet's (FleetSettings)
     allow_dev_signing_key: bool = setting(
         False,
         "RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY",
@@ -258,9 +243,13 @@ class BidderSettings:
         fleet = load(FleetSettings, environ, env_file)
         cache = dataclasses.replace(load(CacheSettings, environ, env_file), fleet=fleet)
         http = load(HttpLimits, environ, env_file)
-        return dataclasses.replace(
+        settings = dataclasses.replace(
             load(cls, environ, env_file), fleet=fleet, cache=cache, http=http
         )
+        fleet.require_signing_key(
+            "RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY", settings.allow_dev_signing_key
+        )
+        return settings
 
     def validate(self) -> None:
         if self.processes < 0:
@@ -270,16 +259,6 @@ class BidderSettings:
             raise SettingsError(_TMAX_VARIABLES[problem[0]], problem[1])
         if len(self.currency) != 3 or not self.currency.isupper():
             raise SettingsError("RTBFLEET_BIDDER_CURRENCY", f"{self.currency!r} is not ISO 4217")
-        if not self.signing_key and not self.allow_dev_signing_key:
-            raise SettingsError(
-                "RTBFLEET_SIGNING_KEY",
-                "is required (at least 16 bytes; RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY=1 for a "
-                "development key)",
-            )
-        if self.signing_key and len(self.signing_key.encode()) < MIN_SIGNING_KEY_BYTES:
-            raise SettingsError(
-                "RTBFLEET_SIGNING_KEY", f"must be at least {MIN_SIGNING_KEY_BYTES} bytes long"
-            )
         for cidr in self.datacenter_cidrs:
             _check_cidr("RTBFLEET_BIDDER_DATACENTER_CIDRS", cidr)
         if self.datacenter_cidr_file:
@@ -298,10 +277,6 @@ class BidderSettings:
     @property
     def process_count(self) -> int:
         return self.processes or os.cpu_count() or 1
-
-    @property
-    def key_bytes(self) -> bytes:
-        return (self.signing_key or DEV_SIGNING_KEY).encode()
 
     def name(self, index: int = 0) -> str:
         """This process's bidder id: unique per server process, stable across restarts."""
@@ -341,8 +316,9 @@ class BidderSettings:
             datacenter_cidrs=self.all_datacenter_cidrs(),
             blocked_publishers=self.blocked_publishers,
             reject_incomplete_schain=self.reject_incomplete_schain,
-            tracker_base_url=self.tracker_base_url,
-            signing_key=self.key_bytes,
+            tracker_base_url=self.fleet.tracker_url,
+            signing_key=self.fleet.signing_key_bytes,
+            user_key_secret=self.fleet.user_key_secret_bytes,
             notice_ttl_s=self.notice_ttl_s,
             nobid_body=self.nobid_body,
             use_nurl=self.use_nurl,

@@ -309,8 +309,9 @@ class SpendReader:
         loaded_at = time.monotonic()
         async with asyncio.timeout(self.query_timeout):
             day_rows = await conn.fetch(
-                "SELECT campaign_id, day, spent_micros FROM campaign_spend "
-                "WHERE day BETWEEN $1::date AND $2::date",
+                # a campaign's day is the sum of its spend lanes (one row per lane)
+                "SELECT campaign_id, day, sum(spent_micros)::bigint AS spent_micros "
+                "FROM campaign_spend WHERE day BETWEEN $1::date AND $2::date GROUP BY 1, 2",
                 (now - timedelta(days=1)).date(),
                 (now + timedelta(days=1)).date(),
             )

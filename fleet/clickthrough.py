@@ -25,6 +25,15 @@ _MACRO: Final = re.compile(r"\$\{([A-Z_]+)\}")
 MAX_LENGTH: Final = 2048
 
 
+CLICK_URL_MACRO: Final = "${CLICK_URL}"
+
+
+def clickable(markup: str) -> bool:
+    """True when a creative's markup can be clicked through the tracker: it takes our click
+    redirect (``${CLICK_URL}``), so the creative needs a click-through URL."""
+    return CLICK_URL_MACRO in markup
+
+
 def check(url: str) -> str | None:
     """Why ``url`` cannot be a click-through URL, or None when it can."""
     if len(url) > MAX_LENGTH:

@@ -52,9 +52,6 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class LauncherSettings:
     """What ``rtbfleet up`` itself needs beyond FleetSettings."""
 
-    signing_key: str = setting(
-        "", "RTBFLEET_SIGNING_KEY", "key signing notice URLs; empty: one kept in data_dir"
-    )
     ready_timeout: float = setting(
         90.0, "RTBFLEET_READY_TIMEOUT", "seconds to wait for services to be ready", positive
     )
@@ -342,7 +339,7 @@ async def running_fleet(
                 "RTBFLEET_DATA_DIR": str(data_dir),
                 "RTBFLEET_PG_DSN": dsn,
                 "RTBFLEET_MEMCACHED": memcached_addr,
-                "RTBFLEET_SIGNING_KEY": signing_key(data_dir, launcher.signing_key),
+                "RTBFLEET_SIGNING_KEY": signing_key(data_dir, settings.signing_key),
                 "PYTHONUNBUFFERED": "1",
             }
         )

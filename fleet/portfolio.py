@@ -32,7 +32,8 @@ A portfolio document (YAML or JSON) is what campaign managers write (and what th
 
 A creative's ``click_url`` is where the tracker's click redirect lands, with the macros of
 ``fleet.clickthrough`` (``${CLICK_ID}``, ``${CAMPAIGN_ID}``, ``${CREATIVE_ID}``,
-``${DEVICE_ID}``).
+``${DEVICE_ID}``). It is required of every creative that can be clicked: one whose markup takes
+``${CLICK_URL}`` (the tracker's click redirect).
 
 Validation finds every error at once, each with its location (``campaigns[2].creatives[0].w``),
 and nothing is written unless the whole document is valid.
@@ -341,6 +342,12 @@ def _read_creative(ck: _Checker, raw: Any, where: str, campaign_id: int) -> Crea
         problem = clickthrough.check(click_url)
         if problem:
             ck.fail(f"{where}.click_url", problem)
+    elif "click_url" not in item and markup is not None and clickthrough.clickable(markup):
+        ck.fail(
+            f"{where}.click_url",
+            "is required: the markup takes ${CLICK_URL}, so the creative can be clicked and "
+            "the tracker's click redirect needs somewhere to send the device",
+        )
     if (
         cid is None
         or fmt is None

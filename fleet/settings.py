@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from fleet.clock import FleetClock, instant_check, scale_check
 from fleet.errors import SettingsError
+from fleet.signing import DEV_SIGNING_KEY
 
 T = TypeVar("T")
 PREFIX = "RTBFLEET_"
@@ -57,6 +58,24 @@ def port(value: int) -> str | None:
 def zmq_endpoint(value: str) -> str | None:
     ok = value.startswith(("tcp://", "ipc://", "inproc://"))
     return None if ok else "must be a ZMQ endpoint such as tcp://127.0.0.1:5550"
+
+
+def http_origin(value: str) -> str | None:
+    ok = value.startswith(("http://", "https://")) and not value.endswith("/")
+    return None if ok else "must be an http(s) URL without a trailing slash"
+
+
+MIN_SIGNING_KEY_BYTES = 16
+
+
+def _signing_key(value: str) -> str | None:
+    if value and len(value.encode()) < MIN_SIGNING_KEY_BYTES:
+        return f"must be at least {MIN_SIGNING_KEY_BYTES} bytes"
+    return None
+
+
+def _signing_keys(values: tuple[str, ...]) -> str | None:
+    return next(filter(None, map(_signing_key, values)), None)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -212,6 +231,33 @@ class FleetSettings:
         instant_check,
     )
 
+    # -- notice URLs: the bidder signs them, the tracker verifies them; both read these -----------
+    tracker_url: str = setting(
+        "http://127.0.0.1:8090",
+        "RTBFLEET_TRACKER_URL",
+        "base URL of the tracker (notice, impression and click URLs)",
+        http_origin,
+    )
+    signing_key: str = setting(
+        "",
+        "RTBFLEET_SIGNING_KEY",
+        "key signing notice URLs (at least 16 bytes; rtbfleet up: empty keeps one in data_dir)",
+        _signing_key,
+    )
+    previous_signing_keys: tuple[str, ...] = setting(
+        (),
+        "RTBFLEET_SIGNING_KEYS_PREVIOUS",
+        "keys that signed before the current one and still verify (comma-separated)",
+        _signing_keys,
+    )
+    user_key_secret: str = setting(
+        "",
+        "RTBFLEET_USER_KEY_SECRET",
+        "secret of the user keys (keyed hashes of device ids: frequency counters, attribution) "
+        "and click ids; empty: the signing key (set it before rotating signing keys, or "
+        "frequency counts and device matching restart)",
+    )
+
     def validate(self) -> None:
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError("RTBFLEET_LOG_LEVEL", f"{self.log_level!r} is not a log level")
@@ -223,6 +269,30 @@ class FleetSettings:
             raise SettingsError(
                 "RTBFLEET_MEMCACHED", f"{self.memcached!r} is not host:port[,host:port...]"
             ) from None
+
+    def require_signing_key(self, allow_dev_variable: str, allow_dev: bool) -> None:
+        """Raise unless a signing key is set or ``allow_dev`` (the service's
+        ``allow_dev_variable``) lets the well-known development key stand in."""
+        if not self.signing_key and not allow_dev:
+            raise SettingsError(
+                "RTBFLEET_SIGNING_KEY",
+                f"is required (at least {MIN_SIGNING_KEY_BYTES} bytes; {allow_dev_variable}=1 "
+                "for the development key)",
+            )
+
+    @property
+    def signing_key_bytes(self) -> bytes:
+        """The key that signs (the development key when none is set)."""
+        return (self.signing_key or DEV_SIGNING_KEY).encode()
+
+    @property
+    def previous_signing_key_bytes(self) -> tuple[bytes, ...]:
+        return tuple(key.encode() for key in self.previous_signing_keys)
+
+    @property
+    def user_key_secret_bytes(self) -> bytes:
+        """The secret of user keys and click ids: the bidder's and the tracker's must agree."""
+        return self.user_key_secret.encode() if self.user_key_secret else self.signing_key_bytes
 
     def clock(self) -> FleetClock:
         """The fleet clock these settings describe (wall time by default)."""

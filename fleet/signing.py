@@ -12,7 +12,10 @@ parameters (all strings):
     ts     bid time, whole seconds since the epoch
     exp    expiry, whole seconds since the epoch: later notices are rejected
     uk     optional: the user key (``user_key``: a keyed hash, never the raw device id), only
-           when the request's privacy signals allow it; frequency counters and attribution
+           when the request's privacy signals allow it; frequency counters and attribution.
+           Every notice URL of the bid carries it (signed with the rest): the impression
+           counts it, the billing notice when no pixel fires, and in nurl-only mode the
+           tracker rebuilds the impression and click URLs from the win notice's parameters
     sig    the signature: 32 lowercase hex digits, the 16-byte BLAKE2s MAC (RFC 7693: BLAKE2s
            keyed, digest size 16) of the canonical form of every other parameter except the
            exchange macros below; its key is the plain 32-byte BLAKE2s digest of the signing key
@@ -81,11 +84,14 @@ def _encode(form: str) -> bytes:
 
 
 def _shared_form(params: Mapping[str, str]) -> str:
-    """The canonical form of the signed parameters but ``ev``: what the notices of a bid share."""
+    """The canonical form of the signed parameters but ``ev``: what the notices of a bid share.
+    (``_field`` written inline: the tracker builds this once per notice it verifies.)"""
     return "".join(
-        _field(name, value)
-        for name, value in sorted(params.items())
-        if name != KIND and name not in UNSIGNED
+        [
+            f"{len(name)}:{name}{len(value)}:{value}"
+            for name, value in sorted(params.items())
+            if name != KIND and name not in UNSIGNED
+        ]
     )
 
 
@@ -208,9 +214,11 @@ class Signer:
         currency: str,
         timestamp: int,
         expires: int,
+        user_key: str = "",
     ) -> dict[str, str]:
         """``notice_urls`` of the parameters of a bid, named in that order (txid, cid, crid, bid,
-        cur, ts, exp), written out in one piece: the bid path's share of the work."""
+        cur, ts, exp, then uk when ``user_key`` is not empty), written out in one piece: the bid
+        path's share of the work."""
         cid, crid, bid, ts, exp = (
             str(campaign_id),
             str(creative_id),
@@ -224,6 +232,8 @@ class Signer:
             f"3:cur{len(currency)}:{currency}3:exp{len(exp)}:{exp}2:ts{len(ts)}:{ts}"
             f"4:txid{len(txid)}:{txid}"
         )
+        if user_key:  # "uk" sorts after "txid"
+            form += _field(USER_KEY, user_key)
         shared = self._keyed.copy()
         shared.update(_encode(form))
         # decimal integers need no percent-encoding
@@ -231,6 +241,8 @@ class Signer:
             f"&txid={_quote(txid)}&cid={cid}&crid={crid}&bid={bid}&cur={_quote(currency)}"
             f"&ts={ts}&exp={exp}"
         )
+        if user_key:
+            query += f"&{USER_KEY}={_quote(user_key)}"
         return self._urls(base_url.rstrip("/"), kinds, shared, query)
 
     @staticmethod
@@ -283,19 +295,34 @@ class KeySet:
         return self.key_index(params, signature) is not None
 
 
-def user_key(device_id: str, secret: bytes) -> str:
-    """The user key of a device id (an IFA, a buyeruid): ``u`` + 32 hex digits of a keyed
-    BLAKE2s hash, so that counters and attribution match a device without holding its id."""
+def _user_key_state(secret: bytes) -> hashlib.blake2s:
     if not secret:
         raise ValueError("the user key secret must not be empty")
     mac_key = hashlib.blake2s(secret).digest()
-    digest = hashlib.blake2s(
-        device_id.strip().lower().encode("utf-8", "surrogatepass"),
-        key=mac_key,
-        digest_size=SIGNATURE_BYTES,
-        person=b"rtbf-uk",
-    )
-    return "u" + digest.hexdigest()
+    return hashlib.blake2s(key=mac_key, digest_size=SIGNATURE_BYTES, person=b"rtbf-uk")
+
+
+def _user_key(keyed: hashlib.blake2s, device_id: str) -> str:
+    state = keyed.copy()
+    state.update(device_id.strip().lower().encode("utf-8", "surrogatepass"))
+    return "u" + state.hexdigest()
+
+
+def user_key(device_id: str, secret: bytes) -> str:
+    """The user key of a device id (an IFA, a buyeruid): ``u`` + 32 hex digits of a keyed
+    BLAKE2s hash, so that counters and attribution match a device without holding its id."""
+    return _user_key(_user_key_state(secret), device_id)
+
+
+class UserKeys:
+    """``user_key`` with the keyed state prepared once (the bid path keys every request whose
+    privacy signals allow it)."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._keyed = _user_key_state(secret)
+
+    def __call__(self, device_id: str) -> str:
+        return _user_key(self._keyed, device_id)
 
 
 def render_markup(markup: str, imp_url: str, click_url: str) -> str:

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from fleet.clock import FleetClock
 from fleet.errors import FleetError
 from fleet.settings import FleetSettings, load
-from sim import learning, loggercounts, pacing_report, render, report, sizing
+from sim import learning, loggercounts, pacing_report, render, report, sizing, trackercounts
 from sim import portfolio as synthetic
 from sim import vocabulary as vocab
 from sim.errors import SimConfigError, SimError, TargetError
@@ -234,6 +234,7 @@ async def local_fleet(
     # Flights start on the simulated day (the fleet's day).
     start = settings.start(datetime.now(UTC))
     document = synthetic.generate(args.campaigns, seed=settings.seed, now=start)
+    cap_the_broadest(document)
     if market is not None:
         span = sizing.Span(
             start.timestamp(),
@@ -280,6 +281,17 @@ async def _fresh_books(dsn: str, campaign_ids: list[int]) -> None:
                 )
     finally:
         await conn.close()
+
+
+def cap_the_broadest(document: dict[str, Any], impressions: int = 2) -> None:
+    """Cap the first campaign without targeting at ``impressions`` a day: the one most users
+    meet, so that the report's frequency check is held against real repeat visitors."""
+    for campaign in document["campaigns"]:
+        if not campaign.get("targeting") and not campaign.get("frequency_caps"):
+            campaign["frequency_caps"] = [
+                {"max_impressions": impressions, "period_seconds": 86_400}
+            ]
+            return
 
 
 def _plans_from_file(path: Path) -> list[CampaignPlan]:
@@ -373,6 +385,7 @@ async def drive(
     if clock is not None:
         await _meet_the_clock(exchange, clock, stop, out)
     logged_before = await loggercounts.baseline(pg_dsn) if pg_dsn else None
+    tracked_before = await trackercounts.baseline(pg_dsn) if pg_dsn else None
     watcher = FleetWatcher(event_bus) if event_bus else None
     if watcher is not None:
         await watcher.start()
@@ -414,8 +427,11 @@ async def drive(
         },
     )
     problems = report.check(the_report)
-    if pg_dsn:  # the bid loggers' aggregates beside the simulator's counts
+    if pg_dsn:  # the bid loggers' aggregates and the tracker's books beside the simulator's
         problems += await loggercounts.attach(the_report.figures, pg_dsn, logged_before)
+        problems += await trackercounts.attach(
+            the_report.figures, pg_dsn, tracked_before, run_tag, plans
+        )
     directory = (report_dir or settings.report_dir) / now.strftime("%Y%m%d-%H%M%S")
     text = render_summary(the_report, problems)
     page = render.write(the_report, directory, text)

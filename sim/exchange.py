@@ -116,6 +116,7 @@ class Exchange:
             rng=rng,
             tracker_url=tracker_url,
             sim_now=lambda: self._sim_now,
+            run_tag=traffic.run_tag,
         )
         self._bid_pools: list[Pool] = []
         self._next_target = itertools.cycle(range(len(bid_urls)))

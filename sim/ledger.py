@@ -116,6 +116,9 @@ class Ledger:
         self.gzip_sent = 0
         self.versions: collections.Counter[str] = collections.Counter()
         self.request_index: dict[str, int] = {}  # request id -> first row
+        # (user index, campaign id) -> simulated times the user was shown the campaign: what
+        # the report's frequency check holds against the campaign's caps
+        self.shown: dict[tuple[int, int], list[float]] = collections.defaultdict(list)
 
     def __len__(self) -> int:
         return len(self._cols["req"])
@@ -143,6 +146,10 @@ class Ledger:
         self.billed += 1
         self.spend_usd_micros[int(self._cols["campaign_id"][row])] += cost
         return cost
+
+    def show(self, row: int, user: int, t_sim: float) -> None:
+        """The impression in ``row`` was shown to user ``user`` at ``t_sim``."""
+        self.shown[(user, int(self._cols["campaign_id"][row]))].append(t_sim)
 
     def notice(self, kind: str, status: int, error: str) -> None:
         counts = self.notices[kind]

@@ -179,19 +179,23 @@ def postback_url(
     event_ts: float,
     revenue_micros: int = 0,
     currency: str = "USD",
+    app: str = "",
 ) -> str:
     """The measurement partner's postback: ``<tracker>/postback?...``.
 
     The partner echoes the parameters of the link the click redirected to (its tracking link,
     where the tracker put its click id) or, without a redirect, those of the click URL itself;
     then adds ``partner``, ``event`` (``install`` or an in-app event name), ``ifa``,
-    ``event_ts`` (simulated, seconds), and ``revenue_micros`` with ``currency`` for revenue.
+    ``event_ts`` (simulated, seconds), ``app`` (the advertised app) when known, and
+    ``revenue_micros`` with ``currency`` for revenue.
     """
     source = redirect if redirect and "?" in redirect else click_url
     params = dict(parse_qsl(urlsplit(source).query, keep_blank_values=True))
     params.update({"partner": PARTNER, "event": event, "event_ts": f"{event_ts:.3f}"})
     if ifa:
         params["ifa"] = ifa
+    if app:
+        params["app"] = app
     if revenue_micros:
         params["revenue_micros"] = str(revenue_micros)
         params["currency"] = currency

@@ -34,6 +34,7 @@ class Notifier:
         rng: random.Random,
         tracker_url: str,
         sim_now: Callable[[], float],
+        run_tag: str = "",
     ) -> None:
         self._client = client
         self.ledger = ledger
@@ -42,6 +43,10 @@ class Notifier:
         self._rng = rng
         self.tracker_url = tracker_url.rstrip("/")
         self._sim_now = sim_now
+        # A run's apps are its own, as its request ids are: a second run on the same data
+        # directory installs them afresh instead of repeating the first run's installs.
+        self._app_tag = f"#{run_tag}" if run_tag else ""
+        self._installed: set[tuple[int, str]] = set()  # (user index, app): an app installs once
         # key -> (handle, kind, loop time due): uvloop's call_later(0) gives a Handle, no when()
         self._timers: dict[int, tuple[asyncio.Handle, str, float]] = {}
         self._timer_ids = itertools.count()
@@ -127,6 +132,7 @@ class Notifier:
             loss=auction.WON,
         )
         fate = draw_followups(self._rng, p_click, p_install, self._params)
+        app = (bid.adomain[0] if bid.adomain else f"campaign-{bid.cid}") + self._app_tag
         burl = auction.substitute_macros(bid.burl, values) if bid.burl else ""
         adm = auction.substitute_macros(bid.adm, values) if bid.adm else ""
         opp = request.opportunity
@@ -136,7 +142,7 @@ class Notifier:
                 self.later(
                     fate.render_s,
                     "billing",
-                    lambda: self._render(opp, markup, burl, row, fate),
+                    lambda: self._render(opp, markup, burl, row, fate, app),
                 )
 
         if bid.nurl:
@@ -154,9 +160,12 @@ class Notifier:
         else:
             with_markup(adm)
 
-    def _render(self, opp: Opportunity, adm: str, burl: str, row: int, fate: Followups) -> None:
+    def _render(
+        self, opp: Opportunity, adm: str, burl: str, row: int, fate: Followups, app: str
+    ) -> None:
         """The ad is on screen: the exchange bills it, the device fires the pixels."""
         self.ledger.bill(row)
+        self.ledger.show(row, opp.user.index, self._sim_now())
         if burl:
             self.fire("billing", burl)
             if fate.duplicate_billing_s is not None:
@@ -167,9 +176,11 @@ class Notifier:
             self.fire("impression", url)
         if fate.click_s is None:
             return
-        self.later(fate.click_s, "click", lambda: self._click(opp, trackers.clicks, row, fate))
+        self.later(fate.click_s, "click", lambda: self._click(opp, trackers.clicks, row, fate, app))
 
-    def _click(self, opp: Opportunity, urls: tuple[str, ...], row: int, fate: Followups) -> None:
+    def _click(
+        self, opp: Opportunity, urls: tuple[str, ...], row: int, fate: Followups, app: str
+    ) -> None:
         self.ledger.set(row, "clicked", 1)
         self.ledger.clicks += 1
         click_url = urls[0] if urls else ""
@@ -202,10 +213,14 @@ class Notifier:
                 ifa=opp.user.ifa,
                 event_ts=self._sim_now(),
                 revenue_micros=revenue,
+                app=app,
             )
             self.fire("install" if event == "install" else "event", url)
 
         def install() -> None:
+            if (opp.user.index, app) in self._installed:
+                return  # installed already (from an earlier click): nothing to install
+            self._installed.add((opp.user.index, app))
             self.ledger.set(row, "installed", 1)
             self.ledger.installs += 1
             postback("install", 0)

@@ -34,6 +34,10 @@ _NATIVE_MARKUP = (
     '"link":{{"url":"${{CLICK_URL}}"}},"imptrackers":["${{IMP_URL}}"]}}}}'
 )
 
+# Where a click lands: the advertiser's page, with the click id the way measurement partners'
+# links carry it (a postback brings it back)
+_CLICK_URL = "https://{domain}/landing?c=${{CAMPAIGN_ID}}&cr=${{CREATIVE_ID}}&clickid=${{CLICK_ID}}"
+
 
 def _pick(rng: random.Random, weights: Mapping[Any, float], k: int) -> list[Any]:
     keys = list(weights)
@@ -142,6 +146,7 @@ def generate(
                 ),
                 "adomain": [adv["domain"]],
                 "categories": [rng.choice(vocab.IAB_CATEGORIES)],
+                "click_url": _CLICK_URL.format(domain=adv["domain"]),
             }
             if fmt == "video":
                 creative["mimes"] = ["video/mp4"]
@@ -210,6 +215,7 @@ def catch_all() -> dict[str, Any]:
                 "markup": markup,
                 "adomain": ["catchall.example"],
                 "categories": ["IAB3"],
+                "click_url": _CLICK_URL.format(domain="catchall.example"),
             }
             if fmt == "video":
                 creative["mimes"] = [

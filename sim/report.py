@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from fleet.config import Campaign
-from sim import calibration, learning, pacing_report
+from sim import calibration, frequency_check, learning, pacing_report
 from sim import vocabulary as vocab
 from sim.ledger import (
     LATE,
@@ -48,10 +48,15 @@ class CampaignPlan:
     flight_start: float | None = None  # epoch seconds
     flight_end: float | None = None
     hours_of_week: tuple[int, ...] = ()
+    frequency_caps: tuple[tuple[int, int], ...] = ()  # (impressions at most, period seconds)
+    goal_event: str = ""  # the in-app event that counts as an activation ("": installs)
 
     @classmethod
     def of(cls, campaign: Campaign) -> CampaignPlan:
         return cls(
+            frequency_caps=tuple(
+                (cap.max_impressions, cap.period_seconds) for cap in campaign.frequency_caps
+            ),
             id=campaign.id,
             name=campaign.name,
             goal_type=campaign.goal_type,
@@ -63,6 +68,7 @@ class CampaignPlan:
             flight_start=campaign.flight_start.timestamp() if campaign.flight_start else None,
             flight_end=campaign.flight_end.timestamp() if campaign.flight_end else None,
             hours_of_week=tuple(campaign.targeting.hours_of_week),
+            goal_event=campaign.goal_event,
         )
 
 
@@ -200,6 +206,7 @@ def build(
             )
     figures["series"] = _series(table, sim_seconds, buckets)
     figures["fleet"] = _fleet(records, ledger, table)
+    figures["frequency"] = frequency_check.figures(ledger.shown, plans)
     figures["learning"] = learning.figures(
         records.predictions if records is not None else (), ledger.request_index, table, sim_seconds
     )
@@ -340,10 +347,25 @@ def _fleet(records: FleetRecords | None, ledger: Ledger, table: AuctionTable) ->
     return out
 
 
+def notice_problems(notices: Mapping[str, Any]) -> list[str]:
+    """Every due notice answered, and answered as a success (2xx, or a click's redirect)."""
+    problems = []
+    for kind, c in notices.items():
+        unanswered = sum(c["unanswered"].values())
+        refused = {s: n for s, n in c["statuses"].items() if not 200 <= int(s) < 400}
+        if unanswered:
+            why = ", ".join(f"{k} {v}" for k, v in c["unanswered"].items())
+            problems.append(f"notices: {kind}: {unanswered} of {c['due']} due unanswered ({why})")
+        if refused:
+            how = ", ".join(f"HTTP {s}: {n}" for s, n in refused.items())
+            problems.append(f"notices: {kind}: {sum(refused.values())} refused ({how})")
+    return problems
+
+
 def check(report: Report) -> list[str]:
     """Every way the report disagrees with itself or with its rows; empty when consistent."""
-    problems: list[str] = []
     f, t = report.figures, report.table
+    problems = notice_problems(f["notices"]) + frequency_check.problems(f.get("frequency", {}))
     req, imp = f["requests"], f["impressions"]
     outcome = t["outcome"]
     n = len(t)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fleet.money import format_micros
-from sim import auction, learning, pacing_report
+from sim import auction, frequency_check, learning, pacing_report
 from sim.loggercounts import logger_summary
-from sim.report import Report
+from sim.report import Report, notice_problems
 
 LOSS_NAMES = {
     auction.WON: "won",
@@ -130,7 +132,12 @@ def render(report: Report, problems: list[str], location: str = "") -> str:
         if c["pending_at_end"]:
             part += f" (+{_n(c['pending_at_end'])} due after the end)"
         notice_parts.append(part)
-    lines.append("Notices   answered/due: " + ("; ".join(notice_parts) or "none"))
+    notices_ok = not notice_problems(f["notices"])
+    lines.append(
+        "Notices   answered/due: "
+        + ("; ".join(notice_parts) or "none")
+        + (": OK, every due notice answered" if notices_ok else ": FAILED (see Check)")
+    )
     fleet = f["fleet"]
     model = fleet["model"]
     if isinstance(model, str):
@@ -145,16 +152,7 @@ def render(report: Report, problems: list[str], location: str = "") -> str:
         )
     if "learning" in f:
         lines.extend(learning.summary_lines(f["learning"]))
-    tracked = fleet["tracked_spend"]
-    lines.append(
-        "Tracked   "
-        + (
-            tracked
-            if isinstance(tracked, str)
-            else f"{_n(tracked['billing_events'])} billing events, cost "
-            f"{format_micros(tracked['cost_micros'])}"
-        )
-    )
+    lines += _tracker_lines(f, fleet["tracked_spend"])
     lines += pacing_report.lines(f.get("pacing"))
     pol = f["policy"]
     lines.append(
@@ -162,6 +160,7 @@ def render(report: Report, problems: list[str], location: str = "") -> str:
         f"{pol['bids_without_gdpr_consent']} bids without GDPR consent, "
         f"{pol['bids_on_coppa']} on COPPA inventory"
     )
+    lines.append(frequency_check.line(f.get("frequency")))
     lines += logger_summary(f)
     if problems:
         lines.append(f"Check     FAILED ({len(problems)}):")
@@ -174,3 +173,50 @@ def render(report: Report, problems: list[str], location: str = "") -> str:
     if location:
         lines.append(f"Report    {location}")
     return "\n".join(lines)
+
+
+def _tracker_lines(f: dict[str, Any], bus: Any) -> list[str]:
+    """Tracked, Attribution and Cost per activation: the tracker's books (sim.trackercounts)
+    beside the exchange's; without them (no Postgres to read), what the bus carried."""
+    books = f.get("tracker")
+    if not books or "spend" not in books:
+        if books:
+            return [f"Tracked   FAILED: {'; '.join(books.get('problems', ()))}"]
+        text = (
+            bus
+            if isinstance(bus, str)
+            else (
+                f"{_n(bus['billing_events'])} billing events on the bus, cost "
+                f"{format_micros(bus['cost_micros'])} (the tracker's books not read: no Postgres)"
+            )
+        )
+        return [f"Tracked   {text}"]
+    spend, attribution = books["spend"], books["attribution"]
+    billing = f["notices"].get("billing", {})
+    lines = [
+        f"Tracked   tracker spend {format_micros(spend['tracker_micros'])} vs exchange billing "
+        f"{format_micros(spend['exchange_micros'])} (micros, campaign currency; "
+        f"{_n(billing.get('due', 0))} billing notices, {_n(billing.get('duplicates', 0))} "
+        "sent twice): "
+        + ("OK, equal to the micro in every campaign" if spend["equal"] else "FAILED"),
+        f"Attribution {_n(attribution['attributed'])} installs attributed to our clicks, the "
+        f"simulator counted {_n(attribution['simulator'])} ({_n(attribution['organic'])} "
+        "organic): " + ("OK, equal in every campaign" if attribution["equal"] else "FAILED"),
+    ]
+    rows = books["cost_per_activation"]
+    if not rows:
+        return [*lines, "Cost per activation: no spend tracked"]
+    lines.append(
+        "Cost per activation  campaign                      activation     spend  activations"
+        "        CPA   target"
+    )
+    for r in sorted(rows, key=lambda r: -r["spend_micros"])[:15]:
+        name = f"{r['id']} {r['name']}"[:28]
+        lines.append(
+            f"  {name:<28} {r['activation']:>14} {_money(r['spend_micros']):>9} "
+            f"{_n(r['activations']):>12} {_money(r['cpa_micros']):>10} "
+            f"{_money(r['target_micros']):>8} {r['currency']}"
+        )
+    if len(rows) > 15:
+        lines.append(f"  … and {len(rows) - 15} more in report.json")
+    return lines

@@ -114,6 +114,7 @@ class Traffic:
         self.market = market
         self._rng = rng
         self._id_prefix = id_prefix  # a run's tag (sim.demo): ids unique across runs
+        self.run_tag = id_prefix.rstrip("-")
         self._gzip_share = gzip_share
         self._ortb25_share = ortb25_share
         self._default_tmax = default_tmax_ms

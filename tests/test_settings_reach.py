@@ -181,6 +181,7 @@ PIPELINE: dict[str, tuple[dict[str, str], Any]] = {
     "reject_incomplete_schain": ({"RTBFLEET_BIDDER_REJECT_INCOMPLETE_SCHAIN": "1"}, True),
     "tracker_base_url": ({"RTBFLEET_TRACKER_URL": "https://t.example"}, "https://t.example"),
     "signing_key": ({"RTBFLEET_SIGNING_KEY": "s" * 20}, b"s" * 20),
+    "user_key_secret": ({"RTBFLEET_USER_KEY_SECRET": "u" * 20}, b"u" * 20),
     "notice_ttl_s": ({"RTBFLEET_BIDDER_NOTICE_TTL": "600"}, 600),
     "nobid_body": ({"RTBFLEET_BIDDER_NOBID_BODY": "1"}, True),
     "use_nurl": ({"RTBFLEET_BIDDER_USE_NURL": "1"}, True),

@@ -10,7 +10,7 @@ minutes and hours long: the loop's lag does not matter to them).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -40,6 +40,25 @@ class Handles(Protocol):
     ) -> TrackerResponse: ...
 
 
+class _Headers(Mapping[str, str]):
+    """The request's headers as text, mapped and decoded only when read (a notice reads none
+    of them)."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    def __getitem__(self, name: str) -> str:
+        return self._request.headers[name.lower().encode("latin-1")].decode("latin-1")
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.decode("latin-1") for name in self._request.headers)
+
+    def __len__(self) -> int:
+        return len(self._request.headers)
+
+
 class TrackerRoute:
     """One tracker path. ``now`` is the fleet clock (seconds)."""
 
@@ -50,12 +69,11 @@ class TrackerRoute:
         self.now = now
 
     async def __call__(self, request: Request) -> Response:
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.items()}
         answer = await self.tracker().handle(
             request.method,
             request.path,
             request.query,
-            headers,
+            _Headers(request),
             request.body,
             self.now(),
         )

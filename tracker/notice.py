@@ -79,6 +79,10 @@ class Notice:
 def _decode(text: str) -> str:
     if "%" not in text and "+" not in text:
         return text
+    if "+" not in text:  # a transaction id's colons, the one escape the bidder writes
+        plain = text.replace("%3A", ":")
+        if "%" not in plain:
+            return plain
     try:
         return unquote_plus(text, errors="strict")
     except UnicodeDecodeError:

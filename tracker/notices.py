@@ -117,6 +117,7 @@ class Tracker:
         self.partners = frozenset(partners)
         # label children by (kind, outcome): looked up per notice, so made once
         self._counts: dict[tuple[str, str], Any] = {}
+        self._spend: dict[str, Any] = {}  # the spend counter's child by currency
 
     def _count(self, kind: str, outcome: str) -> None:
         child = self._counts.get((kind, outcome))
@@ -209,7 +210,10 @@ class Tracker:
             self._count(kind, "counted")
             if kind == "bill":
                 currency = catalog.campaigns[notice.campaign_id].currency
-                self.metrics.spend.labels(currency).inc(counted.cost_micros)
+                spend = self._spend.get(currency)
+                if spend is None:
+                    spend = self._spend[currency] = self.metrics.spend.labels(currency)
+                spend.inc(counted.cost_micros)
             self._emit(notice, now, counted.cost_micros, click_id)
         else:
             self._count(kind, "duplicate")

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import asyncpg
 from prometheus_client import CollectorRegistry
@@ -30,7 +32,14 @@ from tracker.metrics import TrackerMetrics
 from tracker.notices import Streams, Tracker
 from tracker.pauses import CpaRule
 from tracker.settings import TrackerSettings
-from tracker.store import CatalogSource, GroupCommitter, create_pool, purge
+from tracker.store import (
+    CatalogSource,
+    GroupCommitter,
+    create_pool,
+    fold_lanes,
+    purge,
+    spend_lanes,
+)
 
 log = logging.getLogger("tracker.service")
 
@@ -45,7 +54,10 @@ class TrackerService:
         clock: Callable[[], float] = time.time,
         scale: float = 1.0,
         name: str = "tracker-0",
+        first_lane: int | None = None,
     ) -> None:
+        """``first_lane``: the first of this process's spend lanes (by default a random one,
+        so that the fleet's tracker processes mostly commit on lanes of their own)."""
         self.settings = settings
         self.registry = registry
         self.metrics = TrackerMetrics(registry)
@@ -53,6 +65,9 @@ class TrackerService:
         self.clock = clock  # fleet time (FleetClock.now; time.time in a wall-time fleet)
         self.scale = scale  # fleet seconds per real second (the fleet clock's scale)
         self.name = name
+        if first_lane is None:
+            first_lane = random.SystemRandom().randrange(settings.spend_lanes)
+        self.lanes = spend_lanes(first_lane, settings.batch_concurrency, settings.spend_lanes)
         self.pool: asyncpg.Pool | None = None
         self.committer: GroupCommitter | None = None
         self.catalog: CatalogSource | None = None
@@ -77,8 +92,10 @@ class TrackerService:
             batch_max=s.batch_max,
             concurrency=s.batch_concurrency,
             timeout=s.pg_timeout,
+            lanes=self.lanes,
         )
         self.committer.start()
+        log.info("committing spend on lanes %s", ",".join(map(str, self.lanes)))
         self.catalog = CatalogSource(self.pool, self.metrics, refresh=s.catalog_refresh)
         await self.catalog.start()
         if s.fleet.memcached_servers:
@@ -106,9 +123,9 @@ class TrackerService:
             )
             self.kinesis.start()
         self._tracker = Tracker(
-            keys=signing.KeySet(s.key_bytes, s.previous_key_bytes),
-            user_secret=s.user_secret,
-            public_url=s.public_url,
+            keys=signing.KeySet(s.fleet.signing_key_bytes, s.fleet.previous_signing_key_bytes),
+            user_secret=s.fleet.user_key_secret_bytes,
+            public_url=s.fleet.tracker_url,
             committer=self.committer,
             catalog=self.catalog,
             conversions=ConversionStore(self.pool, timeout=s.pg_timeout),
@@ -147,11 +164,17 @@ class TrackerService:
                 log.warning("cost per activation not evaluated: %s", exc)
 
     async def _purge_loop(self) -> None:
+        """Hourly: forget old dedupe rows, and fold the spend lanes of the days three or more
+        days old (UTC, fleet time: no campaign timezone's today or yesterday) into one row."""
         assert self.pool is not None
         while True:
             await asyncio.sleep(3600)
             with contextlib.suppress(OSError, asyncpg.PostgresError):
                 await purge(self.pool, self.clock() - self.settings.retention_seconds)
+            before = datetime.fromtimestamp(self.clock() - 2 * 86400, UTC).date()
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                folded = await fold_lanes(self.pool, before)
+                log.info("folded %d spend lane rows of the days before %s", folded, before)
 
     async def close(self) -> None:
         for task in self._loops:

@@ -13,14 +13,6 @@ from pathlib import Path
 from fleet.errors import SettingsError
 from fleet.http.limits import HttpLimits
 from fleet.settings import FleetSettings, load, non_negative, port, positive, setting
-from fleet.signing import DEV_SIGNING_KEY
-
-MIN_SIGNING_KEY_BYTES = 16
-
-
-def _origin(value: str) -> str | None:
-    ok = value.startswith(("http://", "https://")) and not value.endswith("/")
-    return None if ok else "must be an http(s) URL without a trailing slash"
 
 
 def _at_least_one(value: float) -> str | None:
@@ -29,46 +21,38 @@ def _at_least_one(value: float) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class TrackerSettings:
-    # -- HTTP and URLs --------------------------------------------------------------------------
+    # -- HTTP (the tracker's URL, the signing keys and the user key secret are the fleet's:
+    # the bidder signs with the same ones) -----------------------------------------------------
     host: str = setting("127.0.0.1", "RTBFLEET_TRACKER_HOST", "address to listen on")
     port: int = setting(8090, "RTBFLEET_TRACKER_PORT", "tracker HTTP port", port)
-    public_url: str = setting(
-        "http://127.0.0.1:8090",
-        "RTBFLEET_TRACKER_URL",
-        "base URL of the tracker (notice, impression and click URLs)",
-        _origin,
-    )
-    # -- keys -----------------------------------------------------------------------------------
-    signing_key: str = setting(
-        "", "RTBFLEET_SIGNING_KEY", "key signing notice URLs (at least 16 bytes)"
-    )
-    previous_signing_keys: tuple[str, ...] = setting(
-        (),
-        "RTBFLEET_SIGNING_KEYS_PREVIOUS",
-        "keys that signed before the current one and still verify (comma-separated)",
-    )
     allow_dev_signing_key: bool = setting(
         False,
         "RTBFLEET_TRACKER_ALLOW_DEV_SIGNING_KEY",
         "development only: verify with the well-known key when RTBFLEET_SIGNING_KEY is empty",
-    )
-    user_key_secret: str = setting(
-        "",
-        "RTBFLEET_USER_KEY_SECRET",
-        "secret of the user keys (keyed hashes of device ids) and click ids; empty: the "
-        "signing key (set it before rotating signing keys, or device matching restarts)",
     )
     # -- Postgres -------------------------------------------------------------------------------
     batch_max: int = setting(
         500, "RTBFLEET_TRACKER_BATCH_MAX", "notices committed in one transaction at most", positive
     )
     batch_concurrency: int = setting(
-        2,
+        4,
         "RTBFLEET_TRACKER_BATCH_CONCURRENCY",
         "transactions in flight at once (notices arriving meanwhile join the next)",
         positive,
     )
-    pool_size: int = setting(4, "RTBFLEET_TRACKER_PG_POOL", "Postgres connections", positive)
+    spend_lanes: int = setting(
+        16,
+        "RTBFLEET_TRACKER_SPEND_LANES",
+        "spend rows per campaign and day in the whole fleet: each concurrent commit of a tracker "
+        "adds to its own (a random run of BATCH_CONCURRENCY of them per process); readers sum",
+        positive,
+    )
+    pool_size: int = setting(
+        6,
+        "RTBFLEET_TRACKER_PG_POOL",
+        "Postgres connections (more than BATCH_CONCURRENCY: postbacks and the catalog need one)",
+        positive,
+    )
     pg_timeout: float = setting(
         2.0,
         "RTBFLEET_TRACKER_PG_TIMEOUT_SECONDS",
@@ -171,39 +155,33 @@ class TrackerSettings:
     ) -> TrackerSettings:
         fleet = load(FleetSettings, environ, env_file)
         http = load(HttpLimits, environ, env_file)
-        return dataclasses.replace(load(cls, environ, env_file), fleet=fleet, http=http)
+        settings = dataclasses.replace(load(cls, environ, env_file), fleet=fleet, http=http)
+        fleet.require_signing_key(
+            "RTBFLEET_TRACKER_ALLOW_DEV_SIGNING_KEY", settings.allow_dev_signing_key
+        )
+        return settings
 
     def validate(self) -> None:
-        if not self.signing_key and not self.allow_dev_signing_key:
+        if self.spend_lanes > 32767:  # a lane is a smallint
+            raise SettingsError("RTBFLEET_TRACKER_SPEND_LANES", "must be at most 32767")
+        if self.batch_concurrency > self.spend_lanes:
             raise SettingsError(
-                "RTBFLEET_SIGNING_KEY",
-                "is required (at least 16 bytes; RTBFLEET_TRACKER_ALLOW_DEV_SIGNING_KEY=1 for "
-                "the development key)",
+                "RTBFLEET_TRACKER_BATCH_CONCURRENCY",
+                f"must be at most RTBFLEET_TRACKER_SPEND_LANES ({self.spend_lanes}): "
+                "each concurrent commit needs a spend lane of its own",
             )
-        for variable, key in (
-            ("RTBFLEET_SIGNING_KEY", self.signing_key),
-            *(("RTBFLEET_SIGNING_KEYS_PREVIOUS", k) for k in self.previous_signing_keys),
-        ):
-            if key and len(key.encode()) < MIN_SIGNING_KEY_BYTES:
-                raise SettingsError(variable, f"must be at least {MIN_SIGNING_KEY_BYTES} bytes")
+        if self.pool_size <= self.batch_concurrency:
+            raise SettingsError(
+                "RTBFLEET_TRACKER_PG_POOL",
+                f"must exceed RTBFLEET_TRACKER_BATCH_CONCURRENCY ({self.batch_concurrency}): "
+                "postbacks and the catalog need a connection while every commit is in flight",
+            )
         if self.stream_attributed == self.stream_organic:
             raise SettingsError(
                 "RTBFLEET_TRACKER_STREAM_ORGANIC", "must differ from the attributed stream"
             )
 
     # -- derived --------------------------------------------------------------------------------
-
-    @property
-    def key_bytes(self) -> bytes:
-        return (self.signing_key or DEV_SIGNING_KEY).encode()
-
-    @property
-    def previous_key_bytes(self) -> tuple[bytes, ...]:
-        return tuple(k.encode() for k in self.previous_signing_keys)
-
-    @property
-    def user_secret(self) -> bytes:
-        return self.user_key_secret.encode() if self.user_key_secret else self.key_bytes
 
     @property
     def spool_path(self) -> Path:

@@ -7,6 +7,17 @@ at all. ``GroupCommitter`` gathers the notices that arrive while a commit is in 
 next one (up to ``batch_max``; ``concurrency`` commits at once): each caller awaits its notice's
 outcome, which is known only once its batch has committed.
 
+Spend lanes: each of the concurrent commits adds its spend to a row of its own, its lane
+(``campaign_spend`` and ``tracker_creative_spend`` are keyed by campaign or creative, day and
+lane). A commit holds the lock of the spend rows it updated until its WAL flush ends; with one
+row per campaign and day the concurrent commits of a campaign waited for each other's flush, one
+at a time, and more of them in flight only made the queue longer. With a lane each, they flush
+together (Postgres writes the WAL of the commits waiting at once in one flush). A process takes
+``concurrency`` consecutive lanes from a random first one (``spend_lanes``); two processes that
+share a lane only wait for each other there. The spend of a campaign and day is the sum over
+its lanes, and every reader sums. ``fold_lanes`` brings past days back to one row each (the
+service runs it hourly), so readers of many days do not read a row per lane.
+
 Duplicates: ``INSERT ... ON CONFLICT DO NOTHING`` on the key returns only the rows really
 inserted; a copy in the same batch, an earlier one, or one committed at the same moment by
 another process (the insert waits for that transaction, then finds the row) is a duplicate.
@@ -33,7 +44,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import asyncpg
@@ -93,20 +104,21 @@ billed AS (
     WHERE ins.kind = 'bill'
 ),
 spend AS (
-    INSERT INTO campaign_spend AS s (campaign_id, day, spent_micros, impressions, updated_at)
-    SELECT campaign_id, day, sum(cost_micros), count(*), now()
+    INSERT INTO campaign_spend AS s (campaign_id, day, lane, spent_micros, impressions,
+                                     updated_at)
+    SELECT campaign_id, day, $10::smallint, sum(cost_micros), count(*), now()
     FROM billed GROUP BY campaign_id, day ORDER BY campaign_id, day
-    ON CONFLICT (campaign_id, day) DO UPDATE
+    ON CONFLICT (campaign_id, day, lane) DO UPDATE
         SET spent_micros = s.spent_micros + EXCLUDED.spent_micros,
             impressions = s.impressions + EXCLUDED.impressions,
             updated_at = EXCLUDED.updated_at
 ),
 creative_spend AS (
-    INSERT INTO tracker_creative_spend AS s (creative_id, campaign_id, day, spent_micros,
-                                             impressions)
-    SELECT creative_id, min(campaign_id), day, sum(cost_micros), count(*)
+    INSERT INTO tracker_creative_spend AS s (creative_id, campaign_id, day, lane,
+                                             spent_micros, impressions)
+    SELECT creative_id, min(campaign_id), day, $10::smallint, sum(cost_micros), count(*)
     FROM billed GROUP BY creative_id, day ORDER BY creative_id, day
-    ON CONFLICT (creative_id, day) DO UPDATE
+    ON CONFLICT (creative_id, day, lane) DO UPDATE
         SET spent_micros = s.spent_micros + EXCLUDED.spent_micros,
             impressions = s.impressions + EXCLUDED.impressions
 ),
@@ -122,6 +134,14 @@ SELECT txid, kind, cost_micros, true AS priced FROM ins
 UNION ALL
 SELECT txid, kind, 0, false FROM priced WHERE cost_micros IS NULL
 """
+
+
+def spend_lanes(first: int, count: int, lanes: int) -> tuple[int, ...]:
+    """The lanes of a process's ``count`` concurrent commits: consecutive from ``first``,
+    wrapping at ``lanes`` (the lanes of the whole fleet, ``RTBFLEET_TRACKER_SPEND_LANES``)."""
+    if not 0 < count <= lanes <= 32767:  # a lane is a smallint
+        raise ValueError(f"{count} concurrent commits need as many lanes (of {lanes})")
+    return tuple((first + i) % lanes for i in range(count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,11 +217,17 @@ class GroupCommitter:
         batch_max: int = 500,
         concurrency: int = 2,
         timeout: float = 2.0,
+        lanes: Sequence[int] | None = None,
     ) -> None:
+        """``lanes``: the spend lane of each concurrent commit (distinct; by default
+        ``0 .. concurrency - 1``)."""
         self.pool = pool
         self.metrics = metrics
         self.batch_max = batch_max
         self.concurrency = concurrency
+        self.lanes = tuple(range(concurrency)) if lanes is None else tuple(lanes)
+        if len(self.lanes) != concurrency or len(set(self.lanes)) != concurrency:
+            raise ValueError(f"{concurrency} concurrent commits need as many distinct lanes")
         self.timeout = timeout
         self._queue: collections.deque[_Waiter] = collections.deque()
         self._ready = asyncio.Event()
@@ -213,8 +239,10 @@ class GroupCommitter:
         self._down_until = 0.0
 
     def start(self) -> None:
-        for i in range(self.concurrency):
-            self._workers.append(asyncio.create_task(self._work(), name=f"tracker-commit-{i}"))
+        for lane in self.lanes:
+            self._workers.append(
+                asyncio.create_task(self._work(lane), name=f"tracker-commit-lane-{lane}")
+            )
 
     async def submit(self, rows: list[NoticeRow]) -> dict[tuple[str, str], RowResult]:
         """The outcome of each row by key, once committed; raises ``Unavailable`` when the
@@ -252,7 +280,7 @@ class GroupCommitter:
             self._ready.clear()
         return taken
 
-    async def _work(self) -> None:
+    async def _work(self, lane: int) -> None:
         while True:
             if not self._queue:
                 if self._closing:
@@ -261,13 +289,13 @@ class GroupCommitter:
                 continue
             batch = self._take()
             if batch:
-                await self._commit_batch(batch)
+                await self._commit_batch(batch, lane)
 
-    async def _commit_batch(self, batch: list[_Waiter]) -> None:
+    async def _commit_batch(self, batch: list[_Waiter], lane: int) -> None:
         rows = [row for waiter in batch for row in waiter.rows]
         started = time.perf_counter()
         try:
-            results = await self._commit(rows)
+            results = await self._commit(rows, lane)
         except Unavailable as exc:
             self._down_until = time.monotonic() + self.fail_fast
             for waiter in batch:
@@ -280,7 +308,7 @@ class GroupCommitter:
             log.warning("batch of %d failed (%s); committing one by one", len(rows), exc)
             if len(batch) > 1:
                 for waiter in batch:
-                    await self._commit_batch([waiter])
+                    await self._commit_batch([waiter], lane)
             elif not batch[0].future.done():
                 batch[0].future.set_exception(Unavailable(f"cannot be committed: {exc}"))
             return
@@ -299,13 +327,13 @@ class GroupCommitter:
             if not waiter.future.done():
                 waiter.future.set_result(outcome)
 
-    async def _commit(self, rows: list[NoticeRow]) -> dict[tuple[str, str], RowResult]:
+    async def _commit(self, rows: list[NoticeRow], lane: int) -> dict[tuple[str, str], RowResult]:
         arguments = batch_arguments(rows)
         for attempt in range(3):
             try:
                 async with asyncio.timeout(self.timeout):
                     async with self.pool.acquire() as conn:
-                        records = await conn.fetch(BATCH_SQL, *arguments)
+                        records = await conn.fetch(BATCH_SQL, *arguments, lane)
             except _RETRYABLE:
                 self.metrics.batch_errors.labels("retry").inc()
                 await asyncio.sleep(0.005 * (attempt + 1))
@@ -402,3 +430,44 @@ async def purge(pool: asyncpg.Pool, before: float) -> int:
             "DELETE FROM tracker_notices WHERE recorded_at < $1", _timestamp(before)
         )
     return int(status.split()[-1])
+
+
+FOLD_SQL: Final = """
+WITH folded AS (
+    DELETE FROM campaign_spend WHERE day < $1 AND lane <> 0
+    RETURNING campaign_id, day, spent_micros, impressions, updated_at
+),
+campaigns AS (
+    INSERT INTO campaign_spend AS s (campaign_id, day, lane, spent_micros, impressions,
+                                     updated_at)
+    SELECT campaign_id, day, 0, sum(spent_micros), sum(impressions), max(updated_at)
+    FROM folded GROUP BY campaign_id, day ORDER BY campaign_id, day
+    ON CONFLICT (campaign_id, day, lane) DO UPDATE
+        SET spent_micros = s.spent_micros + EXCLUDED.spent_micros,
+            impressions = s.impressions + EXCLUDED.impressions,
+            updated_at = greatest(s.updated_at, EXCLUDED.updated_at)
+),
+creatives_folded AS (
+    DELETE FROM tracker_creative_spend WHERE day < $1 AND lane <> 0
+    RETURNING creative_id, campaign_id, day, spent_micros, impressions
+),
+creatives AS (
+    INSERT INTO tracker_creative_spend AS s (creative_id, campaign_id, day, lane,
+                                             spent_micros, impressions)
+    SELECT creative_id, min(campaign_id), day, 0, sum(spent_micros), sum(impressions)
+    FROM creatives_folded GROUP BY creative_id, day ORDER BY creative_id, day
+    ON CONFLICT (creative_id, day, lane) DO UPDATE
+        SET spent_micros = s.spent_micros + EXCLUDED.spent_micros,
+            impressions = s.impressions + EXCLUDED.impressions
+)
+SELECT (SELECT count(*) FROM folded) + (SELECT count(*) FROM creatives_folded)
+"""
+
+
+async def fold_lanes(pool: asyncpg.Pool, before: date) -> int:
+    """Fold the spend lanes of the days before ``before`` into lane 0, in one transaction (the
+    sums every reader sees do not change): a campaign's past days come back to one row each.
+    Returns how many lane rows were folded. A billing notice for such a day arriving later adds
+    to its lane again, to be folded next time."""
+    async with pool.acquire() as conn:
+        return int(await conn.fetchval(FOLD_SQL, before))

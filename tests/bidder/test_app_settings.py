@@ -22,7 +22,7 @@ def test_defaults_and_the_fleet_settings_it_composes() -> None:
     assert (s.host, s.port, s.processes, s.process_count) == ("127.0.0.1", 8080, 1, 1)
     assert s.fleet.pg_dsn == "postgresql://x@127.0.0.1:5/db"
     assert s.fleet.memcached_servers == (("10.0.0.1", 11211),)
-    assert s.key_bytes == KEY.encode()
+    assert s.fleet.signing_key_bytes == KEY.encode()
 
 
 def test_zero_processes_means_one_per_core() -> None:
@@ -61,7 +61,7 @@ def test_bad_values_name_their_variable(env: dict[str, str], variable: str) -> N
 
 def test_the_development_key_only_when_asked_for() -> None:
     s = BidderSettings.from_env({"RTBFLEET_BIDDER_ALLOW_DEV_SIGNING_KEY": "1"}, env_file=None)
-    assert s.key_bytes == DEV_SIGNING_KEY.encode()
+    assert s.fleet.signing_key_bytes == DEV_SIGNING_KEY.encode()
 
 
 def test_datacenter_ranges_from_a_file_and_the_list(tmp_path: Path) -> None:
@@ -95,6 +95,9 @@ def test_pipeline_settings_carry_every_knob() -> None:
     assert p.blocked_publishers == ("pub-1", "bad.example.com")
     assert p.tracker_base_url == "https://t.example.com"
     assert p.signing_key == KEY.encode()
+    assert p.user_key_secret == KEY.encode()  # the tracker's too: the fleet's, read by both
+    secret = load(RTBFLEET_USER_KEY_SECRET="a secret of its own").to_pipeline_settings()
+    assert secret.user_key_secret == b"a secret of its own"
     assert load().to_pipeline_settings().crawler_ua_patterns  # the built-in list by default
 
 

@@ -16,6 +16,7 @@ from bidder.pipeline import Pipeline, PipelineSettings
 from bidder.pricing import LogNormalMarket
 from bidder.scoring import HashedLinearModel, PriorModel
 from fleet.events import AuctionEvent, BidEvent, decode, encode
+from fleet.signing import user_key
 
 
 def test_not_ready_before_a_snapshot() -> None:
@@ -81,20 +82,27 @@ def test_pacing_gate_sees_campaign_currency_prices_and_wallclock() -> None:
 def test_frequency_reads_use_the_most_stable_user_key() -> None:
     world = make_world()
     req = banner_request(160, 600, user={"id": "exchange-user", "buyeruid": "ours-1"})
-    world.handle(req)
-    req["user"] = {"id": "exchange-user"}
     req["device"]["ifa"] = "AAAAAAAA-1111-2222-3333-444444444444"
-    world.handle(req)
+    world.handle(req)  # the advertising id first: what a postback carries too
     req["device"]["lmt"] = 1
+    world.handle(req)  # limited: our synced id
+    req["user"] = {"id": "exchange-user"}
     world.handle(req)
     req["device"]["ifa"] = "00000000-0000-0000-0000-000000000000"
     req["device"]["lmt"] = 0
     world.handle(req)
+    # keyed hashes of those ids under the signing key (no user key secret of its own): the
+    # keys the tracker counts impressions under, never the raw ids
     assert world.frequency.keys == [
-        "b:ours-1",
-        "i:aaaaaaaa-1111-2222-3333-444444444444",
-        "u:testx:exchange-user",
-        "u:testx:exchange-user",
+        user_key("aaaaaaaa-1111-2222-3333-444444444444", KEY),
+        user_key("b:ours-1", KEY),
+        user_key("u:testx:exchange-user", KEY),
+        user_key("u:testx:exchange-user", KEY),
+    ]
+    other = make_world(user_key_secret=b"a user key secret of its own")
+    other.handle(req)
+    assert other.frequency.keys == [
+        user_key("u:testx:exchange-user", b"a user key secret of its own")
     ]
 
 

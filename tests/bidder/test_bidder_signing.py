@@ -180,6 +180,7 @@ _ids = st.integers(min_value=-(10**12), max_value=10**12)
     _ids,
     _ids,
     st.sampled_from([signing.KINDS, ("win", "bill", "loss")]),
+    st.one_of(st.just(""), st.just("u" + "0f" * 16), _text),
 )
 def test_bid_notice_urls_equal_notice_urls(
     txid: str,
@@ -190,6 +191,7 @@ def test_bid_notice_urls_equal_notice_urls(
     timestamp: int,
     expires: int,
     kinds: tuple[str, ...],
+    user_key: str,
 ) -> None:
     signer = signing.Signer(KEY)
     urls = signer.bid_notice_urls(
@@ -202,6 +204,7 @@ def test_bid_notice_urls_equal_notice_urls(
         currency=currency,
         timestamp=timestamp,
         expires=expires,
+        user_key=user_key,
     )
     params = {
         "txid": txid,
@@ -212,4 +215,17 @@ def test_bid_notice_urls_equal_notice_urls(
         "ts": str(timestamp),
         "exp": str(expires),
     }
+    if user_key:  # no user key: no uk parameter at all
+        params["uk"] = user_key
     assert urls == signer.notice_urls("https://t.example", params, kinds)
+
+
+def test_user_keys_are_keyed_hashes_of_the_normalised_id() -> None:
+    keys = signing.UserKeys(b"a user key secret")
+    ifa = "AAAAAAAA-1111-2222-3333-444444444444"
+    key = keys(ifa)
+    assert key == signing.user_key(ifa, b"a user key secret") == keys(f" {ifa.lower()} ")
+    assert key.startswith("u") and len(key) == 33 and ifa.lower() not in key
+    assert key != signing.user_key(ifa, b"another user key secret")
+    with pytest.raises(ValueError):
+        signing.UserKeys(b"")

@@ -17,6 +17,7 @@ def _doc(creative: dict[str, Any] | None = None, **campaign: Any) -> dict[str, A
         "size": "300x250",
         "markup": "<a href='${CLICK_URL}'>x</a>",
         "adomain": ["a.example"],
+        "click_url": "https://a.example/landing?id=${CLICK_ID}",
         **(creative or {}),
     }
     base = {
@@ -47,11 +48,34 @@ def test_click_urls_windows_and_goal_events_are_read_and_round_trip() -> None:
     assert validate(to_document(portfolio)) == portfolio
 
 
+def _without_click_url(doc: dict[str, Any]) -> dict[str, Any]:
+    del doc["campaigns"][0]["creatives"][0]["click_url"]
+    return doc
+
+
 def test_defaults_seven_days_and_installs() -> None:
     campaign = validate(_doc()).campaigns[0]
     assert (campaign.attribution_window_seconds, campaign.goal_event) == (7 * 86400, "")
-    assert campaign.creatives[0].click_url == ""
-    assert "click_url" not in to_document(validate(_doc()))["campaigns"][0]["creatives"][0]
+
+
+def test_a_creative_that_can_be_clicked_needs_its_click_url() -> None:
+    with pytest.raises(ConfigValidationError) as info:
+        validate(_without_click_url(_doc()))  # its markup takes ${CLICK_URL}: no click_url
+    [(location, message)] = info.value.problems
+    assert location == "campaigns[0].creatives[0].click_url"
+    assert "required" in message and "${CLICK_URL}" in message
+    video = {
+        "format": "video",
+        "size": "640x360",
+        "mimes": ["video/mp4"],
+        "markup": "<VAST><ClickThrough><![CDATA[${CLICK_URL}]]></ClickThrough></VAST>",
+    }
+    with pytest.raises(ConfigValidationError):
+        validate(_without_click_url(_doc(video)))
+    # a creative nobody can click through us (no ${CLICK_URL} in its markup) needs none
+    pixel_only = validate(_without_click_url(_doc({"markup": "<img src='${IMP_URL}'>"})))
+    assert pixel_only.campaigns[0].creatives[0].click_url == ""
+    assert "click_url" not in to_document(pixel_only)["campaigns"][0]["creatives"][0]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -112,12 +112,15 @@ async def tracker_world(
     *,
     batch_max: int = 500,
     timeout: float = 2.0,
+    lanes: Sequence[int] = (0, 1),
     **extra: Any,
 ) -> AsyncIterator[World]:
     registry = CollectorRegistry()
     metrics = TrackerMetrics(registry)
-    pool = await create_pool(dsn, 4)
-    committer = GroupCommitter(pool, metrics, batch_max=batch_max, timeout=timeout)
+    pool = await create_pool(dsn, len(lanes) + 2)
+    committer = GroupCommitter(
+        pool, metrics, batch_max=batch_max, timeout=timeout, concurrency=len(lanes), lanes=lanes
+    )
     committer.start()
     catalog = CatalogSource(pool, metrics, refresh=3600, min_interval=0.0)
     await catalog.start()

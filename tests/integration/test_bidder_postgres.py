@@ -104,11 +104,12 @@ def test_recorded_spend_stops_a_campaign_at_its_budget(pg_dsn: str) -> None:
             try:
                 daily = await conn.fetchval("SELECT daily_budget_micros FROM campaigns WHERE id=1")
                 today = datetime.now(UTC).date()  # the catch-all campaign keeps UTC days
-                await conn.execute(
-                    "INSERT INTO campaign_spend (campaign_id, day, spent_micros) "
-                    "VALUES (1, $1, $2)",
+                await conn.execute(  # the day's spend on two of the tracker's lanes
+                    "INSERT INTO campaign_spend (campaign_id, day, lane, spent_micros) "
+                    "VALUES (1, $1, 0, $2), (1, $1, 5, $3)",
                     today,
-                    daily - 1_000,  # less than one impression at the bid price is left
+                    daily // 2,
+                    daily - daily // 2 - 1_000,  # less than one impression at the bid price is left
                 )
                 await wait_status(c, 204)
                 await conn.execute("DELETE FROM campaign_spend")

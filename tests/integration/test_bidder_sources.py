@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest_bidder import (
+    SIGNING_KEY,
     RawClient,
     banner_request,
     make_settings,
@@ -27,6 +28,7 @@ from fleet.events import AuctionEvent, BidEvent, decode
 from fleet.frequency import counter_key
 from fleet.portfolio import load_document
 from fleet.processes import MemcachedProcess
+from fleet.signing import user_key
 from sim.portfolio import catch_all
 
 IFA = "6d92078a-8246-4ba4-ae5b-76104861e7dc"
@@ -102,7 +104,9 @@ def test_frequency_caps_end_to_end(pg_dsn: str, memcached: tuple[str, int]) -> N
                 assert time.monotonic() - started < 5
                 await asyncio.sleep(0.02)
             writer = Client(memcached)
-            writer.set(counter_key(1, 3600, f"i:{IFA}"), b"2")
+            # the key the tracker counts under: the keyed hash of the device id (the user key
+            # secret is the signing key when none of its own is set)
+            writer.set(counter_key(1, 3600, user_key(IFA, SIGNING_KEY.encode())), b"2")
             writer.close()
             while (await c.bid(request)).status != 204:
                 assert time.monotonic() - started < 10

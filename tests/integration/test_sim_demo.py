@@ -100,5 +100,22 @@ async def test_short_demo_adds_up(fleet_env: Path) -> None:
         logged["lines"]
     )
     assert "Loggers   " in text
+    # the tracker's lines are checks that can fail (tests/sim/test_tracker_checks.py): here
+    # each says OK, from the tracker's own books in Postgres
+    assert "every due notice answered" in text
+    notices = figures["notices"]
+    assert notices["billing"]["due"] == imp["billed"] > 0
+    assert all(sum(c["unanswered"].values()) == 0 for c in notices.values())
+    tracker = figures["tracker"]
+    assert tracker["problems"] == []
+    spend = tracker["spend"]
+    assert spend["equal"] and spend["tracker_micros"] == figures["spend_usd_micros"] > 0
+    assert "OK, equal to the micro in every campaign" in text
+    attribution = tracker["attribution"]
+    assert attribution["equal"] and attribution["simulator"] == figures["users"]["installs"]
+    assert "Cost per activation" in text and tracker["cost_per_activation"]
+    capped = figures["frequency"]["campaigns"]
+    assert capped, "the demo portfolio has no frequency cap: the check would mean nothing"
+    assert all(c["over_cap_users"] == 0 for c in capped) and "no user over a cap" in text
     after = _descendants()
     assert after <= before, f"left behind: {after - before}"

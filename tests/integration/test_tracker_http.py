@@ -96,7 +96,7 @@ async def _spend(dsn: str) -> list[tuple[int, str, int, int]]:
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT campaign_id, day::text, spent_micros, impressions FROM campaign_spend"
+            "SELECT campaign_id, day::text, spent_micros, impressions FROM campaign_spend_daily"
             " ORDER BY campaign_id, day"
         )
     finally:

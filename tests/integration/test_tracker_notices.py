@@ -39,7 +39,7 @@ async def spend(dsn: str) -> dict[tuple[int, date], tuple[int, int]]:
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT campaign_id, day, spent_micros, impressions FROM campaign_spend"
+            "SELECT campaign_id, day, spent_micros, impressions FROM campaign_spend_daily"
         )
     finally:
         await conn.close()

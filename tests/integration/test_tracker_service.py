@@ -44,8 +44,9 @@ async def test_the_service_publishes_each_counted_notice_in_its_partition(
     )
     await sub.start()
     settings = TrackerSettings(
-        signing_key=KEY.decode(),
-        fleet=dataclasses.replace(FleetSettings(), memcached="", event_bus_in=zmq_endpoint),
+        fleet=dataclasses.replace(
+            FleetSettings(), memcached="", event_bus_in=zmq_endpoint, signing_key=KEY.decode()
+        ),
     )
     service = TrackerService(settings, CollectorRegistry(), clock=lambda: NOW)
     try:

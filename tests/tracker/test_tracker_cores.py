@@ -20,6 +20,7 @@ from tracker.kinesis import MAX_CALL_BYTES, SpooledRecord, chunk
 from tracker.notice import parse_price, parse_query, verify
 from tracker.spend import campaign_cost, spend_day, win_markup
 from tracker.spool import Spool
+from tracker.store import spend_lanes
 
 KEY = b"0123456789abcdef0123456789abcdef"
 OLD = b"the previous key, still in flight"
@@ -184,6 +185,15 @@ def test_spend_counts_on_the_campaign_timezone_day() -> None:
     assert str(spend_day(at, "America/Los_Angeles")) == "2027-01-15"
     assert str(spend_day(at - 9 * 3600, "America/Los_Angeles")) == "2027-01-14"
     assert str(spend_day(at + 16 * 3600 + 60, "Asia/Tokyo")) == "2027-01-16"
+
+
+def test_a_process_takes_consecutive_spend_lanes_wrapping_at_the_fleets_count() -> None:
+    assert spend_lanes(0, 4, 16) == (0, 1, 2, 3)
+    assert spend_lanes(14, 4, 16) == (14, 15, 0, 1)
+    assert spend_lanes(3, 16, 16) == (*range(3, 16), 0, 1, 2)
+    for count, lanes in ((17, 16), (0, 16), (1, 40_000)):
+        with pytest.raises(ValueError):
+            spend_lanes(0, count, lanes)
 
 
 def click(
@@ -380,3 +390,20 @@ def test_the_spool_reads_about_a_call_at_a_time(tmp_path: Path) -> None:
     spool.commit(25)  # across segment files
     assert spool.peek(500) == records[25:] and spool.records == 5
     assert len(list(tmp_path.glob("*.seg"))) == 1
+
+
+@given(
+    st.dictionaries(
+        st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=8),
+        st.one_of(
+            st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
+            st.from_regex(r"[a-z0-9]{1,6}(:[a-z0-9]{1,6}){0,3}", fullmatch=True),
+        ),
+        max_size=6,
+    )
+)
+def test_parse_query_decodes_as_parse_qsl_does(params: dict[str, str]) -> None:
+    """The fast paths (nothing escaped; only colons escaped, as the bidder writes a txid)
+    decode exactly as the standard library does."""
+    for query in (urlencode(params), urlencode(params).replace("%3A", "%3a")):
+        assert parse_query(query) == dict(parse_qsl(query, keep_blank_values=True))

@@ -19,8 +19,9 @@ def load(**env: str) -> TrackerSettings:
 
 def test_defaults_with_a_key() -> None:
     s = load(RTBFLEET_SIGNING_KEY=KEY, RTBFLEET_DATA_DIR="/srv/rtb")
-    assert s.key_bytes == KEY.encode() and s.previous_key_bytes == ()
-    assert s.user_secret == KEY.encode()  # until a user key secret of its own is set
+    f = s.fleet  # the keys are the fleet's: the bidder signs with the same ones
+    assert f.signing_key_bytes == KEY.encode() and f.previous_signing_key_bytes == ()
+    assert f.user_key_secret_bytes == KEY.encode()  # until a user key secret of its own is set
     assert s.spool_path == Path("/srv/rtb/tracker-spool")
     assert (s.batch_max, s.cpa_factor, s.stream_attributed) == (500, 2.0, "rtbfleet-conversions")
 
@@ -32,7 +33,8 @@ def test_previous_keys_and_a_user_key_secret() -> None:
         RTBFLEET_USER_KEY_SECRET="another secret",
         RTBFLEET_TRACKER_SPOOL_DIR="/var/spool/t",
     )
-    assert len(s.previous_key_bytes) == 2 and s.user_secret == b"another secret"
+    assert len(s.fleet.previous_signing_key_bytes) == 2
+    assert s.fleet.user_key_secret_bytes == b"another secret"
     assert s.spool_path == Path("/var/spool/t")
 
 
@@ -48,6 +50,11 @@ def test_previous_keys_and_a_user_key_secret() -> None:
         ({"RTBFLEET_TRACKER_BATCH_MAX": "0"}, "RTBFLEET_TRACKER_BATCH_MAX"),
         ({"RTBFLEET_TRACKER_URL": "http://t.example/"}, "RTBFLEET_TRACKER_URL"),
         ({"RTBFLEET_TRACKER_PG_TIMEOUT_SECONDS": "soon"}, "RTBFLEET_TRACKER_PG_TIMEOUT_SECONDS"),
+        ({"RTBFLEET_TRACKER_SPEND_LANES": "40000"}, "RTBFLEET_TRACKER_SPEND_LANES"),
+        ({"RTBFLEET_TRACKER_SPEND_LANES": "2", "RTBFLEET_TRACKER_BATCH_CONCURRENCY": "3",
+          "RTBFLEET_TRACKER_PG_POOL": "9"}, "RTBFLEET_TRACKER_BATCH_CONCURRENCY"),
+        ({"RTBFLEET_TRACKER_BATCH_CONCURRENCY": "4", "RTBFLEET_TRACKER_PG_POOL": "4"},
+         "RTBFLEET_TRACKER_PG_POOL"),
     ],
 )  # fmt: skip
 def test_bad_values_name_their_variable(env: dict[str, str], variable: str) -> None:
@@ -60,4 +67,4 @@ def test_bad_values_name_their_variable(env: dict[str, str], variable: str) -> N
 
 def test_the_development_key_only_when_asked() -> None:
     s = load(RTBFLEET_TRACKER_ALLOW_DEV_SIGNING_KEY="1")
-    assert s.key_bytes == DEV_SIGNING_KEY.encode()
+    assert s.fleet.signing_key_bytes == DEV_SIGNING_KEY.encode()
