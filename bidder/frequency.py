@@ -10,6 +10,16 @@ as a count of 0.
 (the pipeline skips a capped campaign rather than wait) and schedules a batched read in a
 bounded thread pool: pymemcache blocks, so it never runs on the event loop's thread. Counters
 are written by whoever counts impressions (the tracker) under ``counter_key``.
+
+A counter read some time ago does not know the impressions this process has bid for since: a
+user who comes back before the tracker counts them (or before the L1 reads the counter again)
+would be shown a capped campaign once more per request. So the reader also counts its own bids
+(``bid``): ``impressions`` is the counter plus this process's bids on that campaign for that user
+made since ``bid_window`` seconds before the counter was read. The window covers the notices
+still on their way when it was read; a bid it holds that lost, or whose impression the counter
+already has, is counted twice for at most ``bid_window`` + ``ttl`` seconds: the cap then holds
+a little early, never late. Bids through other bidder processes are not seen here: across
+processes a user can exceed a cap by the bids made within one counter's lifetime.
 """
 
 from __future__ import annotations
@@ -35,6 +45,9 @@ class NoFrequencyData:
     def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
         return None
 
+    def bid(self, user_key: str, campaign_id: int, periods: Sequence[int]) -> None:
+        return None
+
 
 class MemcachedFrequency:
     """Frequency counters through an in-process L1; misses are filled in batches off the loop.
@@ -58,6 +71,7 @@ class MemcachedFrequency:
         max_entries: int = 200_000,
         batch: int = 100,
         error_backoff: float = 1.0,
+        bid_window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -68,8 +82,11 @@ class MemcachedFrequency:
         self.max_entries = max_entries
         self.batch = batch
         self.error_backoff = error_backoff
+        self.bid_window = bid_window
         self._clock = clock
-        self._l1: dict[str, tuple[int, float]] = {}
+        # key -> (count, fresh until, read started)
+        self._l1: dict[str, tuple[int, float, float]] = {}
+        self._bids: dict[str, list[float]] = {}  # key -> times of this process's own bids
         self._pending: dict[str, None] = {}  # insertion-ordered set
         self._reading: set[str] = set()
         self._batches = 0
@@ -91,14 +108,37 @@ class MemcachedFrequency:
             now = self._clock()
             if now < entry[1]:
                 self._hit.inc()
-                return entry[0]
+                return entry[0] + self._own_bids(key, entry[2])
             if now < entry[1] + self.ttl:  # stale: still served while it is read again
                 self._hit.inc()
                 self._schedule(key)
-                return entry[0]
+                return entry[0] + self._own_bids(key, entry[2])
         self._miss.inc()
         self._schedule(key)
         return None
+
+    def bid(self, user_key: str, campaign_id: int, periods: Sequence[int]) -> None:
+        """This process bid on the campaign for the user: count it against each cap period
+        until a counter read well after it holds it."""
+        now = self._clock()
+        bids = self._bids
+        if len(bids) >= self.max_entries:
+            for old in list(bids)[: max(1, len(bids) // 10)]:  # the oldest tenth
+                del bids[old]
+        for period in periods:
+            key = counter_key(campaign_id, period, user_key)
+            times = bids.get(key)
+            if times is None:
+                bids[key] = [now]
+            else:
+                times.append(now)
+
+    def _own_bids(self, key: str, read_started: float) -> int:
+        times = self._bids.get(key)
+        if not times:
+            return 0
+        since = read_started - self.bid_window
+        return sum(1 for t in times if t >= since)
 
     def _schedule(self, key: str) -> None:
         if key in self._pending or key in self._reading:
@@ -132,13 +172,17 @@ class MemcachedFrequency:
             self._batches += 1
             future = loop.run_in_executor(self._executor, self._read, keys)
             self._inflight.add(future)
-            future.add_done_callback(functools.partial(self._filled, keys=keys))
+            future.add_done_callback(
+                functools.partial(self._filled, keys=keys, started=self._clock())
+            )
 
     def _read(self, keys: list[str]) -> dict[str, Any]:
         result: dict[str, Any] = self.client.get_many(keys)
         return result
 
-    def _filled(self, future: asyncio.Future[dict[str, Any]], *, keys: list[str]) -> None:
+    def _filled(
+        self, future: asyncio.Future[dict[str, Any]], *, keys: list[str], started: float
+    ) -> None:
         self._inflight.discard(future)
         self._batches -= 1
         self._reading.difference_update(keys)
@@ -154,8 +198,17 @@ class MemcachedFrequency:
             expires = self._clock() + self.ttl
             if len(self._l1) + len(keys) > self.max_entries:
                 self._evict(len(keys))
+            since = started - self.bid_window
+            bids = self._bids
             for key in keys:
-                self._l1[key] = (_count(values.get(key)), expires)
+                self._l1[key] = (_count(values.get(key)), expires, started)
+                times = bids.get(key)
+                if times is not None:  # bids the counter surely holds now are not counted again
+                    kept = [t for t in times if t >= since]
+                    if kept:
+                        bids[key] = kept
+                    else:
+                        del bids[key]
             self.metrics.frequency.labels("filled").inc(len(keys))
         if self._pending and not self._kick_scheduled and self._loop is not None:
             self._kick_scheduled = True
@@ -167,8 +220,11 @@ class MemcachedFrequency:
         drop = max(room, len(self._l1) // 10)
         for key in list(self._l1)[:drop]:
             del self._l1[key]
-        for key in [k for k, (_, fresh) in self._l1.items() if fresh + self.ttl <= now]:
+        for key in [k for k, (_, fresh, _) in self._l1.items() if fresh + self.ttl <= now]:
             del self._l1[key]
+        for key in [k for k, times in self._bids.items() if times[-1] + self.bid_window <= now]:
+            if key not in self._l1:
+                del self._bids[key]
 
     async def close(self) -> None:
         self._loop = None

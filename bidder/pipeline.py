@@ -24,7 +24,7 @@ import dataclasses
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, Protocol
@@ -106,6 +106,10 @@ class FrequencyReader(Protocol):
     def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
         """Impressions of the campaign seen by the user in the period; None when not known
         yet (an L1 miss: the reader fetches it in the background)."""
+        ...
+
+    def bid(self, user_key: str, campaign_id: int, periods: Sequence[int]) -> None:
+        """A bid on the campaign for the user went out: count it against each cap period."""
         ...
 
 
@@ -475,7 +479,18 @@ class Pipeline:
             for b in answer.bids:
                 self._bids.pop(b.txid, None)
             return self._no_bid(ctx, "deadline", arrival)
+        if ctx.user_key is not None:
+            self._count_capped_bids(ctx.user_key, winners)
         return answer
+
+    def _count_capped_bids(self, user_key: str, winners: list[Offer]) -> None:
+        """The bids going out on capped campaigns count against the user's caps at once (the
+        tracker counts them only once their impressions arrive)."""
+        for offer in winners:
+            campaign = offer.entry.campaign
+            if campaign.frequency_caps:
+                periods = [cap.period_seconds for cap in campaign.frequency_caps]
+                self._frequency.bid(user_key, campaign.id, periods)
 
     def _offers(
         self,

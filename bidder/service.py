@@ -222,6 +222,7 @@ class BidderService:
                 memcached_client(servers, s.frequency_threads),
                 metrics=self.metrics,
                 ttl=s.frequency_ttl_s,
+                bid_window=s.frequency_bid_window_s,
                 threads=s.frequency_threads,
                 max_pending=s.frequency_max_pending,
             )

@@ -204,6 +204,13 @@ class BidderSettings:
         "seconds a frequency counter read from memcached is reused",
         positive,
     )
+    frequency_bid_window_s: float = setting(
+        60.0,
+        "RTBFLEET_BIDDER_FREQUENCY_BID_WINDOW",
+        "seconds before a counter's read during which this process's own bids on a capped "
+        "campaign still count against the user's cap (notices on their way when it was read)",
+        positive,
+    )
     frequency_threads: int = setting(
         2, "RTBFLEET_BIDDER_FREQUENCY_THREADS", "threads reading memcached", positive
     )

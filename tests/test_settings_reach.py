@@ -18,6 +18,7 @@ import json
 import random
 import re
 import typing
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,9 @@ class _AllowAll:
 class _NeverSeen:
     def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
         return 0
+
+    def bid(self, user_key: str, campaign_id: int, periods: Sequence[int]) -> None:
+        return None
 
 
 NOON = datetime(2026, 11, 10, 12, tzinfo=UTC).timestamp()  # inside the fixture's flights

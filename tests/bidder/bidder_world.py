@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,10 +46,14 @@ class Frequency:
     counts: dict[int, int | None] = field(default_factory=dict)  # campaign -> seen (None: unknown)
     default: int | None = 0
     keys: list[str] = field(default_factory=list)
+    bids: list[tuple[str, int, tuple[int, ...]]] = field(default_factory=list)  # bid() calls
 
     def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
         self.keys.append(user_key)
         return self.counts.get(campaign_id, self.default)
+
+    def bid(self, user_key: str, campaign_id: int, periods: Sequence[int]) -> None:
+        self.bids.append((user_key, campaign_id, tuple(periods)))
 
 
 class FakeClock:

@@ -22,6 +22,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +52,9 @@ class AllowAll:
 class NoneSeen:
     def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
         return 0
+
+    def bid(self, user_key: str, campaign_id: int, periods: Sequence[int]) -> None:
+        return None
 
 
 def make_pipeline(campaigns: int = 200, *, priors: bool = False) -> Pipeline:

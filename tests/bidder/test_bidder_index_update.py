@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from collections.abc import Sequence
 
 import numpy as np
 from msgspec.structs import replace
@@ -159,6 +160,9 @@ class _Allow:
 class _Seen:
     def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
         return 0
+
+    def bid(self, user_key: str, campaign_id: int, periods: Sequence[int]) -> None:
+        return None
 
 
 def test_the_pipeline_updates_its_index_and_scorer_incrementally() -> None:

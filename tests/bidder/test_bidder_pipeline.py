@@ -208,3 +208,17 @@ def test_a_body_nested_too_deep_is_a_400_not_an_internal_error() -> None:
         answer = world.handle(body)
         assert (answer.status, answer.outcome) == (400, "invalid"), answer.reason
         assert json.loads(answer.body) == {"error": "malformed JSON: nested too deeply"}
+
+
+def test_a_bid_on_a_capped_campaign_counts_against_the_users_cap_at_once() -> None:
+    """The tracker counts an impression only once it arrives: the pipeline tells the frequency
+    reader of each bid that goes out on a capped campaign, and of no other."""
+    world = make_world()
+    req = banner_request(160, 600, user={"buyeruid": "ours-1"})
+    answer = world.handle(req)
+    assert [b.campaign_id for b in answer.bids] == [6]  # the fixture's capped campaign
+    assert world.frequency.bids == [(user_key("b:ours-1", KEY), 6, (86_400,))]
+    world.handle(banner_request(300, 250, user={"buyeruid": "ours-1"}))  # an uncapped winner
+    assert len(world.frequency.bids) == 1
+    late = world.handle(req, spent_ms=10_000.0)  # an answer that never goes out counts nothing
+    assert late.outcome == "late" and len(world.frequency.bids) == 1

@@ -21,7 +21,7 @@ import gzip
 import json
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,9 @@ class _AllowAll:
 class _NeverSeen:
     def impressions(self, user_key: str, campaign_id: int, period_seconds: int) -> int | None:
         return 0
+
+    def bid(self, user_key: str, campaign_id: int, periods: Sequence[int]) -> None:
+        return None
 
 
 def _pipeline() -> Pipeline:

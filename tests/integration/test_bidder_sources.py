@@ -83,6 +83,44 @@ def test_frequency_counters_are_read_off_the_loop_and_survive_memcached_dying(
     run_uv(scenario())
 
 
+def test_own_bids_count_against_a_cap_until_a_later_read_holds_them(
+    memcached: tuple[str, int],
+) -> None:
+    """A user back before the tracker has counted the last impression is not shown the campaign
+    again: the reader adds this process's own bids made since ``bid_window`` before the counter
+    was read, and forgets them once a read started that long after them."""
+
+    async def scenario() -> None:
+        user = "i:own-bids"
+        direct = Client(memcached)
+        direct.set(counter_key(9, 86_400, user), b"1")
+        direct.close()
+        reader = MemcachedFrequency(
+            memcached_client([memcached], 2),
+            metrics=BidderMetrics(CollectorRegistry()),
+            ttl=0.3,
+            bid_window=0.5,
+        )
+        reader.start()
+        try:
+            reader.impressions(user, 9, 86_400)
+            await eventually(lambda: reader.impressions(user, 9, 86_400), 1)
+            reader.bid(user, 9, [86_400, 3600])
+            assert reader.impressions(user, 9, 86_400) == 2  # counted at once
+            reader.bid(user, 9, [86_400])
+            assert reader.impressions(user, 9, 86_400) == 3
+            assert reader.impressions("i:someone-else", 9, 86_400) is None
+            await asyncio.sleep(0.4)  # the counter is read again: the bids are still recent
+            assert reader.impressions(user, 9, 86_400) == 3
+            # a read that starts more than bid_window after them: the counter is the truth
+            # (here the tracker never counted them: they lost)
+            await eventually(lambda: reader.impressions(user, 9, 86_400), 1, 5)
+        finally:
+            await reader.close()
+
+    run_uv(scenario())
+
+
 def test_frequency_caps_end_to_end(pg_dsn: str, memcached: tuple[str, int]) -> None:
     async def scenario() -> None:
         doc = copy.deepcopy(catch_all())
