@@ -231,9 +231,8 @@ async def local_fleet(
     os.environ.setdefault("RTBFLEET_BIDDER_VENDOR_ID", str(settings.vendor_id))
     learning.fleet_defaults(os.environ)  # the learner exports every few seconds
     sizing.fleet_defaults(os.environ, settings.time_scale)  # the pacer steps on simulated time
-    # Frequency counters on the compressed clock: a real second is ~10 simulated minutes, so a
-    # counter is read again every second and the bidder's own bids count for a few seconds.
-    os.environ.setdefault("RTBFLEET_BIDDER_FREQUENCY_TTL", "1")
+    # The simulator's notices arrive within a few real seconds: the bidder's own bids on a
+    # capped campaign need counting only that long before a counter's read.
     os.environ.setdefault("RTBFLEET_BIDDER_FREQUENCY_BID_WINDOW", "5")
     # Flights start on the simulated day (the fleet's day).
     start = settings.start(datetime.now(UTC))
