@@ -15,7 +15,7 @@ from bidder_world import NOON, World, load_snapshot, make_world
 from perf_pipeline import crowded_request, typical_request
 from test_bidder_fixtures import expand
 
-import bidder.pipeline as pipeline_module
+import bidder.imp_offers as imp_offers_module
 from bidder import offers
 from bidder.creative import NoPerformance
 from bidder.offers import MAX_MICROS, Chosen, python_price_offers, python_select
@@ -85,8 +85,8 @@ def test_compiled_loops_answer_exactly_as_the_reference(
     results = []
     for python in (False, True):
         if python:
-            monkeypatch.setattr(pipeline_module, "select", python_select)
-            monkeypatch.setattr(pipeline_module, "price_offers", python_price_offers)
+            monkeypatch.setattr(imp_offers_module, "select", python_select)
+            monkeypatch.setattr(imp_offers_module, "price_offers", python_price_offers)
         world = _world(seed)
         answers = [
             world.handle(req, wallclock=NOON + 3600 * (i % 24)) for i, req in enumerate(requests)
