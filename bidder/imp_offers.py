@@ -7,17 +7,19 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from bidder.auction import Offer
+from bidder.candidates import CandidateSet
 from bidder.compiled import GOAL_NAMES, Compiled
-from bidder.offers import Chosen, OfferRow, Segment, price_offers, select
+from bidder.offers import Chosen, OfferRow, Segment, price_offers
 from bidder.openrtb import Deal, Imp
 from bidder.options import PipelineSettings
 from bidder.pricing import MarketPriceModel, Shader, market_params
-from bidder.race import exponentials, race
+from bidder.race import draw_key, exponentials, race
 from bidder.scoring import (
     Model,
     cross_prefixes,
@@ -28,8 +30,10 @@ from bidder.scoring import (
     static_features,
     values_cpm_micros,
 )
-from bidder.targeting import Candidate, RequestView
+from bidder.targeting import RequestView
 from fleet.config import Campaign
+
+I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +48,9 @@ class Bidding:
     allow: Callable[[Campaign, int, float], bool]  # the spend gate
     deal_floor: Callable[[Deal], int | None]  # a deal's floor in the bidding currency
     capped: Callable[[Campaign], str]  # why a capped campaign may not bid ("" if it may)
-    choose: Callable[[list[int]], int]  # the creative among several, by position
+    # the creative among several (by position), from a 64-bit value drawn for the candidate
+    choose: Callable[[list[int], int], int]
+    lazy: bool = True  # caps and creatives only for the candidates the race reaches
 
 
 class ImpOffers:
@@ -107,66 +113,100 @@ def imp_offers(
     compiled: Compiled,
     imp: Imp,
     imp_floor: int,
-    candidates: list[Candidate],
+    cands: CandidateSet,
     won: set[int],
     view: RequestView,
     request_at: int,
     wallclock: float,
     drops: dict[str, int],
 ) -> tuple[ImpOffers, bool]:
-    """The imp's priced offers and the winner of its internal auction (``bidder.race``):
-    candidates are bounded first, scored and priced only while they can still win, so
-    the winner (and the RNG's state) is the one of pricing every candidate. Drops are counted
-    in ``drops``; the flag says the race's safety net (``max_priced_per_imp``) stopped it."""
+    """The imp's priced offers and the winner of its internal auction (``bidder.race``).
+
+    Over the columns of all candidates (``cands``): the floors (a deal's own), the maximum
+    bid against them, and an upper bound of each survivor's value over all its creatives. Then
+    the race takes candidates in the order of those bounds, and only for those it reaches are
+    the frequency caps read, the creative chosen (a draw keyed by the candidate,
+    ``bidder.race.draw_key``), the rates predicted and the bid priced. So the winner, and the
+    RNG's state, are those of doing it all for every candidate (``b.lazy`` False does the
+    caps and creatives of all first; with ``early_stop`` off it prices all too: the reference).
+
+    Drops are counted in ``drops`` (caps only for the candidates reached: all of them when no
+    candidate can win); the flag says the race's safety net (``max_priced_per_imp``) stopped
+    it."""
     s = b.settings
     out = ImpOffers(imp, compiled)
-    chosen = Chosen()
-    select(
-        candidates,
-        imp_floor,
-        request_at,
-        b.deal_floor,
-        b.capped,
-        b.choose,
-        drops,
-        chosen,
-    )
-    n = len(chosen.candidates)
+    floors, types = _floors(cands, imp_floor, request_at, b.deal_floor, drops)
+    ok = cands.max_bids >= floors
+    if cands.deals:
+        ok &= floors >= 0  # a deal floor in an unknown currency: -1, counted already
+        drops["floor"] = drops.get("floor", 0) + int(np.count_nonzero((floors >= 0) & ~ok))
+    elif not ok.all():
+        drops["floor"] = drops.get("floor", 0) + int(len(ok) - np.count_nonzero(ok))
+    kept: list[int] = np.flatnonzero(ok).tolist()
+    n = len(kept)
     if not n:
         return out, False
-    exps = exponentials(b.rng.getrandbits(64), n)  # the draw's one random number
+    seed = b.rng.getrandbits(64)  # the draw's one random number
+    exps = exponentials(seed, n)
     shared = request_features(view, imp)
     suffixes = cross_suffixes(view, inventory_key(view))
     out.shared, out.suffixes = shared, suffixes
-    positions = np.asarray(chosen.positions, dtype=np.intp)
     # a surviving bid is at least its floor, the minimum bid and 1 micro
-    lows = np.maximum(np.asarray(chosen.floors, dtype=np.int64), max(s.min_bid_cpm_micros, 1))
-    goal_codes = compiled.goal_codes[positions]
-    goal_prices = compiled.goal_prices[positions]
+    kept_floors = floors[kept] if n < len(cands) else floors
+    lows = np.maximum(kept_floors, max(s.min_bid_cpm_micros, 1))
+    capped = cands.capped
+    ids: list[int] = cands.campaign_ids[kept].tolist()
+    shown: list[int] = [_UNSEEN] * n  # the creative position of each, once chosen
     predictions: dict[int, tuple[float, float]] = {}
     scorer = compiled.scorer
+    goal_codes, goal_prices = compiled.goal_codes, compiled.goal_prices
+
+    def reach(js: list[int]) -> list[int]:
+        """Caps and creative of those not reached yet; those that may bid, in order."""
+        for j in js:
+            if shown[j] != _UNSEEN:
+                continue
+            k = kept[j]
+            if capped[k]:
+                why = b.capped(cands.get(k).entry.campaign)
+                if why:
+                    drops[why] = drops.get(why, 0) + 1
+                    shown[j] = _CAPPED
+                    continue
+            positions = cands.get(k).positions
+            many = len(positions) > 1
+            shown[j] = b.choose(positions, draw_key(seed, j)) if many else positions[0]
+        return [j for j in js if shown[j] >= 0]
 
     def predict(js: list[int]) -> None:
         missing = [j for j in js if j not in predictions]
         if not missing:
             return
         if scorer is not None:
-            got = scorer.score(z0, positions[missing], list(suffixes)).tolist()
+            at = np.asarray([shown[j] for j in missing], dtype=np.intp)
+            got = scorer.score(z0, at, list(suffixes)).tolist()
         else:
-            got = _predict(b.model, compiled, chosen, missing, shared, suffixes)
+            campaigns = [cands.get(kept[j]).entry.campaign for j in missing]
+            at_list = [shown[j] for j in missing]
+            got = _predict(b.model, compiled, campaigns, at_list, shared, suffixes)
         for j, (pc, pi) in zip(missing, got, strict=True):
             predictions[j] = (pc, pi)
 
     def refine(js: list[int]) -> list[float]:
-        """Weight bounds from the exact values: value - the lowest surviving bid."""
-        predict(js)
-        goals = [(GOAL_NAMES[goal_codes[j]], int(goal_prices[j])) for j in js]
-        values = values_cpm_micros(goals, [predictions[j] for j in js])
-        return [float(max(v - int(lows[j]), 0)) for v, j in zip(values, js, strict=True)]
+        """Weight bounds from the exact values (value - the lowest surviving bid); 0 for a
+        capped campaign."""
+        live = reach(js)
+        predict(live)
+        goals = [(GOAL_NAMES[goal_codes[shown[j]]], int(goal_prices[shown[j]])) for j in live]
+        values = values_cpm_micros(goals, [predictions[j] for j in live])
+        exact = {j: float(max(v - int(lows[j]), 0)) for v, j in zip(values, live, strict=True)}
+        return [exact.get(j, 0.0) for j in js]
 
+    if not b.lazy:
+        reach(list(range(n)))
     if scorer is not None:
         z0 = scorer.shared_sum(shared)
-        bounds = weight_bounds(goal_codes, goal_prices, scorer.bound(z0, positions), lows)
+        bounds = _bounds_over_creatives(compiled, scorer.bound, z0, cands, ok, kept, lows)
         refiner = refine
     else:  # no bounds of the rates: every candidate scored, bounds from exact values
         z0 = (0.0, 0.0)
@@ -180,20 +220,22 @@ def imp_offers(
         return name, market_params(market, name)
 
     def price(js: list[int]) -> list[float | None]:
-        predict(js)
+        live = reach(js)
+        predict(live)
         some = Chosen()
-        for j in js:
-            some.candidates.append(chosen.candidates[j])
-            some.positions.append(chosen.positions[j])
-            some.floors.append(chosen.floors[j])
-            some.auction_types.append(chosen.auction_types[j])
+        for j in live:
+            k = kept[j]
+            some.candidates.append(cands.get(k))
+            some.positions.append(shown[j])
+            some.floors.append(int(floors[k]))
+            some.auction_types.append(request_at if types is None else types.get(k, request_at))
         first = len(out.rows)
-        slot_of = {id(chosen.candidates[j]): j for j in js}  # rows come in value order
+        slot_of = {id(cands.get(kept[j])): j for j in live}  # rows come in value order
         price_offers(
             some,
-            [predictions[j] for j in js],
+            [predictions[j] for j in live],
             segment_of,
-            len(js),
+            len(live),
             s.margin,
             s.min_bid_cpm_micros,
             market,
@@ -217,7 +259,7 @@ def imp_offers(
         bounds,
         price,
         refine=refiner,
-        excluded=lambda j: chosen.candidates[j].entry.campaign.id in won,
+        excluded=lambda j: ids[j] in won,
         limit=s.max_priced_per_imp,
         early=s.early_stop,
     )
@@ -227,19 +269,79 @@ def imp_offers(
     return out, result.capped
 
 
+_UNSEEN: Final = -2  # the race has not reached the candidate yet
+_CAPPED: Final = -1  # a frequency cap (or what else ``Bidding.capped`` says) keeps it out
+
+
+def _floors(
+    cands: CandidateSet,
+    imp_floor: int,
+    request_at: int,
+    deal_floor: Callable[[Deal], int | None],
+    drops: dict[str, int],
+) -> tuple[I64, dict[int, int] | None]:
+    """Each candidate's floor (a deal's own; -1 for a deal floor in an unknown currency,
+    counted in ``drops``) and, when some deal says so, the auction types that differ from the
+    request's, by candidate."""
+    floors = np.full(len(cands), imp_floor, dtype=np.int64)
+    if not cands.deals:
+        return floors, None
+    types: dict[int, int] = {}
+    for k in range(len(cands)):
+        deal = cands.get(k).deal
+        if deal is None:
+            continue
+        if deal.bidfloor > 0:
+            converted = deal_floor(deal)
+            if converted is None:
+                drops["currency"] = drops.get("currency", 0) + 1
+                floors[k] = -1
+                continue
+            floors[k] = converted
+        if deal.at is not None:
+            types[k] = deal.at
+    return floors, types
+
+
+def _bounds_over_creatives(
+    compiled: Compiled,
+    bound: Callable[[tuple[float, float], npt.NDArray[np.intp]], npt.NDArray[np.float64]],
+    z0: tuple[float, float],
+    cands: CandidateSet,
+    ok: npt.NDArray[np.bool_],
+    kept: list[int],
+    lows: I64,
+) -> npt.NDArray[np.float64]:
+    """Per kept candidate, the largest weight bound over its creatives (the creative is chosen
+    only if the race reaches it)."""
+    if len(kept) == len(cands):
+        flat, starts = cands.flat, cands.starts
+    else:
+        counts = cands.counts
+        flat = cands.flat[np.repeat(ok, counts)]
+        starts = np.zeros(len(kept) + 1, dtype=np.intp)
+        np.cumsum(counts[kept], out=starts[1:])
+    per_creative = np.repeat(lows, np.diff(starts))
+    weights = weight_bounds(
+        compiled.goal_codes[flat], compiled.goal_prices[flat], bound(z0, flat), per_creative
+    )
+    result: npt.NDArray[np.float64] = np.maximum.reduceat(weights, starts[:-1])
+    return result
+
+
 def _predict(
     model: Model,
     compiled: Compiled,
-    chosen: Chosen,
-    js: list[int],
+    campaigns: list[Campaign],
+    positions: list[int],
     shared: list[str],
     suffixes: tuple[str, ...],
 ) -> list[tuple[float, float]]:
     """Predictions of a model without a position scorer, from feature strings."""
     creatives = compiled.index.creatives
     statics, prefixes = [], []
-    for j in js:
-        campaign, creative = chosen.candidates[j].entry.campaign, creatives[chosen.positions[j]]
+    for campaign, pos in zip(campaigns, positions, strict=True):
+        creative = creatives[pos]
         statics.append(static_features(campaign, creative))
         prefixes.append(cross_prefixes(campaign, creative))
     return predict_crossed(model, shared, statics, prefixes, suffixes)

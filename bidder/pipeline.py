@@ -33,6 +33,7 @@ from typing import Final, Protocol
 from bidder import outcome, response
 from bidder.anonymous import AnonymousTxids
 from bidder.auction import Offer
+from bidder.candidates import CandidateSet, candidate_set
 from bidder.compiled import Compiled, compile_index, fresh_positions, with_model
 from bidder.creative import CreativePerformance, NoPerformance, choose_creative_index
 from bidder.decoding import decode_request
@@ -44,11 +45,11 @@ from bidder.offers import MAX_MICROS
 from bidder.openrtb import BidRequest, Imp, Nbr
 from bidder.options import PipelineSettings
 from bidder.outcome import Answer, BidSummary
-from bidder.pacing_link import count_opportunities
 from bidder.pricing import MarketPriceModel, Shader, floor_micros
 from bidder.privacy import ConsentCache, Privacy, decide
+from bidder.race import unit
 from bidder.scoring import Model
-from bidder.targeting import Candidate, RequestView, TargetingIndex, request_view
+from bidder.targeting import RequestView, TargetingIndex, request_view
 from fleet.config import Campaign, ConfigSnapshot, Creative
 from fleet.events import AnyEvent
 from fleet.signing import Signer
@@ -150,6 +151,9 @@ class Pipeline:
         self._bids: dict[str, tuple[str, int, int]] = {}  # txid -> (segment, bid, auction type)
         self._last_error_log = float("-inf")
         self.capped_imps = 0  # imps whose race max_priced_per_imp stopped (a counter)
+        # caps and creatives only for the candidates the race reaches (False: for all first,
+        # the reference the lazy path must equal)
+        self.lazy = True
         self._campaigns: dict[int, Campaign] = {}  # those of the snapshot bid on
         # a copy of the generator draws the run tag: the stream choices draw from is not shifted
         tag_rng = random.Random()
@@ -311,9 +315,9 @@ class Pipeline:
             if floor is None:
                 ctx.drops["currency"] = ctx.drops.get("currency", 0) + 1
                 continue
-            candidates = index.candidates(imp, request_mask, creative_mask, s.seat)
+            candidates = candidate_set(index, imp, request_mask, creative_mask, s.seat)
             ctx.candidates += len(candidates)
-            count_opportunities(ctx.opportunities, candidates)
+            _count_opportunities(ctx.opportunities, candidates.campaign_ids.tolist())
             if candidates:
                 offers = self._offers(ctx, compiled, imp, floor, candidates, won)
                 if offers.winner is not None:
@@ -337,7 +341,7 @@ class Pipeline:
         compiled: Compiled,
         imp: Imp,
         imp_floor: int,
-        candidates: list[Candidate],
+        candidates: CandidateSet,
         won: set[int],
     ) -> ImpOffers:
         """The imp's offers and the winner of its internal auction (``bidder.imp_offers``)."""
@@ -352,6 +356,7 @@ class Pipeline:
             lambda deal: self._floor(deal.bidfloor, deal.bidfloorcur, index.fx),
             partial(self._capped, ctx),
             partial(self._choose_creative, index.creatives),
+            self.lazy,
         )
         out, capped = imp_offers(
             bidding,
@@ -375,13 +380,15 @@ class Pipeline:
         floor = floor_micros(bidfloor, currency, self.settings.currency, fx)
         return None if floor is None else min(floor, MAX_MICROS)
 
-    def _choose_creative(self, creatives: list[Creative], positions: list[int]) -> int:
-        """The position of the creative to show among several (Thompson sampling)."""
+    def _choose_creative(self, creatives: list[Creative], positions: list[int], key: int) -> int:
+        """The position of the creative to show among several (Thompson sampling), from the
+        candidate's own 64-bit draw ``key`` (``bidder.race.draw_key``): the same whether or
+        not the other candidates' creatives are chosen."""
         if self._no_performance:  # every posterior is the prior: the same uniform draw
             n = len(positions)
-            return positions[min(int(self._rng.random() * n), n - 1)]
+            return positions[min(int(unit(key) * n), n - 1)]
         options = [creatives[j] for j in positions]
-        return positions[choose_creative_index(options, self._performance, self._rng)]
+        return positions[choose_creative_index(options, self._performance, random.Random(key))]
 
     def _capped(self, ctx: _Context, campaign: Campaign) -> str:
         """Why a campaign with frequency caps cannot bid ("" when it can)."""
@@ -479,6 +486,16 @@ def _user_key(req: BidRequest, exchange: str) -> str | None:
     if user is not None and user.id:
         return f"u:{exchange}:{user.id}"
     return None
+
+
+def _count_opportunities(into: dict[int, int], campaign_ids: list[int]) -> None:
+    """One eligible opportunity per candidate's campaign (``bidder.pacing_link`` reports
+    them); an imp's candidates are of distinct campaigns."""
+    if not into:
+        into.update(dict.fromkeys(campaign_ids, 1))
+        return
+    for cid in campaign_ids:
+        into[cid] = into.get(cid, 0) + 1
 
 
 def _drop_reason(ctx: _Context) -> str:

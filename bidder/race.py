@@ -64,6 +64,7 @@ import numpy.typing as npt
 _GOLDEN: Final = 0x9E3779B97F4A7C15
 _M64: Final = (1 << 64) - 1
 _INF: Final = math.inf
+_CREATIVE_STREAM: Final = 0x6A09E667F3BCC909
 # Bounds refined per step (scoring a few candidates at once costs little more than one).
 REFINE_BATCH: Final = 8
 
@@ -82,6 +83,25 @@ def exponentials(seed: int, n: int) -> F64:
     u = ((z >> np.uint64(11)).astype(np.float64) + 1.0) * (1.0 / (1 << 53))
     result: F64 = -np.log(u)
     return result
+
+
+def draw_key(seed: int, j: int) -> int:
+    """A 64-bit value of its own for candidate j of an imp: SplitMix64 of a stream apart from
+    ``exponentials``' (the seed mixed once more), so that a draw made for j alone (the creative
+    shown) is the same whether or not the others are drawn."""
+    z = (_mix((seed ^ _CREATIVE_STREAM) & _M64) + (j + 1) * _GOLDEN) & _M64
+    return _mix(z)
+
+
+def unit(key: int) -> float:
+    """A 64-bit value as a uniform in [0, 1): its 53 high bits."""
+    return (key >> 11) * (1.0 / (1 << 53))
+
+
+def _mix(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
 
 
 @dataclass(slots=True)
