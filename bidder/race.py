@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -67,6 +67,7 @@ _INF: Final = math.inf
 _CREATIVE_STREAM: Final = 0x6A09E667F3BCC909
 # Bounds refined per step (scoring a few candidates at once costs little more than one).
 REFINE_BATCH: Final = 8
+CHUNK: Final = 64  # candidates put in order at a time
 
 F64 = npt.NDArray[np.float64]
 
@@ -102,6 +103,27 @@ def _mix(z: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
     return z ^ (z >> 31)
+
+
+def _ascending(keys: F64, finite: int) -> Iterator[tuple[list[int], list[float]]]:
+    """The indices of the ``finite`` finite keys and the keys, in increasing (key, index)
+    order, in chunks of about ``CHUNK``: each chunk every key up to a threshold (ties
+    included, so the order across chunks holds), found by a partition rather than a sort of
+    all."""
+    if finite <= 4 * CHUNK:
+        order = np.argsort(keys, kind="stable")[:finite]
+        yield order.tolist(), keys[order].tolist()
+        return
+    remaining = keys.copy()
+    left = finite
+    while left > 0:
+        k = min(CHUNK, left)
+        threshold = np.partition(remaining, k - 1)[k - 1]
+        found = np.flatnonzero(remaining <= threshold)  # increasing indices
+        found = found[np.argsort(remaining[found], kind="stable")]
+        yield found.tolist(), remaining[found].tolist()
+        remaining[found] = _INF
+        left -= len(found)
 
 
 @dataclass(slots=True)
@@ -171,15 +193,20 @@ def race(
         return everything()
     with np.errstate(divide="ignore", invalid="ignore"):
         keys = np.where(bounds > 0.0, exps / bounds, _INF)
-    order = np.argsort(keys, kind="stable")
     finite = int(np.count_nonzero(np.isfinite(keys)))
-    ordered: list[int] = order[:finite].tolist()
-    first: list[float] = keys[order[:finite]].tolist()
+    # the finite keys in (key, j) order, a chunk at a time: the race rarely needs many
+    chunks = _ascending(keys, finite)
+    ordered: list[int] = []
+    first: list[float] = []
     level = 0 if refine is not None else 1  # 0: first bounds, 1: exact value, 2: priced
     queue: list[tuple[float, int, int]] = []  # (key bound, j, level)
     refined: dict[int, float] = {}
     i = 0
     while True:
+        while len(ordered) < min(i + REFINE_BATCH, finite):
+            js, ks = next(chunks)
+            ordered += js
+            first += ks
         if i < finite and (not queue or (first[i], ordered[i]) < queue[0][:2]):
             if level == 0:
                 assert refine is not None
