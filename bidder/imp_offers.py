@@ -20,6 +20,7 @@ from bidder.openrtb import Deal, Imp
 from bidder.options import PipelineSettings
 from bidder.pricing import MarketPriceModel, Shader, market_params
 from bidder.race import draw_key, exponentials, race
+from bidder.scorer import Scorer
 from bidder.scoring import (
     Model,
     cross_prefixes,
@@ -206,7 +207,7 @@ def imp_offers(
         reach(list(range(n)))
     if scorer is not None:
         z0 = scorer.shared_sum(shared)
-        bounds = _bounds_over_creatives(compiled, scorer.bound, z0, cands, ok, kept, lows)
+        bounds = _bounds_over_creatives(compiled, scorer, z0, cands, ok, kept, lows)
         refiner = refine
     else:  # no bounds of the rates: every candidate scored, bounds from exact values
         z0 = (0.0, 0.0)
@@ -305,15 +306,16 @@ def _floors(
 
 def _bounds_over_creatives(
     compiled: Compiled,
-    bound: Callable[[tuple[float, float], npt.NDArray[np.intp]], npt.NDArray[np.float64]],
+    scorer: Scorer,
     z0: tuple[float, float],
     cands: CandidateSet,
     ok: npt.NDArray[np.bool_],
     kept: list[int],
     lows: I64,
 ) -> npt.NDArray[np.float64]:
-    """Per kept candidate, the largest weight bound over its creatives (the creative is chosen
-    only if the race reaches it)."""
+    """Per kept candidate, a weight bound that holds for each of its creatives (the creative
+    is chosen only if the race reaches it): from the largest rate bounds of its creatives, by
+    head (a value grows with each rate), and its campaign's goal."""
     if len(kept) == len(cands):
         flat, starts = cands.flat, cands.starts
     else:
@@ -321,12 +323,9 @@ def _bounds_over_creatives(
         flat = cands.flat[np.repeat(ok, counts)]
         starts = np.zeros(len(kept) + 1, dtype=np.intp)
         np.cumsum(counts[kept], out=starts[1:])
-    per_creative = np.repeat(lows, np.diff(starts))
-    weights = weight_bounds(
-        compiled.goal_codes[flat], compiled.goal_prices[flat], bound(z0, flat), per_creative
-    )
-    result: npt.NDArray[np.float64] = np.maximum.reduceat(weights, starts[:-1])
-    return result
+    rates = scorer.bound_groups(z0, flat, starts)
+    heads = flat[starts[:-1]]  # a campaign's creatives share its goal
+    return weight_bounds(compiled.goal_codes[heads], compiled.goal_prices[heads], rates, lows)
 
 
 def _predict(

@@ -94,3 +94,25 @@ def test_keyed_draws_are_their_own_stream() -> None:
     e = exponentials(seed, 1000)
     assert abs(np.corrcoef(u, np.exp(-e))[0, 1]) < 0.1
     assert draw_key(seed + 1, 0) != keys[0]
+
+
+@pytest.mark.parametrize("priors", [False, True])
+def test_a_group_bound_holds_for_each_of_its_positions(priors: bool) -> None:
+    pipeline = make_pipeline(200, priors=priors)
+    compiled = pipeline._compiled
+    assert compiled is not None and compiled.scorer is not None
+    scorer = compiled.scorer
+    rng = np.random.default_rng(5)
+    n = len(compiled.index.creatives)
+    counts = rng.integers(1, 6, 300)
+    starts = np.zeros(len(counts) + 1, dtype=np.intp)
+    np.cumsum(counts, out=starts[1:])
+    flat = rng.integers(0, n, int(starts[-1])).astype(np.intp)
+    z0 = scorer.shared_sum(["a=1", "b=2"])
+    groups = scorer.bound_groups(z0, flat, starts)
+    each = scorer.bound(z0, flat)
+    assert groups.shape == (len(counts), 2)
+    for g in range(len(counts)):
+        rows = each[starts[g] : starts[g + 1]]
+        assert (groups[g] >= rows.max(axis=0)).all()
+        assert (groups[g] == rows.max(axis=0)).all()  # and no looser than the largest
