@@ -40,7 +40,7 @@ from bidder.decoding import decode_request
 from bidder.errors import BadRequest, InvalidRequest
 from bidder.filters import TrafficFilter
 from bidder.imp_offers import Bidding, ImpOffers, imp_offers, market_segment
-from bidder.index_update import apply_changes
+from bidder.index_update import apply_changes, changed_campaigns
 from bidder.offers import MAX_MICROS
 from bidder.openrtb import BidRequest, Imp, Nbr
 from bidder.options import PipelineSettings
@@ -167,12 +167,25 @@ class Pipeline:
         current one when few campaigns changed (``bidder.index_update``), else built anew;
         then swapped in. True when it was incremental."""
         old = self._compiled
-        index = apply_changes(old.index, self._campaigns, snapshot) if old is not None else None
+        index = None
+        if old is not None:
+            changed, removed = changed_campaigns(self._campaigns, snapshot)
+            index = apply_changes(old.index, self._campaigns, snapshot, (changed, removed))
         if index is None:
             index, old = TargetingIndex(snapshot, self.settings.currency), None
         self._set_index(index, old)
-        self._campaigns = {c.id: c for c in snapshot.campaigns}
-        return old is not None
+        if old is None:
+            self._campaigns = {c.id: c for c in snapshot.campaigns}
+            return False
+        # the objects the index holds: the old ones of the campaigns that did not change (so
+        # that the previous snapshot's are not all freed here, and this stays short)
+        campaigns = dict(self._campaigns)
+        for i in removed:
+            campaigns.pop(i, None)
+        for c in changed:
+            campaigns[c.id] = c
+        self._campaigns = campaigns
+        return True
 
     def _set_index(self, index: TargetingIndex, old: Compiled | None) -> None:
         """Swap in ``index`` with its per-position arrays and feature tables: those of the
