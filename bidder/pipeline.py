@@ -1,9 +1,10 @@
 """The bid path: a chain of small stages over one context object, deadline checked between them.
 
-    decode -> deadline -> traffic filters -> privacy -> candidates (targeting index)
-      -> per candidate: deal floor, max price, frequency caps, creative (Thompson sampling)
-      -> bound, score, price and pacing gate, only as far as the internal auction needs
-       (bidder.race) -> response
+    decode -> deadline -> traffic filters -> privacy -> candidates (targeting index, as arrays)
+      -> over all candidates' columns: deal floors, maximum bid against floor, value bounds
+      -> in the internal auction's order (bidder.race), only as far as it needs: frequency
+         caps, creative (Thompson sampling, a draw keyed per candidate), score, price and
+         pacing gate -> response
 
 ``Pipeline.handle`` never raises and never answers after the deadline: past it the answer is a
 no-bid with outcome "late" (which the service does not send). The deadline (and the auction's
