@@ -143,7 +143,8 @@ def imp_offers(
         drops["floor"] = drops.get("floor", 0) + int(np.count_nonzero((floors >= 0) & ~ok))
     elif not ok.all():
         drops["floor"] = drops.get("floor", 0) + int(len(ok) - np.count_nonzero(ok))
-    kept: list[int] = np.flatnonzero(ok).tolist()
+    every = bool(ok.all())
+    kept = np.arange(len(ok)) if every else np.flatnonzero(ok)  # candidate of each survivor
     n = len(kept)
     if not n:
         return out, False
@@ -153,10 +154,10 @@ def imp_offers(
     suffixes = cross_suffixes(view, inventory_key(view))
     out.shared, out.suffixes = shared, suffixes
     # a surviving bid is at least its floor, the minimum bid and 1 micro
-    kept_floors = floors[kept] if n < len(cands) else floors
+    kept_floors = floors if every else floors[kept]
     lows = np.maximum(kept_floors, max(s.min_bid_cpm_micros, 1))
     capped = cands.capped
-    ids: list[int] = cands.campaign_ids[kept].tolist()
+    ids = cands.campaign_ids if every else cands.campaign_ids[kept]
     shown: list[int] = [_UNSEEN] * n  # the creative position of each, once chosen
     predictions: dict[int, tuple[float, float]] = {}
     scorer = compiled.scorer
@@ -167,7 +168,7 @@ def imp_offers(
         for j in js:
             if shown[j] != _UNSEEN:
                 continue
-            k = kept[j]
+            k = int(kept[j])
             if capped[k]:
                 why = b.capped(cands.get(k).entry.campaign)
                 if why:
@@ -187,7 +188,7 @@ def imp_offers(
             at = np.asarray([shown[j] for j in missing], dtype=np.intp)
             got = scorer.score(z0, at, list(suffixes)).tolist()
         else:
-            campaigns = [cands.get(kept[j]).entry.campaign for j in missing]
+            campaigns = [cands.get(int(kept[j])).entry.campaign for j in missing]
             at_list = [shown[j] for j in missing]
             got = _predict(b.model, compiled, campaigns, at_list, shared, suffixes)
         for j, (pc, pi) in zip(missing, got, strict=True):
@@ -225,13 +226,13 @@ def imp_offers(
         predict(live)
         some = Chosen()
         for j in live:
-            k = kept[j]
+            k = int(kept[j])
             some.candidates.append(cands.get(k))
             some.positions.append(shown[j])
             some.floors.append(int(floors[k]))
             some.auction_types.append(request_at if types is None else types.get(k, request_at))
         first = len(out.rows)
-        slot_of = {id(cands.get(kept[j])): j for j in live}  # rows come in value order
+        slot_of = {id(cands.get(int(kept[j]))): j for j in live}  # rows come in value order
         price_offers(
             some,
             [predictions[j] for j in live],
@@ -260,7 +261,7 @@ def imp_offers(
         bounds,
         price,
         refine=refiner,
-        excluded=lambda j: ids[j] in won,
+        excluded=(lambda j: int(ids[j]) in won) if won else (lambda j: False),
         limit=s.max_priced_per_imp,
         early=s.early_stop,
     )
@@ -310,7 +311,7 @@ def _bounds_over_creatives(
     z0: tuple[float, float],
     cands: CandidateSet,
     ok: npt.NDArray[np.bool_],
-    kept: list[int],
+    kept: npt.NDArray[np.intp],
     lows: I64,
 ) -> npt.NDArray[np.float64]:
     """Per kept candidate, a weight bound that holds for each of its creatives (the creative
