@@ -62,6 +62,10 @@ import numpy as np
 import numpy.typing as npt
 
 _GOLDEN: Final = 0x9E3779B97F4A7C15
+_GOLDEN_U64: Final = np.uint64(_GOLDEN)
+_MIX1: Final = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2: Final = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 _M64: Final = (1 << 64) - 1
 _INF: Final = math.inf
 _CREATIVE_STREAM: Final = 0x6A09E667F3BCC909
@@ -75,12 +79,15 @@ F64 = npt.NDArray[np.float64]
 def exponentials(seed: int, n: int) -> F64:
     """E_j = -ln(u_j), u_j = (SplitMix64(seed + (j + 1) x golden) >> 11 + 1) / 2**53 in
     (0, 1], for j in 0..n-1: independent Exp(1) draws from one 64-bit seed."""
-    with np.errstate(over="ignore"):
-        j = np.arange(1, n + 1, dtype=np.uint64)
-        z = np.uint64(seed & _M64) + j * np.uint64(_GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+    # array arithmetic wraps modulo 2**64 without a warning (only scalar arithmetic warns)
+    j = np.arange(1, n + 1, dtype=np.uint64)
+    z = j * _GOLDEN_U64
+    z += np.uint64(seed & _M64)
+    z ^= z >> _S30
+    z *= _MIX1
+    z ^= z >> _S27
+    z *= _MIX2
+    z ^= z >> _S31
     u = ((z >> np.uint64(11)).astype(np.float64) + 1.0) * (1.0 / (1 << 53))
     result: F64 = -np.log(u)
     return result
