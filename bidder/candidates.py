@@ -14,12 +14,17 @@ the deal it bids through) and the columns are read from that list (``from_list``
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from bidder.openrtb import Imp
-from bidder.targeting import Candidate, TargetingIndex
+from bidder.targeting import Candidate, TargetingIndex, _recall, _remember
+
+# candidate sets remembered per index: requests repeat (campaigns, creatives) pairs, and a set
+# is a few hundred KiB at 20,000 campaigns
+_MEMO: Final = 64
 
 IntArray = npt.NDArray[np.intp]
 
@@ -119,8 +124,19 @@ def candidate_set(
     laid = index.eligible_positions(creative_ok) if not deals else None
     if laid is None:
         return CandidateSet.from_list(index.candidates(imp, request_mask, creative_mask, seat))
-    positions, owners = laid
     m &= index.no_deal
+    key = (m, creative_ok)
+    known: CandidateSet | None = _recall(index.candidate_sets, key)
+    if known is None:
+        known = _over_arrays(index, m, creative_ok, laid)
+        _remember(index.candidate_sets, key, known, _MEMO)
+    return known
+
+
+def _over_arrays(
+    index: TargetingIndex, m: int, creative_ok: int, laid: tuple[IntArray, IntArray]
+) -> CandidateSet:
+    positions, owners = laid
     n_entries = len(index.entries)
     raw = np.frombuffer(m.to_bytes((n_entries + 7) // 8, "little"), dtype=np.uint8)
     wanted = np.unpackbits(raw, count=n_entries, bitorder="little").view(np.bool_)

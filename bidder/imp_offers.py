@@ -169,13 +169,14 @@ def imp_offers(
             if shown[j] != _UNSEEN:
                 continue
             k = int(kept[j])
+            cand = cands.get(k)
             if capped[k]:
-                why = b.capped(cands.get(k).entry.campaign)
+                why = b.capped(cand.entry.campaign)
                 if why:
                     drops[why] = drops.get(why, 0) + 1
                     shown[j] = _CAPPED
                     continue
-            positions = cands.get(k).positions
+            positions = cand.positions
             many = len(positions) > 1
             shown[j] = b.choose(positions, draw_key(seed, j)) if many else positions[0]
         return [j for j in js if shown[j] >= 0]
