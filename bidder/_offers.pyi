@@ -1,21 +1,9 @@
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from bidder.offers import Chosen, OfferRow, Segment
-from bidder.openrtb import Deal
 from bidder.pricing import MarketPriceModel, Shader
-from bidder.targeting import Candidate
 from fleet.config import Campaign
 
-def select(
-    candidates: Sequence[Candidate],
-    imp_floor: int,
-    request_at: int,
-    deal_floor: Callable[[Deal], int | None],
-    capped: Callable[[Campaign], str],
-    choose: Callable[[list[int]], int],
-    drops: dict[str, int],
-    out: Chosen,
-) -> None: ...
 def price_offers(
     chosen: Chosen,
     predictions: list[tuple[float, float]],

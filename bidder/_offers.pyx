@@ -1,9 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The bid path's per-candidate loops, compiled: ``select`` and ``price_offers``.
+"""The bid path's per-candidate pricing loop, compiled: ``price_offers``.
 
-The reference is bidder/offers.py (read its docstrings for what they do); this twin must give the
-same offers, drops and draws — tests/bidder/test_bidder_offers.py compares both. Money is 64-bit
-here: floors are capped below 2**62 by the pipeline, values and bids never exceed a campaign's
+The reference is bidder/offers.py (read its docstrings for what they do); this twin must give
+the same offers, drops and gate questions — tests/bidder/test_bidder_offers.py compares both.
+Money is 64-bit here: floors are capped below 2**62 by the pipeline, values and bids never exceed a campaign's
 goal price x 1000 or its maximum bid. Log-normal first-price shading is inlined
 (``ShadingTable.bid``); a market model without log-normal parameters goes through
 ``bidder.pricing.price``, as in the reference.
@@ -15,54 +15,6 @@ from bidder.pricing import MIN_SIGMA as _MIN_SIGMA_PY, Priced, price as _price
 
 cdef double MIN_SIGMA = _MIN_SIGMA_PY
 cdef double SQRT2 = 1.4142135623730951
-
-
-def select(
-    candidates,
-    long long imp_floor,
-    request_at,
-    deal_floor,
-    capped,
-    choose,
-    dict drops,
-    out,
-):
-    cdef list out_candidates = out.candidates
-    cdef list out_positions = out.positions
-    cdef list out_floors = out.floors
-    cdef list out_types = out.auction_types
-    cdef list positions
-    cdef long long floor
-    cdef object cand, e, deal, converted, why, pos, at, auction_type
-    for cand in candidates:
-        e = cand.entry
-        deal = cand.deal
-        floor = imp_floor
-        auction_type = request_at
-        if deal is not None:
-            if deal.bidfloor > 0:
-                converted = deal_floor(deal)
-                if converted is None:
-                    drops["currency"] = drops.get("currency", 0) + 1
-                    continue
-                floor = converted
-            at = deal.at
-            if at is not None:
-                auction_type = at
-        if e.max_bid_micros < floor:
-            drops["floor"] = drops.get("floor", 0) + 1
-            continue
-        if e.campaign.frequency_caps:
-            why = capped(e.campaign)
-            if why:
-                drops[why] = drops.get(why, 0) + 1
-                continue
-        positions = cand.positions
-        pos = positions[0] if len(positions) == 1 else choose(positions)
-        out_candidates.append(cand)
-        out_positions.append(pos)
-        out_floors.append(floor)
-        out_types.append(auction_type)
 
 
 cdef inline long long _value(object e, double p_click, double p_install):

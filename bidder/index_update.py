@@ -58,23 +58,38 @@ _MASKS: Final = (
 def changed_campaigns(
     before: Mapping[int, Campaign], snapshot: ConfigSnapshot
 ) -> tuple[list[Campaign], list[int]]:
-    """(campaigns new or different in ``snapshot``, ids no longer in it)."""
-    changed = [c for c in snapshot.campaigns if before.get(c.id) != c]
+    """(campaigns new or different in ``snapshot``, ids no longer in it). One pass; the same
+    object is not compared field by field (a snapshot from a cache keeps the objects of the
+    campaigns that did not change; one read from a file has new objects for all, and comparing
+    them is most of an incremental update's time at 20,000 campaigns)."""
+    changed: list[Campaign] = []
+    get = before.get
+    for c in snapshot.campaigns:
+        old = get(c.id)
+        if old is not c and old != c:
+            changed.append(c)
+    added = sum(1 for c in changed if c.id not in before)
+    if len(snapshot.campaigns) - added == len(before):
+        return changed, []  # every id of ``before`` is still there (ids are unique): none gone
     now = {c.id for c in snapshot.campaigns}
     return changed, [i for i in before if i not in now]
 
 
 def apply_changes(
-    index: TargetingIndex, before: Mapping[int, Campaign], snapshot: ConfigSnapshot
+    index: TargetingIndex,
+    before: Mapping[int, Campaign],
+    snapshot: ConfigSnapshot,
+    diff: tuple[list[Campaign], list[int]] | None = None,
 ) -> TargetingIndex | None:
     """The index of ``snapshot`` from ``index`` (built from the campaigns ``before``), or None
-    when a full build is due. ``index`` itself is not modified."""
+    when a full build is due. ``index`` itself is not modified. ``diff``: what
+    ``changed_campaigns(before, snapshot)`` gives, when the caller has it already."""
     fx = dict(snapshot.fx_per_usd_micros)
     fx.setdefault("USD", 1_000_000)
     inactive = {a.id for a in snapshot.advertisers if a.status != "active"}
     if fx != index.fx or inactive != index.inactive_advertisers:
         return None
-    changed, removed = changed_campaigns(before, snapshot)
+    changed, removed = changed_campaigns(before, snapshot) if diff is None else diff
     if len(changed) + len(removed) > max(MIN_INCREMENTAL, len(before) // 50):
         return None
     new = _copy(index)

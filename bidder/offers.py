@@ -1,11 +1,11 @@
-"""The per-candidate loops of the bid path: which candidates of an imp may bid (``select``) and
-what each of them bids (``price_offers``), with the pipeline's callbacks for what needs state.
+"""The per-candidate pricing loop of the bid path (``price_offers``): what each candidate the
+internal auction reaches bids, with the pipeline's callbacks for what needs state. Which
+candidates may bid is decided over arrays and lazily (``bidder.imp_offers``).
 
-These are the bid path's hottest loops (~30 candidates an imp), so ``bidder/_offers.pyx``
-compiles the same two functions; this module is the reference and the fallback when the
-extension is not built, and tests/bidder/test_bidder_offers.py checks that both give the same
-offers, drops and draws. The pipeline calls ``select`` and ``price_offers`` from here: the
-compiled ones when they are built.
+``bidder/_offers.pyx`` compiles the same function; this module is the reference and the
+fallback when the extension is not built, and tests/bidder/test_bidder_offers.py checks that
+both give the same offers, drops and gate questions. ``bidder.imp_offers`` calls
+``price_offers`` from here: the compiled one when it is built.
 
 Integers are micros CPM in the bidding currency; floors must be below ``MAX_MICROS`` (the
 pipeline caps them there: no campaign's maximum bid comes near it), so that the compiled loops
@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from bidder.auction import auction_weight
-from bidder.openrtb import Deal
 from bidder.pricing import MarketPriceModel, Priced, Shader, price
 from bidder.scoring import values_cpm_micros
 from bidder.targeting import Candidate
@@ -34,7 +33,7 @@ Segment = tuple[str, tuple[float, float] | None]
 
 
 class Chosen:
-    """The candidates of one imp left after ``select``, column by column."""
+    """Candidates of one imp to price, column by column."""
 
     __slots__ = ("auction_types", "candidates", "floors", "positions")
 
@@ -43,50 +42,6 @@ class Chosen:
         self.positions: list[int] = []  # the creative each shows
         self.floors: list[int] = []
         self.auction_types: list[int] = []
-
-
-def python_select(
-    candidates: Sequence[Candidate],
-    imp_floor: int,
-    request_at: int,
-    deal_floor: Callable[[Deal], int | None],
-    capped: Callable[[Campaign], str],
-    choose: Callable[[list[int]], int],
-    drops: dict[str, int],
-    out: Chosen,
-) -> None:
-    """Append to ``out`` the candidates that may bid on the imp, each with its floor (a deal's
-    own, converted by ``deal_floor``: None for an unknown currency), auction type (a deal's
-    ``at`` wins) and creative (``choose`` picks among several, by position); count the others
-    in ``drops`` by reason: "currency", "floor", or what ``capped`` says of a campaign with
-    frequency caps ("" when it may bid)."""
-    for cand in candidates:
-        e = cand.entry
-        deal = cand.deal
-        floor, auction_type = imp_floor, request_at
-        if deal is not None:
-            if deal.bidfloor > 0:
-                converted = deal_floor(deal)
-                if converted is None:
-                    drops["currency"] = drops.get("currency", 0) + 1
-                    continue
-                floor = converted
-            if deal.at is not None:
-                auction_type = deal.at
-        if e.max_bid_micros < floor:
-            drops["floor"] = drops.get("floor", 0) + 1
-            continue
-        if e.campaign.frequency_caps:
-            why = capped(e.campaign)
-            if why:
-                drops[why] = drops.get(why, 0) + 1
-                continue
-        positions = cand.positions
-        pos = positions[0] if len(positions) == 1 else choose(positions)
-        out.candidates.append(cand)
-        out.positions.append(pos)
-        out.floors.append(floor)
-        out.auction_types.append(auction_type)
 
 
 def python_price_offers(
@@ -171,9 +126,9 @@ def python_price_offers(
 
 # The compiled twins when built (the same results: tests/bidder/test_bidder_offers.py).
 try:
-    from bidder._offers import price_offers, select
+    from bidder._offers import price_offers
 except ImportError:  # pragma: no cover - the extension is built by `make`
-    select, price_offers = python_select, python_price_offers
+    price_offers = python_price_offers
 
 __all__ = [
     "MAX_MICROS",
@@ -182,6 +137,4 @@ __all__ = [
     "Segment",
     "price_offers",
     "python_price_offers",
-    "python_select",
-    "select",
 ]

@@ -1,9 +1,10 @@
 """The bid path: a chain of small stages over one context object, deadline checked between them.
 
-    decode -> deadline -> traffic filters -> privacy -> candidates (targeting index)
-      -> per candidate: deal floor, max price, frequency caps, creative (Thompson sampling)
-      -> bound, score, price and pacing gate, only as far as the internal auction needs
-       (bidder.race) -> response
+    decode -> deadline -> traffic filters -> privacy -> candidates (targeting index, as arrays)
+      -> over all candidates' columns: deal floors, maximum bid against floor, value bounds
+      -> in the internal auction's order (bidder.race), only as far as it needs: frequency
+         caps, creative (Thompson sampling, a draw keyed per candidate), score, price and
+         pacing gate -> response
 
 ``Pipeline.handle`` never raises and never answers after the deadline: past it the answer is a
 no-bid with outcome "late" (which the service does not send). The deadline (and the auction's
@@ -16,11 +17,13 @@ The gate is asked once per priced candidate, before the internal auction, with t
 campaign's currency, the bid's P(win) from the market model and ``now`` = wall-clock seconds; it
 must not reserve spend, because most
 candidates lose the internal auction: spend in flight is what ``Answer.bids`` reports.
+
+Two stages live in modules of their own: ``bidder.compiled`` makes a snapshot ready for the bid
+path (off the event loop), ``bidder.imp_offers`` selects, bounds and prices one imp's candidates.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import threading
@@ -29,50 +32,39 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, Protocol
 
-import numpy as np
-import numpy.typing as npt
-
 from bidder import outcome, response
 from bidder.anonymous import AnonymousTxids
 from bidder.auction import Offer
+from bidder.candidates import CandidateSet, candidate_set
+from bidder.compiled import Compiled, compile_index, fresh_positions, with_model
 from bidder.creative import CreativePerformance, NoPerformance, choose_creative_index
 from bidder.decoding import decode_request
 from bidder.errors import BadRequest, InvalidRequest
 from bidder.filters import TrafficFilter
-from bidder.index_update import apply_changes
-from bidder.offers import MAX_MICROS, Chosen, OfferRow, Segment, price_offers, select
+from bidder.imp_offers import Bidding, ImpOffers, imp_offers, market_segment
+from bidder.index_update import apply_changes, changed_campaigns
+from bidder.offers import MAX_MICROS
 from bidder.openrtb import BidRequest, Imp, Nbr
 from bidder.options import PipelineSettings
 from bidder.outcome import Answer, BidSummary
-from bidder.pacing_link import count_opportunities
-from bidder.pricing import MarketPriceModel, Shader, floor_micros, market_params
+from bidder.pricing import MarketPriceModel, Shader, floor_micros
 from bidder.privacy import ConsentCache, Privacy, decide
-from bidder.race import exponentials, race
-from bidder.scorer import (
-    PositionTables,
-    Scorer,
-    StaticScorer,
-    position_scorer,
-    static_rates,
-)
-from bidder.scoring import (
-    HashedLinearModel,
-    Model,
-    StaticModel,
-    cross_prefixes,
-    cross_suffixes,
-    inventory_key,
-    predict_crossed,
-    request_features,
-    static_features,
-    values_cpm_micros,
-)
-from bidder.targeting import Candidate, RequestView, TargetingIndex, request_view
-from fleet.config import Campaign, ConfigSnapshot, Creative, GoalType
+from bidder.race import unit
+from bidder.scoring import Model
+from bidder.targeting import RequestView, TargetingIndex, request_view
+from fleet.config import Campaign, ConfigSnapshot, Creative
 from fleet.events import AnyEvent
 from fleet.signing import Signer, UserKeys
 
-__all__ = ["Answer", "BidSummary", "FrequencyReader", "Pipeline", "PipelineSettings", "SpendGate"]
+__all__ = [
+    "Answer",
+    "BidSummary",
+    "FrequencyReader",
+    "Pipeline",
+    "PipelineSettings",
+    "SpendGate",
+    "market_segment",
+]
 
 log = logging.getLogger("bidder.pipeline")
 
@@ -135,78 +127,6 @@ class _Context:
 
 
 # goal types as codes, for the value bounds computed over arrays
-_GOAL_CODES: Final = {"CPM": 0, "CPC": 1, "CPI": 2, "CPA": 2}
-_GOAL_NAMES: Final[tuple[GoalType, ...]] = ("CPM", "CPC", "CPI")  # CPI and CPA: the same value
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A snapshot made ready for the bid path: the index and, by creative position, its
-    campaign's goal (code and price in the bidding currency) and the hashed feature tables."""
-
-    index: TargetingIndex
-    goal_codes: npt.NDArray[np.int8]
-    goal_prices: npt.NDArray[np.int64]
-    tables: PositionTables | None  # hashed with the model's seed, for hashed linear models
-    # for the pipeline's model, when it is a hashed linear one or a static one (the priors)
-    scorer: Scorer | None
-
-
-class _ImpOffers:
-    """The priced candidates of one imp, column by column; an Offer is built for winners only."""
-
-    __slots__ = (
-        "campaign_ids",
-        "compiled",
-        "imp",
-        "priced",
-        "rows",
-        "shared",
-        "suffixes",
-        "weights",
-        "winner",
-    )
-
-    def __init__(self, imp: Imp, compiled: _Compiled) -> None:
-        self.imp = imp
-        self.compiled = compiled
-        self.campaign_ids: list[int] = []
-        self.weights: list[float] = []
-        self.rows: list[OfferRow] = []  # in the order of the two columns above
-        self.shared: list[str] = []
-        self.suffixes: tuple[str, ...] = ()
-        self.winner: int | None = None  # the row that won the internal auction
-        self.priced = 0  # candidates priced
-
-    def offer(self, k: int) -> Offer:
-        cand, pos, floor, auction_type, value, bid, p_win, p_click, p_install, segment = self.rows[
-            k
-        ]
-        return Offer(
-            imp=self.imp,
-            entry=cand.entry,
-            creative=self.compiled.index.creatives[pos],
-            price=bid,
-            value=value,
-            floor=floor,
-            p_win=p_win,
-            p_click=p_click,
-            p_install=p_install,
-            auction_type=auction_type,
-            deal=cand.deal,
-            features=self.features(k),
-            segment=segment,
-        )
-
-    def features(self, k: int) -> list[str]:
-        """What the k-th offer was scored on: shared, static, then the crosses."""
-        cand, pos = self.rows[k][0], self.rows[k][1]
-        campaign, creative = cand.entry.campaign, self.compiled.index.creatives[pos]
-        static, prefixes = static_features(campaign, creative), cross_prefixes(campaign, creative)
-        crossed = [p + x for p, x in zip(prefixes, self.suffixes, strict=True)]
-        return [*self.shared, *static, *crossed]
-
-
 class Pipeline:
     def __init__(
         self,
@@ -235,7 +155,7 @@ class Pipeline:
             settings.reject_incomplete_schain,
         )
         self._consent = ConsentCache()
-        self._compiled: _Compiled | None = None
+        self._compiled: Compiled | None = None
         # set_snapshot may run in a worker thread (the index is built off the event loop)
         self._swap = threading.Lock()
         self._shader = Shader()
@@ -244,6 +164,9 @@ class Pipeline:
         self._bids: dict[str, tuple[str, int, int]] = {}  # txid -> (segment, bid, auction type)
         self._last_error_log = float("-inf")
         self.capped_imps = 0  # imps whose race max_priced_per_imp stopped (a counter)
+        # caps and creatives only for the candidates the race reaches (False: for all first,
+        # the reference the lazy path must equal)
+        self.lazy = True
         self._campaigns: dict[int, Campaign] = {}  # those of the snapshot bid on
         # a copy of the generator draws the run tag: the stream choices draw from is not shifted
         tag_rng = random.Random()
@@ -257,83 +180,42 @@ class Pipeline:
         current one when few campaigns changed (``bidder.index_update``), else built anew;
         then swapped in. True when it was incremental."""
         old = self._compiled
-        index = apply_changes(old.index, self._campaigns, snapshot) if old is not None else None
+        index = None
+        if old is not None:
+            changed, removed = changed_campaigns(self._campaigns, snapshot)
+            index = apply_changes(old.index, self._campaigns, snapshot, (changed, removed))
         if index is None:
             index, old = TargetingIndex(snapshot, self.settings.currency), None
         self._set_index(index, old)
-        self._campaigns = {c.id: c for c in snapshot.campaigns}
-        return old is not None
+        if old is None:
+            self._campaigns = {c.id: c for c in snapshot.campaigns}
+            return False
+        # the objects the index holds: the old ones of the campaigns that did not change (so
+        # that the previous snapshot's are not all freed here, and this stays short)
+        campaigns = dict(self._campaigns)
+        for i in removed:
+            campaigns.pop(i, None)
+        for c in changed:
+            campaigns[c.id] = c
+        self._campaigns = campaigns
+        return True
 
-    def _set_index(self, index: TargetingIndex, old: _Compiled | None) -> None:
+    def _set_index(self, index: TargetingIndex, old: Compiled | None) -> None:
         """Swap in ``index`` with its per-position arrays and feature tables: those of the
         positions of ``old`` kept, the positions after them added."""
-        start = len(old.index.creatives) if old is not None else 0
-        codes, prices = [], []
-        statics: list[tuple[str, ...]] = []
-        prefixes: list[tuple[str, ...]] = []
-        # the new positions, in position order (an entry's number says nothing of it)
-        fresh = sorted(
-            (e for e in index.entries if e.first_creative >= start), key=lambda e: e.first_creative
-        )
-        for e in fresh:
-            k = len(e.creatives)
-            codes += [_GOAL_CODES.get(e.campaign.goal_type, 2)] * k
-            prices += [e.goal_price_micros] * k
-            for cr in e.creatives:
-                statics.append(static_features(e.campaign, cr))
-                prefixes.append(cross_prefixes(e.campaign, cr))
-        goal_codes = np.asarray(codes, dtype=np.int8)
-        goal_prices = np.asarray(prices, dtype=np.int64)
-        old_tables = None
-        if old is not None:
-            goal_codes = np.concatenate([old.goal_codes, goal_codes])
-            goal_prices = np.concatenate([old.goal_prices, goal_prices])
-            old_tables = old.tables
-
-        def tables_for(model: Model) -> PositionTables | None:
-            if not isinstance(model, HashedLinearModel):
-                return None
-            if old_tables is not None and old_tables.seed == model.seed:
-                return old_tables.extended(statics, prefixes)
-            if old is None:
-                return PositionTables(statics, prefixes, model.seed)
-            return _tables(index, model.seed)
-
-        def scorer_for(model: Model, tables: PositionTables | None) -> Scorer | None:
-            if not isinstance(model, StaticModel):
-                return position_scorer(model, tables)
-            kept = old.scorer if old is not None else None
-            if isinstance(kept, StaticScorer) and kept.model is model:
-                return kept.extended(statics)
-            if old is None:
-                return StaticScorer(model, static_rates(model, statics))
-            return _static_scorer(index, model)
-
+        fresh = fresh_positions(index, old)
         model = self._model
-        tables = tables_for(model)
-        scorer = scorer_for(model, tables)
+        compiled = compile_index(index, old, fresh, model)
         with self._swap:  # the scorer and the model it scores with change together
             if self._model is not model:  # set_model ran meanwhile
-                model = self._model
-                tables = tables_for(model)
-                scorer = scorer_for(model, tables)
-            self._compiled = _Compiled(index, goal_codes, goal_prices, tables, scorer)
+                compiled = compile_index(index, old, fresh, self._model)
+            self._compiled = compiled
 
     def set_model(self, model: Model) -> None:
         with self._swap:
             compiled = self._compiled
             if compiled is not None:
-                tables = compiled.tables
-                if isinstance(model, HashedLinearModel) and (
-                    tables is None or tables.seed != model.seed
-                ):
-                    tables = _tables(compiled.index, model.seed)
-                scorer: Scorer | None = (
-                    _static_scorer(compiled.index, model)
-                    if isinstance(model, StaticModel)
-                    else position_scorer(model, tables)
-                )
-                self._compiled = dataclasses.replace(compiled, tables=tables, scorer=scorer)
+                self._compiled = with_model(compiled, model)
             self._model = model
 
     @property
@@ -461,9 +343,9 @@ class Pipeline:
             if floor is None:
                 ctx.drops["currency"] = ctx.drops.get("currency", 0) + 1
                 continue
-            candidates = index.candidates(imp, request_mask, creative_mask, s.seat)
+            candidates = candidate_set(index, imp, request_mask, creative_mask, s.seat)
             ctx.candidates += len(candidates)
-            count_opportunities(ctx.opportunities, candidates)
+            _count_opportunities(ctx.opportunities, candidates.campaign_ids.tolist())
             if candidates:
                 offers = self._offers(ctx, compiled, imp, floor, candidates, won)
                 if offers.winner is not None:
@@ -495,142 +377,41 @@ class Pipeline:
     def _offers(
         self,
         ctx: _Context,
-        compiled: _Compiled,
+        compiled: Compiled,
         imp: Imp,
         imp_floor: int,
-        candidates: list[Candidate],
+        candidates: CandidateSet,
         won: set[int],
-    ) -> _ImpOffers:
-        """The imp's priced offers and the winner of its internal auction (``bidder.race``):
-        candidates are bounded first, scored and priced only while they can still win, so
-        the winner (and the RNG's state) is the one of pricing every candidate."""
-        s, drops = self.settings, ctx.drops
-        out = _ImpOffers(imp, compiled)
-        chosen = Chosen()
-        select(
-            candidates,
-            imp_floor,
-            ctx.req.at,
-            lambda deal: self._floor(deal.bidfloor, deal.bidfloorcur, compiled.index.fx),
+    ) -> ImpOffers:
+        """The imp's offers and the winner of its internal auction (``bidder.imp_offers``)."""
+        index = compiled.index
+        bidding = Bidding(
+            self.settings,
+            self._model,
+            self._market,
+            self._shader,
+            self._rng,
+            self._gate.allow,
+            lambda deal: self._floor(deal.bidfloor, deal.bidfloorcur, index.fx),
             partial(self._capped, ctx),
-            partial(self._choose_creative, compiled.index.creatives),
-            drops,
-            chosen,
+            partial(self._choose_creative, index.creatives),
+            self.lazy,
         )
-        n = len(chosen.candidates)
-        if not n:
-            return out
-        exps = exponentials(self._rng.getrandbits(64), n)  # the draw's one random number
-        view = ctx.view
-        shared = request_features(view, imp)
-        suffixes = cross_suffixes(view, inventory_key(view))
-        out.shared, out.suffixes = shared, suffixes
-        positions = np.asarray(chosen.positions, dtype=np.intp)
-        # a surviving bid is at least its floor, the minimum bid and 1 micro
-        lows = np.maximum(np.asarray(chosen.floors, dtype=np.int64), max(s.min_bid_cpm_micros, 1))
-        goal_codes = compiled.goal_codes[positions]
-        goal_prices = compiled.goal_prices[positions]
-        predictions: dict[int, tuple[float, float]] = {}
-        scorer = compiled.scorer
-
-        def predict(js: list[int]) -> None:
-            missing = [j for j in js if j not in predictions]
-            if not missing:
-                return
-            if scorer is not None:
-                got = scorer.score(z0, positions[missing], list(suffixes)).tolist()
-            else:
-                got = self._predict(compiled, chosen, missing, shared, suffixes)
-            for j, (pc, pi) in zip(missing, got, strict=True):
-                predictions[j] = (pc, pi)
-
-        def refine(js: list[int]) -> list[float]:
-            """Weight bounds from the exact values: value - the lowest surviving bid."""
-            predict(js)
-            goals = [(_GOAL_NAMES[goal_codes[j]], int(goal_prices[j])) for j in js]
-            values = values_cpm_micros(goals, [predictions[j] for j in js])
-            return [float(max(v - int(lows[j]), 0)) for v, j in zip(values, js, strict=True)]
-
-        if scorer is not None:
-            z0 = scorer.shared_sum(shared)
-            bounds = _weight_bounds(goal_codes, goal_prices, scorer.bound(z0, positions), lows)
-            refiner = refine
-        else:  # no bounds of the rates: every candidate scored, bounds from exact values
-            z0 = (0.0, 0.0)
-            bounds = np.asarray(refine(list(range(n))), dtype=np.float64)
-            refiner = None
-        market = self._market
-        row_of: dict[int, int] = {}  # candidate -> its row in ``out``
-
-        def segment_of(auction_type: int) -> Segment:
-            name = market_segment(view, imp, auction_type)
-            return name, market_params(market, name)
-
-        def price(js: list[int]) -> list[float | None]:
-            predict(js)
-            some = Chosen()
-            for j in js:
-                some.candidates.append(chosen.candidates[j])
-                some.positions.append(chosen.positions[j])
-                some.floors.append(chosen.floors[j])
-                some.auction_types.append(chosen.auction_types[j])
-            first = len(out.rows)
-            slot_of = {id(chosen.candidates[j]): j for j in js}  # rows come in value order
-            price_offers(
-                some,
-                [predictions[j] for j in js],
-                segment_of,
-                len(js),
-                s.margin,
-                s.min_bid_cpm_micros,
-                market,
-                self._shader,
-                self._gate.allow,
-                ctx.wallclock,
-                drops,
-                out.campaign_ids,
-                out.weights,
-                out.rows,
-            )
-            weights: dict[int, float] = {}
-            for r in range(first, len(out.rows)):
-                j = slot_of[id(out.rows[r][0])]
-                row_of[j] = r
-                weights[j] = out.weights[r]
-            return [weights.get(j) for j in js]
-
-        result = race(
-            exps,
-            bounds,
-            price,
-            refine=refiner,
-            excluded=lambda j: chosen.candidates[j].entry.campaign.id in won,
-            limit=s.max_priced_per_imp,
-            early=s.early_stop,
+        out, capped = imp_offers(
+            bidding,
+            compiled,
+            imp,
+            imp_floor,
+            candidates,
+            won,
+            ctx.view,
+            ctx.req.at,
+            ctx.wallclock,
+            ctx.drops,
         )
-        out.priced = result.priced
-        if result.capped:
+        if capped:
             self.capped_imps += 1
-        if result.winner is not None:
-            out.winner = row_of[result.winner]
         return out
-
-    def _predict(
-        self,
-        compiled: _Compiled,
-        chosen: Chosen,
-        js: list[int],
-        shared: list[str],
-        suffixes: tuple[str, ...],
-    ) -> list[tuple[float, float]]:
-        """Predictions of a model without a position scorer, from feature strings."""
-        creatives = compiled.index.creatives
-        statics, prefixes = [], []
-        for j in js:
-            campaign, creative = chosen.candidates[j].entry.campaign, creatives[chosen.positions[j]]
-            statics.append(static_features(campaign, creative))
-            prefixes.append(cross_prefixes(campaign, creative))
-        return predict_crossed(self._model, shared, statics, prefixes, suffixes)
 
     def _floor(self, bidfloor: float, currency: str, fx: dict[str, int]) -> int | None:
         """An imp's or a deal's floor in the bidding currency (None: unknown currency), at most
@@ -638,13 +419,15 @@ class Pipeline:
         floor = floor_micros(bidfloor, currency, self.settings.currency, fx)
         return None if floor is None else min(floor, MAX_MICROS)
 
-    def _choose_creative(self, creatives: list[Creative], positions: list[int]) -> int:
-        """The position of the creative to show among several (Thompson sampling)."""
+    def _choose_creative(self, creatives: list[Creative], positions: list[int], key: int) -> int:
+        """The position of the creative to show among several (Thompson sampling), from the
+        candidate's own 64-bit draw ``key`` (``bidder.race.draw_key``): the same whether or
+        not the other candidates' creatives are chosen."""
         if self._no_performance:  # every posterior is the prior: the same uniform draw
             n = len(positions)
-            return positions[min(int(self._rng.random() * n), n - 1)]
+            return positions[min(int(unit(key) * n), n - 1)]
         options = [creatives[j] for j in positions]
-        return positions[choose_creative_index(options, self._performance, self._rng)]
+        return positions[choose_creative_index(options, self._performance, random.Random(key))]
 
     def _capped(self, ctx: _Context, campaign: Campaign) -> str:
         """Why a campaign with frequency caps cannot bid ("" when it can)."""
@@ -732,70 +515,6 @@ class Pipeline:
         )
 
 
-def _by_position(index: TargetingIndex) -> list[tuple[Campaign, Creative] | None]:
-    """Every position of the index with its campaign, in position order; None for the dead
-    ones, left behind by incremental updates (no entry holds them any more, and no
-    candidate reaches them)."""
-    out: list[tuple[Campaign, Creative] | None] = [None] * len(index.creatives)
-    for e in index.entries:
-        for k, cr in enumerate(e.creatives):
-            out[e.first_creative + k] = (e.campaign, cr)
-    return out
-
-
-_DEAD: Final = ("",) * 6  # the features of a dead position (hashed, never scored)
-
-
-def _tables(index: TargetingIndex, seed: int) -> PositionTables:
-    """The index's positions hashed for scoring (the strings are not kept)."""
-    pairs = _by_position(index)
-    statics = [_DEAD if p is None else static_features(*p) for p in pairs]
-    prefixes = [_DEAD if p is None else cross_prefixes(*p) for p in pairs]
-    return PositionTables(statics, prefixes, seed)
-
-
-def _static_scorer(index: TargetingIndex, model: StaticModel) -> StaticScorer:
-    """The predictions of a static model (the priors) for every position of the index."""
-    statics = [_DEAD if p is None else static_features(*p) for p in _by_position(index)]
-    return StaticScorer(model, static_rates(model, statics))
-
-
-def _weight_bounds(
-    goal_codes: npt.NDArray[np.int8],
-    goal_prices: npt.NDArray[np.int64],
-    rates: npt.NDArray[np.float64],
-    lows: npt.NDArray[np.int64],
-) -> npt.NDArray[np.float64]:
-    """Upper bounds of the auction weights, from upper bounds of (p_click, p_install): the
-    value ``bidder.scoring.value_cpm_micros`` computes from those (the same float operations,
-    monotone in the rates) + 1, less the lowest surviving bid; 0 when not positive."""
-    p_click = rates[:, 0]
-    p = np.where(goal_codes == 1, p_click, p_click * rates[:, 1])
-    scaled = goal_prices.astype(np.float64) * np.minimum(p, 1.0) * 1000.0
-    values = np.where(goal_codes == 0, goal_prices, scaled.astype(np.int64) + 1)
-    bounds: npt.NDArray[np.float64] = np.maximum(values - lows, 0).astype(np.float64)
-    return bounds
-
-
-def market_segment(view: RequestView, imp: Imp, auction_type: int) -> str:
-    """The market-price segment of an imp: auction type, exchange, country and format."""
-    if imp.banner is not None:
-        b = imp.banner
-        if b.w and b.h:
-            fmt = f"{b.w}x{b.h}"
-        elif b.format and b.format[0].w and b.format[0].h:
-            fmt = f"{b.format[0].w}x{b.format[0].h}"
-        else:
-            fmt = "banner"
-    elif imp.video is not None:
-        fmt = "video"
-    elif imp.native is not None:
-        fmt = "native"
-    else:
-        fmt = "other"
-    return f"{auction_type}|{view.exchange}|{view.country}|{fmt}"
-
-
 def _user_id(req: BidRequest, exchange: str) -> str | None:
     """The id the user key is the keyed hash of: the device advertising id first (the same in
     every app and the mobile web, and the id a measurement partner's postback carries, so the
@@ -811,6 +530,16 @@ def _user_id(req: BidRequest, exchange: str) -> str | None:
     if user is not None and user.id:
         return f"u:{exchange}:{user.id}"
     return None
+
+
+def _count_opportunities(into: dict[int, int], campaign_ids: list[int]) -> None:
+    """One eligible opportunity per candidate's campaign (``bidder.pacing_link`` reports
+    them); an imp's candidates are of distinct campaigns."""
+    if not into:
+        into.update(dict.fromkeys(campaign_ids, 1))
+        return
+    for cid in campaign_ids:
+        into[cid] = into.get(cid, 0) + 1
 
 
 def _drop_reason(ctx: _Context) -> str:

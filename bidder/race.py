@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -62,10 +62,16 @@ import numpy as np
 import numpy.typing as npt
 
 _GOLDEN: Final = 0x9E3779B97F4A7C15
+_GOLDEN_U64: Final = np.uint64(_GOLDEN)
+_MIX1: Final = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2: Final = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
 _M64: Final = (1 << 64) - 1
 _INF: Final = math.inf
+_CREATIVE_STREAM: Final = 0x6A09E667F3BCC909
 # Bounds refined per step (scoring a few candidates at once costs little more than one).
 REFINE_BATCH: Final = 8
+CHUNK: Final = 64  # candidates put in order at a time
 
 F64 = npt.NDArray[np.float64]
 
@@ -73,15 +79,58 @@ F64 = npt.NDArray[np.float64]
 def exponentials(seed: int, n: int) -> F64:
     """E_j = -ln(u_j), u_j = (SplitMix64(seed + (j + 1) x golden) >> 11 + 1) / 2**53 in
     (0, 1], for j in 0..n-1: independent Exp(1) draws from one 64-bit seed."""
-    with np.errstate(over="ignore"):
-        j = np.arange(1, n + 1, dtype=np.uint64)
-        z = np.uint64(seed & _M64) + j * np.uint64(_GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
+    # array arithmetic wraps modulo 2**64 without a warning (only scalar arithmetic warns)
+    j = np.arange(1, n + 1, dtype=np.uint64)
+    z = j * _GOLDEN_U64
+    z += np.uint64(seed & _M64)
+    z ^= z >> _S30
+    z *= _MIX1
+    z ^= z >> _S27
+    z *= _MIX2
+    z ^= z >> _S31
     u = ((z >> np.uint64(11)).astype(np.float64) + 1.0) * (1.0 / (1 << 53))
     result: F64 = -np.log(u)
     return result
+
+
+def draw_key(seed: int, j: int) -> int:
+    """A 64-bit value of its own for candidate j of an imp: SplitMix64 of a stream apart from
+    ``exponentials``' (the seed mixed once more), so that a draw made for j alone (the creative
+    shown) is the same whether or not the others are drawn."""
+    z = (_mix((seed ^ _CREATIVE_STREAM) & _M64) + (j + 1) * _GOLDEN) & _M64
+    return _mix(z)
+
+
+def unit(key: int) -> float:
+    """A 64-bit value as a uniform in [0, 1): its 53 high bits."""
+    return (key >> 11) * (1.0 / (1 << 53))
+
+
+def _mix(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def _ascending(keys: F64, finite: int) -> Iterator[tuple[list[int], list[float]]]:
+    """The indices of the ``finite`` finite keys and the keys, in increasing (key, index)
+    order, in chunks of about ``CHUNK``: each chunk every key up to a threshold (ties
+    included, so the order across chunks holds), found by a partition rather than a sort of
+    all."""
+    if finite <= 4 * CHUNK:
+        order = np.argsort(keys, kind="stable")[:finite]
+        yield order.tolist(), keys[order].tolist()
+        return
+    remaining = keys.copy()
+    left = finite
+    while left > 0:
+        k = min(CHUNK, left)
+        threshold = np.partition(remaining, k - 1)[k - 1]
+        found = np.flatnonzero(remaining <= threshold)  # increasing indices
+        found = found[np.argsort(remaining[found], kind="stable")]
+        yield found.tolist(), remaining[found].tolist()
+        remaining[found] = _INF
+        left -= len(found)
 
 
 @dataclass(slots=True)
@@ -151,15 +200,20 @@ def race(
         return everything()
     with np.errstate(divide="ignore", invalid="ignore"):
         keys = np.where(bounds > 0.0, exps / bounds, _INF)
-    order = np.argsort(keys, kind="stable")
     finite = int(np.count_nonzero(np.isfinite(keys)))
-    ordered: list[int] = order[:finite].tolist()
-    first: list[float] = keys[order[:finite]].tolist()
+    # the finite keys in (key, j) order, a chunk at a time: the race rarely needs many
+    chunks = _ascending(keys, finite)
+    ordered: list[int] = []
+    first: list[float] = []
     level = 0 if refine is not None else 1  # 0: first bounds, 1: exact value, 2: priced
     queue: list[tuple[float, int, int]] = []  # (key bound, j, level)
     refined: dict[int, float] = {}
     i = 0
     while True:
+        while len(ordered) < min(i + REFINE_BATCH, finite):
+            js, ks = next(chunks)
+            ordered += js
+            first += ks
         if i < finite and (not queue or (first[i], ordered[i]) < queue[0][:2]):
             if level == 0:
                 assert refine is not None

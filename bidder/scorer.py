@@ -282,6 +282,17 @@ class PositionScorer:
         bound(positions, self.static, z0[0] + _SLACK, z0[1] + _SLACK, cc, ci, out)
         return out
 
+    def bound_groups(self, z0: tuple[float, float], flat: Positions, starts: Positions) -> F64:
+        """``float64[m, 2]``: for each group ``flat[starts[g]:starts[g + 1]]`` (not empty),
+        bounds at least those of ``bound`` for each of its positions: the group's largest
+        static sums, then the same sigmoid (monotone), once per group."""
+        top = np.ascontiguousarray(np.maximum.reduceat(self.static[flat], starts[:-1], axis=0))
+        m = len(top)
+        out = np.empty((m, 2), dtype=np.float64)
+        cc, ci = self.cross_bound
+        bound(np.arange(m, dtype=np.intp), top, z0[0] + _SLACK, z0[1] + _SLACK, cc, ci, out)
+        return out
+
     def predict(
         self, shared: list[str], positions: list[int], suffixes: tuple[str, ...]
     ) -> list[tuple[float, float]]:
@@ -319,6 +330,11 @@ class StaticScorer:
 
     def bound(self, z0: tuple[float, float], positions: Positions) -> F64:
         rows: F64 = self.rates[positions]
+        return rows
+
+    def bound_groups(self, z0: tuple[float, float], flat: Positions, starts: Positions) -> F64:
+        """The largest prediction of each group ``flat[starts[g]:starts[g + 1]]``, by head."""
+        rows: F64 = np.maximum.reduceat(self.rates[flat], starts[:-1], axis=0)
         return rows
 
     def extended(self, statics: Sequence[tuple[str, ...]]) -> StaticScorer:

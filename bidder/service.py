@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -149,7 +150,7 @@ class BidderService:
         self.model_loaded = True
         if s.snapshot_file:
             path = Path(s.snapshot_file)
-            mtime = (await asyncio.to_thread(path.stat)).st_mtime_ns
+            mtime = _file_stamp(await asyncio.to_thread(path.stat))
             await self._apply_snapshot(load_portfolio_file(path))
             self._file_task = asyncio.get_running_loop().create_task(
                 self._watch_file(path, mtime), name="portfolio-file"
@@ -265,13 +266,16 @@ class BidderService:
                 self._mirror_loop(), name="cache-metrics"
             )
 
-    async def _watch_file(self, path: Path, mtime: int) -> None:
+    async def _watch_file(self, path: Path, mtime: tuple[int, int]) -> None:
         """Serve the portfolio file's new content when it changes (checked every second);
-        a document that does not load is logged and the old one kept."""
+        a document that does not load is logged and the old one kept. A change is a new
+        modification time or size: a file read while being written (a parse error) is read
+        again once its writer is done, even when the last write kept the time it had (the
+        kernel's clock ticks in milliseconds)."""
         while True:
             await asyncio.sleep(1.0)
             try:
-                now = (await asyncio.to_thread(path.stat)).st_mtime_ns
+                now = _file_stamp(await asyncio.to_thread(path.stat))
                 if now == mtime:
                     continue
                 mtime = now
@@ -425,6 +429,10 @@ class BidderService:
             self._frequency = NoFrequencyData()
         self.metrics.fold_each_iteration(None)  # the loop may close: fold on collection only
         self.metrics.fold()
+
+
+def _file_stamp(st: os.stat_result) -> tuple[int, int]:
+    return st.st_mtime_ns, st.st_size
 
 
 def _timed(apply: Callable[[ConfigSnapshot], bool], snapshot: ConfigSnapshot) -> tuple[bool, float]:

@@ -184,6 +184,9 @@ _ELIGIBLE_MEMO = 32  # distinct creative masks remembered per index
 _CANDIDATES_MEMO = 1024  # distinct (campaigns, creatives) of imps without deals
 _FALLBACK_MEMO = 64  # distinct flexible banner shapes
 _NARROW = 52  # creatives a campaign may have for its runs to be found over arrays (float64 sums)
+IntArray = npt.NDArray[np.intp]
+# by entry: maximum bid, has frequency caps, campaign id
+EntryColumns = tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int64]]
 
 
 def _remember(memo: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
@@ -281,6 +284,11 @@ class TargetingIndex:
         # by creative position: its entry and its offset in the entry's run (built on first use)
         self._owner: npt.NDArray[np.intp] | None = None
         self._powers: npt.NDArray[np.float64] | None = None
+        # (campaigns, creative_ok) -> an imp's candidate set (``bidder.candidates``)
+        self.candidate_sets: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        # creative_ok -> its positions and their entries (``eligible_positions``)
+        self._positions_of: OrderedDict[int, tuple[IntArray, IntArray]] = OrderedDict()
+        self._entry_columns: EntryColumns | None = None
 
     # -- build ----------------------------------------------------------------------------------
 
@@ -540,16 +548,14 @@ class TargetingIndex:
             sizes.append(f"{imp.video.w}x{imp.video.h}")
         return sizes
 
-    def candidates(
-        self,
-        imp: Imp,
-        request_mask: int,
-        creative_mask: int,
-        seat: str = "",
-    ) -> list[Candidate]:
-        """Campaigns with at least one eligible creative for ``imp``, each with its deal."""
+    def imp_campaigns(
+        self, imp: Imp, request_mask: int, creative_mask: int, seat: str = ""
+    ) -> tuple[int, int, list[Deal]] | None:
+        """The campaigns (a mask of entries) with an eligible creative for ``imp``, those
+        creatives (a mask of positions) and the imp's deals open to ``seat``; None when no
+        campaign is left."""
         if not request_mask:
-            return []
+            return None
         sizes = self.imp_sizes(imp)
         m = request_mask & (self.open_size | self.size.any_of(sizes))
         deals: list[Deal] = []
@@ -560,12 +566,26 @@ class TargetingIndex:
         deal_mask = self.deal.any_of(d.id for d in deals) if deals else 0
         m &= deal_mask if private else (self.no_deal | deal_mask)
         if not m:
-            return []
+            return None
         creative_ok = self.imp_creatives(imp) & creative_mask
         if not creative_ok:
+            return None
+        m &= self._eligible(creative_ok)[0]
+        return (m, creative_ok, deals) if m else None
+
+    def candidates(
+        self,
+        imp: Imp,
+        request_mask: int,
+        creative_mask: int,
+        seat: str = "",
+    ) -> list[Candidate]:
+        """Campaigns with at least one eligible creative for ``imp``, each with its deal."""
+        found = self.imp_campaigns(imp, request_mask, creative_mask, seat)
+        if found is None:
             return []
-        campaigns, runs = self._eligible(creative_ok)
-        m &= campaigns
+        m, creative_ok, deals = found
+        runs = self._eligible(creative_ok)[1]
         candidate = self._candidate
         if not deals:  # the same campaigns and creatives: the same candidates
             key = (m, creative_ok)
@@ -639,6 +659,34 @@ class TargetingIndex:
         hit = (campaigns, runs)
         _remember(self._by_creatives, creative_ok, hit, _ELIGIBLE_MEMO)
         return hit
+
+    def eligible_positions(self, creative_ok: int) -> tuple[IntArray, IntArray] | None:
+        """The positions in ``creative_ok`` (increasing) and the entry of each; None when the
+        index has no such arrays (a campaign with more than 52 creatives). Memoized per mask;
+        an entry's positions are contiguous."""
+        hit = _recall(self._positions_of, creative_ok)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        if self._owner is None:
+            self._layout()
+        if self._owner is None:
+            return None
+        positions = np.asarray(_indices(creative_ok), dtype=np.intp)
+        hit = (positions, self._owner[positions])
+        _remember(self._positions_of, creative_ok, hit, _ELIGIBLE_MEMO)
+        return hit
+
+    def entry_columns(self) -> EntryColumns:
+        """By entry index: maximum bid (bidding currency), has frequency caps, campaign id."""
+        if self._entry_columns is None:
+            n = len(self.entries)
+            es = self.entries
+            self._entry_columns = (
+                np.fromiter((e.max_bid_micros for e in es), np.int64, n),
+                np.fromiter((bool(e.campaign.frequency_caps) for e in es), np.bool_, n),
+                np.fromiter((e.campaign.id for e in es), np.int64, n),
+            )
+        return self._entry_columns
 
     def _layout(self) -> None:
         """Each position's entry and 2**(its offset in the entry's run), for ``_eligible``."""

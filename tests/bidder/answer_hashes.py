@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/bidder/answer_hashes.py            # print the digests
     .venv/bin/python tests/bidder/answer_hashes.py --write    # record them as the fixture
-    .venv/bin/python tests/bidder/answer_hashes.py --priced-all  # and compare with no early stop
+    .venv/bin/python tests/bidder/answer_hashes.py --priced-all  # and compare with doing all
 
 Every answer's status, body, outcome, no-bid reason and events (msgpack, as on the event bus)
 is hashed, request by request, under a fixed seed, a fixed wall clock and a frozen monotonic
@@ -93,15 +93,18 @@ def bodies() -> Iterator[bytes]:
     yield from BROKEN
 
 
-def pipelines(*, early_stop: bool = True) -> dict[str, Pipeline]:
+def pipelines(*, early_stop: bool = True, lazy: bool = True) -> dict[str, Pipeline]:
     """The three pipelines; ``early_stop=False`` prices every candidate (bidder.race's
-    reference), which must answer exactly as the early stop does."""
+    reference), ``lazy=False`` reads the caps and chooses the creative of every candidate
+    before the race (bidder.imp_offers' reference): both must answer exactly as the early
+    stop and the lazy path do."""
     linear = make_pipeline()
     variant = make_pipeline()
     variant.settings = dataclasses.replace(variant.settings, nobid_body=True, use_nurl=True)
     priors = make_pipeline()
     for p in (linear, variant, priors):
         p.settings = dataclasses.replace(p.settings, early_stop=early_stop)
+        p.lazy = lazy
     priors.set_model(PriorModel(click=0.02, install=0.05, version=3))
     priors._market = LogNormalMarket()
     priors._performance = NoPerformance()
@@ -122,17 +125,21 @@ def digest(pipeline: Pipeline, requests: list[bytes]) -> str:
     return h.hexdigest()
 
 
-def digests(*, early_stop: bool = True) -> dict[str, str]:
+def digests(*, early_stop: bool = True, lazy: bool = True) -> dict[str, str]:
     requests = list(bodies())
-    return {name: digest(p, requests) for name, p in pipelines(early_stop=early_stop).items()}
+    chosen = pipelines(early_stop=early_stop, lazy=lazy)
+    return {name: digest(p, requests) for name, p in chosen.items()}
 
 
 def main() -> None:
     result = digests()
     print(json.dumps(result, indent=2))
     if "--priced-all" in sys.argv[1:]:
-        same = digests(early_stop=False) == result
-        print(f"pricing every candidate (early_stop=False) gives the same digests: {same}")
+        same = digests(early_stop=False, lazy=False) == result
+        print(
+            "every candidate's caps, creative and price first (early_stop=False, lazy=False) "
+            f"gives the same digests: {same}"
+        )
     if "--write" in sys.argv[1:]:
         FIXTURE.parent.mkdir(exist_ok=True)
         FIXTURE.write_text(json.dumps(result, indent=2) + "\n")

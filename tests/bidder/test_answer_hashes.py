@@ -19,3 +19,11 @@ def test_the_early_stop_answers_as_pricing_every_candidate() -> None:
     """Every answer, body and event of the three pipelines is the same whether pricing stops
     early (bidder.race) or prices every candidate: the early stop changes no answer."""
     assert digests(early_stop=False) == digests()
+
+
+def test_the_lazy_path_answers_as_doing_every_candidate_first() -> None:
+    """The same with the caps read and the creative chosen for every candidate before the
+    race, and every candidate priced (the keyed creative draws are the same either way)."""
+    lazy = digests()
+    assert digests(early_stop=False, lazy=False) == lazy
+    assert digests(lazy=False) == lazy

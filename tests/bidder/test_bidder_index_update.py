@@ -8,6 +8,7 @@ import json
 import random
 from collections.abc import Sequence
 
+import msgspec
 import numpy as np
 from msgspec.structs import replace
 from perf_pipeline import NOW, crowded_request, typical_request
@@ -343,3 +344,27 @@ def test_a_campaign_with_more_creatives_than_the_arrays_take() -> None:
             seen += 1
             assert len(mine[0][1]) % 12 == 0  # each of the 5 kinds of creative, 12 times
     assert seen > 0
+
+
+def test_a_reread_snapshot_keeps_the_objects_of_unchanged_campaigns() -> None:
+    """A snapshot read again (a portfolio file: new objects for every campaign, equal but for
+    one changed and one removed) updates incrementally; the pipeline then holds the objects
+    its index holds: the old ones of the unchanged campaigns, the new one of the changed."""
+    first = _snapshot(120)
+    pipeline = _pipeline(_model())
+    assert not pipeline.set_snapshot(first)
+    again = msgspec.convert(msgspec.to_builtins(first), ConfigSnapshot)
+    cs = list(again.campaigns)
+    assert cs[0] == first.campaigns[0] and cs[0] is not first.campaigns[0]
+    cs[4] = replace(cs[4], max_bid_cpm_micros=cs[4].max_bid_cpm_micros + 7)
+    gone = cs.pop(9).id
+    assert pipeline.set_snapshot(replace(again, campaigns=tuple(cs), version=2))
+    held = pipeline._campaigns
+    assert gone not in held and len(held) == len(cs)
+    assert held[cs[0].id] is first.campaigns[0]  # equal: the old object kept
+    assert held[cs[4].id] is cs[4]
+    index = pipeline.index
+    assert index is not None
+    for e in index.entries:
+        if e.campaign.id in index.by_id and index.by_id[e.campaign.id] == e.index:
+            assert held[e.campaign.id] is e.campaign

@@ -1,8 +1,11 @@
-"""The compiled per-candidate loops (bidder/_offers.pyx) against their reference (bidder/offers.py):
-the same answers, drops, gate questions and random draws, request after request."""
+"""The compiled pricing loop (bidder/_offers.pyx) against its reference (bidder/offers.py): the
+same answers, drops, gate questions and random draws, request after request; and the lazy bid
+path (bidder/imp_offers.py: caps and creatives only for the candidates the race reaches) against
+doing every candidate first, with frequency caps, deals and Thompson sampling in play."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Iterator
@@ -15,14 +18,13 @@ from bidder_world import NOON, World, load_snapshot, make_world
 from perf_pipeline import crowded_request, typical_request
 from test_bidder_fixtures import expand
 
-import bidder.pipeline as pipeline_module
+import bidder.imp_offers as imp_offers_module
 from bidder import offers
 from bidder.creative import NoPerformance
-from bidder.offers import MAX_MICROS, Chosen, python_price_offers, python_select
-from bidder.openrtb import Deal
+from bidder.offers import MAX_MICROS, Chosen, python_price_offers
 from bidder.pricing import Shader
 from bidder.scoring import HashedLinearModel
-from bidder.targeting import Candidate, TargetingIndex
+from bidder.targeting import TargetingIndex
 from fleet.config import Campaign
 
 compiled = pytest.importorskip("bidder._offers")
@@ -80,13 +82,12 @@ def _world(seed: int) -> World:
 def test_compiled_loops_answer_exactly_as_the_reference(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert offers.select is compiled.select and offers.price_offers is compiled.price_offers
+    assert offers.price_offers is compiled.price_offers
     requests = _requests(seed)
     results = []
     for python in (False, True):
         if python:
-            monkeypatch.setattr(pipeline_module, "select", python_select)
-            monkeypatch.setattr(pipeline_module, "price_offers", python_price_offers)
+            monkeypatch.setattr(imp_offers_module, "price_offers", python_price_offers)
         world = _world(seed)
         answers = [
             world.handle(req, wallclock=NOON + 3600 * (i % 24)) for i, req in enumerate(requests)
@@ -178,57 +179,53 @@ def test_price_offers_twins_agree_on_every_auction_type(
     assert outputs[0][1], "nothing was offered: the test does not exercise pricing"
 
 
-def test_select_twins_agree_with_deals_caps_and_several_creatives() -> None:
-    world = _world(4)
-    compiled_state = world.pipeline._compiled
-    assert compiled_state is not None
-    index = compiled_state.index
-    plain = [index._candidate(i, r) for i, r in index._eligible(index.all_creatives)[1].items()]
+def _with_deals(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every third request offers deals: ours (floors in several currencies, one unknown,
+    fixed price, an odd auction type), as a private auction now and then."""
+    out = []
     deals = [
-        Deal(id="fixed", bidfloor=4.5, at=3),
-        Deal(id="unknown-currency", bidfloor=1.0, bidfloorcur="XXX"),
-        Deal(id="no-floor", at=1),
-        Deal(id="odd-type", bidfloor=0.5, at=10**30),
+        {"id": "deal-001", "bidfloor": 0.4, "bidfloorcur": "EUR", "at": 3},
+        {"id": "deal-001", "bidfloor": 1.0, "bidfloorcur": "XXX"},
+        {"id": "deal-001", "at": 1},
+        {"id": "deal-001", "bidfloor": 0.5, "at": 10**30},
     ]
-    candidates = plain + [
-        Candidate(c.entry, c.positions, deals[k % len(deals)]) for k, c in enumerate(plain)
-    ]
-    assert any(len(c.positions) > 1 for c in candidates)
+    for n, req in enumerate(requests):
+        if n % 3 == 0 and req.get("imp"):
+            req = json.loads(json.dumps(req))
+            req["imp"][0]["pmp"] = {"private_auction": n % 2, "deals": [deals[n % len(deals)]]}
+        out.append(req)
+    return out
 
-    def deal_floor(deal: Deal) -> int | None:
-        return None if deal.bidfloorcur == "XXX" else int(deal.bidfloor * 1_000_000)
 
-    outputs = []
-    for twin in (compiled.select, python_select):
-        rng = random.Random(9)
-
-        def choose(positions: list[int], rng: random.Random = rng) -> int:
-            return positions[int(rng.random() * len(positions))]
-
-        chosen = Chosen()
-        drops: dict[str, int] = {}
-        twin(
-            candidates,
-            3_500_000,  # above some campaigns' maximum bids
-            1,
-            deal_floor,
-            lambda campaign: "freq_cap",
-            choose,
-            drops,
-            chosen,
-        )
-        outputs.append(
+@pytest.mark.parametrize("seed", [1, 4])
+def test_the_lazy_path_answers_as_doing_every_candidate_first(seed: int) -> None:
+    """Caps read and creatives chosen (Thompson sampling, keyed draws) only for the candidates
+    the race reaches, against every candidate's caps and creative first and every candidate
+    priced: the same answers, events and random state."""
+    requests = _with_deals(_requests(seed))
+    results = []
+    for lazy in (True, False):
+        world = _world(seed)
+        world.pipeline.lazy = lazy
+        if not lazy:
+            world.pipeline.settings = dataclasses.replace(world.pipeline.settings, early_stop=False)
+        answers = [
+            world.handle(req, wallclock=NOON + 3600 * (i % 24)) for i, req in enumerate(requests)
+        ]
+        results.append(
             (
-                drops,
-                chosen.candidates,
-                chosen.positions,
-                chosen.floors,
-                chosen.auction_types,
+                [(a.status, a.outcome, a.reason, a.body, a.candidates) for a in answers],
+                [[(e.__class__.__name__, e) for e in a.events] for a in answers],
+                world.pipeline._rng.random(),
+                len(world.gate.calls),
+                len(world.frequency.keys),
             )
         )
-    assert outputs[0] == outputs[1]
-    assert set(outputs[0][0]) == {"currency", "floor", "freq_cap"}
-    assert {3, 1, 10**30} <= set(outputs[0][4])
+    assert results[0][:3] == results[1][:3]
+    assert results[0][3] < results[1][3]  # the lazy path priced fewer candidates
+    assert 0 < results[0][4] < results[1][4]  # and read fewer caps
+    reasons = {reason for _, _, reason, _, _ in results[0][0]}
+    assert {"bid", "floor", "currency", "no_candidates"} <= reasons, reasons
 
 
 class NothingKnown:

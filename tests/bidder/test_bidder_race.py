@@ -235,3 +235,22 @@ def test_a_campaign_whose_bound_is_loose() -> None:
     c: Campaign = snapshot.campaigns[5]
     prefix = cross_prefixes(c, c.creatives[0])[1]
     _compare(snapshot, _model(boost={prefix + "USA": 6.0}), _mix(60))
+
+
+@pytest.mark.parametrize("n", [10, 300, 2000])
+def test_keys_in_chunks_come_in_the_order_of_a_full_sort(n: int) -> None:
+    """Ties (rounded keys), infinities and chunks of any size: the (key, j) order of a stable
+    sort of all."""
+    from bidder.race import _ascending
+
+    rng = np.random.default_rng(n)
+    keys = np.round(rng.exponential(1.0, n), 1)
+    keys[rng.random(n) < 0.2] = np.inf
+    finite = int(np.isfinite(keys).sum())
+    got_j: list[int] = []
+    got_k: list[float] = []
+    for js, ks in _ascending(keys, finite):
+        got_j += js
+        got_k += ks
+    order = np.argsort(keys, kind="stable")[:finite]
+    assert got_j == order.tolist() and got_k == keys[order].tolist()

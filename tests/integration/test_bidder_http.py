@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -402,6 +403,23 @@ def test_a_changed_portfolio_file_is_applied_incrementally(tmp_path: Path) -> No
             assert (await c.bid(banner_request("a3"))).status == 204
             text = (await c.request("GET", "/metrics")).body.decode()
             assert metric(text, "bidder_config_loads_total", result="error") >= 1
+            # read while being written: the rest lands within the same clock tick (the same
+            # modification time), and the file is read again for its new size
+            doc["campaigns"][0]["status"] = "active"
+            whole = json.dumps(doc)
+            path.write_text(whole[: len(whole) // 2])
+            stamp = path.stat().st_mtime_ns
+            await asyncio.sleep(1.5)
+            assert (await c.bid(banner_request("a4"))).status == 204
+            path.write_text(whole)
+            os.utime(path, ns=(stamp, stamp))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                if (await c.bid(banner_request("a5"))).status == 200:
+                    break
+            else:
+                raise AssertionError("the completed portfolio file was not read again")
             await c.close()
 
     run_uv(scenario())

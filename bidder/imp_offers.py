@@ -1,0 +1,387 @@
+"""One imp's offers: which candidates may bid, their value bounds, and pricing only as far as
+the internal auction needs (``bidder.race``), so that the winner (and the RNG's state) is the one
+of pricing every candidate. ``Pipeline`` calls ``imp_offers`` once per imp with candidates."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from bidder.auction import Offer
+from bidder.candidates import CandidateSet
+from bidder.compiled import GOAL_NAMES, Compiled
+from bidder.offers import Chosen, OfferRow, Segment, price_offers
+from bidder.openrtb import Deal, Imp
+from bidder.options import PipelineSettings
+from bidder.pricing import MarketPriceModel, Shader, market_params
+from bidder.race import draw_key, exponentials, race
+from bidder.scorer import Scorer
+from bidder.scoring import (
+    Model,
+    cross_prefixes,
+    cross_suffixes,
+    inventory_key,
+    predict_crossed,
+    request_features,
+    static_features,
+    values_cpm_micros,
+)
+from bidder.targeting import RequestView
+from fleet.config import Campaign
+
+I64 = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Bidding:
+    """What pricing an imp needs of the pipeline: its settings, state and callbacks."""
+
+    settings: PipelineSettings
+    model: Model
+    market: MarketPriceModel
+    shader: Shader
+    rng: random.Random
+    allow: Callable[[Campaign, int, float], bool]  # the spend gate
+    deal_floor: Callable[[Deal], int | None]  # a deal's floor in the bidding currency
+    capped: Callable[[Campaign], str]  # why a capped campaign may not bid ("" if it may)
+    # the creative among several (by position), from a 64-bit value drawn for the candidate
+    choose: Callable[[list[int], int], int]
+    lazy: bool = True  # caps and creatives only for the candidates the race reaches
+
+
+class ImpOffers:
+    """The priced candidates of one imp, column by column; an Offer is built for winners only."""
+
+    __slots__ = (
+        "campaign_ids",
+        "compiled",
+        "imp",
+        "priced",
+        "rows",
+        "shared",
+        "suffixes",
+        "weights",
+        "winner",
+    )
+
+    def __init__(self, imp: Imp, compiled: Compiled) -> None:
+        self.imp = imp
+        self.compiled = compiled
+        self.campaign_ids: list[int] = []
+        self.weights: list[float] = []
+        self.rows: list[OfferRow] = []  # in the order of the two columns above
+        self.shared: list[str] = []
+        self.suffixes: tuple[str, ...] = ()
+        self.winner: int | None = None  # the row that won the internal auction
+        self.priced = 0  # candidates priced
+
+    def offer(self, k: int) -> Offer:
+        cand, pos, floor, auction_type, value, bid, p_win, p_click, p_install, segment = self.rows[
+            k
+        ]
+        return Offer(
+            imp=self.imp,
+            entry=cand.entry,
+            creative=self.compiled.index.creatives[pos],
+            price=bid,
+            value=value,
+            floor=floor,
+            p_win=p_win,
+            p_click=p_click,
+            p_install=p_install,
+            auction_type=auction_type,
+            deal=cand.deal,
+            features=self.features(k),
+            segment=segment,
+        )
+
+    def features(self, k: int) -> list[str]:
+        """What the k-th offer was scored on: shared, static, then the crosses."""
+        cand, pos = self.rows[k][0], self.rows[k][1]
+        campaign, creative = cand.entry.campaign, self.compiled.index.creatives[pos]
+        static, prefixes = static_features(campaign, creative), cross_prefixes(campaign, creative)
+        crossed = [p + x for p, x in zip(prefixes, self.suffixes, strict=True)]
+        return [*self.shared, *static, *crossed]
+
+
+def imp_offers(
+    b: Bidding,
+    compiled: Compiled,
+    imp: Imp,
+    imp_floor: int,
+    cands: CandidateSet,
+    won: set[int],
+    view: RequestView,
+    request_at: int,
+    wallclock: float,
+    drops: dict[str, int],
+) -> tuple[ImpOffers, bool]:
+    """The imp's priced offers and the winner of its internal auction (``bidder.race``).
+
+    Over the columns of all candidates (``cands``): the floors (a deal's own), the maximum
+    bid against them, and an upper bound of each survivor's value over all its creatives. Then
+    the race takes candidates in the order of those bounds, and only for those it reaches are
+    the frequency caps read, the creative chosen (a draw keyed by the candidate,
+    ``bidder.race.draw_key``), the rates predicted and the bid priced. So the winner, and the
+    RNG's state, are those of doing it all for every candidate (``b.lazy`` False does the
+    caps and creatives of all first; with ``early_stop`` off it prices all too: the reference).
+
+    Drops are counted in ``drops`` (caps only for the candidates reached: all of them when no
+    candidate can win); the flag says the race's safety net (``max_priced_per_imp``) stopped
+    it."""
+    s = b.settings
+    out = ImpOffers(imp, compiled)
+    floors, types = _floors(cands, imp_floor, request_at, b.deal_floor, drops)
+    ok = cands.max_bids >= floors
+    if cands.deals:
+        ok &= floors >= 0  # a deal floor in an unknown currency: -1, counted already
+        drops["floor"] = drops.get("floor", 0) + int(np.count_nonzero((floors >= 0) & ~ok))
+    elif not ok.all():
+        drops["floor"] = drops.get("floor", 0) + int(len(ok) - np.count_nonzero(ok))
+    every = bool(ok.all())
+    kept = np.arange(len(ok)) if every else np.flatnonzero(ok)  # candidate of each survivor
+    n = len(kept)
+    if not n:
+        return out, False
+    seed = b.rng.getrandbits(64)  # the draw's one random number
+    exps = exponentials(seed, n)
+    shared = request_features(view, imp)
+    suffixes = cross_suffixes(view, inventory_key(view))
+    out.shared, out.suffixes = shared, suffixes
+    # a surviving bid is at least its floor, the minimum bid and 1 micro
+    kept_floors = floors if every else floors[kept]
+    lows = np.maximum(kept_floors, max(s.min_bid_cpm_micros, 1))
+    capped = cands.capped
+    ids = cands.campaign_ids if every else cands.campaign_ids[kept]
+    shown: list[int] = [_UNSEEN] * n  # the creative position of each, once chosen
+    predictions: dict[int, tuple[float, float]] = {}
+    scorer = compiled.scorer
+    goal_codes, goal_prices = compiled.goal_codes, compiled.goal_prices
+
+    def reach(js: list[int]) -> list[int]:
+        """Caps and creative of those not reached yet; those that may bid, in order."""
+        for j in js:
+            if shown[j] != _UNSEEN:
+                continue
+            k = int(kept[j])
+            cand = cands.get(k)
+            if capped[k]:
+                why = b.capped(cand.entry.campaign)
+                if why:
+                    drops[why] = drops.get(why, 0) + 1
+                    shown[j] = _CAPPED
+                    continue
+            positions = cand.positions
+            many = len(positions) > 1
+            shown[j] = b.choose(positions, draw_key(seed, j)) if many else positions[0]
+        return [j for j in js if shown[j] >= 0]
+
+    def predict(js: list[int]) -> None:
+        missing = [j for j in js if j not in predictions]
+        if not missing:
+            return
+        if scorer is not None:
+            at = np.asarray([shown[j] for j in missing], dtype=np.intp)
+            got = scorer.score(z0, at, list(suffixes)).tolist()
+        else:
+            campaigns = [cands.get(int(kept[j])).entry.campaign for j in missing]
+            at_list = [shown[j] for j in missing]
+            got = _predict(b.model, compiled, campaigns, at_list, shared, suffixes)
+        for j, (pc, pi) in zip(missing, got, strict=True):
+            predictions[j] = (pc, pi)
+
+    def refine(js: list[int]) -> list[float]:
+        """Weight bounds from the exact values (value - the lowest surviving bid); 0 for a
+        capped campaign."""
+        live = reach(js)
+        predict(live)
+        goals = [(GOAL_NAMES[goal_codes[shown[j]]], int(goal_prices[shown[j]])) for j in live]
+        values = values_cpm_micros(goals, [predictions[j] for j in live])
+        exact = {j: float(max(v - int(lows[j]), 0)) for v, j in zip(values, live, strict=True)}
+        return [exact.get(j, 0.0) for j in js]
+
+    if not b.lazy:
+        reach(list(range(n)))
+    if scorer is not None:
+        z0 = scorer.shared_sum(shared)
+        bounds = _bounds_over_creatives(compiled, scorer, z0, cands, ok, kept, lows)
+        refiner = refine
+    else:  # no bounds of the rates: every candidate scored, bounds from exact values
+        z0 = (0.0, 0.0)
+        bounds = np.asarray(refine(list(range(n))), dtype=np.float64)
+        refiner = None
+    market = b.market
+    row_of: dict[int, int] = {}  # candidate -> its row in ``out``
+
+    def segment_of(auction_type: int) -> Segment:
+        name = market_segment(view, imp, auction_type)
+        return name, market_params(market, name)
+
+    def price(js: list[int]) -> list[float | None]:
+        live = reach(js)
+        predict(live)
+        some = Chosen()
+        for j in live:
+            k = int(kept[j])
+            some.candidates.append(cands.get(k))
+            some.positions.append(shown[j])
+            some.floors.append(int(floors[k]))
+            some.auction_types.append(request_at if types is None else types.get(k, request_at))
+        first = len(out.rows)
+        slot_of = {id(cands.get(int(kept[j]))): j for j in live}  # rows come in value order
+        price_offers(
+            some,
+            [predictions[j] for j in live],
+            segment_of,
+            len(live),
+            s.margin,
+            s.min_bid_cpm_micros,
+            market,
+            b.shader,
+            b.allow,
+            wallclock,
+            drops,
+            out.campaign_ids,
+            out.weights,
+            out.rows,
+        )
+        weights: dict[int, float] = {}
+        for r in range(first, len(out.rows)):
+            j = slot_of[id(out.rows[r][0])]
+            row_of[j] = r
+            weights[j] = out.weights[r]
+        return [weights.get(j) for j in js]
+
+    result = race(
+        exps,
+        bounds,
+        price,
+        refine=refiner,
+        excluded=(lambda j: int(ids[j]) in won) if won else (lambda j: False),
+        limit=s.max_priced_per_imp,
+        early=s.early_stop,
+    )
+    out.priced = result.priced
+    if result.winner is not None:
+        out.winner = row_of[result.winner]
+    return out, result.capped
+
+
+_UNSEEN: Final = -2  # the race has not reached the candidate yet
+_CAPPED: Final = -1  # a frequency cap (or what else ``Bidding.capped`` says) keeps it out
+
+
+def _floors(
+    cands: CandidateSet,
+    imp_floor: int,
+    request_at: int,
+    deal_floor: Callable[[Deal], int | None],
+    drops: dict[str, int],
+) -> tuple[I64, dict[int, int] | None]:
+    """Each candidate's floor (a deal's own; -1 for a deal floor in an unknown currency,
+    counted in ``drops``) and, when some deal says so, the auction types that differ from the
+    request's, by candidate."""
+    floors = np.full(len(cands), imp_floor, dtype=np.int64)
+    if not cands.deals:
+        return floors, None
+    types: dict[int, int] = {}
+    for k in range(len(cands)):
+        deal = cands.get(k).deal
+        if deal is None:
+            continue
+        if deal.bidfloor > 0:
+            converted = deal_floor(deal)
+            if converted is None:
+                drops["currency"] = drops.get("currency", 0) + 1
+                floors[k] = -1
+                continue
+            floors[k] = converted
+        if deal.at is not None:
+            types[k] = deal.at
+    return floors, types
+
+
+def _bounds_over_creatives(
+    compiled: Compiled,
+    scorer: Scorer,
+    z0: tuple[float, float],
+    cands: CandidateSet,
+    ok: npt.NDArray[np.bool_],
+    kept: npt.NDArray[np.intp],
+    lows: I64,
+) -> npt.NDArray[np.float64]:
+    """Per kept candidate, a weight bound that holds for each of its creatives (the creative
+    is chosen only if the race reaches it): from the largest rate bounds of its creatives, by
+    head (a value grows with each rate), and its campaign's goal."""
+    if len(kept) == len(cands):
+        flat, starts = cands.flat, cands.starts
+    else:
+        counts = cands.counts
+        flat = cands.flat[np.repeat(ok, counts)]
+        starts = np.zeros(len(kept) + 1, dtype=np.intp)
+        np.cumsum(counts[kept], out=starts[1:])
+    rates = scorer.bound_groups(z0, flat, starts)
+    heads = flat[starts[:-1]]  # a campaign's creatives share its goal
+    return weight_bounds(compiled.goal_codes[heads], compiled.goal_prices[heads], rates, lows)
+
+
+def _predict(
+    model: Model,
+    compiled: Compiled,
+    campaigns: list[Campaign],
+    positions: list[int],
+    shared: list[str],
+    suffixes: tuple[str, ...],
+) -> list[tuple[float, float]]:
+    """Predictions of a model without a position scorer, from feature strings."""
+    creatives = compiled.index.creatives
+    statics, prefixes = [], []
+    for campaign, pos in zip(campaigns, positions, strict=True):
+        creative = creatives[pos]
+        statics.append(static_features(campaign, creative))
+        prefixes.append(cross_prefixes(campaign, creative))
+    return predict_crossed(model, shared, statics, prefixes, suffixes)
+
+
+def weight_bounds(
+    goal_codes: npt.NDArray[np.int8],
+    goal_prices: npt.NDArray[np.int64],
+    rates: npt.NDArray[np.float64],
+    lows: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]:
+    """Upper bounds of the auction weights, from upper bounds of (p_click, p_install): the
+    value ``bidder.scoring.value_cpm_micros`` computes from those (the same float operations,
+    monotone in the rates) + 1, less the lowest surviving bid; 0 when not positive."""
+    p_click = rates[:, 0]
+    p = np.where(goal_codes == 1, p_click, p_click * rates[:, 1])
+    scaled = goal_prices.astype(np.float64) * np.minimum(p, 1.0) * 1000.0
+    values = np.where(goal_codes == 0, goal_prices, scaled.astype(np.int64) + 1)
+    bounds: npt.NDArray[np.float64] = np.maximum(values - lows, 0).astype(np.float64)
+    return bounds
+
+
+def market_segment(view: RequestView, imp: Imp, auction_type: int) -> str:
+    """The market-price segment of an imp: auction type, exchange, country and format."""
+    if imp.banner is not None:
+        b = imp.banner
+        if b.w and b.h:
+            fmt = f"{b.w}x{b.h}"
+        elif b.format and b.format[0].w and b.format[0].h:
+            fmt = f"{b.format[0].w}x{b.format[0].h}"
+        else:
+            fmt = "banner"
+    elif imp.video is not None:
+        fmt = "video"
+    elif imp.native is not None:
+        fmt = "native"
+    else:
+        fmt = "other"
+    return f"{auction_type}|{view.exchange}|{view.country}|{fmt}"
+
+
+__all__ = ["Bidding", "ImpOffers", "imp_offers", "market_segment", "weight_bounds"]
