@@ -46,7 +46,7 @@ class Bidding:
     market: MarketPriceModel
     shader: Shader
     rng: random.Random
-    allow: Callable[[Campaign, int, float], bool]  # the spend gate
+    allow: Callable[[Campaign, int, float, float], bool]  # the spend gate (price, now, p_win)
     deal_floor: Callable[[Deal], int | None]  # a deal's floor in the bidding currency
     capped: Callable[[Campaign], str]  # why a capped campaign may not bid ("" if it may)
     # the creative among several (by position), from a 64-bit value drawn for the candidate
