@@ -107,6 +107,9 @@ def test_a_frequency_cap_holds_end_to_end(pg_dsn: str, memcached: tuple[str, int
                 RTBFLEET_TRACKER_URL=f"http://127.0.0.1:{tracker_port}",
                 RTBFLEET_USER_KEY_SECRET=USER_SECRET,
                 RTBFLEET_BIDDER_FREQUENCY_TTL=str(L1_TTL),
+                # the bidder's own bids count against the cap until a counter read this long
+                # after them: each impression here is tracked within it
+                RTBFLEET_BIDDER_FREQUENCY_BID_WINDOW=str(L1_TTL),
             )
             async with running_service(settings) as service:
                 bidder, tracker = RawClient(service.port), RawClient(tracker_port)
