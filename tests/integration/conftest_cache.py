@@ -13,6 +13,7 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -93,32 +94,43 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
 
 @contextlib.contextmanager
 def proxy_process() -> Iterator[tuple[str, str]]:
-    """A real ``python -m fleet.proxy`` on free loopback ports: (in, out) endpoints."""
-    inside = f"tcp://127.0.0.1:{free_port()}"
-    outside = f"tcp://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet.proxy", "--in", inside, "--out", outside],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=child_env({}),
-        cwd=ROOT,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "ready in=... out=..." once bound
-        if not line.startswith("ready"):
-            raise RuntimeError(f"bus proxy did not start: {line!r}")
-        yield inside, outside
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+    """A real ``python -m fleet.proxy`` on free loopback ports: (in, out) endpoints. A port
+    taken by another process between being found free and being bound is tried again with new
+    ports (a few times); any other failure names the proxy's own error line."""
+    for attempt in range(3):
+        inside = f"tcp://127.0.0.1:{free_port()}"
+        outside = f"tcp://127.0.0.1:{free_port()}"
+        with tempfile.TemporaryFile("w+") as errors:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "fleet.proxy", "--in", inside, "--out", outside],
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                env=child_env({}),
+                cwd=ROOT,
+                text=True,
+            )
+            try:
+                assert proc.stdout is not None
+                line = proc.stdout.readline()  # "ready in=... out=..." once bound
+                if not line.startswith("ready"):
+                    proc.wait(timeout=10)
+                    errors.seek(0)
+                    error = errors.read().strip()
+                    if "in use" in error and attempt < 2:
+                        continue
+                    raise RuntimeError(f"bus proxy did not start: {line!r} {error[-300:]!r}")
+                yield inside, outside
+                return
+            finally:
+                if proc.returncode is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                if proc.stdout is not None:
+                    proc.stdout.close()
 
 
 @pytest.fixture
