@@ -4,6 +4,7 @@ handler on the same server in the same run.
 
     python -m bench tracker [--notices N] [--concurrency C] [--seconds S]
     python -m bench.tracker [...] [--batch-concurrency K] [--no-flush] [--commit-delay US]
+    RTBFLEET_BENCH_PROFILE=server.prof python -m bench.tracker [...]   # cProfile the server
 
 An embedded Postgres in a temporary directory (synchronous commit on the tracker's connections),
 the fleet's migrations, one campaign. Each notice is a distinct signed billing URL; a share of
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import signal
 import statistics
@@ -355,7 +357,19 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "serve":  # the server process
         import uvloop
 
-        uvloop.run(serve(argv[1], int(argv[2]), int(argv[3])))
+        profile = os.environ.get("RTBFLEET_BENCH_PROFILE", "")
+        if not profile:
+            uvloop.run(serve(argv[1], int(argv[2]), int(argv[3])))
+            return
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            uvloop.run(serve(argv[1], int(argv[2]), int(argv[3])))
+        finally:
+            profiler.disable()
+            profiler.dump_stats(profile)
         return
     parser = argparse.ArgumentParser(prog="python -m bench tracker")
     parser.add_argument("--notices", type=int, default=30_000)
