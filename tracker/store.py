@@ -412,9 +412,17 @@ class CatalogSource:
                 self.metrics.catalog_age.set(time.monotonic() - self.catalog.loaded_at)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A released connection's reset: nothing beyond asyncpg's own (an open transaction rolled
+    back, listeners removed). The tracker leaves no session state on its connections (no SET,
+    LISTEN, cursor outside a transaction or session advisory lock: the pause round's lock is a
+    transaction's), so the default reset's statement (``RESET ALL; CLOSE ALL; UNLISTEN *;
+    SELECT pg_advisory_unlock_all()``) would be a round trip per group commit for nothing."""
+
+
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, server_settings=SERVER_SETTINGS
+        dsn, min_size=1, max_size=size, server_settings=SERVER_SETTINGS, reset=_keep_session
     )
     return pool
 
