@@ -195,14 +195,31 @@ def batch_arguments(rows: Sequence[NoticeRow]) -> list[list[Any]]:
 
 
 _NOT_COUNTED: Final = RowResult(False)
+Outcomes = dict[tuple[str, str], RowResult]
 
 
-class _Waiter:
-    __slots__ = ("future", "rows")
+class _Shared(asyncio.Future[Outcomes]):
+    """A batch's one future, awaited by the task of every notice in it. A waiting task that is
+    cancelled does not cancel it (the others still wait on it): that task is cancelled when
+    the batch is answered."""
 
-    def __init__(self, rows: list[NoticeRow], future: asyncio.Future[dict[Any, RowResult]]):
-        self.rows = rows
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
+class _Batch:
+    """The notices of one group commit: each submitter's rows (its ``ticket`` is its index),
+    the first submitter of each key (whom its result goes to), and the batch's one future."""
+
+    __slots__ = ("error", "failed", "future", "groups", "owners", "rows")
+
+    def __init__(self, future: _Shared) -> None:
+        self.rows: list[NoticeRow] = []
+        self.groups: list[list[NoticeRow]] = []
+        self.owners: dict[tuple[str, str], int] = {}
         self.future = future
+        self.error = ""  # the whole batch could not be committed
+        self.failed: dict[int, str] = {}  # tickets whose rows alone could not be committed
 
 
 class GroupCommitter:
@@ -228,7 +245,7 @@ class GroupCommitter:
         if len(self.lanes) != concurrency or len(set(self.lanes)) != concurrency:
             raise ValueError(f"{concurrency} concurrent commits need as many distinct lanes")
         self.timeout = timeout
-        self._queue: collections.deque[_Waiter] = collections.deque()
+        self._queue: collections.deque[_Batch] = collections.deque()
         self._ready = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
@@ -250,10 +267,30 @@ class GroupCommitter:
             raise Unavailable("the tracker is shutting down")
         if time.monotonic() < self._down_until:
             raise Unavailable("Postgres was unreachable a moment ago")
-        future: asyncio.Future[dict[Any, RowResult]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiter(rows, future))
+        queue = self._queue
+        batch = queue[-1] if queue else None  # the newest batch, not yet taken by a commit
+        if batch is None or (batch.rows and len(batch.rows) + len(rows) > self.batch_max):
+            batch = _Batch(_Shared(loop=asyncio.get_running_loop()))
+            queue.append(batch)
+        ticket = len(batch.groups)
+        batch.groups.append(rows)
+        batch.rows += rows
+        owners = batch.owners
+        for row in rows:
+            owners.setdefault((row.txid, row.kind), ticket)
         self._ready.set()
-        return await future
+        results = await batch.future
+        if batch.error:
+            raise Unavailable(batch.error)
+        failed = batch.failed.get(ticket) if batch.failed else None
+        if failed is not None:
+            raise Unavailable(failed)
+        # each key's result goes to its first copy in the batch; any other copy is a duplicate
+        outcome: Outcomes = {}
+        for row in rows:
+            key = (row.txid, row.kind)
+            outcome[key] = results.get(key, _NOT_COUNTED) if owners[key] == ticket else _NOT_COUNTED
+        return outcome
 
     async def close(self) -> None:
         """Commit what is queued, then stop."""
@@ -263,21 +300,17 @@ class GroupCommitter:
             await asyncio.wait(self._workers, timeout=self.timeout * 2 + 1)
         for worker in self._workers:
             await cancel_and_wait(worker)
-        for waiter in self._queue:
-            if not waiter.future.done():
-                waiter.future.set_exception(Unavailable("the tracker stopped"))
+        for batch in self._queue:
+            if not batch.future.done():
+                batch.error = "the tracker stopped"
+                batch.future.set_result({})
         self._queue.clear()
 
-    def _take(self) -> list[_Waiter]:
-        taken: list[_Waiter] = []
-        count = 0
-        while self._queue and (not taken or count + len(self._queue[0].rows) <= self.batch_max):
-            waiter = self._queue.popleft()
-            taken.append(waiter)
-            count += len(waiter.rows)
+    def _take(self) -> _Batch | None:
+        batch = self._queue.popleft() if self._queue else None
         if not self._queue:
             self._ready.clear()
-        return taken
+        return batch
 
     async def _work(self, lane: int) -> None:
         while True:
@@ -287,43 +320,48 @@ class GroupCommitter:
                 await self._ready.wait()
                 continue
             batch = self._take()
-            if batch:
+            if batch is not None:
                 await self._commit_batch(batch, lane)
 
-    async def _commit_batch(self, batch: list[_Waiter], lane: int) -> None:
-        rows = [row for waiter in batch for row in waiter.rows]
+    async def _commit_batch(self, batch: _Batch, lane: int) -> None:
+        """Commit ``batch`` and answer all its notices at once (its one future)."""
+        try:
+            results = await self._commit_rows(batch.rows, lane)
+        except Unavailable as exc:
+            batch.error = str(exc)
+            results = {}
+        except asyncpg.PostgresError as exc:
+            # bad data in one notice: commit each submitter's rows alone, so that it fails alone
+            self.metrics.batch_errors.labels("data").inc()
+            log.warning("batch of %d failed (%s); committing one by one", len(batch.rows), exc)
+            results = {}
+            if len(batch.groups) == 1:
+                batch.failed[0] = f"cannot be committed: {exc}"
+            for ticket, group in enumerate(batch.groups if len(batch.groups) > 1 else ()):
+                try:
+                    results.update(await self._commit_rows(group, lane))
+                except Unavailable as alone:
+                    batch.failed[ticket] = str(alone)
+                except asyncpg.PostgresError as alone:
+                    self.metrics.batch_errors.labels("data").inc()
+                    batch.failed[ticket] = f"cannot be committed: {alone}"
+        if not batch.future.done():
+            batch.future.set_result(results)
+
+    async def _commit_rows(self, rows: list[NoticeRow], lane: int) -> Outcomes:
+        """``_commit`` of ``rows``, timed and counted in the batch metrics; on ``Unavailable``
+        notices are answered so at once for ``fail_fast`` seconds."""
         started = time.perf_counter()
         try:
             results = await self._commit(rows, lane)
-        except Unavailable as exc:
+        except Unavailable:
             self._down_until = time.monotonic() + self.fail_fast
-            for waiter in batch:
-                if not waiter.future.done():
-                    waiter.future.set_exception(Unavailable(str(exc)))
-            return
-        except asyncpg.PostgresError as exc:
-            # bad data in one notice: commit them one by one, so that it fails alone
-            self.metrics.batch_errors.labels("data").inc()
-            log.warning("batch of %d failed (%s); committing one by one", len(rows), exc)
-            if len(batch) > 1:
-                for waiter in batch:
-                    await self._commit_batch([waiter], lane)
-            elif not batch[0].future.done():
-                batch[0].future.set_exception(Unavailable(f"cannot be committed: {exc}"))
-            return
+            raise
         self.metrics.batch_size.observe(len(rows))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        # each key's result goes to its first copy in the batch; any other copy is a duplicate
-        pop = results.pop
-        for waiter in batch:
-            outcome: dict[Any, RowResult] = {}
-            for row in waiter.rows:
-                key = (row.txid, row.kind)
-                outcome[key] = pop(key, _NOT_COUNTED)
-            if not waiter.future.done():
-                waiter.future.set_result(outcome)
+        return results
 
-    async def _commit(self, rows: list[NoticeRow], lane: int) -> dict[tuple[str, str], RowResult]:
+    async def _commit(self, rows: list[NoticeRow], lane: int) -> Outcomes:
         arguments = batch_arguments(rows)
         for attempt in range(3):
             try:

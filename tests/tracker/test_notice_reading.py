@@ -1,9 +1,10 @@
 """``read_notice``, the tracker's one-pass reading of a notice URL, against the reference it
 must equal: ``verify(kind, parse_query(query), keys, now)``, the same notice or the same refusal
-(cause, status and reason), whatever the query; and ``KeySet.match`` against ``key_index``."""
+(cause, status and reason), whatever the query; ``KeySet.match`` against ``key_index``; the group commit's one future per batch."""
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote, urlsplit
 
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from fleet import signing
 from tracker.errors import Refused
 from tracker.notice import Notice, parse_query, read_notice, verify
+from tracker.store import Outcomes, RowResult, _Shared
 
 KEY = b"0123456789abcdef0123456789abcdef"
 OLD = b"the previous key, still in flight"
@@ -165,3 +167,26 @@ def test_match_is_key_index_of_the_canonical_form() -> None:
         signature = signing.sign(params, key)
         assert KEYS.match(signing.canonical(params), signature) == index
         assert KEYS.key_index(params, signature) == index
+
+
+def test_a_batchs_one_future_outlives_a_cancelled_waiter() -> None:
+    """The group commit answers a batch with one future that every notice's task awaits: one
+    task cancelled (its client gone) leaves the future, and the others' answers, alone."""
+
+    async def scenario() -> list[object]:
+        future = _Shared(loop=asyncio.get_running_loop())
+
+        async def wait() -> Outcomes:
+            return await future
+
+        gone, stays = asyncio.create_task(wait()), asyncio.create_task(wait())
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert not future.cancelled()
+        future.set_result({("t", "bill"): RowResult(True, 7)})
+        return await asyncio.gather(gone, stays, return_exceptions=True)
+
+    gone, stays = asyncio.run(scenario())
+    assert isinstance(gone, asyncio.CancelledError)
+    assert stays == {("t", "bill"): RowResult(True, 7)}
