@@ -74,6 +74,9 @@ class Response:
     body: bytes = b""
 
 
+_NO_CONTENT: Final = Response(204, [_NO_STORE])  # bill and loss: never changed once made
+
+
 def _json_response(status: int, payload: Mapping[str, object]) -> Response:
     return Response(
         status, [("Content-Type", "application/json"), _NO_STORE], _json.encode(payload)
@@ -289,7 +292,7 @@ class Tracker:
                 device_id=notice.user_key,
             )
             return Response(302, [("Location", location), _NO_STORE])
-        return Response(204, [_NO_STORE])
+        return _NO_CONTENT
 
     # -- postbacks -----------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """``read_notice``, the tracker's one-pass reading of a notice URL, against the reference it
 must equal: ``verify(kind, parse_query(query), keys, now)``, the same notice or the same refusal
-(cause, status and reason), whatever the query; ``KeySet.match`` against ``key_index``; the group commit's one future per batch."""
+(cause, status and reason), whatever the query; ``KeySet.match`` against ``key_index``; the
+group commit's one future per batch."""
 
 from __future__ import annotations
 
