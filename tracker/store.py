@@ -51,6 +51,7 @@ import msgspec
 
 from fleet.aio import cancel_and_wait
 from fleet.db.config_store import load_snapshot
+from tracker.batch import Batch, Outcomes, SharedFuture
 from tracker.catalog import Catalog
 from tracker.errors import Unavailable
 from tracker.metrics import TrackerMetrics
@@ -195,31 +196,6 @@ def batch_arguments(rows: Sequence[NoticeRow]) -> list[list[Any]]:
 
 
 _NOT_COUNTED: Final = RowResult(False)
-Outcomes = dict[tuple[str, str], RowResult]
-
-
-class _Shared(asyncio.Future[Outcomes]):
-    """A batch's one future, awaited by the task of every notice in it. A waiting task that is
-    cancelled does not cancel it (the others still wait on it): that task is cancelled when
-    the batch is answered."""
-
-    def cancel(self, msg: Any = None) -> bool:
-        return False
-
-
-class _Batch:
-    """The notices of one group commit: each submitter's rows (its ``ticket`` is its index),
-    the first submitter of each key (whom its result goes to), and the batch's one future."""
-
-    __slots__ = ("error", "failed", "future", "groups", "owners", "rows")
-
-    def __init__(self, future: _Shared) -> None:
-        self.rows: list[NoticeRow] = []
-        self.groups: list[list[NoticeRow]] = []
-        self.owners: dict[tuple[str, str], int] = {}
-        self.future = future
-        self.error = ""  # the whole batch could not be committed
-        self.failed: dict[int, str] = {}  # tickets whose rows alone could not be committed
 
 
 class GroupCommitter:
@@ -245,7 +221,7 @@ class GroupCommitter:
         if len(self.lanes) != concurrency or len(set(self.lanes)) != concurrency:
             raise ValueError(f"{concurrency} concurrent commits need as many distinct lanes")
         self.timeout = timeout
-        self._queue: collections.deque[_Batch] = collections.deque()
+        self._queue: collections.deque[Batch] = collections.deque()
         self._ready = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
@@ -270,7 +246,7 @@ class GroupCommitter:
         queue = self._queue
         batch = queue[-1] if queue else None  # the newest batch, not yet taken by a commit
         if batch is None or (batch.rows and len(batch.rows) + len(rows) > self.batch_max):
-            batch = _Batch(_Shared(loop=asyncio.get_running_loop()))
+            batch = Batch(SharedFuture(loop=asyncio.get_running_loop()))
             queue.append(batch)
         ticket = len(batch.groups)
         batch.groups.append(rows)
@@ -306,7 +282,7 @@ class GroupCommitter:
                 batch.future.set_result({})
         self._queue.clear()
 
-    def _take(self) -> _Batch | None:
+    def _take(self) -> Batch | None:
         batch = self._queue.popleft() if self._queue else None
         if not self._queue:
             self._ready.clear()
@@ -323,7 +299,7 @@ class GroupCommitter:
             if batch is not None:
                 await self._commit_batch(batch, lane)
 
-    async def _commit_batch(self, batch: _Batch, lane: int) -> None:
+    async def _commit_batch(self, batch: Batch, lane: int) -> None:
         """Commit ``batch`` and answer all its notices at once (its one future)."""
         try:
             results = await self._commit_rows(batch.rows, lane)

@@ -6,15 +6,18 @@ group commit's one future per batch."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet import signing
+from tracker.batch import Outcomes, SharedFuture
 from tracker.errors import Refused
 from tracker.notice import Notice, parse_query, read_notice, verify
-from tracker.store import Outcomes, RowResult, _Shared
+from tracker.store import RowResult
 
 KEY = b"0123456789abcdef0123456789abcdef"
 OLD = b"the previous key, still in flight"
@@ -23,16 +26,18 @@ NOW = 1_800_000_000.0
 KEYS = signing.KeySet(KEY, (OLD,))
 
 
-def outcome(read: object) -> tuple[str, object]:
+def outcome(read: Callable[[], Notice]) -> tuple[str, Any]:
     try:
-        notice = read()  # type: ignore[operator]
+        notice = read()
     except Refused as exc:
         return "refused", (exc.cause, exc.status, exc.reason)
     assert isinstance(notice, Notice)
     return "notice", notice
 
 
-def both(kind: str, query: str | bytes, now: float = NOW) -> tuple[object, object]:
+def both(
+    kind: str, query: str | bytes, now: float = NOW
+) -> tuple[tuple[str, Any], tuple[str, Any]]:
     fast = outcome(lambda: read_notice(kind, query, KEYS, now))
     reference = outcome(lambda: verify(kind, parse_query(query), KEYS, now))
     return fast, reference
@@ -157,8 +162,8 @@ def test_the_bidders_own_urls_read_as_the_reference_reads_them() -> None:
                         assert fast == reference
                         if fast[0] == "notice":
                             notices += 1
-                            assert fast[1].key_index == index  # type: ignore[union-attr]
-                            assert fast[1].user_key == user_key  # type: ignore[union-attr]
+                            assert fast[1].key_index == index
+                            assert fast[1].user_key == user_key
     assert notices > 50
 
 
@@ -174,8 +179,8 @@ def test_a_batchs_one_future_outlives_a_cancelled_waiter() -> None:
     """The group commit answers a batch with one future that every notice's task awaits: one
     task cancelled (its client gone) leaves the future, and the others' answers, alone."""
 
-    async def scenario() -> list[object]:
-        future = _Shared(loop=asyncio.get_running_loop())
+    async def scenario() -> list[Any]:
+        future = SharedFuture(loop=asyncio.get_running_loop())
 
         async def wait() -> Outcomes:
             return await future
@@ -186,7 +191,7 @@ def test_a_batchs_one_future_outlives_a_cancelled_waiter() -> None:
         await asyncio.sleep(0)
         assert not future.cancelled()
         future.set_result({("t", "bill"): RowResult(True, 7)})
-        return await asyncio.gather(gone, stays, return_exceptions=True)
+        return list(await asyncio.gather(gone, stays, return_exceptions=True))
 
     gone, stays = asyncio.run(scenario())
     assert isinstance(gone, asyncio.CancelledError)
