@@ -4,6 +4,7 @@ handler on the same server in the same run.
 
     python -m bench tracker [--notices N] [--concurrency C] [--seconds S]
     python -m bench.tracker [...] [--batch-concurrency K] [--no-flush] [--commit-delay US]
+    RTBFLEET_BENCH_PROFILE=server.prof python -m bench.tracker [...]   # cProfile the server
 
 An embedded Postgres in a temporary directory (synchronous commit on the tracker's connections),
 the fleet's migrations, one campaign. Each notice is a distinct signed billing URL; a share of
@@ -15,13 +16,15 @@ them is sent twice, as exchanges do. One server process (uvloop) serves both pat
 The client (this process) keeps ``C`` HTTP/1.1 keep-alive connections busy, one request at a
 time on each. Then the tracker again at half its measured rate, paced, for its latency (p50,
 p99). Prints notices/s and the ratio tracker / baseline; the client shares the machine with the
-server, and figures on a loaded machine are rough.
+server, and figures on a loaded machine are rough. It also prints the server process's CPU time
+per request on each path (from /proc): on a shared machine the steadier figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import signal
 import statistics
@@ -140,8 +143,21 @@ def http_driver(port: int, path: str, connections: int) -> tuple[Driver, Callabl
     return drive, close
 
 
-async def saturate(driver: Driver, queries: list[str], concurrency: int, seconds: float) -> float:
-    """Notices per second with ``concurrency`` in flight, until done or ``seconds`` pass."""
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used so far, from /proc (Linux);
+    NaN where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def saturate(
+    driver: Driver, queries: list[str], concurrency: int, seconds: float
+) -> tuple[float, int]:
+    """Notices per second with ``concurrency`` in flight, until done or ``seconds`` pass, and
+    how many were answered."""
     position = 0
     done = 0
     deadline = time.perf_counter() + seconds
@@ -161,7 +177,7 @@ async def saturate(driver: Driver, queries: list[str], concurrency: int, seconds
     elapsed = time.perf_counter() - started
     if set(statuses) != {204}:
         raise RuntimeError(f"unexpected answers: {statuses}")
-    return done / elapsed
+    return done / elapsed, done
 
 
 async def paced(
@@ -295,12 +311,18 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
             raise RuntimeError("the tracker server did not start")
         c = args.concurrency
         drive, close_base = http_driver(port, "/trivial", c)
-        base = await saturate(drive, billing_queries(args.notices, "t"), c, args.seconds)
+        trivial_queries = billing_queries(args.notices, "t")
+        used = cpu_seconds(child.pid)
+        base, answered = await saturate(drive, trivial_queries, c, args.seconds)
+        base_cpu = (cpu_seconds(child.pid) - used) / answered
         close_base()
         drive, close_bill = http_driver(port, "/bill", c)
         stop_sampling = asyncio.Event()
         sampler = asyncio.create_task(sample_waits(dsn, stop_sampling))
-        rate = await saturate(drive, billing_queries(args.notices, "a"), c, args.seconds)
+        bill_queries = billing_queries(args.notices, "a")
+        used = cpu_seconds(child.pid)
+        rate, answered = await saturate(drive, bill_queries, c, args.seconds)
+        bill_cpu = (cpu_seconds(child.pid) - used) / answered
         stop_sampling.set()
         waits = await sampler
         before = await commit_figures(port)
@@ -325,6 +347,10 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     print(f"trivial handler     {base:>10,.0f} notices/s  (HTTP, {c} connections)")
     print(f"tracker (bill)      {rate:>10,.0f} notices/s  ratio {rate / base:.3f} of trivial")
     print(
+        f"  server CPU per request: trivial {base_cpu * 1e6:.0f} us, bill {bill_cpu * 1e6:.0f} us"
+        f" (trivial / bill {base_cpu / bill_cpu:.3f})"
+    )
+    print(
         f"tracker at {rate / 2:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms ({len(latencies)} sent)"
     )
     busy = sorted(waits.items(), key=lambda item: -item[1])
@@ -333,6 +359,12 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         f"commit on average {sum(waits.values()):.2f}: "
         + ", ".join(f"{what} {n:.2f}" for what, n in busy if n >= 0.01)
     )
+    if before["commits"]:
+        print(
+            f"  server, at full rate: {before['commits']:.0f} group commits of "
+            f"{before['notices'] / before['commits']:.1f} notices, "
+            f"{before['seconds'] / before['commits'] * 1000:.1f} ms each on average"
+        )
     commits = after["commits"] - before["commits"]
     if commits:
         print(
@@ -355,7 +387,19 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] == "serve":  # the server process
         import uvloop
 
-        uvloop.run(serve(argv[1], int(argv[2]), int(argv[3])))
+        profile = os.environ.get("RTBFLEET_BENCH_PROFILE", "")
+        if not profile:
+            uvloop.run(serve(argv[1], int(argv[2]), int(argv[3])))
+            return
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            uvloop.run(serve(argv[1], int(argv[2]), int(argv[3])))
+        finally:
+            profiler.disable()
+            profiler.dump_stats(profile)
         return
     parser = argparse.ArgumentParser(prog="python -m bench tracker")
     parser.add_argument("--notices", type=int, default=30_000)

@@ -272,6 +272,7 @@ class KeySet:
     def __init__(self, current: bytes, previous: tuple[bytes, ...] = ()) -> None:
         self.signer = Signer(current)
         self._verifiers = (self.signer, *(Signer(key) for key in previous if key != current))
+        self._keyed_states = tuple(signer._keyed for signer in self._verifiers)
 
     def __len__(self) -> int:
         return len(self._verifiers)
@@ -281,10 +282,16 @@ class KeySet:
         no key of the set did. Tries every key, so the time taken tells nothing."""
         if not signature or not signature.isascii() or len(signature) != 2 * SIGNATURE_BYTES:
             return None
-        form = canonical(params)
+        return self.match(canonical(params), signature)
+
+    def match(self, form: bytes, signature: str) -> int | None:
+        """``key_index`` of a canonical form already written out (a verifier that reads the
+        parameters of a notice URL writes it in one piece). Tries every key, as it does."""
         found = None
-        for index, signer in enumerate(self._verifiers):
-            if hmac.compare_digest(_mac(signer._keyed, form), signature) and found is None:
+        for index, keyed in enumerate(self._keyed_states):
+            state = keyed.copy()
+            state.update(form)
+            if hmac.compare_digest(state.hexdigest(), signature) and found is None:
                 found = index
         return found
 

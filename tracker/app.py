@@ -62,11 +62,14 @@ class _Headers(Mapping[str, str]):
 class TrackerRoute:
     """One tracker path. ``now`` is the fleet clock (seconds)."""
 
-    __slots__ = ("now", "tracker")
+    __slots__ = ("_plain", "now", "tracker")
 
     def __init__(self, tracker: Callable[[], Handles], now: Callable[[], float]) -> None:
         self.tracker = tracker
         self.now = now
+        # the 204s (billing and loss notices) by their headers: the same few, converted once
+        # (a Response is only read to be written)
+        self._plain: dict[tuple[int, tuple[tuple[str, str], ...]], Response] = {}
 
     async def __call__(self, request: Request) -> Response:
         answer = await self.tracker().handle(
@@ -77,6 +80,18 @@ class TrackerRoute:
             request.body,
             self.now(),
         )
+        if answer.status == 204:
+            key = (204, tuple(answer.headers))
+            plain = self._plain.get(key)
+            if plain is None:
+                plain = self._response(answer)
+                if len(self._plain) < 16:
+                    self._plain[key] = plain
+            return plain
+        return self._response(answer)
+
+    @staticmethod
+    def _response(answer: TrackerResponse) -> Response:
         content_type = b"application/json"
         extra: list[tuple[str, str]] = []
         for name, value in answer.headers:

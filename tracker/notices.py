@@ -44,7 +44,7 @@ from tracker.errors import Refused, Unavailable
 from tracker.kinesis import KinesisSink
 from tracker.memcache import FrequencyWriter
 from tracker.metrics import TrackerMetrics
-from tracker.notice import Notice, parse_query, verify
+from tracker.notice import Notice, parse_query, read_notice
 from tracker.spend import win_markup
 from tracker.store import CatalogSource, GroupCommitter, NoticeRow
 
@@ -72,6 +72,9 @@ class Response:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+
+
+_NO_CONTENT: Final = Response(204, [_NO_STORE])  # bill and loss: never changed once made
 
 
 def _json_response(status: int, payload: Mapping[str, object]) -> Response:
@@ -165,14 +168,19 @@ class Tracker:
     # -- notices -------------------------------------------------------------------------------
 
     async def _notice(self, kind: str, query: str | bytes, now: float) -> Response:
-        notice = verify(kind, parse_query(query), self.keys, now)
+        notice = read_notice(kind, query, self.keys, now)
         if notice.price_state == "missing":
             self.metrics.price_missing.labels(kind).inc()
             if kind == "bill":
                 raise Refused("price_missing", "the clearing price macro was not filled in")
         if kind == "bill" and notice.price_micros is None:
             raise Refused("price_missing", "a billing notice needs its clearing price")
-        catalog = await self.catalog.ensure(notice.campaign_id, notice.creative_id, notice.currency)
+        catalog = self.catalog.catalog
+        if not catalog.knows(notice.campaign_id, notice.creative_id, notice.currency):
+            # read again (at most once a ``min_interval``) when it lacks what the notice names
+            catalog = await self.catalog.ensure(
+                notice.campaign_id, notice.creative_id, notice.currency
+            )
         if not catalog.knows(notice.campaign_id, notice.creative_id, notice.currency):
             raise Refused("unknown", "unknown campaign, creative or currency")
         click_id = click_id_for(notice.txid, self.user_secret) if kind == "click" else ""
@@ -284,7 +292,7 @@ class Tracker:
                 device_id=notice.user_key,
             )
             return Response(302, [("Location", location), _NO_STORE])
-        return Response(204, [_NO_STORE])
+        return _NO_CONTENT
 
     # -- postbacks -----------------------------------------------------------------------------
 

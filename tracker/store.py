@@ -43,14 +43,15 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import asyncpg
+import msgspec
 
 from fleet.aio import cancel_and_wait
 from fleet.db.config_store import load_snapshot
+from tracker.batch import Batch, Outcomes, SharedFuture
 from tracker.catalog import Catalog
 from tracker.errors import Unavailable
 from tracker.metrics import TrackerMetrics
@@ -144,9 +145,9 @@ def spend_lanes(first: int, count: int, lanes: int) -> tuple[int, ...]:
     return tuple((first + i) % lanes for i in range(count))
 
 
-@dataclass(frozen=True, slots=True)
-class NoticeRow:
-    """One (txid, kind) to count, with what its effects need."""
+class NoticeRow(msgspec.Struct, frozen=True):
+    """One (txid, kind) to count, with what its effects need. (Structs, not dataclasses: one
+    or two are made per notice, and a frozen dataclass costs several times as much.)"""
 
     kind: str  # win, bill, loss, imp, click, freq
     txid: str
@@ -163,8 +164,7 @@ class NoticeRow:
         return (self.txid, self.kind)
 
 
-@dataclass(frozen=True, slots=True)
-class RowResult:
+class RowResult(msgspec.Struct, frozen=True):
     counted: bool  # False: a duplicate (or unpriced)
     cost_micros: int = 0  # what a billing notice added, campaign currency
     unpriced: bool = False  # a billing notice whose campaign or exchange rate is gone: not counted
@@ -175,35 +175,27 @@ def _timestamp(seconds: float) -> datetime:
 
 
 def batch_arguments(rows: Sequence[NoticeRow]) -> list[list[Any]]:
-    """The statement's arrays, one entry per distinct key (the first copy of each)."""
-    seen: set[tuple[str, str]] = set()
-    columns: list[list[Any]] = [[] for _ in range(9)]
+    """The statement's arrays, one entry per distinct key (the first copy of each), built a
+    column at a time (a batch's notices mostly share their second: its time is made once)."""
+    firsts: dict[tuple[str, str], NoticeRow] = {}
     for r in rows:
-        if r.key in seen:
-            continue
-        seen.add(r.key)
-        values = (
-            r.txid,
-            r.kind,
-            r.campaign_id,
-            r.creative_id,
-            r.price_micros,
-            r.currency,
-            _timestamp(r.at),
-            r.user_key or None,
-            r.click_id or None,
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    return columns
+        firsts.setdefault((r.txid, r.kind), r)
+    unique = rows if len(firsts) == len(rows) else list(firsts.values())
+    stamps = {at: _timestamp(at) for at in {r.at for r in unique}}
+    return [
+        [r.txid for r in unique],
+        [r.kind for r in unique],
+        [r.campaign_id for r in unique],
+        [r.creative_id for r in unique],
+        [r.price_micros for r in unique],
+        [r.currency for r in unique],
+        [stamps[r.at] for r in unique],
+        [r.user_key or None for r in unique],
+        [r.click_id or None for r in unique],
+    ]
 
 
-class _Waiter:
-    __slots__ = ("future", "rows")
-
-    def __init__(self, rows: list[NoticeRow], future: asyncio.Future[dict[Any, RowResult]]):
-        self.rows = rows
-        self.future = future
+_NOT_COUNTED: Final = RowResult(False)
 
 
 class GroupCommitter:
@@ -229,7 +221,7 @@ class GroupCommitter:
         if len(self.lanes) != concurrency or len(set(self.lanes)) != concurrency:
             raise ValueError(f"{concurrency} concurrent commits need as many distinct lanes")
         self.timeout = timeout
-        self._queue: collections.deque[_Waiter] = collections.deque()
+        self._queue: collections.deque[Batch] = collections.deque()
         self._ready = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._closing = False
@@ -251,10 +243,30 @@ class GroupCommitter:
             raise Unavailable("the tracker is shutting down")
         if time.monotonic() < self._down_until:
             raise Unavailable("Postgres was unreachable a moment ago")
-        future: asyncio.Future[dict[Any, RowResult]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Waiter(rows, future))
+        queue = self._queue
+        batch = queue[-1] if queue else None  # the newest batch, not yet taken by a commit
+        if batch is None or (batch.rows and len(batch.rows) + len(rows) > self.batch_max):
+            batch = Batch(SharedFuture(loop=asyncio.get_running_loop()))
+            queue.append(batch)
+        ticket = len(batch.groups)
+        batch.groups.append(rows)
+        batch.rows += rows
+        owners = batch.owners
+        for row in rows:
+            owners.setdefault((row.txid, row.kind), ticket)
         self._ready.set()
-        return await future
+        results = await batch.future
+        if batch.error:
+            raise Unavailable(batch.error)
+        failed = batch.failed.get(ticket) if batch.failed else None
+        if failed is not None:
+            raise Unavailable(failed)
+        # each key's result goes to its first copy in the batch; any other copy is a duplicate
+        outcome: Outcomes = {}
+        for row in rows:
+            key = (row.txid, row.kind)
+            outcome[key] = results.get(key, _NOT_COUNTED) if owners[key] == ticket else _NOT_COUNTED
+        return outcome
 
     async def close(self) -> None:
         """Commit what is queued, then stop."""
@@ -264,21 +276,17 @@ class GroupCommitter:
             await asyncio.wait(self._workers, timeout=self.timeout * 2 + 1)
         for worker in self._workers:
             await cancel_and_wait(worker)
-        for waiter in self._queue:
-            if not waiter.future.done():
-                waiter.future.set_exception(Unavailable("the tracker stopped"))
+        for batch in self._queue:
+            if not batch.future.done():
+                batch.error = "the tracker stopped"
+                batch.future.set_result({})
         self._queue.clear()
 
-    def _take(self) -> list[_Waiter]:
-        taken: list[_Waiter] = []
-        count = 0
-        while self._queue and (not taken or count + len(self._queue[0].rows) <= self.batch_max):
-            waiter = self._queue.popleft()
-            taken.append(waiter)
-            count += len(waiter.rows)
+    def _take(self) -> Batch | None:
+        batch = self._queue.popleft() if self._queue else None
         if not self._queue:
             self._ready.clear()
-        return taken
+        return batch
 
     async def _work(self, lane: int) -> None:
         while True:
@@ -288,46 +296,48 @@ class GroupCommitter:
                 await self._ready.wait()
                 continue
             batch = self._take()
-            if batch:
+            if batch is not None:
                 await self._commit_batch(batch, lane)
 
-    async def _commit_batch(self, batch: list[_Waiter], lane: int) -> None:
-        rows = [row for waiter in batch for row in waiter.rows]
+    async def _commit_batch(self, batch: Batch, lane: int) -> None:
+        """Commit ``batch`` and answer all its notices at once (its one future)."""
+        try:
+            results = await self._commit_rows(batch.rows, lane)
+        except Unavailable as exc:
+            batch.error = str(exc)
+            results = {}
+        except asyncpg.PostgresError as exc:
+            # bad data in one notice: commit each submitter's rows alone, so that it fails alone
+            self.metrics.batch_errors.labels("data").inc()
+            log.warning("batch of %d failed (%s); committing one by one", len(batch.rows), exc)
+            results = {}
+            if len(batch.groups) == 1:
+                batch.failed[0] = f"cannot be committed: {exc}"
+            for ticket, group in enumerate(batch.groups if len(batch.groups) > 1 else ()):
+                try:
+                    results.update(await self._commit_rows(group, lane))
+                except Unavailable as alone:
+                    batch.failed[ticket] = str(alone)
+                except asyncpg.PostgresError as alone:
+                    self.metrics.batch_errors.labels("data").inc()
+                    batch.failed[ticket] = f"cannot be committed: {alone}"
+        if not batch.future.done():
+            batch.future.set_result(results)
+
+    async def _commit_rows(self, rows: list[NoticeRow], lane: int) -> Outcomes:
+        """``_commit`` of ``rows``, timed and counted in the batch metrics; on ``Unavailable``
+        notices are answered so at once for ``fail_fast`` seconds."""
         started = time.perf_counter()
         try:
             results = await self._commit(rows, lane)
-        except Unavailable as exc:
+        except Unavailable:
             self._down_until = time.monotonic() + self.fail_fast
-            for waiter in batch:
-                if not waiter.future.done():
-                    waiter.future.set_exception(Unavailable(str(exc)))
-            return
-        except asyncpg.PostgresError as exc:
-            # bad data in one notice: commit them one by one, so that it fails alone
-            self.metrics.batch_errors.labels("data").inc()
-            log.warning("batch of %d failed (%s); committing one by one", len(rows), exc)
-            if len(batch) > 1:
-                for waiter in batch:
-                    await self._commit_batch([waiter], lane)
-            elif not batch[0].future.done():
-                batch[0].future.set_exception(Unavailable(f"cannot be committed: {exc}"))
-            return
+            raise
         self.metrics.batch_size.observe(len(rows))
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        claimed: set[tuple[str, str]] = set()
-        for waiter in batch:
-            outcome: dict[Any, RowResult] = {}
-            for row in waiter.rows:
-                result = results.get(row.key)
-                if result is not None and row.key not in claimed:
-                    claimed.add(row.key)
-                    outcome[row.key] = result
-                else:
-                    outcome[row.key] = RowResult(False)
-            if not waiter.future.done():
-                waiter.future.set_result(outcome)
+        return results
 
-    async def _commit(self, rows: list[NoticeRow], lane: int) -> dict[tuple[str, str], RowResult]:
+    async def _commit(self, rows: list[NoticeRow], lane: int) -> Outcomes:
         arguments = batch_arguments(rows)
         for attempt in range(3):
             try:
@@ -416,9 +426,17 @@ class CatalogSource:
                 self.metrics.catalog_age.set(time.monotonic() - self.catalog.loaded_at)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A released connection's reset: nothing beyond asyncpg's own (an open transaction rolled
+    back, listeners removed). The tracker leaves no session state on its connections (no SET,
+    LISTEN, cursor outside a transaction or session advisory lock: the pause round's lock is a
+    transaction's), so the default reset's statement (``RESET ALL; CLOSE ALL; UNLISTEN *;
+    SELECT pg_advisory_unlock_all()``) would be a round trip per group commit for nothing."""
+
+
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, server_settings=SERVER_SETTINGS
+        dsn, min_size=1, max_size=size, server_settings=SERVER_SETTINGS, reset=_keep_session
     )
     return pool
 
