@@ -38,8 +38,8 @@ from typing import Any
 import msgspec
 
 from bidlogger import BidLogger, BidloggerSettings
-from bidlogger.aggregate import RawRow
 from bidlogger.copyfmt import encode_raw
+from bidlogger.raw import RawRow
 from bidlogger.store import RAW_COLUMNS, Store, day_partition, utc
 from fleet.bus import Publisher
 from fleet.db import migrate

@@ -239,7 +239,7 @@ class BidLogger:
             except Exception:  # a bug must not stop the logger: count the batch, say so
                 agg.drop("internal", len(d.payloads))
                 log.exception("a batch of %d event(s) on %s not counted", len(d.payloads), d.topic)
-            if len(agg.raw) >= RAW_FLUSH_ROWS and (
+            if agg.raw_rows >= RAW_FLUSH_ROWS and (
                 self._raw_flush is None or self._raw_flush.done()
             ):  # smaller COPYs, overlapping the reading: a task of its own starts at the next
                 # turn of the loop (the flush loop's timed wait takes several turns, and the
@@ -295,10 +295,10 @@ class BidLogger:
                     self._spooled.set()
                 else:
                     self._refused(batch)
-                self.raw_events += len(batch.raw)
+                self.raw_events += batch.raw_count
         async with self._segments_lock:
-            if batch is not None and batch.raw:
-                await asyncio.to_thread(self.segments.append, batch.raw, self.mono())
+            if batch is not None and batch.chunks:
+                await asyncio.to_thread(self.segments.append, batch.chunks, self.mono())
             await self._close_segments(everything=close_segments)
         return batch
 
