@@ -4,9 +4,10 @@ Each flush appends its raw-sample events (the JSON lines of its chunks, ``bidlog
 they are: a chunk within one hour is one write, whole) to one open segment per (event type, hour
 of the event's own timestamp). A segment is closed into a Parquet file when it holds
 ``max_rows``, when it has been open ``max_seconds``, or when the events' time has passed the end
-of its hour by ``hour_grace`` seconds; a segment left by a crash is closed at start. A segment is converted whole, in one call to Arrow's JSON reader (one block, on the
-calling thread: the flush runs it in a worker thread, and Arrow releases the GIL). The file goes
-to the outbox under its object key::
+of its hour by ``hour_grace`` seconds; a segment left by a crash is closed at start. A segment
+is converted whole, in one call to Arrow's JSON reader (one block, on the calling thread: the
+flush runs it in a worker thread, and Arrow releases the GIL). The file goes to the outbox under
+its object key::
 
     events/type=<type>/date=YYYY-MM-DD/hour=HH/<logger>-<seq>.parquet
 
