@@ -16,6 +16,8 @@ in Postgres (and, with the raw sample, the Parquet files are written).
   the same table: ``copy_records_to_table`` of the row tuples (through the parent table), and
   the logger's own binary COPY stream as bytes into the day's partition (Postgres's work
   alone, the strictest baseline). Aim: raw sample / raw COPY >= 0.5; both ratios are printed.
+- the logger's CPU per raw event by step (fold, COPY stream, spool encoding, segment append,
+  Parquet), the same events without the bus and Postgres, the best of three rounds.
 
 The figures depend on the machine's load (the logger, the publisher, the proxy and Postgres
 share its CPUs); the load average is printed with them.
@@ -32,18 +34,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from bidlogger import BidLogger, BidloggerSettings
-from bidlogger.aggregate import RawRow
-from bidlogger.copyfmt import encode_raw
+from bidlogger.aggregate import Aggregator, BidJoin, encode_batch
+from bidlogger.copyfmt import encode_chunks, encode_raw
+from bidlogger.parquet import Segments
+from bidlogger.partitions import topic_partition, topic_type
+from bidlogger.raw import RawRow
 from bidlogger.store import RAW_COLUMNS, Store, day_partition, utc
 from fleet.bus import Publisher
 from fleet.db import migrate
 from fleet.events import (
+    EVENT_TYPES,
     AnyEvent,
     AuctionEvent,
     BidEvent,
@@ -238,6 +245,54 @@ async def _raw_copy(dsn: str, count: int) -> tuple[float, float]:
         await store.close()
 
 
+def _cpu_steps(count: int, rounds: int = 3) -> dict[str, float]:
+    """CPU microseconds per raw event of each step of the logger's raw path, the bus and
+    Postgres left out (the best of ``rounds``): the same events in batches of 256 per topic."""
+    by_topic: dict[str, list[bytes]] = {}
+    for e in transactions(count):
+        by_topic.setdefault(topic_for(e), []).append(encode(e))
+    deliveries = [
+        (topic, payloads[i : i + 256])
+        for topic, payloads in by_topic.items()
+        for i in range(0, len(payloads), 256)
+    ]
+
+    def fold(raw: bool) -> Aggregator:
+        agg = Aggregator(
+            logger_id="bench", shard="all", partitions_covered=64, partitions_total=64,
+            join=BidJoin(3600, 10**6), raw_partitions=frozenset(range(64) if raw else ()),
+            raw_types=frozenset(EVENT_TYPES),
+        )  # fmt: skip
+        for topic, payloads in deliveries:
+            agg.add(topic, topic_partition(topic), topic_type(topic), payloads)
+        return agg
+
+    def best(step: Callable[[], object]) -> float:
+        times = []
+        for _ in range(rounds):
+            started = time.process_time()
+            step()
+            times.append(time.process_time() - started)
+        return min(times) / count * 1e6
+
+    steps = {"fold, aggregates alone": best(lambda: fold(False))}
+    steps["fold, raw sample too"] = best(lambda: fold(True))
+    agg = fold(True)
+    batch = agg.flush(1)
+    steps["COPY stream"] = best(lambda: encode_chunks(batch.chunks, "bench", 1))
+    steps["spool encoding"] = best(lambda: encode_batch(msgspec.structs.replace(batch, chunks=[])))
+    with tempfile.TemporaryDirectory() as tmp:
+        segments = Segments(Path(tmp) / "s", Path(tmp) / "o", logger_id="bench",
+                            max_rows=10**9, max_seconds=1e9)  # fmt: skip
+        steps["segment append"] = best(lambda: segments.append(batch.chunks, 0.0))
+        segments.close_due(0.0, 0.0, everything=True)
+        segments.append(batch.chunks, 0.0)
+        started = time.process_time()
+        segments.close_due(0.0, 0.0, everything=True)
+        steps["Parquet (JSON parse, zstd)"] = (time.process_time() - started) / count * 1e6
+    return steps
+
+
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -289,6 +344,9 @@ def main() -> None:
         for label, rate in (("records", copy_rate), ("stream ", stream_rate)):
             print(f"  ratio raw sample / COPY {label}   : {raw_rate / rate:>10.2f}  (aim >= 0.5)")
         print(f"  load average after the runs       : {_load()}")
+        steps = _cpu_steps(RAW_EVENTS)
+        print("  the logger's CPU per raw event by step, without the bus and Postgres (µs): "
+              + ", ".join(f"{name} {us:.2f}" for name, us in steps.items()))  # fmt: skip
     finally:
         _stop(proxy)
         pg.stop(mode="immediate")

@@ -23,8 +23,9 @@ from typing import Any
 
 import msgspec
 
-from bidlogger._copy import encode_raw
+from bidlogger._copy import encode_chunks
 from bidlogger.positions import Loss, Position, Positions
+from bidlogger.raw import RawChunk, RawRow, chunk_of, rows_of
 from fleet.events import (
     EVENT_TYPES,
     AuctionEvent,
@@ -61,7 +62,9 @@ assert tuple(CLASSES) == EVENT_TYPES
 DECODERS: dict[str, msgspec.msgpack.Decoder[Event]] = {
     name: msgspec.msgpack.Decoder(cls) for name, cls in CLASSES.items()
 }
-_json = msgspec.json.Encoder()
+_WITH_CAMPAIGN = frozenset(
+    name for name, cls in CLASSES.items() if "campaign_id" in cls.__struct_fields__
+)
 _ARRAY32 = struct.Struct(">BI")  # msgpack array32 header: the payloads behind it are one array
 
 
@@ -105,26 +108,16 @@ class AggRow(msgspec.Struct, array_like=True, frozen=True):
     joined: int
 
 
-class RawRow(msgspec.Struct, array_like=True, frozen=True):
-    """One raw-sample event: the columns Postgres indexes, and the event whole as JSON."""
-
-    ts: float
-    event_type: str
-    txid: str
-    partition: int
-    campaign_id: int
-    creative_id: int
-    json: bytes
-
-
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
     """One flush: applied to Postgres at most once, identified by (logger_id, seq).
 
-    The raw sample travels twice: ``raw``, the rows (for the Parquet segments, in memory only:
-    the spool keeps ``raw=[]``), and ``raw_copy``, the same rows as one binary COPY stream
-    (``bidlogger.copyfmt``), encoded once at the flush, spooled and sent to Postgres as it is;
-    ``raw_first``/``raw_last`` are its earliest and latest timestamps in epoch microseconds.
-    A batch spooled before ``raw_copy`` existed has ``raw`` alone (the writer encodes it).
+    The raw sample travels twice: ``chunks`` (``bidlogger.raw``: for the Parquet segments, in
+    memory only: the spool keeps ``chunks=[]``), and ``raw_copy``, the same events as one binary
+    COPY stream (``bidlogger.copyfmt``), encoded once at the flush, spooled and sent to Postgres
+    as it is; ``raw_first``/``raw_last`` are its earliest and latest timestamps in epoch
+    microseconds. A batch spooled before ``raw_copy`` existed has ``raw``, the rows, alone (the
+    writer encodes them); so has a batch whose stream the flush could not encode (the writer
+    encodes it again, and sets the batch aside as refused).
     """
 
     logger_id: str
@@ -142,6 +135,7 @@ class Batch(msgspec.Struct, frozen=True, kw_only=True):
     raw_events: int = 0
     raw_first: int = 0
     raw_last: int = 0
+    chunks: list[RawChunk] = []
 
     @property
     def raw_count(self) -> int:
@@ -232,7 +226,8 @@ class Aggregator:
         self.positions = positions if positions is not None else Positions()
         self.check_partition = check_partition
         self.cells: Cells = {}
-        self.raw: list[RawRow] = []
+        self.raw: list[RawChunk] = []
+        self.raw_rows = 0  # events in ``raw``
         self.pending_events = 0
         self.events_in: dict[str, int] = dict.fromkeys(EVENT_TYPES, 0)  # since start
         self.dropped: dict[str, int] = {}  # cause -> events, since start
@@ -326,27 +321,18 @@ class Aggregator:
                 else:
                     cell[0] += count
         if keep_raw:
-            self._keep_raw(event_type, partition, events)
+            self._keep_raw(event_type, partition, events, stamps)
         self.pending_events += n
         self.events_in[event_type] += n
         return n
 
-    def _keep_raw(self, event_type: str, partition: int, full: list[Any]) -> None:
-        encode = _json.encode
-        self.raw.extend(
-            [
-                RawRow(
-                    e.ts,
-                    event_type,
-                    e.txid,
-                    partition,
-                    getattr(e, "campaign_id", 0),
-                    getattr(e, "creative_id", 0),
-                    encode(e),
-                )
-                for e in full
-            ]
+    def _keep_raw(
+        self, event_type: str, partition: int, events: list[Any], stamps: list[float]
+    ) -> None:
+        self.raw.append(
+            chunk_of(event_type, partition, events, stamps, event_type in _WITH_CAMPAIGN)
         )
+        self.raw_rows += len(events)
 
     def add_each(self, topic: str, partition: int, event_type: str, payloads: list[bytes]) -> int:
         """The reference: one event at a time, each bad one dropped with its cause."""
@@ -362,6 +348,8 @@ class Aggregator:
         total = self.total
         accepted = 0
         latest = self.watermark
+        kept: list[Event] = []
+        kept_stamps: list[float] = []
         for payload in payloads:
             try:
                 event = decode(payload)
@@ -393,18 +381,11 @@ class Aggregator:
                 else:
                     cell[0] += 1
             if keep_raw:
-                self.raw.append(
-                    RawRow(
-                        ts,
-                        event_type,
-                        event.txid,
-                        partition,
-                        getattr(event, "campaign_id", 0),
-                        getattr(event, "creative_id", 0),
-                        _json.encode(event),
-                    )
-                )
+                kept.append(event)
+                kept_stamps.append(ts)
             accepted += 1
+        if kept:
+            self._keep_raw(event_type, partition, kept, kept_stamps)
         self.watermark = latest
         self.pending_events += accepted
         self.events_in[event_type] += accepted
@@ -454,13 +435,14 @@ class Aggregator:
     def flush(self, seq: int) -> Batch:
         """Everything folded since the last flush, as batch ``seq``; the cells start again."""
         self.join.expire(self.watermark)
-        raw = self.raw
+        chunks = self.raw
+        raw: list[RawRow] = []
         raw_copy, first, last = b"", 0, 0
-        if raw:
+        if chunks:
             try:
-                raw_copy, first, last = encode_raw(raw, self.logger_id, seq)
+                raw_copy, first, last = encode_chunks(chunks, self.logger_id, seq)
             except OverflowError:  # left to the writer, which sets the batch aside as refused
-                raw_copy = b""
+                raw_copy, raw = b"", rows_of(chunks)
         rows = [
             AggRow(minute, campaign, creative, etype, c[0], c[1], c[2], c[3])
             for (minute, campaign, creative, etype), c in self.cells.items()
@@ -478,12 +460,14 @@ class Aggregator:
             losses=self.positions.take_losses(),
             raw=raw,
             raw_copy=raw_copy,
-            raw_events=len(raw),
+            raw_events=self.raw_rows,
             raw_first=first,
             raw_last=last,
+            chunks=chunks,
         )
         self.cells = {}
         self.raw = []
+        self.raw_rows = 0
         self.pending_events = 0
         return batch
 

@@ -11,9 +11,10 @@ bytes in Postgres's binary send format, then the trailer (-1 as 16 bits):
 - ``event`` jsonb: the version byte 1, then the event's JSON text.
 
 The flush encodes the stream once; the same bytes are spooled with the batch and sent to
-Postgres as they are (no per-row work in the writer, nor again on a replay). ``encode_raw`` is
-the compiled encoder (``bidlogger._copy``); :func:`encode_raw_py` is its reference, kept
-byte-for-byte equal by tests/bidlogger/test_bidlogger_copy.py.
+Postgres as they are (no per-row work in the writer, nor again on a replay). ``encode_chunks``
+(the flush's chunks, ``bidlogger.raw``) and ``encode_raw`` (rows) are the compiled encoders
+(``bidlogger._copy``); :func:`encode_raw_py` is their reference, kept byte-for-byte equal by
+tests/bidlogger/test_bidlogger_copy.py.
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ import struct
 from collections.abc import Sequence
 from typing import Protocol
 
-from bidlogger._copy import encode_raw
+from bidlogger._copy import encode_chunks, encode_raw
 
-__all__ = ["HEADER", "RAW_COLUMNS", "TRAILER", "RowLike", "encode_raw", "encode_raw_py"]
+__all__ = [
+    "HEADER",
+    "RAW_COLUMNS",
+    "TRAILER",
+    "RowLike",
+    "encode_chunks",
+    "encode_raw",
+    "encode_raw_py",
+]
 
 RAW_COLUMNS = (
     "ts",

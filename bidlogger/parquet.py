@@ -1,10 +1,13 @@
 """Raw-sample events as hourly Parquet files: segments on disk, then files in the outbox.
 
-Each flush appends its raw-sample events (as JSON lines) to one open
-segment per (event type, hour of the event's own timestamp). A segment is closed into a Parquet
-file when it holds ``max_rows``, when it has been open ``max_seconds``, or when the events' time
-has passed the end of its hour by ``hour_grace`` seconds; a segment left by a crash is closed at
-start. The file goes to the outbox under its object key::
+Each flush appends its raw-sample events (the JSON lines of its chunks, ``bidlogger.raw``, as
+they are: a chunk within one hour is one write, whole) to one open segment per (event type, hour
+of the event's own timestamp). A segment is closed into a Parquet file when it holds
+``max_rows``, when it has been open ``max_seconds``, or when the events' time has passed the end
+of its hour by ``hour_grace`` seconds; a segment left by a crash is closed at start. A segment
+is converted whole, in one call to Arrow's JSON reader (one block, on the calling thread: the
+flush runs it in a worker thread, and Arrow releases the GIL). The file goes to the outbox under
+its object key::
 
     events/type=<type>/date=YYYY-MM-DD/hour=HH/<logger>-<seq>.parquet
 
@@ -27,11 +30,13 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from bidlogger.aggregate import CLASSES, HOUR, RawRow
+from bidlogger.aggregate import CLASSES, HOUR
 from bidlogger.errors import SpoolError
+from bidlogger.raw import RawChunk, split_lines
 from bidlogger.spool import write_atomically
 
 SEGMENT_SUFFIX = ".seg"
+MAX_BLOCK = 1 << 30  # Arrow's JSON block size is an int32; a segment this large is rare
 
 
 def arrow_type(annotation: Any) -> pa.DataType:
@@ -66,11 +71,13 @@ SCHEMAS: dict[str, pa.Schema] = {name: schema_of(name) for name in CLASSES}
 
 
 def table_of(event_type: str, lines: bytes) -> pa.Table:
-    """The Parquet table of one type's events, from their JSON lines (Arrow's own parser)."""
+    """The Parquet table of one type's events, from their JSON lines (Arrow's own parser), in
+    one block on this thread (Arrow's thread pool costs more than it gains on a busy host)."""
     options = pa_json.ParseOptions(
         explicit_schema=SCHEMAS[event_type], unexpected_field_behavior="ignore"
     )
-    return pa_json.read_json(pa.BufferReader(lines), parse_options=options)
+    reading = pa_json.ReadOptions(use_threads=False, block_size=min(len(lines) + 1, MAX_BLOCK))
+    return pa_json.read_json(pa.BufferReader(lines), read_options=reading, parse_options=options)
 
 
 def object_key(event_type: str, hour_start: int, logger_id: str, seq: int) -> str:
@@ -162,15 +169,18 @@ class Segments:
         except ValueError:
             return None, 0, 0
 
-    def append(self, rows: list[RawRow], now: float) -> None:
-        """Append one flush's raw rows to their segments (``now``: a monotonic clock)."""
+    def append(self, chunks: list[RawChunk], now: float) -> None:
+        """Append one flush's raw chunks to their segments (``now``: a monotonic clock)."""
         groups: dict[tuple[str, int], list[bytes]] = {}
-        for r in rows:
-            key = (r.event_type, int(r.ts) // HOUR * HOUR)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = []
-            group.append(r.json)
+        for c in chunks:
+            if not c.stamps:
+                continue
+            hour = int(min(c.stamps)) // HOUR * HOUR
+            if int(max(c.stamps)) // HOUR * HOUR == hour:  # nearly always: the lines whole
+                groups.setdefault((c.event_type, hour), []).append(c.lines)
+                continue
+            for ts, line in zip(c.stamps, split_lines(c.lines), strict=True):
+                groups.setdefault((c.event_type, int(ts) // HOUR * HOUR), []).append(line + b"\n")
         try:
             for key, payloads in groups.items():
                 seg = self._open.get(key)
@@ -178,9 +188,10 @@ class Segments:
                     seq = self._allocate()
                     path = self.directory / f"{key[0]}.{key[1]}.{seq}{SEGMENT_SUFFIX}"
                     seg = self._open[key] = _Open(path, key[0], key[1], seq, 0, now)
+                data = b"".join(payloads)
                 with open(seg.path, "ab") as f:
-                    f.write(b"\n".join(payloads) + b"\n")
-                seg.rows += len(payloads)
+                    f.write(data)
+                seg.rows += data.count(b"\n")
         except OSError as exc:
             raise SpoolError(f"cannot append to a raw segment: {exc}") from exc
 

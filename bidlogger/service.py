@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -40,6 +41,7 @@ from bidlogger.objectstore import ObjectStore, open_object_store
 from bidlogger.parquet import Segments, outbox_files
 from bidlogger.partitions import prefixes, topic_partition, topic_type
 from bidlogger.positions import Loss, Positions
+from bidlogger.raw import RawChunk
 from bidlogger.settings import BidloggerSettings
 from bidlogger.spool import Spool, State
 from bidlogger.writer import ThreadedStore
@@ -239,14 +241,17 @@ class BidLogger:
             except Exception:  # a bug must not stop the logger: count the batch, say so
                 agg.drop("internal", len(d.payloads))
                 log.exception("a batch of %d event(s) on %s not counted", len(d.payloads), d.topic)
-            if len(agg.raw) >= RAW_FLUSH_ROWS and (
-                self._raw_flush is None or self._raw_flush.done()
-            ):  # smaller COPYs, overlapping the reading: a task of its own starts at the next
-                # turn of the loop (the flush loop's timed wait takes several turns, and the
-                # consume task yields a turn only every few thousand events)
+            flushing = self._raw_flush
+            if flushing is not None and not flushing.done():
+                # a turn of the loop per delivery while a raw flush is under way: each of its
+                # worker-thread steps goes on as it finishes, not a burst of reading later (the
+                # subscriber yields only every few thousand events), and batches stay small
+                await asyncio.sleep(0)
+            elif agg.raw_rows >= RAW_FLUSH_ROWS:  # smaller COPYs, overlapping the reading
                 self._raw_flush = asyncio.get_running_loop().create_task(
                     self._flush_logged(), name="bidlogger-raw-flush"
                 )
+                await asyncio.sleep(0)  # it starts now: it cuts the batch at this size
 
     def _notice(self, d: Delivery) -> None:
         if d.kind == "gap":
@@ -295,11 +300,10 @@ class BidLogger:
                     self._spooled.set()
                 else:
                     self._refused(batch)
-                self.raw_events += len(batch.raw)
+                self.raw_events += batch.raw_count
         async with self._segments_lock:
-            if batch is not None and batch.raw:
-                await asyncio.to_thread(self.segments.append, batch.raw, self.mono())
-            await self._close_segments(everything=close_segments)
+            chunks = batch.chunks if batch is not None else []
+            await self._close_segments(chunks, everything=close_segments)
         return batch
 
     def _note_losses(self, batch: Batch) -> None:
@@ -331,13 +335,22 @@ class BidLogger:
         agg.positions.dirty.update((p.publisher_id, p.topic) for p in batch.positions)
         log.error("spool full (%d bytes): batch %d dropped", self.spool.bytes, batch.seq)
 
-    async def _close_segments(self, *, everything: bool) -> None:
+    async def _close_segments(self, chunks: list[RawChunk], *, everything: bool) -> None:
+        """Append ``chunks`` to their segments, then close the due ones: one worker-thread
+        step."""
         made = await asyncio.to_thread(
-            self.segments.close_due, self.mono(), self.aggregator.watermark, everything=everything
+            self._segments_step, chunks, self.mono(), self.aggregator.watermark, everything
         )
         if made:
             self.outbox_count += len(made)
             self._outbox.set()
+
+    def _segments_step(
+        self, chunks: list[RawChunk], now: float, watermark: float, everything: bool
+    ) -> list[Path]:
+        if chunks:
+            self.segments.append(chunks, now)
+        return self.segments.close_due(now, watermark, everything=everything)
 
     # -- writer -------------------------------------------------------------------------------
     async def _writer(self) -> None:

@@ -80,10 +80,12 @@ class Spool:
     def put(self, batch: Batch) -> bool:
         """Write ``batch``; False when the spool has no room for it (nothing is written).
 
-        The raw rows go as the batch's COPY stream alone, the bytes the writer sends (the
-        rows themselves are for the Parquet segments, which the flush fills from memory)."""
-        if batch.raw_copy and batch.raw:
-            batch = msgspec.structs.replace(batch, raw=[])
+        The raw sample goes as the batch's COPY stream alone, the bytes the writer sends (the
+        chunks are for the Parquet segments, which the flush fills from memory)."""
+        if batch.chunks or (batch.raw_copy and batch.raw):
+            batch = msgspec.structs.replace(
+                batch, raw=batch.raw if not batch.raw_copy else [], chunks=[]
+            )
         data = encode_batch(batch)
         if self.bytes + len(data) > self.max_bytes:
             self.refused += 1

@@ -11,8 +11,17 @@ from pathlib import Path
 import pytest
 from bidlogger_world import world
 
-from bidlogger.aggregate import Aggregator, BidJoin, RawRow
-from bidlogger.copyfmt import HEADER, PG_EPOCH_US, TRAILER, encode_raw, encode_raw_py, micros
+from bidlogger.aggregate import Aggregator, BidJoin
+from bidlogger.copyfmt import (
+    HEADER,
+    PG_EPOCH_US,
+    TRAILER,
+    encode_chunks,
+    encode_raw,
+    encode_raw_py,
+    micros,
+)
+from bidlogger.raw import RawChunk, RawRow, rows_of
 from bidlogger.spool import Spool
 from fleet.events import EVENT_TYPES, encode, topic_for
 
@@ -32,6 +41,33 @@ def test_compiled_encoder_equals_the_reference() -> None:
     logger = "logger-\u00e9"
     for some in (rows(), rows()[:1], []):
         assert encode_raw(some, logger, 2**40) == encode_raw_py(some, logger, 2**40)
+
+
+def chunks() -> list[RawChunk]:
+    return [
+        RawChunk("bid", 3, [1_796_000_000.0, 0.25], ["r1:1:b", "r\u00e9"], [1, -(2**63)],
+                 [10, 2**63 - 1], b'{"a":1}\n{"s":"\xc3\xa9"}\n'),
+        RawChunk("auction", 63, [], [], [], [], b""),
+        RawChunk("inapp", 2**31 - 1, [4_000_000_000.999999], ["x" * 300], [0], [0],
+                 b"[" * 2000 + b"\n"),
+    ]  # fmt: skip
+
+
+def test_chunks_encode_as_their_rows() -> None:
+    logger = "logger-\u00e9"
+    rows = rows_of(chunks())
+    assert [r.json for r in rows] == [b'{"a":1}', b'{"s":"\xc3\xa9"}', b"[" * 2000]
+    for some in (chunks(), chunks()[1:2], []):
+        expected = encode_raw_py(rows_of(some), logger, 2**40)
+        assert encode_chunks(some, logger, 2**40) == expected
+        assert encode_raw(rows_of(some), logger, 2**40) == expected
+
+
+@pytest.mark.parametrize("lines", [b'{"a":1}\n', b'{"a":1}\n{}\n{}\n', b'{"a":1}\n{}'])
+def test_a_chunk_whose_lines_do_not_match_its_columns_is_refused(lines: bytes) -> None:
+    bad = RawChunk("bid", 0, [1.0, 2.0], ["a", "b"], [1, 2], [3, 4], lines)
+    with pytest.raises(ValueError, match="lines"):
+        encode_chunks([bad], "l", 1)
 
 
 def test_stream_layout_and_timestamps() -> None:
@@ -71,6 +107,27 @@ def test_values_a_column_cannot_hold_are_refused(bad: RawRow) -> None:
     for encoder in (encode_raw, encode_raw_py):
         with pytest.raises(OverflowError):
             encoder([*rows(), bad], "l", 1)
+    chunk = RawChunk(bad.event_type, bad.partition, [bad.ts], [bad.txid], [bad.campaign_id],
+                     [bad.creative_id], bad.json + b"\n")  # fmt: skip
+    with pytest.raises(OverflowError):
+        encode_chunks([*chunks(), chunk], "l", 1)
+
+
+def test_a_batch_whose_stream_cannot_be_encoded_is_spooled_as_rows(tmp_path: Path) -> None:
+    agg = Aggregator(
+        logger_id="lg", shard="all", partitions_covered=TOTAL, partitions_total=TOTAL,
+        join=BidJoin(3600, 100), raw_partitions=frozenset({2**31}),
+        raw_types=frozenset(EVENT_TYPES), check_partition=False,
+    )  # fmt: skip
+    events = [e for tx in world(3) for e in tx]
+    for e in events:
+        agg.add(topic_for(e, TOTAL), 2**31, topic_for(e, TOTAL).rsplit(".", 1)[1], [encode(e)])
+    batch = agg.flush(1)
+    assert batch.raw_copy == b"" and batch.raw == rows_of(batch.chunks)
+    assert len(batch.raw) == len(events)
+    spool = Spool(tmp_path, 10**8)
+    assert spool.put(batch)
+    assert spool.read(1).raw == batch.raw and spool.read(1).chunks == []
 
 
 def test_a_flushed_batch_carries_its_stream_and_the_spool_keeps_only_the_stream(
@@ -90,11 +147,12 @@ def test_a_flushed_batch_carries_its_stream_and_the_spool_keeps_only_the_stream(
         topic = topic_for(e, TOTAL)
         agg.add(topic, int(topic.split(".")[1]), topic.rsplit(".", 1)[1], [encode(e)])
     batch = agg.flush(4)
-    assert batch.raw_count == len(batch.raw) == len(events)
-    assert (batch.raw_copy, batch.raw_first, batch.raw_last) == encode_raw(batch.raw, "lg", 4)
+    rows = rows_of(batch.chunks)
+    assert batch.raw == [] and batch.raw_count == len(rows) == len(events)
+    assert (batch.raw_copy, batch.raw_first, batch.raw_last) == encode_raw_py(rows, "lg", 4)
     spool = Spool(tmp_path, 10**8)
     assert spool.put(batch)
     again = spool.read(4)
-    assert again.raw == [] and again.raw_copy == batch.raw_copy
+    assert again.raw == again.chunks == [] and again.raw_copy == batch.raw_copy
     assert again.raw_count == len(events)
     assert again.rows == batch.rows and again.positions == batch.positions

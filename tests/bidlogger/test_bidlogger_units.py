@@ -8,6 +8,7 @@ import re
 from datetime import date
 from pathlib import Path
 
+import msgspec
 import pyarrow.parquet as pq
 import pytest
 from bidlogger_world import world
@@ -107,7 +108,7 @@ def test_segments_close_into_hourly_parquet_files_and_recover_after_a_crash(
     for e in events:
         topic = topic_for(e)
         agg.add(topic, partition_of(e.txid), event_type(e), [encode(e)])
-    rows = agg.flush(1).raw
+    rows = agg.flush(1).chunks  # one event each
     segments = Segments(tmp_path / "seg", tmp_path / "out", logger_id="l", max_rows=10**6,
                         max_seconds=60)  # fmt: skip
     segments.append(rows[:200], now=0.0)
@@ -140,7 +141,7 @@ def test_segments_close_when_full_old_or_past_their_hour(tmp_path: Path) -> None
     )  # fmt: skip
     for e in events:
         agg.add(topic_for(e), partition_of(e.txid), "bid", [encode(e)])
-    rows = agg.flush(1).raw
+    rows = agg.flush(1).chunks  # one event each
     segs = Segments(tmp_path / "s", tmp_path / "o", logger_id="l", max_rows=30, max_seconds=100)
     segs.append(rows[:10], now=0.0)
     assert segs.close_due(now=50.0, watermark=0.0) == []
@@ -148,9 +149,35 @@ def test_segments_close_when_full_old_or_past_their_hour(tmp_path: Path) -> None
     segs.append(rows[:30], now=200.0)
     assert len(segs.close_due(now=201.0, watermark=0.0)) == 1  # full
     segs.append(rows[:5], now=300.0)
-    hour_end = int(rows[0].ts) // 3600 * 3600 + 3600
+    hour_end = int(rows[0].stamps[0]) // 3600 * 3600 + 3600
     assert segs.close_due(now=301.0, watermark=hour_end) == []
     assert len(segs.close_due(now=301.0, watermark=hour_end + 120)) == 1  # its hour is over
+
+
+def test_a_chunk_across_an_hour_goes_to_each_hour_s_segment(tmp_path: Path) -> None:
+    start = 1_796_000_000 // 3600 * 3600 + 3598.5  # bids either side of an hour's end
+    bids = [e for tx in world(20) for e in tx if event_type(e) == "bid"][:6]
+    bids = [msgspec.structs.replace(e, ts=start + i * 0.5) for i, e in enumerate(bids)]
+    hours = {int(e.ts) // 3600 for e in bids}
+    assert len(hours) == 2
+    agg = Aggregator(
+        logger_id="l", shard="s", partitions_covered=64, partitions_total=64,
+        join=BidJoin(60, 100), raw_partitions=frozenset(range(64)), raw_types=frozenset({"bid"}),
+        check_partition=False,
+    )  # fmt: skip
+    agg.add("ev.0.bid", 0, "bid", [encode(e) for e in bids])
+    (chunk,) = agg.flush(1).chunks
+    segs = Segments(tmp_path / "s", tmp_path / "o", logger_id="l", max_rows=100, max_seconds=100)
+    segs.append([chunk], now=0.0)
+    made = segs.close_due(now=1.0, watermark=0.0, everything=True)
+    assert len(made) == 2
+    seen = []
+    for path in made:
+        table = pq.read_table(path)
+        hour = {int(ts) // 3600 for ts in table.column("ts").to_pylist()}
+        assert len(hour) == 1 and path.parts[-2] == f"hour={hour.pop() % 24:02d}"
+        seen += table.column("txid").to_pylist()
+    assert sorted(seen) == sorted(e.txid for e in bids)
 
 
 def test_retention_keeps_whole_days() -> None:

@@ -8,8 +8,9 @@ import json
 
 import asyncpg
 
-from bidlogger.aggregate import Batch, RawRow
+from bidlogger.aggregate import Batch
 from bidlogger.copyfmt import encode_raw
+from bidlogger.raw import RawRow
 from bidlogger.store import Store
 from bidlogger.writer import ThreadedStore
 
