@@ -28,6 +28,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from bidder.app import make_application, make_server
+from bidder.collector import LongLived
 from bidder.creative import CreativePerformance, NoPerformance
 from bidder.endpoint import BidEndpoint, EndpointSettings
 from bidder.frequency import MemcachedFrequency, NoFrequencyData, memcached_client
@@ -72,8 +73,12 @@ class BidderService:
         registry: CollectorRegistry | None = None,
         rng: random.Random | None = None,
         clock: FleetClock | None = None,
+        long_lived: LongLived | None = None,
     ) -> None:
         self.settings = settings
+        # the collector's policy after each install (the server process's; None leaves the
+        # collector alone, as in a test's process)
+        self.long_lived = long_lived
         # Fleet time: dayparting, flights, budget days and event times read it; deadlines and
         # timeouts stay on the monotonic clock.
         self.clock = clock or settings.fleet.clock()
@@ -321,6 +326,8 @@ class BidderService:
             if isinstance(self._gate, BudgetGate):
                 self._gate.set_campaigns(snapshot.campaigns, self.clock.now_utc())
             self.metrics.set_portfolio(snapshot)
+            if self.long_lived is not None:
+                self.long_lived.installed()
             self.metrics.ready.set(1 if self.is_ready() else 0)
             self._config_loaded.set()
             log.info("config version %d: %d campaigns", snapshot.version, len(snapshot.campaigns))

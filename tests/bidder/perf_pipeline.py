@@ -3,11 +3,15 @@ creatives; 200 by default).
 
     .venv/bin/python tests/bidder/perf_pipeline.py [requests] [campaigns,campaigns,...] [priors]
     .venv/bin/python tests/bidder/perf_pipeline.py memory [campaigns]
+    .venv/bin/python tests/bidder/perf_pipeline.py gc [campaigns] [requests]
 
 ``priors`` scores with the prior model the bidder uses until a learnt model arrives instead
 of a hashed linear model. The second form prints what each part of a compiled snapshot adds to
 the resident memory of a fresh process: the snapshot itself, the targeting index, the scorer's
-tables, a bid path warmed by requests and a one-campaign change.
+tables, a bid path warmed by requests and a one-campaign change. The third times the
+collector's full passes (``gc.callbacks``) over ``requests`` distinct requests (3,000), twice
+over, as the process leaves the collector and then with the snapshot frozen as the server does
+after each install (``bidder.collector.LongLived``).
 
 Requests are drawn from the synthetic market's vocabulary (countries, OS, devices, apps and
 sites, banner sizes) like the simulator's traffic; the worst case is the most crowded request
@@ -230,6 +234,12 @@ def memory(campaigns: int) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "gc":
+        collections(
+            int(sys.argv[2]) if len(sys.argv) > 2 else 20_000,
+            int(sys.argv[3]) if len(sys.argv) > 3 else 3_000,
+        )
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "memory":
         memory(int(sys.argv[2]) if len(sys.argv) > 2 else 20_000)
         return
@@ -246,6 +256,56 @@ def main() -> None:
             f"{built:.1f} s:"
         )
         run(pipeline, n)
+
+
+def collections(campaigns: int, n: int) -> None:
+    import gc
+
+    from bidder.collector import LongLived
+
+    pipeline = make_pipeline(campaigns)
+    rng = random.Random(7)
+    bodies = [json.dumps(typical_request(rng, i, 2)).encode() for i in range(n)]
+    started: list[float] = []
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+
+    def timer(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            pauses[info["generation"]].append(time.perf_counter() - started.pop())
+
+    def one_pass(label: str) -> None:
+        for p in pauses.values():
+            p.clear()
+        start = time.perf_counter()
+        for body in bodies * 2:
+            t = time.monotonic()
+            pipeline.handle(body, arrival=t, clock=time.monotonic, wallclock=NOW.timestamp())
+        took = time.perf_counter() - start
+        full = sorted(pauses[2], reverse=True)
+        young = pauses[0] + pauses[1]
+        print(
+            f"{label}: {2 * n:,} requests in {took:.1f} s; full collections {len(full)}"
+            f" (longest {', '.join(f'{x * 1e3:.1f}' for x in full[:3]) or '-'} ms,"
+            f" total {sum(full) * 1e3:.0f} ms); young {len(young)}"
+            f" (longest {max(young, default=0) * 1e3:.2f} ms, total {sum(young) * 1e3:.0f} ms)"
+        )
+
+    gc.callbacks.append(timer)
+    try:
+        print(f"{campaigns:,} campaigns, {gc.get_count()} pending, thresholds {gc.get_threshold()}")
+        one_pass("collector left alone")
+        long_lived = LongLived()
+        long_lived.installed()
+        print(
+            f"frozen: {gc.get_freeze_count():,} objects (the install's full collection took "
+            f"{long_lived.last_pause * 1e3:.0f} ms)"
+        )
+        one_pass("snapshot frozen     ")
+    finally:
+        gc.callbacks.remove(timer)
+        gc.unfreeze()
 
 
 def run(pipeline: Pipeline, n: int) -> None:
