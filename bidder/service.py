@@ -42,9 +42,9 @@ from bidder.shedding import LagProbe, LoadShedder, SheddingPolicy
 from bidder.sources import (
     BudgetGate,
     CachedSnapshot,
+    PortfolioFile,
     SpendReader,
     UnlimitedGate,
-    load_portfolio_file,
 )
 from cache import Cache, config_namespace, default_origin
 from cache.creative_stats import CreativeFeed, creative_namespace
@@ -156,9 +156,10 @@ class BidderService:
         if s.snapshot_file:
             path = Path(s.snapshot_file)
             mtime = _file_stamp(await asyncio.to_thread(path.stat))
-            await self._apply_snapshot(load_portfolio_file(path))
+            reader = PortfolioFile(path)
+            await self._apply_snapshot(reader.read())
             self._file_task = asyncio.get_running_loop().create_task(
-                self._watch_file(path, mtime), name="portfolio-file"
+                self._watch_file(reader, mtime), name="portfolio-file"
             )
         elif self._snapshot_source is not None:
             self._snapshot_source.start()
@@ -271,12 +272,14 @@ class BidderService:
                 self._mirror_loop(), name="cache-metrics"
             )
 
-    async def _watch_file(self, path: Path, mtime: tuple[int, int]) -> None:
+    async def _watch_file(self, reader: PortfolioFile, mtime: tuple[int, int]) -> None:
         """Serve the portfolio file's new content when it changes (checked every second);
         a document that does not load is logged and the old one kept. A change is a new
         modification time or size: a file read while being written (a parse error) is read
         again once its writer is done, even when the last write kept the time it had (the
-        kernel's clock ticks in milliseconds)."""
+        kernel's clock ticks in milliseconds). Campaigns whose text did not change keep the
+        objects served (``PortfolioFile``), so the update finds the changed ones quickly."""
+        path = reader.path
         while True:
             await asyncio.sleep(1.0)
             try:
@@ -284,7 +287,7 @@ class BidderService:
                 if now == mtime:
                     continue
                 mtime = now
-                snapshot = await asyncio.to_thread(load_portfolio_file, path)
+                snapshot = await asyncio.to_thread(reader.read)
             except Exception as exc:  # a half-written or broken file: keep serving the old
                 self.metrics.snapshot_loads.labels("error").inc()
                 log.warning("portfolio file %s not reloaded: %s", path, exc)
