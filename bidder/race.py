@@ -75,6 +75,7 @@ CHUNK: Final = 64  # candidates put in order at a time
 
 F64 = npt.NDArray[np.float64]
 
+_race_uniforms: Callable[[int, int], F64] | None
 try:
     from bidder._offers import race_uniforms as _race_uniforms
 except ImportError:  # pragma: no cover - the extension is built by `make`

@@ -87,7 +87,8 @@ class PortfolioFile:
 
     def read(self) -> ConfigSnapshot:
         """A snapshot of the file; raises ConfigValidationError with every problem found."""
-        from fleet.portfolio import ConfigValidationError, validate
+        from fleet.errors import ConfigValidationError
+        from fleet.portfolio import validate
 
         if self.path.suffix.lower() != ".json":
             self._last, self.reused = {}, 0

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from bidder.sources import PortfolioFile, load_portfolio_file
-from fleet.portfolio import ConfigValidationError
+from fleet.errors import ConfigValidationError
 from sim import portfolio as synthetic
 
 NOW = datetime(2026, 11, 10, 12, tzinfo=UTC)
