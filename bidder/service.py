@@ -32,7 +32,13 @@ from bidder.collector import LongLived
 from bidder.creative import CreativePerformance, NoPerformance
 from bidder.endpoint import BidEndpoint, EndpointSettings
 from bidder.frequency import MemcachedFrequency, NoFrequencyData, memcached_client
-from bidder.metrics import BidderMetrics, CollectorMirror, exposition, multiprocess_enabled
+from bidder.metrics import (
+    BidderMetrics,
+    CollectorMirror,
+    exposition,
+    multiprocess_enabled,
+    top_campaign_ids,
+)
 from bidder.models import LearntMarket, ModelFeed, start_model_feed
 from bidder.pacing_link import PacingLink, gate_settings
 from bidder.pipeline import Pipeline
@@ -322,13 +328,17 @@ class BidderService:
         assert pipeline is not None
         async with self._snapshot_lock:
             incremental, seconds = await asyncio.to_thread(_timed, pipeline.set_snapshot, snapshot)
+            # the labelled campaigns chosen off the loop too (a pass over the portfolio)
+            labelled = await asyncio.to_thread(
+                top_campaign_ids, snapshot, self.metrics.top_campaigns
+            )
             self.metrics.snapshot_apply.labels("incremental" if incremental else "full").set(
                 seconds
             )
             self.snapshot = snapshot
             if isinstance(self._gate, BudgetGate):
                 self._gate.set_campaigns(snapshot.campaigns, self.clock.now_utc())
-            self.metrics.set_portfolio(snapshot)
+            self.metrics.set_portfolio(snapshot, labelled)
             if self.long_lived is not None:
                 self.long_lived.installed()
             self.metrics.ready.set(1 if self.is_ready() else 0)
