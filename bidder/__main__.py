@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import gc
 import logging
 import os
 import shutil
@@ -70,9 +69,12 @@ class _Server:
     /readyz and /metrics on the bid port)."""
 
     def __init__(self, settings: BidderSettings, runtime: fleet.service.Runtime, index: int):
+        from bidder.collector import LongLived
         from bidder.service import BidderService  # after the fork: prometheus_client's mode set
 
-        self.service = BidderService(settings, index=index, clock=runtime.clock)
+        self.service = BidderService(
+            settings, index=index, clock=runtime.clock, long_lived=LongLived()
+        )
         self._freezer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -89,9 +91,11 @@ class _Server:
 
 async def _freeze_when_ready(service: BidderService) -> None:
     """What start-up built (model, portfolio, index, imports) lives as long as the process:
-    keep it out of the collector's full passes, which otherwise pause the loop for 10+ ms."""
+    keep it out of the collector's full passes, which otherwise pause the loop for 10+ ms
+    (each later snapshot is frozen as it is installed: ``bidder.collector``)."""
     await service.wait_ready(None)
-    gc.freeze()
+    if service.long_lived is not None:
+        service.long_lived.installed()
 
 
 class Supervisor:

@@ -1,5 +1,8 @@
 from collections.abc import Callable
 
+import numpy as np
+import numpy.typing as npt
+
 from bidder.offers import Chosen, OfferRow, Segment
 from bidder.pricing import MarketPriceModel, Shader
 from fleet.config import Campaign
@@ -20,3 +23,4 @@ def price_offers(
     weights: list[float],
     rows: list[OfferRow],
 ) -> None: ...
+def race_uniforms(seed: int, n: int) -> npt.NDArray[np.float64]: ...

@@ -16,10 +16,13 @@ events in one event-bus partition.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from bidder.auction import Offer
 from bidder.openrtb import BidRequest, BidResponse, Nbr, encode_response
@@ -91,11 +94,12 @@ def auction_event(
     reason: str,
     candidates: int,
     latency_us: int,
-    opportunities: dict[int, int] | None = None,
+    opportunities: Sequence[npt.NDArray[np.int64]] = (),
     anonymous_txid: str = "",
 ) -> AuctionEvent:
     """The one event of every request; without a decoded request (a 400), an anonymous one,
-    under ``anonymous_txid`` (``bidder.anonymous``: one per request, spread over partitions)."""
+    under ``anonymous_txid`` (``bidder.anonymous``: one per request, spread over partitions).
+    ``opportunities``: the campaign ids of each imp's candidates (``opportunity_columns``)."""
     if req is None or view is None:
         return AuctionEvent(
             txid=anonymous_txid or f"::{bidder_id}",
@@ -108,6 +112,7 @@ def auction_event(
             reason=reason,
             latency_us=latency_us,
         )
+    campaigns, counts = opportunity_columns(opportunities)
     return AuctionEvent(
         txid=txid_for(req.id, req.imp[0].id, bidder_id),
         ts=wallclock,
@@ -125,9 +130,26 @@ def auction_event(
         device_type=view.device_type,
         app_bundle=view.app_bundle,
         site_domain=view.site_domain,
-        opportunity_campaigns=list(opportunities) if opportunities else [],
-        opportunity_counts=list(opportunities.values()) if opportunities else [],
+        opportunity_campaigns=campaigns,
+        opportunity_counts=counts,
     )
+
+
+def opportunity_columns(
+    per_imp: Sequence[npt.NDArray[np.int64]],
+) -> tuple[list[int], list[int]]:
+    """(campaign ids, eligible opportunities of each) over the imps' candidate campaign ids, in
+    the order of first appearance (an imp's candidates are of distinct campaigns). One imp, the
+    usual case: its ids and ones, without a dictionary of thousands of ids at 20,000
+    campaigns."""
+    arrays = [a for a in per_imp if len(a)]
+    if not arrays:
+        return [], []
+    if len(arrays) == 1:
+        return arrays[0].tolist(), [1] * len(arrays[0])
+    ids, first, counts = np.unique(np.concatenate(arrays), return_index=True, return_counts=True)
+    order = np.argsort(first)
+    return ids[order].tolist(), counts[order].tolist()
 
 
 def bid_event(offer: Offer, txid: str, wallclock: float, model_version: int) -> BidEvent:

