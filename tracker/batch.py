@@ -4,12 +4,37 @@ together, whom each key's result goes to, and the one future all of them await."
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from tracker.store import NoticeRow, RowResult
+import msgspec
 
-Outcomes = dict[tuple[str, str], "RowResult"]
+
+class NoticeRow(msgspec.Struct, frozen=True):
+    """One (txid, kind) to count, with what its effects need. (Structs, not dataclasses: one
+    or two are made per notice, and a frozen dataclass costs several times as much.)"""
+
+    kind: str  # win, bill, loss, imp, click, freq
+    txid: str
+    campaign_id: int
+    creative_id: int
+    price_micros: int  # clearing CPM in ``currency`` (0 when unknown)
+    currency: str
+    at: float  # fleet time, seconds since the epoch
+    user_key: str = ""
+    click_id: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.txid, self.kind)
+
+
+class RowResult(msgspec.Struct, frozen=True):
+    counted: bool  # False: a duplicate (or unpriced)
+    cost_micros: int = 0  # what a billing notice added, campaign currency
+    unpriced: bool = False  # a billing notice whose campaign or exchange rate is gone: not counted
+
+
+Outcomes = dict[tuple[str, str], RowResult]
 
 
 class SharedFuture(asyncio.Future[Outcomes]):

@@ -38,6 +38,7 @@ from fleet.events import (
 )
 from fleet.money import decimal_string
 from tracker.attribution import click_id_for
+from tracker.batch import NoticeRow
 from tracker.catalog import Catalog
 from tracker.conversions import ConversionStore, Postback, Recorded
 from tracker.errors import Refused, Unavailable
@@ -46,7 +47,7 @@ from tracker.memcache import FrequencyWriter
 from tracker.metrics import TrackerMetrics
 from tracker.notice import Notice, parse_query, read_notice
 from tracker.spend import win_markup
-from tracker.store import CatalogSource, GroupCommitter, NoticeRow
+from tracker.store import CatalogSource, GroupCommitter
 
 log = logging.getLogger("tracker.notices")
 

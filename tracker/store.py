@@ -47,11 +47,10 @@ from datetime import UTC, date, datetime
 from typing import Any, Final
 
 import asyncpg
-import msgspec
 
 from fleet.aio import cancel_and_wait
 from fleet.db.config_store import load_snapshot
-from tracker.batch import Batch, Outcomes, SharedFuture
+from tracker.batch import Batch, NoticeRow, Outcomes, RowResult, SharedFuture
 from tracker.catalog import Catalog
 from tracker.errors import Unavailable
 from tracker.metrics import TrackerMetrics
@@ -143,31 +142,6 @@ def spend_lanes(first: int, count: int, lanes: int) -> tuple[int, ...]:
     if not 0 < count <= lanes <= 32767:  # a lane is a smallint
         raise ValueError(f"{count} concurrent commits need as many lanes (of {lanes})")
     return tuple((first + i) % lanes for i in range(count))
-
-
-class NoticeRow(msgspec.Struct, frozen=True):
-    """One (txid, kind) to count, with what its effects need. (Structs, not dataclasses: one
-    or two are made per notice, and a frozen dataclass costs several times as much.)"""
-
-    kind: str  # win, bill, loss, imp, click, freq
-    txid: str
-    campaign_id: int
-    creative_id: int
-    price_micros: int  # clearing CPM in ``currency`` (0 when unknown)
-    currency: str
-    at: float  # fleet time, seconds since the epoch
-    user_key: str = ""
-    click_id: str = ""
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.txid, self.kind)
-
-
-class RowResult(msgspec.Struct, frozen=True):
-    counted: bool  # False: a duplicate (or unpriced)
-    cost_micros: int = 0  # what a billing notice added, campaign currency
-    unpriced: bool = False  # a billing notice whose campaign or exchange rate is gone: not counted
 
 
 def _timestamp(seconds: float) -> datetime:

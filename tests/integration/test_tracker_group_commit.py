@@ -9,8 +9,8 @@ import asyncio
 import pytest
 from conftest_tracker import NOW, seed, tracker_world
 
+from tracker.batch import NoticeRow, RowResult
 from tracker.errors import Unavailable
-from tracker.store import NoticeRow, RowResult
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet import signing
-from tracker.batch import Outcomes, SharedFuture
+from tracker.batch import Outcomes, RowResult, SharedFuture
 from tracker.errors import Refused
 from tracker.notice import Notice, parse_query, read_notice, verify
-from tracker.store import RowResult
 
 KEY = b"0123456789abcdef0123456789abcdef"
 OLD = b"the previous key, still in flight"
