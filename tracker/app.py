@@ -1,6 +1,6 @@
 """The tracker's HTTP server: ``/win /bill /loss /imp /click /postback`` as routes of the fleet's
 HTTP/1.1 core (fleet/http: llhttp framing, one write per answer, limits and timers), answered by
-the transport-independent ``Tracker.handle``; every other path goes to a small
+the transport-independent ``Tracker.begin`` and ``finish``; every other path goes to a small
 ``tornado.web.Application`` that serves ``GET /healthz``, ``/readyz`` and ``/metrics``.
 
 A notice's time is the fleet clock's reading when its route is called (the notice windows are
@@ -10,7 +10,7 @@ minutes and hours long: the loop's lag does not matter to them).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -18,7 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from tornado import web
 
 from fleet.http import HttpLimits, HttpMetrics, HttpServer, Request, Response
-from tracker.notices import NOTICE_PATHS, POSTBACK_PATH
+from tracker.notices import NOTICE_PATHS, POSTBACK_PATH, Pending, Step
 from tracker.notices import Response as TrackerResponse
 
 log = logging.getLogger("tracker.app")
@@ -27,36 +27,11 @@ ROUTE_METHODS = ("GET", "POST")  # HEAD comes with GET
 
 
 class Handles(Protocol):
-    """What the routes need: ``tracker.notices.Tracker.handle``."""
+    """What the routes need: ``tracker.notices.Tracker.begin`` and ``finish``."""
 
-    async def handle(
-        self,
-        method: str,
-        path: str,
-        query: str | bytes,
-        headers: Any,
-        body: bytes,
-        now: float,
-    ) -> TrackerResponse: ...
+    def begin(self, method: str, path: str, query: str | bytes, now: float) -> Step: ...
 
-
-class _Headers(Mapping[str, str]):
-    """The request's headers as text, mapped and decoded only when read (a notice reads none
-    of them)."""
-
-    __slots__ = ("_request",)
-
-    def __init__(self, request: Request) -> None:
-        self._request = request
-
-    def __getitem__(self, name: str) -> str:
-        return self._request.headers[name.lower().encode("latin-1")].decode("latin-1")
-
-    def __iter__(self) -> Iterator[str]:
-        return (name.decode("latin-1") for name in self._request.headers)
-
-    def __len__(self) -> int:
-        return len(self._request.headers)
+    def finish(self, pending: Pending) -> TrackerResponse: ...
 
 
 class TrackerRoute:
@@ -72,14 +47,16 @@ class TrackerRoute:
         self._plain: dict[tuple[int, tuple[tuple[str, str], ...]], Response] = {}
 
     async def __call__(self, request: Request) -> Response:
-        answer = await self.tracker().handle(
-            request.method,
-            request.path,
-            request.query,
-            _Headers(request),
-            request.body,
-            self.now(),
-        )
+        tracker = self.tracker()
+        step = tracker.begin(request.method, request.path, request.query, self.now())
+        # a notice: plain functions, then one await of its batch's future
+        if isinstance(step, Pending):
+            await step.batch.future
+            answer = tracker.finish(step)
+        elif isinstance(step, TrackerResponse):
+            answer = step
+        else:
+            answer = await step
         if answer.status == 204:
             key = (204, tuple(answer.headers))
             plain = self._plain.get(key)

@@ -19,7 +19,7 @@ Postgres cannot be reached (the sender retries; nothing was counted); 200 with t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -38,7 +38,7 @@ from fleet.events import (
 )
 from fleet.money import decimal_string
 from tracker.attribution import click_id_for
-from tracker.batch import NoticeRow
+from tracker.batch import Batch, NoticeRow
 from tracker.catalog import Catalog
 from tracker.conversions import ConversionStore, Postback, Recorded
 from tracker.errors import Refused, Unavailable
@@ -74,6 +74,37 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
 
+
+class Pending:
+    """A notice waiting for its group commit: its batch (await ``batch.future``, then
+    ``Tracker.finish`` it), its ticket and rows there, and what its answer needs."""
+
+    __slots__ = ("batch", "caps", "catalog", "click_id", "kind", "notice", "now", "rows", "ticket")
+
+    def __init__(
+        self,
+        batch: Batch,
+        ticket: int,
+        rows: list[NoticeRow],
+        kind: str,
+        notice: Notice,
+        catalog: Catalog,
+        caps: list[tuple[int, int]],
+        click_id: str,
+        now: float,
+    ) -> None:
+        self.batch = batch
+        self.ticket = ticket
+        self.rows = rows
+        self.kind = kind
+        self.notice = notice
+        self.catalog = catalog
+        self.caps = caps
+        self.click_id = click_id
+        self.now = now
+
+
+Step = Response | Pending | Coroutine[Any, Any, Response]
 
 _NO_CONTENT: Final = Response(204, [_NO_STORE])  # bill and loss: never changed once made
 
@@ -144,6 +175,19 @@ class Tracker:
         body: bytes,
         now: float,
     ) -> Response:
+        step = self.begin(method, path, query, now)
+        if isinstance(step, Pending):
+            await step.batch.future
+            return self.finish(step)
+        if isinstance(step, Response):
+            return step
+        return await step
+
+    def begin(self, method: str, path: str, query: str | bytes, now: float) -> Step:
+        """The answer when it is known at once (a refusal, say); else a notice waiting for its
+        commit (``Pending``: await its batch's future, then ``finish`` it); else (a postback, a
+        notice the catalog must be read again for) a coroutine answering it. Plain functions
+        up to the one await of the commit: no coroutine per notice."""
         kind = NOTICE_PATHS.get(path)
         if kind is None and path != POSTBACK_PATH:
             return _json_response(404, {"error": f"no such endpoint: {path[:100]}"})
@@ -151,24 +195,39 @@ class Tracker:
             response = _json_response(405, {"error": f"method {method[:20]} not allowed"})
             response.headers.append(("Allow", "GET, POST, HEAD"))
             return response
-        label = kind or "postback"
+        if kind is None:
+            return self._guarded("postback", self._postback(query, now))
         try:
-            if kind is None:
-                return await self._postback(query, now)
-            return await self._notice(kind, query, now)
-        except Refused as exc:
+            return self._start(kind, query, now)
+        except (Refused, Unavailable) as exc:
+            return self._failed(kind, exc)
+
+    def finish(self, pending: Pending) -> Response:
+        """The answer of a notice whose batch is answered."""
+        try:
+            return self._finish(pending)
+        except (Refused, Unavailable) as exc:
+            return self._failed(pending.kind, exc)
+
+    def _failed(self, label: str, exc: Refused | Unavailable) -> Response:
+        if isinstance(exc, Refused):
             self.metrics.refusals.labels(exc.cause).inc()
             self._count(label, "refused")
             return _json_response(exc.status, {"error": exc.reason, "cause": exc.cause})
-        except Unavailable as exc:
-            self._count(label, "unavailable")
-            response = _json_response(503, {"error": f"unavailable, retry: {exc}"})
-            response.headers.append(("Retry-After", "1"))
-            return response
+        self._count(label, "unavailable")
+        response = _json_response(503, {"error": f"unavailable, retry: {exc}"})
+        response.headers.append(("Retry-After", "1"))
+        return response
+
+    async def _guarded(self, label: str, answer: Coroutine[Any, Any, Response]) -> Response:
+        try:
+            return await answer
+        except (Refused, Unavailable) as exc:
+            return self._failed(label, exc)
 
     # -- notices -------------------------------------------------------------------------------
 
-    async def _notice(self, kind: str, query: str | bytes, now: float) -> Response:
+    def _start(self, kind: str, query: str | bytes, now: float) -> Step:
         notice = read_notice(kind, query, self.keys, now)
         if notice.price_state == "missing":
             self.metrics.price_missing.labels(kind).inc()
@@ -178,12 +237,19 @@ class Tracker:
             raise Refused("price_missing", "a billing notice needs its clearing price")
         catalog = self.catalog.catalog
         if not catalog.knows(notice.campaign_id, notice.creative_id, notice.currency):
-            # read again (at most once a ``min_interval``) when it lacks what the notice names
-            catalog = await self.catalog.ensure(
-                notice.campaign_id, notice.creative_id, notice.currency
-            )
+            return self._guarded(kind, self._after_reload(kind, notice, now))
+        return self._enqueue(kind, notice, catalog, now)
+
+    async def _after_reload(self, kind: str, notice: Notice, now: float) -> Response:
+        # read again (at most once a ``min_interval``) when it lacks what the notice names
+        catalog = await self.catalog.ensure(notice.campaign_id, notice.creative_id, notice.currency)
         if not catalog.knows(notice.campaign_id, notice.creative_id, notice.currency):
             raise Refused("unknown", "unknown campaign, creative or currency")
+        pending = self._enqueue(kind, notice, catalog, now)
+        await pending.batch.future
+        return self._finish(pending)
+
+    def _enqueue(self, kind: str, notice: Notice, catalog: Catalog, now: float) -> Pending:
         click_id = click_id_for(notice.txid, self.user_secret) if kind == "click" else ""
         main = NoticeRow(
             kind=kind,
@@ -211,8 +277,13 @@ class Tracker:
                     notice.user_key,
                 )
             )
-        results = await self.committer.submit(rows)
-        counted = results[main.key]
+        batch, ticket = self.committer.enqueue(rows)
+        return Pending(batch, ticket, rows, kind, notice, catalog, caps, click_id, now)
+
+    def _finish(self, p: Pending) -> Response:
+        kind, notice, catalog, rows, caps = p.kind, p.notice, p.catalog, p.rows, p.caps
+        results = self.committer.outcome(p.batch, p.ticket, rows)
+        counted = results[rows[0].key]
         if counted.unpriced:
             raise Refused("unknown", "the campaign or its exchange rate no longer exists")
         if counted.counted:
@@ -223,13 +294,13 @@ class Tracker:
                 if spend is None:
                     spend = self._spend[currency] = self.metrics.spend.labels(currency)
                 spend.inc(counted.cost_micros)
-            self._emit(notice, now, counted.cost_micros, click_id)
+            self._emit(notice, p.now, counted.cost_micros, p.click_id)
         else:
             self._count(kind, "duplicate")
             self.metrics.duplicates.labels(kind).inc()
         if caps and results[rows[1].key].counted and self.frequency is not None:
             self.frequency.increment(notice.user_key, caps)
-        return self._answer(kind, notice, catalog, click_id)
+        return self._answer(kind, notice, catalog, p.click_id)
 
     def _caps(self, catalog: Catalog, notice: Notice) -> list[tuple[int, int]]:
         if notice.kind not in ("imp", "bill"):

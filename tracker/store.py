@@ -44,9 +44,10 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
+import msgspec
 
 from fleet.aio import cancel_and_wait
 from fleet.db.config_store import load_snapshot
@@ -75,9 +76,11 @@ _RETRYABLE: Final = (
 
 BATCH_SQL: Final = """
 WITH input AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
-                         $6::text[], $7::timestamptz[], $8::text[], $9::text[])
-        AS t(txid, kind, campaign_id, creative_id, price_micros, currency, at, user_key, click_id)
+    SELECT txid, kind, campaign_id, creative_id, price_micros, currency, to_timestamp(at) AS at,
+           nullif(user_key, '') AS user_key, nullif(click_id, '') AS click_id
+    FROM json_to_recordset($1::json)
+        AS t(txid text, kind text, campaign_id bigint, creative_id bigint, price_micros bigint,
+             currency text, at float8, user_key text, click_id text)
 ),
 priced AS (
     SELECT i.*,
@@ -106,7 +109,7 @@ billed AS (
 spend AS (
     INSERT INTO campaign_spend AS s (campaign_id, day, lane, spent_micros, impressions,
                                      updated_at)
-    SELECT campaign_id, day, $10::smallint, sum(cost_micros), count(*), now()
+    SELECT campaign_id, day, $2::smallint, sum(cost_micros), count(*), now()
     FROM billed GROUP BY campaign_id, day ORDER BY campaign_id, day
     ON CONFLICT (campaign_id, day, lane) DO UPDATE
         SET spent_micros = s.spent_micros + EXCLUDED.spent_micros,
@@ -116,7 +119,7 @@ spend AS (
 creative_spend AS (
     INSERT INTO tracker_creative_spend AS s (creative_id, campaign_id, day, lane,
                                              spent_micros, impressions)
-    SELECT creative_id, min(campaign_id), day, $10::smallint, sum(cost_micros), count(*)
+    SELECT creative_id, min(campaign_id), day, $2::smallint, sum(cost_micros), count(*)
     FROM billed GROUP BY creative_id, day ORDER BY creative_id, day
     ON CONFLICT (creative_id, day, lane) DO UPDATE
         SET spent_micros = s.spent_micros + EXCLUDED.spent_micros,
@@ -148,25 +151,19 @@ def _timestamp(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def batch_arguments(rows: Sequence[NoticeRow]) -> list[list[Any]]:
-    """The statement's arrays, one entry per distinct key (the first copy of each), built a
-    column at a time (a batch's notices mostly share their second: its time is made once)."""
+_encode_rows: Final = msgspec.json.Encoder().encode
+
+
+def batch_argument(rows: Sequence[NoticeRow]) -> str:
+    """The statement's one parameter: the batch's rows as one JSON array, one object per
+    distinct key (its first copy), read in SQL by ``json_to_recordset``. One parameter encoded
+    in C, not nine arrays encoded element by element (asyncpg checks each element's type in
+    Python); a row's time goes as seconds (``to_timestamp`` keeps the microseconds)."""
     firsts: dict[tuple[str, str], NoticeRow] = {}
     for r in rows:
         firsts.setdefault((r.txid, r.kind), r)
     unique = rows if len(firsts) == len(rows) else list(firsts.values())
-    stamps = {at: _timestamp(at) for at in {r.at for r in unique}}
-    return [
-        [r.txid for r in unique],
-        [r.kind for r in unique],
-        [r.campaign_id for r in unique],
-        [r.creative_id for r in unique],
-        [r.price_micros for r in unique],
-        [r.currency for r in unique],
-        [stamps[r.at] for r in unique],
-        [r.user_key or None for r in unique],
-        [r.click_id or None for r in unique],
-    ]
+    return _encode_rows(unique).decode()
 
 
 _NOT_COUNTED: Final = RowResult(False)
@@ -210,9 +207,17 @@ class GroupCommitter:
                 asyncio.create_task(self._work(lane), name=f"tracker-commit-lane-{lane}")
             )
 
-    async def submit(self, rows: list[NoticeRow]) -> dict[tuple[str, str], RowResult]:
+    async def submit(self, rows: list[NoticeRow]) -> Outcomes:
         """The outcome of each row by key, once committed; raises ``Unavailable`` when the
         batch could not be committed (nothing of it counted)."""
+        batch, ticket = self.enqueue(rows)
+        await batch.future
+        return self.outcome(batch, ticket, rows)
+
+    def enqueue(self, rows: list[NoticeRow]) -> tuple[Batch, int]:
+        """Add ``rows`` to the next commit: their batch (await its ``future``, then read them
+        with ``outcome``) and their ticket in it. Raises ``Unavailable`` at once when the
+        tracker is stopping or Postgres was unreachable a moment ago."""
         if self._closing or not self._workers:
             raise Unavailable("the tracker is shutting down")
         if time.monotonic() < self._down_until:
@@ -229,12 +234,19 @@ class GroupCommitter:
         for row in rows:
             owners.setdefault((row.txid, row.kind), ticket)
         self._ready.set()
-        results = await batch.future
+        return batch, ticket
+
+    @staticmethod
+    def outcome(batch: Batch, ticket: int, rows: list[NoticeRow]) -> Outcomes:
+        """The outcome of each of ``rows`` (enqueued as ``ticket``) once ``batch`` is answered;
+        raises ``Unavailable`` when they could not be committed (nothing of them counted)."""
         if batch.error:
             raise Unavailable(batch.error)
         failed = batch.failed.get(ticket) if batch.failed else None
         if failed is not None:
             raise Unavailable(failed)
+        results = batch.future.result()
+        owners = batch.owners
         # each key's result goes to its first copy in the batch; any other copy is a duplicate
         outcome: Outcomes = {}
         for row in rows:
@@ -312,12 +324,12 @@ class GroupCommitter:
         return results
 
     async def _commit(self, rows: list[NoticeRow], lane: int) -> Outcomes:
-        arguments = batch_arguments(rows)
+        argument = batch_argument(rows)
         for attempt in range(3):
             try:
                 async with asyncio.timeout(self.timeout):
                     async with self.pool.acquire() as conn:
-                        records = await conn.fetch(BATCH_SQL, *arguments, lane)
+                        records = await conn.fetch(BATCH_SQL, argument, lane)
             except _RETRYABLE:
                 self.metrics.batch_errors.labels("retry").inc()
                 await asyncio.sleep(0.005 * (attempt + 1))

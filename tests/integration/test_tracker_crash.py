@@ -96,12 +96,15 @@ async def test_a_tracker_killed_mid_batch_loses_no_acknowledged_notice(pg_dsn: s
 
     conn = await asyncpg.connect(pg_dsn)
     try:
-        rows = await conn.fetch("SELECT txid FROM tracker_notices WHERE kind = 'bill'")
+        # one snapshot for rows and effects: the killed process's last statement may still be
+        # running in its backend and commit between two separate reads
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch("SELECT txid FROM tracker_notices WHERE kind = 'bill'")
+            spent, impressions = await conn.fetchrow(
+                "SELECT sum(spent_micros), sum(impressions) FROM campaign_spend"
+            )
         counted = {r["txid"] for r in rows}
         assert set(acked) <= counted  # every acknowledged notice is durable
-        spent, impressions = await conn.fetchrow(
-            "SELECT sum(spent_micros), sum(impressions) FROM campaign_spend"
-        )
         assert (spent, impressions) == (2_500 * len(counted), len(counted))  # effects == rows
     finally:
         await conn.close()
