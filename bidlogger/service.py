@@ -5,8 +5,9 @@ Tasks, each owned here and cancelled on ``close()``:
 - *consume*: the subscriber's deliveries into the aggregator (positions and losses first);
 - *flush*: every ``flush_interval`` one batch: spooled on disk, raw rows appended to their
   hourly segments, the state file written; due segments closed into Parquet files;
-- *writer*: spooled batches to Postgres, oldest first, retried while Postgres is down (the
-  connection lives on the writer thread's own loop: ``bidlogger.writer``);
+- *writer*: spooled batches to Postgres, oldest first, two in flight (the second's raw COPY
+  overlaps the first, its commit follows it), retried while Postgres is down (the connections
+  live on the writer thread's own loop: ``bidlogger.writer``);
 - *uploader*: outbox files to the object store, retried while it is down;
 - *maintenance*: roll-ups, retention and the creative feed, when this logger leads.
 
@@ -18,9 +19,11 @@ how much, and record it in ``bidlogger_losses``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,7 @@ RETRY_MIN = 0.2
 RETRY_MAX = 5.0
 FRESH_BATCHES = 8  # spooled batches also kept in memory for the writer (while Postgres keeps up)
 RAW_FLUSH_ROWS = 10_000  # raw rows that make a flush before the interval is up
+WRITER_DEPTH = 2  # batches in flight to Postgres (one per connection of the writer)
 JOIN_GRACE = 1e9  # the logger counts what it missed itself, from its saved positions
 
 
@@ -354,50 +358,91 @@ class BidLogger:
 
     # -- writer -------------------------------------------------------------------------------
     async def _writer(self) -> None:
+        """Spooled batches to Postgres, oldest first, two in flight (``ThreadedStore.submit``:
+        the second's raw COPY overlaps the first, its commit follows it)."""
         delay = RETRY_MIN
-        while True:
-            seq = self.spool.oldest()
-            if seq is None:
-                self._spooled.clear()
-                await self._spooled.wait()
-                continue
-            batch = self._fresh.get(seq)
-            if batch is None:  # spooled by an earlier run, or let go of to bound memory
-                try:
-                    batch = await asyncio.to_thread(self.spool.read, seq)
-                except SpoolError:
-                    log.exception("skipped an unreadable spooled batch")
+        flight: deque[tuple[Batch, float, concurrent.futures.Future[bool]]] = deque()
+        try:
+            while True:
+                while len(flight) < WRITER_DEPTH:
+                    last = flight[-1][0].seq if flight else None
+                    seq = self.spool.oldest() if last is None else self.spool.oldest_after(last)
+                    if seq is None:
+                        break
+                    batch = await self._load(seq)
+                    if batch is not None:
+                        before = flight[-1][2] if flight else None
+                        flight.append((batch, self.mono(), self.store.submit(batch, before)))
+                if not flight:
+                    self._spooled.clear()
+                    await self._spooled.wait()
                     continue
-            started = self.mono()
+                head = asyncio.wrap_future(flight[0][2])
+                if len(flight) < WRITER_DEPTH:  # a batch spooled meanwhile goes in at once
+                    self._spooled.clear()
+                    spooled = asyncio.ensure_future(self._spooled.wait())
+                    await asyncio.wait((head, spooled), return_when=asyncio.FIRST_COMPLETED)
+                    spooled.cancel()
+                    if not head.done():
+                        continue
+                batch, started, _ = flight.popleft()
+                try:
+                    applied = await head
+                except (BatchRejected, StoreError) as exc:
+                    await self._drain(flight)  # rolled back after it: submitted again
+                    if isinstance(exc, BatchRejected):
+                        self._rejected(batch, exc)
+                        continue
+                    self.batches["failed"] += 1
+                    if self.postgres_up:
+                        log.warning("Postgres unavailable, batches wait in the spool: %s", exc)
+                    self.postgres_up = False
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+                    continue
+                if not self.postgres_up:
+                    log.info("Postgres takes batches again (%d waiting)", len(self.spool))
+                self.postgres_up = True
+                delay = RETRY_MIN
+                self.metrics.flush_seconds.observe(self.mono() - started)
+                self.batches["applied" if applied else "duplicate"] += 1
+                self.spool.remove(batch.seq)
+                self._fresh.pop(batch.seq, None)
+                self._spooled_at.pop(batch.seq, None)
+                self._written.set()
+        finally:
+            for _, _, future in flight:
+                future.cancel()
+
+    async def _load(self, seq: int) -> Batch | None:
+        batch = self._fresh.get(seq)
+        if batch is None:  # spooled by an earlier run, or let go of to bound memory
             try:
-                applied = await self.store.apply(batch)
-            except BatchRejected as exc:
-                log.error("%s; set aside in %s", exc, self.spool.bad_directory)
-                self.batches["rejected"] += 1
-                dropped = self.aggregator.dropped
-                dropped["rejected"] = dropped.get("rejected", 0) + batch.events
-                self.spool.quarantine(seq)
-                self._fresh.pop(seq, None)
-                self._spooled_at.pop(seq, None)
-                continue
-            except StoreError as exc:
-                self.batches["failed"] += 1
-                if self.postgres_up:
-                    log.warning("Postgres unavailable, batches wait in the spool: %s", exc)
-                self.postgres_up = False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
-                continue
-            if not self.postgres_up:
-                log.info("Postgres takes batches again (%d waiting)", len(self.spool))
-            self.postgres_up = True
-            delay = RETRY_MIN
-            self.metrics.flush_seconds.observe(self.mono() - started)
-            self.batches["applied" if applied else "duplicate"] += 1
-            self.spool.remove(seq)
-            self._fresh.pop(seq, None)
-            self._spooled_at.pop(seq, None)
-            self._written.set()
+                batch = await asyncio.to_thread(self.spool.read, seq)
+            except SpoolError:
+                log.exception("skipped an unreadable spooled batch")
+                return None
+        return batch
+
+    @staticmethod
+    async def _drain(
+        flight: deque[tuple[Batch, float, concurrent.futures.Future[bool]]],
+    ) -> None:
+        """The batches in flight after a failed one: their outcome set aside (they roll back,
+        or were duplicates), each tried again from the spool."""
+        while flight:
+            _, _, future = flight.popleft()
+            with contextlib.suppress(BidloggerError, concurrent.futures.CancelledError):
+                await asyncio.wrap_future(future)
+
+    def _rejected(self, batch: Batch, exc: BatchRejected) -> None:
+        log.error("%s; set aside in %s", exc, self.spool.bad_directory)
+        self.batches["rejected"] += 1
+        dropped = self.aggregator.dropped
+        dropped["rejected"] = dropped.get("rejected", 0) + batch.events
+        self.spool.quarantine(batch.seq)
+        self._fresh.pop(batch.seq, None)
+        self._spooled_at.pop(batch.seq, None)
 
     async def wait_written(self, timeout: float) -> bool:
         """True once the spool is empty (every batch so far is in Postgres)."""

@@ -101,6 +101,10 @@ class Spool:
     def oldest(self) -> int | None:
         return min(self._sizes) if self._sizes else None
 
+    def oldest_after(self, seq: int) -> int | None:
+        """The oldest spooled batch after ``seq`` (the writer's next while ``seq`` is in flight)."""
+        return min((s for s in self._sizes if s > seq), default=None)
+
     def read(self, seq: int) -> Batch:
         """The batch ``seq``; a file that does not decode is moved to ``bad/`` (SpoolError)."""
         path = self._path(seq)

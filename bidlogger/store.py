@@ -14,8 +14,9 @@ Every failure to reach or use Postgres is a :class:`StoreError`; the caller keep
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -105,14 +106,29 @@ def _jsonb_decode(data: bytes) -> bytes:
     return data[1:]
 
 
+class _Days:
+    """Day partitions known to exist, and the lock under which they are made."""
+
+    def __init__(self) -> None:
+        self.made: set[tuple[str, date]] = set()
+        self.lock = asyncio.Lock()
+
+
+class _BeforeFailed(Exception):
+    """The batch before this one was not applied (this one is rolled back, and retried)."""
+
+
 class Store:
     """``connect()``, then ``apply(batch)``; reconnects on the next call after a failure."""
 
-    def __init__(self, dsn: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self, dsn: str, *, connect_timeout: float = 5.0, days: _Days | None = None
+    ) -> None:
         self.dsn = dsn
         self.connect_timeout = connect_timeout
         self._conn: Any = None
-        self._days: set[tuple[str, date]] = set()
+        self._shared = days or _Days()  # stores of one writer share the partitions made
+        self._days = self._shared.made
 
     @property
     def connected(self) -> bool:
@@ -158,8 +174,15 @@ class Store:
         return StoreError(f"{what}: {exc}")
 
     async def ensure_days(self, table: str, days: Iterable[date]) -> None:
+        wanted = sorted(set(days) - {d for t, d in self._days if t == table})
+        if not wanted:
+            return
+        async with self._shared.lock:  # two connections never create one partition at once
+            await self._ensure_days(table, wanted)
+
+    async def _ensure_days(self, table: str, days: list[date]) -> None:
         conn = await self.connect()
-        for day in sorted(set(days)):
+        for day in days:
             if (table, day) in self._days:
                 continue
             try:
@@ -170,8 +193,12 @@ class Store:
                 ) from exc
             self._days.add((table, day))
 
-    async def apply(self, batch: Batch) -> bool:
-        """Apply ``batch`` once; False when it had been applied already (nothing changed)."""
+    async def apply(self, batch: Batch, before: Awaitable[object] | None = None) -> bool:
+        """Apply ``batch`` once; False when it had been applied already (nothing changed).
+
+        ``before``: the apply of the batch before it, on another connection. This batch's raw
+        rows are copied while that one runs; its aggregates, positions and commit wait for it
+        (so they land in flush order, and a failure there rolls this one back too)."""
         if batch.rows:
             minutes = [r.minute for r in batch.rows]
             await self.ensure_days("bidlogger_minute", days_between(min(minutes), max(minutes)))
@@ -202,7 +229,6 @@ class Store:
                 )
                 if fresh is None:
                     return False
-                await self._write(conn, batch)
                 if raw_copy:
                     await conn.copy_to_table(
                         raw_table,
@@ -210,6 +236,15 @@ class Store:
                         columns=RAW_COLUMNS,
                         format="binary",
                     )
+                if before is not None:
+                    try:
+                        await before
+                    except Exception as exc:  # rolled back: the writer tries both again
+                        raise _BeforeFailed(str(exc)) from exc
+                await self._write(conn, batch)
+        except _BeforeFailed as exc:
+            what = f"batch {batch.seq} not applied: the one before it failed ({exc})"
+            raise StoreError(what) from exc
         except _REFUSED as exc:
             self.terminate()  # a COPY broken off mid-stream: start the next on a fresh session
             raise BatchRejected(f"batch {batch.seq} refused: {exc}") from exc
