@@ -40,13 +40,12 @@ from cache.codec import Message, Record
 from cache.errors import CodecError, L2Unavailable, WatcherError
 from cache.memcache import L2, MAX_RELATIVE_EXPIRE
 from cache.settings import CacheSettings
+from fleet.db.leadership import lead_while_locked
 
 if TYPE_CHECKING:
     from cache.coherence import CoherenceBus
 
 log = logging.getLogger("cache.watcher")
-
-_PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class WatcherMetrics:
@@ -135,36 +134,23 @@ class Watcher:
     async def _session(self, stop: asyncio.Event) -> None:
         """One Postgres connection: wait for the lock, then lead until the connection is lost."""
         s = self.settings
+
+        def failed(what: str, exc: BaseException) -> None:
+            log.warning("watcher %s: %r", what, exc)
+            self.metrics.errors.inc()
+
         try:
-            conn: asyncpg.Connection = await asyncpg.connect(
+            await lead_while_locked(
                 s.fleet.pg_dsn,
-                timeout=5,
-                server_settings={"application_name": f"rtbfleet-cache-watcher-{os.getpid()}"},
+                s.watcher_lock_key,
+                application_name=f"rtbfleet-cache-watcher-{os.getpid()}",
+                retry=s.watcher_retry,
+                stop=stop,
+                lead=self._lead,
+                on_error=failed,
             )
-        except _PG_ERRORS as exc:
-            log.warning("watcher cannot reach Postgres: %r", exc)
-            self.metrics.errors.inc()
-            return
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda _c: lost.set())
-        try:
-            while not stop.is_set() and not lost.is_set():
-                if await conn.fetchval("SELECT pg_try_advisory_lock($1)", s.watcher_lock_key):
-                    break
-                await _wait(stop, s.watcher_retry)
-            else:
-                return
-            await self._lead(conn, stop, lost)
-        except _PG_ERRORS as exc:
-            log.warning("watcher lost Postgres: %r", exc)
-            self.metrics.errors.inc()
         finally:
             self._set_leader(False)
-            if not conn.is_closed():
-                try:
-                    await asyncio.wait_for(conn.close(), 2)
-                except _PG_ERRORS:
-                    conn.terminate()
 
     async def _lead(
         self, conn: asyncpg.Connection, stop: asyncio.Event, lost: asyncio.Event

@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry
 from cache.app import Cache, default_origin
 from fleet.aio import cancel_and_wait
 from fleet.bus import Subscriber
+from fleet.db.leadership import lead_while_locked
 from fleet.plan import hour_of_week, learn_profile, zone
 from pacing import store
 from pacing.errors import PacerConfigError
@@ -52,8 +53,6 @@ from pacing.pacer import CampaignBudget, Pacer, Round
 from pacing.settings import PacerServiceSettings
 
 log = logging.getLogger("pacing.service")
-
-_PG_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 def controller_for(name: str) -> Controller:
@@ -149,36 +148,23 @@ class PacerService:
 
     async def _session(self, stop: asyncio.Event) -> None:
         s = self.settings
+
+        def failed(what: str, exc: BaseException) -> None:
+            log.warning("pacer %s: %r", what, exc)
+            self.metrics.steps.labels("error").inc()
+
         try:
-            conn: asyncpg.Connection = await asyncpg.connect(
+            await lead_while_locked(
                 s.fleet.pg_dsn,
-                timeout=5,
-                server_settings={"application_name": f"rtbfleet-pacer-{os.getpid()}"},
+                s.lock_key,
+                application_name=f"rtbfleet-pacer-{os.getpid()}",
+                retry=s.retry,
+                stop=stop,
+                lead=self._lead,
+                on_error=failed,
             )
-        except _PG_ERRORS as exc:
-            log.warning("pacer cannot reach Postgres: %r", exc)
-            self.metrics.steps.labels("error").inc()
-            return
-        lost = asyncio.Event()
-        conn.add_termination_listener(lambda _c: lost.set())
-        try:
-            while not stop.is_set() and not lost.is_set():
-                if await store.try_lock(conn, s.lock_key):
-                    break
-                await _wait(stop, s.retry)
-            else:
-                return
-            await self._lead(conn, stop, lost)
-        except _PG_ERRORS as exc:
-            log.warning("pacer lost Postgres: %r", exc)
-            self.metrics.steps.labels("error").inc()
         finally:
             self._set_leader(False)
-            if not conn.is_closed():
-                try:
-                    await asyncio.wait_for(conn.close(), 2)
-                except _PG_ERRORS:
-                    conn.terminate()
 
     async def _lead(
         self, conn: asyncpg.Connection, stop: asyncio.Event, lost: asyncio.Event

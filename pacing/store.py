@@ -116,11 +116,6 @@ async def load_opportunities(conn: asyncpg.Connection) -> dict[int, list[int]]:
     return out
 
 
-async def try_lock(conn: asyncpg.Connection, key: int) -> bool:
-    """The session-level advisory lock the pacers compete for (held until the session ends)."""
-    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
-
-
 async def lease_horizon(conn: asyncpg.Connection, key: int) -> float | None:
     """Until when (real Unix seconds) a lease granted under lock ``key`` may be live; None when
     none was ever granted."""
