@@ -101,14 +101,22 @@ def snapshot(learner: OnlineLearner) -> tuple[dict[str, Any], dict[str, np.ndarr
     return meta, arrays
 
 
-def save_checkpoint(learner: OnlineLearner, path: Path) -> int:
-    """Write the checkpoint atomically; returns its size in bytes."""
+def checkpoint_bytes(learner: OnlineLearner, *, compress: bool = False) -> bytes:
+    """The checkpoint as bytes (``compress``: deflated, for a copy sent over the network)."""
     meta, arrays = snapshot(learner)
     buffer = io.BytesIO()
     payload = dict(arrays)
     payload["meta"] = np.frombuffer(msgspec.json.encode(meta), dtype=np.uint8)
-    np.savez(buffer, **payload)  # type: ignore[arg-type]
-    data = buffer.getbuffer()
+    if compress:
+        np.savez_compressed(buffer, **payload)  # type: ignore[arg-type]
+    else:
+        np.savez(buffer, **payload)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def save_checkpoint(learner: OnlineLearner, path: Path) -> int:
+    """Write the checkpoint atomically; returns its size in bytes."""
+    data = checkpoint_bytes(learner)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -133,6 +141,15 @@ def load_checkpoint(path: Path, config: LearnerConfig) -> OnlineLearner:
     intact checkpoint of this grid."""
     try:
         raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    return checkpoint_from_bytes(raw, config, str(path))
+
+
+def checkpoint_from_bytes(raw: bytes, config: LearnerConfig, name: str) -> OnlineLearner:
+    """``load_checkpoint`` of bytes (``name`` says where they came from, in errors)."""
+    path = name
+    try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:

@@ -14,12 +14,21 @@ announced by invalidating ``model``/``latest`` (``cache.models``) over the coher
 Checkpoint: every ``checkpoint_interval_s`` and at a clean stop, written atomically; a learner
 that starts with one resumes from it (one that cannot be read is set aside, and learning starts
 afresh, with one log line).
+
+Learners that split the partitions (``relay_bind`` set; docs/learner.md, "Learners that split
+the partitions"): each joins its share; the one holding the fleet's lock leads: it learns its
+own examples and those the others send (``learner.relay``), exports the one model, and stores
+its training state in Postgres with each checkpoint (``learner.store``). The others follow:
+they send what their joins settle to the leader whose address the ``learner_leader`` row gives,
+and take the lock when it passes on, resuming training from the stored state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +38,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 import numpy as np
+import zmq
 from prometheus_client import CollectorRegistry, Counter
 
 from cache import Cache, default_origin
@@ -36,20 +46,32 @@ from cache.models import LATEST_KEY, MODEL_NAMESPACE, model_namespace
 from fleet.aio import cancel_and_wait
 from fleet.bus.subscriber import Subscriber
 from fleet.db.model_store import latest_version, save_model
+from fleet.errors import BusError
 from fleet.events import AnyEvent, decode, partition_prefix
 from fleet.model import SparseModel, encode_sparse
-from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.checkpoint import (
+    checkpoint_bytes,
+    checkpoint_from_bytes,
+    load_checkpoint,
+    save_checkpoint,
+)
 from learner.errors import AnotherLearner, CheckpointError
+from learner.join import Example, PriceObservation
 from learner.metrics import LearnerMetrics
 from learner.online import OnlineLearner
+from learner.relay import RelayReceiver, RelaySender, Sequences, decode_parcel
 from learner.settings import LearnerSettings
+from learner.store import advertise, current_leader, load_state, save_state
 
 log = logging.getLogger("learner.service")
 
 # The events the joiner reads (bids, their outcome and labels); the rest are not subscribed.
 LEARNT_TYPES: Final = ("bid", "win", "loss", "impression", "click", "install")
 MAX_BUFFERED: Final = 200_000  # events waiting for the next round at most
+MAX_PARCELS: Final = 2_000  # parcels from the other learners waiting for the next round
+PARCEL_EXAMPLES: Final = 2_000  # examples per parcel at most
 JOIN_GRACE: Final = 1.0
+PG_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 def topic_prefixes(partitions: list[int]) -> list[str]:
@@ -78,7 +100,25 @@ class LearnerService:
             ["reason"],
             registry=self.registry,
         )
+        self.relay = Counter(
+            "learner_relay_parcels_total",
+            "parcels of joined examples between learners that split the partitions: sent, "
+            "dropped (queue full, no leader), received, lost (a gap in a sender's numbers), "
+            "repeated, malformed",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.config = settings.to_config()
+        self.split = bool(settings.relay_bind)
+        self.leading = False  # this process trains and exports (always, without a relay)
+        self.epoch = 0  # of this process's leadership (split only)
+        self.name = f"{socket.gethostname()}:{os.getpid()} {settings.share}"
+        self._zmq: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._sender: RelaySender | None = None
+        self._receiver: RelayReceiver | None = None
+        self._sequences = Sequences()
+        self._parcels: list[bytes] = []
+        self._relay_task: asyncio.Task[None] | None = None
         self.learner = OnlineLearner(self.config)
         self.resumed = False
         self.stream_time = 0.0  # the newest event time seen
@@ -101,8 +141,16 @@ class LearnerService:
         """Raises AnotherLearner when this fleet's learner already runs (before touching the
         checkpoint), an OSError or asyncpg error when Postgres cannot be reached to tell."""
         s = self.settings
-        await self._take_lock()
-        await self._run(self._resume)
+        if self.split:
+            self._zmq = zmq.Context()
+            self._sender = RelaySender(self._zmq, self.name)
+            self._lock_conn = await asyncpg.connect(self.dsn)
+            await self._run(self._resume)
+            await self._look_at_leader()
+        else:
+            await self._take_lock()
+            self.leading = True
+            await self._run(self._resume)
         self._pool = await asyncpg.create_pool(self.dsn, min_size=0, max_size=2)
         self.cache = Cache(s.cache, registry=self.registry, origin=default_origin("learner"))
         self.cache.register(model_namespace(self._pool))
@@ -124,6 +172,12 @@ class LearnerService:
                 self._every(s.checkpoint_interval_s, self.checkpoint), name="learner-checkpoint"
             ),
         ]
+        if self.split:
+            self._tasks += [
+                loop.create_task(
+                    self._every(s.leader_poll_s, self._look_at_leader), name="learner-leader"
+                ),
+            ]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -137,6 +191,17 @@ class LearnerService:
             await self.export()
             await self.checkpoint()
         finally:
+            if self._sender is not None:
+                self._sender.close()
+            if self._relay_task is not None:
+                await cancel_and_wait(self._relay_task)
+                self._relay_task = None
+            if self._receiver is not None:
+                self._receiver.close()
+                self._receiver = None
+            if self._zmq is not None:
+                self._zmq.term()
+                self._zmq = None
             if self.cache is not None:
                 await self.cache.close()
                 self.cache = None
@@ -156,6 +221,9 @@ class LearnerService:
             "model_version": self.model_version,
             "exports": self.exports,
             "buffered": len(self._buffer),
+            "role": "leader" if self.leading else "follower",
+            "epoch": self.epoch,
+            "relay_lost": self._sequences.lost,
         }
 
     # -- one learner per fleet -----------------------------------------------------------------
@@ -198,6 +266,102 @@ class LearnerService:
             return False
         return True
 
+    # -- learners that split the partitions: the leader and the others ---------------------------
+
+    async def _look_at_leader(self) -> None:
+        """Lead when this session holds (or takes) the fleet's lock; otherwise follow the
+        leader the ``learner_leader`` row names. Role changes wait for the round in progress."""
+        conn = self._lock_conn
+        if conn is None or conn.is_closed():
+            conn = self._lock_conn = await asyncpg.connect(self.dsn)
+        try:
+            if self.leading:
+                await conn.fetchval("SELECT 1")  # the session, and so the lock, is alive
+                return
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.settings.lock_key):
+                async with self._round_lock:
+                    await self._lead(conn)
+                return
+            leader = await current_leader(conn, self.settings.lock_key)
+        except PG_ERRORS:
+            conn.terminate()  # a lock it held went with the session
+            self._lock_conn = None
+            if self.leading:
+                async with self._round_lock:
+                    await self._step_down("lost its Postgres session")
+            raise
+        if leader is not None and self._sender is not None:
+            if leader.address != self._sender.address:
+                log.info(
+                    "following leader %s (epoch %d) at %s",
+                    leader.leader,
+                    leader.epoch,
+                    leader.address,
+                )
+            self._sender.connect(leader.address)
+
+    async def _lead(self, conn: asyncpg.Connection) -> None:
+        """Take over training: the last leader's stored state (this process keeps its own
+        join), then receive the others' examples and say where."""
+        raw = await load_state(conn, self.settings.lock_key)
+        if raw is not None:
+            await self._run(lambda: self._adopt(raw))
+        self._receiver = receiver = RelayReceiver(self._zmq_context(), self.settings.relay_bind)
+        self._relay_task = asyncio.get_running_loop().create_task(
+            self._receive_parcels(receiver), name="learner-relay"
+        )
+        address = self.settings.relay_address or self._receiver.endpoint
+        self.epoch = await advertise(conn, self.settings.lock_key, address, self.name)
+        self._sequences = Sequences()
+        if self._sender is not None:
+            self._sender.close()
+        self.leading = True
+        log.info("leading the fleet's learners (epoch %d), examples to %s", self.epoch, address)
+
+    async def _step_down(self, why: str) -> None:
+        log.error("no longer the leading learner: %s", why)
+        self.leading = False
+        if self._relay_task is not None:
+            await cancel_and_wait(self._relay_task)
+            self._relay_task = None
+        if self._receiver is not None:
+            self._receiver.close()
+            self._receiver = None
+
+    def _zmq_context(self) -> zmq.Context[zmq.Socket[bytes]]:
+        assert self._zmq is not None
+        return self._zmq
+
+    def _adopt(self, raw: bytes) -> None:
+        """The stored training state, with this process's own join (its share's waiting
+        examples: the last leader's went with it)."""
+        try:
+            trained = checkpoint_from_bytes(raw, self.config, "the last leader's state")
+        except CheckpointError as exc:
+            log.error("not resuming from the last leader: %s", exc)
+            return
+        trained.joiner = self.learner.joiner
+        self.learner = trained
+        self._exported_learnt = sum(trained.learnt.values())
+        log.info("resumed the last leader's training (%s examples)", dict(trained.learnt))
+
+    async def _receive_parcels(self, receiver: RelayReceiver) -> None:
+        while True:
+            data = await receiver.recv()
+            if len(self._parcels) >= MAX_PARCELS:
+                self.relay.labels(outcome="dropped").inc()
+                continue
+            self._parcels.append(data)
+
+    def _send(self, examples: list[Example], prices: list[PriceObservation]) -> None:
+        sender = self._sender
+        if sender is None or (not examples and not prices):
+            return
+        for a in range(0, max(len(examples), 1), PARCEL_EXAMPLES):
+            chunk = examples[a : a + PARCEL_EXAMPLES]
+            ok = sender.send(chunk, prices if a == 0 else [], self.stream_time)
+            self.relay.labels(outcome="sent" if ok else "dropped").inc()
+
     # -- the loop side ------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
@@ -208,7 +372,7 @@ class LearnerService:
             await asyncio.sleep(interval)
             try:
                 await action()
-            except (OSError, asyncpg.PostgresError, CheckpointError, TimeoutError) as exc:
+            except (*PG_ERRORS, CheckpointError, BusError) as exc:
                 log.warning("%s failed: %s", getattr(action, "__name__", "a task"), exc)
 
     async def _receive(self) -> None:
@@ -231,14 +395,20 @@ class LearnerService:
         """Feed what was received, learn what settled, record the metrics."""
         async with self._round_lock:
             events, self._buffer = self._buffer, []
-            await self._run(lambda: self._learn(events))
+            parcels, self._parcels = self._parcels, []
+            leading = self.leading
+            examples, prices = await self._run(lambda: self._learn(events, parcels, leading))
+            if not leading:
+                self._send(examples, prices)
 
     async def export(self) -> int:
         """Store and announce a model of what was learnt; its version (0: nothing to export)."""
         learnt = sum(self.learner.learnt.values())
         if self._pool is None or learnt == self._exported_learnt:  # nothing new to export
             return 0
-        if not await self._still_the_learner():
+        if self.split and not self.leading:
+            return 0
+        if not self.split and not await self._still_the_learner():
             return 0
         async with self._round_lock:
             async with self._pool.acquire() as conn:
@@ -260,7 +430,15 @@ class LearnerService:
     async def checkpoint(self) -> int:
         path = self.settings.checkpoint_file
         async with self._round_lock:
-            return int(await self._run(lambda: self._save(path)))
+            size = int(await self._run(lambda: self._save(path)))
+            if not (self.split and self.leading and self._lock_conn is not None):
+                return size
+            # after the local file: a crash between the two loses examples, never learns twice
+            raw = await self._run(lambda: checkpoint_bytes(self.learner, compress=True))
+            key = self.settings.lock_key
+            if not await save_state(self._lock_conn, key, self.epoch, raw):
+                await self._step_down(f"epoch {self.epoch} was replaced by another leader")
+            return size
 
     # -- the worker side (the learner's state) ------------------------------------------------
 
@@ -284,15 +462,44 @@ class LearnerService:
         path.parent.mkdir(parents=True, exist_ok=True)
         return save_checkpoint(self.learner, path)
 
-    def _learn(self, events: list[AnyEvent]) -> None:
+    def _learn(
+        self, events: list[AnyEvent], parcels: list[bytes], leading: bool
+    ) -> tuple[list[Example], list[PriceObservation]]:
+        """Leading: learn the events and the others' parcels. Following: join the events, and
+        return what settled, for the leader."""
         started = time.perf_counter()
         before = dict(self.learner.learnt)
+        learner, joiner = self.learner, self.learner.joiner
+        examples: list[Example] = []
+        prices: list[PriceObservation] = []
         for event in events:
             if event.ts > self.stream_time:
                 self.stream_time = event.ts
-            self.learner.feed(event)
+            if leading:
+                learner.feed(event)
+            else:
+                e, p = joiner.feed(event)
+                examples += e
+                prices += p
+        for data in parcels:
+            try:
+                parcel, e, p = decode_parcel(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                self.relay.labels(outcome="malformed").inc()
+                continue
+            lost = self._sequences.lost
+            if not self._sequences.accept(parcel.sender, parcel.seq):
+                self.relay.labels(outcome="repeated").inc()
+                continue
+            self.relay.labels(outcome="received").inc()
+            self.relay.labels(outcome="lost").inc(self._sequences.lost - lost)
+            learner.observe_prices(p)
+            learner.add_examples(e)
         if self.stream_time:
-            self.learner.flush(self.stream_time)
+            if leading:
+                learner.flush(self.stream_time)
+            else:
+                examples += joiner.flush(self.stream_time)
         learnt: dict[str, int] = {h: n - before.get(h, 0) for h, n in self.learner.learnt.items()}
         joiner = self.learner.joiner
         self.metrics.record_round(
@@ -304,6 +511,7 @@ class LearnerService:
             self.learner.nbytes,
             len(self.learner.market.segments),
         )
+        return examples, prices
 
     def _select_and_export(self, version: int) -> SparseModel:
         """Choose each head's estimator (beyond the noise only), then export the chosen ones."""

@@ -192,14 +192,35 @@ class LearnerSettings:
     share: str = setting(
         "0/1",
         "RTBFLEET_LEARNER_SHARE",
-        "i/k: this learner learns the event partitions p with p mod k == i, a consistent 1/k "
-        "sample (one learner per fleet: a second one refuses to start)",
+        "i/k: this learner joins the event partitions p with p mod k == i, a consistent 1/k "
+        "sample (without a relay: the fleet's one learner, a second one refuses to start)",
         _share,
+    )
+    relay_bind: str = setting(
+        "",
+        "RTBFLEET_LEARNER_RELAY_BIND",
+        "learners that split the partitions: where this one, when it leads, receives the "
+        "others' joined examples (a ZMQ endpoint, e.g. tcp://0.0.0.0:9105); empty: one "
+        "learner per fleet",
+        lambda v: None if not v or "://" in v else "must be a ZMQ endpoint such as tcp://host:port",
+    )
+    relay_address: str = setting(
+        "",
+        "RTBFLEET_LEARNER_RELAY_ADDRESS",
+        "the endpoint the other learners reach this one's relay at (empty: the bound one)",
+        lambda v: None if not v or "://" in v else "must be a ZMQ endpoint such as tcp://host:port",
+    )
+    leader_poll_s: float = setting(
+        2.0,
+        "RTBFLEET_LEARNER_LEADER_POLL_S",
+        "learners that split the partitions: seconds between looks at the leader (its lock, "
+        "its address)",
+        positive,
     )
     lock_key: int = setting(
         DEFAULT_LEARNER_LOCK_KEY,
         "RTBFLEET_LEARNER_LOCK_KEY",
-        "Postgres advisory lock key held by the fleet's one learner",
+        "Postgres advisory lock key held by the fleet's one learner (or its leader)",
     )
     export_interval_s: float = setting(
         60.0, "RTBFLEET_LEARNER_EXPORT_INTERVAL_S", "seconds between model exports", positive

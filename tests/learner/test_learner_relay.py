@@ -1,0 +1,44 @@
+"""The relay's wire format and the leader's count of each sender's parcel numbers."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from learner.join import Example, PriceObservation
+from learner.relay import Sequences, decode_parcel, encode_parcel
+
+
+def test_a_parcel_round_trips_examples_and_prices() -> None:
+    examples = [
+        Example("click", "t1", ["app=a", "country=DE"], 1.0, 1.0, 10.0, 0.5),
+        Example("install", "t2", [], 0.0, 4.0, 11.0, 86_400.0),
+    ]
+    prices = [PriceObservation("2|x|DE|banner", "above", 1_250_000)]
+    parcel, back, back_prices = decode_parcel(encode_parcel("s", 7, examples, prices, 12.5))
+    assert (parcel.sender, parcel.seq, parcel.watermark) == ("s", 7, 12.5)
+    assert back == examples and back_prices == prices
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not msgpack at all",
+        msgspec.msgpack.encode(["s", 1, [["oops", "t", [], 0.0, 1.0, 0.0, 0.0]], [], 0.0]),
+        msgspec.msgpack.encode(["s", 1, [], [["seg", "sideways", 5]], 0.0]),
+        msgspec.msgpack.encode(["s", "one", [], [], 0.0]),
+    ],
+)
+def test_what_is_not_a_parcel_is_refused(data: bytes) -> None:
+    with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
+        decode_parcel(data)
+
+
+def test_gaps_are_counted_lost_and_repeats_ignored() -> None:
+    seen = Sequences()
+    assert seen.accept("a", 1) and seen.accept("a", 2)
+    assert seen.accept("b", 40)  # the first parcel of a sender: nothing to compare with
+    assert seen.accept("a", 5)  # 3 and 4 never came
+    assert not seen.accept("a", 4) and not seen.accept("a", 5)
+    assert seen.accept("b", 41)
+    assert (seen.lost, seen.repeated) == (2, 2)
