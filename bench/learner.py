@@ -36,7 +36,7 @@ from typing import Final
 import numpy as np
 
 from bidder.scorer import PositionScorer, PositionTables
-from bidder.scoring import HashedLinearModel
+from bidder.scoring import HashedLinearModel, cross_pairs
 from fleet.model import encode_sparse
 from learner.batch import to_batch
 from learner.ftrl import FtrlParams
@@ -144,7 +144,8 @@ def scoring_cost(model: HashedLinearModel, rng: random.Random) -> tuple[float, f
         for k in range(creatives):
             cr = c * creatives + k
             statics.append((f"campaign={c}", f"creative={cr}", "goal=CPC", "fmt=banner"))
-            prefixes.append((f"campaign^app={c}^", f"campaign^country={c}^"))
+            # the last prefix takes each of the request's segments (bidder.scoring.cross_pairs)
+            prefixes.append((f"campaign^app={c}^", f"campaign^country={c}^", f"campaign^seg={c}^"))
     scorer = PositionScorer(model, PositionTables(statics, prefixes, model.seed))
     positions = list(range(len(statics)))
     requests = []
@@ -158,7 +159,9 @@ def scoring_cost(model: HashedLinearModel, rng: random.Random) -> tuple[float, f
             f"pub={rng.randrange(300)}",
             f"hour={rng.randrange(24)}",
         ]
-        requests.append((shared, (str(app), str(country))))
+        segments = sorted({f"seg-{rng.randrange(40):03d}" for _ in range(rng.randrange(9))})
+        shared += [f"seg={s}" for s in segments]
+        requests.append((shared, (str(app), str(country), *segments)))
     for shared, suffixes in requests:  # warm the tables, as a running bidder has them
         scorer.predict(shared, positions, suffixes)
     started = time.perf_counter()
@@ -169,7 +172,7 @@ def scoring_cost(model: HashedLinearModel, rng: random.Random) -> tuple[float, f
     started = time.perf_counter()
     for shared, suffixes in sample:
         for st, pre in zip(statics, prefixes, strict=True):
-            model.predict([*shared, *st, *(p + x for p, x in zip(pre, suffixes, strict=True))])
+            model.predict([*shared, *st, *cross_pairs(pre, suffixes)])
     full = (time.perf_counter() - started) / (len(sample) * len(positions)) * 1e6
     return warm, full
 

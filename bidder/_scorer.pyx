@@ -6,7 +6,8 @@ The reference is bidder/scorer.py (``python_hash_rows``, ``python_static_sums``,
 same numbers, and that they equal ``HashedLinearModel.predict_crossed`` exactly.
 
 A cross feature is ``prefix + suffix``: the prefix belongs to the creative position (known when
-the snapshot is compiled), the suffix to the request. MurmurHash3 (x86, 32 bit) consumes its input
+the snapshot is compiled), the suffix to the request. Suffix j goes with prefix min(j, c - 1):
+the last prefix (``campaign^seg``) takes every one of the request's segments, none to 16. MurmurHash3 (x86, 32 bit) consumes its input
 in 4-byte blocks, so each prefix is hashed once, up to its last whole block, into a *midstate*:
 (h1 after those blocks, the 0-3 bytes left over, the prefix's length). At request time a cross
 costs the few blocks of its suffix and the finalisation, in C, without the GIL.
@@ -179,14 +180,15 @@ def score(
     double[:, ::1] out,
 ):
     """Into ``out[i]``: (sigmoid(click sum), sigmoid(install sum)) of ``positions[i]``, each
-    sum ``static[pos] + z0``, then the weight of each cross ``prefix + suffixes[j]`` in slot
-    order, clamped to +-60: ``HashedLinearModel.predict_crossed`` exactly."""
+    sum ``static[pos] + z0``, then the weight of each cross ``prefix[min(j, c - 1)] +
+    suffixes[j]`` in order, clamped to +-60: ``HashedLinearModel.predict_crossed`` exactly."""
     cdef Py_ssize_t n = positions.shape[0], c = states.shape[1], rows = static.shape[0]
-    cdef Py_ssize_t i, j, pos
-    if len(suffixes) != c:
-        raise ValueError("one suffix per cross slot")
-    if c > 16:
-        raise ValueError("at most 16 cross slots")
+    cdef Py_ssize_t m = len(suffixes)
+    cdef Py_ssize_t i, j, pos, slot
+    if c < 1 or not c - 1 <= m <= c - 1 + 16:
+        raise ValueError("one suffix per cross slot, the last slot's repeated 0 to 16 times")
+    if m > 32:
+        raise ValueError("at most 32 crosses")
     if out.shape[0] < n or out.shape[1] != 2 or states.shape[0] != rows:
         raise ValueError("out, static and states do not fit the positions")
     if weights.shape[0] != 2 or weights.shape[1] <= mask:
@@ -195,10 +197,10 @@ def score(
         if not 0 <= positions[i] < rows:
             raise IndexError("position out of range")
     cdef list encoded = [(<str?>x).encode("utf-8") for x in suffixes]  # kept alive below
-    cdef const uint8_t* sx[16]
-    cdef Py_ssize_t sn[16]
+    cdef const uint8_t* sx[32]
+    cdef Py_ssize_t sn[32]
     cdef bytes b
-    for j in range(c):
+    for j in range(m):
         b = encoded[j]
         sx[j] = <const uint8_t*><char*>b
         sn[j] = len(b)
@@ -209,9 +211,10 @@ def score(
             pos = positions[i]
             zr = static[pos, 0] + z0_click
             zi = static[pos, 1] + z0_install
-            for j in range(c):
+            for j in range(m):
+                slot = j if j < c - 1 else c - 1
                 k = _resume(
-                    states[pos, j, 0], states[pos, j, 1], states[pos, j, 2], sx[j], sn[j]
+                    states[pos, slot, 0], states[pos, slot, 1], states[pos, slot, 2], sx[j], sn[j]
                 ) & mask
                 zr = zr + <double>weights[0, k]
                 zi = zi + <double>weights[1, k]

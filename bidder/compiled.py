@@ -38,7 +38,9 @@ from fleet.config import Campaign, Creative, GoalType
 # goal types as codes, for the value bounds computed over arrays
 GOAL_CODES: Final = {"CPM": 0, "CPC": 1, "CPI": 2, "CPA": 2}
 GOAL_NAMES: Final[tuple[GoalType, ...]] = ("CPM", "CPC", "CPI")  # CPI and CPA: the same value
-_DEAD: Final = ("",) * 6  # the features of a dead position (hashed, never scored)
+# the features of a dead position (hashed, never scored): as many as a live one's
+_DEAD_STATIC: Final = ("",) * 6
+_DEAD_PREFIXES: Final = ("",) * 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,15 +149,15 @@ def by_position(index: TargetingIndex) -> list[tuple[Campaign, Creative] | None]
 def position_tables(index: TargetingIndex, seed: int) -> PositionTables:
     """The index's positions hashed for scoring (the strings are not kept)."""
     pairs = by_position(index)
-    statics = [_DEAD if p is None else static_features(*p) for p in pairs]
-    prefixes = [_DEAD if p is None else cross_prefixes(*p) for p in pairs]
+    statics = [_DEAD_STATIC if p is None else static_features(*p) for p in pairs]
+    prefixes = [_DEAD_PREFIXES if p is None else cross_prefixes(*p) for p in pairs]
     return PositionTables(statics, prefixes, seed)
 
 
 def static_scorer(index: TargetingIndex, model: StaticModel) -> StaticScorer:
     """The predictions of a static model (the priors) for every position of the index."""
     statics: Sequence[tuple[str, ...]] = [
-        _DEAD if p is None else static_features(*p) for p in by_position(index)
+        _DEAD_STATIC if p is None else static_features(*p) for p in by_position(index)
     ]
     return StaticScorer(model, static_rates(model, statics))
 

@@ -23,6 +23,7 @@ from bidder.race import draw_key, exponentials, race
 from bidder.scorer import Scorer
 from bidder.scoring import (
     Model,
+    cross_pairs,
     cross_prefixes,
     cross_suffixes,
     inventory_key,
@@ -105,7 +106,7 @@ class ImpOffers:
         cand, pos = self.rows[k][0], self.rows[k][1]
         campaign, creative = cand.entry.campaign, self.compiled.index.creatives[pos]
         static, prefixes = static_features(campaign, creative), cross_prefixes(campaign, creative)
-        crossed = [p + x for p, x in zip(prefixes, self.suffixes, strict=True)]
+        crossed = cross_pairs(prefixes, self.suffixes)
         return [*self.shared, *static, *crossed]
 
 
@@ -209,7 +210,7 @@ def imp_offers(
         reach(list(range(n)))
     if scorer is not None:
         z0 = scorer.shared_sum(shared)
-        bounds = _bounds_over_creatives(compiled, scorer, z0, cands, ok, kept, lows)
+        bounds = _bounds_over_creatives(compiled, scorer, z0, cands, ok, kept, lows, len(suffixes))
         refiner = refine
     else:  # no bounds of the rates: every candidate scored, bounds from exact values
         z0 = (0.0, 0.0)
@@ -314,6 +315,7 @@ def _bounds_over_creatives(
     ok: npt.NDArray[np.bool_],
     kept: npt.NDArray[np.intp],
     lows: I64,
+    crosses: int,
 ) -> npt.NDArray[np.float64]:
     """Per kept candidate, a weight bound that holds for each of its creatives (the creative
     is chosen only if the race reaches it): from the largest rate bounds of its creatives, by
@@ -325,7 +327,7 @@ def _bounds_over_creatives(
         flat = cands.flat[np.repeat(ok, counts)]
         starts = np.zeros(len(kept) + 1, dtype=np.intp)
         np.cumsum(counts[kept], out=starts[1:])
-    rates = scorer.bound_groups(z0, flat, starts)
+    rates = scorer.bound_groups(z0, flat, starts, crosses)
     heads = flat[starts[:-1]]  # a campaign's creatives share its goal
     return weight_bounds(compiled.goal_codes[heads], compiled.goal_prices[heads], rates, lows)
 

@@ -16,14 +16,18 @@ does. The sums are added in the model's own order, so the predictions equal
 ``HashedLinearModel.predict_crossed`` exactly (tests/bidder/test_bidder_scorer.py).
 
 ``bound`` gives, per position, upper bounds of both predictions without hashing any cross: the
-position's static sum + the shared sum + (number of cross slots) x (the head's largest weight, at
-least 0). The pipeline uses them to stop pricing early (``bidder.race``).
+position's static sum + the shared sum + (number of the request's crosses) x (the head's largest
+weight, at least 0). The pipeline uses them to stop pricing early (``bidder.race``).
+
+The last cross prefix (``campaign^seg``) takes every one of the request's segments: suffix j
+goes with prefix min(j, c - 1) of the c prefixes, and a request has c - 1 to c - 1 + 16
+suffixes (``bidder.scoring.cross_pairs``).
 
 This module holds the pure-Python references of the compiled loops (``python_*``); the compiled
 ones in ``bidder/_scorer.pyx`` are used when built.
 
-Memory per position: 6 static hashes (24 bytes) + 6 midstates (72 bytes) + 2 static sums per
-model (16 bytes): about 11 MiB for 100,000 creatives.
+Memory per position: 6 static hashes (24 bytes) + 7 midstates (84 bytes) + 2 static sums per
+model (16 bytes): about 12 MiB for 100,000 creatives.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import mmh3
 import numpy as np
 import numpy.typing as npt
 
-from bidder.scoring import HashedLinearModel, Model, StaticModel
+from bidder.scoring import MAX_SEGMENT_FEATURES, HashedLinearModel, Model, StaticModel
 
 # added to the bounds' sums so that float rounding can never put a bound below the exact sum
 _SLACK: Final = 1e-9
@@ -146,14 +150,15 @@ def python_score(
     z0_install: float,
     out: F64,
 ) -> None:
-    if len(suffixes) != states.shape[1]:
-        raise ValueError("one suffix per cross slot")
+    last = states.shape[1] - 1
+    if not last <= len(suffixes) <= last + MAX_SEGMENT_FEATURES:
+        raise ValueError("one suffix per cross slot, the last slot's repeated 0 to 16 times")
     encoded = [x.encode() for x in suffixes]
     for i, pos in enumerate(positions):
         zr = float(static[pos, 0]) + z0_click
         zi = float(static[pos, 1]) + z0_install
         for j, x in enumerate(encoded):
-            st = states[pos, j]
+            st = states[pos, j if j < last else last]
             k = python_resume((int(st[0]), int(st[1]), int(st[2])), x) & mask
             zr += float(weights[0, k])
             zi += float(weights[1, k])
@@ -234,12 +239,15 @@ class PositionScorer:
         self.mask = (1 << model.bits) - 1
         self.weights: F32 = np.ascontiguousarray(model.weights, dtype=np.float32)
         self.static: F64 = static_sums(tables.hashes, self.weights, self.mask)
-        slots = tables.states.shape[1]
+        # at most this many crosses on a request: one per prefix, the last one's repeated
+        self.most_crosses = max(tables.states.shape[1] - 1, 0) + MAX_SEGMENT_FEATURES
         top = self.weights.max(axis=1) if self.weights.size else np.zeros(2, np.float32)
-        self.cross_bound = (
-            slots * max(0.0, float(top[0])) + _SLACK,
-            slots * max(0.0, float(top[1])) + _SLACK,
-        )
+        self.top_weight = (max(0.0, float(top[0])), max(0.0, float(top[1])))
+
+    def cross_bound(self, crosses: int | None) -> tuple[float, float]:
+        """Bounds of the sums of ``crosses`` cross weights (None: the most a request has)."""
+        n = self.most_crosses if crosses is None else crosses
+        return n * self.top_weight[0] + _SLACK, n * self.top_weight[1] + _SLACK
 
     @property
     def version(self) -> int:
@@ -275,21 +283,30 @@ class PositionScorer:
         )
         return out
 
-    def bound(self, z0: tuple[float, float], positions: Positions) -> F64:
-        """``float64[n, 2]``: upper bounds of ``score`` for each position, crosses unhashed."""
+    def bound(
+        self, z0: tuple[float, float], positions: Positions, crosses: int | None = None
+    ) -> F64:
+        """``float64[n, 2]``: upper bounds of ``score`` for each position, crosses unhashed
+        (``crosses``: how many the request has, its number of suffixes)."""
         out = np.empty((len(positions), 2), dtype=np.float64)
-        cc, ci = self.cross_bound
+        cc, ci = self.cross_bound(crosses)
         bound(positions, self.static, z0[0] + _SLACK, z0[1] + _SLACK, cc, ci, out)
         return out
 
-    def bound_groups(self, z0: tuple[float, float], flat: Positions, starts: Positions) -> F64:
+    def bound_groups(
+        self,
+        z0: tuple[float, float],
+        flat: Positions,
+        starts: Positions,
+        crosses: int | None = None,
+    ) -> F64:
         """``float64[m, 2]``: for each group ``flat[starts[g]:starts[g + 1]]`` (not empty),
         bounds at least those of ``bound`` for each of its positions: the group's largest
         static sums, then the same sigmoid (monotone), once per group."""
         top = np.ascontiguousarray(np.maximum.reduceat(self.static[flat], starts[:-1], axis=0))
         m = len(top)
         out = np.empty((m, 2), dtype=np.float64)
-        cc, ci = self.cross_bound
+        cc, ci = self.cross_bound(crosses)
         bound(np.arange(m, dtype=np.intp), top, z0[0] + _SLACK, z0[1] + _SLACK, cc, ci, out)
         return out
 
@@ -328,11 +345,19 @@ class StaticScorer:
         rows: F64 = self.rates[positions]
         return rows
 
-    def bound(self, z0: tuple[float, float], positions: Positions) -> F64:
+    def bound(
+        self, z0: tuple[float, float], positions: Positions, crosses: int | None = None
+    ) -> F64:
         rows: F64 = self.rates[positions]
         return rows
 
-    def bound_groups(self, z0: tuple[float, float], flat: Positions, starts: Positions) -> F64:
+    def bound_groups(
+        self,
+        z0: tuple[float, float],
+        flat: Positions,
+        starts: Positions,
+        crosses: int | None = None,
+    ) -> F64:
         """The largest prediction of each group ``flat[starts[g]:starts[g + 1]]``, by head."""
         rows: F64 = np.maximum.reduceat(self.rates[flat], starts[:-1], axis=0)
         return rows

@@ -4,7 +4,12 @@ Features are stable strings ``name=value`` (crosses ``a^b=x^y``), hashed with Mu
 ``fleet.features`` so that the learner, which trains on the very strings a BidEvent carries,
 and the bidder agree on every index. Request-level features are computed and hashed once per
 imp; each candidate adds its campaign/creative features and crosses. No user-level feature
-(segments) appears unless privacy allows personalisation.
+(segments, and their crosses with the campaign) appears unless privacy allows personalisation.
+
+Crosses are ``prefix + suffix``: the prefixes belong to the candidate (``cross_prefixes``), the
+suffixes to the request (``cross_suffixes``). The last prefix, ``campaign^seg``, takes every
+one of the request's segments (``cross_pairs``): a request without usable segments has one
+suffix fewer than there are prefixes, one with n segments n - 1 more.
 
 The model file (header, versions, checksum, the reference ``predict``) is the kernel's:
 ``fleet.model``. ``HashedLinearModel`` is the bidder's view of one, with memo tables for the bid
@@ -73,8 +78,8 @@ class CrossedModel(Model, Protocol):
         prefixes: Sequence[tuple[str, ...]],
         suffixes: tuple[str, ...],
     ) -> list[tuple[float, float]]:
-        """``predict_batch`` of rows ``FeatureRow(statics[i], [p + x for p, x in
-        zip(prefixes[i], suffixes)])``, without building the rows."""
+        """``predict_batch`` of rows ``FeatureRow(statics[i], cross_pairs(prefixes[i],
+        suffixes))``, without building the rows."""
         ...
 
 
@@ -100,7 +105,7 @@ def predict_crossed(
         result: list[tuple[float, float]] = crossed(shared, statics, prefixes, suffixes)
         return result
     rows = [
-        FeatureRow(st, [p + x for p, x in zip(pre, suffixes, strict=True)])
+        FeatureRow(st, cross_pairs(pre, suffixes))
         for st, pre in zip(statics, prefixes, strict=True)
     ]
     return predict_all(model, shared, rows)
@@ -167,7 +172,8 @@ def static_features(campaign: Campaign, creative: Creative) -> tuple[str, ...]:
 
 def cross_prefixes(campaign: Campaign, creative: Creative) -> tuple[str, ...]:
     """Prefixes of the crosses; ``crosses`` appends inventory, country, os, hour, inventory,
-    inventory to them, in that order."""
+    inventory to the first six, in that order, and each of the request's segments to the last
+    (``campaign^seg``: the user's interests against the campaign's)."""
     c, cr, size = campaign.id, creative.id, f"{creative.w}x{creative.h}"
     return (
         f"campaign^inv={c}^",
@@ -176,17 +182,36 @@ def cross_prefixes(campaign: Campaign, creative: Creative) -> tuple[str, ...]:
         f"campaign^hour={c}^",
         f"creative^inv={cr}^",
         f"size^inv={size}^",
+        f"campaign^seg={c}^",
     )
 
 
+def segment_suffixes(view: RequestView) -> tuple[str, ...]:
+    """The segments crossed with the campaign: none unless privacy allows personalisation (the
+    same ones, sorted and as many, as the ``seg=`` features)."""
+    if not view.personalize or not view.segments:
+        return ()
+    return tuple(sorted(view.segments)[:MAX_SEGMENT_FEATURES])
+
+
 def cross_suffixes(view: RequestView, inv: str) -> tuple[str, ...]:
-    """The request's halves of the crosses, one per prefix of ``cross_prefixes``."""
+    """The request's halves of the crosses: one per prefix of ``cross_prefixes`` but the last,
+    then one per segment for the last (``cross_pairs``)."""
     hour = _HOURS[view.local_hour] if 0 <= view.local_hour < 24 else str(view.local_hour)
-    return (inv, view.country, view.os, hour, inv, inv)
+    return (inv, view.country, view.os, hour, inv, inv, *segment_suffixes(view))
+
+
+def cross_pairs(prefixes: tuple[str, ...], suffixes: tuple[str, ...]) -> list[str]:
+    """The crosses: suffix j with prefix j, the last prefix with every suffix from its own
+    position on (none, one or many)."""
+    last = len(prefixes) - 1
+    if not last <= len(suffixes) <= last + MAX_SEGMENT_FEATURES:
+        raise ValueError(f"{len(suffixes)} cross suffixes for {len(prefixes)} prefixes")
+    return [prefixes[j if j < last else last] + x for j, x in enumerate(suffixes)]
 
 
 def crosses(prefixes: tuple[str, ...], view: RequestView, inv: str) -> list[str]:
-    return [p + x for p, x in zip(prefixes, cross_suffixes(view, inv), strict=True)]
+    return cross_pairs(prefixes, cross_suffixes(view, inv))
 
 
 def candidate_features(view: RequestView, campaign: Campaign, creative: Creative) -> list[str]:
@@ -395,7 +420,11 @@ class HashedLinearModel:
         slots = tuple(zip(tables, suffixes, strict=True))
         for static, pre in zip(statics, prefixes, strict=True):
             z = self.static_sum(static) + z0
-            for p, (t, x) in zip(pre, slots, strict=True):
+            last = len(pre) - 1
+            if not last <= len(suffixes) <= last + MAX_SEGMENT_FEATURES:
+                raise ValueError(f"{len(suffixes)} cross suffixes for {len(pre)} prefixes")
+            for j, (t, x) in enumerate(slots):
+                p = pre[j if j < last else last]
                 w = t.get(p)
                 if w is None:
                     w = t[p] = weights_of(p + x)

@@ -17,7 +17,8 @@ DEFAULT_BITS = 20
 # name and version: a model file says which set it was learnt on, and a bidder refuses a model
 # of another set. Bump the version whenever the feature strings change.
 SCORING_FEATURE_SET = "bidder.scoring"
-SCORING_FEATURE_SET_VERSION = 1
+# 2: the campaign crossed with each of the user's segments (``campaign^seg``)
+SCORING_FEATURE_SET_VERSION = 2
 
 
 def hash_one_reference(feature: str, seed: int = 0) -> int:

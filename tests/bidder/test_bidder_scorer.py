@@ -27,6 +27,7 @@ from bidder.scorer import (
 from bidder.scoring import (
     HashedLinearModel,
     PriorModel,
+    cross_pairs,
     cross_prefixes,
     cross_suffixes,
     static_features,
@@ -59,6 +60,11 @@ def _views(count: int) -> list[RequestView]:
             inventory="app",
             app_bundle=rng.choice(("", "a", "com.example.app" + "x" * rng.randint(0, 9))),
             local_hour=rng.randint(0, 23),
+            # none, a few, or more than the 16 crossed; sometimes not to be used (privacy)
+            segments=frozenset(
+                f"seg-{rng.randrange(40):03d}" for _ in range(rng.choice((0, 0, 3, 25)))
+            ),
+            personalize=rng.random() < 0.8,
         )
         for _ in range(count)
     ]
@@ -151,14 +157,39 @@ def test_bounds_are_never_below_the_predictions(scale: float) -> None:
     positions = np.arange(len(statics), dtype=np.intp)
     for view in _views(30):
         z0 = scorer.shared_sum([f"country={view.country}", f"os={view.os}"])
-        exact = scorer.score(z0, positions, list(cross_suffixes(view, view.app_bundle)))
-        assert (scorer.bound(z0, positions) >= exact).all()
+        suffixes = list(cross_suffixes(view, view.app_bundle))
+        exact = scorer.score(z0, positions, suffixes)
+        assert (scorer.bound(z0, positions, len(suffixes)) >= exact).all()
+        assert (scorer.bound(z0, positions) >= exact).all()  # the most crosses a request has
+
+
+def test_the_campaign_is_crossed_with_each_usable_segment_only() -> None:
+    _, prefixes = _rows()
+    pre = prefixes[0]
+    seen = {"with": 0, "without": 0}
+    for view in _views(60):
+        suffixes = cross_suffixes(view, view.app_bundle)
+        crossed = cross_pairs(pre, suffixes)
+        segs = [c for c in crossed if c.startswith("campaign^seg=")]
+        if view.personalize and view.segments:
+            want = sorted(view.segments)[:16]
+            assert segs == [pre[-1] + x for x in want]
+            seen["with"] += 1
+        else:
+            assert segs == []
+            seen["without"] += 1
+        assert crossed[:6] == [p + x for p, x in zip(pre[:6], suffixes[:6], strict=True)]
+    assert seen["with"] > 5 and seen["without"] > 5
+    with pytest.raises(ValueError, match="suffixes"):
+        cross_pairs(pre, ("a",) * 23)
+    with pytest.raises(ValueError, match="suffixes"):
+        cross_pairs(pre, ("a",) * 5)
 
 
 def test_the_scorer_keeps_no_memo_and_the_tables_are_linear() -> None:
     statics, prefixes = _rows()
     tables = PositionTables(statics, prefixes, 0)
-    assert tables.nbytes == len(statics) * (6 * 4 + 6 * 12)
+    assert tables.nbytes == len(statics) * (6 * 4 + 7 * 12)
     scorer = PositionScorer(_model(1), tables)
     before = dict(vars(scorer)) if hasattr(scorer, "__dict__") else {}
     for view in _views(50):

@@ -15,6 +15,7 @@ from bidder.outcome import Answer
 from bidder.scoring import (
     FeatureRow,
     HashedLinearModel,
+    cross_pairs,
     cross_prefixes,
     cross_suffixes,
     crosses,
@@ -153,7 +154,11 @@ def _rows(
         statics.append(static_features(c, cr))
         prefixes.append(cross_prefixes(c, cr))
     view = RequestView(
-        country=rng.choice(["USA", "DEU"]), os="ios", inventory="app", app_bundle="com.x.y"
+        country=rng.choice(["USA", "DEU"]),
+        os="ios",
+        inventory="app",
+        app_bundle="com.x.y",
+        segments=frozenset(f"seg-{rng.randrange(40)}" for _ in range(rng.randrange(5))),
     )
     return statics, prefixes, cross_suffixes(view, "com.x.y"), request_features(view)
 
@@ -165,7 +170,7 @@ def test_crossed_scoring_equals_batch_scoring_and_predict(seed: int) -> None:
     a = predict_crossed(model, shared, statics, prefixes, suffixes)
     assert predict_crossed(model, shared, statics, prefixes, suffixes) == a  # from the memos
     rows = [
-        FeatureRow(st, [p + x for p, x in zip(pre, suffixes, strict=True)])
+        FeatureRow(st, cross_pairs(pre, suffixes))
         for st, pre in zip(statics, prefixes, strict=True)
     ]
     batch = [p for pair in fresh.predict_batch(shared, rows) for p in pair]
@@ -179,8 +184,15 @@ def test_crosses_are_prefixes_completed_by_the_request_suffixes() -> None:
     _, prefixes, _, _ = _rows(1, 4)
     view = RequestView(country="DEU", os="ios", inventory="app", app_bundle="com.x.y")
     assert crosses(prefixes[0], view, "com.x.y") == [
-        p + x for p, x in zip(prefixes[0], cross_suffixes(view, "com.x.y"), strict=True)
+        p + x for p, x in zip(prefixes[0][:6], cross_suffixes(view, "com.x.y"), strict=True)
     ]
+    view.segments = frozenset({"s2", "s1"})
+    assert crosses(prefixes[0], view, "com.x.y")[6:] == [
+        prefixes[0][6] + "s1",
+        prefixes[0][6] + "s2",
+    ]
+    view.personalize = False  # the user's segments may not be used: no cross with them
+    assert len(crosses(prefixes[0], view, "com.x.y")) == 6
 
 
 def test_the_compiled_scoring_loop_is_built() -> None:

@@ -313,7 +313,7 @@ def test_model_show_prints_the_newest_model_and_its_heaviest_features_by_name(
     args = argparse.Namespace(version=None, top=3, checkpoint=ckpt)
     assert model_show(FleetSettings(pg_dsn=pg_dsn), args, out) == 0
     text = out.getvalue()
-    assert text.startswith("model 11: feature set bidder.scoring v1"), text
+    assert text.startswith("model 11: feature set bidder.scoring v2"), text
     heavy = text.split("heaviest click features:\n", 1)[1].splitlines()
     assert "app=hot.game" in heavy[0] or "app=cold.news" in heavy[0], text
     args = argparse.Namespace(version=99, top=3, checkpoint=ckpt)
