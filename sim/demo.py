@@ -415,6 +415,7 @@ async def drive(
         ledger,
         plans=plans,
         records=records,
+        market=exchange.market,
         meta={
             **(meta or {}),
             "seed": settings.seed,

@@ -35,6 +35,7 @@ from sim.notices import FollowupParams
 from sim.notifier import Notifier
 from sim.population import SELLERS
 from sim.settings import SimSettings
+from sim.sizing import personalised
 from sim.traffic import Schedule, SimRequest, Traffic
 
 log = logging.getLogger(__name__)
@@ -329,6 +330,8 @@ class Exchange:
             crawler=int(opp.user.crawler),
             no_consent=int(opp.gdpr and not opp.consent_ok),
             coppa=int(opp.coppa),
+            user=opp.user.index,
+            personal=int(personalised(opp)),
             **values,
         )
 

@@ -23,10 +23,12 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from sim import calibration
+from sim import bounds, calibration
+from sim import vocabulary as vocab
 from sim.calibration import Prediction
 from sim.ledger import WON, AuctionTable
 from sim.market import Market, MarketParams
+from sim.population import LATENT_SD, SEGMENT_NOISE_SD, SEGMENT_THRESHOLD
 
 AIM: Final = 0.5  # excess over the truth, as a share of the constant's, in the last quarter
 HOUR: Final = 3600.0
@@ -128,8 +130,10 @@ def last_quarter(
     request_index: Mapping[str, int],
     table: AuctionTable,
     sim_seconds: float,
+    market: Market | None = None,
 ) -> dict[str, Any] | str:
-    """The model against the truth on the impressions of the last quarter of simulated time."""
+    """The model against the truth on the impressions of the last quarter of simulated time;
+    with the run's ``market``, the oracle bounds on the same bids too (``oracle_bounds``)."""
     j = (
         predictions
         if isinstance(predictions, Joined)
@@ -156,7 +160,48 @@ def last_quarter(
         # > 0: the run's first bid was scored by a model stored before it (an earlier run on
         # the same data directory), so its learning did not start from the priors
         "first_model": first,
+        "bounds": None if market is None else oracle_bounds(table, j.rows[keep], market),
     }
+
+
+def oracle_bounds(
+    table: AuctionTable, rows: npt.NDArray[np.int64], market: Market
+) -> dict[str, float] | None:
+    """On these bid rows, the excess log loss as a share of the best constant's of two oracles
+    that know every term of the true p(click) but the user's latent interests (``sim.bounds``):
+    ``without_user`` averages them over the population; ``with_segments`` takes their posterior
+    mean given the user's segments where privacy lets the bidder use them (else the average).
+    What any model of the request can reach: it cannot beat the second on average."""
+    if not len(rows) or "user" not in table.columns:
+        return None
+    p = table["p_click"][rows].astype(np.float64)
+    users = table["user"][rows]
+    personal = table["personal"][rows].astype(bool)
+    campaigns = table["campaign_id"][rows]
+    index = {s: i for i, s in enumerate(vocab.USER_SEGMENTS)}
+    latent = np.array([market.users[int(u)].latent for u in users], dtype=np.float64)
+    c = np.array([market.campaign_latent(int(k)) for k in campaigns], dtype=np.float64)
+    live = (p > 0) & (p < 1)  # a crawler's p is 0: known, no interests to average
+    logit = np.log(np.where(live, p, 0.5) / np.where(live, 1 - p, 0.5))
+    rest = logit - np.einsum("ij,ij->i", latent, c)
+    blind = np.where(live, bounds.mean_without_user(rest, LATENT_SD * np.linalg.norm(c, axis=1)), p)
+    posterior = bounds.LatentPosterior(
+        market.segment_directions,
+        latent_sd=LATENT_SD,
+        noise_sd=SEGMENT_NOISE_SD,
+        threshold=SEGMENT_THRESHOLD,
+        rng=np.random.default_rng([market.seed, 9]),
+    )
+    informed = blind.copy()
+    for i in np.flatnonzero(live & personal).tolist():
+        member = [index[s] for s in market.users[int(users[i])].segments]
+        informed[i] = posterior.mean_click(member, float(rest[i]), c[i])
+    out = {}
+    for name, q in (("without_user", blind), ("with_segments", informed)):
+        excess, constant = _excess(p, q)
+        out[name] = excess / constant if constant > 0 else math.nan
+    out["personal_share"] = float(personal.mean())
+    return out
 
 
 def curve(j: Joined, table: AuctionTable, sim_seconds: float) -> list[dict[str, Any]]:
@@ -282,11 +327,12 @@ def figures(
     request_index: Mapping[str, int],
     table: AuctionTable,
     sim_seconds: float,
+    market: Market | None = None,
 ) -> dict[str, Any]:
     """The report's ``learning`` figures (sim.report calls this once)."""
     j = Joined.of(predictions, request_index, table)
     return {
-        "model_last_quarter": last_quarter(j, request_index, table, sim_seconds),
+        "model_last_quarter": last_quarter(j, request_index, table, sim_seconds, market),
         "curve_by_hour": curve(j, table, sim_seconds),
         "win_rate_by_hour": win_rate_by_hour(table, sim_seconds),
         "first_price_by_hour": first_price_by_hour(j, table, sim_seconds),
@@ -317,6 +363,13 @@ def summary_lines(learning: Mapping[str, Any]) -> list[str]:
             )
         )
     lines = [line]
+    b = None if isinstance(m, str) else m.get("bounds")
+    if b:
+        lines.append(
+            f"Learning  bounds on the same bids, oracles of everything but the user's interests: "
+            f"{b['without_user']:.0%} knowing nothing of the user, {b['with_segments']:.0%} "
+            f"knowing its segments where they may be used ({b['personal_share']:.0%} of the bids)"
+        )
     hours = learning.get("curve_by_hour", [])
     if any("excess_share_of_constant" in h for h in hours):
         shares = " ".join(_pct(h.get("excess_share_of_constant")) for h in hours)
@@ -355,7 +408,9 @@ def oracle_share_without_user(
     campaigns 1..``campaigns`` with three creatives each, at random hours of a day."""
     from sim.population import LATENT_DIM
 
-    latent = np.random.default_rng(rng.getrandbits(32)).normal(0.0, 0.8, (latent_draws, LATENT_DIM))
+    latent = np.random.default_rng(rng.getrandbits(32)).normal(
+        0.0, LATENT_SD, (latent_draws, LATENT_DIM)
+    )
     truth: list[float] = []
     oracle: list[float] = []
     for _ in range(draws):

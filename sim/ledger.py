@@ -54,6 +54,8 @@ _COLUMNS: Final = {
     "no_consent": "b",  # GDPR applies and purposes 1-4 or our vendor were not granted
     "coppa": "b",
     "stalled": "b",  # late or timed out only because this process's own loop was stalled
+    "user": "q",  # the user's index in the market's population
+    "personal": "b",  # privacy lets the bidder use what it knows of the user (its segments)
 }
 
 

@@ -334,6 +334,11 @@ class Market:
             self._campaigns[campaign_id] = truth
         return truth
 
+    @property
+    def segment_directions(self) -> np.ndarray:
+        """Each segment's direction in the latent space (a copy; for reports)."""
+        return self._segment_directions.copy()
+
     def campaign_latent(self, campaign_id: int) -> tuple[float, ...]:
         """The campaign's latent interests (the truth's user x campaign term; for reports)."""
         return self._campaign(campaign_id).latent

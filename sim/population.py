@@ -13,6 +13,11 @@ import numpy.typing as npt
 from sim import vocabulary as vocab
 
 LATENT_DIM = 4
+# A user's latent interests are N(0, LATENT_SD^2) per dimension; the user has segment j when
+# directions[j] . latent + N(0, SEGMENT_NOISE_SD^2) > SEGMENT_THRESHOLD (sim.bounds inverts it).
+LATENT_SD = 0.8
+SEGMENT_NOISE_SD = 0.5
+SEGMENT_THRESHOLD = 1.1
 SEGMENT_SOURCE = "simdmp"
 
 # Hours to add to UTC for the local time of most of a country's users.
@@ -206,9 +211,10 @@ def make_users(
             os_name = "ios" if rng.random() < 0.39 else "android"
         osv = str(rng.choice(_OS_VERSIONS[os_name]))
         make, model = _DEVICES[os_name][int(rng.integers(len(_DEVICES[os_name])))]
-        latent = rng.normal(0.0, 0.8, size=LATENT_DIM)
-        scores = segment_directions @ latent + rng.normal(0.0, 0.5, size=len(segment_directions))
-        segments = tuple(vocab.USER_SEGMENTS[j] for j in np.flatnonzero(scores > 1.1))
+        latent = rng.normal(0.0, LATENT_SD, size=LATENT_DIM)
+        noise = rng.normal(0.0, SEGMENT_NOISE_SD, size=len(segment_directions))
+        scores = segment_directions @ latent + noise
+        segments = tuple(vocab.USER_SEGMENTS[j] for j in np.flatnonzero(scores > SEGMENT_THRESHOLD))
         mobile = device_type in (1, 3, 4, 5)
         lmt = mobile and bool(rng.random() < (0.6 if os_name == "ios" else 0.08))
         ifa = ""

@@ -27,6 +27,7 @@ from sim.ledger import (
     AuctionTable,
     Ledger,
 )
+from sim.market import Market
 
 NOT_MEASURED = "not measured yet"
 SECONDS_PER_DAY = 86_400
@@ -126,8 +127,10 @@ def build(
     records: FleetRecords | None = None,
     meta: Mapping[str, Any] | None = None,
     buckets: int = 24,
+    market: Market | None = None,
 ) -> Report:
-    """The report of a finished run. ``meta`` must say ``sim_seconds`` (simulated span)."""
+    """The report of a finished run. ``meta`` must say ``sim_seconds`` (simulated span);
+    ``market``: the run's, for the learning figures' oracle bounds."""
     table = ledger.table()
     meta = dict(meta or {})
     outcome = table["outcome"]
@@ -208,7 +211,11 @@ def build(
     figures["fleet"] = _fleet(records, ledger, table)
     figures["frequency"] = frequency_check.figures(ledger.shown, plans)
     figures["learning"] = learning.figures(
-        records.predictions if records is not None else (), ledger.request_index, table, sim_seconds
+        records.predictions if records is not None else (),
+        ledger.request_index,
+        table,
+        sim_seconds,
+        market,
     )
     return Report(meta, figures, table, dict(ledger.request_index))
 

@@ -111,7 +111,8 @@ def _creative(campaign: Mapping[str, Any], slot: Slot) -> int | None:
     return None
 
 
-def _personalised(opp: Opportunity) -> bool:
+def personalised(opp: Opportunity) -> bool:
+    """Whether privacy lets a bidder use the user's data (segments, frequency) on ``opp``."""
     return not opp.coppa and (not opp.gdpr or opp.consent_ok) and opp.us_privacy != "1YYN"
 
 
@@ -142,7 +143,7 @@ def eligible(campaign: Mapping[str, Any], opp: Opportunity, slot: Slot) -> int |
         tz = str(campaign.get("timezone") or "UTC")
         if _hour_of_week(tz, opp.sim_ts) not in set(t["hours_of_week"]):
             return None
-    personal = _personalised(opp)
+    personal = personalised(opp)
     if t.get("segments") and not (personal and set(t["segments"]) & set(user.segments)):
         return None
     if campaign.get("frequency_caps") and not personal:

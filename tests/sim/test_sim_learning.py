@@ -164,3 +164,62 @@ def test_a_day_that_overshoots_by_seconds_has_24_hours() -> None:
     t = table([10.0, 86_400.5], [0.0, 0.0], [5, 5], [True, False])
     assert learning.win_rate_by_hour(t, 86_400.9) == [1.0] + [None] * 22 + [0.0]
     assert len(learning.win_rate_by_hour(t, 86_400.0 + 120.0)) == 25
+
+
+def test_the_report_s_oracle_bounds_on_bids_of_the_market() -> None:
+    """``oracle_bounds`` on rows as the exchange records them (truth, user, privacy, campaign):
+    knowing the segments where they may be used beats knowing nothing of the user, which keeps
+    about what ``oracle_share_without_user`` says; where no segment may be used, both agree."""
+    import random
+
+    from sim.market import Market, MarketParams
+    from sim.sizing import personalised
+
+    market = Market(MarketParams(users=3000), seed=1)
+    rng = random.Random(5)
+    cols: dict[str, list[float]] = {k: [] for k in ("p_click", "user", "personal", "campaign_id")}
+    while len(cols["user"]) < 2500:
+        opp = market.draw(rng, 1.7e9 + rng.random() * 86_400.0)
+        if opp.user.crawler:
+            continue
+        c = rng.randrange(1, 21)
+        cols["p_click"].append(market.p_click(opp, opp.slots[0], c, c * 10 + rng.randrange(3)))
+        cols["user"].append(opp.user.index)
+        cols["personal"].append(int(personalised(opp)))
+        cols["campaign_id"].append(c)
+    n = len(cols["user"])
+    t = AuctionTable(
+        {
+            "req": np.arange(n),
+            "p_click": np.asarray(cols["p_click"], dtype=np.float32),
+            "user": np.asarray(cols["user"], dtype=np.int64),
+            "personal": np.asarray(cols["personal"], dtype=np.int8),
+            "campaign_id": np.asarray(cols["campaign_id"], dtype=np.int64),
+        }
+    )
+    rows = np.arange(n, dtype=np.int64)
+    b = learning.oracle_bounds(t, rows, market)
+    assert b is not None
+    assert 0.4 < b["without_user"] < 0.75
+    assert 0.0 < b["with_segments"] < 0.9 * b["without_user"]
+    assert 0.5 < b["personal_share"] < 1.0
+    t.columns["personal"][:] = 0  # no segment may be used: nothing beyond the average
+    none = learning.oracle_bounds(t, rows, market)
+    assert none is not None and none["with_segments"] == none["without_user"]
+    lines = learning.summary_lines(
+        {
+            "model_last_quarter": {
+                "excess_log_loss": 0.005,
+                "constant_excess": 0.007,
+                "excess_share_of_constant": 0.7,
+                "aim_met": False,
+                "learnt_models": [1],
+                "bounds": b,
+            },
+            "win_rate_by_hour": [],
+        }
+    )
+    assert (
+        lines[1].startswith("Learning  bounds on the same bids")
+        and "knowing its segments" in lines[1]
+    )
