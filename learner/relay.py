@@ -150,9 +150,11 @@ class RelaySender:
         self.sent += 1
         return True
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the socket; ``linger_ms``: how long queued parcels may still go out (a clean
+        stop gives its last parcels a moment; a change of leader drops them)."""
         if self._sock is not None:
-            self._sock.close(linger=0)
+            self._sock.close(linger=linger_ms)
             self._sock = None
         self.address = ""
 

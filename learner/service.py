@@ -70,6 +70,7 @@ LEARNT_TYPES: Final = ("bid", "win", "loss", "impression", "click", "install")
 MAX_BUFFERED: Final = 200_000  # events waiting for the next round at most
 MAX_PARCELS: Final = 2_000  # parcels from the other learners waiting for the next round
 PARCEL_EXAMPLES: Final = 2_000  # examples per parcel at most
+RELAY_LINGER_MS: Final = 2_000  # a follower's clean stop: its last parcels may still go out
 JOIN_GRACE: Final = 1.0
 PG_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
@@ -192,7 +193,7 @@ class LearnerService:
             await self.checkpoint()
         finally:
             if self._sender is not None:
-                self._sender.close()
+                self._sender.close(linger_ms=RELAY_LINGER_MS)
             if self._relay_task is not None:
                 await cancel_and_wait(self._relay_task)
                 self._relay_task = None
