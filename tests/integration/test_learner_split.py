@@ -279,3 +279,32 @@ async def _leader_change(
                     assert b2.learner.learnt == learnt_by_b  # its own (stale) training: unused
     finally:
         await pub.close()
+
+
+def test_a_replaced_leader_cannot_overwrite_its_successors_state(pg_dsn: str) -> None:
+    """``learner.store``: each leadership is a new epoch; a state saved under an old epoch is
+    refused, the successor's stays; the address is the newest leader's."""
+    import asyncpg
+
+    from learner.store import advertise, current_leader, load_state, save_state
+
+    async def go() -> None:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            assert await current_leader(conn, SPLIT_KEY) is None
+            assert await load_state(conn, SPLIT_KEY) is None
+            first = await advertise(conn, SPLIT_KEY, "tcp://10.0.0.1:9105", "a")
+            assert await save_state(conn, SPLIT_KEY, first, b"first")
+            second = await advertise(conn, SPLIT_KEY, "tcp://10.0.0.2:9105", "b")
+            assert second == first + 1
+            assert await load_state(conn, SPLIT_KEY) == b"first"  # until the new one saves
+            assert await save_state(conn, SPLIT_KEY, second, b"second")
+            assert not await save_state(conn, SPLIT_KEY, first, b"stale")
+            assert await load_state(conn, SPLIT_KEY) == b"second"
+            leader = await current_leader(conn, SPLIT_KEY)
+            assert leader is not None and leader.address == "tcp://10.0.0.2:9105"
+            assert await current_leader(conn, WHOLE_KEY) is None  # another fleet's key
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
