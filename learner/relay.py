@@ -20,8 +20,10 @@ import zmq.asyncio
 
 from fleet.bus.sockets import configure_socket, open_socket
 from learner.join import Example, PriceObservation
+from learner.online import OnlineLearner
 
 RELAY_HWM: Final = 1000  # parcels queued for the leader at most
+PARCEL_EXAMPLES: Final = 2_000  # examples per parcel at most
 
 
 class WireExample(msgspec.Struct, array_like=True, frozen=True):
@@ -111,6 +113,28 @@ class Sequences:
         return True
 
 
+def learn_parcels(learner: OnlineLearner, parcels: list[bytes], seen: Sequences) -> dict[str, int]:
+    """The leader's side: decode each parcel, skip a repeated number, learn the rest (prices
+    into the market model, examples into the heads' buffers). Parcels counted by outcome:
+    received, repeated, malformed, and the parcels found lost (gaps in a sender's numbers)."""
+    counts = {"received": 0, "repeated": 0, "malformed": 0, "lost": 0}
+    lost = seen.lost
+    for data in parcels:
+        try:
+            parcel, examples, prices = decode_parcel(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            counts["malformed"] += 1
+            continue
+        if not seen.accept(parcel.sender, parcel.seq):
+            counts["repeated"] += 1
+            continue
+        counts["received"] += 1
+        learner.observe_prices(prices)
+        learner.add_examples(examples)
+    counts["lost"] = seen.lost - lost
+    return counts
+
+
 class RelaySender:
     """A PUSH socket to the current leader; ``send`` never blocks (a full queue drops)."""
 
@@ -149,6 +173,22 @@ class RelaySender:
             return False
         self.sent += 1
         return True
+
+    def send_all(
+        self, examples: list[Example], prices: list[PriceObservation], watermark: float
+    ) -> tuple[int, int]:
+        """What one round settled, in parcels of at most ``PARCEL_EXAMPLES`` examples (the
+        prices with the first); (parcels sent, parcels dropped)."""
+        sent = dropped = 0
+        if not examples and not prices:
+            return sent, dropped
+        for a in range(0, max(len(examples), 1), PARCEL_EXAMPLES):
+            chunk = examples[a : a + PARCEL_EXAMPLES]
+            if self.send(chunk, prices if a == 0 else [], watermark):
+                sent += 1
+            else:
+                dropped += 1
+        return sent, dropped
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the socket; ``linger_ms``: how long queued parcels may still go out (a clean

@@ -59,7 +59,7 @@ from learner.errors import AnotherLearner, CheckpointError
 from learner.join import Example, PriceObservation
 from learner.metrics import LearnerMetrics
 from learner.online import OnlineLearner
-from learner.relay import RelayReceiver, RelaySender, Sequences, decode_parcel
+from learner.relay import RelayReceiver, RelaySender, Sequences, learn_parcels
 from learner.settings import LearnerSettings
 from learner.store import advertise, current_leader, load_state, save_state
 
@@ -69,7 +69,6 @@ log = logging.getLogger("learner.service")
 LEARNT_TYPES: Final = ("bid", "win", "loss", "impression", "click", "install")
 MAX_BUFFERED: Final = 200_000  # events waiting for the next round at most
 MAX_PARCELS: Final = 2_000  # parcels from the other learners waiting for the next round
-PARCEL_EXAMPLES: Final = 2_000  # examples per parcel at most
 RELAY_LINGER_MS: Final = 2_000  # a follower's clean stop: its last parcels may still go out
 JOIN_GRACE: Final = 1.0
 PG_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
@@ -354,15 +353,6 @@ class LearnerService:
                 continue
             self._parcels.append(data)
 
-    def _send(self, examples: list[Example], prices: list[PriceObservation]) -> None:
-        sender = self._sender
-        if sender is None or (not examples and not prices):
-            return
-        for a in range(0, max(len(examples), 1), PARCEL_EXAMPLES):
-            chunk = examples[a : a + PARCEL_EXAMPLES]
-            ok = sender.send(chunk, prices if a == 0 else [], self.stream_time)
-            self.relay.labels(outcome="sent" if ok else "dropped").inc()
-
     # -- the loop side ------------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
@@ -399,8 +389,10 @@ class LearnerService:
             parcels, self._parcels = self._parcels, []
             leading = self.leading
             examples, prices = await self._run(lambda: self._learn(events, parcels, leading))
-            if not leading:
-                self._send(examples, prices)
+            if not leading and self._sender is not None:
+                sent, dropped = self._sender.send_all(examples, prices, self.stream_time)
+                self.relay.labels(outcome="sent").inc(sent)
+                self.relay.labels(outcome="dropped").inc(dropped)
 
     async def export(self) -> int:
         """Store and announce a model of what was learnt; its version (0: nothing to export)."""
@@ -482,20 +474,8 @@ class LearnerService:
                 e, p = joiner.feed(event)
                 examples += e
                 prices += p
-        for data in parcels:
-            try:
-                parcel, e, p = decode_parcel(data)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                self.relay.labels(outcome="malformed").inc()
-                continue
-            lost = self._sequences.lost
-            if not self._sequences.accept(parcel.sender, parcel.seq):
-                self.relay.labels(outcome="repeated").inc()
-                continue
-            self.relay.labels(outcome="received").inc()
-            self.relay.labels(outcome="lost").inc(self._sequences.lost - lost)
-            learner.observe_prices(p)
-            learner.add_examples(e)
+        for outcome, n in learn_parcels(learner, parcels, self._sequences).items():
+            self.relay.labels(outcome=outcome).inc(n)
         if self.stream_time:
             if leading:
                 learner.flush(self.stream_time)

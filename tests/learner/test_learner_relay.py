@@ -42,3 +42,26 @@ def test_gaps_are_counted_lost_and_repeats_ignored() -> None:
     assert not seen.accept("a", 4) and not seen.accept("a", 5)
     assert seen.accept("b", 41)
     assert (seen.lost, seen.repeated) == (2, 2)
+
+
+def test_the_leader_learns_each_parcel_once_and_counts_the_rest() -> None:
+    from learner.ftrl import FtrlParams
+    from learner.online import LearnerConfig, OnlineLearner
+    from learner.relay import learn_parcels
+
+    grid = (FtrlParams(alpha=0.1, bits=10),)
+    learner = OnlineLearner(LearnerConfig(click_grid=grid, install_grid=grid, batch_examples=10**6))
+
+    def parcel(seq: int, n: int) -> bytes:
+        examples = [
+            Example("click", f"t{seq}-{i}", ["app=a"], float(i % 2), 1.0, 1.0, 0.5)
+            for i in range(n)
+        ]
+        prices = [PriceObservation("2|x|DE|banner", "exact", 900_000)]
+        return encode_parcel("follower-1", seq, examples, prices, 2.0)
+
+    seen = Sequences()
+    counts = learn_parcels(learner, [parcel(1, 3), parcel(1, 3), b"junk", parcel(4, 2)], seen)
+    assert counts == {"received": 2, "repeated": 1, "malformed": 1, "lost": 2}
+    learner.train()
+    assert learner.learnt == {"click": 5, "install": 0}  # 3 + 2: the repeat learnt nothing
