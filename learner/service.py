@@ -279,14 +279,18 @@ class LearnerService:
                 await conn.fetchval("SELECT 1")  # the session, and so the lock, is alive
                 return
             if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.settings.lock_key):
-                async with self._round_lock:
-                    await self._lead(conn)
+                try:
+                    async with self._round_lock:
+                        await self._lead(conn)
+                except BusError:  # its relay cannot bind: let another learner lead
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
+                    raise
                 return
             leader = await current_leader(conn, self.settings.lock_key)
         except PG_ERRORS:
             conn.terminate()  # a lock it held went with the session
             self._lock_conn = None
-            if self.leading:
+            if self.leading or self._receiver is not None:  # led, or was taking the lead
                 async with self._round_lock:
                     await self._step_down("lost its Postgres session")
             raise
