@@ -47,6 +47,7 @@ from fleet.bus import Delivery, Subscriber
 log = logging.getLogger("bidlogger")
 
 RAW_FLUSH_ROWS = 10_000  # raw rows that make a flush before the interval is up
+SEGMENT_BACKLOG = 4  # raw flushes whose rows may wait for their segment step at once
 JOIN_GRACE = 1e9  # the logger counts what it missed itself, from its saved positions
 
 
@@ -131,7 +132,8 @@ class BidLogger:
         self._raw_flush: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
-        self._segments_lock = asyncio.Lock()  # appends and closes, in flush order
+        self._segments_lock = asyncio.Lock()  # appends and closes, in flush order (FIFO)
+        self._segment_steps: set[asyncio.Task[None]] = set()  # of raw flushes, trailing
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -209,7 +211,7 @@ class BidLogger:
     async def terminate(self) -> None:
         """Stop now: nothing more is flushed (what was spooled stays for the next start)."""
         self._closed = True
-        for task in [*self._tasks, self._raw_flush]:
+        for task in [*self._tasks, self._raw_flush, *self._segment_steps]:
             await cancel_and_wait(task)
         await self.subscriber.close()
         self.store.terminate()
@@ -246,7 +248,7 @@ class BidLogger:
                 await asyncio.sleep(0)
             elif agg.raw_rows >= RAW_FLUSH_ROWS:  # smaller COPYs, overlapping the reading
                 self._raw_flush = asyncio.get_running_loop().create_task(
-                    self._flush_logged(), name="bidlogger-raw-flush"
+                    self._flush_logged(trailing=True), name="bidlogger-raw-flush"
                 )
                 await asyncio.sleep(0)  # it starts now: it cuts the batch at this size
 
@@ -265,20 +267,23 @@ class BidLogger:
             self._flush_soon.clear()
             await self._flush_logged()
 
-    async def _flush_logged(self) -> None:
+    async def _flush_logged(self, *, trailing: bool = False) -> None:
         try:
-            await self.flush()
+            await self.flush(trailing=trailing)
         except SpoolError:
             log.exception("flush failed: the local disk refused")
         except Exception:  # the next flush tries again; the loop must outlive a bug
             log.exception("flush failed")
 
-    async def flush(self, *, close_segments: bool = False) -> Batch | None:
+    async def flush(self, *, close_segments: bool = False, trailing: bool = False) -> Batch | None:
         """One batch now (None when nothing happened since the last).
 
         The batch is spooled (and handed to the writer) first; its raw rows then go to their
         segments, and due segments become Parquet files, outside the flush lock, so that the
-        next flush, the writer's COPY and the Parquet conversion overlap.
+        next flush, the writer's COPY and the Parquet conversion overlap. ``trailing``: return
+        once the batch is spooled, the segment step following in a task of its own (in flush
+        order, at most ``SEGMENT_BACKLOG`` behind), so that the consume task cuts the next
+        batch, and Postgres gets it, without waiting for Arrow.
         """
         async with self._flush_lock:
             agg = self.aggregator
@@ -295,10 +300,28 @@ class BidLogger:
                 else:
                     self._refused(batch)
                 self.raw_events += batch.raw_count
-        async with self._segments_lock:
-            chunks = batch.chunks if batch is not None else []
+        chunks = batch.chunks if batch is not None else []
+        if trailing and not close_segments:
+            step = asyncio.get_running_loop().create_task(
+                self._segments_logged(chunks), name="bidlogger-segments"
+            )
+            self._segment_steps.add(step)
+            step.add_done_callback(self._segment_steps.discard)
+            while len(self._segment_steps) > SEGMENT_BACKLOG:
+                await asyncio.wait(self._segment_steps, return_when=asyncio.FIRST_COMPLETED)
+            return batch
+        async with self._segments_lock:  # after the trailing steps before it
             await self._close_segments(chunks, everything=close_segments)
         return batch
+
+    async def _segments_logged(self, chunks: list[RawChunk]) -> None:
+        try:
+            async with self._segments_lock:
+                await self._close_segments(chunks, everything=False)
+        except SpoolError:
+            log.exception("raw rows not appended to their segments: the local disk refused")
+        except Exception:
+            log.exception("raw rows not appended to their segments")
 
     def _note_losses(self, batch: Batch) -> None:
         for loss in batch.losses:
