@@ -14,8 +14,8 @@ import pytest
 from bidlogger_world import world
 from prometheus_client import CollectorRegistry
 
-from bidlogger.aggregate import Aggregator, Batch, BidJoin
 from bidlogger import parquet
+from bidlogger.aggregate import Aggregator, Batch, BidJoin
 from bidlogger.errors import PartitionSpecError, SpoolError
 from bidlogger.maintenance import cutoff_day, partitions_to_drop
 from bidlogger.metrics import BidloggerMetrics, Snapshot
