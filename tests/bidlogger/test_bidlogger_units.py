@@ -278,3 +278,20 @@ def test_alerts_and_dashboard_use_only_metrics_the_logger_exports() -> None:
     used = set(re.findall(r"\b(bidlogger_[a-z_]+)", text)) - {"bidlogger_losses"}
     assert used, "no bid-logger metric in the alerts or the dashboard"
     assert used <= exported, used - exported
+
+
+def test_the_logger_process_collects_young_garbage_less_often_and_zero_leaves_it() -> None:
+    import gc
+
+    from bidlogger.service import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+        tune_gc(12_345)
+        assert gc.get_threshold() == (12_345, *before[1:])
+        assert gc.get_freeze_count() > 0  # what existed at start is out of the scans
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
