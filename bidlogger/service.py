@@ -4,7 +4,9 @@ Tasks, each owned here and cancelled on ``close()``:
 
 - *consume*: the subscriber's deliveries into the aggregator (positions and losses first);
 - *flush*: every ``flush_interval`` one batch: spooled on disk, raw rows appended to their
-  hourly segments, the state file written; due segments closed into Parquet files;
+  hourly segments, the state file written; due segments closed into Parquet files (a flush
+  the consume task starts every ``RAW_FLUSH_ROWS`` raw rows leaves its segment step to a
+  *segments* task of its own, in flush order);
 - *drain*: spooled batches to Postgres through the writer process, oldest first, several in
   flight, each committed after the one before, retried while Postgres is down
   (``bidlogger.drain``, ``bidlogger.writer``);
