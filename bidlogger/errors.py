@@ -28,7 +28,12 @@ class StoreError(BidloggerError):
 
 class BatchRejected(StoreError):
     """Postgres refused the batch's content (a value out of range, a constraint): retrying
-    cannot help, so the batch is moved out of the spool's way and its events counted lost."""
+    cannot help, so the batch is moved out of the spool's way and its events counted lost.
+    ``events``: how many (when the raiser knows the batch)."""
+
+    def __init__(self, message: str, *, events: int = 0) -> None:
+        super().__init__(message)
+        self.events = events
 
 
 class ObjectStoreError(BidloggerError):

@@ -4,15 +4,21 @@ Each flush appends its raw-sample events (the JSON lines of its chunks, ``bidlog
 they are: a chunk within one hour is one write, whole) to one open segment per (event type, hour
 of the event's own timestamp). A segment is closed into a Parquet file when it holds
 ``max_rows``, when it has been open ``max_seconds``, or when the events' time has passed the end
-of its hour by ``hour_grace`` seconds; a segment left by a crash is closed at start. A segment
-is converted whole, in one call to Arrow's JSON reader (one block, on the calling thread: the
-flush runs it in a worker thread, and Arrow releases the GIL). The file goes to the outbox under
-its object key::
+of its hour by ``hour_grace`` seconds. The file goes to the outbox under its object key::
 
     events/type=<type>/date=YYYY-MM-DD/hour=HH/<logger>-<seq>.parquet
 
 and the uploader moves it to the object store. Columns are the event's own fields, typed from
 its msgspec definition in fleet.events; one file holds one event type.
+
+The file is built as the segment fills: each append's lines are parsed by Arrow's JSON reader
+at once (the flush runs it in a worker thread, and Arrow releases the GIL), and every
+``ROW_GROUP_ROWS`` rows go out as a row group of a file under construction beside the segment
+(``.part``); closing writes the rest and the footer and moves the file to the outbox, so a
+closing segment costs little more than its last rows, not a parse of the whole segment. The
+segment's JSON lines stay the record on disk: a segment left by a crash (its ``.part`` is
+incomplete and removed) is converted whole at start, in one call to Arrow's JSON reader, as is
+one whose lines Arrow could not parse as they came (and which then fails as it did).
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ from bidlogger.raw import RawChunk, split_lines
 from bidlogger.spool import write_atomically
 
 SEGMENT_SUFFIX = ".seg"
+PART_SUFFIX = ".part"  # the Parquet file of an open segment, being written
+ROW_GROUP_ROWS = 65_536  # rows buffered per open segment before they go out as a row group
+COMPRESSION = "zstd"
 MAX_BLOCK = 1 << 30  # Arrow's JSON block size is an int32; a segment this large is rare
 
 
@@ -102,6 +111,55 @@ class _Open:
     seq: int
     rows: int
     opened: float  # monotonic
+    built: _Building | None = None  # its Parquet file so far; None: converted whole at close
+
+
+class _Building:
+    """The Parquet file of an open segment, written row group by row group beside it."""
+
+    def __init__(self, path: Path, event_type: str) -> None:
+        self.path = path
+        self.event_type = event_type
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.rows = 0  # in the file and pending
+        self._writer: pq.ParquetWriter | None = None
+
+    def add(self, lines: bytes) -> None:
+        table = table_of(self.event_type, lines)
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self.pending_rows >= ROW_GROUP_ROWS:
+            self._write()
+
+    def _write(self) -> None:
+        if not self.pending:
+            return
+        if self._writer is None:
+            schema = SCHEMAS[self.event_type]
+            self._writer = pq.ParquetWriter(self.path, schema, compression=COMPRESSION)
+        table = pa.concat_tables(self.pending)
+        self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self.pending, self.pending_rows = [], 0
+
+    def finish(self) -> None:
+        """The rest as the last row group, then the footer."""
+        self._write()
+        if self._writer is None:  # nothing at all: an empty file of the schema
+            self._writer = pq.ParquetWriter(
+                self.path, SCHEMAS[self.event_type], compression=COMPRESSION
+            )
+        self._writer.close()
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError, pa.ArrowException):
+            if self._writer is not None:
+                self._writer.close()
+        self._writer = None
+        self.pending = []
+        with contextlib.suppress(OSError):
+            self.path.unlink()
 
 
 class Segments:
@@ -151,6 +209,9 @@ class Segments:
 
     def recover(self) -> list[Path]:
         """Close the segments a previous run left behind; returns the Parquet files made."""
+        for part in self.directory.glob(f"*{PART_SUFFIX}"):  # incomplete: made again whole
+            with contextlib.suppress(OSError):
+                part.unlink()
         made = []
         for path in sorted(self.directory.glob(f"*{SEGMENT_SUFFIX}")):
             event_type, hour, seq = self._parse(path)
@@ -187,13 +248,28 @@ class Segments:
                 if seg is None:
                     seq = self._allocate()
                     path = self.directory / f"{key[0]}.{key[1]}.{seq}{SEGMENT_SUFFIX}"
-                    seg = self._open[key] = _Open(path, key[0], key[1], seq, 0, now)
+                    built = _Building(path.with_suffix(PART_SUFFIX), key[0])
+                    seg = self._open[key] = _Open(path, key[0], key[1], seq, 0, now, built)
                 data = b"".join(payloads)
                 with open(seg.path, "ab") as f:
                     f.write(data)
                 seg.rows += data.count(b"\n")
+                self._build(seg, data)
         except OSError as exc:
             raise SpoolError(f"cannot append to a raw segment: {exc}") from exc
+
+    @staticmethod
+    def _build(seg: _Open, data: bytes) -> None:
+        """``data`` (whole lines, just appended) into the segment's Parquet file so far; on
+        failure the file is dropped and the segment converted whole at close instead."""
+        built = seg.built
+        if built is None:
+            return
+        try:
+            built.add(data)
+        except (OSError, pa.ArrowException):
+            built.discard()
+            seg.built = None
 
     def close_due(self, now: float, watermark: float, *, everything: bool = False) -> list[Path]:
         """Close segments that are full, old, or whose hour has passed; or all of them."""
@@ -212,22 +288,40 @@ class Segments:
         return made
 
     def _convert(self, seg: _Open) -> Path | None:
+        built, seg.built = seg.built, None
         try:
+            if built is not None and built.rows == seg.rows:
+                target = self._target(seg) if seg.rows else None
+                if target is None:
+                    built.discard()
+                else:
+                    built.finish()
+                    os.replace(built.path, target)
+                    self.files_written += 1
+                    self.rows_written += built.rows
+                seg.path.unlink()
+                return target
+            if built is not None:  # not every line made it in: the segment's lines decide
+                built.discard()
             lines = read_segment(seg.path)
+            target = None
             if lines:
                 table = table_of(seg.event_type, lines)
-                key = object_key(seg.event_type, seg.hour, self.logger_id, seg.seq)
-                target = self.outbox / key
-                target.parent.mkdir(parents=True, exist_ok=True)
+                target = self._target(seg)
                 tmp = target.with_name(target.name + ".tmp")
-                pq.write_table(table, tmp, compression="zstd")
+                pq.write_table(table, tmp, compression=COMPRESSION)
                 os.replace(tmp, target)
                 self.files_written += 1
                 self.rows_written += table.num_rows
             seg.path.unlink()
         except (OSError, pa.ArrowException) as exc:
             raise SpoolError(f"cannot write the Parquet file of {seg.path.name}: {exc}") from exc
-        return target if lines else None
+        return target
+
+    def _target(self, seg: _Open) -> Path:
+        target = self.outbox / object_key(seg.event_type, seg.hour, self.logger_id, seg.seq)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
 
 
 def outbox_files(outbox: Path) -> list[Path]:

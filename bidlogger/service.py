@@ -4,10 +4,12 @@ Tasks, each owned here and cancelled on ``close()``:
 
 - *consume*: the subscriber's deliveries into the aggregator (positions and losses first);
 - *flush*: every ``flush_interval`` one batch: spooled on disk, raw rows appended to their
-  hourly segments, the state file written; due segments closed into Parquet files;
-- *writer*: spooled batches to Postgres, oldest first, two in flight (the second's raw COPY
-  overlaps the first, its commit follows it), retried while Postgres is down (the connections
-  live on the writer thread's own loop: ``bidlogger.writer``);
+  hourly segments, the state file written; due segments closed into Parquet files (a flush
+  the consume task starts every ``RAW_FLUSH_ROWS`` raw rows leaves its segment step to a
+  *segments* task of its own, in flush order);
+- *drain*: spooled batches to Postgres through the writer process, oldest first, several in
+  flight, each committed after the one before, retried while Postgres is down
+  (``bidlogger.drain``, ``bidlogger.writer``);
 - *uploader*: outbox files to the object store, retried while it is down;
 - *maintenance*: roll-ups, retention and the creative feed, when this logger leads.
 
@@ -19,11 +21,10 @@ how much, and record it in ``bidlogger_losses``.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import gc
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bidlogger.aggregate import Aggregator, Batch, BidJoin
-from bidlogger.errors import (
-    BatchRejected,
-    BidloggerError,
-    ObjectStoreError,
-    SpoolError,
-    StoreError,
-)
+from bidlogger.drain import Drain
+from bidlogger.errors import BidloggerError, ObjectStoreError, SpoolError, StoreError
 from bidlogger.maintenance import Maintenance, Retention
 from bidlogger.metrics import BidloggerMetrics, Snapshot
 from bidlogger.objectstore import ObjectStore, open_object_store
@@ -47,18 +43,30 @@ from bidlogger.positions import Loss, Positions
 from bidlogger.raw import RawChunk
 from bidlogger.settings import BidloggerSettings
 from bidlogger.spool import Spool, State
-from bidlogger.writer import ThreadedStore
+from bidlogger.writer import Writer
 from fleet.aio import cancel_and_wait
 from fleet.bus import Delivery, Subscriber
 
 log = logging.getLogger("bidlogger")
 
-RETRY_MIN = 0.2
-RETRY_MAX = 5.0
-FRESH_BATCHES = 8  # spooled batches also kept in memory for the writer (while Postgres keeps up)
 RAW_FLUSH_ROWS = 10_000  # raw rows that make a flush before the interval is up
-WRITER_DEPTH = 2  # batches in flight to Postgres (one per connection of the writer)
+SEGMENT_BACKLOG = 4  # raw flushes whose rows may wait for their segment step at once
 JOIN_GRACE = 1e9  # the logger counts what it missed itself, from its saved positions
+
+
+def tune_gc(young: int) -> None:
+    """Fewer cyclic collections in this process (``young``: 0 leaves them as they are).
+
+    Folding allocates a container per decoded event and frees it by reference counting soon
+    after; cycles are rare. With Python's default the collector ran some 300 times in the
+    benchmark's raw run, and scanned the whole heap a few times, about a tenth of the process's
+    CPU. What exists at start (modules, settings) is frozen out of the scans; the young
+    generation is collected every ``young`` allocations instead of 700."""
+    if young <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(young, *gc.get_threshold()[1:])
 
 
 class BidLogger:
@@ -80,7 +88,9 @@ class BidLogger:
         self.state_dir = settings.effective_state_dir
         self.wall = wall
         self.mono = mono
-        self.store = ThreadedStore(dsn)
+        self.store = Writer(
+            dsn, log_level=settings.fleet.log_level, log_json=settings.fleet.log_json
+        )
         self.spool = Spool(self.state_dir / "spool", settings.spool_max_bytes)
         self.segments = Segments(
             self.state_dir / "segments",
@@ -120,26 +130,28 @@ class BidLogger:
             join_grace=JOIN_GRACE,
         )
         self.metrics = BidloggerMetrics(registry, self.snapshot)
+        self.drain = Drain(
+            self.spool,
+            self.store,
+            mono=mono,
+            observe=self.metrics.flush_seconds.observe,
+            drop=self.aggregator.drop,
+        )
         self.next_seq = 1
         self.gaps: dict[str, int] = {}
         self.missed: dict[tuple[str, str], int] = {}
-        self.batches = {"applied": 0, "duplicate": 0, "failed": 0, "rejected": 0}
         self.uploads = {"ok": 0, "failed": 0}
         self.raw_events = 0
-        self.postgres_up = False
         self.outbox_count = 0
         self.last_maintenance: Any = None
-        self._spooled_at: dict[int, float] = {}
-        self._fresh: dict[int, Batch] = {}
-        self._written = asyncio.Event()
-        self._spooled = asyncio.Event()
         self._outbox = asyncio.Event()
         self._consuming = asyncio.Event()
         self._flush_soon = asyncio.Event()
         self._raw_flush: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._flush_lock = asyncio.Lock()
-        self._segments_lock = asyncio.Lock()  # appends and closes, in flush order
+        self._segments_lock = asyncio.Lock()  # appends and closes, in flush order (FIFO)
+        self._segment_steps: set[asyncio.Task[None]] = set()  # of raw flushes, trailing
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -147,6 +159,8 @@ class BidLogger:
         """Restore the state, subscribe, start the tasks. ``consume=False`` subscribes but leaves
         deliveries queued in the socket until :meth:`consume` (the benchmark times the logger
         alone that way)."""
+        tune_gc(self.settings.gc_young)
+        self.store.start()
         await self._restore()
         made = await asyncio.to_thread(self.segments.recover)
         if made:
@@ -159,7 +173,7 @@ class BidLogger:
             self.consume()
         for name, job in (
             ("flush", self._flush_loop),
-            ("writer", self._writer),
+            ("drain", self.drain.run),
             ("uploader", self._uploader),
             ("maintenance", self._maintenance_loop),
         ):
@@ -216,7 +230,7 @@ class BidLogger:
     async def terminate(self) -> None:
         """Stop now: nothing more is flushed (what was spooled stays for the next start)."""
         self._closed = True
-        for task in [*self._tasks, self._raw_flush]:
+        for task in [*self._tasks, self._raw_flush, *self._segment_steps]:
             await cancel_and_wait(task)
         await self.subscriber.close()
         self.store.terminate()
@@ -253,7 +267,7 @@ class BidLogger:
                 await asyncio.sleep(0)
             elif agg.raw_rows >= RAW_FLUSH_ROWS:  # smaller COPYs, overlapping the reading
                 self._raw_flush = asyncio.get_running_loop().create_task(
-                    self._flush_logged(), name="bidlogger-raw-flush"
+                    self._flush_logged(trailing=True), name="bidlogger-raw-flush"
                 )
                 await asyncio.sleep(0)  # it starts now: it cuts the batch at this size
 
@@ -272,20 +286,23 @@ class BidLogger:
             self._flush_soon.clear()
             await self._flush_logged()
 
-    async def _flush_logged(self) -> None:
+    async def _flush_logged(self, *, trailing: bool = False) -> None:
         try:
-            await self.flush()
+            await self.flush(trailing=trailing)
         except SpoolError:
             log.exception("flush failed: the local disk refused")
         except Exception:  # the next flush tries again; the loop must outlive a bug
             log.exception("flush failed")
 
-    async def flush(self, *, close_segments: bool = False) -> Batch | None:
+    async def flush(self, *, close_segments: bool = False, trailing: bool = False) -> Batch | None:
         """One batch now (None when nothing happened since the last).
 
         The batch is spooled (and handed to the writer) first; its raw rows then go to their
         segments, and due segments become Parquet files, outside the flush lock, so that the
-        next flush, the writer's COPY and the Parquet conversion overlap.
+        next flush, the writer's COPY and the Parquet conversion overlap. ``trailing``: return
+        once the batch is spooled, the segment step following in a task of its own (in flush
+        order, at most ``SEGMENT_BACKLOG`` behind), so that the consume task cuts the next
+        batch, and Postgres gets it, without waiting for Arrow.
         """
         async with self._flush_lock:
             agg = self.aggregator
@@ -298,17 +315,32 @@ class BidLogger:
                 state = State(self.next_seq, agg.positions.snapshot())
                 spooled = await asyncio.to_thread(self._persist, batch, state)
                 if spooled:
-                    self._spooled_at[batch.seq] = self.mono()
-                    if len(self._fresh) < FRESH_BATCHES:  # the writer need not read it back
-                        self._fresh[batch.seq] = batch
-                    self._spooled.set()
+                    self.drain.spooled(batch.seq)
                 else:
                     self._refused(batch)
                 self.raw_events += batch.raw_count
-        async with self._segments_lock:
-            chunks = batch.chunks if batch is not None else []
+        chunks = batch.chunks if batch is not None else []
+        if trailing and not close_segments:
+            step = asyncio.get_running_loop().create_task(
+                self._segments_logged(chunks), name="bidlogger-segments"
+            )
+            self._segment_steps.add(step)
+            step.add_done_callback(self._segment_steps.discard)
+            while len(self._segment_steps) > SEGMENT_BACKLOG:
+                await asyncio.wait(self._segment_steps, return_when=asyncio.FIRST_COMPLETED)
+            return batch
+        async with self._segments_lock:  # after the trailing steps before it
             await self._close_segments(chunks, everything=close_segments)
         return batch
+
+    async def _segments_logged(self, chunks: list[RawChunk]) -> None:
+        try:
+            async with self._segments_lock:
+                await self._close_segments(chunks, everything=False)
+        except SpoolError:
+            log.exception("raw rows not appended to their segments: the local disk refused")
+        except Exception:
+            log.exception("raw rows not appended to their segments")
 
     def _note_losses(self, batch: Batch) -> None:
         for loss in batch.losses:
@@ -356,103 +388,18 @@ class BidLogger:
             self.segments.append(chunks, now)
         return self.segments.close_due(now, watermark, everything=everything)
 
-    # -- writer -------------------------------------------------------------------------------
-    async def _writer(self) -> None:
-        """Spooled batches to Postgres, oldest first, two in flight (``ThreadedStore.submit``:
-        the second's raw COPY overlaps the first, its commit follows it)."""
-        delay = RETRY_MIN
-        flight: deque[tuple[Batch, float, concurrent.futures.Future[bool]]] = deque()
-        try:
-            while True:
-                while len(flight) < WRITER_DEPTH:
-                    last = flight[-1][0].seq if flight else None
-                    seq = self.spool.oldest() if last is None else self.spool.oldest_after(last)
-                    if seq is None:
-                        break
-                    batch = await self._load(seq)
-                    if batch is not None:
-                        before = flight[-1][2] if flight else None
-                        flight.append((batch, self.mono(), self.store.submit(batch, before)))
-                if not flight:
-                    self._spooled.clear()
-                    await self._spooled.wait()
-                    continue
-                head = asyncio.wrap_future(flight[0][2])
-                if len(flight) < WRITER_DEPTH:  # a batch spooled meanwhile goes in at once
-                    self._spooled.clear()
-                    spooled = asyncio.ensure_future(self._spooled.wait())
-                    await asyncio.wait((head, spooled), return_when=asyncio.FIRST_COMPLETED)
-                    spooled.cancel()
-                    if not head.done():
-                        continue
-                batch, started, _ = flight.popleft()
-                try:
-                    applied = await head
-                except (BatchRejected, StoreError) as exc:
-                    await self._drain(flight)  # rolled back after it: submitted again
-                    if isinstance(exc, BatchRejected):
-                        self._rejected(batch, exc)
-                        continue
-                    self.batches["failed"] += 1
-                    if self.postgres_up:
-                        log.warning("Postgres unavailable, batches wait in the spool: %s", exc)
-                    self.postgres_up = False
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX)
-                    continue
-                if not self.postgres_up:
-                    log.info("Postgres takes batches again (%d waiting)", len(self.spool))
-                self.postgres_up = True
-                delay = RETRY_MIN
-                self.metrics.flush_seconds.observe(self.mono() - started)
-                self.batches["applied" if applied else "duplicate"] += 1
-                self.spool.remove(batch.seq)
-                self._fresh.pop(batch.seq, None)
-                self._spooled_at.pop(batch.seq, None)
-                self._written.set()
-        finally:
-            for _, _, future in flight:
-                future.cancel()
+    # -- the drain ----------------------------------------------------------------------------
+    @property
+    def batches(self) -> dict[str, int]:
+        return self.drain.batches
 
-    async def _load(self, seq: int) -> Batch | None:
-        batch = self._fresh.get(seq)
-        if batch is None:  # spooled by an earlier run, or let go of to bound memory
-            try:
-                batch = await asyncio.to_thread(self.spool.read, seq)
-            except SpoolError:
-                log.exception("skipped an unreadable spooled batch")
-                return None
-        return batch
-
-    @staticmethod
-    async def _drain(
-        flight: deque[tuple[Batch, float, concurrent.futures.Future[bool]]],
-    ) -> None:
-        """The batches in flight after a failed one: their outcome set aside (they roll back,
-        or were duplicates), each tried again from the spool."""
-        while flight:
-            _, _, future = flight.popleft()
-            with contextlib.suppress(BidloggerError, concurrent.futures.CancelledError):
-                await asyncio.wrap_future(future)
-
-    def _rejected(self, batch: Batch, exc: BatchRejected) -> None:
-        log.error("%s; set aside in %s", exc, self.spool.bad_directory)
-        self.batches["rejected"] += 1
-        dropped = self.aggregator.dropped
-        dropped["rejected"] = dropped.get("rejected", 0) + batch.events
-        self.spool.quarantine(batch.seq)
-        self._fresh.pop(batch.seq, None)
-        self._spooled_at.pop(batch.seq, None)
+    @property
+    def postgres_up(self) -> bool:
+        return self.drain.postgres_up
 
     async def wait_written(self, timeout: float) -> bool:
         """True once the spool is empty (every batch so far is in Postgres)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                while len(self.spool):
-                    self._written.clear()
-                    await self._written.wait()
-                return True
-        return False
+        return await self.drain.wait_written(timeout)
 
     # -- uploader -----------------------------------------------------------------------------
     async def _uploader(self) -> None:
@@ -505,7 +452,6 @@ class BidLogger:
     # -- metrics ------------------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
         agg = self.aggregator
-        oldest = min(self._spooled_at.values(), default=None)
         watermark = agg.watermark
         return Snapshot(
             events=dict(agg.events_in),
@@ -515,7 +461,7 @@ class BidLogger:
             batches=dict(self.batches),
             spool_batches=len(self.spool),
             spool_bytes=self.spool.bytes,
-            spool_age=0.0 if oldest is None else max(0.0, self.mono() - oldest),
+            spool_age=self.drain.oldest_age(),
             lag=max(0.0, self.wall() - watermark) if watermark else 0.0,
             outbox_files=self.outbox_count,
             uploads=dict(self.uploads),

@@ -75,6 +75,13 @@ class BidloggerSettings:
         "bids held for the impression join; the oldest go first past this",
         positive,
     )
+    gc_young: int = setting(
+        50_000,
+        "RTBFLEET_BIDLOGGER_GC_YOUNG",
+        "container objects allocated between young-generation collections in the logger "
+        "process (Python's default is 700; 0 leaves the interpreter's settings alone)",
+        non_negative,
+    )
     state_dir: str = setting(
         "",
         "RTBFLEET_BIDLOGGER_STATE_DIR",

@@ -70,7 +70,7 @@ class Spool:
     def __len__(self) -> int:
         return len(self._sizes)
 
-    def _path(self, seq: int) -> Path:
+    def path(self, seq: int) -> Path:
         return self.directory / f"{seq:020d}{SUFFIX}"
 
     @property
@@ -91,7 +91,7 @@ class Spool:
             self.refused += 1
             return False
         try:
-            write_atomically(self._path(batch.seq), data)
+            write_atomically(self.path(batch.seq), data)
         except OSError as exc:
             raise SpoolError(f"cannot write batch {batch.seq}: {exc}") from exc
         self._sizes[batch.seq] = len(data)
@@ -107,7 +107,7 @@ class Spool:
 
     def read(self, seq: int) -> Batch:
         """The batch ``seq``; a file that does not decode is moved to ``bad/`` (SpoolError)."""
-        path = self._path(seq)
+        path = self.path(seq)
         try:
             return decode_batch(path.read_bytes())
         except (OSError, msgspec.DecodeError) as exc:
@@ -119,7 +119,7 @@ class Spool:
 
     def quarantine(self, seq: int) -> None:
         """Move batch ``seq`` to ``bad/`` (kept for inspection, never replayed)."""
-        path = self._path(seq)
+        path = self.path(seq)
         self.bad_directory.mkdir(exist_ok=True)
         with contextlib.suppress(OSError):
             os.replace(path, self.bad_directory / path.name)
@@ -127,7 +127,7 @@ class Spool:
 
     def remove(self, seq: int) -> None:
         with contextlib.suppress(FileNotFoundError):
-            self._path(seq).unlink()
+            self.path(seq).unlink()
         self._forget(seq)
 
     def _forget(self, seq: int) -> None:

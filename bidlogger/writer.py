@@ -1,131 +1,238 @@
-"""The Postgres writer on an event loop of its own, in its own thread.
+"""The Postgres writer, in a process of its own (``bidlogger.writer_child``), and its handle here.
 
-The consume task keeps the service's event loop busy for tens of milliseconds at a time while
-events pour in; a COPY of a raw-sample batch (megabytes) driven from that loop would be fed to
-Postgres only between those stretches, and Postgres would idle. Here the store's connection
-lives on a second loop in a thread that does nothing else: the stream goes out as fast as
-Postgres takes it (socket writes release the GIL), while the service's loop folds the next
-events. The batch handed over is immutable; :class:`ThreadedStore` has the async interface of
-the :class:`~bidlogger.store.Store` it drives, and every call runs on the writer's loop.
+The logger's consume task holds the interpreter lock for tens of milliseconds at a time while
+events pour in. A writer thread in the same process fed each batch's COPY (megabytes) to
+Postgres only between those stretches, and Postgres idled while the logger folded. In a process
+of its own the writer has its own interpreter: Postgres gets the stream as fast as it takes it.
 
-:meth:`ThreadedStore.submit` keeps two batches in flight on two connections: the second's raw
-COPY runs while the first is applied, and the rest of the second waits for the first's commit
-(``Store.apply``'s ``before``), so batches still land in flush order.
+Nothing crosses but small frames: the batch itself is read by the writer from the file the
+spool has just written, by its path (the page cache hands it over). :meth:`Writer.submit`
+returns a future resolved by a reader thread here, so a reply does not wait for the event loop.
+Batches are submitted oldest first, each committed after the one before it (and rolled back
+when that one fails); the writer applies two at a time, on two connections, and queues the
+rest, so the next COPY starts the moment a commit frees a connection.
+
+The spool stays here, and with it the truth: a batch leaves it only once its reply says it is in
+Postgres. A writer that dies fails every pending future (``StoreError``: Postgres unavailable,
+try again); the next submission starts a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import itertools
+import logging
+import os
+import subprocess
+import sys
 import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any
 
-from bidlogger.aggregate import Batch
+import msgspec
+
+from bidlogger.errors import BatchRejected, SpoolError, StoreError
 from bidlogger.positions import Position
-from bidlogger.store import Store, _Days
+from bidlogger.writer_child import HEADER, MAX_FRAME, frame
 
-T = TypeVar("T")
-JOIN_TIMEOUT = 5.0
+log = logging.getLogger("bidlogger.writer")
 
-
-async def _apply_after(
-    store: Store, batch: Batch, before: concurrent.futures.Future[bool] | None
-) -> bool:
-    """On the writer's loop: ``batch`` applied, its commit after ``before``'s."""
-    waits: asyncio.Future[bool] | None = None if before is None else asyncio.wrap_future(before)
-    return await store.apply(batch, waits)
+DEPTH = 4  # batches submitted at once: two applied, two queued behind them in the writer
+CLOSE_TIMEOUT = 10.0
+_COMMAND = "from bidlogger.writer_child import main; main()"
 
 
-class ThreadedStore:
-    """A :class:`Store` whose calls run on the loop of a thread started on the first call."""
+class Request(concurrent.futures.Future[Any]):
+    """A request's reply; ``request_id`` names it to the writer process that has it."""
 
-    def __init__(self, dsn: str, *, name: str = "bidlogger-writer") -> None:
-        days = _Days()
-        self.store = Store(dsn, days=days)
-        self.stores = (self.store, Store(dsn, days=days))  # submit() alternates between them
-        self._turn = 0
-        self.name = name
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+    def __init__(self, request_id: int, process: subprocess.Popen[bytes] | None) -> None:
+        super().__init__()
+        self.request_id = request_id
+        self.process = process
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
+
+class Writer:
+    """``start()`` (or the first call starts it), ``submit()``; ``close()`` or ``terminate()``."""
+
+    depth = DEPTH
+
+    def __init__(self, dsn: str, *, log_level: str = "INFO", log_json: bool = False) -> None:
+        self.dsn = dsn
+        self.log_level = log_level
+        self.log_json = log_json
+        self.started = 0  # writer processes started so far
+        self._ids = itertools.count(1)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None  # the current process's reply reader
+        self._pending: dict[int, Request] = {}
+        self._lock = threading.Lock()  # the process, the pending requests, writes to the pipe
+
+    # -- the process --------------------------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        """The writer process's id while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def start(self) -> None:
+        """Start the writer process if none runs (it connects to Postgres at once)."""
         with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=self._run, args=(loop,), name=self.name, daemon=True
-                )
-                thread.start()
-                self._loop, self._thread = loop, thread
-            return self._loop
+            self._start_locked()
 
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop) -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:  # what a terminate() cut short ends here, not in a destroyed pending task
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-    async def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """``coro`` on the writer's loop; cancelling the caller cancels it there too."""
-        future = asyncio.run_coroutine_threadsafe(coro, self._running_loop())
-        return await asyncio.wrap_future(future)
-
-    async def apply(self, batch: Batch) -> bool:
-        return await self._call(self.store.apply(batch))
-
-    def submit(
-        self, batch: Batch, before: concurrent.futures.Future[bool] | None = None
-    ) -> concurrent.futures.Future[bool]:
-        """Start applying ``batch`` on the next connection; ``before``: the batch submitted just
-        before it, still in flight (its commit comes first). Consecutive submissions use
-        different connections, so two in flight never share one."""
-        store = self.stores[self._turn]
-        self._turn ^= 1
-        return asyncio.run_coroutine_threadsafe(
-            _apply_after(store, batch, before), self._running_loop()
+    def _start_locked(self) -> subprocess.Popen[bytes]:
+        process = self._process
+        if process is not None and process.poll() is None:
+            return process
+        process = subprocess.Popen(
+            [sys.executable, "-c", _COMMAND],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
         )
+        self._process = process
+        self.started += 1
+        assert process.stdout is not None
+        self._reader = threading.Thread(
+            target=self._read_replies,
+            args=(process, process.stdout),
+            name="bidlogger-writer-replies",
+            daemon=True,
+        )
+        self._reader.start()
+        self._send_locked(
+            process,
+            Request(next(self._ids), process),
+            ["open", self.dsn, self.log_level, self.log_json],
+        )
+        return process
+
+    def _send_locked(
+        self, process: subprocess.Popen[bytes], request: Request, body: list[Any]
+    ) -> Request:
+        """Send ``body`` as ``request`` (the lock held); a broken pipe fails it at once."""
+        assert process.stdin is not None
+        self._pending[request.request_id] = request
+        try:
+            process.stdin.write(frame([request.request_id, *body]))
+            process.stdin.flush()
+        except (OSError, ValueError) as exc:  # the writer is gone; its reader fails the rest
+            self._pending.pop(request.request_id, None)
+            if not request.done():
+                request.set_exception(StoreError(f"the writer process is gone: {exc}"))
+        return request
+
+    def _request(self, body: list[Any]) -> Request:
+        with self._lock:
+            process = self._start_locked()
+            return self._send_locked(process, Request(next(self._ids), process), body)
+
+    def _read_replies(self, process: subprocess.Popen[bytes], stream: IO[bytes]) -> None:
+        """The reader thread of one writer process: replies to their futures, until EOF."""
+        try:
+            while True:
+                head = _read_exactly(stream, HEADER.size)
+                if head is None:
+                    break
+                (size,) = HEADER.unpack(head)
+                body = _read_exactly(stream, size) if size <= MAX_FRAME else None
+                if body is None:
+                    break
+                request_id, kind, value, message, events = msgspec.msgpack.decode(body)
+                with self._lock:
+                    request = self._pending.pop(request_id, None)
+                if request is not None and not request.done():
+                    _resolve(request, kind, value, message, events)
+        except (OSError, ValueError, msgspec.DecodeError) as exc:
+            log.error("the writer process's replies broke off: %s", exc)
+        finally:
+            code = process.wait()
+            with self._lock:
+                gone = [r for r in self._pending.values() if r.process is process]
+                for r in gone:
+                    del self._pending[r.request_id]
+                if self._process is process:
+                    self._process = None
+                for pipe in (process.stdin, stream):
+                    if pipe is not None:
+                        with contextlib.suppress(OSError):
+                            pipe.close()
+            for r in gone:
+                if not r.done():
+                    r.set_exception(StoreError(f"the writer process exited ({code})"))
+            if code not in (0, None) and gone:
+                log.warning(
+                    "the writer process exited (%s); %d request(s) to retry", code, len(gone)
+                )
+
+    # -- requests -----------------------------------------------------------------------------
+    def submit(self, seq: int, path: Path, before: Request | None = None) -> Request:
+        """Apply the batch spooled as ``path`` (flush ``seq``); True once committed, False when
+        it had been applied already. ``before``: the batch submitted just before it, still in
+        flight: this one commits after it, and not at all when it fails."""
+        after = 0
+        if before is not None:
+            if before.done():
+                if before.cancelled() or before.exception() is not None:
+                    failed = Request(0, None)
+                    failed.set_exception(
+                        StoreError(f"batch {seq} not applied: the one before it failed")
+                    )
+                    return failed
+            else:
+                after = before.request_id
+        with self._lock:
+            process = self._start_locked()
+            if after and before is not None and before.process is not process:
+                after = 0  # its writer is gone, and it failed with it (or is about to)
+            return self._send_locked(
+                process, Request(next(self._ids), process), ["apply", os.fspath(path), after]
+            )
 
     async def last_seq(self, logger_id: str) -> int:
-        return await self._call(self.store.last_seq(logger_id))
+        return int(await asyncio.wrap_future(self._request(["last_seq", logger_id])))
 
     async def positions(self, logger_id: str) -> list[Position]:
-        return await self._call(self.store.positions(logger_id))
+        rows = await asyncio.wrap_future(self._request(["positions", logger_id]))
+        return msgspec.convert(rows, list[Position])
 
     async def close(self) -> None:
-        """Close the connection, then stop the thread."""
-        if self._loop is None:
-            return
+        """Let the writer finish what it has and close its connections; then it exits."""
+        with self._lock:
+            process, reader = self._process, self._reader
+            if process is None or reader is None:
+                return
+            request = self._send_locked(process, Request(next(self._ids), process), ["close"])
+        with contextlib.suppress(StoreError, TimeoutError):
+            await asyncio.wait_for(asyncio.wrap_future(request), CLOSE_TIMEOUT)
         try:
-            for store in self.stores:
-                await self._call(store.close())
-        finally:
-            await asyncio.to_thread(self._stop)
+            await asyncio.to_thread(process.wait, CLOSE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        await asyncio.to_thread(reader.join)  # it closes the pipes once the process is gone
 
     def terminate(self) -> None:
-        """Drop the connection and stop the thread now."""
-        loop = self._loop
-        if loop is None:
-            return
-        if not loop.is_closed():
-            for store in self.stores:
-                loop.call_soon_threadsafe(store.terminate)
-        self._stop()
-
-    def _stop(self) -> None:
+        """Stop the writer now (Postgres rolls back what it had not committed)."""
         with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            return
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(JOIN_TIMEOUT)
+            process, reader = self._process, self._reader
+        if process is not None and process.poll() is None:
+            process.kill()
+        if reader is not None:
+            reader.join(CLOSE_TIMEOUT)
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
+    data = stream.read(size)
+    return data if len(data) == size else None
+
+
+def _resolve(request: Request, kind: str, value: Any, message: str, events: int) -> None:
+    if kind == "ok":
+        request.set_result(value)
+    elif kind == "rejected":
+        request.set_exception(BatchRejected(message, events=events))
+    elif kind == "unreadable":
+        request.set_exception(SpoolError(f"spooled batch unreadable: {message}"))
+    else:
+        request.set_exception(StoreError(message))

@@ -14,13 +14,15 @@ import pytest
 from bidlogger_world import world
 from prometheus_client import CollectorRegistry
 
+from bidlogger import parquet
 from bidlogger.aggregate import Aggregator, Batch, BidJoin
-from bidlogger.errors import PartitionSpecError
+from bidlogger.errors import PartitionSpecError, SpoolError
 from bidlogger.maintenance import cutoff_day, partitions_to_drop
 from bidlogger.metrics import BidloggerMetrics, Snapshot
-from bidlogger.parquet import SCHEMAS, Segments, object_key
+from bidlogger.parquet import SCHEMAS, Segments, object_key, read_segment, table_of
 from bidlogger.partitions import canonical, parse_partitions, prefixes, topic_partition
 from bidlogger.positions import Loss, Position
+from bidlogger.raw import RawChunk
 from bidlogger.settings import BidloggerSettings
 from bidlogger.spool import Spool, State
 from fleet.errors import SettingsError
@@ -180,6 +182,76 @@ def test_a_chunk_across_an_hour_goes_to_each_hour_s_segment(tmp_path: Path) -> N
     assert sorted(seen) == sorted(e.txid for e in bids)
 
 
+def test_a_segment_built_as_it_fills_equals_its_lines_converted_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 25)  # several row groups from a few flushes
+    events = [e for tx in world(120) for e in tx]
+    agg = Aggregator(
+        logger_id="l", shard="s", partitions_covered=64, partitions_total=64,
+        join=BidJoin(60, 1000), raw_partitions=frozenset(range(64)),
+        raw_types=frozenset(EVENT_TYPES),
+    )  # fmt: skip
+    for e in events:
+        agg.add(topic_for(e), partition_of(e.txid), event_type(e), [encode(e)])
+    chunks = agg.flush(1).chunks
+    segs = Segments(tmp_path / "s", tmp_path / "o", logger_id="l", max_rows=10**6,
+                    max_seconds=1e9)  # fmt: skip
+    for i in range(0, len(chunks), 40):  # one flush each
+        segs.append(chunks[i : i + 40], now=0.0)
+    assert list((tmp_path / "s").glob("*.part"))  # row groups written already
+    whole = {p.name.split(".")[0]: table_of(p.name.split(".")[0], read_segment(p))
+             for p in (tmp_path / "s").glob("*.seg")}  # fmt: skip
+    made = segs.close_due(now=0.0, watermark=0.0, everything=True)
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["next_seq"]
+    assert {p.parts[-4].removeprefix("type=") for p in made} == set(whole)
+    grouped = 0
+    for path in made:
+        kind = path.parts[-4].removeprefix("type=")
+        table = pq.read_table(path)
+        assert table.schema == SCHEMAS[kind]
+        assert table.equals(whole[kind])
+        grouped += pq.ParquetFile(path).num_row_groups > 1
+    assert grouped  # the larger types went out in several row groups
+    assert segs.rows_written == len(events) == sum(len(c) for c in chunks)
+
+
+def test_lines_arrow_cannot_parse_fail_at_close_as_before_and_a_crash_drops_the_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 1)  # every append goes out as a row group
+    bids = [e for tx in world(10) for e in tx if event_type(e) == "bid"]
+    agg = Aggregator(
+        logger_id="l", shard="s", partitions_covered=64, partitions_total=64,
+        join=BidJoin(60, 100), raw_partitions=frozenset(range(64)), raw_types=frozenset({"bid"}),
+    )  # fmt: skip
+    for e in bids:
+        agg.add(topic_for(e), partition_of(e.txid), "bid", [encode(e)])
+    good = agg.flush(1).chunks
+    ts = good[0].stamps[0]
+    bad = RawChunk("bid", 0, [ts], ["t"], [1], [1], b'{"type":"bid","campaign_id":"x"}\n')
+    segs = Segments(tmp_path / "s", tmp_path / "o", logger_id="l", max_rows=10**6,
+                    max_seconds=1e9)  # fmt: skip
+    segs.append(good, now=0.0)
+    assert list((tmp_path / "s").glob("*.part"))
+    segs.append([bad], now=0.0)  # taken on disk; the file under construction is dropped
+    assert not list((tmp_path / "s").glob("*.part"))
+    with pytest.raises(SpoolError, match="Parquet"):
+        segs.close_due(now=0.0, watermark=0.0, everything=True)
+
+    # a crash with a file under construction: made again whole from the segment's lines
+    crashed = Segments(tmp_path / "c", tmp_path / "co", logger_id="l", max_rows=10**6,
+                       max_seconds=1e9)  # fmt: skip
+    crashed.append(good, now=0.0)
+    (part,) = (tmp_path / "c").glob("*.part")
+    part.write_bytes(b"PAR1 torn")
+    again = Segments(tmp_path / "c", tmp_path / "co", logger_id="l", max_rows=10**6,
+                     max_seconds=1e9)  # fmt: skip
+    (made,) = again.recover()
+    assert not list((tmp_path / "c").glob("*.part"))
+    assert pq.read_table(made).num_rows == len(bids)
+
+
 def test_retention_keeps_whole_days() -> None:
     now = 1_796_000_000.0  # 2026-11-30
     assert cutoff_day(now, 1) == date(2026, 11, 30)
@@ -206,3 +278,20 @@ def test_alerts_and_dashboard_use_only_metrics_the_logger_exports() -> None:
     used = set(re.findall(r"\b(bidlogger_[a-z_]+)", text)) - {"bidlogger_losses"}
     assert used, "no bid-logger metric in the alerts or the dashboard"
     assert used <= exported, used - exported
+
+
+def test_the_logger_process_collects_young_garbage_less_often_and_zero_leaves_it() -> None:
+    import gc
+
+    from bidlogger.service import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        tune_gc(0)
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+        tune_gc(12_345)
+        assert gc.get_threshold() == (12_345, *before[1:])
+        assert gc.get_freeze_count() > 0  # what existed at start is out of the scans
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

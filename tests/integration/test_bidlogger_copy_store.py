@@ -1,23 +1,27 @@
-"""The raw sample's COPY stream against a real Postgres: a batch within one day goes into that
-day's partition, one spanning two days through the parent; a batch spooled by the previous
-version (rows, no stream) is encoded at apply; the writer thread applies each batch once; with
-two in flight the second commits after the first, and not at all when the first fails."""
+"""The raw sample's COPY stream against a real Postgres, through the writer process: a batch
+within one day goes into that day's partition, one spanning two days through the parent; a batch
+spooled by the previous version (rows, no stream) is encoded at apply; each batch is applied
+once; with several in flight each commits after the one before it, and not at all when that one
+fails; a writer process killed mid-batch fails what it had, and the next one applies it."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
+import os
+import signal
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from bidlogger.aggregate import Batch
+from bidlogger.aggregate import AggRow, Batch
 from bidlogger.copyfmt import encode_raw
-from bidlogger.errors import StoreError
+from bidlogger.errors import BatchRejected, SpoolError, StoreError
 from bidlogger.raw import RawRow
-from bidlogger.store import Store
-from bidlogger.writer import ThreadedStore
+from bidlogger.spool import Spool
+from bidlogger.store import Store, day_of
+from bidlogger.writer import Request, Writer
 
 DAY = 1_796_083_200.0  # 2026-12-01 00:00:00 UTC
 
@@ -31,31 +35,49 @@ def raw_rows(stamps: list[float]) -> list[RawRow]:
     ]
 
 
-def batch(seq: int, rows: list[RawRow], *, stream: bool) -> Batch:
+def batch(seq: int, rows: list[RawRow], *, stream: bool, events: int = 0) -> Batch:
     copy, first, last = encode_raw(rows, "lg", seq) if stream else (b"", 0, 0)
+    aggregates = [AggRow(int(DAY), 7, 70, "click", events, 0, 0, 0)] if events else []
     return Batch(
         logger_id="lg", seq=seq, shard="all", partitions_covered=64, partitions_total=64,
-        events=0, rows=[], coverage=[], positions=[], losses=[], raw=[] if stream else rows,
-        raw_copy=copy, raw_events=len(rows), raw_first=first, raw_last=last,
+        events=min(events, 1000), rows=aggregates, coverage=[], positions=[], losses=[],
+        raw=[] if stream else rows, raw_copy=copy, raw_events=len(rows), raw_first=first,
+        raw_last=last,
     )  # fmt: skip
 
 
-async def test_streams_land_in_their_day_and_old_spooled_batches_still_apply(pg_dsn: str) -> None:
+def spooled(spool: Spool, b: Batch) -> tuple[int, Path]:
+    spool.remove(b.seq)  # a batch sent again is spooled again, as the logger does
+    assert spool.put(b)
+    return b.seq, spool.path(b.seq)
+
+
+async def reply(request: Request) -> object:
+    return await asyncio.wait_for(asyncio.wrap_future(request), 30)
+
+
+async def test_streams_land_in_their_day_and_old_spooled_batches_still_apply(
+    pg_dsn: str, tmp_path: Path
+) -> None:
     one_day = raw_rows([DAY + 5.25, DAY + 86_399.9999994, DAY + 3600.5])
     two_days = raw_rows([DAY + 86_399.5, DAY + 86_400.0])
     legacy = raw_rows([DAY + 10.0, DAY + 20.0])
-    store = ThreadedStore(pg_dsn)
+    spool = Spool(tmp_path / "spool", 1 << 20)
+    writer = Writer(pg_dsn)
     try:
-        assert await store.apply(batch(1, one_day, stream=True))
-        assert await store.apply(batch(2, two_days, stream=True))
-        assert not await store.apply(batch(2, two_days, stream=True))  # applied once
+        assert await reply(writer.submit(*spooled(spool, batch(1, one_day, stream=True))))
+        assert await reply(writer.submit(*spooled(spool, batch(2, two_days, stream=True))))
+        again = writer.submit(*spooled(spool, batch(2, two_days, stream=True)))
+        assert await reply(again) is False  # applied once
+        assert await reply(writer.submit(*spooled(spool, batch(3, legacy, stream=False))))
         plain = Store(pg_dsn)
         try:
-            assert await plain.apply(batch(3, legacy, stream=False))
+            assert not await plain.apply(batch(3, legacy, stream=False))
         finally:
             await plain.close()
+        assert writer.started == 1
     finally:
-        await store.close()
+        await writer.close()
     conn = await asyncpg.connect(pg_dsn)
     try:
         rows = await conn.fetch(
@@ -79,10 +101,11 @@ async def test_streams_land_in_their_day_and_old_spooled_batches_still_apply(pg_
     assert sorted(round(r["ts"], 6) for r in rows) == sent
 
 
-async def test_two_batches_in_flight_commit_in_order_and_a_failed_first_rolls_back_the_second(
-    pg_dsn: str,
+async def test_batches_in_flight_commit_in_order_and_a_failed_one_rolls_back_the_next(
+    pg_dsn: str, tmp_path: Path
 ) -> None:
-    store = ThreadedStore(pg_dsn)
+    spool = Spool(tmp_path / "spool", 1 << 20)
+    writer = Writer(pg_dsn)
     conn = await asyncpg.connect(pg_dsn)
 
     async def landed(seq: int) -> tuple[int, int]:
@@ -95,32 +118,90 @@ async def test_two_batches_in_flight_commit_in_order_and_a_failed_first_rolls_ba
         return batches, raw
 
     try:
-        # the second waits for the first: not committed while the first is pending
-        first: concurrent.futures.Future[bool] = concurrent.futures.Future()
-        second = store.submit(batch(21, raw_rows([DAY + 1.0, DAY + 2.0]), stream=True), first)
-        await asyncio.sleep(0.2)
-        assert not second.done()
-        assert await landed(21) == (0, 0)
-        first.set_result(True)
-        assert await asyncio.wrap_future(second)
-        assert await landed(21) == (1, 2)
+        for table in ("bidlogger_raw", "bidlogger_minute"):
+            await conn.execute("SELECT bidlogger_day_partition($1, $2)", table, day_of(DAY))
+        # the first waits for a lock on the aggregates: the second, its raw rows copied on the
+        # other connection, is not committed before it
+        blocker = await asyncpg.connect(pg_dsn)
+        locked = blocker.transaction()
+        await locked.start()
+        await blocker.execute("LOCK TABLE bidlogger_minute IN ACCESS EXCLUSIVE MODE")
+        first = writer.submit(*spooled(spool, batch(20, raw_rows([DAY]), stream=True, events=3)))
+        second = writer.submit(
+            *spooled(spool, batch(21, raw_rows([DAY + 1.0, DAY + 2.0]), stream=True)), first
+        )
+        await asyncio.sleep(0.5)
+        assert not first.done() and not second.done()
+        assert await landed(20) == (0, 0) and await landed(21) == (0, 0)
+        await locked.rollback()
+        await blocker.close()
+        assert await reply(first) and await reply(second)
+        assert await landed(20) == (1, 1) and await landed(21) == (1, 2)
 
-        # the first fails: the second, its raw rows copied already, is rolled back whole
-        failed: concurrent.futures.Future[bool] = concurrent.futures.Future()
-        failed.set_exception(StoreError("batch 22 not applied"))
+        # the first is refused (past bigint): the second, its raw rows copied already, is rolled
+        # back whole, and applies when sent again
+        refused = writer.submit(*spooled(spool, batch(22, [], stream=True, events=2**63)))
         rows = raw_rows([DAY + 3.0, DAY + 4.0, DAY + 5.0])
+        after = writer.submit(*spooled(spool, batch(23, rows, stream=True)), refused)
+        with pytest.raises(BatchRejected) as rejected:
+            await reply(refused)
+        assert rejected.value.events == 1000
         with pytest.raises(StoreError, match="the one before it failed"):
-            await asyncio.wrap_future(store.submit(batch(23, rows, stream=True), failed))
+            await reply(after)
         assert await landed(23) == (0, 0)
-        assert await asyncio.wrap_future(store.submit(batch(23, rows, stream=True)))  # again
+        # chained to a failed one known here: failed at once, nothing sent
+        late = writer.submit(*spooled(spool, batch(23, rows, stream=True)), refused)
+        with pytest.raises(StoreError, match="the one before it failed"):
+            await reply(late)
+        assert await reply(writer.submit(*spooled(spool, batch(23, rows, stream=True))))
         assert await landed(23) == (1, 3)
 
-        # two in flight on the two connections, each applied once
-        a = store.submit(batch(24, raw_rows([DAY + 6.0]), stream=True))
-        b = store.submit(batch(25, raw_rows([DAY + 7.0, DAY + 8.0]), stream=True), a)
-        assert await asyncio.wrap_future(a) and await asyncio.wrap_future(b)
-        assert [await landed(s) for s in (24, 25)] == [(1, 1), (1, 2)]
-        assert not await asyncio.wrap_future(store.submit(batch(25, [], stream=True)))
+        # more in flight than connections: each waits for its turn, all land once, in order
+        chain: list[Request] = []
+        for seq in range(24, 30):
+            b = batch(seq, raw_rows([DAY + seq + i / 10 for i in range(seq - 22)]), stream=True)
+            chain.append(writer.submit(*spooled(spool, b), chain[-1] if chain else None))
+        assert [await reply(r) for r in chain] == [True] * 6
+        assert [await landed(s) for s in range(24, 30)] == [(1, s - 22) for s in range(24, 30)]
+        assert await reply(writer.submit(*spooled(spool, batch(25, [], stream=True)))) is False
     finally:
         await conn.close()
-        await store.close()
+        await writer.close()
+
+
+async def test_a_writer_killed_mid_batch_fails_it_and_the_next_one_applies_it(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool", 1 << 20)
+    writer = Writer(pg_dsn)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await reply(writer.submit(*spooled(spool, batch(1, raw_rows([DAY]), stream=True))))
+        blocker = await asyncpg.connect(pg_dsn)
+        locked = blocker.transaction()
+        await locked.start()
+        await blocker.execute("LOCK TABLE bidlogger_minute IN ACCESS EXCLUSIVE MODE")
+        pending = writer.submit(
+            *spooled(spool, batch(2, raw_rows([DAY + 1]), stream=True, events=5))
+        )
+        await asyncio.sleep(0.5)
+        process = pending.process
+        assert process is not None and not pending.done()
+        os.kill(process.pid, signal.SIGKILL)
+        with pytest.raises(StoreError, match="exited"):
+            await reply(pending)
+        await locked.rollback()
+        await blocker.close()
+        again = writer.submit(*spooled(spool, batch(2, raw_rows([DAY + 1]), stream=True, events=5)))
+        assert await reply(again)
+        assert writer.started == 2
+        assert await conn.fetchval("SELECT count(*) FROM bidlogger_raw WHERE flush_seq = 2") == 1
+        assert await conn.fetchval("SELECT sum(events) FROM bidlogger_minute") == 5
+
+        # a spooled file that does not decode is said to be unreadable
+        spool.path(3).write_bytes(b"not a batch")
+        with pytest.raises(SpoolError, match="unreadable"):
+            await reply(writer.submit(3, spool.path(3)))
+    finally:
+        await conn.close()
+        await writer.close()
