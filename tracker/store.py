@@ -254,6 +254,20 @@ class GroupCommitter:
             outcome[key] = results.get(key, _NOT_COUNTED) if owners[key] == ticket else _NOT_COUNTED
         return outcome
 
+    @staticmethod
+    def result(batch: Batch, ticket: int, row: NoticeRow) -> RowResult:
+        """``outcome`` of one of the rows enqueued as ``ticket``."""
+        if batch.error:
+            raise Unavailable(batch.error)
+        if batch.failed:
+            failed = batch.failed.get(ticket)
+            if failed is not None:
+                raise Unavailable(failed)
+        key = (row.txid, row.kind)
+        if batch.owners[key] != ticket:
+            return _NOT_COUNTED
+        return batch.future.result().get(key, _NOT_COUNTED)
+
     async def close(self) -> None:
         """Commit what is queued, then stop."""
         self._closing = True
