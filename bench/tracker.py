@@ -47,7 +47,7 @@ from fleet.pg import LocalPostgres
 from fleet.processes import free_port, wait_for_port
 from fleet.settings import FleetSettings
 from tracker.app import make_application, make_server
-from tracker.service import TrackerService
+from tracker.service import TrackerService, settle_heap
 from tracker.settings import TrackerSettings
 
 KEY = "bench-signing-key-0123456789abcdef"
@@ -278,6 +278,7 @@ async def serve(dsn: str, port: int, concurrency: int) -> None:
     )
     server.route("/trivial", trivial)
     await server.listen(port, "127.0.0.1")
+    settle_heap()  # as the tracker process does once started
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

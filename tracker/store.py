@@ -434,9 +434,16 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     SELECT pg_advisory_unlock_all()``) would be a round trip per group commit for nothing."""
 
 
-async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
+async def create_pool(dsn: str, size: int, opened: int = 1) -> asyncpg.Pool:
+    """Up to ``size`` connections, ``opened`` of them at once (the group commit's: opening one
+    costs the loop milliseconds, TLS offer included, better spent at start than in the first
+    burst of notices)."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, server_settings=SERVER_SETTINGS, reset=_keep_session
+        dsn,
+        min_size=min(opened, size),
+        max_size=size,
+        server_settings=SERVER_SETTINGS,
+        reset=_keep_session,
     )
     return pool
 
