@@ -124,6 +124,7 @@ class _Tally:
 
 # bill and loss: never changed once made (a transport may convert it once)
 NO_CONTENT: Final = Response(204, [_NO_STORE])
+_NO_CAPS: Final[list[tuple[int, int]]] = []  # never changed: a notice without caps shares it
 
 
 def _json_response(status: int, payload: Mapping[str, object]) -> Response:
@@ -170,6 +171,7 @@ class Tracker:
         # label children by (kind, outcome): looked up per notice, so made once
         self._counts: dict[tuple[str, str], Any] = {}
         self._spend: dict[str, Any] = {}  # the spend counter's child by currency
+        self._no_user_key = metrics.frequency.labels("no_user_key")
 
     def _child(self, kind: str, outcome: str) -> Any:
         child = self._counts.get((kind, outcome))
@@ -292,16 +294,17 @@ class Tracker:
 
     def _enqueue(self, kind: str, notice: Notice, catalog: Catalog, now: float) -> Pending:
         click_id = click_id_for(notice.txid, self.user_secret) if kind == "click" else ""
+        # kind, txid, campaign, creative, price, currency, at, user key, click id
         main = NoticeRow(
-            kind=kind,
-            txid=notice.txid,
-            campaign_id=notice.campaign_id,
-            creative_id=notice.creative_id,
-            price_micros=notice.price_micros or 0,
-            currency=notice.currency,
-            at=now,
-            user_key=notice.user_key,
-            click_id=click_id,
+            kind,
+            notice.txid,
+            notice.campaign_id,
+            notice.creative_id,
+            notice.price_micros or 0,
+            notice.currency,
+            now,
+            notice.user_key,
+            click_id,
         )
         rows = [main]
         caps = self._caps(catalog, notice)
@@ -348,13 +351,13 @@ class Tracker:
 
     def _caps(self, catalog: Catalog, notice: Notice) -> list[tuple[int, int]]:
         if notice.kind not in ("imp", "bill"):
-            return []
+            return _NO_CAPS
         campaign = catalog.campaigns[notice.campaign_id]
         if not campaign.frequency_caps:
-            return []
+            return _NO_CAPS
         if not notice.user_key:
-            self.metrics.frequency.labels("no_user_key").inc()
-            return []
+            self._no_user_key.inc()
+            return _NO_CAPS
         return [(campaign.id, cap.period_seconds) for cap in campaign.frequency_caps]
 
     def _emit(self, n: Notice, now: float, cost: int, click_id: str) -> None:

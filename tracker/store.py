@@ -351,12 +351,15 @@ class GroupCommitter:
             except _CONNECTION_ERRORS as exc:
                 self.metrics.batch_errors.labels("unavailable").inc()
                 raise Unavailable(f"Postgres unavailable: {type(exc).__name__}") from exc
-            return {
-                (r["txid"], r["kind"]): RowResult(
-                    r["priced"], int(r["cost_micros"]), unpriced=not r["priced"]
-                )
-                for r in records
-            }
+            # (txid, kind, cost_micros, priced) by position: one RowResult per distinct answer
+            results: Outcomes = {}
+            made: dict[tuple[int, bool], RowResult] = {}
+            for txid, kind, cost, priced in records:
+                result = made.get((cost, priced))
+                if result is None:
+                    result = made[(cost, priced)] = RowResult(priced, cost, not priced)
+                results[(txid, kind)] = result
+            return results
         raise Unavailable("the batch kept conflicting with another transaction")
 
 
