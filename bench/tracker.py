@@ -181,7 +181,11 @@ async def saturate(
 
 
 async def paced(
-    driver: Driver, queries: list[str], rate: float, seconds: float
+    driver: Driver,
+    queries: list[str],
+    rate: float,
+    seconds: float,
+    failures: dict[str, int],
 ) -> tuple[list[float], list[float]]:
     """Latencies (s) of notices sent at ``rate`` per second, each on its own task, and how
     late (s) the client sent each one after its due time (the client's own lag)."""
@@ -191,7 +195,11 @@ async def paced(
 
     async def one(query: str) -> None:
         started = time.perf_counter()
-        await driver(query)
+        try:
+            await driver(query)
+        except (OSError, asyncio.IncompleteReadError) as exc:  # counted, not a traceback each
+            failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+            return
         latencies.append(time.perf_counter() - started)
 
     start = time.perf_counter()
@@ -327,8 +335,9 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         stop_sampling.set()
         waits = await sampler
         before = await commit_figures(port)
+        failures: dict[str, int] = {}
         latencies, lags = await paced(
-            drive, billing_queries(args.notices, "b"), rate / 2, args.seconds
+            drive, billing_queries(args.notices, "b"), rate / 2, args.seconds, failures
         )
         after = await commit_figures(port)
         close_bill()
@@ -354,6 +363,11 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
     print(
         f"tracker at {rate / 2:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms ({len(latencies)} sent)"
     )
+    if failures:  # the client's own limits (descriptors) or the server's connection cap
+        print(
+            "  at half rate, not answered (the machine fell behind the pace): "
+            + ", ".join(f"{name} {n}" for name, n in sorted(failures.items()))
+        )
     busy = sorted(waits.items(), key=lambda item: -item[1])
     print(
         f"  Postgres, at full rate ({concurrency} commits in flight at most): connections in a "
