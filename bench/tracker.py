@@ -336,8 +336,9 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         waits = await sampler
         before = await commit_figures(port)
         failures: dict[str, int] = {}
+        pace = args.paced_rate or rate / 2
         latencies, lags = await paced(
-            drive, billing_queries(args.notices, "b"), rate / 2, args.seconds, failures
+            drive, billing_queries(args.notices, "b"), pace, args.seconds, failures
         )
         after = await commit_figures(port)
         close_bill()
@@ -360,12 +361,10 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         f"  server CPU per request: trivial {base_cpu * 1e6:.0f} us, bill {bill_cpu * 1e6:.0f} us"
         f" (trivial / bill {base_cpu / bill_cpu:.3f})"
     )
-    print(
-        f"tracker at {rate / 2:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms ({len(latencies)} sent)"
-    )
+    print(f"tracker at {pace:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms ({len(latencies)} sent)")
     if failures:  # the client's own limits (descriptors) or the server's connection cap
         print(
-            "  at half rate, not answered (the machine fell behind the pace): "
+            "  paced run, not answered (the machine fell behind the pace): "
             + ", ".join(f"{name} {n}" for name, n in sorted(failures.items()))
         )
     busy = sorted(waits.items(), key=lambda item: -item[1])
@@ -440,6 +439,13 @@ def main(argv: list[str] | None = None) -> None:
         "waits this long for other commits to join it (with --commit-siblings in flight)",
     )
     parser.add_argument("--commit-siblings", type=int, default=5)
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=0.0,
+        help="the latency run's notices per second (default: half the measured full rate), "
+        "to compare two builds at one pace",
+    )
     args = parser.parse_args(argv or [])
     work = Path(tempfile.mkdtemp(prefix="rtbfleet-bench-tracker-"))
     work.chmod(0o755)
