@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The compiled twin of ``tracker.notice.read_notice``: a notice URL as the bidder writes it read
-in one pass over its bytes. ``tracker.notice`` holds the reference and the refusal causes;
+"""The compiled twin of ``tracker.notice.python_read_notice``: a notice URL as the bidder
+writes it read in one pass over its bytes. ``tracker.notice`` holds the reference and the
+refusal causes (``tracker.notices`` uses this reader where it is built);
 tests/tracker/test_notice_reading.py requires the same notice or the same refusal (cause,
 status, reason) from both, and from ``verify(kind, parse_query(query), keys, now)``. A change to
 one is a change to the other.
@@ -332,7 +333,7 @@ cdef object _read(str kind, bytes query, object keys, object now):
 
 
 def read_notice(str kind, query, keys, now):
-    """``tracker.notice.read_notice``: the same notice or the same refusal, compiled."""
+    """``tracker.notice.python_read_notice``: the same notice or the same refusal, compiled."""
     cdef object notice
     if type(query) is str:
         if not (<str>query).isascii():

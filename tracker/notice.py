@@ -299,11 +299,3 @@ def python_read_notice(kind: str, query: str | bytes, keys: signing.KeySet, now:
         loss_reason,
         index,
     )
-
-
-# The compiled twin when built (tracker/_notice.pyx: the same notices and refusals, held by
-# tests/tracker/test_notice_reading.py); it hands what it does not read to the reference above.
-try:
-    from tracker._notice import read_notice as read_notice
-except ImportError:  # pragma: no cover - the extension is built by `make`
-    read_notice = python_read_notice

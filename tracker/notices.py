@@ -45,9 +45,16 @@ from tracker.errors import Refused, Unavailable
 from tracker.kinesis import KinesisSink
 from tracker.memcache import FrequencyWriter
 from tracker.metrics import TrackerMetrics
-from tracker.notice import Notice, parse_query, read_notice
+from tracker.notice import Notice, parse_query, python_read_notice
 from tracker.spend import win_markup
 from tracker.store import CatalogSource, GroupCommitter
+
+# The compiled notice reader when built (tracker/_notice.pyx: the same notices and refusals as
+# the pure-Python reference, held by tests/tracker/test_notice_reading.py)
+try:
+    from tracker._notice import read_notice
+except ImportError:  # pragma: no cover - the extension is built by `make`
+    read_notice = python_read_notice
 
 log = logging.getLogger("tracker.notices")
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet import signing
-from tracker import notice as notice_module
+from tracker import notices as notices_module
 from tracker.batch import Outcomes, RowResult, SharedFuture
 from tracker.errors import Refused
 from tracker.notice import Notice, parse_query, python_read_notice, verify
@@ -317,7 +317,7 @@ def test_each_verdict_and_cause_as_the_reference(case: str, read: Any) -> None:
 def test_the_compiled_reader_is_the_one_in_use() -> None:
     if compiled_read_notice is None:
         pytest.skip("the extension is not built")
-    assert notice_module.read_notice is compiled_read_notice
+    assert notices_module.read_notice is compiled_read_notice
 
 
 def test_match_is_key_index_of_the_canonical_form() -> None:
