@@ -4,6 +4,7 @@ handler on the same server in the same run.
 
     python -m bench tracker [--notices N] [--concurrency C] [--seconds S]
     python -m bench.tracker [...] [--batch-concurrency K] [--no-flush] [--commit-delay US]
+    python -m bench.tracker [...] [--paced-rate R]   # the latency run at R notices/s
     RTBFLEET_BENCH_PROFILE=server.prof python -m bench.tracker [...]   # cProfile the server
 
 An embedded Postgres in a temporary directory (synchronous commit on the tracker's connections),
@@ -17,7 +18,9 @@ The client (this process) keeps ``C`` HTTP/1.1 keep-alive connections busy, one 
 time on each. Then the tracker again at half its measured rate, paced, for its latency (p50,
 p99). Prints notices/s and the ratio tracker / baseline; the client shares the machine with the
 server, and figures on a loaded machine are rough. It also prints the server process's CPU time
-per request on each path (from /proc): on a shared machine the steadier figure.
+per request on each path (from /proc): on a shared machine the steadier figure. The latency run
+is an open loop (a new connection when all are waiting, up to 4,096): a machine that falls
+behind the pace shows it as seconds of latency and notices not answered, counted on one line.
 """
 
 from __future__ import annotations
@@ -122,19 +125,37 @@ class Connection:
             self.writer.close()
 
 
-def http_driver(port: int, path: str, connections: int) -> tuple[Driver, Callable[[], None]]:
-    """A driver over a pool of keep-alive connections (a new one when all are busy)."""
+MOST_CONNECTIONS = 4096  # past it a paced notice is not sent (counted): the client's own bound
+
+
+class ClientBusy(Exception):
+    """Every one of the driver's connections is waiting for an answer."""
+
+
+def http_driver(
+    port: int, path: str, connections: int, most: int = MOST_CONNECTIONS
+) -> tuple[Driver, Callable[[], None]]:
+    """A driver over a pool of keep-alive connections (a new one when all are busy, up to
+    ``most``; then ``ClientBusy``). A connection that failed is closed, not used again."""
     idle = [Connection(port, path) for _ in range(connections)]
-    every = list(idle)
+    every = set(idle)
 
     async def drive(query: str) -> int:
-        conn = idle.pop() if idle else Connection(port, path)
-        if conn not in every:
-            every.append(conn)
+        if idle:
+            conn = idle.pop()
+        elif len(every) < most:
+            conn = Connection(port, path)
+            every.add(conn)
+        else:
+            raise ClientBusy(f"all {most} connections are waiting")
         try:
-            return await conn.send(query)
-        finally:
-            idle.append(conn)
+            status = await conn.send(query)
+        except BaseException:
+            conn.close()
+            every.discard(conn)
+            raise
+        idle.append(conn)
+        return status
 
     def close() -> None:
         for conn in every:
@@ -197,7 +218,7 @@ async def paced(
         started = time.perf_counter()
         try:
             await driver(query)
-        except (OSError, asyncio.IncompleteReadError) as exc:  # counted, not a traceback each
+        except (OSError, asyncio.IncompleteReadError, ClientBusy) as exc:  # counted, once
             failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
             return
         latencies.append(time.perf_counter() - started)
