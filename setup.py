@@ -13,6 +13,7 @@ extensions = [
     Extension("bidlogger._copy", ["bidlogger/_copy.pyx"]),
     Extension("fleet.http._wire", ["fleet/http/_wire.pyx"]),
     Extension("fleet.http._connection", ["fleet/http/_connection.pyx"]),
+    Extension("tracker._notice", ["tracker/_notice.pyx"]),
 ]
 
 setup(

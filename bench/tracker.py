@@ -4,6 +4,7 @@ handler on the same server in the same run.
 
     python -m bench tracker [--notices N] [--concurrency C] [--seconds S]
     python -m bench.tracker [...] [--batch-concurrency K] [--no-flush] [--commit-delay US]
+    python -m bench.tracker [...] [--paced-rate R]   # the latency run at R notices/s
     RTBFLEET_BENCH_PROFILE=server.prof python -m bench.tracker [...]   # cProfile the server
 
 An embedded Postgres in a temporary directory (synchronous commit on the tracker's connections),
@@ -17,7 +18,9 @@ The client (this process) keeps ``C`` HTTP/1.1 keep-alive connections busy, one 
 time on each. Then the tracker again at half its measured rate, paced, for its latency (p50,
 p99). Prints notices/s and the ratio tracker / baseline; the client shares the machine with the
 server, and figures on a loaded machine are rough. It also prints the server process's CPU time
-per request on each path (from /proc): on a shared machine the steadier figure.
+per request on each path (from /proc): on a shared machine the steadier figure. The latency run
+is an open loop (a new connection when all are waiting, up to 4,096): a machine that falls
+behind the pace shows it as seconds of latency and notices not answered, counted on one line.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from fleet.pg import LocalPostgres
 from fleet.processes import free_port, wait_for_port
 from fleet.settings import FleetSettings
 from tracker.app import make_application, make_server
-from tracker.service import TrackerService
+from tracker.service import TrackerService, settle_heap
 from tracker.settings import TrackerSettings
 
 KEY = "bench-signing-key-0123456789abcdef"
@@ -122,19 +125,37 @@ class Connection:
             self.writer.close()
 
 
-def http_driver(port: int, path: str, connections: int) -> tuple[Driver, Callable[[], None]]:
-    """A driver over a pool of keep-alive connections (a new one when all are busy)."""
+MOST_CONNECTIONS = 4096  # past it a paced notice is not sent (counted): the client's own bound
+
+
+class ClientBusy(Exception):
+    """Every one of the driver's connections is waiting for an answer."""
+
+
+def http_driver(
+    port: int, path: str, connections: int, most: int = MOST_CONNECTIONS
+) -> tuple[Driver, Callable[[], None]]:
+    """A driver over a pool of keep-alive connections (a new one when all are busy, up to
+    ``most``; then ``ClientBusy``). A connection that failed is closed, not used again."""
     idle = [Connection(port, path) for _ in range(connections)]
-    every = list(idle)
+    every = set(idle)
 
     async def drive(query: str) -> int:
-        conn = idle.pop() if idle else Connection(port, path)
-        if conn not in every:
-            every.append(conn)
+        if idle:
+            conn = idle.pop()
+        elif len(every) < most:
+            conn = Connection(port, path)
+            every.add(conn)
+        else:
+            raise ClientBusy(f"all {most} connections are waiting")
         try:
-            return await conn.send(query)
-        finally:
-            idle.append(conn)
+            status = await conn.send(query)
+        except BaseException:
+            conn.close()
+            every.discard(conn)
+            raise
+        idle.append(conn)
+        return status
 
     def close() -> None:
         for conn in every:
@@ -181,7 +202,11 @@ async def saturate(
 
 
 async def paced(
-    driver: Driver, queries: list[str], rate: float, seconds: float
+    driver: Driver,
+    queries: list[str],
+    rate: float,
+    seconds: float,
+    failures: dict[str, int],
 ) -> tuple[list[float], list[float]]:
     """Latencies (s) of notices sent at ``rate`` per second, each on its own task, and how
     late (s) the client sent each one after its due time (the client's own lag)."""
@@ -191,7 +216,11 @@ async def paced(
 
     async def one(query: str) -> None:
         started = time.perf_counter()
-        await driver(query)
+        try:
+            await driver(query)
+        except (OSError, asyncio.IncompleteReadError, ClientBusy) as exc:  # counted, once
+            failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+            return
         latencies.append(time.perf_counter() - started)
 
     start = time.perf_counter()
@@ -278,6 +307,7 @@ async def serve(dsn: str, port: int, concurrency: int) -> None:
     )
     server.route("/trivial", trivial)
     await server.listen(port, "127.0.0.1")
+    settle_heap()  # as the tracker process does once started
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -326,8 +356,10 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         stop_sampling.set()
         waits = await sampler
         before = await commit_figures(port)
+        failures: dict[str, int] = {}
+        pace = args.paced_rate or rate / 2
         latencies, lags = await paced(
-            drive, billing_queries(args.notices, "b"), rate / 2, args.seconds
+            drive, billing_queries(args.notices, "b"), pace, args.seconds, failures
         )
         after = await commit_figures(port)
         close_bill()
@@ -350,9 +382,12 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         f"  server CPU per request: trivial {base_cpu * 1e6:.0f} us, bill {bill_cpu * 1e6:.0f} us"
         f" (trivial / bill {base_cpu / bill_cpu:.3f})"
     )
-    print(
-        f"tracker at {rate / 2:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms ({len(latencies)} sent)"
-    )
+    print(f"tracker at {pace:,.0f}/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms ({len(latencies)} sent)")
+    if failures:  # the client's own limits (descriptors) or the server's connection cap
+        print(
+            "  paced run, not answered (the machine fell behind the pace): "
+            + ", ".join(f"{name} {n}" for name, n in sorted(failures.items()))
+        )
     busy = sorted(waits.items(), key=lambda item: -item[1])
     print(
         f"  Postgres, at full rate ({concurrency} commits in flight at most): connections in a "
@@ -425,6 +460,13 @@ def main(argv: list[str] | None = None) -> None:
         "waits this long for other commits to join it (with --commit-siblings in flight)",
     )
     parser.add_argument("--commit-siblings", type=int, default=5)
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=0.0,
+        help="the latency run's notices per second (default: half the measured full rate), "
+        "to compare two builds at one pace",
+    )
     args = parser.parse_args(argv or [])
     work = Path(tempfile.mkdtemp(prefix="rtbfleet-bench-tracker-"))
     work.chmod(0o755)

@@ -63,6 +63,9 @@ class TrackerComponent:
         # the port first: /healthz answers (and /readyz says 503) while Postgres is reached
         await self.server.listen(s.port, s.host)
         await self.service.start(s.fleet.pg_dsn)
+        from tracker.service import settle_heap
+
+        settle_heap()
         self._started = True
         log.info("tracker listening on %s:%d", s.host, s.port)
 

@@ -1,7 +1,11 @@
 """The tracker's HTTP server: ``/win /bill /loss /imp /click /postback`` as routes of the fleet's
 HTTP/1.1 core (fleet/http: llhttp framing, one write per answer, limits and timers), answered by
-the transport-independent ``Tracker.begin`` and ``finish``; every other path goes to a small
+the transport-independent ``Tracker.begin`` and ``finish_all``; every other path goes to a small
 ``tornado.web.Application`` that serves ``GET /healthz``, ``/readyz`` and ``/metrics``.
+
+A notice waiting for its group commit is answered with a future (the HTTP core answers it from
+its done callback: no task or coroutine per notice); the batch's one callback settles the
+answers of all its notices when it commits.
 
 A notice's time is the fleet clock's reading when its route is called (the notice windows are
 minutes and hours long: the loop's lag does not matter to them).
@@ -9,8 +13,10 @@ minutes and hours long: the loop's lag does not matter to them).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -18,7 +24,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from tornado import web
 
 from fleet.http import HttpLimits, HttpMetrics, HttpServer, Request, Response
-from tracker.notices import NOTICE_PATHS, POSTBACK_PATH, Pending, Step
+from tracker.batch import Batch
+from tracker.notices import NO_CONTENT, NOTICE_PATHS, POSTBACK_PATH, Pending, Step
 from tracker.notices import Response as TrackerResponse
 
 log = logging.getLogger("tracker.app")
@@ -27,44 +34,62 @@ ROUTE_METHODS = ("GET", "POST")  # HEAD comes with GET
 
 
 class Handles(Protocol):
-    """What the routes need: ``tracker.notices.Tracker.begin`` and ``finish``."""
+    """What the routes need: ``tracker.notices.Tracker.begin`` and ``finish_all``."""
 
     def begin(self, method: str, path: str, query: str | bytes, now: float) -> Step: ...
 
-    def finish(self, pending: Pending) -> TrackerResponse: ...
+    def finish_all(self, pendings: Sequence[Pending]) -> list[TrackerResponse]: ...
 
 
 class TrackerRoute:
     """One tracker path. ``now`` is the fleet clock (seconds)."""
 
-    __slots__ = ("_plain", "now", "tracker")
+    __slots__ = ("_no_content", "now", "tracker")
 
     def __init__(self, tracker: Callable[[], Handles], now: Callable[[], float]) -> None:
         self.tracker = tracker
         self.now = now
-        # the 204s (billing and loss notices) by their headers: the same few, converted once
-        # (a Response is only read to be written)
-        self._plain: dict[tuple[int, tuple[tuple[str, str], ...]], Response] = {}
+        # billing and loss notices' one answer, converted once (a Response is only read)
+        self._no_content = self._response(NO_CONTENT)
 
-    async def __call__(self, request: Request) -> Response:
+    def __call__(
+        self, request: Request
+    ) -> Response | asyncio.Future[Response] | Coroutine[Any, Any, Response]:
         tracker = self.tracker()
         step = tracker.begin(request.method, request.path, request.query, self.now())
-        # a notice: plain functions, then one await of its batch's future
         if isinstance(step, Pending):
-            await step.batch.future
-            answer = tracker.finish(step)
-        elif isinstance(step, TrackerResponse):
-            answer = step
-        else:
-            answer = await step
-        if answer.status == 204:
-            key = (204, tuple(answer.headers))
-            plain = self._plain.get(key)
-            if plain is None:
-                plain = self._response(answer)
-                if len(self._plain) < 16:
-                    self._plain[key] = plain
-            return plain
+            # a notice: a future, settled with the others of its batch by the batch's callback
+            batch = step.batch
+            future: asyncio.Future[Response] = batch.future.get_loop().create_future()
+            if not batch.waiting:
+                batch.future.add_done_callback(functools.partial(self._settle, tracker, batch))
+            batch.waiting.append((step, future))
+            return future
+        if isinstance(step, TrackerResponse):
+            return self._convert(step)
+        return self._later(step)
+
+    def _settle(self, tracker: Handles, batch: Batch, _: object) -> None:
+        """The batch committed (or failed): answer each of its notices' futures."""
+        waiting: list[tuple[Pending, asyncio.Future[Response]]] = batch.waiting
+        batch.waiting = []  # each Pending holds its batch: no cycle left for the collector
+        try:
+            answers = tracker.finish_all([pending for pending, _ in waiting])
+        except Exception as exc:  # a bug: every future of the batch fails (answered 500)
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), answer in zip(waiting, answers, strict=True):
+            if not future.done():
+                future.set_result(self._convert(answer))
+
+    async def _later(self, step: Coroutine[Any, Any, TrackerResponse]) -> Response:
+        return self._convert(await step)
+
+    def _convert(self, answer: TrackerResponse) -> Response:
+        if answer is NO_CONTENT:
+            return self._no_content
         return self._response(answer)
 
     @staticmethod

@@ -1,5 +1,6 @@
 """A group commit's batch (``tracker.store.GroupCommitter``): the rows of the notices committed
-together, whom each key's result goes to, and the one future all of them await."""
+together, whom each key's result goes to, and the one future that answers all of them (awaited,
+or with one done callback that settles every notice's answer: ``waiting``)."""
 
 from __future__ import annotations
 
@@ -48,9 +49,11 @@ class SharedFuture(asyncio.Future[Outcomes]):
 
 class Batch:
     """The notices of one group commit: each submitter's rows (its ``ticket`` is its index),
-    the first submitter of each key (whom its result goes to), and the batch's one future."""
+    the first submitter of each key (whom its result goes to), and the batch's one future.
+    ``waiting``: what a caller answers when the future is done, with one callback for the
+    whole batch (the HTTP route's notices and their answers' futures)."""
 
-    __slots__ = ("error", "failed", "future", "groups", "owners", "rows")
+    __slots__ = ("error", "failed", "future", "groups", "owners", "rows", "waiting")
 
     def __init__(self, future: SharedFuture) -> None:
         self.rows: list[NoticeRow] = []
@@ -59,3 +62,4 @@ class Batch:
         self.future = future
         self.error = ""  # the whole batch could not be committed
         self.failed: dict[int, str] = {}  # tickets whose rows alone could not be committed
+        self.waiting: list[Any] = []

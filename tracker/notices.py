@@ -45,9 +45,16 @@ from tracker.errors import Refused, Unavailable
 from tracker.kinesis import KinesisSink
 from tracker.memcache import FrequencyWriter
 from tracker.metrics import TrackerMetrics
-from tracker.notice import Notice, parse_query, read_notice
+from tracker.notice import Notice, parse_query, python_read_notice
 from tracker.spend import win_markup
 from tracker.store import CatalogSource, GroupCommitter
+
+# The compiled notice reader when built (tracker/_notice.pyx: the same notices and refusals as
+# the pure-Python reference, held by tests/tracker/test_notice_reading.py)
+try:
+    from tracker._notice import read_notice
+except ImportError:  # pragma: no cover - the extension is built by `make`
+    read_notice = python_read_notice
 
 log = logging.getLogger("tracker.notices")
 
@@ -106,7 +113,25 @@ class Pending:
 
 Step = Response | Pending | Coroutine[Any, Any, Response]
 
-_NO_CONTENT: Final = Response(204, [_NO_STORE])  # bill and loss: never changed once made
+
+class _Tally:
+    """What a batch's notices counted, recorded in the metrics once for the batch."""
+
+    __slots__ = ("duplicates", "notices", "spend")
+
+    def __init__(self) -> None:
+        self.notices: dict[tuple[str, str], int] = {}
+        self.duplicates: dict[str, int] = {}
+        self.spend: dict[str, int] = {}  # micros by campaign currency
+
+    def count(self, kind: str, outcome: str) -> None:
+        key = (kind, outcome)
+        self.notices[key] = self.notices.get(key, 0) + 1
+
+
+# bill and loss: never changed once made (a transport may convert it once)
+NO_CONTENT: Final = Response(204, [_NO_STORE])
+_NO_CAPS: Final[list[tuple[int, int]]] = []  # never changed: a notice without caps shares it
 
 
 def _json_response(status: int, payload: Mapping[str, object]) -> Response:
@@ -153,12 +178,16 @@ class Tracker:
         # label children by (kind, outcome): looked up per notice, so made once
         self._counts: dict[tuple[str, str], Any] = {}
         self._spend: dict[str, Any] = {}  # the spend counter's child by currency
+        self._no_user_key = metrics.frequency.labels("no_user_key")
 
-    def _count(self, kind: str, outcome: str) -> None:
+    def _child(self, kind: str, outcome: str) -> Any:
         child = self._counts.get((kind, outcome))
         if child is None:
             child = self._counts[(kind, outcome)] = self.metrics.notices.labels(kind, outcome)
-        child.inc()
+        return child
+
+    def _count(self, kind: str, outcome: str) -> None:
+        self._child(kind, outcome).inc()
 
     @property
     def ready(self) -> bool:
@@ -204,10 +233,31 @@ class Tracker:
 
     def finish(self, pending: Pending) -> Response:
         """The answer of a notice whose batch is answered."""
-        try:
-            return self._finish(pending)
-        except (Refused, Unavailable) as exc:
-            return self._failed(pending.kind, exc)
+        return self.finish_all([pending])[0]
+
+    def finish_all(self, pendings: Sequence[Pending]) -> list[Response]:
+        """The answers of notices whose batch is answered, in order (a batch's notices, answered
+        from its one callback); what they counted goes to the metrics once for them all."""
+        tally = _Tally()
+        answers = []
+        for pending in pendings:
+            try:
+                answers.append(self._finish(pending, tally))
+            except (Refused, Unavailable) as exc:
+                answers.append(self._failed(pending.kind, exc))
+        self._record(tally)
+        return answers
+
+    def _record(self, tally: _Tally) -> None:
+        for (kind, outcome), n in tally.notices.items():
+            self._child(kind, outcome).inc(n)
+        for kind, n in tally.duplicates.items():
+            self.metrics.duplicates.labels(kind).inc(n)
+        for currency, micros in tally.spend.items():
+            spend = self._spend.get(currency)
+            if spend is None:
+                spend = self._spend[currency] = self.metrics.spend.labels(currency)
+            spend.inc(micros)
 
     def _failed(self, label: str, exc: Refused | Unavailable) -> Response:
         if isinstance(exc, Refused):
@@ -247,20 +297,21 @@ class Tracker:
             raise Refused("unknown", "unknown campaign, creative or currency")
         pending = self._enqueue(kind, notice, catalog, now)
         await pending.batch.future
-        return self._finish(pending)
+        return self.finish(pending)
 
     def _enqueue(self, kind: str, notice: Notice, catalog: Catalog, now: float) -> Pending:
         click_id = click_id_for(notice.txid, self.user_secret) if kind == "click" else ""
+        # kind, txid, campaign, creative, price, currency, at, user key, click id
         main = NoticeRow(
-            kind=kind,
-            txid=notice.txid,
-            campaign_id=notice.campaign_id,
-            creative_id=notice.creative_id,
-            price_micros=notice.price_micros or 0,
-            currency=notice.currency,
-            at=now,
-            user_key=notice.user_key,
-            click_id=click_id,
+            kind,
+            notice.txid,
+            notice.campaign_id,
+            notice.creative_id,
+            notice.price_micros or 0,
+            notice.currency,
+            now,
+            notice.user_key,
+            click_id,
         )
         rows = [main]
         caps = self._caps(catalog, notice)
@@ -280,37 +331,40 @@ class Tracker:
         batch, ticket = self.committer.enqueue(rows)
         return Pending(batch, ticket, rows, kind, notice, catalog, caps, click_id, now)
 
-    def _finish(self, p: Pending) -> Response:
+    def _finish(self, p: Pending, tally: _Tally) -> Response:
         kind, notice, catalog, rows, caps = p.kind, p.notice, p.catalog, p.rows, p.caps
-        results = self.committer.outcome(p.batch, p.ticket, rows)
-        counted = results[rows[0].key]
+        committer = self.committer
+        counted = committer.result(p.batch, p.ticket, rows[0])
         if counted.unpriced:
             raise Refused("unknown", "the campaign or its exchange rate no longer exists")
         if counted.counted:
-            self._count(kind, "counted")
+            tally.count(kind, "counted")
             if kind == "bill":
                 currency = catalog.campaigns[notice.campaign_id].currency
-                spend = self._spend.get(currency)
-                if spend is None:
-                    spend = self._spend[currency] = self.metrics.spend.labels(currency)
-                spend.inc(counted.cost_micros)
+                tally.spend[currency] = tally.spend.get(currency, 0) + counted.cost_micros
             self._emit(notice, p.now, counted.cost_micros, p.click_id)
         else:
-            self._count(kind, "duplicate")
-            self.metrics.duplicates.labels(kind).inc()
-        if caps and results[rows[1].key].counted and self.frequency is not None:
+            tally.count(kind, "duplicate")
+            tally.duplicates[kind] = tally.duplicates.get(kind, 0) + 1
+        if (
+            caps
+            and self.frequency is not None
+            and committer.result(p.batch, p.ticket, rows[1]).counted
+        ):
             self.frequency.increment(notice.user_key, caps)
+        if kind == "bill" or kind == "loss":
+            return NO_CONTENT
         return self._answer(kind, notice, catalog, p.click_id)
 
     def _caps(self, catalog: Catalog, notice: Notice) -> list[tuple[int, int]]:
         if notice.kind not in ("imp", "bill"):
-            return []
+            return _NO_CAPS
         campaign = catalog.campaigns[notice.campaign_id]
         if not campaign.frequency_caps:
-            return []
+            return _NO_CAPS
         if not notice.user_key:
-            self.metrics.frequency.labels("no_user_key").inc()
-            return []
+            self._no_user_key.inc()
+            return _NO_CAPS
         return [(campaign.id, cap.period_seconds) for cap in campaign.frequency_caps]
 
     def _emit(self, n: Notice, now: float, cost: int, click_id: str) -> None:
@@ -364,7 +418,7 @@ class Tracker:
                 device_id=notice.user_key,
             )
             return Response(302, [("Location", location), _NO_STORE])
-        return _NO_CONTENT
+        return NO_CONTENT
 
     # -- postbacks -----------------------------------------------------------------------------
 

@@ -254,6 +254,20 @@ class GroupCommitter:
             outcome[key] = results.get(key, _NOT_COUNTED) if owners[key] == ticket else _NOT_COUNTED
         return outcome
 
+    @staticmethod
+    def result(batch: Batch, ticket: int, row: NoticeRow) -> RowResult:
+        """``outcome`` of one of the rows enqueued as ``ticket``."""
+        if batch.error:
+            raise Unavailable(batch.error)
+        if batch.failed:
+            failed = batch.failed.get(ticket)
+            if failed is not None:
+                raise Unavailable(failed)
+        key = (row.txid, row.kind)
+        if batch.owners[key] != ticket:
+            return _NOT_COUNTED
+        return batch.future.result().get(key, _NOT_COUNTED)
+
     async def close(self) -> None:
         """Commit what is queued, then stop."""
         self._closing = True
@@ -337,12 +351,15 @@ class GroupCommitter:
             except _CONNECTION_ERRORS as exc:
                 self.metrics.batch_errors.labels("unavailable").inc()
                 raise Unavailable(f"Postgres unavailable: {type(exc).__name__}") from exc
-            return {
-                (r["txid"], r["kind"]): RowResult(
-                    r["priced"], int(r["cost_micros"]), unpriced=not r["priced"]
-                )
-                for r in records
-            }
+            # (txid, kind, cost_micros, priced) by position: one RowResult per distinct answer
+            results: Outcomes = {}
+            made: dict[tuple[int, bool], RowResult] = {}
+            for txid, kind, cost, priced in records:
+                result = made.get((cost, priced))
+                if result is None:
+                    result = made[(cost, priced)] = RowResult(priced, cost, not priced)
+                results[(txid, kind)] = result
+            return results
         raise Unavailable("the batch kept conflicting with another transaction")
 
 
@@ -420,9 +437,16 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     SELECT pg_advisory_unlock_all()``) would be a round trip per group commit for nothing."""
 
 
-async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
+async def create_pool(dsn: str, size: int, opened: int = 1) -> asyncpg.Pool:
+    """Up to ``size`` connections, ``opened`` of them at once (the group commit's: opening one
+    costs the loop milliseconds, TLS offer included, better spent at start than in the first
+    burst of notices)."""
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=size, server_settings=SERVER_SETTINGS, reset=_keep_session
+        dsn,
+        min_size=min(opened, size),
+        max_size=size,
+        server_settings=SERVER_SETTINGS,
+        reset=_keep_session,
     )
     return pool
 

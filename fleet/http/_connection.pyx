@@ -8,7 +8,9 @@ reference and the documentation; tests/integration/test_http_server.py runs the 
 both. A change to one is a change to the other."""
 
 import contextlib
+import functools
 import inspect
+from asyncio import Future
 import logging
 import socket
 
@@ -245,6 +247,10 @@ cdef class Connection:
             result = self._handler_failed(request)
         if result is None or isinstance(result, (bytes, Response)):
             self._respond(request, result)
+        elif isinstance(result, Future):  # answered from its done callback, no task
+            self.busy = True
+            self._flow()
+            result.add_done_callback(functools.partial(self._settled, request))
         elif inspect.isawaitable(result):
             self._wait(request, result)
         else:
@@ -277,6 +283,25 @@ cdef class Connection:
     async def _finish(self, Request request, work):
         try:
             result = await work
+        except HttpError as exc:
+            self.busy = False
+            self.counted -= 1
+            self.server.in_flight -= 1
+            self._refuse(exc)
+            return
+        except Exception:
+            result = self._handler_failed(request)
+        self.busy = False
+        self._respond(request, result)
+        if not self.closing:
+            self._next()
+            self._flow()
+
+    def _settled(self, Request request, future):
+        """``_finish`` of a handler's future, called when it is done; a cancelled one closes the
+        connection unanswered."""
+        try:
+            result = None if future.cancelled() else future.result()
         except HttpError as exc:
             self.busy = False
             self.counted -= 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import socket
@@ -247,6 +248,10 @@ class PyConnection(asyncio.Protocol):
             result = self._handler_failed(request)
         if result is None or isinstance(result, (bytes, Response)):
             self._respond(request, result)
+        elif isinstance(result, asyncio.Future):  # answered from its done callback, no task
+            self.busy = True
+            self._flow()
+            result.add_done_callback(functools.partial(self._settled, request))
         elif inspect.isawaitable(result):
             self._wait(request, result)
         else:
@@ -281,6 +286,25 @@ class PyConnection(asyncio.Protocol):
     async def _finish(self, request: Request, work: Awaitable[Result]) -> None:
         try:
             result = await work
+        except HttpError as exc:
+            self.busy = False
+            self.counted -= 1
+            self.server.in_flight -= 1
+            self._refuse(exc)
+            return
+        except Exception:
+            result = self._handler_failed(request)
+        self.busy = False
+        self._respond(request, result)
+        if not self.closing:
+            self._next()
+            self._flow()
+
+    def _settled(self, request: Request, future: asyncio.Future[Result]) -> None:
+        """``_finish`` of a handler's future, called when it is done; a cancelled one closes the
+        connection unanswered."""
+        try:
+            result = None if future.cancelled() else future.result()
         except HttpError as exc:
             self.busy = False
             self.counted -= 1

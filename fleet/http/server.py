@@ -6,7 +6,10 @@ framing of fleet/http/framing.py, routes by path, and a
 A route is a path with the methods it serves and a handler called with the ``Request``; it
 returns a ``Response``, the whole response as bytes (then it must say ``Connection: close``
 itself when ``request.close``), or None to close the connection without an answer; or an
-awaitable of one of those. A path without a route goes to the Application (health checks,
+awaitable of one of those. An ``asyncio.Future`` is answered from its done callback, without a
+task (a handler whose answers are settled many at a time, by one batch, need not run a
+coroutine per request; a cancelled one closes the connection unanswered); any other awaitable
+runs as a task. A path without a route goes to the Application (health checks,
 metrics, anything slow), a route's path with another method gets 405.
 
 What keeps a connection cheap and bounded:

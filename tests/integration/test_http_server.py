@@ -176,6 +176,62 @@ def test_pipelined_requests_are_answered_in_order_and_counted_in_flight_when_com
     run_uv(scenario())
 
 
+def test_a_future_is_answered_from_its_done_callback_without_a_task() -> None:
+    """A handler may answer with an ``asyncio.Future`` (one batch settling many requests):
+    each is answered when its future is done, in order on its connection, counted in flight
+    until then, with no task per request; a future that fails is a 500, a cancelled one closes
+    the connection unanswered."""
+
+    async def scenario() -> None:
+        async with serving() as server:
+            loop = asyncio.get_running_loop()
+            waiting: list[tuple[Request, asyncio.Future[Response]]] = []
+
+            def later(request: Request) -> asyncio.Future[Response]:
+                future: asyncio.Future[Response] = loop.create_future()
+                waiting.append((request, future))
+                return future
+
+            server.route("/later", later)
+            tasks_before = len(asyncio.all_tasks())
+            clients = [RawClient(port(server)) for _ in range(3)]
+            for i, c in enumerate(clients):
+                await c.send(get(f"/later?n={i}") + get("/hello"))
+            for _ in range(100):
+                if len(waiting) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert len(waiting) == 3 and server.in_flight == 6  # the queued /hello included
+            assert len(asyncio.all_tasks()) == tasks_before
+            for request, future in waiting:  # one batch settles all three
+                future.set_result(Response(200, request.query.encode()))
+            for i, c in enumerate(clients):
+                first, second = await c.reply(), await c.reply()
+                assert (first.status, first.body) == (200, f"n={i}".encode())
+                assert second.json() == {"path": "/hello"}
+            assert server.in_flight == 0
+            waiting.clear()
+            failing, cancelled = RawClient(port(server)), RawClient(port(server))
+            await failing.send(get("/later"))
+            await cancelled.send(get("/later"))
+            for _ in range(100):
+                if len(waiting) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            waiting[0][1].set_exception(RuntimeError("a bug"))
+            waiting[1][1].cancel()
+            assert (await failing.reply()).status == 500
+            assert await cancelled.closed_by_peer()
+            assert sample(server, "fleet_http_closed_total", reason="handler_error") == 1
+            await asyncio.sleep(0.05)
+            assert server.in_flight == 0
+            for c in (*clients, failing, cancelled):
+                await c.close()
+
+    run_uv(scenario())
+
+
 def test_timers_answer_408_and_close_or_just_close_when_idle() -> None:
     async def scenario() -> None:
         async with serving() as server:

@@ -51,6 +51,8 @@ async def test_the_service_publishes_each_counted_notice_in_its_partition(
     service = TrackerService(settings, CollectorRegistry(), clock=lambda: NOW)
     try:
         tracker = await service.start(pg_dsn)
+        assert service.pool is not None  # every commit lane's connection opened at start
+        assert service.pool.get_size() >= settings.batch_concurrency + 1
         for path, kind in (("/bill", "bill"), ("/bill", "bill"), ("/imp", "imp")):
             response = await tracker.handle("GET", path, notice_query(kind, txid), {}, b"", NOW)
             assert response.status in (200, 204)
