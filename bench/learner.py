@@ -20,13 +20,15 @@ estimator (aim <= 16), the exported model's size, and the bidder's scoring cost 
 with the exported model (aim < 5 us). Timings on a shared machine are rough; the ratios are
 measured in one run.
 
-Run: ``python -m bench learner`` (about a minute).
+Run: ``python -m bench learner`` (about a minute). ``python -m bench.learner --volume``: the
+learning curve by volume on the demo's own market (``bench.learning_volume``).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import sys
 import tempfile
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -256,4 +258,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if "--volume" in sys.argv[1:]:  # how much data the demo's aim needs (bench.learning_volume)
+        from bench.learning_volume import main as volume
+
+        raise SystemExit(volume(sys.argv[1:]))
     main()

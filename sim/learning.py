@@ -174,10 +174,24 @@ def oracle_bounds(
     What any model of the request can reach: it cannot beat the second on average."""
     if not len(rows) or "user" not in table.columns:
         return None
-    p = table["p_click"][rows].astype(np.float64)
-    users = table["user"][rows]
-    personal = table["personal"][rows].astype(bool)
-    campaigns = table["campaign_id"][rows]
+    return oracle_shares(
+        table["p_click"][rows].astype(np.float64),
+        table["user"][rows],
+        table["personal"][rows].astype(bool),
+        table["campaign_id"][rows],
+        market,
+    )
+
+
+def oracle_shares(
+    p: npt.NDArray[np.float64],
+    users: npt.NDArray[np.int64],
+    personal: npt.NDArray[np.bool_],
+    campaigns: npt.NDArray[np.int64],
+    market: Market,
+) -> dict[str, float]:
+    """``oracle_bounds`` on arrays: each impression's true p(click), its user (an index into
+    ``market.users``), whether its segments may be used, and its campaign."""
     index = {s: i for i, s in enumerate(vocab.USER_SEGMENTS)}
     latent = np.array([market.users[int(u)].latent for u in users], dtype=np.float64)
     c = np.array([market.campaign_latent(int(k)) for k in campaigns], dtype=np.float64)
