@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from bidder.bounds import ShapeTops
 from bidder.scorer import (
     PositionTables,
     Scorer,
@@ -52,6 +53,8 @@ class Compiled:
     tables: PositionTables | None  # hashed with the model's seed, for hashed linear models
     # for the pipeline's model, when it is a hashed linear one or a static one (the priors)
     scorer: Scorer | None
+    # the scorer's largest rows per run of each imp shape seen (``bidder.bounds``)
+    shapes: ShapeTops = field(default_factory=ShapeTops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +133,7 @@ def with_model(compiled: Compiled, model: Model) -> Compiled:
         if isinstance(model, StaticModel)
         else position_scorer(model, tables)
     )
-    return dataclasses.replace(compiled, tables=tables, scorer=scorer)
+    return dataclasses.replace(compiled, tables=tables, scorer=scorer, shapes=ShapeTops())
 
 
 def by_position(index: TargetingIndex) -> list[tuple[Campaign, Creative] | None]:

@@ -39,7 +39,7 @@ import numpy.typing as npt
 from bidder.scoring import HashedLinearModel, Model, StaticModel
 
 # added to the bounds' sums so that float rounding can never put a bound below the exact sum
-_SLACK: Final = 1e-9
+SLACK: Final = 1e-9
 _M32: Final = 0xFFFFFFFF
 
 U32 = npt.NDArray[np.uint32]
@@ -237,8 +237,8 @@ class PositionScorer:
         slots = tables.states.shape[1]
         top = self.weights.max(axis=1) if self.weights.size else np.zeros(2, np.float32)
         self.cross_bound = (
-            slots * max(0.0, float(top[0])) + _SLACK,
-            slots * max(0.0, float(top[1])) + _SLACK,
+            slots * max(0.0, float(top[0])) + SLACK,
+            slots * max(0.0, float(top[1])) + SLACK,
         )
 
     @property
@@ -279,7 +279,7 @@ class PositionScorer:
         """``float64[n, 2]``: upper bounds of ``score`` for each position, crosses unhashed."""
         out = np.empty((len(positions), 2), dtype=np.float64)
         cc, ci = self.cross_bound
-        bound(positions, self.static, z0[0] + _SLACK, z0[1] + _SLACK, cc, ci, out)
+        bound(positions, self.static, z0[0] + SLACK, z0[1] + SLACK, cc, ci, out)
         return out
 
     def bound_groups(self, z0: tuple[float, float], flat: Positions, starts: Positions) -> F64:
@@ -290,7 +290,7 @@ class PositionScorer:
         m = len(top)
         out = np.empty((m, 2), dtype=np.float64)
         cc, ci = self.cross_bound
-        bound(np.arange(m, dtype=np.intp), top, z0[0] + _SLACK, z0[1] + _SLACK, cc, ci, out)
+        bound(np.arange(m, dtype=np.intp), top, z0[0] + SLACK, z0[1] + SLACK, cc, ci, out)
         return out
 
     def predict(
