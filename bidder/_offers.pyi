@@ -60,3 +60,11 @@ def entry_bounds(
     goal_prices: npt.NDArray[np.int64],
     low_min: int,
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.float64], int]: ...
+def best_values(
+    predictions: npt.NDArray[np.float64],
+    flat: npt.NDArray[np.intp],
+    starts: npt.NDArray[np.intp],
+    goal_codes: npt.NDArray[np.int8],
+    goal_prices: npt.NDArray[np.int64],
+    lows: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]: ...

@@ -248,6 +248,9 @@ def race_uniforms(object seed, Py_ssize_t n):
 
 
 # -- over all candidates of an imp: selection, bounds and their order ----------------------------
+# These loops keep the GIL: each takes tens of microseconds on the event loop's thread, and
+# letting a worker thread (a portfolio reread) take the GIL in between would make the request
+# wait for its switch interval.
 
 
 cdef inline double _logistic(double z) noexcept nogil:
@@ -266,15 +269,13 @@ def select_rows(const uint8_t[::1] wanted, const Py_ssize_t[::1] entries):
     rows_arr = _np.empty(n, dtype=_np.intp)
     cdef Py_ssize_t[::1] rows = rows_arr
     cdef bint bad = False
-    with nogil:
-        for r in range(n):
-            e = entries[r]
-            if e < 0 or e >= bits:
-                bad = True
-                break
-            if (wanted[e >> 3] >> (e & 7)) & 1:
-                rows[m] = r
-                m += 1
+    for r in range(n):
+        e = entries[r]
+        if e < 0 or e >= bits:
+            bad = True
+            break
+        rows[m] = r  # branch-free: most rows' bits are unpredictable
+        m += (wanted[e >> 3] >> (e & 7)) & 1
     if bad:
         raise IndexError("an entry outside the mask")
     return rows_arr[:m].copy()
@@ -286,17 +287,17 @@ cdef inline int64_t _weight_bound(
 ) noexcept nogil:
     """The weight bound of one candidate from its largest static sums (or predictions when
     not ``logistic``), its goal and its lowest bid (``bidder.bounds.weight_bounds``)."""
-    cdef double p_click, p_install, rate
+    cdef double p_click, p_install = 0.0, rate
     cdef int64_t value, b
-    if logistic:
-        p_click = _logistic(top_click + z0_click + cross_click)
-        p_install = _logistic(top_install + z0_install + cross_install)
-    else:
-        p_click = top_click
-        p_install = top_install
-    if code == 0:
+    if code == 0:  # a CPM goal's value is its price: no rate needed
         value = price
     else:
+        # only the heads the goal reads (a CPC goal: the click's), the same numbers
+        p_click = _logistic(top_click + z0_click + cross_click) if logistic else top_click
+        if code != 1:
+            p_install = (
+                _logistic(top_install + z0_install + cross_install) if logistic else top_install
+            )
         rate = p_click if code == 1 else p_click * p_install
         if rate > 1.0:
             rate = 1.0
@@ -346,33 +347,32 @@ def imp_bounds(
     cdef double[::1] bounds = bounds_arr
     cdef int64_t floor, low
     cdef double top_click, top_install
-    with nogil:
-        for g in range(m):
-            floor = floors[g]
-            if floor < 0:
-                continue
-            if max_bids[g] < floor:
-                below += 1
-                continue
-            low = floor if floor > low_min else low_min
-            s = starts[g]
-            e = starts[g + 1]
-            head = flat[s]
-            top_click = table[head, 0]
-            top_install = table[head, 1]
-            for p in range(s + 1, e):
-                pos = flat[p]
-                if table[pos, 0] > top_click:
-                    top_click = table[pos, 0]
-                if table[pos, 1] > top_install:
-                    top_install = table[pos, 1]
-            kept[n] = g
-            lows[n] = low
-            bounds[n] = <double>_weight_bound(
-                top_click, top_install, logistic, z0_click, z0_install, cross_click,
-                cross_install, goal_codes[head], goal_prices[head], low,
-            )
-            n += 1
+    for g in range(m):
+        floor = floors[g]
+        if floor < 0:
+            continue
+        if max_bids[g] < floor:
+            below += 1
+            continue
+        low = floor if floor > low_min else low_min
+        s = starts[g]
+        e = starts[g + 1]
+        head = flat[s]
+        top_click = table[head, 0]
+        top_install = table[head, 1]
+        for p in range(s + 1, e):
+            pos = flat[p]
+            if table[pos, 0] > top_click:
+                top_click = table[pos, 0]
+            if table[pos, 1] > top_install:
+                top_install = table[pos, 1]
+        kept[n] = g
+        lows[n] = low
+        bounds[n] = <double>_weight_bound(
+            top_click, top_install, logistic, z0_click, z0_install, cross_click,
+            cross_install, goal_codes[head], goal_prices[head], low,
+        )
+        n += 1
     return kept_arr[:n], lows_arr[:n], bounds_arr[:n], below
 
 
@@ -411,23 +411,22 @@ def entry_bounds(
     cdef int64_t[::1] lows = lows_arr
     cdef double[::1] bounds = bounds_arr
     cdef int64_t floor, low
-    with nogil:
-        for g in range(m):
-            floor = floors[g]
-            if floor < 0:
-                continue
-            if max_bids[g] < floor:
-                below += 1
-                continue
-            low = floor if floor > low_min else low_min
-            entry = entries[g]
-            kept[n] = g
-            lows[n] = low
-            bounds[n] = <double>_weight_bound(
-                tops[entry, 0], tops[entry, 1], logistic, z0_click, z0_install, cross_click,
-                cross_install, goal_codes[entry], goal_prices[entry], low,
-            )
-            n += 1
+    for g in range(m):
+        floor = floors[g]
+        if floor < 0:
+            continue
+        if max_bids[g] < floor:
+            below += 1
+            continue
+        low = floor if floor > low_min else low_min
+        entry = entries[g]
+        kept[n] = g
+        lows[n] = low
+        bounds[n] = <double>_weight_bound(
+            tops[entry, 0], tops[entry, 1], logistic, z0_click, z0_install, cross_click,
+            cross_install, goal_codes[entry], goal_prices[entry], low,
+        )
+        n += 1
     return kept_arr[:n], lows_arr[:n], bounds_arr[:n], below
 
 
@@ -436,9 +435,9 @@ cdef class KeyOrder:
     ``bidder.race._ascending`` gives them from a stable sort, popped from a binary heap built
     in linear time: the race usually takes a handful, so ordering all would be wasted."""
 
-    cdef object _keys_arr, _idx_arr
-    cdef double[::1] _keys
-    cdef Py_ssize_t[::1] _idx
+    cdef object _keys_arr, _idx_arr  # own the memory the pointers below address
+    cdef double* _keys
+    cdef Py_ssize_t* _idx
     cdef Py_ssize_t _size
     cdef readonly Py_ssize_t finite
 
@@ -447,62 +446,115 @@ cdef class KeyOrder:
         cdef double key
         if bounds.shape[0] != n:
             raise ValueError("exponentials and bounds differ in length")
-        self._keys_arr = _np.empty(n, dtype=_np.float64)
-        self._idx_arr = _np.empty(n, dtype=_np.intp)
-        self._keys = self._keys_arr
-        self._idx = self._idx_arr
-        with nogil:
-            for j in range(n):
-                if bounds[j] > 0.0:
-                    key = exps[j] / bounds[j]
-                    if isfinite(key):
-                        self._keys[m] = key
-                        self._idx[m] = j
-                        m += 1
-            self._size = m
-            j = m // 2
-            while j > 0:
-                j -= 1
-                self._sift_down(j)
+        self._keys_arr = _np.empty(max(n, 1), dtype=_np.float64)
+        self._idx_arr = _np.empty(max(n, 1), dtype=_np.intp)
+        cdef double[::1] keys_view = self._keys_arr
+        cdef Py_ssize_t[::1] idx_view = self._idx_arr
+        self._keys = &keys_view[0]
+        self._idx = &idx_view[0]
+        cdef double* keys = self._keys
+        cdef Py_ssize_t* idx = self._idx
+        for j in range(n):
+            if bounds[j] > 0.0:
+                key = exps[j] / bounds[j]
+                if isfinite(key):
+                    keys[m] = key
+                    idx[m] = j
+                    m += 1
+        self._size = m
+        j = m // 2
+        while j > 0:
+            j -= 1
+            _sift_down(keys, idx, m, j)
         self.finite = m
-
-    cdef inline bint _less(self, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-        return self._keys[a] < self._keys[b] or (
-            self._keys[a] == self._keys[b] and self._idx[a] < self._idx[b]
-        )
-
-    cdef void _sift_down(self, Py_ssize_t i) noexcept nogil:
-        cdef Py_ssize_t size = self._size, child, smallest
-        cdef double k
-        cdef Py_ssize_t x
-        while True:
-            smallest = i
-            child = 2 * i + 1
-            if child < size and self._less(child, smallest):
-                smallest = child
-            if child + 1 < size and self._less(child + 1, smallest):
-                smallest = child + 1
-            if smallest == i:
-                return
-            k = self._keys[i]
-            self._keys[i] = self._keys[smallest]
-            self._keys[smallest] = k
-            x = self._idx[i]
-            self._idx[i] = self._idx[smallest]
-            self._idx[smallest] = x
-            i = smallest
 
     def take(self, Py_ssize_t count):
         """The next (at most) ``count`` candidates and their keys, in order."""
         cdef list js = [], ks = []
         cdef Py_ssize_t last
+        cdef double* keys = self._keys
+        cdef Py_ssize_t* idx = self._idx
         while count > 0 and self._size > 0:
-            js.append(self._idx[0])
-            ks.append(self._keys[0])
+            js.append(idx[0])
+            ks.append(keys[0])
             last = self._size - 1
-            self._keys[0] = self._keys[last]
-            self._idx[0] = self._idx[last]
+            keys[0] = keys[last]
+            idx[0] = idx[last]
             self._size = last
-            self._sift_down(0)
+            _sift_down(keys, idx, last, 0)
             count -= 1
         return js, ks
+
+
+cdef inline bint _less(double* keys, Py_ssize_t* idx, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return keys[a] < keys[b] or (keys[a] == keys[b] and idx[a] < idx[b])
+
+
+cdef void _sift_down(double* keys, Py_ssize_t* idx, Py_ssize_t size, Py_ssize_t i) noexcept nogil:
+    """Restore the heap order (smallest (key, index) at the top) below i."""
+    cdef Py_ssize_t child, smallest, x
+    cdef double k
+    while True:
+        smallest = i
+        child = 2 * i + 1
+        if child < size and _less(keys, idx, child, smallest):
+            smallest = child
+        if child + 1 < size and _less(keys, idx, child + 1, smallest):
+            smallest = child + 1
+        if smallest == i:
+            return
+        k = keys[i]
+        keys[i] = keys[smallest]
+        keys[smallest] = k
+        x = idx[i]
+        idx[i] = idx[smallest]
+        idx[smallest] = x
+        i = smallest
+
+
+def best_values(
+    const double[:, ::1] predictions,
+    const Py_ssize_t[::1] flat,
+    const Py_ssize_t[::1] starts,
+    const int8_t[::1] goal_codes,
+    const int64_t[::1] goal_prices,
+    const int64_t[::1] lows,
+):
+    """``bidder.bounds.python_best_values``: per group g (rows ``starts[g]:starts[g + 1]`` of
+    ``predictions``, positions ``flat``), the largest ``bidder.scoring.value_cpm_micros``
+    over its rows less ``lows[g]``, at least 0, as a float."""
+    cdef Py_ssize_t m = lows.shape[0], rows = goal_codes.shape[0], total = flat.shape[0]
+    cdef Py_ssize_t g, i, pos
+    if starts.shape[0] != m + 1 or predictions.shape[0] != total or predictions.shape[1] != 2:
+        raise ValueError("predictions, positions, starts and lows do not fit")
+    if goal_prices.shape[0] != rows:
+        raise ValueError("the goal arrays differ in length")
+    for g in range(m):
+        if not 0 <= starts[g] < starts[g + 1] <= total:
+            raise ValueError("every group needs at least one row")
+    for i in range(total):
+        if not 0 <= flat[i] < rows:
+            raise IndexError("position out of range")
+    out_arr = _np.empty(m, dtype=_np.float64)
+    cdef double[::1] out = out_arr
+    cdef int64_t best, value, b
+    cdef int8_t code
+    cdef double p
+    for g in range(m):
+        best = 0
+        for i in range(starts[g], starts[g + 1]):
+            pos = flat[i]
+            code = goal_codes[pos]
+            if code == 0:
+                value = goal_prices[pos]
+            else:
+                p = predictions[i, 0] if code == 1 else predictions[i, 0] * predictions[i, 1]
+                if not (p > 0.0) or not isfinite(p):
+                    value = 0
+                else:
+                    value = <int64_t>(<double>goal_prices[pos] * (p if p < 1.0 else 1.0) * 1000)
+            if i == starts[g] or value > best:
+                best = value
+        b = best - lows[g]
+        out[g] = <double>(b if b > 0 else 0)
+    return out_arr

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from bidder.candidates import ShapeRuns
 from bidder.scorer import SLACK, PositionScorer, Scorer, python_bound
+from bidder.scoring import values_cpm_micros
 
 try:
     from bidder._scorer import bound as _bound
@@ -170,15 +171,41 @@ def weight_bounds(
     return bounds
 
 
+def python_best_values(
+    predictions: F64,
+    flat: Positions,
+    starts: Positions,
+    goal_codes: npt.NDArray[np.int8],
+    goal_prices: I64,
+    lows: I64,
+) -> F64:
+    """Per group g (rows ``starts[g]:starts[g + 1]`` of ``predictions``, the exact
+    (p_click, p_install) of positions ``flat``): the largest value over its creatives less
+    its lowest bid, at least 0. It bounds the weight of whichever creative the candidate
+    shows, without choosing it: the reference of ``bidder._offers.best_values``."""
+    from bidder.compiled import GOAL_NAMES  # (it imports this module)
+
+    goals = [(GOAL_NAMES[int(goal_codes[p])], int(goal_prices[p])) for p in flat.tolist()]
+    values = values_cpm_micros(goals, [(a, b) for a, b in predictions.tolist()])
+    out = np.empty(len(lows), dtype=np.float64)
+    for g in range(len(lows)):
+        best = max(values[int(starts[g]) : int(starts[g + 1])])
+        out[g] = float(max(best - int(lows[g]), 0))
+    return out
+
+
 _compiled: Callable[..., tuple[Positions, I64, F64, int]] | None
 _entries: Callable[..., tuple[Positions, I64, F64, int]] | None
+best_values: Callable[[F64, Positions, Positions, npt.NDArray[np.int8], I64, I64], F64]
 try:
+    from bidder._offers import best_values as _best_values
     from bidder._offers import entry_bounds as _entry_bounds
     from bidder._offers import imp_bounds as _imp_bounds
 
-    _compiled, _entries = _imp_bounds, _entry_bounds
+    _compiled, _entries, best_values = _imp_bounds, _entry_bounds, _best_values
 except ImportError:  # pragma: no cover - the extension is built by `make`
     _compiled = _entries = None
+    best_values = python_best_values
 
 COMPILED: Final = _compiled is not None
 
@@ -255,9 +282,11 @@ __all__ = [
     "ShapeTops",
     "Survivors",
     "Tops",
+    "best_values",
     "bound_terms",
     "entry_bounds",
     "imp_bounds",
+    "python_best_values",
     "python_imp_bounds",
     "weight_bounds",
 ]

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bidder.auction import Offer
-from bidder.bounds import bound_terms, entry_bounds, imp_bounds, weight_bounds
+from bidder.bounds import best_values, bound_terms, entry_bounds, imp_bounds, weight_bounds
 from bidder.candidates import CandidateSet
 from bidder.compiled import GOAL_NAMES, Compiled
 from bidder.offers import Chosen, OfferRow, Segment, price_offers
@@ -217,8 +217,42 @@ def imp_offers(
             predictions[j] = (pc, pi)
 
     def refine(js: list[int]) -> list[float]:
-        """Weight bounds from the exact values (value - the lowest surviving bid); 0 for a
-        capped campaign."""
+        """Weight bounds from exact values (the largest value less the lowest surviving
+        bid): for the candidates reached already, of the creative chosen (0 if capped);
+        for the others, the largest over every creative they may show, scored in one
+        compiled pass, so that caps are read and creatives chosen only for those the race
+        goes on to price."""
+        if scorer is None:
+            return exact_refine(js)
+        done = [j for j in js if shown[j] != _UNSEEN]
+        if done:
+            known = dict(zip(done, exact_refine(done), strict=True))
+        pending = [j for j in js if shown[j] == _UNSEEN]
+        if not pending:
+            return [known[j] for j in js]
+        flat, starts = creatives_of(pending)
+        scored = scorer.score(z0, flat, list(suffixes))
+        tight = best_values(scored, flat, starts, goal_codes, goal_prices, lows[pending])
+        got = dict(zip(pending, tight.tolist(), strict=True))
+        return [got[j] if j in got else known[j] for j in js]
+
+    def creatives_of(js: list[int]) -> tuple[Positions, Positions]:
+        """The positions survivors ``js`` may show, one after the other, and where each
+        one's begin (the end last)."""
+        runs, rows = cands.runs, cands.rows
+        if runs is not None and rows is not None:
+            at = rows[kept[js]]
+            lo, hi = runs.starts[at], runs.starts[at + 1]
+            pieces = [runs.positions[a:z] for a, z in zip(lo.tolist(), hi.tolist(), strict=True)]
+        else:
+            pieces = [np.asarray(cands.get(int(kept[j])).positions, np.intp) for j in js]
+        starts = np.zeros(len(js) + 1, dtype=np.intp)
+        np.cumsum([len(x) for x in pieces], out=starts[1:])
+        return np.concatenate(pieces).astype(np.intp, copy=False), starts
+
+    def exact_refine(js: list[int]) -> list[float]:
+        """Weight bounds from the exact values (value - the lowest surviving bid) of the
+        creative each shows; 0 for a capped campaign."""
         live = reach(js)
         predict(live)
         goals = [(GOAL_NAMES[goal_codes[shown[j]]], int(goal_prices[shown[j]])) for j in live]
@@ -230,7 +264,7 @@ def imp_offers(
         reach(list(range(n)))
     refiner: Callable[[list[int]], list[float]] | None = refine
     if bounds is None:
-        bounds = np.asarray(refine(list(range(n))), dtype=np.float64)
+        bounds = np.asarray(exact_refine(list(range(n))), dtype=np.float64)
         refiner = None
     market = b.market
     row_of: dict[int, int] = {}  # candidate -> its row in ``out``

@@ -166,3 +166,25 @@ def test_compiled_row_selection_equals_the_reference() -> None:
         _offers.select_rows(b"\x01", np.asarray([8], dtype=np.intp))
     with pytest.raises(IndexError):
         python_select_rows(b"\x01", np.asarray([8], dtype=np.intp))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_compiled_best_values_equal_the_reference(seed: int) -> None:
+    from bidder.bounds import python_best_values
+
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 30))
+    counts = rng.integers(1, 6, m)
+    starts = np.zeros(m + 1, dtype=np.intp)
+    np.cumsum(counts, out=starts[1:])
+    flat = rng.integers(0, POSITIONS, int(starts[-1])).astype(np.intp)
+    predictions = rng.uniform(0.0, 0.3, (len(flat), 2))
+    predictions[rng.random(len(flat)) < 0.1, 0] = 0.0  # no value
+    predictions[rng.random(len(flat)) < 0.05] = 2.0  # a rate past 1: capped at 1
+    codes = rng.integers(0, 3, POSITIONS).astype(np.int8)
+    prices = rng.integers(0, 10**9, POSITIONS).astype(np.int64)
+    lows = rng.integers(1, 400_000, m).astype(np.int64)
+    want = python_best_values(predictions, flat, starts, codes, prices, lows)
+    got = _offers.best_values(predictions, flat, starts, codes, prices, lows)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert (want >= 0).all()
