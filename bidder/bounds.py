@@ -9,7 +9,7 @@ sum of its positions, the request's shared sum and the crosses' bound through th
 then the value ``bidder.scoring.value_cpm_micros`` computes from those rates (the same float
 operations, monotone in the rates) + 1, less the lowest surviving bid, at least 0.
 
-``imp_bounds`` runs one compiled loop (``bidder._offers.imp_bounds``); ``python_imp_bounds`` is
+``imp_bounds`` runs one compiled loop (``bidder._bounds.imp_bounds``); ``python_imp_bounds`` is
 its reference over numpy arrays (tests/bidder/test_bidder_bounds.py compares both).
 """
 
@@ -22,14 +22,19 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from bidder.candidates import ShapeRuns
+from bidder.candidates import BigKey, ShapeRuns
 from bidder.scorer import SLACK, PositionScorer, Scorer, python_bound
 from bidder.scoring import values_cpm_micros
+from fleet.config import GoalType
 
 try:
     from bidder._scorer import bound as _bound
 except ImportError:  # pragma: no cover - the extension is built by `make`
     _bound = python_bound
+
+# goal types as codes, for the value bounds computed over arrays
+GOAL_CODES: Final = {"CPM": 0, "CPC": 1, "CPI": 2, "CPA": 2}
+GOAL_NAMES: Final[tuple[GoalType, ...]] = ("CPM", "CPC", "CPI")  # CPI and CPA: the same value
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -78,11 +83,11 @@ class ShapeTops:
     __slots__ = ("_memo",)
 
     def __init__(self) -> None:
-        self._memo: OrderedDict[int, Tops] = OrderedDict()
+        self._memo: OrderedDict[BigKey, Tops] = OrderedDict()
 
     def get(
         self,
-        shape: int,
+        shape: BigKey,
         runs: ShapeRuns,
         table: F64,
         goal_codes: npt.NDArray[np.int8],
@@ -182,9 +187,7 @@ def python_best_values(
     """Per group g (rows ``starts[g]:starts[g + 1]`` of ``predictions``, the exact
     (p_click, p_install) of positions ``flat``): the largest value over its creatives less
     its lowest bid, at least 0. It bounds the weight of whichever creative the candidate
-    shows, without choosing it: the reference of ``bidder._offers.best_values``."""
-    from bidder.compiled import GOAL_NAMES  # (it imports this module)
-
+    shows, without choosing it: the reference of ``bidder._bounds.best_values``."""
     goals = [(GOAL_NAMES[int(goal_codes[p])], int(goal_prices[p])) for p in flat.tolist()]
     values = values_cpm_micros(goals, [(a, b) for a, b in predictions.tolist()])
     out = np.empty(len(lows), dtype=np.float64)
@@ -198,9 +201,9 @@ _compiled: Callable[..., tuple[Positions, I64, F64, int]] | None
 _entries: Callable[..., tuple[Positions, I64, F64, int]] | None
 best_values: Callable[[F64, Positions, Positions, npt.NDArray[np.int8], I64, I64], F64]
 try:
-    from bidder._offers import best_values as _best_values
-    from bidder._offers import entry_bounds as _entry_bounds
-    from bidder._offers import imp_bounds as _imp_bounds
+    from bidder._bounds import best_values as _best_values
+    from bidder._bounds import entry_bounds as _entry_bounds
+    from bidder._bounds import imp_bounds as _imp_bounds
 
     _compiled, _entries, best_values = _imp_bounds, _entry_bounds, _best_values
 except ImportError:  # pragma: no cover - the extension is built by `make`
@@ -278,6 +281,8 @@ def imp_bounds(
 
 __all__ = [
     "COMPILED",
+    "GOAL_CODES",
+    "GOAL_NAMES",
     "BoundTerms",
     "ShapeTops",
     "Survivors",

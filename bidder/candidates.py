@@ -31,6 +31,24 @@ _MEMO: Final = 64
 IntArray = npt.NDArray[np.intp]
 
 
+class BigKey:
+    """A memo key made of big integers (masks of 20,000 campaigns or 100,000 creatives),
+    hashed once: Python hashes an int anew on every lookup, about 8 us for a mask of
+    100,000 creatives, and an imp looks its shape up several times."""
+
+    __slots__ = ("_hash", "parts")
+
+    def __init__(self, *parts: int) -> None:
+        self.parts = parts
+        self._hash = hash(parts)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BigKey) and self._hash == other._hash and self.parts == other.parts
+
+
 class ShapeRuns(NamedTuple):
     """The creatives eligible for one imp shape (a creative mask), by campaign: run r is
     ``positions[starts[r]:starts[r + 1]]`` (increasing, of entry ``entries[r]``), runs in
@@ -39,6 +57,7 @@ class ShapeRuns(NamedTuple):
     positions: IntArray
     starts: IntArray
     entries: IntArray
+    eligible: dict[int, int]  # by entry: its run of creatives in the shape (bits from its first)
 
 
 class CandidateSet:
@@ -75,7 +94,7 @@ class CandidateSet:
         get: Callable[[int], Candidate],
         *,
         deals: bool = False,
-        shape: int | None = None,
+        shape: BigKey | None = None,
         runs: ShapeRuns | None = None,
         rows: IntArray | None = None,
     ) -> None:
@@ -174,24 +193,25 @@ def candidate_set(
     if laid is None:
         return CandidateSet.from_list(index.candidates(imp, request_mask, creative_mask, seat))
     m &= index.no_deal
-    key = (m, creative_ok)
+    shape = BigKey(creative_ok)
+    key = BigKey(m, shape._hash)  # the shape's hash stands for it; equal keys are compared
     known: CandidateSet | None = _recall(index.candidate_sets, key)
-    if known is None:
-        known = _over_arrays(index, m, creative_ok, laid)
+    if known is None or known.shape != shape:
+        known = _over_arrays(index, m, shape, laid)
         _remember(index.candidate_sets, key, known, _MEMO)
     return known
 
 
 def _over_arrays(
-    index: TargetingIndex, m: int, creative_ok: int, laid: tuple[IntArray, IntArray]
+    index: TargetingIndex, m: int, shape: BigKey, laid: tuple[IntArray, IntArray]
 ) -> CandidateSet:
-    runs = shape_runs(index, creative_ok, laid)
+    runs = shape_runs(index, shape, laid)
     rows = select_rows(m.to_bytes((len(index.entries) + 7) // 8, "little"), runs.entries)
     if not len(rows):
         return EMPTY
     entries = runs.entries[rows]
     max_bids, capped, ids = index.entry_columns()
-    eligible = index._eligible(creative_ok)[1]
+    eligible = runs.eligible
     make = index._candidate
 
     def get(k: int) -> Candidate:
@@ -206,28 +226,27 @@ def _over_arrays(
         None,
         None,
         get,
-        shape=creative_ok,
+        shape=shape,
         runs=runs,
         rows=rows,
     )
 
 
 # the runs of the imp shapes seen, per index (an index's are its own: positions differ)
-_RUNS: weakref.WeakKeyDictionary[TargetingIndex, OrderedDict[int, ShapeRuns]] = (
+_RUNS: weakref.WeakKeyDictionary[TargetingIndex, OrderedDict[BigKey, ShapeRuns]] = (
     weakref.WeakKeyDictionary()
 )
 _RUNS_MEMO: Final = 32
 
 
-def shape_runs(
-    index: TargetingIndex, creative_ok: int, laid: tuple[IntArray, IntArray]
-) -> ShapeRuns:
-    """The runs of the positions eligible for a shape (``laid``: the positions and their
-    entries, ``index.eligible_positions``), memoized per index and shape."""
+def shape_runs(index: TargetingIndex, shape: BigKey, laid: tuple[IntArray, IntArray]) -> ShapeRuns:
+    """The runs of the positions eligible for a shape (its creative mask, ``laid``: the
+    positions and their entries, ``index.eligible_positions``), memoized per index and
+    shape."""
     memo = _RUNS.get(index)
     if memo is None:
         memo = _RUNS[index] = OrderedDict()
-    known: ShapeRuns | None = _recall(memo, creative_ok)
+    known: ShapeRuns | None = _recall(memo, shape)
     if known is None:
         positions, owners = laid
         # an entry's positions are contiguous: a new run where the entry changes
@@ -236,14 +255,15 @@ def shape_runs(
         starts = np.empty(groups + 1, dtype=np.intp)
         starts[0], starts[-1] = 0, len(positions)
         starts[1:-1] = firsts
-        known = ShapeRuns(positions, starts, owners[starts[:-1]])
-        _remember(memo, creative_ok, known, _RUNS_MEMO)
+        eligible = index._eligible(shape.parts[0])[1]
+        known = ShapeRuns(positions, starts, owners[starts[:-1]], eligible)
+        _remember(memo, shape, known, _RUNS_MEMO)
     return known
 
 
 def python_select_rows(wanted: bytes, entries: IntArray) -> IntArray:
     """The rows r (increasing) whose entry ``entries[r]`` has its bit set in ``wanted``
-    (little-endian): the reference of the compiled ``bidder._offers.select_rows``."""
+    (little-endian): the reference of the compiled ``bidder._bounds.select_rows``."""
     bits = np.unpackbits(np.frombuffer(wanted, dtype=np.uint8), bitorder="little")
     if len(entries) and int(entries.max()) >= len(bits):
         raise IndexError("an entry outside the mask")
@@ -253,7 +273,7 @@ def python_select_rows(wanted: bytes, entries: IntArray) -> IntArray:
 
 select_rows: Callable[[bytes, IntArray], IntArray]
 try:
-    from bidder._offers import select_rows as _select_rows
+    from bidder._bounds import select_rows as _select_rows
 
     select_rows = _select_rows
 except ImportError:  # pragma: no cover - the extension is built by `make`
@@ -272,6 +292,7 @@ EMPTY = CandidateSet(
 
 __all__ = [
     "EMPTY",
+    "BigKey",
     "CandidateSet",
     "ShapeRuns",
     "candidate_set",

@@ -18,7 +18,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from bidder.bounds import ShapeTops
+from bidder.bounds import GOAL_CODES, GOAL_NAMES, ShapeTops
 from bidder.scorer import (
     PositionTables,
     Scorer,
@@ -34,11 +34,8 @@ from bidder.scoring import (
     static_features,
 )
 from bidder.targeting import TargetingIndex
-from fleet.config import Campaign, Creative, GoalType
+from fleet.config import Campaign, Creative
 
-# goal types as codes, for the value bounds computed over arrays
-GOAL_CODES: Final = {"CPM": 0, "CPC": 1, "CPI": 2, "CPA": 2}
-GOAL_NAMES: Final[tuple[GoalType, ...]] = ("CPM", "CPC", "CPI")  # CPI and CPA: the same value
 _DEAD: Final = ("",) * 6  # the features of a dead position (hashed, never scored)
 
 

@@ -78,7 +78,7 @@ F64 = npt.NDArray[np.float64]
 _race_uniforms: Callable[[int, int], F64] | None
 _KeyOrder: Callable[[F64, F64], _Order] | None
 try:
-    from bidder._offers import KeyOrder as _CompiledOrder
+    from bidder._bounds import KeyOrder as _CompiledOrder
     from bidder._offers import race_uniforms as _race_uniforms
 
     _KeyOrder = _CompiledOrder
@@ -139,7 +139,7 @@ class _Order(Protocol):
 def key_order(exps: F64, bounds: F64) -> tuple[int, Iterator[tuple[list[int], list[float]]]]:
     """How many candidates have a finite key E_j / b_j (b_j > 0), and those candidates with
     their keys in increasing (key, j) order, a chunk at a time: from a compiled heap
-    (``bidder._offers.KeyOrder``: linear to build, each pop logarithmic) when built, else
+    (``bidder._bounds.KeyOrder``: linear to build, each pop logarithmic) when built, else
     ``_ascending`` (its reference)."""
     if _KeyOrder is not None:
         order = _KeyOrder(exps, bounds)

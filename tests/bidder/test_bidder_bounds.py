@@ -1,4 +1,4 @@
-"""The compiled loops over all candidates of an imp (bidder/_offers.pyx) against their
+"""The compiled loops over all candidates of an imp (bidder/_bounds.pyx) against their
 references: the floors and weight bounds (``bidder.bounds``), the same by the runs of an imp
 shape, the race's order of the keys (``bidder.race``) and the selection of a shape's runs
 (``bidder.candidates``). Equal means the same numbers, bit for bit."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bidder import _offers
+from bidder import _bounds
 from bidder.bounds import (
     BoundTerms,
     ShapeTops,
@@ -16,7 +16,7 @@ from bidder.bounds import (
     entry_bounds,
     python_imp_bounds,
 )
-from bidder.candidates import ShapeRuns, python_select_rows
+from bidder.candidates import BigKey, ShapeRuns, python_select_rows
 from bidder.race import _ascending
 
 POSITIONS = 500
@@ -64,7 +64,7 @@ def test_compiled_bounds_equal_the_reference(logistic: bool, deals: bool) -> Non
         for low_min in (1, 150_000):
             want = python_imp_bounds(flat, starts, max_bids, floors, terms, codes, prices, low_min)
             got = Survivors(
-                *_offers.imp_bounds(flat, starts, max_bids, floors, *terms, codes, prices, low_min)
+                *_bounds.imp_bounds(flat, starts, max_bids, floors, *terms, codes, prices, low_min)
             )
             _same(got, want)
             assert (want.bounds >= 0).all() and (want.lows >= low_min).all()
@@ -83,13 +83,13 @@ def test_bounds_by_the_runs_of_a_shape_equal_those_by_positions(logistic: bool) 
         owners = np.cumsum(rng.random(len(positions)) < 0.4).astype(np.intp)
         firsts = np.flatnonzero(owners[1:] != owners[:-1]) + 1
         starts = np.concatenate([[0], firsts, [len(positions)]]).astype(np.intp)
-        runs = ShapeRuns(positions.astype(np.intp), starts, owners[starts[:-1]])
+        runs = ShapeRuns(positions.astype(np.intp), starts, owners[starts[:-1]], {})
         rows = np.flatnonzero(rng.random(len(starts) - 1) < 0.6).astype(np.intp)
         max_bids = rng.integers(0, 3_000_000, len(rows)).astype(np.int64)
         floors = rng.integers(0, 2_000_000, len(rows)).astype(np.int64)
         shapes = ShapeTops()
-        tops = shapes.get(7, runs, terms.table, codes, prices)
-        assert shapes.get(7, runs, terms.table, codes, prices) is tops  # remembered
+        tops = shapes.get(BigKey(7), runs, terms.table, codes, prices)
+        assert shapes.get(BigKey(7), runs, terms.table, codes, prices) is tops  # remembered
         flat = np.concatenate(
             [runs.positions[starts[r] : starts[r + 1]] for r in rows] or [np.zeros(0, np.intp)]
         ).astype(np.intp)
@@ -101,14 +101,14 @@ def test_bounds_by_the_runs_of_a_shape_equal_those_by_positions(logistic: bool) 
 
 
 def test_shape_tops_evict_the_least_recently_used() -> None:
-    runs = ShapeRuns(np.arange(3, dtype=np.intp), np.asarray([0, 3]), np.zeros(1, np.intp))
+    runs = ShapeRuns(np.arange(3, dtype=np.intp), np.asarray([0, 3]), np.zeros(1, np.intp), {})
     table = np.ones((3, 2))
     codes, prices = np.zeros(3, np.int8), np.ones(3, np.int64)
     shapes = ShapeTops()
-    first = shapes.get(0, runs, table, codes, prices)
+    first = shapes.get(BigKey(0), runs, table, codes, prices)
     for shape in range(1, 40):
-        shapes.get(shape, runs, table, codes, prices)
-        assert shapes.get(0, runs, table, codes, prices) is first  # in use: kept
+        shapes.get(BigKey(1 << (shape * 1000)), runs, table, codes, prices)
+        assert shapes.get(BigKey(0), runs, table, codes, prices) is first  # in use: kept
     assert len(shapes._memo) == 16
 
 
@@ -126,7 +126,7 @@ def test_the_key_heap_pops_in_the_order_of_a_full_sort(n: int) -> None:
     for js, ks in _ascending(keys, finite):
         want_j += js
         want_k += ks
-    order = _offers.KeyOrder(exps, bounds)
+    order = _bounds.KeyOrder(exps, bounds)
     assert order.finite == finite
     got_j: list[int] = []
     got_k: list[float] = []
@@ -144,7 +144,7 @@ def test_the_key_heap_pops_in_the_order_of_a_full_sort(n: int) -> None:
 
 def test_all_tied_keys_come_by_index() -> None:
     exps = np.ones(50)
-    order = _offers.KeyOrder(exps, np.full(50, 2.0))
+    order = _bounds.KeyOrder(exps, np.full(50, 2.0))
     assert order.take(100) == (list(range(50)), [0.5] * 50)
 
 
@@ -159,11 +159,11 @@ def test_compiled_row_selection_equals_the_reference() -> None:
         wanted = mask.to_bytes((n_entries + 7) // 8, "little")
         entries = np.sort(rng.integers(0, n_entries, 200)).astype(np.intp)
         want = python_select_rows(wanted, entries)
-        got = _offers.select_rows(wanted, entries)
+        got = _bounds.select_rows(wanted, entries)
         assert got.dtype == np.intp and np.array_equal(got, want)
         assert [bool(mask >> int(entries[r]) & 1) for r in got] == [True] * len(got)
     with pytest.raises(IndexError):
-        _offers.select_rows(b"\x01", np.asarray([8], dtype=np.intp))
+        _bounds.select_rows(b"\x01", np.asarray([8], dtype=np.intp))
     with pytest.raises(IndexError):
         python_select_rows(b"\x01", np.asarray([8], dtype=np.intp))
 
@@ -185,6 +185,6 @@ def test_compiled_best_values_equal_the_reference(seed: int) -> None:
     prices = rng.integers(0, 10**9, POSITIONS).astype(np.int64)
     lows = rng.integers(1, 400_000, m).astype(np.int64)
     want = python_best_values(predictions, flat, starts, codes, prices, lows)
-    got = _offers.best_values(predictions, flat, starts, codes, prices, lows)
+    got = _bounds.best_values(predictions, flat, starts, codes, prices, lows)
     assert got.dtype == want.dtype and np.array_equal(got, want)
     assert (want >= 0).all()
