@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Final
 
 import numpy as np
@@ -246,8 +247,8 @@ def imp_offers(
             pieces = [runs.positions[a:z] for a, z in zip(lo.tolist(), hi.tolist(), strict=True)]
         else:
             pieces = [np.asarray(cands.get(int(kept[j])).positions, np.intp) for j in js]
-        starts = np.zeros(len(js) + 1, dtype=np.intp)
-        np.cumsum([len(x) for x in pieces], out=starts[1:])
+        ends = accumulate(map(len, pieces), initial=0)
+        starts = np.fromiter(ends, dtype=np.intp, count=len(js) + 1)
         return np.concatenate(pieces).astype(np.intp, copy=False), starts
 
     def exact_refine(js: list[int]) -> list[float]:
