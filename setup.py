@@ -7,6 +7,7 @@ from setuptools import Extension, setup
 extensions = [
     Extension("fleet._features", ["fleet/_features.pyx"], include_dirs=[numpy.get_include()]),
     Extension("bidder._offers", ["bidder/_offers.pyx"]),
+    Extension("bidder._bounds", ["bidder/_bounds.pyx"]),
     Extension("bidder._scorer", ["bidder/_scorer.pyx"], include_dirs=[numpy.get_include()]),
     Extension("learner._ftrl", ["learner/_ftrl.pyx"]),
     Extension("fleet.http._framing", ["fleet/http/_framing.pyx"]),

@@ -1,8 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The bid path's per-candidate pricing loop, compiled: ``price_offers``.
+"""The bid path's per-candidate pricing loop, compiled: ``price_offers`` (the candidates the
+race prices), and the race's uniforms (``race_uniforms``). The loops over all candidates of
+an imp are in bidder/_bounds.pyx.
 
-The reference is bidder/offers.py (read its docstrings for what they do); this twin must give
-the same offers, drops and gate questions — tests/bidder/test_bidder_offers.py compares both.
+The reference of ``price_offers`` is bidder/offers.py (read its docstrings for what they do);
+this twin must give the same offers, drops and gate questions — tests/bidder/test_bidder_offers.py compares both.
 Money is 64-bit here: floors are capped below 2**62 by the pipeline, values and bids never exceed a campaign's
 goal price x 1000 or its maximum bid. Log-normal first-price shading is inlined
 (``ShadingTable.bid``); a market model without log-normal parameters goes through

@@ -13,8 +13,10 @@ the deal it bids through) and the columns are read from that list (``from_list``
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -29,22 +31,56 @@ _MEMO: Final = 64
 IntArray = npt.NDArray[np.intp]
 
 
+class BigKey:
+    """A memo key made of big integers (masks of 20,000 campaigns or 100,000 creatives),
+    hashed once: Python hashes an int anew on every lookup, about 8 us for a mask of
+    100,000 creatives, and an imp looks its shape up several times."""
+
+    __slots__ = ("_hash", "parts")
+
+    def __init__(self, *parts: int) -> None:
+        self.parts = parts
+        self._hash = hash(parts)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BigKey) and self._hash == other._hash and self.parts == other.parts
+
+
+class ShapeRuns(NamedTuple):
+    """The creatives eligible for one imp shape (a creative mask), by campaign: run r is
+    ``positions[starts[r]:starts[r + 1]]`` (increasing, of entry ``entries[r]``), runs in
+    position order."""
+
+    positions: IntArray
+    starts: IntArray
+    entries: IntArray
+    eligible: dict[int, int]  # by entry: its run of creatives in the shape (bits from its first)
+
+
 class CandidateSet:
     """Candidate k is the campaign of entry ``entries[k]``, with maximum bid ``max_bids[k]``
     (bidding currency), frequency caps when ``capped[k]``, campaign id ``campaign_ids[k]``,
     and eligible creatives ``flat[starts[k]:starts[k + 1]]`` (positions in
-    ``TargetingIndex.creatives``, increasing, at least one)."""
+    ``TargetingIndex.creatives``, increasing, at least one). A set over arrays also says
+    which runs of its imp's shape its candidates are (``shape`` the creative mask, ``rows``
+    into ``runs``): their creatives are those runs, and ``flat`` is made only when read."""
 
     __slots__ = (
+        "_flat",
         "_get",
         "_made",
+        "_starts",
         "campaign_ids",
         "capped",
         "deals",
         "entries",
-        "flat",
         "max_bids",
-        "starts",
+        "rows",
+        "runs",
+        "shape",
     )
 
     def __init__(
@@ -53,21 +89,53 @@ class CandidateSet:
         max_bids: npt.NDArray[np.int64],
         capped: npt.NDArray[np.bool_],
         campaign_ids: npt.NDArray[np.int64],
-        flat: IntArray,
-        starts: IntArray,
+        flat: IntArray | None,
+        starts: IntArray | None,
         get: Callable[[int], Candidate],
         *,
         deals: bool = False,
+        shape: BigKey | None = None,
+        runs: ShapeRuns | None = None,
+        rows: IntArray | None = None,
     ) -> None:
         self.entries = entries
         self.max_bids = max_bids
         self.capped = capped
         self.campaign_ids = campaign_ids
-        self.flat = flat
-        self.starts = starts
+        self._flat = flat
+        self._starts = starts
         self.deals = deals  # some candidate bids through a deal
+        self.shape = shape
+        self.runs = runs
+        self.rows = rows
         self._get = get
         self._made: dict[int, Candidate] = {}
+
+    @property
+    def flat(self) -> IntArray:
+        if self._flat is None:
+            self._layout()
+        assert self._flat is not None
+        return self._flat
+
+    @property
+    def starts(self) -> IntArray:
+        if self._starts is None:
+            self._layout()
+        assert self._starts is not None
+        return self._starts
+
+    def _layout(self) -> None:
+        runs, rows = self.runs, self.rows
+        assert runs is not None and rows is not None
+        lo, hi = runs.starts[rows], runs.starts[rows + 1]
+        counts = hi - lo
+        starts = np.zeros(len(rows) + 1, dtype=np.intp)
+        np.cumsum(counts, out=starts[1:])
+        # each run's positions: its start repeated, plus 0, 1, ... within the run
+        offsets = np.arange(int(starts[-1]), dtype=np.intp) - np.repeat(starts[:-1], counts)
+        self._flat = runs.positions[np.repeat(lo, counts) + offsets]
+        self._starts = starts
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -125,43 +193,91 @@ def candidate_set(
     if laid is None:
         return CandidateSet.from_list(index.candidates(imp, request_mask, creative_mask, seat))
     m &= index.no_deal
-    key = (m, creative_ok)
+    shape = BigKey(creative_ok)
+    key = BigKey(m, shape._hash)  # the shape's hash stands for it; equal keys are compared
     known: CandidateSet | None = _recall(index.candidate_sets, key)
-    if known is None:
-        known = _over_arrays(index, m, creative_ok, laid)
+    if known is None or known.shape != shape:
+        known = _over_arrays(index, m, shape, laid)
         _remember(index.candidate_sets, key, known, _MEMO)
     return known
 
 
 def _over_arrays(
-    index: TargetingIndex, m: int, creative_ok: int, laid: tuple[IntArray, IntArray]
+    index: TargetingIndex, m: int, shape: BigKey, laid: tuple[IntArray, IntArray]
 ) -> CandidateSet:
-    positions, owners = laid
-    n_entries = len(index.entries)
-    raw = np.frombuffer(m.to_bytes((n_entries + 7) // 8, "little"), dtype=np.uint8)
-    wanted = np.unpackbits(raw, count=n_entries, bitorder="little").view(np.bool_)
-    keep = wanted[owners]
-    flat = positions[keep]
-    if not len(flat):
+    runs = shape_runs(index, shape, laid)
+    rows = select_rows(m.to_bytes((len(index.entries) + 7) // 8, "little"), runs.entries)
+    if not len(rows):
         return EMPTY
-    own = owners[keep]
-    # an entry's positions are contiguous: a new candidate where the entry changes
-    firsts = np.flatnonzero(own[1:] != own[:-1]) + 1
-    starts = np.empty(len(firsts) + 2, dtype=np.intp)
-    starts[0], starts[-1] = 0, len(flat)
-    starts[1:-1] = firsts
-    entries = own[starts[:-1]]
+    entries = runs.entries[rows]
     max_bids, capped, ids = index.entry_columns()
-    runs = index._eligible(creative_ok)[1]
+    eligible = runs.eligible
     make = index._candidate
 
     def get(k: int) -> Candidate:
         i = int(entries[k])
-        return make(i, runs[i])
+        return make(i, eligible[i])
 
     return CandidateSet(
-        entries, max_bids[entries], capped[entries], ids[entries], flat, starts, get
+        entries,
+        max_bids[entries],
+        capped[entries],
+        ids[entries],
+        None,
+        None,
+        get,
+        shape=shape,
+        runs=runs,
+        rows=rows,
     )
+
+
+# the runs of the imp shapes seen, per index (an index's are its own: positions differ)
+_RUNS: weakref.WeakKeyDictionary[TargetingIndex, OrderedDict[BigKey, ShapeRuns]] = (
+    weakref.WeakKeyDictionary()
+)
+_RUNS_MEMO: Final = 32
+
+
+def shape_runs(index: TargetingIndex, shape: BigKey, laid: tuple[IntArray, IntArray]) -> ShapeRuns:
+    """The runs of the positions eligible for a shape (its creative mask, ``laid``: the
+    positions and their entries, ``index.eligible_positions``), memoized per index and
+    shape."""
+    memo = _RUNS.get(index)
+    if memo is None:
+        memo = _RUNS[index] = OrderedDict()
+    known: ShapeRuns | None = _recall(memo, shape)
+    if known is None:
+        positions, owners = laid
+        # an entry's positions are contiguous: a new run where the entry changes
+        firsts = np.flatnonzero(owners[1:] != owners[:-1]) + 1
+        groups = len(firsts) + 1 if len(positions) else 0
+        starts = np.empty(groups + 1, dtype=np.intp)
+        starts[0], starts[-1] = 0, len(positions)
+        starts[1:-1] = firsts
+        eligible = index._eligible(shape.parts[0])[1]
+        known = ShapeRuns(positions, starts, owners[starts[:-1]], eligible)
+        _remember(memo, shape, known, _RUNS_MEMO)
+    return known
+
+
+def python_select_rows(wanted: bytes, entries: IntArray) -> IntArray:
+    """The rows r (increasing) whose entry ``entries[r]`` has its bit set in ``wanted``
+    (little-endian): the reference of the compiled ``bidder._bounds.select_rows``."""
+    bits = np.unpackbits(np.frombuffer(wanted, dtype=np.uint8), bitorder="little")
+    if len(entries) and int(entries.max()) >= len(bits):
+        raise IndexError("an entry outside the mask")
+    rows: IntArray = np.flatnonzero(bits[entries])
+    return rows
+
+
+select_rows: Callable[[bytes, IntArray], IntArray]
+try:
+    from bidder._bounds import select_rows as _select_rows
+
+    select_rows = _select_rows
+except ImportError:  # pragma: no cover - the extension is built by `make`
+    select_rows = python_select_rows
 
 
 EMPTY = CandidateSet(
@@ -174,4 +290,13 @@ EMPTY = CandidateSet(
     lambda k: [][k],
 )
 
-__all__ = ["EMPTY", "CandidateSet", "candidate_set"]
+__all__ = [
+    "EMPTY",
+    "BigKey",
+    "CandidateSet",
+    "ShapeRuns",
+    "candidate_set",
+    "python_select_rows",
+    "select_rows",
+    "shape_runs",
+]

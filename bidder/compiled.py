@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from bidder.bounds import GOAL_CODES, GOAL_NAMES, ShapeTops
 from bidder.scorer import (
     PositionTables,
     Scorer,
@@ -33,11 +34,8 @@ from bidder.scoring import (
     static_features,
 )
 from bidder.targeting import TargetingIndex
-from fleet.config import Campaign, Creative, GoalType
+from fleet.config import Campaign, Creative
 
-# goal types as codes, for the value bounds computed over arrays
-GOAL_CODES: Final = {"CPM": 0, "CPC": 1, "CPI": 2, "CPA": 2}
-GOAL_NAMES: Final[tuple[GoalType, ...]] = ("CPM", "CPC", "CPI")  # CPI and CPA: the same value
 # the features of a dead position (hashed, never scored): as many as a live one's
 _DEAD_STATIC: Final = ("",) * 6
 _DEAD_PREFIXES: Final = ("",) * 7
@@ -54,6 +52,8 @@ class Compiled:
     tables: PositionTables | None  # hashed with the model's seed, for hashed linear models
     # for the pipeline's model, when it is a hashed linear one or a static one (the priors)
     scorer: Scorer | None
+    # the scorer's largest rows per run of each imp shape seen (``bidder.bounds``)
+    shapes: ShapeTops = field(default_factory=ShapeTops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +132,7 @@ def with_model(compiled: Compiled, model: Model) -> Compiled:
         if isinstance(model, StaticModel)
         else position_scorer(model, tables)
     )
-    return dataclasses.replace(compiled, tables=tables, scorer=scorer)
+    return dataclasses.replace(compiled, tables=tables, scorer=scorer, shapes=ShapeTops())
 
 
 def by_position(index: TargetingIndex) -> list[tuple[Campaign, Creative] | None]:

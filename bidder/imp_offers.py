@@ -7,12 +7,14 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from bidder.auction import Offer
+from bidder.bounds import best_values, bound_terms, entry_bounds, imp_bounds, weight_bounds
 from bidder.candidates import CandidateSet
 from bidder.compiled import GOAL_NAMES, Compiled
 from bidder.offers import Chosen, OfferRow, Segment, price_offers
@@ -20,7 +22,6 @@ from bidder.openrtb import Deal, Imp
 from bidder.options import PipelineSettings
 from bidder.pricing import MarketPriceModel, Shader, market_params
 from bidder.race import draw_key, exponentials, race
-from bidder.scorer import Scorer
 from bidder.scoring import (
     Model,
     cross_pairs,
@@ -36,6 +37,8 @@ from bidder.targeting import RequestView
 from fleet.config import Campaign
 
 I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+Positions = npt.NDArray[np.intp]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,30 +141,49 @@ def imp_offers(
     s = b.settings
     out = ImpOffers(imp, compiled)
     floors, types = _floors(cands, imp_floor, request_at, b.deal_floor, drops)
-    ok = cands.max_bids >= floors
-    if cands.deals:
-        ok &= floors >= 0  # a deal floor in an unknown currency: -1, counted already
-        drops["floor"] = drops.get("floor", 0) + int(np.count_nonzero((floors >= 0) & ~ok))
-    elif not ok.all():
-        drops["floor"] = drops.get("floor", 0) + int(len(ok) - np.count_nonzero(ok))
-    every = bool(ok.all())
-    kept = np.arange(len(ok)) if every else np.flatnonzero(ok)  # candidate of each survivor
+    # a surviving bid is at least its floor, the minimum bid and 1 micro
+    low_min = max(s.min_bid_cpm_micros, 1)
+    scorer = compiled.scorer
+    shared = request_features(view, imp)
+    suffixes = cross_suffixes(view, inventory_key(view))  # the request's crosses bound its sums
+    bounds: F64 | None = None
+    if scorer is not None and cands.runs is not None and cands.rows is not None:
+        # floors, lowest bids and weight bounds in one pass over the runs of the imp's shape
+        z0 = scorer.shared_sum(shared)
+        terms = bound_terms(scorer, z0, len(suffixes))
+        assert cands.shape is not None
+        tops = compiled.shapes.get(
+            cands.shape, cands.runs, terms.table, compiled.goal_codes, compiled.goal_prices
+        )
+        kept, lows, bounds, below = entry_bounds(
+            cands.rows, cands.max_bids, floors, terms, tops, low_min
+        )
+    elif scorer is not None:  # the same over each candidate's positions (deals)
+        z0 = scorer.shared_sum(shared)
+        kept, lows, bounds, below = imp_bounds(
+            cands.flat,
+            cands.starts,
+            cands.max_bids,
+            floors,
+            bound_terms(scorer, z0, len(suffixes)),
+            compiled.goal_codes,
+            compiled.goal_prices,
+            low_min,
+        )
+    else:  # no bounds of the rates: every survivor is scored, bounds from exact values
+        z0 = (0.0, 0.0)
+        kept, lows, below = _survivors(cands.max_bids, floors, low_min)
+    if below or cands.deals:
+        drops["floor"] = drops.get("floor", 0) + below
     n = len(kept)
     if not n:
         return out, False
     seed = b.rng.getrandbits(64)  # the draw's one random number
     exps = exponentials(seed, n)
-    shared = request_features(view, imp)
-    suffixes = cross_suffixes(view, inventory_key(view))
     out.shared, out.suffixes = shared, suffixes
-    # a surviving bid is at least its floor, the minimum bid and 1 micro
-    kept_floors = floors if every else floors[kept]
-    lows = np.maximum(kept_floors, max(s.min_bid_cpm_micros, 1))
     capped = cands.capped
-    ids = cands.campaign_ids if every else cands.campaign_ids[kept]
     shown: list[int] = [_UNSEEN] * n  # the creative position of each, once chosen
     predictions: dict[int, tuple[float, float]] = {}
-    scorer = compiled.scorer
     goal_codes, goal_prices = compiled.goal_codes, compiled.goal_prices
 
     def reach(js: list[int]) -> list[int]:
@@ -197,8 +219,42 @@ def imp_offers(
             predictions[j] = (pc, pi)
 
     def refine(js: list[int]) -> list[float]:
-        """Weight bounds from the exact values (value - the lowest surviving bid); 0 for a
-        capped campaign."""
+        """Weight bounds from exact values (the largest value less the lowest surviving
+        bid): for the candidates reached already, of the creative chosen (0 if capped);
+        for the others, the largest over every creative they may show, scored in one
+        compiled pass, so that caps are read and creatives chosen only for those the race
+        goes on to price."""
+        if scorer is None:
+            return exact_refine(js)
+        done = [j for j in js if shown[j] != _UNSEEN]
+        if done:
+            known = dict(zip(done, exact_refine(done), strict=True))
+        pending = [j for j in js if shown[j] == _UNSEEN]
+        if not pending:
+            return [known[j] for j in js]
+        flat, starts = creatives_of(pending)
+        scored = scorer.score(z0, flat, list(suffixes))
+        tight = best_values(scored, flat, starts, goal_codes, goal_prices, lows[pending])
+        got = dict(zip(pending, tight.tolist(), strict=True))
+        return [got[j] if j in got else known[j] for j in js]
+
+    def creatives_of(js: list[int]) -> tuple[Positions, Positions]:
+        """The positions survivors ``js`` may show, one after the other, and where each
+        one's begin (the end last)."""
+        runs, rows = cands.runs, cands.rows
+        if runs is not None and rows is not None:
+            at = rows[kept[js]]
+            lo, hi = runs.starts[at], runs.starts[at + 1]
+            pieces = [runs.positions[a:z] for a, z in zip(lo.tolist(), hi.tolist(), strict=True)]
+        else:
+            pieces = [np.asarray(cands.get(int(kept[j])).positions, np.intp) for j in js]
+        ends = accumulate(map(len, pieces), initial=0)
+        starts = np.fromiter(ends, dtype=np.intp, count=len(js) + 1)
+        return np.concatenate(pieces).astype(np.intp, copy=False), starts
+
+    def exact_refine(js: list[int]) -> list[float]:
+        """Weight bounds from the exact values (value - the lowest surviving bid) of the
+        creative each shows; 0 for a capped campaign."""
         live = reach(js)
         predict(live)
         goals = [(GOAL_NAMES[goal_codes[shown[j]]], int(goal_prices[shown[j]])) for j in live]
@@ -208,13 +264,9 @@ def imp_offers(
 
     if not b.lazy:
         reach(list(range(n)))
-    if scorer is not None:
-        z0 = scorer.shared_sum(shared)
-        bounds = _bounds_over_creatives(compiled, scorer, z0, cands, ok, kept, lows, len(suffixes))
-        refiner = refine
-    else:  # no bounds of the rates: every candidate scored, bounds from exact values
-        z0 = (0.0, 0.0)
-        bounds = np.asarray(refine(list(range(n))), dtype=np.float64)
+    refiner: Callable[[list[int]], list[float]] | None = refine
+    if bounds is None:
+        bounds = np.asarray(exact_refine(list(range(n))), dtype=np.float64)
         refiner = None
     market = b.market
     row_of: dict[int, int] = {}  # candidate -> its row in ``out``
@@ -263,7 +315,7 @@ def imp_offers(
         bounds,
         price,
         refine=refiner,
-        excluded=(lambda j: int(ids[j]) in won) if won else (lambda j: False),
+        excluded=_excluded(cands.campaign_ids[kept], won) if won else (lambda j: False),
         limit=s.max_priced_per_imp,
         early=s.early_stop,
     )
@@ -307,29 +359,19 @@ def _floors(
     return floors, types
 
 
-def _bounds_over_creatives(
-    compiled: Compiled,
-    scorer: Scorer,
-    z0: tuple[float, float],
-    cands: CandidateSet,
-    ok: npt.NDArray[np.bool_],
-    kept: npt.NDArray[np.intp],
-    lows: I64,
-    crosses: int,
-) -> npt.NDArray[np.float64]:
-    """Per kept candidate, a weight bound that holds for each of its creatives (the creative
-    is chosen only if the race reaches it): from the largest rate bounds of its creatives, by
-    head (a value grows with each rate), and its campaign's goal."""
-    if len(kept) == len(cands):
-        flat, starts = cands.flat, cands.starts
-    else:
-        counts = cands.counts
-        flat = cands.flat[np.repeat(ok, counts)]
-        starts = np.zeros(len(kept) + 1, dtype=np.intp)
-        np.cumsum(counts[kept], out=starts[1:])
-    rates = scorer.bound_groups(z0, flat, starts, crosses)
-    heads = flat[starts[:-1]]  # a campaign's creatives share its goal
-    return weight_bounds(compiled.goal_codes[heads], compiled.goal_prices[heads], rates, lows)
+def _survivors(max_bids: I64, floors: I64, low_min: int) -> tuple[Positions, I64, int]:
+    """Without weight bounds: the candidates that survive their floor (a floor < 0, a deal's
+    in an unknown currency, is counted already), their lowest bids, and how many are under a
+    known floor."""
+    known = floors >= 0
+    ok = known & (max_bids >= floors)
+    kept = np.flatnonzero(ok)
+    return kept, np.maximum(floors[kept], low_min), int(np.count_nonzero(known & ~ok))
+
+
+def _excluded(ids: I64, won: set[int]) -> Callable[[int], bool]:
+    """Whether survivor j's campaign (``ids[j]``) won an earlier imp of the request."""
+    return lambda j: int(ids[j]) in won
 
 
 def _predict(
@@ -348,23 +390,6 @@ def _predict(
         statics.append(static_features(campaign, creative))
         prefixes.append(cross_prefixes(campaign, creative))
     return predict_crossed(model, shared, statics, prefixes, suffixes)
-
-
-def weight_bounds(
-    goal_codes: npt.NDArray[np.int8],
-    goal_prices: npt.NDArray[np.int64],
-    rates: npt.NDArray[np.float64],
-    lows: npt.NDArray[np.int64],
-) -> npt.NDArray[np.float64]:
-    """Upper bounds of the auction weights, from upper bounds of (p_click, p_install): the
-    value ``bidder.scoring.value_cpm_micros`` computes from those (the same float operations,
-    monotone in the rates) + 1, less the lowest surviving bid; 0 when not positive."""
-    p_click = rates[:, 0]
-    p = np.where(goal_codes == 1, p_click, p_click * rates[:, 1])
-    scaled = goal_prices.astype(np.float64) * np.minimum(p, 1.0) * 1000.0
-    values = np.where(goal_codes == 0, goal_prices, scaled.astype(np.int64) + 1)
-    bounds: npt.NDArray[np.float64] = np.maximum(values - lows, 0).astype(np.float64)
-    return bounds
 
 
 def market_segment(view: RequestView, imp: Imp, auction_type: int) -> str:

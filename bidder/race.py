@@ -56,7 +56,7 @@ import heapq
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -76,10 +76,14 @@ CHUNK: Final = 64  # candidates put in order at a time
 F64 = npt.NDArray[np.float64]
 
 _race_uniforms: Callable[[int, int], F64] | None
+_KeyOrder: Callable[[F64, F64], _Order] | None
 try:
+    from bidder._bounds import KeyOrder as _CompiledOrder
     from bidder._offers import race_uniforms as _race_uniforms
+
+    _KeyOrder = _CompiledOrder
 except ImportError:  # pragma: no cover - the extension is built by `make`
-    _race_uniforms = None
+    _race_uniforms = _KeyOrder = None
 
 
 def exponentials(seed: int, n: int) -> F64:
@@ -124,6 +128,34 @@ def _mix(z: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
     return z ^ (z >> 31)
+
+
+class _Order(Protocol):
+    finite: int
+
+    def take(self, count: int) -> tuple[list[int], list[float]]: ...
+
+
+def key_order(exps: F64, bounds: F64) -> tuple[int, Iterator[tuple[list[int], list[float]]]]:
+    """How many candidates have a finite key E_j / b_j (b_j > 0), and those candidates with
+    their keys in increasing (key, j) order, a chunk at a time: from a compiled heap
+    (``bidder._bounds.KeyOrder``: linear to build, each pop logarithmic) when built, else
+    ``_ascending`` (its reference)."""
+    if _KeyOrder is not None:
+        order = _KeyOrder(exps, bounds)
+        return order.finite, _taken(order)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        keys = np.where(bounds > 0.0, exps / bounds, _INF)
+    finite = int(np.count_nonzero(np.isfinite(keys)))
+    return finite, _ascending(keys, finite)
+
+
+def _taken(order: _Order) -> Iterator[tuple[list[int], list[float]]]:
+    while True:
+        js, ks = order.take(2 * REFINE_BATCH)
+        if not js:
+            return
+        yield js, ks
 
 
 def _ascending(keys: F64, finite: int) -> Iterator[tuple[list[int], list[float]]]:
@@ -212,11 +244,8 @@ def race(
 
     if not early:
         return everything()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        keys = np.where(bounds > 0.0, exps / bounds, _INF)
-    finite = int(np.count_nonzero(np.isfinite(keys)))
     # the finite keys in (key, j) order, a chunk at a time: the race rarely needs many
-    chunks = _ascending(keys, finite)
+    finite, chunks = key_order(exps, bounds)
     ordered: list[int] = []
     first: list[float] = []
     level = 0 if refine is not None else 1  # 0: first bounds, 1: exact value, 2: priced

@@ -43,7 +43,7 @@ import numpy.typing as npt
 from bidder.scoring import MAX_SEGMENT_FEATURES, HashedLinearModel, Model, StaticModel
 
 # added to the bounds' sums so that float rounding can never put a bound below the exact sum
-_SLACK: Final = 1e-9
+SLACK: Final = 1e-9
 _M32: Final = 0xFFFFFFFF
 
 U32 = npt.NDArray[np.uint32]
@@ -247,7 +247,7 @@ class PositionScorer:
     def cross_bound(self, crosses: int | None) -> tuple[float, float]:
         """Bounds of the sums of ``crosses`` cross weights (None: the most a request has)."""
         n = self.most_crosses if crosses is None else crosses
-        return n * self.top_weight[0] + _SLACK, n * self.top_weight[1] + _SLACK
+        return n * self.top_weight[0] + SLACK, n * self.top_weight[1] + SLACK
 
     @property
     def version(self) -> int:
@@ -290,7 +290,7 @@ class PositionScorer:
         (``crosses``: how many the request has, its number of suffixes)."""
         out = np.empty((len(positions), 2), dtype=np.float64)
         cc, ci = self.cross_bound(crosses)
-        bound(positions, self.static, z0[0] + _SLACK, z0[1] + _SLACK, cc, ci, out)
+        bound(positions, self.static, z0[0] + SLACK, z0[1] + SLACK, cc, ci, out)
         return out
 
     def bound_groups(
@@ -307,7 +307,7 @@ class PositionScorer:
         m = len(top)
         out = np.empty((m, 2), dtype=np.float64)
         cc, ci = self.cross_bound(crosses)
-        bound(np.arange(m, dtype=np.intp), top, z0[0] + _SLACK, z0[1] + _SLACK, cc, ci, out)
+        bound(np.arange(m, dtype=np.intp), top, z0[0] + SLACK, z0[1] + SLACK, cc, ci, out)
         return out
 
     def predict(

@@ -5,6 +5,7 @@ creatives; 200 by default).
     .venv/bin/python tests/bidder/perf_pipeline.py memory [campaigns]
     .venv/bin/python tests/bidder/perf_pipeline.py gc [campaigns] [requests]
     .venv/bin/python tests/bidder/perf_pipeline.py change [campaigns] [times]
+    .venv/bin/python tests/bidder/perf_pipeline.py mix [campaigns,...] [requests] [profile]
 
 ``priors`` scores with the prior model the bidder uses until a learnt model arrives instead
 of a hashed linear model. The second form prints what each part of a compiled snapshot adds to
@@ -16,6 +17,11 @@ after each install (``bidder.collector.LongLived``). The fourth times a one-camp
 of a portfolio file reread (``bidder.sources.PortfolioFile``, and a read without the last
 read's objects) applied with ``Pipeline.set_snapshot``, the span
 ``bidder_config_apply_seconds`` measures in the service.
+The fifth runs what the bench's bidder process runs per request, in process: the bench's request
+mix (``bench.bidder.request_mix``: banner, video and native, 3,000 distinct requests by default,
+so the memos miss as in the service), its portfolio (seed 5) and a 2x2^20-weight model,
+``Pipeline.handle`` and then encoding each event the answer publishes; ``profile`` prints the
+functions that took the most time (cProfile, by own time) at each size.
 
 Requests are drawn from the synthetic market's vocabulary (countries, OS, devices, apps and
 sites, banner sizes) like the simulator's traffic; the worst case is the most crowded request
@@ -240,7 +246,69 @@ def memory(campaigns: int) -> None:
     )
 
 
+def bench_mix(sizes: list[int], n: int, profile: bool) -> None:
+    """The bench's per-request work in process (``mix`` in the docstring)."""
+    import cProfile
+    import pstats
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the bench package
+    from bench.bidder import request_mix
+    from fleet.events import encode
+
+    bodies = [body for body, _ in request_mix(n)]
+    rng = np.random.default_rng(3)
+    size = 1 << 20
+    click = (rng.standard_normal(size) * 0.05).astype(np.float32)
+    install = (rng.standard_normal(size) * 0.05).astype(np.float32)
+    model = HashedLinearModel(click, install, -4.6, -3.5, bits=20, version=1)
+    model = HashedLinearModel.from_bytes(model.to_bytes())  # as the bidder loads it
+    for campaigns in sizes:
+        pf = portfolio.validate(synthetic.generate(campaigns, seed=5, creatives_per_campaign=5))
+        snapshot = ConfigSnapshot(
+            advertisers=pf.advertisers,
+            campaigns=pf.campaigns,
+            version=1,
+            fx_per_usd_micros=dict(vocab.FX_PER_USD_MICROS),
+        )
+        pipeline = make_pipeline(campaigns, snapshot=snapshot)
+        pipeline.set_model(model)
+        now = time.time()
+
+        def one_pass(pipeline: Pipeline = pipeline, now: float = now) -> tuple[float, int, int]:
+            bids = candidates = 0
+            start = time.process_time()
+            for body in bodies:
+                t = time.monotonic()
+                answer = pipeline.handle(body, arrival=t, clock=time.monotonic, wallclock=now)
+                for event in answer.events:
+                    encode(event)
+                bids += answer.outcome == "bid"
+                candidates += answer.candidates
+            return (time.process_time() - start) / len(bodies) * 1e6, bids, candidates
+
+        one_pass()  # warm
+        best = min(one_pass() for _ in range(3))
+        print(
+            f"{campaigns:,} campaigns, bench mix of {n:,} requests: {best[0]:.0f} us/request "
+            f"(best of 3), {best[1] / n:.0%} bids, {best[2] / n:.0f} candidates a request"
+        )
+        if profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            one_pass()
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(22)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "mix":
+        bench_mix(
+            [int(x) for x in sys.argv[2].split(",")] if len(sys.argv) > 2 else [200, 20_000],
+            int(sys.argv[3]) if len(sys.argv) > 3 else 3_000,
+            "profile" in sys.argv[4:],
+        )
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "gc":
         collections(
             int(sys.argv[2]) if len(sys.argv) > 2 else 20_000,

@@ -1,0 +1,47 @@
+import numpy as np
+import numpy.typing as npt
+
+def select_rows(wanted: bytes, entries: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]: ...
+def imp_bounds(
+    flat: npt.NDArray[np.intp],
+    starts: npt.NDArray[np.intp],
+    max_bids: npt.NDArray[np.int64],
+    floors: npt.NDArray[np.int64],
+    table: npt.NDArray[np.float64],
+    logistic: bool,
+    z0_click: float,
+    z0_install: float,
+    cross_click: float,
+    cross_install: float,
+    goal_codes: npt.NDArray[np.int8],
+    goal_prices: npt.NDArray[np.int64],
+    low_min: int,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.float64], int]: ...
+
+class KeyOrder:
+    finite: int
+    def __init__(self, exps: npt.NDArray[np.float64], bounds: npt.NDArray[np.float64]) -> None: ...
+    def take(self, count: int) -> tuple[list[int], list[float]]: ...
+
+def entry_bounds(
+    entries: npt.NDArray[np.intp],
+    max_bids: npt.NDArray[np.int64],
+    floors: npt.NDArray[np.int64],
+    tops: npt.NDArray[np.float64],
+    logistic: bool,
+    z0_click: float,
+    z0_install: float,
+    cross_click: float,
+    cross_install: float,
+    goal_codes: npt.NDArray[np.int8],
+    goal_prices: npt.NDArray[np.int64],
+    low_min: int,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.float64], int]: ...
+def best_values(
+    predictions: npt.NDArray[np.float64],
+    flat: npt.NDArray[np.intp],
+    starts: npt.NDArray[np.intp],
+    goal_codes: npt.NDArray[np.int8],
+    goal_prices: npt.NDArray[np.int64],
+    lows: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]: ...

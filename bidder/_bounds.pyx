@@ -1,0 +1,322 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The bid path's loops over all candidates of an imp, compiled: ``select_rows`` (its
+campaigns among those of the imp's shape), ``imp_bounds`` and ``entry_bounds`` (floors,
+lowest bids and weight bounds in one pass), ``KeyOrder`` (the race's order of them) and
+``best_values`` (the race's refined bounds). Their references are bidder/candidates.py,
+bidder/bounds.py and bidder/race.py; tests/bidder/test_bidder_bounds.py compares each pair,
+bit for bit.
+
+These loops keep the GIL: each takes tens of microseconds on the event loop's thread, and
+letting a worker thread (a portfolio reread) take the GIL in between would make the request
+wait for its switch interval.
+"""
+from libc.math cimport exp, isfinite
+from libc.stdint cimport int8_t, int64_t, uint8_t
+
+import numpy as _np
+
+cdef inline double _logistic(double z) noexcept nogil:
+    """``bidder._scorer``'s sigmoid (clamped to +-60), the same operations."""
+    if z < -60.0:
+        z = -60.0
+    elif z > 60.0:
+        z = 60.0
+    return 1.0 / (1.0 + exp(-z))
+
+
+def select_rows(const uint8_t[::1] wanted, const Py_ssize_t[::1] entries):
+    """The rows r (increasing) whose entry ``entries[r]`` has its bit set in ``wanted``
+    (little-endian bytes): ``bidder.candidates.python_select_rows`` in one pass."""
+    cdef Py_ssize_t n = entries.shape[0], bits = wanted.shape[0] * 8, r, e, m = 0
+    rows_arr = _np.empty(n, dtype=_np.intp)
+    cdef Py_ssize_t[::1] rows = rows_arr
+    cdef bint bad = False
+    for r in range(n):
+        e = entries[r]
+        if e < 0 or e >= bits:
+            bad = True
+            break
+        rows[m] = r  # branch-free: most rows' bits are unpredictable
+        m += (wanted[e >> 3] >> (e & 7)) & 1
+    if bad:
+        raise IndexError("an entry outside the mask")
+    return rows_arr[:m].copy()
+
+
+cdef inline int64_t _weight_bound(
+    double top_click, double top_install, bint logistic, double z0_click, double z0_install,
+    double cross_click, double cross_install, int8_t code, int64_t price, int64_t low,
+) noexcept nogil:
+    """The weight bound of one candidate from its largest static sums (or predictions when
+    not ``logistic``), its goal and its lowest bid (``bidder.bounds.weight_bounds``)."""
+    cdef double p_click, p_install = 0.0, rate
+    cdef int64_t value, b
+    if code == 0:  # a CPM goal's value is its price: no rate needed
+        value = price
+    else:
+        # only the heads the goal reads (a CPC goal: the click's), the same numbers
+        p_click = _logistic(top_click + z0_click + cross_click) if logistic else top_click
+        if code != 1:
+            p_install = (
+                _logistic(top_install + z0_install + cross_install) if logistic else top_install
+            )
+        rate = p_click if code == 1 else p_click * p_install
+        if rate > 1.0:
+            rate = 1.0
+        value = <int64_t>((<double>price) * rate * 1000.0) + 1
+    b = value - low
+    return b if b > 0 else 0
+
+
+def imp_bounds(
+    const Py_ssize_t[::1] flat,
+    const Py_ssize_t[::1] starts,
+    const int64_t[::1] max_bids,
+    const int64_t[::1] floors,
+    const double[:, ::1] table,
+    bint logistic,
+    double z0_click,
+    double z0_install,
+    double cross_click,
+    double cross_install,
+    const int8_t[::1] goal_codes,
+    const int64_t[::1] goal_prices,
+    int64_t low_min,
+):
+    """``bidder.bounds.python_imp_bounds`` in one loop over the candidates (no temporaries of
+    the candidates' size but the three results): which candidates survive their floor, the
+    lowest bid of each, and an upper bound of its auction weight over all its creatives
+    (``flat[starts[g]:starts[g + 1]]``, rows of ``table`` and of the goal arrays).
+    Returns (kept, lows, bounds, below): ``below`` counts the candidates whose maximum bid is
+    under a known floor (a floor < 0, a deal's in an unknown currency, is left out of both)."""
+    cdef Py_ssize_t m = max_bids.shape[0], rows = table.shape[0], g, p, s, e, pos, head
+    cdef Py_ssize_t n = 0, below = 0, total = flat.shape[0]
+    if starts.shape[0] != m + 1 or floors.shape[0] != m:
+        raise ValueError("starts, maximum bids and floors do not fit")
+    if table.shape[1] != 2 or goal_codes.shape[0] < rows or goal_prices.shape[0] < rows:
+        raise ValueError("the table and the goal arrays do not fit")
+    for g in range(m):
+        if not 0 <= starts[g] < starts[g + 1] <= total:
+            raise ValueError("every candidate needs at least one position")
+    for p in range(total):
+        if not 0 <= flat[p] < rows:
+            raise IndexError("position out of range")
+    kept_arr = _np.empty(m, dtype=_np.intp)
+    lows_arr = _np.empty(m, dtype=_np.int64)
+    bounds_arr = _np.empty(m, dtype=_np.float64)
+    cdef Py_ssize_t[::1] kept = kept_arr
+    cdef int64_t[::1] lows = lows_arr
+    cdef double[::1] bounds = bounds_arr
+    cdef int64_t floor, low
+    cdef double top_click, top_install
+    for g in range(m):
+        floor = floors[g]
+        if floor < 0:
+            continue
+        if max_bids[g] < floor:
+            below += 1
+            continue
+        low = floor if floor > low_min else low_min
+        s = starts[g]
+        e = starts[g + 1]
+        head = flat[s]
+        top_click = table[head, 0]
+        top_install = table[head, 1]
+        for p in range(s + 1, e):
+            pos = flat[p]
+            if table[pos, 0] > top_click:
+                top_click = table[pos, 0]
+            if table[pos, 1] > top_install:
+                top_install = table[pos, 1]
+        kept[n] = g
+        lows[n] = low
+        bounds[n] = <double>_weight_bound(
+            top_click, top_install, logistic, z0_click, z0_install, cross_click,
+            cross_install, goal_codes[head], goal_prices[head], low,
+        )
+        n += 1
+    return kept_arr[:n], lows_arr[:n], bounds_arr[:n], below
+
+
+def entry_bounds(
+    const Py_ssize_t[::1] entries,
+    const int64_t[::1] max_bids,
+    const int64_t[::1] floors,
+    const double[:, ::1] tops,
+    bint logistic,
+    double z0_click,
+    double z0_install,
+    double cross_click,
+    double cross_install,
+    const int8_t[::1] goal_codes,
+    const int64_t[::1] goal_prices,
+    int64_t low_min,
+):
+    """``imp_bounds`` for candidates given by entry (campaign) rather than by positions: row
+    ``entries[g]`` of ``tops`` holds the largest static sums (or predictions) of the entry's
+    creatives eligible for the imp, and of the goal arrays its goal. Every array read is
+    indexed by entry, so a request reads a few hundred KiB in increasing order at 20,000
+    campaigns instead of gathering rows of every position's table."""
+    cdef Py_ssize_t m = max_bids.shape[0], rows = tops.shape[0], g, entry
+    cdef Py_ssize_t n = 0, below = 0
+    if entries.shape[0] != m or floors.shape[0] != m:
+        raise ValueError("entries, maximum bids and floors differ in length")
+    if tops.shape[1] != 2 or goal_codes.shape[0] < rows or goal_prices.shape[0] < rows:
+        raise ValueError("the tops and the goal arrays do not fit")
+    for g in range(m):
+        if not 0 <= entries[g] < rows:
+            raise IndexError("entry out of range")
+    kept_arr = _np.empty(m, dtype=_np.intp)
+    lows_arr = _np.empty(m, dtype=_np.int64)
+    bounds_arr = _np.empty(m, dtype=_np.float64)
+    cdef Py_ssize_t[::1] kept = kept_arr
+    cdef int64_t[::1] lows = lows_arr
+    cdef double[::1] bounds = bounds_arr
+    cdef int64_t floor, low
+    for g in range(m):
+        floor = floors[g]
+        if floor < 0:
+            continue
+        if max_bids[g] < floor:
+            below += 1
+            continue
+        low = floor if floor > low_min else low_min
+        entry = entries[g]
+        kept[n] = g
+        lows[n] = low
+        bounds[n] = <double>_weight_bound(
+            tops[entry, 0], tops[entry, 1], logistic, z0_click, z0_install, cross_click,
+            cross_install, goal_codes[entry], goal_prices[entry], low,
+        )
+        n += 1
+    return kept_arr[:n], lows_arr[:n], bounds_arr[:n], below
+
+
+cdef class KeyOrder:
+    """The candidates with a positive weight bound in increasing (E_j / b_j, j) order, as
+    ``bidder.race._ascending`` gives them from a stable sort, popped from a binary heap built
+    in linear time: the race usually takes a handful, so ordering all would be wasted."""
+
+    cdef object _keys_arr, _idx_arr  # own the memory the pointers below address
+    cdef double* _keys
+    cdef Py_ssize_t* _idx
+    cdef Py_ssize_t _size
+    cdef readonly Py_ssize_t finite
+
+    def __cinit__(self, const double[::1] exps, const double[::1] bounds):
+        cdef Py_ssize_t n = exps.shape[0], j, m = 0
+        cdef double key
+        if bounds.shape[0] != n:
+            raise ValueError("exponentials and bounds differ in length")
+        self._keys_arr = _np.empty(max(n, 1), dtype=_np.float64)
+        self._idx_arr = _np.empty(max(n, 1), dtype=_np.intp)
+        cdef double[::1] keys_view = self._keys_arr
+        cdef Py_ssize_t[::1] idx_view = self._idx_arr
+        self._keys = &keys_view[0]
+        self._idx = &idx_view[0]
+        cdef double* keys = self._keys
+        cdef Py_ssize_t* idx = self._idx
+        for j in range(n):
+            if bounds[j] > 0.0:
+                key = exps[j] / bounds[j]
+                if isfinite(key):
+                    keys[m] = key
+                    idx[m] = j
+                    m += 1
+        self._size = m
+        j = m // 2
+        while j > 0:
+            j -= 1
+            _sift_down(keys, idx, m, j)
+        self.finite = m
+
+    def take(self, Py_ssize_t count):
+        """The next (at most) ``count`` candidates and their keys, in order."""
+        cdef list js = [], ks = []
+        cdef Py_ssize_t last
+        cdef double* keys = self._keys
+        cdef Py_ssize_t* idx = self._idx
+        while count > 0 and self._size > 0:
+            js.append(idx[0])
+            ks.append(keys[0])
+            last = self._size - 1
+            keys[0] = keys[last]
+            idx[0] = idx[last]
+            self._size = last
+            _sift_down(keys, idx, last, 0)
+            count -= 1
+        return js, ks
+
+
+cdef inline bint _less(double* keys, Py_ssize_t* idx, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return keys[a] < keys[b] or (keys[a] == keys[b] and idx[a] < idx[b])
+
+
+cdef void _sift_down(double* keys, Py_ssize_t* idx, Py_ssize_t size, Py_ssize_t i) noexcept nogil:
+    """Restore the heap order (smallest (key, index) at the top) below i."""
+    cdef Py_ssize_t child, smallest, x
+    cdef double k
+    while True:
+        smallest = i
+        child = 2 * i + 1
+        if child < size and _less(keys, idx, child, smallest):
+            smallest = child
+        if child + 1 < size and _less(keys, idx, child + 1, smallest):
+            smallest = child + 1
+        if smallest == i:
+            return
+        k = keys[i]
+        keys[i] = keys[smallest]
+        keys[smallest] = k
+        x = idx[i]
+        idx[i] = idx[smallest]
+        idx[smallest] = x
+        i = smallest
+
+
+def best_values(
+    const double[:, ::1] predictions,
+    const Py_ssize_t[::1] flat,
+    const Py_ssize_t[::1] starts,
+    const int8_t[::1] goal_codes,
+    const int64_t[::1] goal_prices,
+    const int64_t[::1] lows,
+):
+    """``bidder.bounds.python_best_values``: per group g (rows ``starts[g]:starts[g + 1]`` of
+    ``predictions``, positions ``flat``), the largest ``bidder.scoring.value_cpm_micros``
+    over its rows less ``lows[g]``, at least 0, as a float."""
+    cdef Py_ssize_t m = lows.shape[0], rows = goal_codes.shape[0], total = flat.shape[0]
+    cdef Py_ssize_t g, i, pos
+    if starts.shape[0] != m + 1 or predictions.shape[0] != total or predictions.shape[1] != 2:
+        raise ValueError("predictions, positions, starts and lows do not fit")
+    if goal_prices.shape[0] != rows:
+        raise ValueError("the goal arrays differ in length")
+    for g in range(m):
+        if not 0 <= starts[g] < starts[g + 1] <= total:
+            raise ValueError("every group needs at least one row")
+    for i in range(total):
+        if not 0 <= flat[i] < rows:
+            raise IndexError("position out of range")
+    out_arr = _np.empty(m, dtype=_np.float64)
+    cdef double[::1] out = out_arr
+    cdef int64_t best, value, b
+    cdef int8_t code
+    cdef double p
+    for g in range(m):
+        best = 0
+        for i in range(starts[g], starts[g + 1]):
+            pos = flat[i]
+            code = goal_codes[pos]
+            if code == 0:
+                value = goal_prices[pos]
+            else:
+                p = predictions[i, 0] if code == 1 else predictions[i, 0] * predictions[i, 1]
+                if not (p > 0.0) or not isfinite(p):
+                    value = 0
+                else:
+                    value = <int64_t>(<double>goal_prices[pos] * (p if p < 1.0 else 1.0) * 1000)
+            if i == starts[g] or value > best:
+                best = value
+        b = best - lows[g]
+        out[g] = <double>(b if b > 0 else 0)
+    return out_arr

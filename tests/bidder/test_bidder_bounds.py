@@ -1,0 +1,190 @@
+"""The compiled loops over all candidates of an imp (bidder/_bounds.pyx) against their
+references: the floors and weight bounds (``bidder.bounds``), the same by the runs of an imp
+shape, the race's order of the keys (``bidder.race``) and the selection of a shape's runs
+(``bidder.candidates``). Equal means the same numbers, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bidder import _bounds
+from bidder.bounds import (
+    BoundTerms,
+    ShapeTops,
+    Survivors,
+    entry_bounds,
+    python_imp_bounds,
+)
+from bidder.candidates import BigKey, ShapeRuns, python_select_rows
+from bidder.race import _ascending
+
+POSITIONS = 500
+
+
+def _case(
+    seed: int, logistic: bool, deals: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, BoundTerms, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(0, 120))
+    counts = rng.integers(1, 6, m)
+    starts = np.zeros(m + 1, dtype=np.intp)
+    np.cumsum(counts, out=starts[1:])
+    flat = rng.integers(0, POSITIONS, int(starts[-1])).astype(np.intp)
+    max_bids = rng.integers(0, 3_000_000, m).astype(np.int64)
+    floors = rng.integers(0, 2_000_000, m).astype(np.int64)
+    if deals:
+        floors[rng.random(m) < 0.2] = -1  # a deal's floor in an unknown currency
+    if logistic:
+        table = rng.normal(-1.0, 2.0, (POSITIONS, 2))
+        table[rng.random(POSITIONS) < 0.05] = 80.0  # past the sigmoid's clamp
+        terms = BoundTerms(table, True, -4.2, -3.1, 1.5, 1.4)
+    else:
+        table = rng.uniform(0.0, 0.2, (POSITIONS, 2))
+        table[rng.random(POSITIONS) < 0.05] = 1.0  # a rate of 1: the value's cap
+        terms = BoundTerms(table, False)
+    codes = rng.integers(0, 3, POSITIONS).astype(np.int8)
+    prices = rng.integers(0, 10**9, POSITIONS).astype(np.int64)
+    prices[rng.random(POSITIONS) < 0.1] = 10**15  # the largest goal price indexed
+    return flat, starts, max_bids, floors, terms, codes, prices
+
+
+def _same(a: Survivors, b: Survivors) -> None:
+    assert a.below == b.below
+    assert a.kept.dtype == b.kept.dtype and np.array_equal(a.kept, b.kept)
+    assert a.lows.dtype == b.lows.dtype and np.array_equal(a.lows, b.lows)
+    assert a.bounds.dtype == b.bounds.dtype and np.array_equal(a.bounds, b.bounds)
+
+
+@pytest.mark.parametrize("logistic", [True, False])
+@pytest.mark.parametrize("deals", [True, False])
+def test_compiled_bounds_equal_the_reference(logistic: bool, deals: bool) -> None:
+    for seed in range(40):
+        flat, starts, max_bids, floors, terms, codes, prices = _case(seed, logistic, deals)
+        for low_min in (1, 150_000):
+            want = python_imp_bounds(flat, starts, max_bids, floors, terms, codes, prices, low_min)
+            got = Survivors(
+                *_bounds.imp_bounds(flat, starts, max_bids, floors, *terms, codes, prices, low_min)
+            )
+            _same(got, want)
+            assert (want.bounds >= 0).all() and (want.lows >= low_min).all()
+            assert want.below == int(((floors >= 0) & (max_bids < floors)).sum())
+
+
+@pytest.mark.parametrize("logistic", [True, False])
+def test_bounds_by_the_runs_of_a_shape_equal_those_by_positions(logistic: bool) -> None:
+    """A shape's runs (positions in increasing order, grouped by entry) and a selection of
+    them: the bounds from the shape's remembered tops equal those over each run's
+    positions."""
+    for seed in range(30):
+        rng = np.random.default_rng(100 + seed)
+        _, _, _, _, terms, codes, prices = _case(seed, logistic, False)
+        positions = np.sort(rng.choice(POSITIONS, int(rng.integers(1, 300)), replace=False))
+        owners = np.cumsum(rng.random(len(positions)) < 0.4).astype(np.intp)
+        firsts = np.flatnonzero(owners[1:] != owners[:-1]) + 1
+        starts = np.concatenate([[0], firsts, [len(positions)]]).astype(np.intp)
+        runs = ShapeRuns(positions.astype(np.intp), starts, owners[starts[:-1]], {})
+        rows = np.flatnonzero(rng.random(len(starts) - 1) < 0.6).astype(np.intp)
+        max_bids = rng.integers(0, 3_000_000, len(rows)).astype(np.int64)
+        floors = rng.integers(0, 2_000_000, len(rows)).astype(np.int64)
+        shapes = ShapeTops()
+        tops = shapes.get(BigKey(7), runs, terms.table, codes, prices)
+        assert shapes.get(BigKey(7), runs, terms.table, codes, prices) is tops  # remembered
+        flat = np.concatenate(
+            [runs.positions[starts[r] : starts[r + 1]] for r in rows] or [np.zeros(0, np.intp)]
+        ).astype(np.intp)
+        counts = starts[rows + 1] - starts[rows]
+        groups = np.zeros(len(rows) + 1, dtype=np.intp)
+        np.cumsum(counts, out=groups[1:])
+        want = python_imp_bounds(flat, groups, max_bids, floors, terms, codes, prices, 1)
+        _same(entry_bounds(rows, max_bids, floors, terms, tops, 1), want)
+
+
+def test_shape_tops_evict_the_least_recently_used() -> None:
+    runs = ShapeRuns(np.arange(3, dtype=np.intp), np.asarray([0, 3]), np.zeros(1, np.intp), {})
+    table = np.ones((3, 2))
+    codes, prices = np.zeros(3, np.int8), np.ones(3, np.int64)
+    shapes = ShapeTops()
+    first = shapes.get(BigKey(0), runs, table, codes, prices)
+    for shape in range(1, 40):
+        shapes.get(BigKey(1 << (shape * 1000)), runs, table, codes, prices)
+        assert shapes.get(BigKey(0), runs, table, codes, prices) is first  # in use: kept
+    assert len(shapes._memo) == 16
+
+
+@pytest.mark.parametrize("n", [0, 1, 10, 300, 3000])
+def test_the_key_heap_pops_in_the_order_of_a_full_sort(n: int) -> None:
+    rng = np.random.default_rng(n)
+    exps = -np.log(rng.uniform(2.0**-53, 1.0, n))
+    bounds = np.round(rng.exponential(3.0, n))  # ties, and zeros (no finite key)
+    bounds[rng.random(n) < 0.1] = 0.0
+    with np.errstate(divide="ignore"):
+        keys = np.where(bounds > 0.0, exps / bounds, np.inf)
+    finite = int(np.isfinite(keys).sum())
+    want_j: list[int] = []
+    want_k: list[float] = []
+    for js, ks in _ascending(keys, finite):
+        want_j += js
+        want_k += ks
+    order = _bounds.KeyOrder(exps, bounds)
+    assert order.finite == finite
+    got_j: list[int] = []
+    got_k: list[float] = []
+    step = 1
+    while True:
+        js, ks = order.take(step)
+        if not js:
+            break
+        assert len(js) <= step
+        got_j += js
+        got_k += ks
+        step = step % 17 + 1
+    assert got_j == want_j and got_k == want_k
+
+
+def test_all_tied_keys_come_by_index() -> None:
+    exps = np.ones(50)
+    order = _bounds.KeyOrder(exps, np.full(50, 2.0))
+    assert order.take(100) == (list(range(50)), [0.5] * 50)
+
+
+def test_compiled_row_selection_equals_the_reference() -> None:
+    rng = np.random.default_rng(3)
+    for n_entries in (1, 8, 9, 1000):
+        mask = int(rng.integers(0, 2**62)) if n_entries < 62 else 0
+        if n_entries >= 62:
+            for i in rng.choice(n_entries, n_entries // 3, replace=False):
+                mask |= 1 << int(i)
+        mask &= (1 << n_entries) - 1
+        wanted = mask.to_bytes((n_entries + 7) // 8, "little")
+        entries = np.sort(rng.integers(0, n_entries, 200)).astype(np.intp)
+        want = python_select_rows(wanted, entries)
+        got = _bounds.select_rows(wanted, entries)
+        assert got.dtype == np.intp and np.array_equal(got, want)
+        assert [bool(mask >> int(entries[r]) & 1) for r in got] == [True] * len(got)
+    with pytest.raises(IndexError):
+        _bounds.select_rows(b"\x01", np.asarray([8], dtype=np.intp))
+    with pytest.raises(IndexError):
+        python_select_rows(b"\x01", np.asarray([8], dtype=np.intp))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_compiled_best_values_equal_the_reference(seed: int) -> None:
+    from bidder.bounds import python_best_values
+
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 30))
+    counts = rng.integers(1, 6, m)
+    starts = np.zeros(m + 1, dtype=np.intp)
+    np.cumsum(counts, out=starts[1:])
+    flat = rng.integers(0, POSITIONS, int(starts[-1])).astype(np.intp)
+    predictions = rng.uniform(0.0, 0.3, (len(flat), 2))
+    predictions[rng.random(len(flat)) < 0.1, 0] = 0.0  # no value
+    predictions[rng.random(len(flat)) < 0.05] = 2.0  # a rate past 1: capped at 1
+    codes = rng.integers(0, 3, POSITIONS).astype(np.int8)
+    prices = rng.integers(0, 10**9, POSITIONS).astype(np.int64)
+    lows = rng.integers(1, 400_000, m).astype(np.int64)
+    want = python_best_values(predictions, flat, starts, codes, prices, lows)
+    got = _bounds.best_values(predictions, flat, starts, codes, prices, lows)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert (want >= 0).all()
