@@ -69,11 +69,14 @@ class S3ObjectStore:
         await asyncio.to_thread(self._put, key, path)
 
     def _put(self, key: str, path: Path) -> None:
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self._client.upload_file(str(path), self.bucket, self.key(key))
-        except (BotoCoreError, ClientError, OSError) as exc:
+        # upload_file wraps a refusal (a missing bucket, access denied) in boto3's own
+        # S3UploadFailedError: any of them leaves the file waiting, and the upload is retried
+        except (Boto3Error, BotoCoreError, ClientError, OSError) as exc:
             raise ObjectStoreError(f"cannot upload {key} to {self.description}: {exc}") from exc
 
 

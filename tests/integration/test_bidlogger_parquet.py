@@ -139,3 +139,38 @@ async def test_parquet_files_wait_for_the_store_and_match_the_raw_table(
     finally:
         await publisher.close()
         await logger.close()
+
+
+async def test_a_missing_bucket_keeps_the_files_until_it_exists(
+    proxy: Proxy, state_root: Path, pg_dsn: str, moto: MotoServer
+) -> None:
+    """boto3 wraps a refusal such as NoSuchBucket in its own exception: the uploader counts it,
+    keeps the files and retries, instead of stopping for good."""
+    settings = logger_settings(
+        proxy,
+        state_root,
+        raw_partitions="all",
+        object_store="s3://late-bucket/raw",
+        s3_endpoint=moto.url,
+        upload_retry=0.2,
+    )
+    logger = BidLogger(settings, pg_dsn)
+    await logger.start()
+    publisher = Publisher(proxy.inside, publisher_id="bidder-a", batch_delay=0.005)
+    await publisher.start()
+    try:
+        await until_heard(publisher, [logger])
+        events = [e for tx in world(100, start=START, seed=5) for e in tx]
+        await publish(publisher, events)
+        await until_counted([logger], len(events))
+        await logger.flush(close_segments=True)
+        assert await logger.wait_written(20)
+        await eventually(lambda: logger.uploads["failed"] >= 2, 10)  # refused, and retried
+        waiting = sorted(logger.segments.outbox.rglob("*.parquet"))
+        assert waiting and logger.uploads["ok"] == 0
+        moto.client().create_bucket(Bucket="late-bucket")
+        await eventually(lambda: not any(logger.segments.outbox.rglob("*.parquet")), 30)
+        assert logger.uploads["ok"] == len(waiting)
+    finally:
+        await publisher.close()
+        await logger.close()

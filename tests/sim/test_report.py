@@ -193,8 +193,8 @@ def test_write_report(tmp_path: Path) -> None:
     assert data["impressions"]["wins"] == 80
     for png in ("spend_vs_plan.png", "latency.png", "rates.png", "calibration.png"):
         assert (tmp_path / png).stat().st_size > 1000, png
-    saved = np.load(tmp_path / "auctions.npz")
-    assert len(saved["req"]) == len(r.table)
+    with np.load(tmp_path / "auctions.npz") as saved:
+        assert len(saved["req"]) == len(r.table)
 
 
 @pytest.mark.parametrize("broken", [True, False])
