@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -81,25 +82,9 @@ async def test_parquet_files_wait_for_the_store_and_match_the_raw_table(
     proxy: Proxy, state_root: Path, pg_dsn: str, moto: MotoServer
 ) -> None:
     await asyncio.to_thread(moto.stop)  # the store is down when the files are ready
-    settings = logger_settings(
-        proxy,
-        state_root,
-        raw_partitions="all",
-        object_store="s3://raw-sample/raw",
-        s3_endpoint=moto.url,
-        upload_retry=0.3,
-    )
-    logger = BidLogger(settings, pg_dsn)
-    await logger.start()
-    publisher = Publisher(proxy.inside, publisher_id="bidder-a", batch_delay=0.005)
-    await publisher.start()
+    logger, publisher = await _uploading_logger(proxy, state_root, pg_dsn, moto, "raw-sample")
     try:
-        await until_heard(publisher, [logger])
-        events = [e for tx in world(800, start=START, seed=9) for e in tx]
-        await publish(publisher, events)
-        await until_counted([logger], len(events))
-        await logger.flush(close_segments=True)
-        assert await logger.wait_written(20)
+        events = await _logged(logger, publisher, 800, seed=9)
         # the store is down: the files wait in the outbox
         await eventually(lambda: logger.uploads["failed"] > 0, 10)
         waiting = sorted(logger.segments.outbox.rglob("*.parquet"))
@@ -146,25 +131,9 @@ async def test_a_missing_bucket_keeps_the_files_until_it_exists(
 ) -> None:
     """boto3 wraps a refusal such as NoSuchBucket in its own exception: the uploader counts it,
     keeps the files and retries, instead of stopping for good."""
-    settings = logger_settings(
-        proxy,
-        state_root,
-        raw_partitions="all",
-        object_store="s3://late-bucket/raw",
-        s3_endpoint=moto.url,
-        upload_retry=0.2,
-    )
-    logger = BidLogger(settings, pg_dsn)
-    await logger.start()
-    publisher = Publisher(proxy.inside, publisher_id="bidder-a", batch_delay=0.005)
-    await publisher.start()
+    logger, publisher = await _uploading_logger(proxy, state_root, pg_dsn, moto, "late-bucket")
     try:
-        await until_heard(publisher, [logger])
-        events = [e for tx in world(100, start=START, seed=5) for e in tx]
-        await publish(publisher, events)
-        await until_counted([logger], len(events))
-        await logger.flush(close_segments=True)
-        assert await logger.wait_written(20)
+        await _logged(logger, publisher, 100, seed=5)
         await eventually(lambda: logger.uploads["failed"] >= 2, 10)  # refused, and retried
         waiting = sorted(logger.segments.outbox.rglob("*.parquet"))
         assert waiting and logger.uploads["ok"] == 0
@@ -174,3 +143,36 @@ async def test_a_missing_bucket_keeps_the_files_until_it_exists(
     finally:
         await publisher.close()
         await logger.close()
+
+
+async def _uploading_logger(
+    proxy: Proxy, state_root: Path, pg_dsn: str, moto: MotoServer, bucket: str
+) -> tuple[BidLogger, Publisher]:
+    """A started logger keeping every partition raw, uploading to ``bucket`` on moto, and a
+    started publisher it hears."""
+    settings = logger_settings(
+        proxy,
+        state_root,
+        raw_partitions="all",
+        object_store=f"s3://{bucket}/raw",
+        s3_endpoint=moto.url,
+        upload_retry=0.2,
+    )
+    logger = BidLogger(settings, pg_dsn)
+    await logger.start()
+    publisher = Publisher(proxy.inside, publisher_id="bidder-a", batch_delay=0.005)
+    await publisher.start()
+    await until_heard(publisher, [logger])
+    return logger, publisher
+
+
+async def _logged(
+    logger: BidLogger, publisher: Publisher, transactions: int, seed: int
+) -> list[Any]:
+    """The events of ``transactions`` published, counted, and written, segments closed."""
+    events = [e for tx in world(transactions, start=START, seed=seed) for e in tx]
+    await publish(publisher, events)
+    await until_counted([logger], len(events))
+    await logger.flush(close_segments=True)
+    assert await logger.wait_written(20)
+    return events
