@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import mmh3
 import numpy as np
@@ -163,13 +164,7 @@ async def until(what: Callable[[], bool], timeout: float, why: Callable[[], obje
 def test_two_partitioned_learners_feed_one_model_with_the_examples_of_one_learner(
     tmp_path: Path, pg_dsn: str
 ) -> None:
-    with proxy_process() as events, proxy_process() as coherence:
-        base = settings_for(pg_dsn, events, coherence)
-        split = dataclasses.replace(base, relay_bind="tcp://127.0.0.1:0", lock_key=SPLIT_KEY)
-        first = dataclasses.replace(split, share="0/2", checkpoint_path=tmp_path / "a.ckpt")
-        second = dataclasses.replace(split, share="1/2", checkpoint_path=tmp_path / "b.ckpt")
-        whole = dataclasses.replace(base, lock_key=WHOLE_KEY, checkpoint_path=tmp_path / "w.ckpt")
-        asyncio.run(_split_and_lead_again(first, second, whole, pg_dsn, events))
+    _with_learners(tmp_path, pg_dsn, _split_and_lead_again)
 
 
 async def _split_and_lead_again(
@@ -222,13 +217,7 @@ async def _split_and_lead_again(
 def test_a_leader_change_resumes_the_stored_training_and_learns_every_example_once(
     tmp_path: Path, pg_dsn: str
 ) -> None:
-    with proxy_process() as events, proxy_process() as coherence:
-        base = settings_for(pg_dsn, events, coherence)
-        split = dataclasses.replace(base, relay_bind="tcp://127.0.0.1:0", lock_key=SPLIT_KEY)
-        first = dataclasses.replace(split, share="0/2", checkpoint_path=tmp_path / "a.ckpt")
-        second = dataclasses.replace(split, share="1/2", checkpoint_path=tmp_path / "b.ckpt")
-        whole = dataclasses.replace(base, lock_key=WHOLE_KEY, checkpoint_path=tmp_path / "w.ckpt")
-        asyncio.run(_leader_change(first, second, whole, pg_dsn, events))
+    _with_learners(tmp_path, pg_dsn, _leader_change)
 
 
 async def _leader_change(
@@ -308,3 +297,21 @@ def test_a_replaced_leader_cannot_overwrite_its_successors_state(pg_dsn: str) ->
             await conn.close()
 
     asyncio.run(go())
+
+
+Scenario = Callable[
+    [LearnerSettings, LearnerSettings, LearnerSettings, str, tuple[str, str]],
+    Coroutine[Any, Any, None],
+]
+
+
+def _with_learners(tmp_path: Path, pg_dsn: str, scenario: Scenario) -> None:
+    """``scenario`` given two learners splitting the partitions in halves, a learner of all of
+    them under its own lock, the DSN and the event bus's proxy."""
+    with proxy_process() as events, proxy_process() as coherence:
+        base = settings_for(pg_dsn, events, coherence)
+        split = dataclasses.replace(base, relay_bind="tcp://127.0.0.1:0", lock_key=SPLIT_KEY)
+        first = dataclasses.replace(split, share="0/2", checkpoint_path=tmp_path / "a.ckpt")
+        second = dataclasses.replace(split, share="1/2", checkpoint_path=tmp_path / "b.ckpt")
+        whole = dataclasses.replace(base, lock_key=WHOLE_KEY, checkpoint_path=tmp_path / "w.ckpt")
+        asyncio.run(scenario(first, second, whole, pg_dsn, events))
