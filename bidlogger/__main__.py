@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from bidlogger.errors import BidloggerError
 from bidlogger.settings import BidloggerSettings
-from fleet.errors import DatabaseError, FleetError, SettingsError
-from fleet.logs import configure_logging
+from fleet.errors import DatabaseError
+from fleet.service import run_loop, start_up
 
 
 async def _main(settings: BidloggerSettings) -> None:
@@ -42,18 +42,11 @@ async def _main(settings: BidloggerSettings) -> None:
 
 
 def main() -> int:
-    try:
-        settings = BidloggerSettings.from_env()
-    except SettingsError as exc:
-        print(f"bidlogger: bad setting {exc}", file=sys.stderr)
+    settings = start_up("bidlogger", BidloggerSettings.from_env)
+    if settings is None:
         return 2
-    configure_logging(settings.fleet.log_level, settings.fleet.log_json)
-    try:
-        asyncio.run(_main(settings))
-    except (BidloggerError, FleetError) as exc:
-        print(f"bidlogger: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    loaded: BidloggerSettings = settings
+    return run_loop("bidlogger", lambda: _main(loaded), expected=(BidloggerError,))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import sys
 
 from prometheus_client import CollectorRegistry
 
-from fleet.errors import DatabaseError, FleetError, SettingsError
-from fleet.logs import configure_logging
+from fleet.errors import DatabaseError
+from fleet.service import run_loop, start_up
 from learner.errors import LearnerError
 from learner.settings import LearnerSettings
 
@@ -42,18 +42,11 @@ async def _main(settings: LearnerSettings) -> None:
 
 
 def main() -> int:
-    try:
-        settings = LearnerSettings.from_env()
-    except SettingsError as exc:
-        print(f"learner: bad setting {exc}", file=sys.stderr)
+    settings = start_up("learner", LearnerSettings.from_env)
+    if settings is None:
         return 2
-    configure_logging(settings.fleet.log_level, settings.fleet.log_json)
-    try:
-        asyncio.run(_main(settings))
-    except (LearnerError, FleetError) as exc:
-        print(f"learner: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    loaded: LearnerSettings = settings
+    return run_loop("learner", lambda: _main(loaded), expected=(LearnerError,))
 
 
 if __name__ == "__main__":
