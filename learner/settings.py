@@ -93,8 +93,8 @@ def parse_share(text: str) -> tuple[int, int]:
 def _share(value: str) -> str | None:
     try:
         parse_share(value)
-    except BadParameters as exc:
-        return str(exc)
+    except BadParameters:  # the settings' message names the value already
+        return "must be i/k with k >= 1 and 0 <= i < k (0/1: every partition)"
     return None
 
 
