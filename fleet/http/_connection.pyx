@@ -284,18 +284,11 @@ cdef class Connection:
         try:
             result = await work
         except HttpError as exc:
-            self.busy = False
-            self.counted -= 1
-            self.server.in_flight -= 1
-            self._refuse(exc)
+            self._refused(exc)
             return
         except Exception:
             result = self._handler_failed(request)
-        self.busy = False
-        self._respond(request, result)
-        if not self.closing:
-            self._next()
-            self._flow()
+        self._answered(request, result)
 
     def _settled(self, Request request, future):
         """``_finish`` of a handler's future, called when it is done; a cancelled one closes the
@@ -303,13 +296,21 @@ cdef class Connection:
         try:
             result = None if future.cancelled() else future.result()
         except HttpError as exc:
-            self.busy = False
-            self.counted -= 1
-            self.server.in_flight -= 1
-            self._refuse(exc)
+            self._refused(exc)
             return
         except Exception:
             result = self._handler_failed(request)
+        self._answered(request, result)
+
+    cdef _refused(self, exc):
+        """A handler that waited refused its request: not counted, refused on the wire."""
+        self.busy = False
+        self.counted -= 1
+        self.server.in_flight -= 1
+        self._refuse(exc)
+
+    cdef _answered(self, Request request, result):
+        """A handler that waited has its result: answer it, then the next request."""
         self.busy = False
         self._respond(request, result)
         if not self.closing:

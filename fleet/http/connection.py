@@ -287,18 +287,11 @@ class PyConnection(asyncio.Protocol):
         try:
             result = await work
         except HttpError as exc:
-            self.busy = False
-            self.counted -= 1
-            self.server.in_flight -= 1
-            self._refuse(exc)
+            self._refused(exc)
             return
         except Exception:
             result = self._handler_failed(request)
-        self.busy = False
-        self._respond(request, result)
-        if not self.closing:
-            self._next()
-            self._flow()
+        self._answered(request, result)
 
     def _settled(self, request: Request, future: asyncio.Future[Result]) -> None:
         """``_finish`` of a handler's future, called when it is done; a cancelled one closes the
@@ -306,13 +299,21 @@ class PyConnection(asyncio.Protocol):
         try:
             result = None if future.cancelled() else future.result()
         except HttpError as exc:
-            self.busy = False
-            self.counted -= 1
-            self.server.in_flight -= 1
-            self._refuse(exc)
+            self._refused(exc)
             return
         except Exception:
             result = self._handler_failed(request)
+        self._answered(request, result)
+
+    def _refused(self, exc: HttpError) -> None:
+        """A handler that waited refused its request: not counted, refused on the wire."""
+        self.busy = False
+        self.counted -= 1
+        self.server.in_flight -= 1
+        self._refuse(exc)
+
+    def _answered(self, request: Request, result: Result) -> None:
+        """A handler that waited has its result: answer it, then the next request."""
         self.busy = False
         self._respond(request, result)
         if not self.closing:
