@@ -7,21 +7,19 @@ first back as a follower the model again holds every example once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import mmh3
-import numpy as np
 import pytest
 from conftest_cache import proxy_process
+from test_learner_service import learner
 
 from fleet.bus import Publisher
 from fleet.events import BidEvent, ClickEvent, ImpressionEvent, WinEvent, encode, topic_for
-from learner.service import LearnerService
 from learner.settings import LearnerSettings
 
 SPLIT_KEY = 0x5EED_0001
@@ -50,16 +48,6 @@ def settings_for(
         "RTBFLEET_LEARNER_INSTALL_GRID": "alpha=0.5,l1=0.1,bits=16",
     }
     return LearnerSettings.from_env(env, env_file=None)
-
-
-@contextlib.asynccontextmanager
-async def running(settings: LearnerSettings, dsn: str) -> AsyncIterator[LearnerService]:
-    service = LearnerService(settings, dsn, rng=np.random.default_rng(1))
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
 
 
 Stream = list[BidEvent | WinEvent | ImpressionEvent | ClickEvent]
@@ -178,9 +166,9 @@ async def _split_and_lead_again(
     await pub.start()
     try:
         async with (
-            running(whole, dsn) as one,
-            running(second, dsn) as b,
-            running(first, dsn) as a,
+            learner(whole, dsn) as one,
+            learner(second, dsn) as b,
+            learner(first, dsn) as a,
         ):
             # b started first and leads; a follows it
             await until(lambda: bool(a._sender and a._sender.address), 10, a.health)
@@ -230,8 +218,8 @@ async def _leader_change(
     pub = Publisher(events[0], publisher_id="itest-split", batch_delay=0.001)
     await pub.start()
     try:
-        async with running(whole, dsn) as one:
-            async with running(second, dsn) as b, running(first, dsn) as a:
+        async with learner(whole, dsn) as one:
+            async with learner(second, dsn) as b, learner(first, dsn) as a:
                 await until(lambda: bool(a._sender and a._sender.address), 10, a.health)
                 assert b.leading and not a.leading
                 await asyncio.sleep(1.0)  # the subscriptions reach the proxy
@@ -245,10 +233,10 @@ async def _leader_change(
                 # the follower stopped; now the leader stops cleanly: a last round, an export
                 # and a checkpoint, which stores its training state for the next leader
             learnt_by_b = dict(b.learner.learnt)
-            async with running(first, dsn) as a:  # a starts alone and takes the lock
+            async with learner(first, dsn) as a:  # a starts alone and takes the lock
                 assert a.leading and a.epoch == 2
                 assert a.learner.learnt == learnt_by_b  # the stored training state, resumed
-                async with running(second, dsn) as b2:  # b comes back as a follower
+                async with learner(second, dsn) as b2:  # b comes back as a follower
                     await until(lambda: bool(b2._sender and b2._sender.address), 10, b2.health)
                     assert not b2.leading
                     await asyncio.sleep(1.0)
