@@ -48,6 +48,7 @@ from bidlogger.copyfmt import encode_chunks, encode_raw
 from bidlogger.parquet import Segments
 from bidlogger.partitions import topic_partition, topic_type
 from bidlogger.raw import RawRow
+from bidlogger.service import tune_gc
 from bidlogger.store import RAW_COLUMNS, Store, day_partition, utc
 from fleet.bus import Publisher
 from fleet.db import migrate
@@ -175,6 +176,7 @@ async def _logger_run(
     )
     logger = BidLogger(settings, dsn)
     await logger.start(consume=False)
+    tune_gc(settings.gc_young)  # as the logger process does once started
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.bidlogger", proxy_in, str(count), stdout=subprocess.PIPE
     )

@@ -48,9 +48,10 @@ from fleet.db import migrate
 from fleet.http import Request, Response
 from fleet.pg import LocalPostgres
 from fleet.processes import free_port, wait_for_port
+from fleet.service import settle_heap
 from fleet.settings import FleetSettings
 from tracker.app import make_application, make_server
-from tracker.service import TrackerService, settle_heap
+from tracker.service import TrackerService
 from tracker.settings import TrackerSettings
 
 KEY = "bench-signing-key-0123456789abcdef"

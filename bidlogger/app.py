@@ -15,7 +15,7 @@ import tornado.web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from bidlogger.service import BidLogger
+from bidlogger.service import BidLogger, tune_gc
 from bidlogger.settings import BidloggerSettings
 from cache.app import Cache, default_origin
 from cache.creative_stats import COUNTS_KEY, CREATIVE_NAMESPACE, CreativeCounts, creative_namespace
@@ -93,6 +93,7 @@ async def run(
         publisher = FeedPublisher(cache, settings.feed_window_days * 86_400)
         logger = BidLogger(settings, dsn, registry=registry, publish_feed=publisher)
         await logger.start()
+        tune_gc(settings.gc_young)  # this process's heap, once started
         server = tornado.httpserver.HTTPServer(make_app(logger, registry))
         sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
         server.add_sockets(sockets)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from bidlogger.spool import Spool, State
 from bidlogger.writer import Writer
 from fleet.aio import cancel_and_wait
 from fleet.bus import Delivery, Subscriber
+from fleet.service import settle_heap
 
 log = logging.getLogger("bidlogger")
 
@@ -62,11 +62,8 @@ def tune_gc(young: int) -> None:
     benchmark's raw run, and scanned the whole heap a few times, about a tenth of the process's
     CPU. What exists at start (modules, settings) is frozen out of the scans; the young
     generation is collected every ``young`` allocations instead of 700."""
-    if young <= 0:
-        return
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(young, *gc.get_threshold()[1:])
+    if young > 0:
+        settle_heap(young)
 
 
 class BidLogger:
@@ -159,7 +156,6 @@ class BidLogger:
         """Restore the state, subscribe, start the tasks. ``consume=False`` subscribes but leaves
         deliveries queued in the socket until :meth:`consume` (the benchmark times the logger
         alone that way)."""
-        tune_gc(self.settings.gc_young)
         self.store.start()
         await self._restore()
         made = await asyncio.to_thread(self.segments.recover)

@@ -14,7 +14,7 @@ import sys
 
 import fleet.service
 from fleet.errors import FleetError
-from fleet.service import run_loop, start_up
+from fleet.service import run_loop, settle_heap, start_up
 from tracker.settings import TrackerSettings
 
 log = logging.getLogger("tracker")
@@ -63,9 +63,7 @@ class TrackerComponent:
         # the port first: /healthz answers (and /readyz says 503) while Postgres is reached
         await self.server.listen(s.port, s.host)
         await self.service.start(s.fleet.pg_dsn)
-        from tracker.service import settle_heap
-
-        settle_heap()
+        settle_heap()  # the start-up heap out of the collections the notices set off
         self._started = True
         log.info("tracker listening on %s:%d", s.host, s.port)
 

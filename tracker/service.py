@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import random
 import time
@@ -43,17 +42,6 @@ from tracker.store import (
 )
 
 log = logging.getLogger("tracker.service")
-
-
-def settle_heap() -> None:
-    """Once a tracker process has started: collect, then move everything alive (modules, the
-    pool, the catalog, the server) to the collector's permanent generation (``gc.freeze``), so
-    that the full collections the notices' allocations set off walk what was made since, not
-    the whole start-up heap again each time. Process-wide: for a process's entry point (the
-    tracker's ``__main__``, the benchmark's server), not a library or a test. A catalog read
-    later is left to the collector as usual (it is small, and replaced every few seconds)."""
-    gc.collect()
-    gc.freeze()
 
 
 class TrackerService:
