@@ -24,6 +24,9 @@ from learner.online import OnlineLearner
 
 RELAY_HWM: Final = 1000  # parcels queued for the leader at most
 PARCEL_EXAMPLES: Final = 2_000  # examples per parcel at most
+# A frame larger than this drops its sender's connection at the leader: a parcel of 2,000
+# examples is well under a megabyte, and the port must not let a stray peer fill its memory.
+RELAY_MAX_PARCEL_BYTES: Final = 64 << 20
 
 
 class WireExample(msgspec.Struct, array_like=True, frozen=True):
@@ -207,6 +210,7 @@ class RelayReceiver:
         self._sock = self._context.socket(zmq.PULL)
         plain = cast("zmq.Socket[bytes]", self._sock)
         configure_socket(plain, RELAY_HWM)
+        plain.setsockopt(zmq.MAXMSGSIZE, RELAY_MAX_PARCEL_BYTES)
         open_socket(plain, bind, bind=True)
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
 

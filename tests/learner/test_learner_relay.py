@@ -65,3 +65,33 @@ def test_the_leader_learns_each_parcel_once_and_counts_the_rest() -> None:
     assert counts == {"received": 2, "repeated": 1, "malformed": 1, "lost": 2}
     learner.train()
     assert learner.learnt == {"click": 5, "install": 0}  # 3 + 2: the repeat learnt nothing
+
+
+async def test_the_leader_drops_a_peer_sending_an_oversized_frame_and_keeps_serving() -> None:
+    """Real sockets on loopback: a frame over the bound is never delivered (ZMQ closes that
+    connection); a parcel from a well-behaved sender still arrives."""
+    import asyncio
+
+    import zmq
+
+    from learner.relay import RELAY_MAX_PARCEL_BYTES, RelayReceiver, RelaySender
+
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    receiver = RelayReceiver(context, "tcp://127.0.0.1:*")
+    stray = context.socket(zmq.PUSH)
+    sender = RelaySender(context, "learner-1")
+    try:
+        stray.connect(receiver.endpoint)
+        stray.send(b"\0" * (RELAY_MAX_PARCEL_BYTES + 1))
+        sender.connect(receiver.endpoint)
+        assert sender.send([], [PriceObservation("s", "exact", 1_000)], watermark=1.0)
+        data = await asyncio.wait_for(receiver.recv(), 10)
+        parcel, _, prices = decode_parcel(data)
+        assert (parcel.sender, parcel.seq, len(prices)) == ("learner-1", 1, 1)
+        with pytest.raises(TimeoutError):  # the oversized frame never comes
+            await asyncio.wait_for(receiver.recv(), 0.5)
+    finally:
+        stray.close(linger=0)
+        sender.close()
+        receiver.close()
+        context.term()
