@@ -200,7 +200,9 @@ class Pacer:
         self._control: dict[int, _Control] = {}
         self._profiles: dict[int, Profile] = {}
         self._last_step: float | None = None
-        self._dirty: set[str] = set()  # holders reporting since the last step
+        # holders reporting since the last step, in the order they first reported: a dict, not a
+        # set, so that columns are assigned alike in every process (set order follows the hash seed)
+        self._dirty: dict[str, None] = {}
         self._hour_base: dict[int, tuple[tuple[date, int], int]] = {}  # spend at the hour's start
         self._opp_reports: dict[str, list[dict[int, int]]] = {}
 
@@ -216,7 +218,7 @@ class Pacer:
             return False
         self._reports[report.holder] = report
         self._heard[report.holder] = now
-        self._dirty.add(report.holder)
+        self._dirty[report.holder] = None
         if report.opportunities:
             self._opp_reports.setdefault(report.holder, []).append(report.opportunities)
         for cid, micros in report.blocked.items():
