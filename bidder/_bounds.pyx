@@ -15,6 +15,8 @@ from libc.stdint cimport int8_t, int64_t, uint8_t
 
 import numpy as _np
 
+from bidder._values cimport goal_value
+
 cdef inline double _logistic(double z) noexcept nogil:
     """``bidder._scorer``'s sigmoid (clamped to +-60), the same operations."""
     if z < -60.0:
@@ -300,21 +302,11 @@ def best_values(
     out_arr = _np.empty(m, dtype=_np.float64)
     cdef double[::1] out = out_arr
     cdef int64_t best, value, b
-    cdef int8_t code
-    cdef double p
     for g in range(m):
         best = 0
         for i in range(starts[g], starts[g + 1]):
             pos = flat[i]
-            code = goal_codes[pos]
-            if code == 0:
-                value = goal_prices[pos]
-            else:
-                p = predictions[i, 0] if code == 1 else predictions[i, 0] * predictions[i, 1]
-                if not (p > 0.0) or not isfinite(p):
-                    value = 0
-                else:
-                    value = <int64_t>(<double>goal_prices[pos] * (p if p < 1.0 else 1.0) * 1000)
+            value = goal_value(goal_codes[pos], goal_prices[pos], predictions[i, 0], predictions[i, 1])
             if i == starts[g] or value > best:
                 best = value
         b = best - lows[g]

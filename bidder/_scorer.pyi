@@ -28,3 +28,18 @@ def bound(
     cross_install: float,
     out: npt.NDArray[np.float64],
 ) -> None: ...
+def run_values(
+    rows: npt.NDArray[np.intp],
+    run_starts: npt.NDArray[np.intp],
+    run_positions: npt.NDArray[np.intp],
+    static: npt.NDArray[np.float64],
+    states: npt.NDArray[np.uint32],
+    encoded: list[bytes],
+    weights: npt.NDArray[np.float32],
+    mask: int,
+    z0_click: float,
+    z0_install: float,
+    goal_codes: npt.NDArray[np.int8],
+    goal_prices: npt.NDArray[np.int64],
+    lows: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]: ...

@@ -12,10 +12,12 @@ in 4-byte blocks, so each prefix is hashed once, up to its last whole block, int
 (h1 after those blocks, the 0-3 bytes left over, the prefix's length). At request time a cross
 costs the few blocks of its suffix and the finalisation, in C, without the GIL.
 """
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.math cimport exp
 import numpy as np
 cimport numpy as cnp
+
+from bidder._values cimport goal_value
 
 cnp.import_array()
 
@@ -246,3 +248,80 @@ def bound(
             pos = positions[i]
             out[i, 0] = _sigmoid(static[pos, 0] + z0_click + cross_click)
             out[i, 1] = _sigmoid(static[pos, 1] + z0_install + cross_install)
+
+
+def run_values(
+    const Py_ssize_t[::1] rows,
+    const Py_ssize_t[::1] run_starts,
+    const Py_ssize_t[::1] run_positions,
+    const double[:, ::1] static,
+    const uint32_t[:, :, ::1] states,
+    list encoded,
+    const float[:, ::1] weights,
+    uint32_t mask,
+    double z0_click,
+    double z0_install,
+    const int8_t[::1] goal_codes,
+    const int64_t[::1] goal_prices,
+    const int64_t[::1] lows,
+):
+    """Per group g, the positions ``run_positions[run_starts[r]:run_starts[r + 1]]`` of run
+    ``r = rows[g]``: the largest value (``bidder._values.goal_value``) of their predictions
+    (``score``'s numbers, the same operations) less ``lows[g]``, at least 0, as a float. What
+    ``score`` of the gathered positions and then ``bidder._bounds.best_values`` give, in one
+    pass and without the gathered arrays; ``encoded``: the request's suffixes as UTF-8."""
+    cdef Py_ssize_t m = rows.shape[0], n_runs = run_starts.shape[0] - 1
+    cdef Py_ssize_t c = states.shape[1], n_pos = static.shape[0], total = run_positions.shape[0]
+    cdef Py_ssize_t n_suffixes = len(encoded)
+    cdef Py_ssize_t g, i, j, r, pos, slot
+    if lows.shape[0] != m:
+        raise ValueError("one lowest bid per group")
+    if c < 1 or not c - 1 <= n_suffixes <= c - 1 + 16:
+        raise ValueError("one suffix per cross slot, the last slot's repeated 0 to 16 times")
+    if n_suffixes > 32:
+        raise ValueError("at most 32 crosses")
+    if states.shape[0] != n_pos or goal_codes.shape[0] != n_pos or goal_prices.shape[0] != n_pos:
+        raise ValueError("static, states and the goal arrays differ in length")
+    if weights.shape[0] != 2 or weights.shape[1] <= mask:
+        raise ValueError("weights must be float32[2, mask + 1]")
+    for g in range(m):
+        r = rows[g]
+        if not 0 <= r < n_runs or not 0 <= run_starts[r] < run_starts[r + 1] <= total:
+            raise IndexError("a run out of range or empty")
+        for i in range(run_starts[r], run_starts[r + 1]):
+            if not 0 <= run_positions[i] < n_pos:
+                raise IndexError("position out of range")
+    cdef const uint8_t* sx[32]
+    cdef Py_ssize_t sn[32]
+    cdef bytes b
+    for j in range(n_suffixes):
+        b = <bytes?>encoded[j]
+        sx[j] = <const uint8_t*><char*>b
+        sn[j] = len(b)
+    out_arr = np.empty(m, dtype=np.float64)
+    cdef double[::1] out = out_arr
+    cdef double zr, zi
+    cdef uint32_t k
+    cdef int64_t best, value, d
+    with nogil:
+        for g in range(m):
+            r = rows[g]
+            best = 0
+            for i in range(run_starts[r], run_starts[r + 1]):
+                pos = run_positions[i]
+                zr = static[pos, 0] + z0_click
+                zi = static[pos, 1] + z0_install
+                for j in range(n_suffixes):
+                    slot = j if j < c - 1 else c - 1
+                    k = _resume(
+                        states[pos, slot, 0], states[pos, slot, 1], states[pos, slot, 2],
+                        sx[j], sn[j],
+                    ) & mask
+                    zr = zr + <double>weights[0, k]
+                    zi = zi + <double>weights[1, k]
+                value = goal_value(goal_codes[pos], goal_prices[pos], _sigmoid(zr), _sigmoid(zi))
+                if i == run_starts[r] or value > best:
+                    best = value
+            d = best - lows[g]
+            out[g] = <double>(d if d > 0 else 0)
+    return out_arr

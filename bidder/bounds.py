@@ -27,10 +27,14 @@ from bidder.scorer import SLACK, PositionScorer, Scorer, python_bound
 from bidder.scoring import values_cpm_micros
 from fleet.config import GoalType
 
+_run_values: Callable[..., F64] | None
 try:
     from bidder._scorer import bound as _bound
+    from bidder._scorer import run_values as _compiled_run_values
+
+    _run_values = _compiled_run_values
 except ImportError:  # pragma: no cover - the extension is built by `make`
-    _bound = python_bound
+    _bound, _run_values = python_bound, None
 
 # goal types as codes, for the value bounds computed over arrays
 GOAL_CODES: Final = {"CPM": 0, "CPC": 1, "CPI": 2, "CPA": 2}
@@ -177,6 +181,55 @@ def weight_bounds(
     return bounds
 
 
+def ragged_gather(values: Positions, lo: Positions, hi: Positions) -> tuple[Positions, Positions]:
+    """``values[lo[g]:hi[g]]`` for every group g, one after the other, and where each group
+    begins in the result (its end last): a few array passes however many groups."""
+    lengths = hi - lo
+    starts = np.zeros(len(lo) + 1, dtype=np.intp)
+    np.cumsum(lengths, out=starts[1:])
+    # position i of group g reads values[lo[g] + i - starts[g]]
+    at = np.arange(int(starts[-1]), dtype=np.intp) + np.repeat(lo - starts[:-1], lengths)
+    return values[at], starts
+
+
+def run_values(
+    scorer: Scorer,
+    z0: tuple[float, float],
+    suffixes: tuple[str, ...],
+    runs: ShapeRuns,
+    rows: Positions,
+    goal_codes: npt.NDArray[np.int8],
+    goal_prices: I64,
+    lows: I64,
+) -> F64:
+    """Per candidate g, whose creatives are run ``rows[g]`` of its imp shape: the largest exact
+    value over them less its lowest bid ``lows[g]``, at least 0 (the race's refined bound).
+    ``best_values`` of the runs' positions scored; for a hashed linear model one compiled pass
+    (``bidder._scorer.run_values``) without gathering them."""
+    if _run_values is not None and isinstance(scorer, PositionScorer):
+        encoded = [s.encode() for s in suffixes]
+        values: F64 = _run_values(
+            rows,
+            runs.starts,
+            runs.positions,
+            scorer.static,
+            scorer.tables.states,
+            encoded,
+            scorer.weights,
+            scorer.mask,
+            z0[0],
+            z0[1],
+            goal_codes,
+            goal_prices,
+            lows,
+        )
+        return values
+    flat, starts = ragged_gather(runs.positions, runs.starts[rows], runs.starts[rows + 1])
+    return best_values(
+        scorer.score(z0, flat, list(suffixes)), flat, starts, goal_codes, goal_prices, lows
+    )
+
+
 def python_best_values(
     predictions: F64,
     flat: Positions,
@@ -294,5 +347,7 @@ __all__ = [
     "imp_bounds",
     "python_best_values",
     "python_imp_bounds",
+    "ragged_gather",
+    "run_values",
     "weight_bounds",
 ]

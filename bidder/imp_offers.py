@@ -14,7 +14,14 @@ import numpy as np
 import numpy.typing as npt
 
 from bidder.auction import Offer
-from bidder.bounds import best_values, bound_terms, entry_bounds, imp_bounds, weight_bounds
+from bidder.bounds import (
+    best_values,
+    bound_terms,
+    entry_bounds,
+    imp_bounds,
+    run_values,
+    weight_bounds,
+)
 from bidder.candidates import CandidateSet
 from bidder.compiled import GOAL_NAMES, Compiled
 from bidder.offers import Chosen, OfferRow, Segment, price_offers
@@ -232,22 +239,23 @@ def imp_offers(
         pending = [j for j in js if shown[j] == _UNSEEN]
         if not pending:
             return [known[j] for j in js]
-        flat, starts = creatives_of(pending)
-        scored = scorer.score(z0, flat, list(suffixes))
-        tight = best_values(scored, flat, starts, goal_codes, goal_prices, lows[pending])
+        runs, rows = cands.runs, cands.rows
+        if runs is not None and rows is not None:  # the runs of the imp's shape, in one pass
+            at = rows[kept[pending]]
+            tight = run_values(
+                scorer, z0, suffixes, runs, at, goal_codes, goal_prices, lows[pending]
+            )
+        else:
+            flat, starts = creatives_of(pending)
+            scored = scorer.score(z0, flat, list(suffixes))
+            tight = best_values(scored, flat, starts, goal_codes, goal_prices, lows[pending])
         got = dict(zip(pending, tight.tolist(), strict=True))
         return [got[j] if j in got else known[j] for j in js]
 
     def creatives_of(js: list[int]) -> tuple[Positions, Positions]:
-        """The positions survivors ``js`` may show, one after the other, and where each
-        one's begin (the end last)."""
-        runs, rows = cands.runs, cands.rows
-        if runs is not None and rows is not None:
-            at = rows[kept[js]]
-            lo, hi = runs.starts[at], runs.starts[at + 1]
-            pieces = [runs.positions[a:z] for a, z in zip(lo.tolist(), hi.tolist(), strict=True)]
-        else:
-            pieces = [np.asarray(cands.get(int(kept[j])).positions, np.intp) for j in js]
+        """The positions survivors ``js`` may show (deals: no runs of a shape), one after
+        the other, and where each one's begin (the end last)."""
+        pieces = [np.asarray(cands.get(int(kept[j])).positions, np.intp) for j in js]
         ends = accumulate(map(len, pieces), initial=0)
         starts = np.fromiter(ends, dtype=np.intp, count=len(js) + 1)
         return np.concatenate(pieces).astype(np.intp, copy=False), starts

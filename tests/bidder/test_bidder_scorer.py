@@ -151,6 +151,48 @@ def test_compiled_loops_equal_the_python_references() -> None:
 
 
 @pytest.mark.parametrize("scale", [0.05, 0.8, 30.0])
+def test_run_values_equal_scoring_the_gathered_runs_then_best_values(scale: float) -> None:
+    """``bidder.bounds.run_values`` (one compiled pass over runs) gives, bit for bit, what the
+    race's refinement computed before it: the runs' positions gathered, scored
+    (``python_score``) and reduced by ``python_best_values``."""
+    if not scorer_module.COMPILED:
+        pytest.skip("bidder._scorer is not built")
+    from bidder import _scorer
+    from bidder.bounds import python_best_values, ragged_gather, run_values
+    from bidder.candidates import ShapeRuns
+
+    statics, prefixes = _rows()
+    scorer = PositionScorer(_model(4, scale), PositionTables(statics, prefixes, 0))
+    rng = np.random.default_rng(int(scale * 100))
+    n = len(statics)
+    cuts = np.sort(rng.choice(np.arange(1, n), size=min(n - 1, 40), replace=False))
+    starts = np.concatenate([[0], cuts, [n]]).astype(np.intp)
+    runs = ShapeRuns(rng.permutation(n).astype(np.intp), starts, np.arange(len(starts) - 1), {})
+    codes = rng.integers(0, 3, n).astype(np.int8)
+    prices = rng.integers(0, 10**9, n).astype(np.int64)
+    for view in _views(30):
+        z0 = scorer.shared_sum([f"country={view.country}", f"os={view.os}"])
+        suffixes = cross_suffixes(view, view.app_bundle)
+        rows = rng.integers(0, len(starts) - 1, int(rng.integers(1, 25))).astype(np.intp)
+        lows = rng.integers(1, 2_000_000, len(rows)).astype(np.int64)
+        flat, groups = ragged_gather(runs.positions, starts[rows], starts[rows + 1])
+        scored = np.empty((len(flat), 2))
+        python_score(
+            flat, scorer.static, scorer.tables.states, list(suffixes), scorer.weights,
+            scorer.mask, z0[0], z0[1], scored,
+        )  # fmt: skip
+        want = python_best_values(scored, flat, groups, codes, prices, lows)
+        got = run_values(scorer, z0, suffixes, runs, rows, codes, prices, lows)
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    with pytest.raises(IndexError):
+        _scorer.run_values(
+            np.array([len(starts) - 1], dtype=np.intp), starts, runs.positions, scorer.static,
+            scorer.tables.states, [s.encode() for s in suffixes], scorer.weights, scorer.mask,
+            0.0, 0.0, codes, prices, np.ones(1, dtype=np.int64),
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("scale", [0.05, 0.8, 30.0])
 def test_bounds_are_never_below_the_predictions(scale: float) -> None:
     statics, prefixes = _rows()
     scorer = PositionScorer(_model(3, scale), PositionTables(statics, prefixes, 0))
