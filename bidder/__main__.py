@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bidder")
 
 _PR_SET_PDEATHSIG = 1
+SETTLE_INTERVAL = 1.0  # seconds between checks for a full pass of the collector to settle
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,10 +93,20 @@ class _Server:
 async def _freeze_when_ready(service: BidderService) -> None:
     """What start-up built (model, portfolio, index, imports) lives as long as the process:
     keep it out of the collector's full passes, which otherwise pause the loop for 10+ ms
-    (each later snapshot is frozen as it is installed: ``bidder.collector``)."""
+    (each later snapshot is frozen as it is installed: ``bidder.collector``). Then, every
+    second, what survived the collector's own full passes is frozen too (``LongLived.settle``)."""
     await service.wait_ready(None)
-    if service.long_lived is not None:
-        service.long_lived.installed()
+    long_lived = service.long_lived
+    if long_lived is None:
+        return
+    long_lived.installed()
+    long_lived.watch()
+    try:
+        while True:
+            await asyncio.sleep(SETTLE_INTERVAL)
+            long_lived.settle()
+    finally:
+        long_lived.unwatch()
 
 
 class Supervisor:

@@ -41,14 +41,53 @@ class LongLived:
     collections: int = 0  # full collections this ran
     last_pause: float = 0.0  # seconds the last one took
     freezes: int = 0
+    settles: int = 0  # freezes after a full pass of the collector (``settle``)
+    full_passes: int = 0  # the collector's own full passes seen since ``watch``
+    _settled_at: int = 0
+    _collecting: bool = False
 
     def installed(self) -> None:
         """Call after a snapshot (or anything long-lived) is swapped in."""
+        self._freeze()
+
+    def watch(self) -> None:
+        """Count the collector's full passes (a ``gc.callbacks`` entry) for ``settle``."""
+        if self._on_collection not in gc.callbacks:
+            gc.callbacks.append(self._on_collection)
+
+    def unwatch(self) -> None:
+        if self._on_collection in gc.callbacks:
+            gc.callbacks.remove(self._on_collection)
+
+    def settle(self) -> bool:
+        """Call every second or so on the event loop's thread: when the collector made a full
+        pass since the last call, what survived it (the memos of the bid path, connections)
+        joins the frozen heap, so that the next full pass walks only what is newer. Without
+        this, at 20,000 campaigns each full pass walked ~50,000 memo objects and paused the
+        loop for 30-60 ms every few seconds: alone a p99 of 15-20 ms at half load. The same
+        rule as an install: once the frozen heap grew by ``growth``, everything is collected
+        first. Returns whether it froze."""
+        if self.full_passes == self._settled_at:
+            return False
+        self._settled_at = self.full_passes
+        self._freeze()
+        self.settles += 1
+        return True
+
+    def _on_collection(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2 and not self._collecting:
+            self.full_passes += 1
+
+    def _freeze(self) -> None:
         frozen = gc.get_freeze_count()
         gc.unfreeze()
         if self.collected_at == 0 or frozen > self.collected_at * (1 + self.growth):
             start = time.perf_counter()
-            gc.collect()
+            self._collecting = True
+            try:
+                gc.collect()
+            finally:
+                self._collecting = False
             self.last_pause = time.perf_counter() - start
             self.collections += 1
             gc.freeze()

@@ -64,3 +64,43 @@ def test_acyclic_frozen_objects_still_freed_by_reference_count(thawed: None) -> 
     long_lived.installed()
     del snapshot
     assert alive() is None
+
+
+def test_settle_freezes_what_survived_a_full_pass_only_after_one(thawed: None) -> None:
+    long_lived = LongLived(growth=10.0)
+    long_lived.installed()
+    long_lived.watch()
+    try:
+        assert not long_lived.settle()  # no full pass yet: nothing to do
+        survivor = [_Node() for _ in range(100)]
+        before = gc.get_freeze_count()
+        gc.collect()  # the collector's full pass (as if it ran on its own)
+        assert long_lived.settle()
+        assert gc.get_freeze_count() >= before + len(survivor)
+        assert long_lived.settles == 1 and long_lived.collections == 1  # froze, no collection
+        assert not long_lived.settle()  # once per pass
+    finally:
+        long_lived.unwatch()
+    assert long_lived._on_collection not in gc.callbacks
+
+
+def test_settle_collects_frozen_cyclic_garbage_once_the_heap_grew(thawed: None) -> None:
+    long_lived = LongLived(growth=10.0)
+    long_lived.installed()
+    long_lived.watch()
+    try:
+        cycle, alive = _cycle()
+        gc.collect()
+        long_lived.settle()  # the cycle, still referenced, is frozen
+        del cycle
+        gc.collect()
+        assert alive() is not None
+        long_lived.growth = 0.0  # the frozen heap grew: the next settle collects everything
+        gc.collect()
+        assert long_lived.settle()
+        assert alive() is None
+        assert long_lived.collections == 2
+        # the settle's own collection is not a pass of the collector's to settle again
+        assert not long_lived.settle()
+    finally:
+        long_lived.unwatch()
