@@ -32,9 +32,10 @@ notice replaces it with the clearing price).
 Eligible opportunities are counted two ways, summed by ``report``: ``count_opportunities``
 one campaign at a time (the pacing simulation), and ``count_opportunity_ids`` an imp's
 candidate campaign ids at once (the bidder: ~3,300 ids a request at 20,000 campaigns), into an
-int64 counts array beside a sorted table of the campaign ids seen. The table holds each id
-once and forgets an id not counted over ``OPPORTUNITY_IDLE_REPORTS`` reports, so it is bounded
-by the campaigns still eligible somewhere in the portfolio.
+int64 counts array beside a sorted table of the campaign ids seen, with a dense index of the
+table's slots by id while the ids are small (below ``OPPORTUNITY_DENSE_IDS``: database serials).
+The table holds each id once and forgets an id not counted over ``OPPORTUNITY_IDLE_REPORTS``
+reports, so it is bounded by the campaigns still eligible somewhere in the portfolio.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ REASONS: Final = ("unpaced", "floor", "no_lease", "expired", "allowance", "expos
 # Reports in a row without an opportunity after which a campaign id leaves the counting table
 # (at a report every few seconds: minutes; a campaign gone from the portfolio is forgotten).
 OPPORTUNITY_IDLE_REPORTS: Final = 100
+# Campaign ids below this have a dense index of their counting slots (at most 4 MiB of int32).
+OPPORTUNITY_DENSE_IDS: Final = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ class Gate:
         self._opp_ids: npt.NDArray[np.int64] = np.empty(0, np.int64)
         self._opp_counts: npt.NDArray[np.int64] = np.zeros(0, np.int64)
         self._opp_seen: npt.NDArray[np.int64] = np.zeros(0, np.int64)
+        self._opp_index: npt.NDArray[np.int32] | None = None  # _index_opportunity_ids
         self._reports = 0
         self._blocked: dict[int, int] = {}
 
@@ -150,29 +154,47 @@ class Gate:
 
     def count_opportunity_ids(self, ids: npt.NDArray[np.int64]) -> None:
         """One eligible opportunity per id (an imp's candidate campaign ids; counted as
-        ``count_opportunities(id)`` for each, duplicates included), vectorized: the ids' slots
-        in the sorted table by binary search, ids not in it merged in first (only when the
-        portfolio has grown since)."""
+        ``count_opportunities(id)`` for each, duplicates included), vectorized: each id's slot
+        in the sorted table, from the dense index when there is one, else by binary search;
+        ids not in the table are merged in first (only when the portfolio has grown since)."""
         if not len(ids):
             return
+        index = self._opp_index
+        if index is not None and int(ids.min()) >= 0 and int(ids.max()) < len(index):
+            dense = index[ids]
+            if int(dense.min()) >= 0:
+                np.add.at(self._opp_counts, dense, 1)
+                return
         table = self._opp_ids
-        slots = np.searchsorted(table, ids)
         n = len(table)
-        if n == 0 or int(slots.max()) >= n or not np.array_equal(table[slots], ids):
-            self._grow_opportunity_ids(ids)
+        slots = np.searchsorted(table, ids)
+        known = slots < n
+        known[known] = table[slots[known]] == ids[known]
+        if not known.all():
+            self._add_opportunity_ids(np.unique(ids[~known]))
             slots = np.searchsorted(self._opp_ids, ids)
         np.add.at(self._opp_counts, slots, 1)
 
-    def _grow_opportunity_ids(self, ids: npt.NDArray[np.int64]) -> None:
-        """Merge ``ids`` into the table, keeping the counts of the ids already in it."""
-        old = self._opp_ids
-        table = np.union1d(old, ids).astype(np.int64, copy=False)
-        at = np.searchsorted(table, old)
-        counts = np.zeros(len(table), np.int64)
-        counts[at] = self._opp_counts
-        seen = np.full(len(table), self._reports, np.int64)
-        seen[at] = self._opp_seen
-        self._opp_ids, self._opp_counts, self._opp_seen = table, counts, seen
+    def _add_opportunity_ids(self, new: npt.NDArray[np.int64]) -> None:
+        """Insert ``new`` (sorted, distinct, none in the table) into the table, keeping the
+        counts of the ids already in it."""
+        at = np.searchsorted(self._opp_ids, new)
+        self._opp_ids = np.insert(self._opp_ids, at, new)
+        self._opp_counts = np.insert(self._opp_counts, at, 0)
+        self._opp_seen = np.insert(self._opp_seen, at, self._reports)
+        self._index_opportunity_ids()
+
+    def _index_opportunity_ids(self) -> None:
+        """The dense index of the table's slots by campaign id (-1: not in the table), when
+        every id is in [0, ``OPPORTUNITY_DENSE_IDS``): a gather instead of a binary search per
+        id, ~7x faster at 20,000 campaigns."""
+        table = self._opp_ids
+        if not len(table) or table[0] < 0 or table[-1] >= OPPORTUNITY_DENSE_IDS:
+            self._opp_index = None
+            return
+        index = np.full(int(table[-1]) + 1, -1, np.int32)
+        index[table] = np.arange(len(table), dtype=np.int32)
+        self._opp_index = index
 
     def _fold_opportunity_ids(self, into: dict[int, int]) -> None:
         """Add the table's counts since the last report to ``into`` and start them again;
@@ -190,6 +212,7 @@ class Gate:
             self._opp_ids = self._opp_ids[keep]
             self._opp_counts = counts[keep]
             self._opp_seen = self._opp_seen[keep]
+            self._index_opportunity_ids()
 
     def count_blocked(self, campaign_id: int, expected_micros: int) -> None:
         """A bid the throttle let through but the allowance or exposure refused (the caller

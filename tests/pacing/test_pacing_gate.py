@@ -18,7 +18,7 @@ from pacing.gate import (
     expected_cost,
     worst_cost,
 )
-from pacing.gate.decision import OPPORTUNITY_IDLE_REPORTS
+from pacing.gate.decision import OPPORTUNITY_DENSE_IDS, OPPORTUNITY_IDLE_REPORTS
 
 T0 = 1_765_000_000.0
 DAY = 740_000
@@ -200,10 +200,12 @@ def test_report_carries_used_pending_days_opportunities_and_blocked_once() -> No
     assert again.opportunities == {} and again.blocked == {} and again.used == {7: 5_000}
 
 
-def test_opportunity_ids_count_exactly_as_one_at_a_time() -> None:
+@pytest.mark.parametrize("low", [1, -3, OPPORTUNITY_DENSE_IDS - 60, 1 << 40])
+def test_opportunity_ids_count_exactly_as_one_at_a_time(low: int) -> None:
     """Arrays of ids (random, repeated across arrays and within one, empty, new ids arriving
-    after reports, a portfolio that grows) give the reports the scalar counter gives."""
-    rng = random.Random(11)
+    after reports, a portfolio that grows) give the reports the scalar counter gives, with the
+    dense index (small ids), without it (negative or large ids) and across its limit."""
+    rng = random.Random(11 + low)
     vectorized, scalar = Gate("b0"), Gate("b0")
     universe = 50
     for step in range(400):
@@ -212,20 +214,21 @@ def test_opportunity_ids_count_exactly_as_one_at_a_time() -> None:
         for _ in range(rng.randint(0, 4)):
             size = rng.choice([0, 0, 1, 5, 30])
             if rng.random() < 0.8:
-                ids = rng.sample(range(-3, universe), min(size, universe + 3))
+                ids = rng.sample(range(low, low + universe), size)
             else:
-                ids = [rng.randrange(-3, universe) for _ in range(size)]  # duplicates
+                ids = [rng.randrange(low, low + universe) for _ in range(size)]  # duplicates
             vectorized.count_opportunity_ids(np.asarray(ids, dtype=np.int64))
             for cid in ids:
                 scalar.count_opportunities(cid)
             if rng.random() < 0.1:  # both kinds in one report
-                vectorized.count_opportunities(3, 2)
-                scalar.count_opportunities(3, 2)
+                vectorized.count_opportunities(low + 3, 2)
+                scalar.count_opportunities(low + 3, 2)
         if rng.random() < 0.3:
             got, want = vectorized.report(T0 + step), scalar.report(T0 + step)
             assert got.opportunities == want.opportunities
             assert all(type(k) is int and type(v) is int for k, v in got.opportunities.items())
     assert vectorized.report(T0 + 500).opportunities == scalar.report(T0 + 500).opportunities
+    assert (vectorized._opp_index is not None) == (low == 1)
 
 
 def test_opportunity_ids_not_counted_for_long_are_forgotten() -> None:
