@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,7 +24,6 @@ import msgspec
 from bidder.metrics import BidderMetrics
 from bidder.outcome import Answer, make_late
 from bidder.shedding import LoadShedder
-from fleet.events import AnyEvent
 from fleet.http import HttpLimits, Request, accepts_gzip, response_bytes
 
 log = logging.getLogger("bidder.endpoint")
@@ -62,7 +61,8 @@ class EndpointSettings:
 
 class BidEndpoint:
     """The bid path's HTTP side. ``ready`` says whether bidding may start (snapshot, model and
-    spend figures loaded); ``publish`` hands events to the event bus without blocking."""
+    spend figures loaded); ``publish`` takes each answer as it went out (its events for the
+    event bus, its bids and opportunities for the pacing link), without blocking."""
 
     def __init__(
         self,
@@ -71,7 +71,7 @@ class BidEndpoint:
         metrics: BidderMetrics,
         *,
         settings: EndpointSettings,
-        publish: Callable[[Sequence[AnyEvent]], None],
+        publish: Callable[[Answer], None],
         ready: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
@@ -202,7 +202,7 @@ class BidEndpoint:
         if dropped:
             self.metrics.error("late_dropped")
         if answer.events:
-            self.publish(answer.events)
+            self.publish(answer)
 
 
 class _TooLarge(Exception):

@@ -16,7 +16,6 @@ events in one event-bus partition.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -69,6 +68,9 @@ class Answer:
     detail: str = ""  # the full reason of a 400 (also in the body)
     deadline: float = math.inf  # (monotonic clock) a bid may not be sent from then on
     expires: float = math.inf  # (monotonic clock) nothing may be sent from then on
+    # each imp's candidate campaign ids (distinct within an imp; a campaign may be eligible in
+    # several imps): the eligible opportunities the pacing link counts, not published
+    opportunities: list[npt.NDArray[np.int64]] = field(default_factory=list)
 
 
 def nbr_for(reason: str) -> int:
@@ -94,12 +96,10 @@ def auction_event(
     reason: str,
     candidates: int,
     latency_us: int,
-    opportunities: Sequence[npt.NDArray[np.int64]] = (),
     anonymous_txid: str = "",
 ) -> AuctionEvent:
     """The one event of every request; without a decoded request (a 400), an anonymous one,
-    under ``anonymous_txid`` (``bidder.anonymous``: one per request, spread over partitions).
-    ``opportunities``: the campaign ids of each imp's candidates (``opportunity_columns``)."""
+    under ``anonymous_txid`` (``bidder.anonymous``: one per request, spread over partitions)."""
     if req is None or view is None:
         return AuctionEvent(
             txid=anonymous_txid or f"::{bidder_id}",
@@ -112,7 +112,6 @@ def auction_event(
             reason=reason,
             latency_us=latency_us,
         )
-    campaigns, counts = opportunity_columns(opportunities)
     return AuctionEvent(
         txid=txid_for(req.id, req.imp[0].id, bidder_id),
         ts=wallclock,
@@ -130,26 +129,7 @@ def auction_event(
         device_type=view.device_type,
         app_bundle=view.app_bundle,
         site_domain=view.site_domain,
-        opportunity_campaigns=campaigns,
-        opportunity_counts=counts,
     )
-
-
-def opportunity_columns(
-    per_imp: Sequence[npt.NDArray[np.int64]],
-) -> tuple[list[int], list[int]]:
-    """(campaign ids, eligible opportunities of each) over the imps' candidate campaign ids, in
-    the order of first appearance (an imp's candidates are of distinct campaigns). One imp, the
-    usual case: its ids and ones, without a dictionary of thousands of ids at 20,000
-    campaigns."""
-    arrays = [a for a in per_imp if len(a)]
-    if not arrays:
-        return [], []
-    if len(arrays) == 1:
-        return arrays[0].tolist(), [1] * len(arrays[0])
-    ids, first, counts = np.unique(np.concatenate(arrays), return_index=True, return_counts=True)
-    order = np.argsort(first)
-    return ids[order].tolist(), counts[order].tolist()
 
 
 def bid_event(offer: Offer, txid: str, wallclock: float, model_version: int) -> BidEvent:
@@ -176,7 +156,8 @@ def bid_event(offer: Offer, txid: str, wallclock: float, model_version: int) -> 
 
 def make_late(answer: Answer) -> None:
     """A bid dropped at the last check before the wire: its events must not say it was sent
-    (the bid events go, the auction event says "late")."""
+    (the bid events go, the auction event says "late"). Its opportunities stay: the campaigns
+    were eligible all the same."""
     if answer.outcome == "late":
         return
     answer.outcome, answer.reason, answer.bids = "late", "deadline", []
@@ -213,6 +194,7 @@ def no_bid(
     events: list[AnyEvent] | None = None,
     deadline: float = math.inf,
     expires: float = math.inf,
+    opportunities: list[npt.NDArray[np.int64]] | None = None,
 ) -> Answer:
     """204 without a body, or 200 with ``{"id", "nbr"}`` when ``settings.nobid_body``."""
     if settings.nobid_body and request_id is not None and outcome != "late":
@@ -231,6 +213,7 @@ def no_bid(
         request_id=request_id,
         deadline=deadline,
         expires=expires,
+        opportunities=opportunities or [],
     )
 
 

@@ -4,7 +4,7 @@
     cache.register(pacing_namespace(holder))         # before the cache starts
     pipeline = Pipeline(..., gate=link, ...)          # link.allow is the SpendGate
     await link.start(cache, fleet, report_interval, clock=fleet_clock.now)
-    link.sent(answer.events, now)                     # bids that went out: reserve them
+    link.sent(answer, now)                            # as it went out: count and reserve
     await link.close()
 
 ``allow`` answers the pipeline's question for one priced candidate, with no side effect but
@@ -25,6 +25,11 @@ brings them here); every second it expires reservations past their time; every
 ``report_interval`` it publishes ``encode_report(gate.report(now))`` on ``co.pacing.report``
 with the holder as publisher id. It follows this process's own transactions (txids end with
 ``:<holder>``) among the win, loss and billing events on the event bus.
+
+``sent`` counts an answer's eligible opportunities (``Answer.opportunities``: each imp's
+candidate campaign ids, an int64 array) with ``Gate.count_opportunity_ids``, an array at a
+time: they are not on the auction event any more (thousands of ids a request at 20,000
+campaigns, which no one downstream read).
 """
 
 from __future__ import annotations
@@ -39,11 +44,11 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from bidder.outcome import Answer
 from fleet.aio import cancel_and_wait
 from fleet.config import Campaign
 from fleet.events import (
     AnyEvent,
-    AuctionEvent,
     BidEvent,
     BillingEvent,
     LossEvent,
@@ -160,19 +165,16 @@ class PacingLink:
                 gate.count_blocked(campaign.id, expected_cost(worst_cost(price_cpm_micros), p_win))
         return False
 
-    def sent(self, events: Iterable[AnyEvent], now: float) -> int:
-        """The events of an answer as published (a late answer has lost its bid events):
-        count its eligible opportunities and reserve its bids; returns how many were
-        reserved."""
+    def sent(self, answer: Answer, now: float) -> int:
+        """An answer as it went out (a late one has lost its bid events, not its
+        opportunities): count its eligible opportunities and reserve its bids; returns how many
+        were reserved."""
         n = 0
         gate = self.gate
-        for event in events:
-            if isinstance(event, AuctionEvent):
-                for campaign_id, k in zip(
-                    event.opportunity_campaigns, event.opportunity_counts, strict=False
-                ):
-                    gate.count_opportunities(campaign_id, k)
-            elif isinstance(event, BidEvent):
+        for ids in answer.opportunities:
+            gate.count_opportunity_ids(ids)
+        for event in answer.events:
+            if isinstance(event, BidEvent):
                 price = event.campaign_bid_cpm_micros or event.bid_cpm_micros
                 p_win = event.p_win if event.p_win > 0.0 else 1.0
                 n += gate.reserve(event.txid, event.campaign_id, price, p_win, now)

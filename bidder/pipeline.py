@@ -123,7 +123,7 @@ class _Context:
     user_key: str | None = None
     candidates: int = 0
     drops: dict[str, int] = field(default_factory=dict)  # candidates dropped, by reason
-    # each imp's candidate campaign ids (eligible opportunities: ``outcome.opportunity_columns``)
+    # each imp's candidate campaign ids (eligible opportunities: ``Answer.opportunities``)
     opportunities: list[npt.NDArray[np.int64]] = field(default_factory=list)
 
     def late(self) -> bool:
@@ -476,6 +476,7 @@ class Pipeline:
             request_id=req.id,
             deadline=ctx.deadline,
             expires=ctx.expires,
+            opportunities=ctx.opportunities,
         )
 
     def _remember(self, txid: str, segment: str, bid: int, auction_type: int) -> None:
@@ -498,6 +499,7 @@ class Pipeline:
             events=[self._auction_event(ctx, kind, code, reason, arrival)],
             deadline=ctx.deadline,
             expires=ctx.expires,
+            opportunities=ctx.opportunities,
         )
 
     def _auction_event(
@@ -514,7 +516,6 @@ class Pipeline:
             reason=reason,
             candidates=ctx.candidates,
             latency_us=int((ctx.clock() - arrival) * 1e6),
-            opportunities=ctx.opportunities,
             anonymous_txid=self._anonymous.next() if ctx.view is None else "",
         )
 

@@ -40,6 +40,7 @@ from bidder.metrics import (
     top_campaign_ids,
 )
 from bidder.models import LearntMarket, ModelFeed, start_model_feed
+from bidder.outcome import Answer
 from bidder.pacing_link import PacingLink, gate_settings
 from bidder.pipeline import Pipeline
 from bidder.scoring import HashedLinearModel, Model, PriorModel
@@ -57,7 +58,7 @@ from cache.creative_stats import CreativeFeed, creative_namespace
 from fleet.aio import cancel_and_wait
 from fleet.clock import FleetClock
 from fleet.config import Campaign, ConfigSnapshot
-from fleet.events import AnyEvent, encode, topic_for
+from fleet.events import encode, topic_for
 from fleet.http import HttpServer
 from pacing.gate.namespace import pacing_namespace
 
@@ -368,9 +369,12 @@ class BidderService:
             return
         self.publisher = publisher
 
-    def _publish(self, events: Sequence[AnyEvent]) -> None:
-        if self._pacing is not None:  # the bids of an answer that went out are reserved
-            self._pacing.sent(events, self.clock.now())
+    def _publish(self, answer: Answer) -> None:
+        """An answer as it went out: its opportunities counted and its bids reserved by the
+        pacing link, its events published."""
+        if self._pacing is not None:
+            self._pacing.sent(answer, self.clock.now())
+        events = answer.events
         publisher = self.publisher
         if publisher is None:
             return

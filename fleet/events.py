@@ -44,10 +44,10 @@ class AuctionEvent(Event, tag="auction", frozen=True, kw_only=True):
     device_type: int = 0
     app_bundle: str = ""
     site_domain: str = ""
-    # eligible opportunities by campaign (campaigns that matched the request, for the pacer's
-    # traffic profiles): two columns of one length, as Parquet stores them
-    opportunity_campaigns: list[int] = msgspec.field(default_factory=list)
-    opportunity_counts: list[int] = msgspec.field(default_factory=list)
+    # No eligible-opportunity columns any more (opportunity_campaigns, opportunity_counts: the
+    # campaign ids of every candidate, thousands a request): the bidder counts them into its
+    # pacing gate, which reports them to the pacer. msgspec ignores unknown fields on decode,
+    # so an event from an older bidder that still carries them decodes all the same.
 
 
 class BidEvent(Event, tag="bid", frozen=True, kw_only=True):

@@ -4,8 +4,9 @@
     .venv/bin/python tests/bidder/answer_hashes.py --write    # record them as the fixture
     .venv/bin/python tests/bidder/answer_hashes.py --priced-all  # and compare with doing all
 
-Every answer's status, body, outcome, no-bid reason and events (msgpack, as on the event bus)
-is hashed, request by request, under a fixed seed, a fixed wall clock and a frozen monotonic
+Every answer's status, body, outcome, no-bid reason, events (msgpack, as on the event bus)
+and opportunities (each imp's candidate campaign ids, which the pacing link counts) are
+hashed, request by request, under a fixed seed, a fixed wall clock and a frozen monotonic
 clock (so nothing is ever late and every latency is 0). The requests are the bench's mix
 (``bench.bidder.request_mix``), the in-process perf requests (``perf_pipeline``) and a handful
 of broken bodies (the 400 and no-bid paths). Three pipelines answer them: the perf pipeline
@@ -121,6 +122,8 @@ def digest(pipeline: Pipeline, requests: list[bytes]) -> str:
         h.update(answer.body)
         for event in answer.events:
             h.update(events.encode(event))
+        for ids in answer.opportunities:
+            h.update(b"|" + ids.astype("<i8").tobytes())
         h.update(b"\n")
     return h.hexdigest()
 

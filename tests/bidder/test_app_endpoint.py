@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Sequence
 
 import httptools
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -79,6 +79,7 @@ def bid_answer() -> Answer:
         events=events,
         deadline=BOUNDS.deadline(ARRIVAL, 100),
         expires=BOUNDS.expires(ARRIVAL, 100),
+        opportunities=[np.array([7, 8, 9], dtype=np.int64)],
     )
 
 
@@ -96,7 +97,7 @@ def no_bid(outcome: str = "nobid", reason: str = "no_candidates", tmax: int = 10
     )
 
 
-Setup = tuple[BidEndpoint, Engine, Clock, list[bytes], list[Sequence[AnyEvent]], CollectorRegistry]
+Setup = tuple[BidEndpoint, Engine, Clock, list[bytes], list[Answer], CollectorRegistry]
 
 
 @pytest.fixture
@@ -104,7 +105,7 @@ def setup() -> Setup:
     clock = Clock()
     engine = Engine(clock, bid_answer())
     registry = CollectorRegistry()
-    published: list[Sequence[AnyEvent]] = []
+    published: list[Answer] = []
     shedder = LoadShedder(SheddingPolicy(max_in_flight=10))
     endpoint = BidEndpoint(
         engine,
@@ -173,7 +174,7 @@ def test_a_bid_is_written_recorded_and_published(setup: Setup) -> None:
     assert "content-encoding" not in headers
     assert count(registry, "bidder_requests_total", outcome="bid", reason="bid") == 1
     assert count(registry, "bidder_bids_total", campaign="other") == 1
-    assert [type(e) for e in published[0]] == [AuctionEvent, BidEvent]
+    assert [type(e) for e in published[0].events] == [AuctionEvent, BidEvent]
 
 
 def test_gzip_in_and_out(setup: Setup) -> None:
@@ -241,10 +242,13 @@ def test_a_bid_ready_after_the_deadline_becomes_a_no_bid(setup: Setup) -> None:
     assert split(written[0])[0] == 204
     assert count(registry, "bidder_requests_total", outcome="late", reason="deadline") == 1
     assert count(registry, "bidder_bids_total", campaign="other") == 0
-    (events,) = published
+    (answer,) = published
+    events = answer.events
     assert [type(e) for e in events] == [AuctionEvent]  # the bid was never sent
     assert isinstance(events[0], AuctionEvent) and events[0].outcome == "late"
     assert events[0].nbr == Nbr.INSUFFICIENT_TIME == 15  # not 9, the daily user cap
+    # the campaigns were eligible all the same: the pacing link still counts them
+    assert [a.tolist() for a in answer.opportunities] == [[7, 8, 9]]
 
 
 def test_nothing_at_all_is_sent_after_tmax(setup: Setup) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import numpy as np
+
+from bidder.outcome import Answer
 from bidder.pacing_link import PacingLink, count_opportunities, gate_settings
 from bidder.sources import BudgetGate
 from fleet.config import Campaign
-from fleet.events import AuctionEvent, BidEvent, BillingEvent, LossEvent, WinEvent
+from fleet.events import AnyEvent, AuctionEvent, BidEvent, BillingEvent, LossEvent, WinEvent
 from pacing.gate import CampaignPacing, HolderLeases, PacingState
 
 HOLDER = "bidder-0"
@@ -88,6 +92,19 @@ def bid_event(txid: str, cid: int = 1, p_win: float = 0.5) -> BidEvent:
     )
 
 
+def answer(*events: AnyEvent, opportunities: Sequence[list[int]] = ()) -> Answer:
+    """An answer as it went out: its events and each imp's candidate campaign ids."""
+    return Answer(
+        status=200 if any(isinstance(e, BidEvent) for e in events) else 204,
+        body=b"",
+        outcome="bid" if any(isinstance(e, BidEvent) for e in events) else "nobid",
+        nbr=None,
+        reason="",
+        events=list(events),
+        opportunities=[np.asarray(ids, dtype=np.int64) for ids in opportunities],
+    )
+
+
 def link(c: Campaign, **kw: object) -> PacingLink:
     return PacingLink(HOLDER, floor(c, **kw), rng=random.Random(1))  # type: ignore[arg-type]
 
@@ -107,7 +124,7 @@ def test_spends_its_allowance_then_stops_until_the_next_grant() -> None:
     sent = 0
     for i in range(10):
         if lk.allow(c, PRICE, NOW, 0.5):
-            sent += lk.sent([bid_event(f"r{i}:1:{HOLDER}", p_win=0.5)], NOW)
+            sent += lk.sent(answer(bid_event(f"r{i}:1:{HOLDER}", p_win=0.5)), NOW)
     # each bid is checked and reserved at 1_000 (2_000 x 0.5): five fit in 5_000
     assert sent == 5
     assert not lk.allow(c, PRICE, NOW, 0.5)
@@ -127,7 +144,7 @@ def test_an_allowance_holds_bids_at_their_expected_cost_not_the_worst_case() -> 
         sent = 0
         for i in range(100):
             if lk.allow(c, PRICE, NOW, p_win):
-                sent += lk.sent([bid_event(f"r{i}:1:{HOLDER}", p_win=p_win)], NOW)
+                sent += lk.sent(answer(bid_event(f"r{i}:1:{HOLDER}", p_win=p_win)), NOW)
         counts[p_win] = sent
         assert lk.gate.ledger.used(1, DAY) <= 20_000
     assert counts == {1.0: 10, 0.2: 50}
@@ -142,7 +159,7 @@ def test_the_exposure_cap_bounds_what_a_low_p_win_may_risk() -> None:
     sent = 0
     for i in range(100):
         if lk.allow(c, PRICE, NOW, 0.01):
-            sent += lk.sent([bid_event(f"r{i}:1:{HOLDER}", p_win=0.01)], NOW)
+            sent += lk.sent(answer(bid_event(f"r{i}:1:{HOLDER}", p_win=0.01)), NOW)
     assert sent == 5  # 5 x 1_980 <= 10_000 < 6 x 1_980
     assert lk.refused == {"exposure": 95}
 
@@ -169,7 +186,7 @@ def test_follows_only_its_own_transactions() -> None:
     lk = link(c)
     lk.gate.install(state(), leases(grant=10_000_000, expires_at=NOW + 15))
     mine, other = f"r1:1:{HOLDER}", "r1:1:bidder-1"
-    assert lk.sent([bid_event(mine), bid_event("r2:1:" + HOLDER)], NOW) == 2
+    assert lk.sent(answer(bid_event(mine), bid_event("r2:1:" + HOLDER)), NOW) == 2
     assert lk.gate.ledger.pending(1) == 2_000
     win = WinEvent(
         txid=mine,
@@ -205,19 +222,14 @@ def test_a_late_answer_reserves_nothing_and_opportunities_are_counted() -> None:
     lk = link(c)
     lk.gate.install(state(), leases(grant=10_000_000, expires_at=NOW + 15))
     auction = AuctionEvent(
-        txid=f"r1:1:{HOLDER}",
-        ts=NOW,
-        bidder_id=HOLDER,
-        exchange="x",
-        imps=1,
-        outcome="late",
-        opportunity_campaigns=[1, 7],
-        opportunity_counts=[3, 1],
+        txid=f"r1:1:{HOLDER}", ts=NOW, bidder_id=HOLDER, exchange="x", imps=4, outcome="late"
     )
-    assert lk.sent([auction], NOW) == 0
+    late = answer(auction, opportunities=[[1, 7], [1], [], [1]])
+    assert lk.sent(late, NOW) == 0
     assert lk.gate.ledger.pending(1) == 0
     report = lk.gate.report(NOW)
     assert report.opportunities == {1: 3, 7: 1}
+    assert lk.gate.report(NOW).opportunities == {}  # counted once
 
 
 def test_count_opportunities_and_scaled_lifetimes() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 
 from pacing.gate import (
@@ -15,6 +18,7 @@ from pacing.gate import (
     expected_cost,
     worst_cost,
 )
+from pacing.gate.decision import OPPORTUNITY_DENSE_IDS, OPPORTUNITY_IDLE_REPORTS
 
 T0 = 1_765_000_000.0
 DAY = 740_000
@@ -194,6 +198,50 @@ def test_report_carries_used_pending_days_opportunities_and_blocked_once() -> No
     assert rep.opportunities == {7: 40} and rep.blocked == {7: 1_234}
     again = g.report(T0 + 2)
     assert again.opportunities == {} and again.blocked == {} and again.used == {7: 5_000}
+
+
+@pytest.mark.parametrize("low", [1, -3, OPPORTUNITY_DENSE_IDS - 60, 1 << 40])
+def test_opportunity_ids_count_exactly_as_one_at_a_time(low: int) -> None:
+    """Arrays of ids (random, repeated across arrays and within one, empty, new ids arriving
+    after reports, a portfolio that grows) give the reports the scalar counter gives, with the
+    dense index (small ids), without it (negative or large ids) and across its limit."""
+    rng = random.Random(11 + low)
+    vectorized, scalar = Gate("b0"), Gate("b0")
+    universe = 50
+    for step in range(400):
+        if step % 40 == 39:
+            universe += 30  # the portfolio grows: new ids, above and among the old ones
+        for _ in range(rng.randint(0, 4)):
+            size = rng.choice([0, 0, 1, 5, 30])
+            if rng.random() < 0.8:
+                ids = rng.sample(range(low, low + universe), size)
+            else:
+                ids = [rng.randrange(low, low + universe) for _ in range(size)]  # duplicates
+            vectorized.count_opportunity_ids(np.asarray(ids, dtype=np.int64))
+            for cid in ids:
+                scalar.count_opportunities(cid)
+            if rng.random() < 0.1:  # both kinds in one report
+                vectorized.count_opportunities(low + 3, 2)
+                scalar.count_opportunities(low + 3, 2)
+        if rng.random() < 0.3:
+            got, want = vectorized.report(T0 + step), scalar.report(T0 + step)
+            assert got.opportunities == want.opportunities
+            assert all(type(k) is int and type(v) is int for k, v in got.opportunities.items())
+    assert vectorized.report(T0 + 500).opportunities == scalar.report(T0 + 500).opportunities
+    assert (vectorized._opp_index is not None) == (low == 1)
+
+
+def test_opportunity_ids_not_counted_for_long_are_forgotten() -> None:
+    g = gate()
+    g.count_opportunity_ids(np.array([5, 2, 9], dtype=np.int64))
+    assert g.report(T0).opportunities == {2: 1, 5: 1, 9: 1}
+    for i in range(OPPORTUNITY_IDLE_REPORTS):
+        g.count_opportunity_ids(np.array([9], dtype=np.int64))
+        assert g.report(T0 + i).opportunities == {9: 1}
+    assert g._opp_ids.tolist() == [9]  # 2 and 5 idle for OPPORTUNITY_IDLE_REPORTS reports
+    g.count_opportunity_ids(np.array([5, 9], dtype=np.int64))  # back again: counted afresh
+    g.count_opportunity_ids(np.empty(0, dtype=np.int64))
+    assert g.report(T0 + 200).opportunities == {5: 1, 9: 1}
 
 
 def test_lease_columns_must_line_up() -> None:
