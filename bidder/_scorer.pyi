@@ -29,7 +29,9 @@ def bound(
     out: npt.NDArray[np.float64],
 ) -> None: ...
 def run_values(
-    rows: npt.NDArray[np.intp],
+    js: list[int],
+    cand_runs: npt.NDArray[np.intp],
+    lows: npt.NDArray[np.int64],
     run_starts: npt.NDArray[np.intp],
     run_positions: npt.NDArray[np.intp],
     static: npt.NDArray[np.float64],
@@ -41,5 +43,4 @@ def run_values(
     z0_install: float,
     goal_codes: npt.NDArray[np.int8],
     goal_prices: npt.NDArray[np.int64],
-    lows: npt.NDArray[np.int64],
-) -> npt.NDArray[np.float64]: ...
+) -> list[float]: ...

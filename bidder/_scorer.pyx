@@ -16,6 +16,7 @@ from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.math cimport exp
 import numpy as np
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
 from bidder._values cimport goal_value
 
@@ -251,7 +252,9 @@ def bound(
 
 
 def run_values(
-    const Py_ssize_t[::1] rows,
+    list js,
+    const Py_ssize_t[::1] cand_runs,
+    const int64_t[::1] lows,
     const Py_ssize_t[::1] run_starts,
     const Py_ssize_t[::1] run_positions,
     const double[:, ::1] static,
@@ -263,19 +266,21 @@ def run_values(
     double z0_install,
     const int8_t[::1] goal_codes,
     const int64_t[::1] goal_prices,
-    const int64_t[::1] lows,
 ):
-    """Per group g, the positions ``run_positions[run_starts[r]:run_starts[r + 1]]`` of run
-    ``r = rows[g]``: the largest value (``bidder._values.goal_value``) of their predictions
-    (``score``'s numbers, the same operations) less ``lows[g]``, at least 0, as a float. What
-    ``score`` of the gathered positions and then ``bidder._bounds.best_values`` give, in one
-    pass and without the gathered arrays; ``encoded``: the request's suffixes as UTF-8."""
-    cdef Py_ssize_t m = rows.shape[0], n_runs = run_starts.shape[0] - 1
+    """For each candidate j of ``js``, whose creatives are the positions
+    ``run_positions[run_starts[r]:run_starts[r + 1]]`` of run ``r = cand_runs[j]``: the largest
+    value (``bidder._values.goal_value``) of their predictions (``score``'s numbers, the same
+    operations) less its lowest bid ``lows[j]``, at least 0, as a float; a list in the order of
+    ``js``. What ``score`` of the gathered positions and then ``bidder._bounds.best_values``
+    give, in one pass, without gathering them; ``encoded``: the request's suffixes as UTF-8.
+    It keeps the GIL, like the loops of ``bidder._bounds``: a few microseconds a call, and a
+    worker thread taking the GIL in between would make the request wait its switch interval."""
+    cdef Py_ssize_t m = len(js), n_cands = cand_runs.shape[0], n_runs = run_starts.shape[0] - 1
     cdef Py_ssize_t c = states.shape[1], n_pos = static.shape[0], total = run_positions.shape[0]
     cdef Py_ssize_t n_suffixes = len(encoded)
-    cdef Py_ssize_t g, i, j, r, pos, slot
-    if lows.shape[0] != m:
-        raise ValueError("one lowest bid per group")
+    cdef Py_ssize_t g, i, j, r, pos, slot, q
+    if lows.shape[0] != n_cands:
+        raise ValueError("one lowest bid per candidate")
     if c < 1 or not c - 1 <= n_suffixes <= c - 1 + 16:
         raise ValueError("one suffix per cross slot, the last slot's repeated 0 to 16 times")
     if n_suffixes > 32:
@@ -284,28 +289,35 @@ def run_values(
         raise ValueError("static, states and the goal arrays differ in length")
     if weights.shape[0] != 2 or weights.shape[1] <= mask:
         raise ValueError("weights must be float32[2, mask + 1]")
-    for g in range(m):
-        r = rows[g]
-        if not 0 <= r < n_runs or not 0 <= run_starts[r] < run_starts[r + 1] <= total:
-            raise IndexError("a run out of range or empty")
-        for i in range(run_starts[r], run_starts[r + 1]):
-            if not 0 <= run_positions[i] < n_pos:
-                raise IndexError("position out of range")
+    cdef Py_ssize_t* at = <Py_ssize_t*>PyMem_Malloc(max(m, 1) * sizeof(Py_ssize_t))
+    if at == NULL:
+        raise MemoryError()
     cdef const uint8_t* sx[32]
     cdef Py_ssize_t sn[32]
     cdef bytes b
-    for j in range(n_suffixes):
-        b = <bytes?>encoded[j]
-        sx[j] = <const uint8_t*><char*>b
-        sn[j] = len(b)
-    out_arr = np.empty(m, dtype=np.float64)
-    cdef double[::1] out = out_arr
     cdef double zr, zi
     cdef uint32_t k
     cdef int64_t best, value, d
-    with nogil:
+    try:
         for g in range(m):
-            r = rows[g]
+            q = <Py_ssize_t?>js[g]
+            if not 0 <= q < n_cands:
+                raise IndexError("candidate out of range")
+            r = cand_runs[q]
+            if not 0 <= r < n_runs or not 0 <= run_starts[r] < run_starts[r + 1] <= total:
+                raise IndexError("a run out of range or empty")
+            for i in range(run_starts[r], run_starts[r + 1]):
+                if not 0 <= run_positions[i] < n_pos:
+                    raise IndexError("position out of range")
+            at[g] = q
+        for j in range(n_suffixes):
+            b = <bytes?>encoded[j]
+            sx[j] = <const uint8_t*><char*>b
+            sn[j] = len(b)
+        out = [0.0] * m
+        for g in range(m):
+            q = at[g]
+            r = cand_runs[q]
             best = 0
             for i in range(run_starts[r], run_starts[r + 1]):
                 pos = run_positions[i]
@@ -322,6 +334,8 @@ def run_values(
                 value = goal_value(goal_codes[pos], goal_prices[pos], _sigmoid(zr), _sigmoid(zi))
                 if i == run_starts[r] or value > best:
                     best = value
-            d = best - lows[g]
+            d = best - lows[q]
             out[g] = <double>(d if d > 0 else 0)
-    return out_arr
+        return out
+    finally:
+        PyMem_Free(at)

@@ -27,7 +27,7 @@ from bidder.scorer import SLACK, PositionScorer, Scorer, python_bound
 from bidder.scoring import values_cpm_micros
 from fleet.config import GoalType
 
-_run_values: Callable[..., F64] | None
+_run_values: Callable[..., list[float]] | None
 try:
     from bidder._scorer import bound as _bound
     from bidder._scorer import run_values as _compiled_run_values
@@ -192,42 +192,57 @@ def ragged_gather(values: Positions, lo: Positions, hi: Positions) -> tuple[Posi
     return values[at], starts
 
 
-def run_values(
-    scorer: Scorer,
-    z0: tuple[float, float],
-    suffixes: tuple[str, ...],
-    runs: ShapeRuns,
-    rows: Positions,
-    goal_codes: npt.NDArray[np.int8],
-    goal_prices: I64,
-    lows: I64,
-) -> F64:
-    """Per candidate g, whose creatives are run ``rows[g]`` of its imp shape: the largest exact
-    value over them less its lowest bid ``lows[g]``, at least 0 (the race's refined bound).
-    ``best_values`` of the runs' positions scored; for a hashed linear model one compiled pass
-    (``bidder._scorer.run_values``) without gathering them."""
-    if _run_values is not None and isinstance(scorer, PositionScorer):
-        encoded = [s.encode() for s in suffixes]
-        values: F64 = _run_values(
-            rows,
-            runs.starts,
-            runs.positions,
-            scorer.static,
-            scorer.tables.states,
-            encoded,
-            scorer.weights,
-            scorer.mask,
-            z0[0],
-            z0[1],
-            goal_codes,
-            goal_prices,
-            lows,
-        )
-        return values
-    flat, starts = ragged_gather(runs.positions, runs.starts[rows], runs.starts[rows + 1])
-    return best_values(
-        scorer.score(z0, flat, list(suffixes)), flat, starts, goal_codes, goal_prices, lows
-    )
+class RunValues:
+    """The race's refined bounds of an imp whose candidates are runs of its shape: for
+    candidates ``js``, the largest exact value over the creatives of each (candidate j's are
+    run ``cand_runs[j]``) less its lowest bid ``lows[j]``, at least 0. ``best_values`` of those
+    positions scored; for a hashed linear model one compiled pass (``bidder._scorer.run_values``)
+    without gathering them. Made once per imp: the request's suffixes are encoded once."""
+
+    __slots__ = ("_args", "_cand_runs", "_goals", "_lows", "_runs", "_scorer", "_suffixes", "_z0")
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        z0: tuple[float, float],
+        suffixes: tuple[str, ...],
+        runs: ShapeRuns,
+        cand_runs: Positions,
+        lows: I64,
+        goal_codes: npt.NDArray[np.int8],
+        goal_prices: I64,
+    ) -> None:
+        self._args: tuple[object, ...] | None = None
+        if _run_values is not None and isinstance(scorer, PositionScorer):
+            self._args = (
+                cand_runs,
+                lows,
+                runs.starts,
+                runs.positions,
+                scorer.static,
+                scorer.tables.states,
+                [s.encode() for s in suffixes],
+                scorer.weights,
+                scorer.mask,
+                z0[0],
+                z0[1],
+                goal_codes,
+                goal_prices,
+            )
+        self._scorer, self._z0, self._suffixes, self._runs = scorer, z0, suffixes, runs
+        self._cand_runs, self._lows, self._goals = cand_runs, lows, (goal_codes, goal_prices)
+
+    def __call__(self, js: list[int]) -> list[float]:
+        if self._args is not None:
+            assert _run_values is not None
+            values: list[float] = _run_values(js, *self._args)
+            return values
+        runs, at = self._runs, self._cand_runs[js]
+        flat, starts = ragged_gather(runs.positions, runs.starts[at], runs.starts[at + 1])
+        scored = self._scorer.score(self._z0, flat, list(self._suffixes))
+        tight = best_values(scored, flat, starts, *self._goals, self._lows[js])
+        out: list[float] = tight.tolist()
+        return out
 
 
 def python_best_values(
@@ -338,6 +353,7 @@ __all__ = [
     "GOAL_CODES",
     "GOAL_NAMES",
     "BoundTerms",
+    "RunValues",
     "ShapeTops",
     "Survivors",
     "Tops",
@@ -348,6 +364,5 @@ __all__ = [
     "python_best_values",
     "python_imp_bounds",
     "ragged_gather",
-    "run_values",
     "weight_bounds",
 ]

@@ -15,11 +15,11 @@ import numpy.typing as npt
 
 from bidder.auction import Offer
 from bidder.bounds import (
+    RunValues,
     best_values,
     bound_terms,
     entry_bounds,
     imp_bounds,
-    run_values,
     weight_bounds,
 )
 from bidder.candidates import CandidateSet
@@ -192,6 +192,11 @@ def imp_offers(
     shown: list[int] = [_UNSEEN] * n  # the creative position of each, once chosen
     predictions: dict[int, tuple[float, float]] = {}
     goal_codes, goal_prices = compiled.goal_codes, compiled.goal_prices
+    by_runs: RunValues | None = None  # the refined bounds of candidates that are runs
+    if scorer is not None and cands.runs is not None and cands.rows is not None:
+        by_runs = RunValues(
+            scorer, z0, suffixes, cands.runs, cands.rows[kept], lows, goal_codes, goal_prices
+        )
 
     def reach(js: list[int]) -> list[int]:
         """Caps and creative of those not reached yet; those that may bid, in order."""
@@ -234,22 +239,23 @@ def imp_offers(
         if scorer is None:
             return exact_refine(js)
         done = [j for j in js if shown[j] != _UNSEEN]
+        pending = js
         if done:
             known = dict(zip(done, exact_refine(done), strict=True))
-        pending = [j for j in js if shown[j] == _UNSEEN]
-        if not pending:
-            return [known[j] for j in js]
-        runs, rows = cands.runs, cands.rows
-        if runs is not None and rows is not None:  # the runs of the imp's shape, in one pass
-            at = rows[kept[pending]]
-            tight = run_values(
-                scorer, z0, suffixes, runs, at, goal_codes, goal_prices, lows[pending]
-            )
+            pending = [j for j in js if shown[j] == _UNSEEN]
+            if not pending:
+                return [known[j] for j in js]
+        if by_runs is not None:  # the runs of the imp's shape, in one compiled pass
+            tight = by_runs(pending)
         else:
             flat, starts = creatives_of(pending)
             scored = scorer.score(z0, flat, list(suffixes))
-            tight = best_values(scored, flat, starts, goal_codes, goal_prices, lows[pending])
-        got = dict(zip(pending, tight.tolist(), strict=True))
+            tight = best_values(
+                scored, flat, starts, goal_codes, goal_prices, lows[pending]
+            ).tolist()
+        if not done:
+            return tight
+        got = dict(zip(pending, tight, strict=True))
         return [got[j] if j in got else known[j] for j in js]
 
     def creatives_of(js: list[int]) -> tuple[Positions, Positions]:

@@ -152,13 +152,14 @@ def test_compiled_loops_equal_the_python_references() -> None:
 
 @pytest.mark.parametrize("scale", [0.05, 0.8, 30.0])
 def test_run_values_equal_scoring_the_gathered_runs_then_best_values(scale: float) -> None:
-    """``bidder.bounds.run_values`` (one compiled pass over runs) gives, bit for bit, what the
+    """``bidder.bounds.RunValues`` (one compiled pass over runs) gives, bit for bit, what the
     race's refinement computed before it: the runs' positions gathered, scored
-    (``python_score``) and reduced by ``python_best_values``."""
+    (``python_score``) and reduced by ``python_best_values``; and so does its fallback for
+    other scorers (a static one stands in: the same sums, then the scorer's own numbers)."""
     if not scorer_module.COMPILED:
         pytest.skip("bidder._scorer is not built")
     from bidder import _scorer
-    from bidder.bounds import python_best_values, ragged_gather, run_values
+    from bidder.bounds import RunValues, python_best_values, ragged_gather
     from bidder.candidates import ShapeRuns
 
     statics, prefixes = _rows()
@@ -173,22 +174,29 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(scale: floa
     for view in _views(30):
         z0 = scorer.shared_sum([f"country={view.country}", f"os={view.os}"])
         suffixes = cross_suffixes(view, view.app_bundle)
-        rows = rng.integers(0, len(starts) - 1, int(rng.integers(1, 25))).astype(np.intp)
-        lows = rng.integers(1, 2_000_000, len(rows)).astype(np.int64)
-        flat, groups = ragged_gather(runs.positions, starts[rows], starts[rows + 1])
+        cand_runs = rng.integers(0, len(starts) - 1, 40).astype(np.intp)  # candidate -> run
+        lows = rng.integers(1, 2_000_000, 40).astype(np.int64)
+        js = rng.choice(40, int(rng.integers(1, 25)), replace=False).tolist()
+        at = cand_runs[js]
+        flat, groups = ragged_gather(runs.positions, starts[at], starts[at + 1])
         scored = np.empty((len(flat), 2))
         python_score(
             flat, scorer.static, scorer.tables.states, list(suffixes), scorer.weights,
             scorer.mask, z0[0], z0[1], scored,
         )  # fmt: skip
-        want = python_best_values(scored, flat, groups, codes, prices, lows)
-        got = run_values(scorer, z0, suffixes, runs, rows, codes, prices, lows)
-        assert got.dtype == want.dtype and np.array_equal(got, want)
+        want = python_best_values(scored, flat, groups, codes, prices, lows[js]).tolist()
+        got = RunValues(scorer, z0, suffixes, runs, cand_runs, lows, codes, prices)(js)
+        assert got == want and all(type(v) is float for v in got)
+        # any other scorer: gathered, scored by the scorer, reduced by best_values
+        rates = scorer.score(z0, np.arange(n, dtype=np.intp), list(suffixes))
+        fallback = RunValues(
+            StaticScorer(PriorModel(), rates), z0, suffixes, runs, cand_runs, lows, codes, prices
+        )
+        assert fallback(js) == want
     with pytest.raises(IndexError):
         _scorer.run_values(
-            np.array([len(starts) - 1], dtype=np.intp), starts, runs.positions, scorer.static,
-            scorer.tables.states, [s.encode() for s in suffixes], scorer.weights, scorer.mask,
-            0.0, 0.0, codes, prices, np.ones(1, dtype=np.int64),
+            [40], cand_runs, lows, starts, runs.positions, scorer.static, scorer.tables.states,
+            [s.encode() for s in suffixes], scorer.weights, scorer.mask, 0.0, 0.0, codes, prices,
         )  # fmt: skip
 
 
