@@ -1,3 +1,5 @@
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -45,3 +47,17 @@ def best_values(
     goal_prices: npt.NDArray[np.int64],
     lows: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.float64]: ...
+
+RACE_WON: int
+RACE_CAPPED: int
+RACE_EVERYTHING: int
+
+def race_loop(
+    exps: npt.NDArray[np.float64],
+    bounds: npt.NDArray[np.float64],
+    price: Callable[[list[int]], Sequence[float | None]],
+    refine: Callable[[list[int]], Sequence[float]] | None,
+    excluded: Callable[[int], bool] | None,
+    limit: int,
+    batch: int,
+) -> tuple[int, int]: ...

@@ -10,7 +10,8 @@ These loops keep the GIL: each takes tens of microseconds on the event loop's th
 letting a worker thread (a portfolio reread) take the GIL in between would make the request
 wait for its switch interval.
 """
-from libc.math cimport exp, isfinite
+from libc.math cimport INFINITY, exp, isfinite
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int64_t, uint8_t
 
 import numpy as _np
@@ -232,6 +233,20 @@ cdef class KeyOrder:
             _sift_down(keys, idx, m, j)
         self.finite = m
 
+    cdef bint _pop(self, double* key, Py_ssize_t* j) noexcept:
+        """The next candidate and its key into ``key``, ``j``; False when none is left."""
+        cdef Py_ssize_t last
+        if self._size <= 0:
+            return False
+        key[0] = self._keys[0]
+        j[0] = self._idx[0]
+        last = self._size - 1
+        self._keys[0] = self._keys[last]
+        self._idx[0] = self._idx[last]
+        self._size = last
+        _sift_down(self._keys, self._idx, last, 0)
+        return True
+
     def take(self, Py_ssize_t count):
         """The next (at most) ``count`` candidates and their keys, in order."""
         cdef list js = [], ks = []
@@ -312,3 +327,143 @@ def best_values(
         b = best - lows[g]
         out[g] = <double>(b if b > 0 else 0)
     return out_arr
+
+
+# -- the race's loop (``bidder.race.python_race_loop`` is its reference) -------------------------
+
+RACE_WON = 0  # a candidate's exact key was the smallest: it is the winner
+RACE_CAPPED = 1  # the limit of candidates priced was reached
+RACE_EVERYTHING = 2  # no candidate with a positive weight, or a bound did not hold
+
+
+cdef struct _Entry:
+    double key  # a lower bound of the candidate's key (exact at level 2)
+    Py_ssize_t j
+    int level  # 1: from its first or refined bound; 2: from its priced weight
+
+
+cdef inline bint _before(_Entry* a, _Entry* b) noexcept nogil:
+    return a.key < b.key or (a.key == b.key and a.j < b.j)
+
+
+cdef void _push(_Entry* heap, Py_ssize_t* size, double key, Py_ssize_t j, int level) noexcept nogil:
+    cdef Py_ssize_t i = size[0], parent
+    cdef _Entry item
+    item.key, item.j, item.level = key, j, level
+    size[0] += 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not _before(&item, &heap[parent]):
+            break
+        heap[i] = heap[parent]
+        i = parent
+    heap[i] = item
+
+
+cdef _Entry _pop_entry(_Entry* heap, Py_ssize_t* size) noexcept nogil:
+    cdef _Entry top = heap[0], last
+    cdef Py_ssize_t n = size[0] - 1, i = 0, child
+    size[0] = n
+    if n == 0:
+        return top
+    last = heap[n]
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and _before(&heap[child + 1], &heap[child]):
+            child += 1
+        if not _before(&heap[child], &last):
+            break
+        heap[i] = heap[child]
+        i = child
+    heap[i] = last
+    return top
+
+
+def race_loop(
+    const double[::1] exps,
+    const double[::1] bounds,
+    object price,
+    object refine,
+    object excluded,
+    Py_ssize_t limit,
+    Py_ssize_t batch,
+):
+    """``bidder.race.python_race_loop`` compiled: the same queue of (key bound, j) entries, the
+    same order of refinements and pricing, the same verdict. ``price(js)`` and ``refine(js)``
+    are the race's callbacks (``refine`` None: no refinement); ``excluded`` None: no candidate
+    is excluded. Returns (``RACE_WON`` and the winner, or ``RACE_CAPPED`` / ``RACE_EVERYTHING``
+    and -1)."""
+    cdef Py_ssize_t n = exps.shape[0]
+    if bounds.shape[0] != n:
+        raise ValueError("exponentials and bounds differ in length")
+    order = KeyOrder(exps, bounds)
+    cdef KeyOrder keys = <KeyOrder>order
+    cdef Py_ssize_t finite = keys.finite, taken = 0, size = 0, priced = 0, t, j
+    cdef double next_key = 0.0, b, w
+    cdef Py_ssize_t next_j = -1
+    cdef bint have_next = keys._pop(&next_key, &next_j)
+    cdef bint refining = refine is not None
+    cdef _Entry head, nxt
+    cdef _Entry* heap = <_Entry*>PyMem_Malloc((n + 1) * sizeof(_Entry))
+    cdef double* refined = <double*>PyMem_Malloc((n + 1) * sizeof(double))
+    cdef list js
+    if heap == NULL or refined == NULL:
+        PyMem_Free(heap)
+        PyMem_Free(refined)
+        raise MemoryError()
+    try:
+        for t in range(n):
+            refined[t] = INFINITY
+        while True:
+            if have_next:
+                nxt.key, nxt.j = next_key, next_j
+            if have_next and (size == 0 or _before(&nxt, &heap[0])):
+                if refining:
+                    js = []
+                    for t in range(batch):  # the next ``batch`` in order, less the excluded
+                        if not have_next:
+                            break
+                        if excluded is None or not excluded(next_j):
+                            js.append(next_j)
+                        taken += 1
+                        have_next = taken < finite and keys._pop(&next_key, &next_j)
+                    if js:
+                        got = refine(js)
+                        if len(got) != len(js):
+                            raise ValueError("refine answered another number of bounds")
+                        for t in range(len(js)):
+                            j = js[t]
+                            b = got[t]
+                            refined[j] = b
+                            if b > 0.0:
+                                _push(heap, &size, exps[j] / b, j, 1)
+                    continue
+                j = next_j
+                if excluded is None or not excluded(j):
+                    _push(heap, &size, next_key, j, 1)
+                taken += 1
+                have_next = taken < finite and keys._pop(&next_key, &next_j)
+                continue
+            if size == 0:
+                return RACE_EVERYTHING, -1
+            head = _pop_entry(heap, &size)
+            if head.level == 2:
+                return RACE_WON, head.j
+            if limit and priced >= limit:
+                return RACE_CAPPED, -1
+            j = head.j
+            priced += 1
+            (weight,) = price([j])
+            if weight is None:
+                continue
+            w = weight
+            if not w > 0.0:
+                continue
+            if w > bounds[j] or w > refined[j]:
+                return RACE_EVERYTHING, -1  # a bound did not hold: the reference
+            _push(heap, &size, exps[j] / w, j, 2)
+    finally:
+        PyMem_Free(heap)
+        PyMem_Free(refined)

@@ -329,7 +329,7 @@ def imp_offers(
         bounds,
         price,
         refine=refiner,
-        excluded=_excluded(cands.campaign_ids[kept], won) if won else (lambda j: False),
+        excluded=_excluded(cands.campaign_ids[kept], won) if won else None,
         limit=s.max_priced_per_imp,
         early=s.early_stop,
     )

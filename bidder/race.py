@@ -77,13 +77,16 @@ F64 = npt.NDArray[np.float64]
 
 _race_uniforms: Callable[[int, int], F64] | None
 _KeyOrder: Callable[[F64, F64], _Order] | None
+_race_loop: Callable[..., tuple[int, int]] | None
 try:
     from bidder._bounds import KeyOrder as _CompiledOrder
+    from bidder._bounds import race_loop as _compiled_race_loop
     from bidder._offers import race_uniforms as _race_uniforms
 
     _KeyOrder = _CompiledOrder
+    _race_loop = _compiled_race_loop
 except ImportError:  # pragma: no cover - the extension is built by `make`
-    _race_uniforms = _KeyOrder = None
+    _race_uniforms = _KeyOrder = _race_loop = None
 
 
 def exponentials(seed: int, n: int) -> F64:
@@ -205,13 +208,21 @@ def winner(
     return min(zero)[1] if zero else None
 
 
+RACE_WON: Final = 0  # a candidate's exact key was the smallest: it is the winner
+RACE_CAPPED: Final = 1  # the limit of candidates priced was reached
+RACE_EVERYTHING: Final = 2  # no candidate with a positive weight, or a bound did not hold
+
+_Price = Callable[[list[int]], Sequence[float | None]]
+_Refine = Callable[[list[int]], Sequence[float]]
+
+
 def race(
     exps: F64,
     bounds: F64,
-    price: Callable[[list[int]], Sequence[float | None]],
+    price: _Price,
     *,
-    refine: Callable[[list[int]], Sequence[float]] | None = None,
-    excluded: Callable[[int], bool] = lambda j: False,
+    refine: _Refine | None = None,
+    excluded: Callable[[int], bool] | None = None,
     limit: int = 0,
     early: bool = True,
 ) -> RaceResult:
@@ -221,7 +232,8 @@ def race(
     candidates, when given); ``price(js)`` prices those candidates: the weight of each, or None
     when it is dropped;
     ``excluded(j)``: j may not win (its campaign won an earlier imp) and is not priced.
-    ``early=False`` prices every candidate: the reference the early stop must equal."""
+    ``early=False`` prices every candidate: the reference the early stop must equal. The loop
+    is compiled (``bidder._bounds.race_loop``) when built, else ``python_race_loop``."""
     n = len(exps)
     weights: dict[int, float] = {}
     survivors: list[int] = []
@@ -237,53 +249,76 @@ def race(
         return got
 
     def everything() -> RaceResult:
-        rest = [j for j in range(n) if j not in priced and not excluded(j)]
+        rest = [j for j in range(n) if j not in priced and not (excluded and excluded(j))]
         if rest:
             do_price(rest)
         return RaceResult(winner(exps, weights, survivors), len(priced))
 
     if not early:
         return everything()
+    loop = _race_loop if _race_loop is not None else python_race_loop
+    verdict, j = loop(exps, bounds, do_price, refine, excluded, limit, REFINE_BATCH)
+    if verdict == RACE_WON:
+        return RaceResult(j, len(priced))
+    if verdict == RACE_CAPPED:
+        return RaceResult(winner(exps, weights, survivors), len(priced), capped=True)
+    # no candidate with a positive weight (the draw is uniform over every survivor), or a
+    # bound did not hold: the reference, whatever it costs
+    return everything()
+
+
+def python_race_loop(
+    exps: F64,
+    bounds: F64,
+    price: _Price,
+    refine: _Refine | None,
+    excluded: Callable[[int], bool] | None,
+    limit: int,
+    batch: int,
+) -> tuple[int, int]:
+    """The early stop's loop (the module's docstring): candidates in the order of their first
+    keys E_j / b_j, refined ``batch`` at a time when ``refine`` is given, priced from a queue of
+    (key bound, j). (``RACE_WON``, the winner), or (``RACE_CAPPED`` / ``RACE_EVERYTHING``,
+    -1). The reference of the compiled ``bidder._bounds.race_loop``."""
     # the finite keys in (key, j) order, a chunk at a time: the race rarely needs many
     finite, chunks = key_order(exps, bounds)
     ordered: list[int] = []
     first: list[float] = []
-    level = 0 if refine is not None else 1  # 0: first bounds, 1: exact value, 2: priced
     queue: list[tuple[float, int, int]] = []  # (key bound, j, level)
     refined: dict[int, float] = {}
+    priced = 0
     i = 0
     while True:
-        while len(ordered) < min(i + REFINE_BATCH, finite):
+        while len(ordered) < min(i + batch, finite):
             js, ks = next(chunks)
             ordered += js
             first += ks
         if i < finite and (not queue or (first[i], ordered[i]) < queue[0][:2]):
-            if level == 0:
-                assert refine is not None
-                batch = [j for j in ordered[i : i + REFINE_BATCH] if not excluded(j)]
-                i += REFINE_BATCH
-                for j, b in zip(batch, refine(batch), strict=True):
-                    refined[j] = b
-                    if b > 0.0:
-                        heapq.heappush(queue, (float(exps[j]) / b, j, 1))
+            if refine is not None:
+                some = [j for j in ordered[i : i + batch] if not (excluded and excluded(j))]
+                i += batch
+                if some:
+                    for j, b in zip(some, refine(some), strict=True):
+                        refined[j] = b
+                        if b > 0.0:
+                            heapq.heappush(queue, (float(exps[j]) / b, j, 1))
                 continue
             j = ordered[i]
             i += 1
-            if not excluded(j):
+            if not (excluded and excluded(j)):
                 heapq.heappush(queue, (first[i - 1], j, 1))
             continue
         if not queue:
-            break
+            return RACE_EVERYTHING, -1
         _, j, at = heapq.heappop(queue)
         if at == 2:
-            return RaceResult(j, len(priced))
-        if limit and len(priced) >= limit:
-            return RaceResult(winner(exps, weights, survivors), len(priced), capped=True)
-        (w,) = do_price([j])
+            return RACE_WON, j
+        if limit and priced >= limit:
+            return RACE_CAPPED, -1
+        priced += 1
+        (w,) = price([j])
         if w is None or not w > 0.0:
             continue
         if w > float(bounds[j]) or w > refined.get(j, _INF):
-            return everything()  # a bound did not hold: the reference, whatever it costs
+            return RACE_EVERYTHING, -1
         heapq.heappush(queue, (float(exps[j]) / w, j, 2))
-    # no candidate with a positive weight: the draw is uniform over every survivor
-    return everything()

@@ -128,6 +128,50 @@ def test_the_early_stop_equals_pricing_everything(
         assert np.mean(priced) < 0.2 * len(weights)
 
 
+@pytest.mark.parametrize("case", _cases(), ids=lambda c: c[0])
+def test_the_compiled_loop_is_the_python_loop_call_for_call(
+    case: tuple[str, list[float | None], list[float], list[float] | None],
+) -> None:
+    """``bidder._bounds.race_loop`` against its reference ``python_race_loop``: the same
+    verdict, and the same refinements and pricing in the same order (a log of the calls)."""
+    from bidder import _bounds
+    from bidder.race import REFINE_BATCH, python_race_loop
+
+    name, weights, bounds, refined = case
+    b = np.asarray(bounds, dtype=np.float64)
+    for seed in range(40):
+        exps = exponentials(seed, len(weights))
+        excluded = frozenset(range(0, len(weights), 7)) if seed % 3 == 0 else frozenset()
+        logs: list[list[tuple[str, list[int]]]] = []
+        verdicts = []
+        for loop in (python_race_loop, _bounds.race_loop):
+            log: list[tuple[str, list[int]]] = []
+
+            def price(js: list[int], log: list[tuple[str, list[int]]] = log) -> list[float | None]:
+                log.append(("price", list(js)))
+                return [weights[j] for j in js]
+
+            def refine(js: list[int], log: list[tuple[str, list[int]]] = log) -> list[float]:
+                log.append(("refine", list(js)))
+                assert refined is not None
+                return [refined[j] for j in js]
+
+            verdicts.append(
+                loop(
+                    exps,
+                    b,
+                    price,
+                    refine if refined is not None else None,
+                    excluded.__contains__ if excluded else None,
+                    (seed % 5) * 3,  # sometimes a limit
+                    REFINE_BATCH,
+                )
+            )
+            logs.append(log)
+        assert verdicts[0] == verdicts[1], (name, seed)
+        assert logs[0] == logs[1], (name, seed)
+
+
 def test_a_priced_weight_above_its_bound_falls_back_to_pricing_everything() -> None:
     rng = random.Random(9)
     weights: list[float | None] = [rng.uniform(3.0, 9.0) for _ in range(50)]  # P(win) > 1, say
