@@ -14,7 +14,12 @@ from prometheus_client import CollectorRegistry
 
 from fleet.aio import cancel_and_wait
 from fleet.bus.protocol import KIND_BYE, KIND_DATA, KIND_HEARTBEAT, encode_body, encode_header
-from fleet.bus.sockets import configure_socket, metrics_for, open_socket
+from fleet.bus.sockets import (
+    BUS_MAX_SUBSCRIPTION,
+    configure_socket,
+    metrics_for,
+    open_socket,
+)
 from fleet.errors import BusError
 
 log = logging.getLogger("fleet.bus")
@@ -133,7 +138,8 @@ class Publisher:
         ctx = self._context or self._own_context
         assert ctx is not None
         sock = ctx.socket(zmq.XPUB)
-        configure_socket(sock, self._hwm)
+        # an XPUB receives only subscriptions
+        configure_socket(sock, self._hwm, max_message=BUS_MAX_SUBSCRIPTION)
         sock.setsockopt(zmq.XPUB_NODROP, 1)
         monitor = None
         if not self._bind and self._join_timeout > 0:
