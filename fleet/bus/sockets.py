@@ -23,7 +23,9 @@ ZMTP_TIMEOUT_MS = 10_000
 # about 1 MiB. On the coherence bus a fill carries a value of at most
 # RTBFLEET_CACHE_BUS_VALUE_MAX_BYTES (256 KB by default) and a bidder's pacing report at most 64
 # bytes per campaign (five int maps): 1.3 MB at 20,000 campaigns, the largest single payload
-# either bus carries. 16 MiB is over ten times each.
+# either bus carries. 16 MiB is over ten times each. The publisher splits a batch whose body would
+# be larger and refuses (counts as dropped) a payload that alone is: it never sends what its
+# receivers would disconnect it for.
 BUS_MAX_MESSAGE: Final = 16 << 20
 # Subscription frames (XPUB sockets: the proxy's "out" side, a publisher): a topic prefix and its
 # framing (one byte, or ten for the SUBSCRIBE command a ZMTP 3.1 SUB sends). Our prefixes are under

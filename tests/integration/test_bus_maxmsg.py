@@ -200,6 +200,45 @@ async def test_proxy_drops_an_oversized_subscription_and_serves_the_others() -> 
             await sub.close()
 
 
+async def test_publisher_splits_a_batch_over_the_bound_and_drops_a_payload_alone_over_it() -> None:
+    limit = 1000
+    pub = Publisher(
+        ANY, publisher_id="split", bind=True, batch_max=100, batch_delay=10.0, max_message=limit
+    )
+    await pub.start()
+    sub = Subscriber(pub.bound_endpoint, prefixes=["co."], max_message=limit)
+    await sub.start()
+    try:
+        await until_delivered(pub, sub, b"probe")
+        while await first_data(sub) is not None:  # the surplus probes
+            pass
+        payloads = [bytes([i]) * 300 for i in range(10)]  # a body of ~3 KB
+        for p in payloads:
+            pub.publish("co.split", p)
+        await pub.flush()
+        got: list[bytes] = []
+        async with asyncio.timeout(5):
+            while len(got) < len(payloads):
+                delivery = await sub.recv()
+                assert delivery.kind == "data"
+                assert len(encode_body(delivery.payloads)) <= limit
+                got.extend(delivery.payloads)
+        assert got == payloads
+        dropped = pub.stats.dropped_payloads
+        pub.publish("co.split", b"x" * (limit + 1))
+        pub.publish("co.split", b"small")
+        await pub.flush()
+        assert pub.stats.dropped_payloads == dropped + 1
+        async with asyncio.timeout(5):
+            gap = await sub.recv()
+            data = await sub.recv()
+        assert (gap.kind, gap.missed) == ("gap", 1)
+        assert data.payloads == [b"small"]
+    finally:
+        await sub.close()
+        await pub.close()
+
+
 def test_no_unbounded_socket_and_no_prefix_past_the_subscription_bound() -> None:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = context.socket(zmq.SUB)
