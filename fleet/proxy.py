@@ -9,6 +9,10 @@ where the proxy actually listens, once it does.
 
 A slow subscriber does not stall the others: past the high-water mark the XPUB side drops for
 that subscriber only, and the subscriber sees the drop as a sequence gap.
+
+Neither side allocates what a peer announces: a frame larger than BUS_MAX_MESSAGE on "in" (or a
+subscription larger than BUS_MAX_SUBSCRIPTION on "out") drops that peer's connection, and the
+proxy goes on serving the others.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import zmq
 
 from fleet.bus import configure_socket
+from fleet.bus.sockets import BUS_MAX_MESSAGE, BUS_MAX_SUBSCRIPTION
 from fleet.errors import BusError
 from fleet.settings import zmq_endpoint
 
@@ -50,6 +55,7 @@ async def run_proxy(
     hwm: int = 100_000,
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
     on_ready: Callable[[str, str], None] | None = None,
+    max_message: int = BUS_MAX_MESSAGE,
 ) -> None:
     """Forward from ``frontend`` (XSUB, bound) to ``backend`` (XPUB, bound) until ``stop`` is set
     or the task is cancelled; ``on_ready(in_endpoint, out_endpoint)`` once both are bound.
@@ -66,8 +72,8 @@ async def run_proxy(
     steer: zmq.Socket[bytes] | None = None
     try:
         xsub, xpub = socket(zmq.XSUB), socket(zmq.XPUB)
-        configure_socket(xsub, hwm)
-        configure_socket(xpub, hwm)
+        configure_socket(xsub, hwm, max_message=max_message)  # data from publishers
+        configure_socket(xpub, hwm, max_message=BUS_MAX_SUBSCRIPTION)  # subscriptions
         inside = _bind(xsub, frontend)
         outside = _bind(xpub, backend)
         control_endpoint = f"inproc://fleet-proxy-control-{next(_control_ids)}"

@@ -156,7 +156,7 @@ class RelaySender:
             return
         self.close()
         sock = self._context.socket(zmq.PUSH)
-        configure_socket(sock, RELAY_HWM)
+        configure_socket(sock, RELAY_HWM, max_message=RELAY_MAX_PARCEL_BYTES)
         open_socket(sock, address, bind=False)
         self._sock = sock
         self.address = address
@@ -209,8 +209,7 @@ class RelayReceiver:
         self._context = zmq.asyncio.Context.shadow(context)
         self._sock = self._context.socket(zmq.PULL)
         plain = cast("zmq.Socket[bytes]", self._sock)
-        configure_socket(plain, RELAY_HWM)
-        plain.setsockopt(zmq.MAXMSGSIZE, RELAY_MAX_PARCEL_BYTES)
+        configure_socket(plain, RELAY_HWM, max_message=RELAY_MAX_PARCEL_BYTES)
         open_socket(plain, bind, bind=True)
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
 

@@ -14,7 +14,13 @@ from prometheus_client import CollectorRegistry
 
 from fleet.aio import cancel_and_wait
 from fleet.bus.protocol import KIND_BYE, KIND_DATA, KIND_HEARTBEAT, encode_body, encode_header
-from fleet.bus.sockets import configure_socket, metrics_for, open_socket
+from fleet.bus.sockets import (
+    BUS_MAX_MESSAGE,
+    BUS_MAX_SUBSCRIPTION,
+    configure_socket,
+    metrics_for,
+    open_socket,
+)
 from fleet.errors import BusError
 
 log = logging.getLogger("fleet.bus")
@@ -64,6 +70,10 @@ class Publisher:
 
     Fan out through the proxy, not with ``bind=True`` and many subscribers: with XPUB_NODROP one
     slow subscriber of a bound publisher fails the sends to all; the proxy drops per subscriber.
+
+    No body larger than ``max_message`` bytes goes out (the receivers' bound, BUS_MAX_MESSAGE):
+    a batch whose body would be larger is sent in halves, and a payload that alone is larger is
+    dropped (counted and logged; it consumes a sequence number, so subscribers see a gap).
     """
 
     def __init__(
@@ -81,11 +91,14 @@ class Publisher:
         join_timeout: float = 1.0,
         close_timeout: float = 1.0,
         incarnation: int | None = None,
+        max_message: int = BUS_MAX_MESSAGE,
     ) -> None:
         if not publisher_id or len(publisher_id.encode()) > 255:
             raise ValueError("publisher_id must be 1 to 255 bytes")
         if batch_max < 1 or batch_delay < 0 or heartbeat_interval <= 0 or hwm < 0:
             raise ValueError("batch_max >= 1, batch_delay >= 0, heartbeat_interval > 0, hwm >= 0")
+        if max_message < 1:
+            raise ValueError("max_message must be at least 1 byte")
         self.endpoint = endpoint
         self.publisher_id = publisher_id
         self.incarnation = (
@@ -97,6 +110,7 @@ class Publisher:
         self._hwm = hwm
         self._batch_max = batch_max
         self._batch_delay = batch_delay
+        self._max_message = max_message
         self._interval = heartbeat_interval
         self._join_timeout = join_timeout
         self._close_timeout = close_timeout
@@ -133,7 +147,8 @@ class Publisher:
         ctx = self._context or self._own_context
         assert ctx is not None
         sock = ctx.socket(zmq.XPUB)
-        configure_socket(sock, self._hwm)
+        # an XPUB receives only subscriptions
+        configure_socket(sock, self._hwm, max_message=BUS_MAX_SUBSCRIPTION)
         sock.setsockopt(zmq.XPUB_NODROP, 1)
         monitor = None
         if not self._bind and self._join_timeout > 0:
@@ -285,11 +300,28 @@ class Publisher:
         return stream
 
     def _send(self, topic: str, payloads: list[bytes]) -> None:
-        stream = self._stream(topic)
+        body = encode_body(payloads)
         count = len(payloads)
+        if len(body) > self._max_message and count > 1:
+            half = count // 2  # receivers would disconnect us for this body: send it in halves
+            self._send(topic, payloads[:half])
+            self._send(topic, payloads[half:])
+            return
+        stream = self._stream(topic)
         stream.seq += 1  # consumed even if the send fails: the drop shows as a gap downstream
         stream.total += count
         stream.active = True
+        if len(body) > self._max_message:
+            self.stats.dropped_payloads += 1
+            self._m_dropped.inc()
+            log.warning(
+                "publisher %s: dropped a payload of %d bytes on %s (the bus takes %d at most)",
+                self.publisher_id,
+                len(payloads[0]),
+                topic,
+                self._max_message,
+            )
+            return
         header = encode_header(
             KIND_DATA, self.incarnation, stream.seq, stream.total, time.time(), self._pid
         )
@@ -302,7 +334,7 @@ class Publisher:
             self._m_dropped.inc(count)
             return
         sock.send(header, _MORE)  # the first frame passed the HWM check: the rest follow
-        sock.send(encode_body(payloads))
+        sock.send(body)
         stats = self.stats
         stats.sent_messages += 1
         stats.sent_payloads += count

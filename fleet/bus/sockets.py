@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from typing import Final
 
 import zmq
 from prometheus_client import CollectorRegistry, Counter
@@ -12,18 +13,44 @@ from fleet.errors import BusError
 ZMTP_HEARTBEAT_MS = 2_000  # transport keep-alive: dead peers are disconnected, not queued for
 ZMTP_TIMEOUT_MS = 10_000
 
+# The largest frame a bus socket accepts from a peer (ZMQ_MAXMSGSIZE): a peer that sends a larger
+# one is disconnected before the frame is allocated, so a stray or hostile peer on a bus port
+# cannot make the process allocate what it announces (up to 2^64 bytes).
+#
+# Data frames (subscribers, the proxy's XSUB side): the largest is a batch's body, a msgpack array
+# of up to ``batch_max`` payloads (256 by default, 1,024 in the benchmarks). An event is 100 to
+# 300 bytes, a bid event with many features about a kilobyte, so a full batch of 1,024 is at most
+# about 1 MiB. On the coherence bus a fill carries a value of at most
+# RTBFLEET_CACHE_BUS_VALUE_MAX_BYTES (256 KB by default) and a bidder's pacing report at most 64
+# bytes per campaign (five int maps): 1.3 MB at 20,000 campaigns, the largest single payload
+# either bus carries. 16 MiB is over ten times each. The publisher splits a batch whose body would
+# be larger and refuses (counts as dropped) a payload that alone is: it never sends what its
+# receivers would disconnect it for.
+BUS_MAX_MESSAGE: Final = 16 << 20
+# Subscription frames (XPUB sockets: the proxy's "out" side, a publisher): a topic prefix and its
+# framing (one byte, or ten for the SUBSCRIBE command a ZMTP 3.1 SUB sends). Our prefixes are under
+# 64 bytes (``ev.0007.bid``, ``co.cache.<namespace of at most 48>``, ``co.pacing.report``); a
+# Subscriber refuses one over BUS_MAX_PREFIX, and 4 KiB leaves room for four times that.
+BUS_MAX_PREFIX: Final = 1 << 10
+BUS_MAX_SUBSCRIPTION: Final = 4 << 10
+
 
 class BusClosedError(BusError):
     """The caller used a publisher or subscriber after ``close()``."""
 
 
-def configure_socket(sock: zmq.Socket[bytes], hwm: int) -> None:
-    """High-water marks and transport heartbeats every bus socket (and the proxy) uses."""
+def configure_socket(sock: zmq.Socket[bytes], hwm: int, *, max_message: int) -> None:
+    """High-water marks and transport heartbeats every bus socket (and the proxy) uses, and
+    ``max_message``: the largest frame, in bytes, the socket accepts from a peer (a peer that
+    sends a larger one is disconnected; see BUS_MAX_MESSAGE). There is no unbounded value."""
+    if max_message < 1:
+        raise ValueError("max_message must be at least 1 byte")
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.HEARTBEAT_IVL, ZMTP_HEARTBEAT_MS)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ZMTP_TIMEOUT_MS)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message)
 
 
 def open_socket(sock: zmq.Socket[bytes], endpoint: str, bind: bool) -> None:

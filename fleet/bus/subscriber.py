@@ -21,7 +21,14 @@ from fleet.bus.protocol import (
     decode_body,
     decode_header,
 )
-from fleet.bus.sockets import BusClosedError, configure_socket, metrics_for, open_socket
+from fleet.bus.sockets import (
+    BUS_MAX_MESSAGE,
+    BUS_MAX_PREFIX,
+    BusClosedError,
+    configure_socket,
+    metrics_for,
+    open_socket,
+)
 from fleet.errors import BusError
 
 log = logging.getLogger("fleet.bus")
@@ -56,6 +63,13 @@ class Subscriber:
 
     One consumer task per subscriber. Publishers should heartbeat at least three times per
     ``heartbeat_timeout`` (a busy topic skips a heartbeat, so quiet can last two intervals).
+
+    A frame larger than ``max_message`` bytes (BUS_MAX_MESSAGE) is never allocated: ZMQ drops
+    the connection it came on. A bound subscriber keeps its other peers (a publisher cut off
+    reconnects; what it lost shows as a gap). A connected one does not reconnect after that
+    (libzmq ends a connection on a protocol error for good): its publishers are reported
+    silent. The proxy takes no larger frame than its subscribers do (the same bound), so only a
+    peer that is not our proxy, or a proxy given a larger ``max_message``, can cut one off.
     """
 
     def __init__(
@@ -70,9 +84,14 @@ class Subscriber:
         bind: bool = False,
         join_grace: float | None = None,
         forget_after: float | None = None,
+        max_message: int = BUS_MAX_MESSAGE,
     ) -> None:
         if isinstance(prefixes, str) or not prefixes:
             raise ValueError("prefixes must be a non-empty sequence of topic prefixes")
+        if any(len(prefix.encode()) > BUS_MAX_PREFIX for prefix in prefixes):
+            raise ValueError(f"a topic prefix is {BUS_MAX_PREFIX} bytes at most")
+        if max_message < 1:
+            raise ValueError("max_message must be at least 1 byte")
         if heartbeat_timeout <= 0 or hwm < 0:
             raise ValueError("heartbeat_timeout > 0 and hwm >= 0")
         self.endpoint = endpoint
@@ -83,6 +102,7 @@ class Subscriber:
         default_forget = max(60.0, 20 * heartbeat_timeout)
         self._forget_after = default_forget if forget_after is None else forget_after
         self._hwm = hwm
+        self._max_message = max_message
         self._bind = bind
         self._context = context
         self._own_context: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -124,7 +144,7 @@ class Subscriber:
         ctx = self._context or self._own_context
         assert ctx is not None
         sock = ctx.socket(zmq.SUB)
-        configure_socket(sock, self._hwm)
+        configure_socket(sock, self._hwm, max_message=self._max_message)
         for prefix in self.prefixes:
             sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         try:
