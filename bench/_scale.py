@@ -1,9 +1,13 @@
 """The bidder at several portfolio sizes: the scaling table of ``bench/bidder.py``.
 
 For each size (campaigns with 5 creatives each, generated from one seed), one bidder process on
-the same request mix, load generator and model as the rest of the bench: the maximum throughput
-(the better of two closed-loop windows, served requests only), p50/p99 at half that rate (open
-loop), resident memory once it has served, and the time the serving process takes to apply a
+the same request mix, load generator and model as the rest of the bench. Every size's bidder is
+up at once and they are measured in turn, round after round (closed loop, served requests
+only), so that each round's ratio to the smallest size compares neighbours in time on a machine
+whose speed drifts: the maximum is each size's median over the rounds, "vs smallest" the
+median of the per-round ratios (with their range), and the server's CPU time per answer is
+reported the same way. Then, one size at a time: p50/p99 at half its maximum (open loop),
+resident memory once it has served, and the time the serving process takes to apply a
 one-campaign change (the portfolio file rewritten with one campaign's maximum bid changed, read
 from ``bidder_config_apply_seconds{kind="incremental"}``; the median of three changes).
 """
@@ -61,40 +65,50 @@ def one_campaign_changes(path: Path, doc: dict[str, Any], port: int) -> list[flo
 def scaling_table(
     work: Path,
     sizes: Sequence[int],
-    model: Path,
-    drive: Callable[..., dict[str, Any]],
-    run_one: Callable[[Path, Path, Callable[..., dict[str, Any]]], dict[str, Any]],
+    run_all: Callable[[list[Path]], list[dict[str, Any]]],
     generate: Callable[[int], dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """One row per size: ``run_one(portfolio, model, drive)`` measures a bidder on it."""
-    rows = []
+    """One row per size: ``run_all(portfolios)`` measures a bidder on each, in the same run."""
+    paths, docs = [], []
     for n in sizes:
         doc = generate(n)
         path = work / f"portfolio-{n}.json"
         path.write_text(json.dumps(doc))
-        row = run_one(path, model, drive)
+        paths.append(path)
+        docs.append(doc)
+    rows = run_all(paths)
+    for row, n, doc in zip(rows, sizes, docs, strict=True):
         row["campaigns"] = n
         row["creatives"] = sum(len(c["creatives"]) for c in doc["campaigns"])
-        rows.append(row)
     return rows
 
 
+def _spread(values: Sequence[float]) -> str:
+    ordered = sorted(values)
+    return f"{statistics.median(ordered):.2f}x ({ordered[0]:.2f}-{ordered[-1]:.2f})"
+
+
 def print_table(rows: Sequence[dict[str, Any]], echo_rate: float) -> None:
-    base = rows[0]["max_rate"] if rows else 1.0
     print(
-        f"scaling (same request mix and model; echo baseline {echo_rate:,.0f} req/s; figures on "
-        f"a shared machine are rough):"
+        f"scaling (same request mix and model; every size up at once and measured in turn, "
+        f"{len(rows[0]['rates']) if rows else 0} rounds; echo baseline {echo_rate:,.0f} req/s; "
+        f"figures on a shared machine are rough):"
     )
     print(
-        "| campaigns | creatives | maximum req/s | vs smallest | p50 / p99 at half load ms | "
-        "resident MiB | one-campaign change ms |"
+        "| campaigns | creatives | maximum req/s | vs smallest (per round) | CPU per answer us "
+        "(vs smallest) | p50 / p99 at half load ms | resident MiB | one-campaign change ms |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
+    base = rows[0] if rows else None
     for r in rows:
+        assert base is not None
         change = statistics.median(r["changes"]) * 1000 if r["changes"] else float("nan")
+        ratios = [a / max(b, 1e-9) for a, b in zip(r["rates"], base["rates"], strict=True)]
+        cpu_ratios = [b / max(a, 1e-12) for a, b in zip(r["cpu"], base["cpu"], strict=True)]
         print(
             f"| {r['campaigns']:,} | {r['creatives']:,} | {r['max_rate']:,.0f} | "
-            f"{r['max_rate'] / base:.2f}x | {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | "
+            f"{_spread(ratios)} | {statistics.median(r['cpu']) * 1e6:,.0f} "
+            f"({_spread(cpu_ratios)}) | {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | "
             f"{r['rss']:.0f} | {change:.0f} |"
         )
     print(

@@ -592,7 +592,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.stdout.flush()
         # The bidder at each portfolio size, with the same request mix, model and baseline.
         rows = scaling_table(
-            work, portfolios, model, drive, partial(_measure_size, work), _generate
+            work,
+            portfolios,
+            partial(_measure_sizes, work, model=model, drive=drive, n_rounds=n_rounds),
+            _generate,
         )
         if rows:
             print_table(rows, statistics.median(r["tornado_app"] for r in rounds))
@@ -646,28 +649,52 @@ def _best_of_two(drive: Callable[..., dict[str, Any]], port: int) -> dict[str, A
     return max(first, second, key=lambda r: float(r["rate"]))
 
 
-def _measure_size(
-    work: Path, portfolio: Path, model: Path, drive: Callable[..., dict[str, Any]]
-) -> dict[str, Any]:
-    """Maximum, half-load latency, resident memory and one-campaign changes of one size."""
-    bidder = _Bidder(work, portfolio, model, shed=False)
+def _measure_sizes(
+    work: Path,
+    portfolios: list[Path],
+    model: Path,
+    drive: Callable[..., dict[str, Any]],
+    n_rounds: int,
+) -> list[dict[str, Any]]:
+    """Every size's bidder up at once, measured in turn round after round (maximum and CPU
+    per answer), then each alone: half-load latency, resident memory, one-campaign changes."""
+    bidders: list[_Bidder] = []
     try:
-        port = bidder.port
-        before = _outcomes(port)
-        best = _best_of_two(drive, port)
-        max_rate = best["rate"] * _served_share(before, _outcomes(port))["served"]
-        half = drive("open", port, OPEN_CONNECTIONS, max_rate / 2, WARMUP_S, PHASE_S)
-        rss, _ = _rss_mib(bidder.proc.pid)
-        changes = one_campaign_changes(portfolio, json.loads(portfolio.read_text()), port)
+        for i, path in enumerate(portfolios):
+            bidders.append(_Bidder(work, path, model, shed=False, name=f"size{i}"))
+        for bidder in bidders:  # warm: the memos of the mix, the allocator
+            drive("closed", bidder.port, CONNECTIONS, WARMUP_S, ROUND_S)
+        rates: list[list[float]] = [[] for _ in bidders]
+        cpu: list[list[float]] = [[] for _ in bidders]
+        for _ in range(n_rounds):
+            for i, bidder in enumerate(bidders):
+                before, used = _outcomes(bidder.port), _cpu_times(bidder.proc.pid)
+                got = drive("closed", bidder.port, CONNECTIONS, 0.5, ROUND_S)
+                served = _served_share(before, _outcomes(bidder.port))["served"]
+                rates[i].append(float(got["rate"]) * served)
+                spent = _cpu_times(bidder.proc.pid)[0] - used[0]
+                cpu[i].append(spent / max(1, got["answers"]))
+        rows = []
+        for i, (path, bidder) in enumerate(zip(portfolios, bidders, strict=True)):
+            max_rate = statistics.median(rates[i])
+            half = drive("open", bidder.port, OPEN_CONNECTIONS, max_rate / 2, WARMUP_S, PHASE_S)
+            rss, _ = _rss_mib(bidder.proc.pid)
+            changes = one_campaign_changes(path, json.loads(path.read_text()), bidder.port)
+            rows.append(
+                {
+                    "max_rate": max_rate,
+                    "rates": rates[i],
+                    "cpu": cpu[i],
+                    "p50_ms": half["p50_ms"],
+                    "p99_ms": half["p99_ms"],
+                    "rss": rss,
+                    "changes": changes,
+                }
+            )
+        return rows
     finally:
-        bidder.stop()
-    return {
-        "max_rate": max_rate,
-        "p50_ms": half["p50_ms"],
-        "p99_ms": half["p99_ms"],
-        "rss": rss,
-        "changes": changes,
-    }
+        for bidder in bidders:
+            bidder.stop()
 
 
 def _rounds(
@@ -709,8 +736,10 @@ class _Bidder:
         shed: bool,
         extra: dict[str, str] | None = None,
         tree: Path | None = None,
+        name: str = "",
     ) -> None:
-        """``tree``: run the bidder of that source tree instead of this one."""
+        """``tree``: run the bidder of that source tree instead of this one; ``name``: of its
+        log file (several bidders at once)."""
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("RTBFLEET_")}
         if tree is not None:
@@ -730,7 +759,7 @@ class _Bidder:
                 **(extra or {}),
             }
         )
-        self.log = (work / f"bidder-shed{int(shed)}.log").open("wb")
+        self.log = (work / f"bidder-{name or f'shed{int(shed)}'}.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bidder"],
             env=env,

@@ -37,7 +37,7 @@ def run_values(
     static: npt.NDArray[np.float64],
     states: npt.NDArray[np.uint32],
     encoded: list[bytes],
-    weights: npt.NDArray[np.float32],
+    pairs: npt.NDArray[np.float32],
     mask: int,
     z0_click: float,
     z0_install: float,

@@ -222,7 +222,7 @@ class RunValues:
                 scorer.static,
                 scorer.tables.states,
                 [s.encode() for s in suffixes],
-                scorer.weights,
+                scorer.pairs,
                 scorer.mask,
                 z0[0],
                 z0[1],

@@ -239,6 +239,8 @@ class PositionScorer:
         self.mask = (1 << model.bits) - 1
         self.weights: F32 = np.ascontiguousarray(model.weights, dtype=np.float32)
         self.static: F64 = static_sums(tables.hashes, self.weights, self.mask)
+        # the same weights by feature, both heads side by side: a cross reads one cache line
+        self.pairs: F32 = np.ascontiguousarray(self.weights.T)
         # at most this many crosses on a request: one per prefix, the last one's repeated
         self.most_crosses = max(tables.states.shape[1] - 1, 0) + MAX_SEGMENT_FEATURES
         top = self.weights.max(axis=1) if self.weights.size else np.zeros(2, np.float32)

@@ -196,7 +196,7 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(scale: floa
     with pytest.raises(IndexError):
         _scorer.run_values(
             [40], cand_runs, lows, starts, runs.positions, scorer.static, scorer.tables.states,
-            [s.encode() for s in suffixes], scorer.weights, scorer.mask, 0.0, 0.0, codes, prices,
+            [s.encode() for s in suffixes], scorer.pairs, scorer.mask, 0.0, 0.0, codes, prices,
         )  # fmt: skip
 
 
