@@ -28,19 +28,22 @@ def bound(
     cross_install: float,
     out: npt.NDArray[np.float64],
 ) -> None: ...
-def run_values(
-    js: list[int],
-    cand_runs: npt.NDArray[np.intp],
-    lows: npt.NDArray[np.int64],
-    run_starts: npt.NDArray[np.intp],
-    run_positions: npt.NDArray[np.intp],
-    static: npt.NDArray[np.float64],
-    states: npt.NDArray[np.uint32],
-    encoded: list[bytes],
-    pairs: npt.NDArray[np.float32],
-    mask: int,
-    z0_click: float,
-    z0_install: float,
-    goal_codes: npt.NDArray[np.int8],
-    goal_prices: npt.NDArray[np.int64],
-) -> list[float]: ...
+
+class RunScorer:
+    def __init__(
+        self,
+        cand_runs: npt.NDArray[np.intp],
+        lows: npt.NDArray[np.int64],
+        run_starts: npt.NDArray[np.intp],
+        run_positions: npt.NDArray[np.intp],
+        static: npt.NDArray[np.float64],
+        states: npt.NDArray[np.uint32],
+        encoded: list[bytes],
+        pairs: npt.NDArray[np.float32],
+        mask: int,
+        z0_click: float,
+        z0_install: float,
+        goal_codes: npt.NDArray[np.int8],
+        goal_prices: npt.NDArray[np.int64],
+    ) -> None: ...
+    def __call__(self, js: list[int]) -> list[float]: ...

@@ -16,7 +16,6 @@ from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.math cimport exp
 import numpy as np
 cimport numpy as cnp
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
 
 from bidder._values cimport goal_value
 
@@ -251,93 +250,121 @@ def bound(
             out[i, 1] = _sigmoid(static[pos, 1] + z0_install + cross_install)
 
 
-def run_values(
-    list js,
-    const Py_ssize_t[::1] cand_runs,
-    const int64_t[::1] lows,
-    const Py_ssize_t[::1] run_starts,
-    const Py_ssize_t[::1] run_positions,
-    const double[:, ::1] static,
-    const uint32_t[:, :, ::1] states,
-    list encoded,
-    const float[:, ::1] pairs,
-    uint32_t mask,
-    double z0_click,
-    double z0_install,
-    const int8_t[::1] goal_codes,
-    const int64_t[::1] goal_prices,
-):
-    """For each candidate j of ``js``, whose creatives are the positions
+cdef class RunScorer:
+    """For candidate j, whose creatives are the positions
     ``run_positions[run_starts[r]:run_starts[r + 1]]`` of run ``r = cand_runs[j]``: the largest
     value (``bidder._values.goal_value``) of their predictions (``score``'s numbers, the same
-    operations) less its lowest bid ``lows[j]``, at least 0, as a float; a list in the order of
-    ``js``. What ``score`` of the gathered positions and then ``bidder._bounds.best_values``
-    give, in one pass, without gathering them; ``encoded``: the request's suffixes as UTF-8;
-    ``pairs``: the model's weights by hashed feature, both heads side by side (one cache line
-    read per cross instead of two).
+    operations) less its lowest bid ``lows[j]``, at least 0, as a float. What ``score`` of the
+    gathered positions and then ``bidder._bounds.best_values`` give, in one pass, without
+    gathering them. Made once per imp (the arrays checked and held, the request's suffixes
+    ``encoded`` as UTF-8 once), called with the race's lists of candidates; ``pairs``: the
+    model's weights by hashed feature, both heads side by side (one cache line per cross).
     It keeps the GIL, like the loops of ``bidder._bounds``: a few microseconds a call, and a
     worker thread taking the GIL in between would make the request wait its switch interval."""
-    cdef Py_ssize_t m = len(js), n_cands = cand_runs.shape[0], n_runs = run_starts.shape[0] - 1
-    cdef Py_ssize_t c = states.shape[1], n_pos = static.shape[0], total = run_positions.shape[0]
-    cdef Py_ssize_t n_suffixes = len(encoded)
-    cdef Py_ssize_t g, i, j, r, pos, slot, q
-    if lows.shape[0] != n_cands:
-        raise ValueError("one lowest bid per candidate")
-    if c < 1 or not c - 1 <= n_suffixes <= c - 1 + 16:
-        raise ValueError("one suffix per cross slot, the last slot's repeated 0 to 16 times")
-    if n_suffixes > 32:
-        raise ValueError("at most 32 crosses")
-    if states.shape[0] != n_pos or goal_codes.shape[0] != n_pos or goal_prices.shape[0] != n_pos:
-        raise ValueError("static, states and the goal arrays differ in length")
-    if pairs.shape[1] != 2 or pairs.shape[0] <= mask:
-        raise ValueError("pairs must be float32[mask + 1, 2]")
-    cdef Py_ssize_t* at = <Py_ssize_t*>PyMem_Malloc(max(m, 1) * sizeof(Py_ssize_t))
-    if at == NULL:
-        raise MemoryError()
+
+    cdef const Py_ssize_t[::1] cand_runs
+    cdef const int64_t[::1] lows
+    cdef const Py_ssize_t[::1] run_starts
+    cdef const Py_ssize_t[::1] run_positions
+    cdef const double[:, ::1] static
+    cdef const uint32_t[:, :, ::1] states
+    cdef const float[:, ::1] pairs
+    cdef const int8_t[::1] goal_codes
+    cdef const int64_t[::1] goal_prices
+    cdef list encoded  # owns the bytes ``sx`` points into
     cdef const uint8_t* sx[32]
     cdef Py_ssize_t sn[32]
-    cdef bytes b
-    cdef double zr, zi
-    cdef uint32_t k
-    cdef int64_t best, value, d
-    try:
+    cdef Py_ssize_t n_suffixes, c
+    cdef uint32_t mask
+    cdef double z0_click, z0_install
+
+    def __init__(
+        self,
+        const Py_ssize_t[::1] cand_runs,
+        const int64_t[::1] lows,
+        const Py_ssize_t[::1] run_starts,
+        const Py_ssize_t[::1] run_positions,
+        const double[:, ::1] static,
+        const uint32_t[:, :, ::1] states,
+        list encoded,
+        const float[:, ::1] pairs,
+        uint32_t mask,
+        double z0_click,
+        double z0_install,
+        const int8_t[::1] goal_codes,
+        const int64_t[::1] goal_prices,
+    ):
+        cdef Py_ssize_t n_pos = static.shape[0], n_runs = run_starts.shape[0] - 1, j
+        cdef Py_ssize_t c = states.shape[1], n_suffixes = len(encoded)
+        cdef bytes b
+        if lows.shape[0] != cand_runs.shape[0]:
+            raise ValueError("one lowest bid per candidate")
+        if c < 1 or not c - 1 <= n_suffixes <= c - 1 + 16:
+            raise ValueError("one suffix per cross slot, the last slot's repeated 0 to 16 times")
+        if n_suffixes > 32:
+            raise ValueError("at most 32 crosses")
+        if (
+            states.shape[0] != n_pos or goal_codes.shape[0] != n_pos
+            or goal_prices.shape[0] != n_pos
+        ):
+            raise ValueError("static, states and the goal arrays differ in length")
+        if pairs.shape[1] != 2 or pairs.shape[0] <= mask:
+            raise ValueError("pairs must be float32[mask + 1, 2]")
+        if n_runs < 0:
+            raise ValueError("no run starts")
+        self.cand_runs, self.lows = cand_runs, lows
+        self.run_starts, self.run_positions = run_starts, run_positions
+        self.static, self.states, self.pairs = static, states, pairs
+        self.goal_codes, self.goal_prices = goal_codes, goal_prices
+        self.encoded = list(encoded)
+        for j in range(n_suffixes):
+            b = <bytes?>self.encoded[j]
+            self.sx[j] = <const uint8_t*><char*>b
+            self.sn[j] = len(b)
+        self.n_suffixes, self.c, self.mask = n_suffixes, c, mask
+        self.z0_click, self.z0_install = z0_click, z0_install
+
+    def __call__(self, list js):
+        cdef Py_ssize_t m = len(js), n_cands = self.cand_runs.shape[0], c = self.c
+        cdef Py_ssize_t n_runs = self.run_starts.shape[0] - 1, n_total = self.run_positions.shape[0]
+        cdef Py_ssize_t n_pos = self.static.shape[0]
+        cdef Py_ssize_t g, i, j, r, pos, slot, q
+        cdef double zr, zi
+        cdef uint32_t k
+        cdef int64_t best, value, d
+        out = [0.0] * m
         for g in range(m):
             q = <Py_ssize_t?>js[g]
             if not 0 <= q < n_cands:
                 raise IndexError("candidate out of range")
-            r = cand_runs[q]
-            if not 0 <= r < n_runs or not 0 <= run_starts[r] < run_starts[r + 1] <= total:
+            r = self.cand_runs[q]
+            # checked as used: a portfolio's shape has up to 100,000 positions, an imp reads few
+            if (
+                not 0 <= r < n_runs
+                or not 0 <= self.run_starts[r] < self.run_starts[r + 1] <= n_total
+            ):
                 raise IndexError("a run out of range or empty")
-            for i in range(run_starts[r], run_starts[r + 1]):
-                if not 0 <= run_positions[i] < n_pos:
+            for i in range(self.run_starts[r], self.run_starts[r + 1]):
+                if not 0 <= self.run_positions[i] < n_pos:
                     raise IndexError("position out of range")
-            at[g] = q
-        for j in range(n_suffixes):
-            b = <bytes?>encoded[j]
-            sx[j] = <const uint8_t*><char*>b
-            sn[j] = len(b)
-        out = [0.0] * m
-        for g in range(m):
-            q = at[g]
-            r = cand_runs[q]
             best = 0
-            for i in range(run_starts[r], run_starts[r + 1]):
-                pos = run_positions[i]
-                zr = static[pos, 0] + z0_click
-                zi = static[pos, 1] + z0_install
-                for j in range(n_suffixes):
+            for i in range(self.run_starts[r], self.run_starts[r + 1]):
+                pos = self.run_positions[i]
+                zr = self.static[pos, 0] + self.z0_click
+                zi = self.static[pos, 1] + self.z0_install
+                for j in range(self.n_suffixes):
                     slot = j if j < c - 1 else c - 1
                     k = _resume(
-                        states[pos, slot, 0], states[pos, slot, 1], states[pos, slot, 2],
-                        sx[j], sn[j],
-                    ) & mask
-                    zr = zr + <double>pairs[k, 0]
-                    zi = zi + <double>pairs[k, 1]
-                value = goal_value(goal_codes[pos], goal_prices[pos], _sigmoid(zr), _sigmoid(zi))
-                if i == run_starts[r] or value > best:
+                        self.states[pos, slot, 0], self.states[pos, slot, 1],
+                        self.states[pos, slot, 2], self.sx[j], self.sn[j],
+                    ) & self.mask
+                    zr = zr + <double>self.pairs[k, 0]
+                    zi = zi + <double>self.pairs[k, 1]
+                value = goal_value(
+                    self.goal_codes[pos], self.goal_prices[pos], _sigmoid(zr), _sigmoid(zi)
+                )
+                if i == self.run_starts[r] or value > best:
                     best = value
-            d = best - lows[q]
+            d = best - self.lows[q]
             out[g] = <double>(d if d > 0 else 0)
         return out
-    finally:
-        PyMem_Free(at)

@@ -27,14 +27,14 @@ from bidder.scorer import SLACK, PositionScorer, Scorer, python_bound
 from bidder.scoring import values_cpm_micros
 from fleet.config import GoalType
 
-_run_values: Callable[..., list[float]] | None
+_RunScorer: Callable[..., Callable[[list[int]], list[float]]] | None
 try:
+    from bidder._scorer import RunScorer as _CompiledRunScorer
     from bidder._scorer import bound as _bound
-    from bidder._scorer import run_values as _compiled_run_values
 
-    _run_values = _compiled_run_values
+    _RunScorer = _CompiledRunScorer
 except ImportError:  # pragma: no cover - the extension is built by `make`
-    _bound, _run_values = python_bound, None
+    _bound, _RunScorer = python_bound, None
 
 # goal types as codes, for the value bounds computed over arrays
 GOAL_CODES: Final = {"CPM": 0, "CPC": 1, "CPI": 2, "CPA": 2}
@@ -196,10 +196,19 @@ class RunValues:
     """The race's refined bounds of an imp whose candidates are runs of its shape: for
     candidates ``js``, the largest exact value over the creatives of each (candidate j's are
     run ``cand_runs[j]``) less its lowest bid ``lows[j]``, at least 0. ``best_values`` of those
-    positions scored; for a hashed linear model one compiled pass (``bidder._scorer.run_values``)
-    without gathering them. Made once per imp: the request's suffixes are encoded once."""
+    positions scored; for a hashed linear model one compiled pass (``bidder._scorer.RunScorer``,
+    made once per imp) without gathering them."""
 
-    __slots__ = ("_args", "_cand_runs", "_goals", "_lows", "_runs", "_scorer", "_suffixes", "_z0")
+    __slots__ = (
+        "_cand_runs",
+        "_compiled",
+        "_goals",
+        "_lows",
+        "_runs",
+        "_scorer",
+        "_suffixes",
+        "_z0",
+    )
 
     def __init__(
         self,
@@ -212,9 +221,9 @@ class RunValues:
         goal_codes: npt.NDArray[np.int8],
         goal_prices: I64,
     ) -> None:
-        self._args: tuple[object, ...] | None = None
-        if _run_values is not None and isinstance(scorer, PositionScorer):
-            self._args = (
+        self._compiled: Callable[[list[int]], list[float]] | None = None
+        if _RunScorer is not None and isinstance(scorer, PositionScorer):
+            self._compiled = _RunScorer(
                 cand_runs,
                 lows,
                 runs.starts,
@@ -233,10 +242,8 @@ class RunValues:
         self._cand_runs, self._lows, self._goals = cand_runs, lows, (goal_codes, goal_prices)
 
     def __call__(self, js: list[int]) -> list[float]:
-        if self._args is not None:
-            assert _run_values is not None
-            values: list[float] = _run_values(js, *self._args)
-            return values
+        if self._compiled is not None:
+            return self._compiled(js)
         runs, at = self._runs, self._cand_runs[js]
         flat, starts = ragged_gather(runs.positions, runs.starts[at], runs.starts[at + 1])
         scored = self._scorer.score(self._z0, flat, list(self._suffixes))

@@ -194,10 +194,16 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(scale: floa
         )
         assert fallback(js) == want
     with pytest.raises(IndexError):
-        _scorer.run_values(
-            [40], cand_runs, lows, starts, runs.positions, scorer.static, scorer.tables.states,
+        _scorer.RunScorer(
+            cand_runs, lows, starts, runs.positions, scorer.static, scorer.tables.states,
             [s.encode() for s in suffixes], scorer.pairs, scorer.mask, 0.0, 0.0, codes, prices,
-        )  # fmt: skip
+        )([40])  # fmt: skip
+    with pytest.raises(IndexError):
+        _scorer.RunScorer(
+            cand_runs + len(starts), lows, starts, runs.positions, scorer.static,
+            scorer.tables.states, [s.encode() for s in suffixes], scorer.pairs, scorer.mask,
+            0.0, 0.0, codes, prices,
+        )([0])  # fmt: skip
 
 
 @pytest.mark.parametrize("scale", [0.05, 0.8, 30.0])
