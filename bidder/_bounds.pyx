@@ -195,72 +195,88 @@ def entry_bounds(
     return kept_arr[:n], lows_arr[:n], bounds_arr[:n], below
 
 
+cdef struct _Order:
+    double* keys
+    Py_ssize_t* idx
+    Py_ssize_t size
+    Py_ssize_t finite
+
+
+cdef int _order_init(_Order* o, const double[::1] exps, const double[::1] bounds) except -1:
+    """The heap of (E_j / b_j, j) over the candidates with b_j > 0 and a finite key, built in
+    linear time (the arrays freed by ``_order_free``)."""
+    cdef Py_ssize_t n = exps.shape[0], j, m = 0
+    cdef double key
+    o.keys, o.idx, o.size, o.finite = NULL, NULL, 0, 0
+    if bounds.shape[0] != n:
+        raise ValueError("exponentials and bounds differ in length")
+    o.keys = <double*>PyMem_Malloc((n + 1) * sizeof(double))
+    o.idx = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
+    if o.keys == NULL or o.idx == NULL:
+        _order_free(o)
+        raise MemoryError()
+    for j in range(n):
+        if bounds[j] > 0.0:
+            key = exps[j] / bounds[j]
+            if isfinite(key):
+                o.keys[m] = key
+                o.idx[m] = j
+                m += 1
+    o.size = m
+    o.finite = m
+    j = m // 2
+    while j > 0:
+        j -= 1
+        _sift_down(o.keys, o.idx, m, j)
+    return 0
+
+
+cdef inline bint _order_pop(_Order* o, double* key, Py_ssize_t* j) noexcept:
+    """The next candidate and its key into ``key``, ``j``; False when none is left."""
+    cdef Py_ssize_t last
+    if o.size <= 0:
+        return False
+    key[0] = o.keys[0]
+    j[0] = o.idx[0]
+    last = o.size - 1
+    o.keys[0] = o.keys[last]
+    o.idx[0] = o.idx[last]
+    o.size = last
+    _sift_down(o.keys, o.idx, last, 0)
+    return True
+
+
+cdef void _order_free(_Order* o) noexcept:
+    PyMem_Free(o.keys)
+    PyMem_Free(o.idx)
+    o.keys, o.idx, o.size = NULL, NULL, 0
+
+
 cdef class KeyOrder:
     """The candidates with a positive weight bound in increasing (E_j / b_j, j) order, as
     ``bidder.race._ascending`` gives them from a stable sort, popped from a binary heap built
     in linear time: the race usually takes a handful, so ordering all would be wasted."""
 
-    cdef object _keys_arr, _idx_arr  # own the memory the pointers below address
-    cdef double* _keys
-    cdef Py_ssize_t* _idx
-    cdef Py_ssize_t _size
-    cdef readonly Py_ssize_t finite
+    cdef _Order _order
 
     def __cinit__(self, const double[::1] exps, const double[::1] bounds):
-        cdef Py_ssize_t n = exps.shape[0], j, m = 0
-        cdef double key
-        if bounds.shape[0] != n:
-            raise ValueError("exponentials and bounds differ in length")
-        self._keys_arr = _np.empty(max(n, 1), dtype=_np.float64)
-        self._idx_arr = _np.empty(max(n, 1), dtype=_np.intp)
-        cdef double[::1] keys_view = self._keys_arr
-        cdef Py_ssize_t[::1] idx_view = self._idx_arr
-        self._keys = &keys_view[0]
-        self._idx = &idx_view[0]
-        cdef double* keys = self._keys
-        cdef Py_ssize_t* idx = self._idx
-        for j in range(n):
-            if bounds[j] > 0.0:
-                key = exps[j] / bounds[j]
-                if isfinite(key):
-                    keys[m] = key
-                    idx[m] = j
-                    m += 1
-        self._size = m
-        j = m // 2
-        while j > 0:
-            j -= 1
-            _sift_down(keys, idx, m, j)
-        self.finite = m
+        _order_init(&self._order, exps, bounds)
 
-    cdef bint _pop(self, double* key, Py_ssize_t* j) noexcept:
-        """The next candidate and its key into ``key``, ``j``; False when none is left."""
-        cdef Py_ssize_t last
-        if self._size <= 0:
-            return False
-        key[0] = self._keys[0]
-        j[0] = self._idx[0]
-        last = self._size - 1
-        self._keys[0] = self._keys[last]
-        self._idx[0] = self._idx[last]
-        self._size = last
-        _sift_down(self._keys, self._idx, last, 0)
-        return True
+    def __dealloc__(self):
+        _order_free(&self._order)
+
+    @property
+    def finite(self):
+        return self._order.finite
 
     def take(self, Py_ssize_t count):
         """The next (at most) ``count`` candidates and their keys, in order."""
         cdef list js = [], ks = []
-        cdef Py_ssize_t last
-        cdef double* keys = self._keys
-        cdef Py_ssize_t* idx = self._idx
-        while count > 0 and self._size > 0:
-            js.append(idx[0])
-            ks.append(keys[0])
-            last = self._size - 1
-            keys[0] = keys[last]
-            idx[0] = idx[last]
-            self._size = last
-            _sift_down(keys, idx, last, 0)
+        cdef double key
+        cdef Py_ssize_t j
+        while count > 0 and _order_pop(&self._order, &key, &j):
+            js.append(j)
+            ks.append(key)
             count -= 1
         return js, ks
 
@@ -398,12 +414,12 @@ def race_loop(
     cdef Py_ssize_t n = exps.shape[0]
     if bounds.shape[0] != n:
         raise ValueError("exponentials and bounds differ in length")
-    order = KeyOrder(exps, bounds)
-    cdef KeyOrder keys = <KeyOrder>order
+    cdef _Order keys
+    _order_init(&keys, exps, bounds)
     cdef Py_ssize_t finite = keys.finite, taken = 0, size = 0, priced = 0, t, j
     cdef double next_key = 0.0, b, w
     cdef Py_ssize_t next_j = -1
-    cdef bint have_next = keys._pop(&next_key, &next_j)
+    cdef bint have_next = _order_pop(&keys, &next_key, &next_j)
     cdef bint refining = refine is not None
     cdef _Entry head, nxt
     cdef _Entry* heap = <_Entry*>PyMem_Malloc((n + 1) * sizeof(_Entry))
@@ -412,6 +428,7 @@ def race_loop(
     if heap == NULL or refined == NULL:
         PyMem_Free(heap)
         PyMem_Free(refined)
+        _order_free(&keys)
         raise MemoryError()
     try:
         for t in range(n):
@@ -428,7 +445,7 @@ def race_loop(
                         if excluded is None or not excluded(next_j):
                             js.append(next_j)
                         taken += 1
-                        have_next = taken < finite and keys._pop(&next_key, &next_j)
+                        have_next = taken < finite and _order_pop(&keys, &next_key, &next_j)
                     if js:
                         got = refine(js)
                         if len(got) != len(js):
@@ -444,7 +461,7 @@ def race_loop(
                 if excluded is None or not excluded(j):
                     _push(heap, &size, next_key, j, 1)
                 taken += 1
-                have_next = taken < finite and keys._pop(&next_key, &next_j)
+                have_next = taken < finite and _order_pop(&keys, &next_key, &next_j)
                 continue
             if size == 0:
                 return RACE_EVERYTHING, -1
@@ -467,3 +484,4 @@ def race_loop(
     finally:
         PyMem_Free(heap)
         PyMem_Free(refined)
+        _order_free(&keys)
