@@ -143,6 +143,12 @@ class CandidateSet:
     def __bool__(self) -> bool:
         return len(self.entries) > 0
 
+    def forget(self) -> None:
+        """Drop the candidates made for an earlier request: a remembered set keeps its arrays,
+        not objects that would age in the collector's young generations."""
+        if self._made:
+            self._made = {}
+
     def get(self, k: int) -> Candidate:
         """Candidate k as an object (made once)."""
         made = self._made.get(k)
@@ -199,6 +205,8 @@ def candidate_set(
     if known is None or known.shape != shape:
         known = _over_arrays(index, m, shape, laid)
         _remember(index.candidate_sets, key, known, _MEMO)
+    else:
+        known.forget()
     return known
 
 

@@ -5,7 +5,7 @@ of pricing every candidate. ``Pipeline`` calls ``imp_offers`` once per imp with 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Final
@@ -61,7 +61,7 @@ class Bidding:
     deal_floor: Callable[[Deal], int | None]  # a deal's floor in the bidding currency
     capped: Callable[[Campaign], str]  # why a capped campaign may not bid ("" if it may)
     # the creative among several (by position), from a 64-bit value drawn for the candidate
-    choose: Callable[[list[int], int], int]
+    choose: Callable[[Sequence[int], int], int]
     lazy: bool = True  # caps and creatives only for the candidates the race reaches
 
 

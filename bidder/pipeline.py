@@ -423,7 +423,9 @@ class Pipeline:
         floor = floor_micros(bidfloor, currency, self.settings.currency, fx)
         return None if floor is None else min(floor, MAX_MICROS)
 
-    def _choose_creative(self, creatives: list[Creative], positions: list[int], key: int) -> int:
+    def _choose_creative(
+        self, creatives: list[Creative], positions: Sequence[int], key: int
+    ) -> int:
         """The position of the creative to show among several (Thompson sampling), from the
         candidate's own 64-bit draw ``key`` (``bidder.race.draw_key``): the same whether or
         not the other candidates' creatives are chosen."""

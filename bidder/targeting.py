@@ -161,7 +161,8 @@ class Entry:
     fx_den: int
     deal_ids: frozenset[str]
     run_mask: int = 0  # len(creatives) ones
-    runs: dict[int, list[int]] = field(default_factory=dict)  # creative bits -> positions
+    # creative bits -> positions (tuples of ints: the collector untracks them, never walks them)
+    runs: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     def to_campaign_currency(self, micros: int) -> int:
         return micros * self.fx_num // self.fx_den
@@ -174,7 +175,7 @@ class Candidate:
     (memoized by the index): never mutate ``positions``."""
 
     entry: Entry
-    positions: list[int]
+    positions: tuple[int, ...]
     deal: Deal | None = None
 
 
@@ -279,8 +280,6 @@ class TargetingIndex:
         # (campaigns, creative_ok) -> the candidates of an imp without deals
         self._no_deal_candidates: OrderedDict[tuple[int, int], list[Candidate]] = OrderedDict()
         self._fallbacks: OrderedDict[tuple[Any, ...], int] = OrderedDict()
-        # (entry index, run) -> its candidate without a deal: as many as runs seen
-        self._run_candidates: dict[tuple[int, int], Candidate] = {}
         # by creative position: its entry and its offset in the entry's run (built on first use)
         self._owner: npt.NDArray[np.intp] | None = None
         self._powers: npt.NDArray[np.float64] | None = None
@@ -591,11 +590,7 @@ class TargetingIndex:
             key = (m, creative_ok)
             known = _recall(self._no_deal_candidates, key)
             if known is None:
-                cached = self._run_candidates
-                known = [
-                    cached.get((i, runs[i])) or candidate(i, runs[i])
-                    for i in _indices(m & self.no_deal)
-                ]
+                known = [candidate(i, runs[i]) for i in _indices(m & self.no_deal)]
                 _remember(self._no_deal_candidates, key, known, _CANDIDATES_MEMO)
             return list(known)
         out: list[Candidate] = []
@@ -618,16 +613,16 @@ class TargetingIndex:
 
     def _candidate(self, i: int, run: int) -> Candidate:
         """Campaign i's candidate without a deal, for its creatives in ``run`` (bits from
-        its first creative)."""
-        key = (i, run)
-        known = self._run_candidates.get(key)
-        if known is None:
-            e = self.entries[i]
-            positions = e.runs.get(run)
-            if positions is None:
-                positions = e.runs[run] = [e.first_creative + k for k in _bits(run)]
-            known = self._run_candidates[key] = Candidate(e, positions)
-        return known
+        its first creative). Made when asked: a request reaches a few of thousands, and kept
+        for later requests the objects (one per campaign and run seen, up to hundreds of
+        thousands) would go through the collector's young generations for minutes, pausing
+        the loop for milliseconds at each of its passes. The positions are the entry's, one
+        list per run."""
+        e = self.entries[i]
+        positions = e.runs.get(run)
+        if positions is None:
+            positions = e.runs[run] = tuple([e.first_creative + k for k in _bits(run)])
+        return Candidate(e, positions)
 
     def _eligible(self, creative_ok: int) -> tuple[int, dict[int, int]]:
         """The campaigns with at least one creative in ``creative_ok``, and by entry index the
@@ -701,6 +696,6 @@ class TargetingIndex:
             powers[f : f + k] = 2.0 ** np.arange(k)
         self._owner, self._powers = owner, powers
 
-    def _with_domains(self, positions: list[int], domains: list[str]) -> list[int]:
+    def _with_domains(self, positions: tuple[int, ...], domains: list[str]) -> tuple[int, ...]:
         allowed = self.cr_domain.any_of(normalize_domain(x) for x in domains)
-        return [j for j in positions if (allowed >> j) & 1]
+        return tuple([j for j in positions if (allowed >> j) & 1])
