@@ -22,7 +22,8 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from bidder.candidates import BigKey, ShapeRuns
+from bidder.candidates import ShapeRuns
+from bidder.memo import BigKey
 from bidder.scorer import SLACK, PositionScorer, Scorer, python_bound
 from bidder.scoring import values_cpm_micros
 from fleet.config import GoalType

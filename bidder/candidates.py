@@ -21,32 +21,15 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from bidder.memo import BigKey, recall, remember
 from bidder.openrtb import Imp
-from bidder.targeting import Candidate, TargetingIndex, _recall, _remember
+from bidder.targeting import Candidate, TargetingIndex
 
 # candidate sets remembered per index: requests repeat (campaigns, creatives) pairs, and a set
 # is a few hundred KiB at 20,000 campaigns
 _MEMO: Final = 64
 
 IntArray = npt.NDArray[np.intp]
-
-
-class BigKey:
-    """A memo key made of big integers (masks of 20,000 campaigns or 100,000 creatives),
-    hashed once: Python hashes an int anew on every lookup, about 8 us for a mask of
-    100,000 creatives, and an imp looks its shape up several times."""
-
-    __slots__ = ("_hash", "parts")
-
-    def __init__(self, *parts: int) -> None:
-        self.parts = parts
-        self._hash = hash(parts)
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, BigKey) and self._hash == other._hash and self.parts == other.parts
 
 
 class ShapeRuns(NamedTuple):
@@ -194,17 +177,16 @@ def candidate_set(
     found = index.imp_campaigns(imp, request_mask, creative_mask, seat)
     if found is None:
         return EMPTY
-    m, creative_ok, deals = found
-    laid = index.eligible_positions(creative_ok) if not deals else None
+    m, shape, deals = found
+    laid = index.eligible_positions(shape) if not deals else None
     if laid is None:
         return CandidateSet.from_list(index.candidates(imp, request_mask, creative_mask, seat))
     m &= index.no_deal
-    shape = BigKey(creative_ok)
     key = BigKey(m, shape._hash)  # the shape's hash stands for it; equal keys are compared
-    known: CandidateSet | None = _recall(index.candidate_sets, key)
+    known: CandidateSet | None = recall(index.candidate_sets, key)
     if known is None or known.shape != shape:
         known = _over_arrays(index, m, shape, laid)
-        _remember(index.candidate_sets, key, known, _MEMO)
+        remember(index.candidate_sets, key, known, _MEMO)
     else:
         known.forget()
     return known
@@ -254,7 +236,7 @@ def shape_runs(index: TargetingIndex, shape: BigKey, laid: tuple[IntArray, IntAr
     memo = _RUNS.get(index)
     if memo is None:
         memo = _RUNS[index] = OrderedDict()
-    known: ShapeRuns | None = _recall(memo, shape)
+    known: ShapeRuns | None = recall(memo, shape)
     if known is None:
         positions, owners = laid
         # an entry's positions are contiguous: a new run where the entry changes
@@ -263,9 +245,9 @@ def shape_runs(index: TargetingIndex, shape: BigKey, laid: tuple[IntArray, IntAr
         starts = np.empty(groups + 1, dtype=np.intp)
         starts[0], starts[-1] = 0, len(positions)
         starts[1:-1] = firsts
-        eligible = index._eligible(shape.parts[0])[1]
+        eligible = index._eligible(shape)[1]
         known = ShapeRuns(positions, starts, owners[starts[:-1]], eligible)
-        _remember(memo, shape, known, _RUNS_MEMO)
+        remember(memo, shape, known, _RUNS_MEMO)
     return known
 
 
@@ -300,7 +282,6 @@ EMPTY = CandidateSet(
 
 __all__ = [
     "EMPTY",
-    "BigKey",
     "CandidateSet",
     "ShapeRuns",
     "candidate_set",

@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bidder.filters import domain_and_parents, normalize_domain
+from bidder.memo import BigKey, recall, remember
 from bidder.openrtb import BidRequest, Deal, Format, Imp
 from fleet.config import Campaign, ConfigSnapshot, Creative
 
@@ -190,19 +191,6 @@ IntArray = npt.NDArray[np.intp]
 EntryColumns = tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int64]]
 
 
-def _remember(memo: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
-    memo[key] = value
-    if len(memo) > size:
-        memo.popitem(last=False)
-
-
-def _recall(memo: OrderedDict[Any, Any], key: Any) -> Any:
-    value = memo.get(key)
-    if value is not None:
-        memo.move_to_end(key)
-    return value
-
-
 def _bits(mask: int) -> Iterable[int]:
     while mask:
         low = mask & -mask
@@ -276,9 +264,9 @@ class TargetingIndex:
 
     def _reset_memos(self) -> None:
         # creative_ok -> (campaigns with an eligible creative, entry index -> its run of them)
-        self._by_creatives: OrderedDict[int, tuple[int, dict[int, int]]] = OrderedDict()
+        self._by_creatives: OrderedDict[BigKey, tuple[int, dict[int, int]]] = OrderedDict()
         # (campaigns, creative_ok) -> the candidates of an imp without deals
-        self._no_deal_candidates: OrderedDict[tuple[int, int], list[Candidate]] = OrderedDict()
+        self._no_deal_candidates: OrderedDict[tuple[int, BigKey], list[Candidate]] = OrderedDict()
         self._fallbacks: OrderedDict[tuple[Any, ...], int] = OrderedDict()
         # by creative position: its entry and its offset in the entry's run (built on first use)
         self._owner: npt.NDArray[np.intp] | None = None
@@ -286,7 +274,7 @@ class TargetingIndex:
         # (campaigns, creative_ok) -> an imp's candidate set (``bidder.candidates``)
         self.candidate_sets: OrderedDict[tuple[int, int], Any] = OrderedDict()
         # creative_ok -> its positions and their entries (``eligible_positions``)
-        self._positions_of: OrderedDict[int, tuple[IntArray, IntArray]] = OrderedDict()
+        self._positions_of: OrderedDict[BigKey, tuple[IntArray, IntArray]] = OrderedDict()
         self._entry_columns: EntryColumns | None = None
 
     # -- build ----------------------------------------------------------------------------------
@@ -496,10 +484,10 @@ class TargetingIndex:
             if flex or (not sizes and not b.format):
                 shape = (b.wmax, b.hmax, tuple((f.wratio, f.hratio, f.wmin) for f in flex))
                 key = (*shape, bool(sizes))
-                fallback = _recall(self._fallbacks, key)
+                fallback = recall(self._fallbacks, key)
                 if fallback is None:
                     fallback = self._banner_fallback(b.wmax, b.hmax, flex, bool(sizes))
-                    _remember(self._fallbacks, key, fallback, _FALLBACK_MEMO)
+                    remember(self._fallbacks, key, fallback, _FALLBACK_MEMO)
                 bm |= fallback
             m |= bm & ~self.cr_attr.any_of(str(a) for a in b.battr)
         if imp.video is not None:
@@ -549,10 +537,10 @@ class TargetingIndex:
 
     def imp_campaigns(
         self, imp: Imp, request_mask: int, creative_mask: int, seat: str = ""
-    ) -> tuple[int, int, list[Deal]] | None:
+    ) -> tuple[int, BigKey, list[Deal]] | None:
         """The campaigns (a mask of entries) with an eligible creative for ``imp``, those
-        creatives (a mask of positions) and the imp's deals open to ``seat``; None when no
-        campaign is left."""
+        creatives (a mask of positions, as a key hashed once for the memos of the imp) and the
+        imp's deals open to ``seat``; None when no campaign is left."""
         if not request_mask:
             return None
         sizes = self.imp_sizes(imp)
@@ -569,8 +557,9 @@ class TargetingIndex:
         creative_ok = self.imp_creatives(imp) & creative_mask
         if not creative_ok:
             return None
-        m &= self._eligible(creative_ok)[0]
-        return (m, creative_ok, deals) if m else None
+        shape = BigKey(creative_ok)
+        m &= self._eligible(shape)[0]
+        return (m, shape, deals) if m else None
 
     def candidates(
         self,
@@ -583,15 +572,15 @@ class TargetingIndex:
         found = self.imp_campaigns(imp, request_mask, creative_mask, seat)
         if found is None:
             return []
-        m, creative_ok, deals = found
-        runs = self._eligible(creative_ok)[1]
+        m, shape, deals = found
+        runs = self._eligible(shape)[1]
         candidate = self._candidate
         if not deals:  # the same campaigns and creatives: the same candidates
-            key = (m, creative_ok)
-            known = _recall(self._no_deal_candidates, key)
+            key = (m, shape)
+            known = recall(self._no_deal_candidates, key)
             if known is None:
                 known = [candidate(i, runs[i]) for i in _indices(m & self.no_deal)]
-                _remember(self._no_deal_candidates, key, known, _CANDIDATES_MEMO)
+                remember(self._no_deal_candidates, key, known, _CANDIDATES_MEMO)
             return list(known)
         out: list[Candidate] = []
         entries = self.entries
@@ -624,14 +613,17 @@ class TargetingIndex:
             positions = e.runs[run] = tuple([e.first_creative + k for k in _bits(run)])
         return Candidate(e, positions)
 
-    def _eligible(self, creative_ok: int) -> tuple[int, dict[int, int]]:
-        """The campaigns with at least one creative in ``creative_ok``, and by entry index the
-        run of those creatives; memoized per mask (requests repeat a few masks). Linear in the
-        creatives, over arrays: each creative adds 2**(its offset in its campaign's run) to its
-        campaign's sum (exact in float64 for runs of up to 52 creatives)."""
-        hit = _recall(self._by_creatives, creative_ok)
+    def _eligible(self, shape: int | BigKey) -> tuple[int, dict[int, int]]:
+        """The campaigns with at least one creative in ``shape`` (a creative mask, or its key),
+        and by entry index the run of those creatives; memoized per mask (requests repeat a few
+        masks). Linear in the creatives, over arrays: each creative adds 2**(its offset in its
+        campaign's run) to its campaign's sum (exact in float64 for runs of up to 52
+        creatives)."""
+        key = shape if isinstance(shape, BigKey) else BigKey(shape)
+        hit = recall(self._by_creatives, key)
         if hit is not None:
             return hit  # type: ignore[no-any-return]
+        creative_ok = key.mask
         if self._owner is None:
             self._layout()
         owner, powers = self._owner, self._powers
@@ -652,23 +644,24 @@ class TargetingIndex:
         flags[list(runs)] = 1
         campaigns = int.from_bytes(np.packbits(flags, bitorder="little").tobytes(), "little")
         hit = (campaigns, runs)
-        _remember(self._by_creatives, creative_ok, hit, _ELIGIBLE_MEMO)
+        remember(self._by_creatives, key, hit, _ELIGIBLE_MEMO)
         return hit
 
-    def eligible_positions(self, creative_ok: int) -> tuple[IntArray, IntArray] | None:
-        """The positions in ``creative_ok`` (increasing) and the entry of each; None when the
-        index has no such arrays (a campaign with more than 52 creatives). Memoized per mask;
-        an entry's positions are contiguous."""
-        hit = _recall(self._positions_of, creative_ok)
+    def eligible_positions(self, shape: int | BigKey) -> tuple[IntArray, IntArray] | None:
+        """The positions in ``shape`` (a creative mask, or its key; increasing) and the entry of
+        each; None when the index has no such arrays (a campaign with more than 52 creatives).
+        Memoized per mask; an entry's positions are contiguous."""
+        key = shape if isinstance(shape, BigKey) else BigKey(shape)
+        hit = recall(self._positions_of, key)
         if hit is not None:
             return hit  # type: ignore[no-any-return]
         if self._owner is None:
             self._layout()
         if self._owner is None:
             return None
-        positions = np.asarray(_indices(creative_ok), dtype=np.intp)
+        positions = np.asarray(_indices(key.mask), dtype=np.intp)
         hit = (positions, self._owner[positions])
-        _remember(self._positions_of, creative_ok, hit, _ELIGIBLE_MEMO)
+        remember(self._positions_of, key, hit, _ELIGIBLE_MEMO)
         return hit
 
     def entry_columns(self) -> EntryColumns:

@@ -16,7 +16,8 @@ from bidder.bounds import (
     entry_bounds,
     python_imp_bounds,
 )
-from bidder.candidates import BigKey, ShapeRuns, python_select_rows
+from bidder.candidates import ShapeRuns, python_select_rows
+from bidder.memo import BigKey
 from bidder.race import _ascending
 
 POSITIONS = 500
