@@ -33,6 +33,7 @@ model (16 bytes): about 12 MiB for 100,000 creatives.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Final
 
@@ -228,6 +229,18 @@ class PositionTables:
         return int(self.hashes.nbytes + self.states.nbytes)
 
 
+# per model, its weights transposed (8 MiB at 2^20 weights): made once, not at every snapshot
+# change, whose scorers share the model
+_PAIRS: weakref.WeakKeyDictionary[HashedLinearModel, F32] = weakref.WeakKeyDictionary()
+
+
+def _pairs_of(model: HashedLinearModel, weights: F32) -> F32:
+    pairs = _PAIRS.get(model)
+    if pairs is None:
+        pairs = _PAIRS[model] = np.ascontiguousarray(weights.T)
+    return pairs
+
+
 class PositionScorer:
     """A model's predictions for the positions of one ``PositionTables``."""
 
@@ -240,7 +253,7 @@ class PositionScorer:
         self.weights: F32 = np.ascontiguousarray(model.weights, dtype=np.float32)
         self.static: F64 = static_sums(tables.hashes, self.weights, self.mask)
         # the same weights by feature, both heads side by side: a cross reads one cache line
-        self.pairs: F32 = np.ascontiguousarray(self.weights.T)
+        self.pairs: F32 = _pairs_of(model, self.weights)
         # at most this many crosses on a request: one per prefix, the last one's repeated
         self.most_crosses = max(tables.states.shape[1] - 1, 0) + MAX_SEGMENT_FEATURES
         top = self.weights.max(axis=1) if self.weights.size else np.zeros(2, np.float32)
