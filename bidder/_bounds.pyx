@@ -52,18 +52,22 @@ cdef inline int64_t _weight_bound(
 ) noexcept nogil:
     """The weight bound of one candidate from its largest static sums (or predictions when
     not ``logistic``), its goal and its lowest bid (``bidder.bounds.weight_bounds``)."""
-    cdef double p_click, p_install = 0.0, rate
+    cdef double rate
     cdef int64_t value, b
     if code == 0:  # a CPM goal's value is its price: no rate needed
         value = price
     else:
-        # only the heads the goal reads (a CPC goal: the click's), the same numbers
-        p_click = _logistic(top_click + z0_click + cross_click) if logistic else top_click
-        if code != 1:
-            p_install = (
-                _logistic(top_install + z0_install + cross_install) if logistic else top_install
+        # only the heads the goal reads (a CPC goal: the click's), the same numbers; an
+        # install goal's rate p_click x p_install by one sigmoid of the two sums,
+        # s(a) s(b) <= s(a + b) (``bidder.bounds``), when they are sums
+        if code == 1:
+            rate = _logistic(top_click + z0_click + cross_click) if logistic else top_click
+        elif logistic:
+            rate = _logistic(
+                (top_click + z0_click + cross_click) + (top_install + z0_install + cross_install)
             )
-        rate = p_click if code == 1 else p_click * p_install
+        else:
+            rate = top_click * top_install
         if rate > 1.0:
             rate = 1.0
         value = <int64_t>((<double>price) * rate * 1000.0) + 1

@@ -189,3 +189,20 @@ def test_compiled_best_values_equal_the_reference(seed: int) -> None:
     got = _bounds.best_values(predictions, flat, starts, codes, prices, lows)
     assert got.dtype == want.dtype and np.array_equal(got, want)
     assert (want >= 0).all()
+
+
+def test_one_sigmoid_of_the_summed_logits_bounds_the_product_of_two() -> None:
+    """The install goal's rate bound: s(a) x s(b) <= s(a + b) (``(1 + e^-a)(1 + e^-b) >=
+    1 + e^-(a+b)``), and it holds for the computed doubles too, clamp at +-60 included, where
+    the margin is too small to absorb a rounding: there both sides round to the same 1.0."""
+    from bidder.scorer import _sigmoid
+
+    rng = np.random.default_rng(11)
+    logits = np.concatenate(
+        [rng.normal(-4.0, 3.0, 20_000), rng.uniform(-90.0, 90.0, 20_000), [-60.0, 0.0, 60.0]]
+    )
+    a, b = logits, rng.permutation(logits)
+    for x, y in zip(a.tolist(), b.tolist(), strict=True):
+        assert _sigmoid(x) * _sigmoid(y) <= _sigmoid(x + y), (x, y)
+    # tight where rates are small: within 5 % at rates of 2 % each
+    assert _sigmoid(-7.8) / (_sigmoid(-3.9) ** 2) < 1.05
