@@ -90,14 +90,14 @@ def imp_bounds(
     const int64_t[::1] goal_prices,
     int64_t low_min,
 ):
-    """``bidder.bounds.python_imp_bounds`` in one loop over the candidates (no temporaries of
-    the candidates' size but the three results): which candidates survive their floor, the
+    """``bidder.bounds.python_imp_bounds`` compiled: which candidates survive their floor, the
     lowest bid of each, and an upper bound of its auction weight over all its creatives
-    (``flat[starts[g]:starts[g + 1]]``, rows of ``table`` and of the goal arrays).
+    (``flat[starts[g]:starts[g + 1]]``, rows of ``table`` and of the goal arrays): each
+    candidate's largest row in one pass, then ``entry_bounds`` over those.
     Returns (kept, lows, bounds, below): ``below`` counts the candidates whose maximum bid is
     under a known floor (a floor < 0, a deal's in an unknown currency, is left out of both)."""
-    cdef Py_ssize_t m = max_bids.shape[0], rows = table.shape[0], g, p, s, e, pos, head
-    cdef Py_ssize_t n = 0, below = 0, total = flat.shape[0]
+    cdef Py_ssize_t m = max_bids.shape[0], rows = table.shape[0], g, p, pos, head
+    cdef Py_ssize_t total = flat.shape[0]
     if starts.shape[0] != m + 1 or floors.shape[0] != m:
         raise ValueError("starts, maximum bids and floors do not fit")
     if table.shape[1] != 2 or goal_codes.shape[0] < rows or goal_prices.shape[0] < rows:
@@ -108,41 +108,30 @@ def imp_bounds(
     for p in range(total):
         if not 0 <= flat[p] < rows:
             raise IndexError("position out of range")
-    kept_arr = _np.empty(m, dtype=_np.intp)
-    lows_arr = _np.empty(m, dtype=_np.int64)
-    bounds_arr = _np.empty(m, dtype=_np.float64)
-    cdef Py_ssize_t[::1] kept = kept_arr
-    cdef int64_t[::1] lows = lows_arr
-    cdef double[::1] bounds = bounds_arr
-    cdef int64_t floor, low
-    cdef double top_click, top_install
+    # each candidate's largest row over its positions, and its goal (its first creative's:
+    # a campaign's creatives share it); then ``entry_bounds`` over those, one row each
+    tops_arr = _np.empty((m, 2), dtype=_np.float64)
+    codes_arr = _np.empty(m, dtype=_np.int8)
+    prices_arr = _np.empty(m, dtype=_np.int64)
+    cdef double[:, ::1] tops = tops_arr
+    cdef int8_t[::1] codes = codes_arr
+    cdef int64_t[::1] prices = prices_arr
     for g in range(m):
-        floor = floors[g]
-        if floor < 0:
-            continue
-        if max_bids[g] < floor:
-            below += 1
-            continue
-        low = floor if floor > low_min else low_min
-        s = starts[g]
-        e = starts[g + 1]
-        head = flat[s]
-        top_click = table[head, 0]
-        top_install = table[head, 1]
-        for p in range(s + 1, e):
+        head = flat[starts[g]]
+        tops[g, 0] = table[head, 0]
+        tops[g, 1] = table[head, 1]
+        for p in range(starts[g] + 1, starts[g + 1]):
             pos = flat[p]
-            if table[pos, 0] > top_click:
-                top_click = table[pos, 0]
-            if table[pos, 1] > top_install:
-                top_install = table[pos, 1]
-        kept[n] = g
-        lows[n] = low
-        bounds[n] = <double>_weight_bound(
-            top_click, top_install, logistic, z0_click, z0_install, cross_click,
-            cross_install, goal_codes[head], goal_prices[head], low,
-        )
-        n += 1
-    return kept_arr[:n], lows_arr[:n], bounds_arr[:n], below
+            if table[pos, 0] > tops[g, 0]:
+                tops[g, 0] = table[pos, 0]
+            if table[pos, 1] > tops[g, 1]:
+                tops[g, 1] = table[pos, 1]
+        codes[g] = goal_codes[head]
+        prices[g] = goal_prices[head]
+    return entry_bounds(
+        _np.arange(m, dtype=_np.intp), max_bids, floors, tops_arr, logistic, z0_click,
+        z0_install, cross_click, cross_install, codes_arr, prices_arr, low_min,
+    )
 
 
 def entry_bounds(
