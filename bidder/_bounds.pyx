@@ -10,21 +10,14 @@ These loops keep the GIL: each takes tens of microseconds on the event loop's th
 letting a worker thread (a portfolio reread) take the GIL in between would make the request
 wait for its switch interval.
 """
-from libc.math cimport INFINITY, exp, isfinite
+from libc.math cimport INFINITY, isfinite
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int64_t, uint8_t
 
 import numpy as _np
 
 from bidder._values cimport goal_value
-
-cdef inline double _logistic(double z) noexcept nogil:
-    """``bidder._scorer``'s sigmoid (clamped to +-60), the same operations."""
-    if z < -60.0:
-        z = -60.0
-    elif z > 60.0:
-        z = 60.0
-    return 1.0 / (1.0 + exp(-z))
+from bidder._values cimport logistic as _logistic
 
 
 def select_rows(const uint8_t[::1] wanted, const Py_ssize_t[::1] entries):

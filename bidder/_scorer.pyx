@@ -13,11 +13,11 @@ in 4-byte blocks, so each prefix is hashed once, up to its last whole block, int
 costs the few blocks of its suffix and the finalisation, in C, without the GIL.
 """
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.math cimport exp
 import numpy as np
 cimport numpy as cnp
 
 from bidder._values cimport goal_value
+from bidder._values cimport logistic as _sigmoid
 
 cnp.import_array()
 
@@ -162,12 +162,6 @@ def static_sums(const uint32_t[:, ::1] hashes, const float[:, ::1] weights, uint
     return out_arr
 
 
-cdef inline double _sigmoid(double z) noexcept nogil:
-    if z < -60.0:
-        z = -60.0
-    elif z > 60.0:
-        z = 60.0
-    return 1.0 / (1.0 + exp(-z))
 
 
 def score(

@@ -1,9 +1,20 @@
 # cython: language_level=3
-"""The value of one creative position in CPM micros from its goal and predictions
-(``bidder.scoring.value_cpm_micros``), shared by the compiled loops that bound and refine
-values (``bidder._bounds``, ``bidder._scorer``): one definition, inlined into each."""
-from libc.math cimport isfinite
+"""What the compiled loops that score, bound and refine values share (``bidder._bounds``,
+``bidder._scorer``), one definition inlined into each: the model's sigmoid, and the value of
+one creative position in CPM micros from its goal and predictions
+(``bidder.scoring.value_cpm_micros``)."""
+from libc.math cimport exp, isfinite
 from libc.stdint cimport int8_t, int64_t
+
+
+cdef inline double logistic(double z) noexcept nogil:
+    """The sigmoid of a head's sum, clamped to +-60 (``bidder.scorer._sigmoid``, the same
+    operations)."""
+    if z < -60.0:
+        z = -60.0
+    elif z > 60.0:
+        z = 60.0
+    return 1.0 / (1.0 + exp(-z))
 
 
 cdef inline int64_t goal_value(
