@@ -197,17 +197,6 @@ def weight_bounds(
     return bounds
 
 
-def ragged_gather(values: Positions, lo: Positions, hi: Positions) -> tuple[Positions, Positions]:
-    """``values[lo[g]:hi[g]]`` for every group g, one after the other, and where each group
-    begins in the result (its end last): a few array passes however many groups."""
-    lengths = hi - lo
-    starts = np.zeros(len(lo) + 1, dtype=np.intp)
-    np.cumsum(lengths, out=starts[1:])
-    # position i of group g reads values[lo[g] + i - starts[g]]
-    at = np.arange(int(starts[-1]), dtype=np.intp) + np.repeat(lo - starts[:-1], lengths)
-    return values[at], starts
-
-
 class RunValues:
     """The race's refined bounds of an imp whose candidates are runs of its shape: for
     candidates ``js``, the largest exact value over the creatives of each (candidate j's are
@@ -260,8 +249,7 @@ class RunValues:
     def __call__(self, js: list[int]) -> list[float]:
         if self._compiled is not None:
             return self._compiled(js)
-        runs, at = self._runs, self._cand_runs[js]
-        flat, starts = ragged_gather(runs.positions, runs.starts[at], runs.starts[at + 1])
+        flat, starts = self._runs.gather(self._cand_runs[js])
         scored = self._scorer.score(self._z0, flat, list(self._suffixes))
         tight = best_values(scored, flat, starts, *self._goals, self._lows[js])
         out: list[float] = tight.tolist()
@@ -386,6 +374,5 @@ __all__ = [
     "imp_bounds",
     "python_best_values",
     "python_imp_bounds",
-    "ragged_gather",
     "weight_bounds",
 ]

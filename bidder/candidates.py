@@ -42,6 +42,17 @@ class ShapeRuns(NamedTuple):
     entries: IntArray
     eligible: dict[int, int]  # by entry: its run of creatives in the shape (bits from its first)
 
+    def gather(self, rows: IntArray) -> tuple[IntArray, IntArray]:
+        """The positions of runs ``rows``, one run after the other, and where each run begins
+        in them (the end last): a few array passes however many runs."""
+        lo = self.starts[rows]
+        counts = self.starts[rows + 1] - lo
+        starts = np.zeros(len(rows) + 1, dtype=np.intp)
+        np.cumsum(counts, out=starts[1:])
+        # position i of run g reads positions[lo[g] + i - starts[g]]
+        at = np.arange(int(starts[-1]), dtype=np.intp) + np.repeat(lo - starts[:-1], counts)
+        return self.positions[at], starts
+
 
 class CandidateSet:
     """Candidate k is the campaign of entry ``entries[k]``, with maximum bid ``max_bids[k]``
@@ -111,14 +122,7 @@ class CandidateSet:
     def _layout(self) -> None:
         runs, rows = self.runs, self.rows
         assert runs is not None and rows is not None
-        lo, hi = runs.starts[rows], runs.starts[rows + 1]
-        counts = hi - lo
-        starts = np.zeros(len(rows) + 1, dtype=np.intp)
-        np.cumsum(counts, out=starts[1:])
-        # each run's positions: its start repeated, plus 0, 1, ... within the run
-        offsets = np.arange(int(starts[-1]), dtype=np.intp) - np.repeat(starts[:-1], counts)
-        self._flat = runs.positions[np.repeat(lo, counts) + offsets]
-        self._starts = starts
+        self._flat, self._starts = runs.gather(rows)
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -135,7 +135,20 @@ def test_the_compiled_loop_is_the_python_loop_call_for_call(
     """``bidder._bounds.race_loop`` against its reference ``python_race_loop``: the same
     verdict, and the same refinements and pricing in the same order (a log of the calls)."""
     from bidder import _bounds
-    from bidder.race import REFINE_BATCH, python_race_loop
+    from bidder.race import (
+        RACE_CAPPED,
+        RACE_EVERYTHING,
+        RACE_WON,
+        REFINE_BATCH,
+        python_race_loop,
+    )
+
+    # the two loops speak the same verdicts
+    assert (_bounds.RACE_WON, _bounds.RACE_CAPPED, _bounds.RACE_EVERYTHING) == (
+        RACE_WON,
+        RACE_CAPPED,
+        RACE_EVERYTHING,
+    )
 
     name, weights, bounds, refined = case
     b = np.asarray(bounds, dtype=np.float64)

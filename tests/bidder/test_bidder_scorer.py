@@ -159,7 +159,7 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(scale: floa
     if not scorer_module.COMPILED:
         pytest.skip("bidder._scorer is not built")
     from bidder import _scorer
-    from bidder.bounds import RunValues, python_best_values, ragged_gather
+    from bidder.bounds import RunValues, python_best_values
     from bidder.candidates import ShapeRuns
 
     statics, prefixes = _rows()
@@ -178,7 +178,7 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(scale: floa
         lows = rng.integers(1, 2_000_000, 40).astype(np.int64)
         js = rng.choice(40, int(rng.integers(1, 25)), replace=False).tolist()
         at = cand_runs[js]
-        flat, groups = ragged_gather(runs.positions, starts[at], starts[at + 1])
+        flat, groups = runs.gather(at)
         scored = np.empty((len(flat), 2))
         python_score(
             flat, scorer.static, scorer.tables.states, list(suffixes), scorer.weights,
