@@ -76,21 +76,21 @@ class _Server:
         self.service = BidderService(
             settings, index=index, clock=runtime.clock, long_lived=LongLived()
         )
-        self._freezer: asyncio.Task[None] | None = None
+        self._heap_keeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.service.start()
-        self._freezer = asyncio.get_running_loop().create_task(_freeze_when_ready(self.service))
+        self._heap_keeper = asyncio.get_running_loop().create_task(_keep_heap_frozen(self.service))
 
     def ready(self) -> bool:
         return self.service.is_ready()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._freezer)
+        await cancel_and_wait(self._heap_keeper)
         await self.service.stop()
 
 
-async def _freeze_when_ready(service: BidderService) -> None:
+async def _keep_heap_frozen(service: BidderService) -> None:
     """What start-up built (model, portfolio, index, imports) lives as long as the process:
     keep it out of the collector's full passes, which otherwise pause the loop for 10+ ms
     (each later snapshot is frozen as it is installed: ``bidder.collector``). Then, every
