@@ -324,8 +324,15 @@ cdef class RunScorer:
         cdef Py_ssize_t n_pos = self.static.shape[0]
         cdef Py_ssize_t g, i, j, r, pos, slot, q
         cdef double zr, zi
-        cdef uint32_t k
+        cdef uint32_t k, h1, tail, plen
         cdef int64_t best, value, d
+        # per cross, the last midstate hashed and its bucket: a campaign's creatives share the
+        # prefixes of its campaign-level crosses (campaign^inv, ^country, ...), and an equal
+        # midstate hashes an equal suffix to the same bucket, so each is hashed once a run
+        cdef uint32_t seen_h1[32]
+        cdef uint32_t seen_tail[32]
+        cdef uint32_t seen_len[32]
+        cdef uint32_t seen_k[32]
         out = [0.0] * m
         for g in range(m):
             q = <Py_ssize_t?>js[g]
@@ -348,10 +355,16 @@ cdef class RunScorer:
                 zi = self.static[pos, 1] + self.z0_install
                 for j in range(self.n_suffixes):
                     slot = j if j < c - 1 else c - 1
-                    k = _resume(
-                        self.states[pos, slot, 0], self.states[pos, slot, 1],
-                        self.states[pos, slot, 2], self.sx[j], self.sn[j],
-                    ) & self.mask
+                    h1 = self.states[pos, slot, 0]
+                    tail = self.states[pos, slot, 1]
+                    plen = self.states[pos, slot, 2]
+                    if (
+                        i == self.run_starts[r] or h1 != seen_h1[j] or tail != seen_tail[j]
+                        or plen != seen_len[j]
+                    ):
+                        seen_h1[j], seen_tail[j], seen_len[j] = h1, tail, plen
+                        seen_k[j] = _resume(h1, tail, plen, self.sx[j], self.sn[j]) & self.mask
+                    k = seen_k[j]
                     zr = zr + <double>self.pairs[k, 0]
                     zi = zi + <double>self.pairs[k, 1]
                 value = goal_value(

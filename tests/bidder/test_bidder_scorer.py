@@ -150,12 +150,17 @@ def test_compiled_loops_equal_the_python_references() -> None:
         )
 
 
+@pytest.mark.parametrize("by_campaign", [False, True])
 @pytest.mark.parametrize("scale", [0.05, 0.8, 30.0])
-def test_run_values_equal_scoring_the_gathered_runs_then_best_values(scale: float) -> None:
+def test_run_values_equal_scoring_the_gathered_runs_then_best_values(
+    scale: float, by_campaign: bool
+) -> None:
     """``bidder.bounds.RunValues`` (one compiled pass over runs) gives, bit for bit, what the
     race's refinement computed before it: the runs' positions gathered, scored
     (``python_score``) and reduced by ``python_best_values``; and so does its fallback for
-    other scorers (a static one stands in: the same sums, then the scorer's own numbers)."""
+    other scorers (a static one stands in: the same sums, then the scorer's own numbers).
+    Runs are random positions, or each a campaign's creatives, as in a snapshot, whose
+    campaign-level crosses the compiled pass hashes once a run."""
     if not scorer_module.COMPILED:
         pytest.skip("bidder._scorer is not built")
     from bidder import _scorer
@@ -166,9 +171,15 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(scale: floa
     scorer = PositionScorer(_model(4, scale), PositionTables(statics, prefixes, 0))
     rng = np.random.default_rng(int(scale * 100))
     n = len(statics)
-    cuts = np.sort(rng.choice(np.arange(1, n), size=min(n - 1, 40), replace=False))
+    if by_campaign:  # a run where the campaign changes, its creatives in order
+        cuts = np.flatnonzero([a[0] != b[0] for a, b in zip(prefixes, prefixes[1:])]) + 1
+        order = np.arange(n, dtype=np.intp)
+    else:
+        cuts = np.sort(rng.choice(np.arange(1, n), size=min(n - 1, 40), replace=False))
+        order = rng.permutation(n).astype(np.intp)
     starts = np.concatenate([[0], cuts, [n]]).astype(np.intp)
-    runs = ShapeRuns(rng.permutation(n).astype(np.intp), starts, np.arange(len(starts) - 1), {})
+    assert len(starts) > 2 and (not by_campaign or np.diff(starts).max() > 1)
+    runs = ShapeRuns(order, starts, np.arange(len(starts) - 1), {})
     codes = rng.integers(0, 3, n).astype(np.int8)
     prices = rng.integers(0, 10**9, n).astype(np.int64)
     for view in _views(30):
