@@ -3,7 +3,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-def select_rows(wanted: bytes, entries: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]: ...
+def select_runs(
+    wanted: bytes,
+    run_entries: npt.NDArray[np.intp],
+    max_bid_col: npt.NDArray[np.int64],
+    id_col: npt.NDArray[np.int64],
+) -> tuple[
+    npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.int64]
+]: ...
 def imp_bounds(
     flat: npt.NDArray[np.intp],
     starts: npt.NDArray[np.intp],

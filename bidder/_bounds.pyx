@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The bid path's loops over all candidates of an imp, compiled: ``select_rows`` (its
+"""The bid path's loops over all candidates of an imp, compiled: ``select_runs`` (its
 campaigns among those of the imp's shape), ``imp_bounds`` and ``entry_bounds`` (floors,
 lowest bids and weight bounds in one pass), ``KeyOrder`` (the race's order of them) and
 ``best_values`` (the race's refined bounds). Their references are bidder/candidates.py,
@@ -20,23 +20,45 @@ from bidder._values cimport goal_value
 from bidder._values cimport logistic as _logistic
 
 
-def select_rows(const uint8_t[::1] wanted, const Py_ssize_t[::1] entries):
-    """The rows r (increasing) whose entry ``entries[r]`` has its bit set in ``wanted``
-    (little-endian bytes): ``bidder.candidates.python_select_rows`` in one pass."""
-    cdef Py_ssize_t n = entries.shape[0], bits = wanted.shape[0] * 8, r, e, m = 0
+def select_runs(
+    const uint8_t[::1] wanted,
+    const Py_ssize_t[::1] run_entries,
+    const int64_t[::1] max_bid_col,
+    const int64_t[::1] id_col,
+):
+    """The runs r (increasing) whose entry ``run_entries[r]`` has its bit set in ``wanted``
+    (little-endian bytes), with the entry, maximum bid and campaign id of each (columns by
+    entry): ``bidder.candidates.python_select_runs`` in one pass, without the gathers."""
+    cdef Py_ssize_t n = run_entries.shape[0], bits = wanted.shape[0] * 8, r, e, m = 0
+    cdef Py_ssize_t cols = max_bid_col.shape[0]
+    if id_col.shape[0] != cols:
+        raise ValueError("the columns differ in length")
+    if cols < bits:
+        bits = cols
     rows_arr = _np.empty(n, dtype=_np.intp)
     cdef Py_ssize_t[::1] rows = rows_arr
     cdef bint bad = False
     for r in range(n):
-        e = entries[r]
+        e = run_entries[r]
         if e < 0 or e >= bits:
             bad = True
             break
         rows[m] = r  # branch-free: most rows' bits are unpredictable
         m += (wanted[e >> 3] >> (e & 7)) & 1
     if bad:
-        raise IndexError("an entry outside the mask")
-    return rows_arr[:m].copy()
+        raise IndexError("an entry outside the mask or the columns")
+    entries_arr = _np.empty(m, dtype=_np.intp)
+    bids_arr = _np.empty(m, dtype=_np.int64)
+    ids_arr = _np.empty(m, dtype=_np.int64)
+    cdef Py_ssize_t[::1] entries = entries_arr
+    cdef int64_t[::1] bids = bids_arr
+    cdef int64_t[::1] ids = ids_arr
+    for r in range(m):
+        e = run_entries[rows[r]]
+        entries[r] = e
+        bids[r] = max_bid_col[e]
+        ids[r] = id_col[e]
+    return rows_arr[:m].copy(), entries_arr, bids_arr, ids_arr
 
 
 cdef inline int64_t _weight_bound(
@@ -145,10 +167,13 @@ def entry_bounds(
     ``entries[g]`` of ``tops`` holds the largest static sums (or predictions) of the entry's
     creatives eligible for the imp, and of the goal arrays its goal. Every array read is
     indexed by entry, so a request reads a few hundred KiB in increasing order at 20,000
-    campaigns instead of gathering rows of every position's table."""
+    campaigns instead of gathering rows of every position's table. One floor (``floors`` of
+    length 1) is every candidate's: an imp without deals."""
     cdef Py_ssize_t m = max_bids.shape[0], rows = tops.shape[0], g, entry
-    cdef Py_ssize_t n = 0, below = 0
-    if entries.shape[0] != m or floors.shape[0] != m:
+    cdef Py_ssize_t n = 0, below = 0, step = 1
+    if floors.shape[0] == 1:
+        step = 0
+    if entries.shape[0] != m or (step and floors.shape[0] != m):
         raise ValueError("entries, maximum bids and floors differ in length")
     if tops.shape[1] != 2 or goal_codes.shape[0] < rows or goal_prices.shape[0] < rows:
         raise ValueError("the tops and the goal arrays do not fit")
@@ -163,7 +188,7 @@ def entry_bounds(
     cdef double[::1] bounds = bounds_arr
     cdef int64_t floor, low
     for g in range(m):
-        floor = floors[g]
+        floor = floors[g * step]
         if floor < 0:
             continue
         if max_bids[g] < floor:

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The bid path's per-candidate pricing loop, compiled: ``price_offers`` (the candidates the
-race prices), and the race's uniforms (``race_uniforms``). The loops over all candidates of
+race prices), and the race's exponentials (``race_exponentials``). The loops over all candidates of
 an imp are in bidder/_bounds.pyx.
 
 The reference of ``price_offers`` is bidder/offers.py (read its docstrings for what they do);
@@ -223,14 +223,13 @@ cdef _price_in_order(
         offered += 1
 
 
-def race_uniforms(object seed, Py_ssize_t n):
-    """The u_j of ``bidder.race.exponentials`` (SplitMix64 of seed + (j + 1) x golden, its 53
-    high bits + 1, over 2**53) for j in 0..n-1, in one loop: the same doubles as the numpy
-    reference's dozen array operations (integers then exact conversions), without their fixed
-    cost at a few dozen candidates. The logarithm stays numpy's (its results are the ones the
-    answer digests hold)."""
+def race_exponentials(object seed, Py_ssize_t n):
+    """The E_j = -ln(u_j) of ``bidder.race.exponentials`` for j in 0..n-1 (u_j: SplitMix64 of
+    seed + (j + 1) x golden, its 53 high bits + 1, over 2**53), in one loop: integers, exact
+    conversions and the C library's logarithm, the one ``math.log`` calls, so the reference
+    gives the same doubles."""
     out = _np.empty(n, dtype=_np.float64)
-    cdef double[::1] u = out
+    cdef double[::1] e = out
     cdef unsigned long long s = <unsigned long long>(seed & 0xFFFFFFFFFFFFFFFF)
     cdef unsigned long long z
     cdef Py_ssize_t j
@@ -239,5 +238,5 @@ def race_uniforms(object seed, Py_ssize_t n):
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
         z = z ^ (z >> 31)
-        u[j] = (<double>(z >> 11) + 1.0) * (1.0 / 9007199254740992.0)
+        e[j] = -log((<double>(z >> 11) + 1.0) * (1.0 / 9007199254740992.0))
     return out

@@ -302,8 +302,10 @@ def entry_bounds(
     low_min: int,
 ) -> Survivors:
     """``imp_bounds`` of candidates that are runs ``rows`` of an imp shape whose ``tops``
-    (from ``terms.table``) are known: the same numbers, in one compiled loop over rows."""
+    (from ``terms.table``) are known: the same numbers, in one compiled loop over rows.
+    ``floors`` of length 1: every candidate's floor."""
     if _entries is None:
+        floors = np.broadcast_to(floors, max_bids.shape)
         flat = np.arange(len(rows), dtype=np.intp)
         starts = np.arange(len(rows) + 1, dtype=np.intp)
         by_row = BoundTerms(tops.tops[rows], *terms[1:])

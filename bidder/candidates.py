@@ -30,6 +30,7 @@ from bidder.targeting import Candidate, TargetingIndex
 _MEMO: Final = 64
 
 IntArray = npt.NDArray[np.intp]
+I64 = npt.NDArray[np.int64]
 
 
 class ShapeRuns(NamedTuple):
@@ -60,15 +61,18 @@ class CandidateSet:
     and eligible creatives ``flat[starts[k]:starts[k + 1]]`` (positions in
     ``TargetingIndex.creatives``, increasing, at least one). A set over arrays also says
     which runs of its imp's shape its candidates are (``shape`` the creative mask, ``rows``
-    into ``runs``): their creatives are those runs, and ``flat`` is made only when read."""
+    into ``runs``): their creatives are those runs, and ``flat`` is made only when read; it
+    may hold the caps flags by entry (``caps_by_entry``), read for the candidates the race
+    reaches (``is_capped``) rather than gathered for all."""
 
     __slots__ = (
+        "_capped",
+        "_caps_by_entry",
         "_flat",
         "_get",
         "_made",
         "_starts",
         "campaign_ids",
-        "capped",
         "deals",
         "entries",
         "max_bids",
@@ -91,10 +95,12 @@ class CandidateSet:
         shape: BigKey | None = None,
         runs: ShapeRuns | None = None,
         rows: IntArray | None = None,
+        caps_by_entry: bool = False,
     ) -> None:
         self.entries = entries
         self.max_bids = max_bids
-        self.capped = capped
+        self._capped = capped
+        self._caps_by_entry = caps_by_entry
         self.campaign_ids = campaign_ids
         self._flat = flat
         self._starts = starts
@@ -104,6 +110,17 @@ class CandidateSet:
         self.rows = rows
         self._get = get
         self._made: dict[int, Candidate] = {}
+
+    @property
+    def capped(self) -> npt.NDArray[np.bool_]:
+        """Whether each candidate's campaign has frequency caps."""
+        if self._caps_by_entry:
+            self._capped, self._caps_by_entry = self._capped[self.entries], False
+        return self._capped
+
+    def is_capped(self, k: int) -> bool:
+        """Whether candidate k's campaign has frequency caps."""
+        return bool(self._capped[self.entries[k]] if self._caps_by_entry else self._capped[k])
 
     @property
     def flat(self) -> IntArray:
@@ -200,11 +217,11 @@ def _over_arrays(
     index: TargetingIndex, m: int, shape: BigKey, laid: tuple[IntArray, IntArray]
 ) -> CandidateSet:
     runs = shape_runs(index, shape, laid)
-    rows = select_rows(m.to_bytes((len(index.entries) + 7) // 8, "little"), runs.entries)
+    max_bid_col, capped_col, id_col = index.entry_columns()
+    wanted = m.to_bytes((len(index.entries) + 7) // 8, "little")
+    rows, entries, max_bids, ids = select_runs(wanted, runs.entries, max_bid_col, id_col)
     if not len(rows):
         return EMPTY
-    entries = runs.entries[rows]
-    max_bids, capped, ids = index.entry_columns()
     eligible = runs.eligible
     make = index._candidate
 
@@ -214,15 +231,16 @@ def _over_arrays(
 
     return CandidateSet(
         entries,
-        max_bids[entries],
-        capped[entries],
-        ids[entries],
+        max_bids,
+        capped_col,
+        ids,
         None,
         None,
         get,
         shape=shape,
         runs=runs,
         rows=rows,
+        caps_by_entry=True,
     )
 
 
@@ -255,23 +273,29 @@ def shape_runs(index: TargetingIndex, shape: BigKey, laid: tuple[IntArray, IntAr
     return known
 
 
-def python_select_rows(wanted: bytes, entries: IntArray) -> IntArray:
-    """The rows r (increasing) whose entry ``entries[r]`` has its bit set in ``wanted``
-    (little-endian): the reference of the compiled ``bidder._bounds.select_rows``."""
+def python_select_runs(
+    wanted: bytes, run_entries: IntArray, max_bid_col: I64, id_col: I64
+) -> tuple[IntArray, IntArray, I64, I64]:
+    """The runs r (increasing) whose entry ``run_entries[r]`` has its bit set in ``wanted``
+    (little-endian), and the entry, maximum bid and campaign id of each (``max_bid_col`` and
+    ``id_col`` by entry): the reference of the compiled ``bidder._bounds.select_runs``."""
     bits = np.unpackbits(np.frombuffer(wanted, dtype=np.uint8), bitorder="little")
-    if len(entries) and int(entries.max()) >= len(bits):
-        raise IndexError("an entry outside the mask")
-    rows: IntArray = np.flatnonzero(bits[entries])
-    return rows
+    if len(id_col) != len(max_bid_col):
+        raise ValueError("the columns differ in length")
+    if len(run_entries) and int(run_entries.max()) >= min(len(bits), len(max_bid_col)):
+        raise IndexError("an entry outside the mask or the columns")
+    rows: IntArray = np.flatnonzero(bits[run_entries])
+    entries = run_entries[rows]
+    return rows, entries, max_bid_col[entries], id_col[entries]
 
 
-select_rows: Callable[[bytes, IntArray], IntArray]
+select_runs: Callable[[bytes, IntArray, I64, I64], tuple[IntArray, IntArray, I64, I64]]
 try:
-    from bidder._bounds import select_rows as _select_rows
+    from bidder._bounds import select_runs as _select_runs
 
-    select_rows = _select_rows
+    select_runs = _select_runs
 except ImportError:  # pragma: no cover - the extension is built by `make`
-    select_rows = python_select_rows
+    select_runs = python_select_runs
 
 
 EMPTY = CandidateSet(
@@ -289,7 +313,7 @@ __all__ = [
     "CandidateSet",
     "ShapeRuns",
     "candidate_set",
-    "python_select_rows",
-    "select_rows",
+    "python_select_runs",
+    "select_runs",
     "shape_runs",
 ]

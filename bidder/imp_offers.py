@@ -188,7 +188,6 @@ def imp_offers(
     seed = b.rng.getrandbits(64)  # the draw's one random number
     exps = exponentials(seed, n)
     out.shared, out.suffixes = shared, suffixes
-    capped = cands.capped
     shown: list[int] = [_UNSEEN] * n  # the creative position of each, once chosen
     predictions: dict[int, tuple[float, float]] = {}
     goal_codes, goal_prices = compiled.goal_codes, compiled.goal_prices
@@ -205,7 +204,7 @@ def imp_offers(
                 continue
             k = int(kept[j])
             cand = cands.get(k)
-            if capped[k]:
+            if cands.is_capped(k):
                 why = b.capped(cand.entry.campaign)
                 if why:
                     drops[why] = drops.get(why, 0) + 1
@@ -297,7 +296,7 @@ def imp_offers(
             k = int(kept[j])
             some.candidates.append(cands.get(k))
             some.positions.append(shown[j])
-            some.floors.append(int(floors[k]))
+            some.floors.append(int(floors[k if len(floors) > 1 else 0]))
             some.auction_types.append(request_at if types is None else types.get(k, request_at))
         first = len(out.rows)
         slot_of = {id(cands.get(int(kept[j]))): j for j in live}  # rows come in value order
@@ -351,11 +350,11 @@ def _floors(
     drops: dict[str, int],
 ) -> tuple[I64, dict[int, int] | None]:
     """Each candidate's floor (a deal's own; -1 for a deal floor in an unknown currency,
-    counted in ``drops``) and, when some deal says so, the auction types that differ from the
-    request's, by candidate."""
+    counted in ``drops``; one value for all of a set over runs without deals) and, when some
+    deal says so, the auction types that differ from the request's, by candidate."""
+    if not cands.deals:  # one floor for all: one value, read for candidate k as floors[0]
+        return np.full(1 if cands.runs is not None else len(cands), imp_floor, np.int64), None
     floors = np.full(len(cands), imp_floor, dtype=np.int64)
-    if not cands.deals:
-        return floors, None
     types: dict[int, int] = {}
     for k in range(len(cands)):
         deal = cands.get(k).deal
@@ -377,6 +376,7 @@ def _survivors(max_bids: I64, floors: I64, low_min: int) -> tuple[Positions, I64
     """Without weight bounds: the candidates that survive their floor (a floor < 0, a deal's
     in an unknown currency, is counted already), their lowest bids, and how many are under a
     known floor."""
+    floors = np.broadcast_to(floors, max_bids.shape)  # one floor: every candidate's
     known = floors >= 0
     ok = known & (max_bids >= floors)
     kept = np.flatnonzero(ok)

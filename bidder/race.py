@@ -75,31 +75,33 @@ CHUNK: Final = 64  # candidates put in order at a time
 
 F64 = npt.NDArray[np.float64]
 
-_race_uniforms: Callable[[int, int], F64] | None
+_race_exponentials: Callable[[int, int], F64] | None
 _KeyOrder: Callable[[F64, F64], _Order] | None
 _race_loop: Callable[..., tuple[int, int]] | None
 try:
     from bidder._bounds import KeyOrder as _CompiledOrder
     from bidder._bounds import race_loop as _compiled_race_loop
-    from bidder._offers import race_uniforms as _race_uniforms
+    from bidder._offers import race_exponentials as _race_exponentials
 
     _KeyOrder = _CompiledOrder
     _race_loop = _compiled_race_loop
 except ImportError:  # pragma: no cover - the extension is built by `make`
-    _race_uniforms = _KeyOrder = _race_loop = None
+    _race_exponentials = _KeyOrder = _race_loop = None
 
 
 def exponentials(seed: int, n: int) -> F64:
     """E_j = -ln(u_j), u_j = (SplitMix64(seed + (j + 1) x golden) >> 11 + 1) / 2**53 in
-    (0, 1], for j in 0..n-1: independent Exp(1) draws from one 64-bit seed."""
-    if _race_uniforms is not None:  # the same u_j in one compiled loop
-        result: F64 = -np.log(_race_uniforms(seed, n))
-        return result
+    (0, 1], for j in 0..n-1: independent Exp(1) draws from one 64-bit seed. The logarithm is
+    the C library's (``math.log``), not numpy's, whose vector code differs in the last bit for
+    a few values in a thousand and with the machine's instruction set."""
+    if _race_exponentials is not None:  # the same doubles in one compiled loop
+        return _race_exponentials(seed, n)
     return python_exponentials(seed, n)
 
 
 def python_exponentials(seed: int, n: int) -> F64:
-    """``exponentials`` over numpy arrays: the reference of the compiled uniforms."""
+    """``exponentials`` over numpy arrays and ``math.log``: the reference of the compiled
+    loop."""
     # array arithmetic wraps modulo 2**64 without a warning (only scalar arithmetic warns)
     j = np.arange(1, n + 1, dtype=np.uint64)
     z = j * _GOLDEN_U64
@@ -110,8 +112,7 @@ def python_exponentials(seed: int, n: int) -> F64:
     z *= _MIX2
     z ^= z >> _S31
     u = ((z >> np.uint64(11)).astype(np.float64) + 1.0) * (1.0 / (1 << 53))
-    result: F64 = -np.log(u)
-    return result
+    return np.fromiter((-math.log(x) for x in u.tolist()), dtype=np.float64, count=n)
 
 
 def draw_key(seed: int, j: int) -> int:

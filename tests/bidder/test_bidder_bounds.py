@@ -16,7 +16,7 @@ from bidder.bounds import (
     entry_bounds,
     python_imp_bounds,
 )
-from bidder.candidates import ShapeRuns, python_select_rows
+from bidder.candidates import ShapeRuns, python_select_runs
 from bidder.memo import BigKey
 from bidder.race import _ascending
 
@@ -99,6 +99,13 @@ def test_bounds_by_the_runs_of_a_shape_equal_those_by_positions(logistic: bool) 
         np.cumsum(counts, out=groups[1:])
         want = python_imp_bounds(flat, groups, max_bids, floors, terms, codes, prices, 1)
         _same(entry_bounds(rows, max_bids, floors, terms, tops, 1), want)
+        # one floor for every candidate (an imp without deals), as one value
+        one = floors[:1] if len(rows) else np.asarray([5], dtype=np.int64)
+        everyone = np.full(len(rows), one[0], dtype=np.int64)
+        want = python_imp_bounds(flat, groups, max_bids, everyone, terms, codes, prices, 1)
+        _same(entry_bounds(rows, max_bids, one, terms, tops, 1), want)
+        with pytest.raises(ValueError):
+            entry_bounds(rows, max_bids, np.zeros(len(rows) + 2, np.int64), terms, tops, 1)
 
 
 def test_shape_tops_evict_the_least_recently_used() -> None:
@@ -149,7 +156,7 @@ def test_all_tied_keys_come_by_index() -> None:
     assert order.take(100) == (list(range(50)), [0.5] * 50)
 
 
-def test_compiled_row_selection_equals_the_reference() -> None:
+def test_compiled_run_selection_equals_the_reference() -> None:
     rng = np.random.default_rng(3)
     for n_entries in (1, 8, 9, 1000):
         mask = int(rng.integers(0, 2**62)) if n_entries < 62 else 0
@@ -159,14 +166,23 @@ def test_compiled_row_selection_equals_the_reference() -> None:
         mask &= (1 << n_entries) - 1
         wanted = mask.to_bytes((n_entries + 7) // 8, "little")
         entries = np.sort(rng.integers(0, n_entries, 200)).astype(np.intp)
-        want = python_select_rows(wanted, entries)
-        got = _bounds.select_rows(wanted, entries)
-        assert got.dtype == np.intp and np.array_equal(got, want)
-        assert [bool(mask >> int(entries[r]) & 1) for r in got] == [True] * len(got)
-    with pytest.raises(IndexError):
-        _bounds.select_rows(b"\x01", np.asarray([8], dtype=np.intp))
-    with pytest.raises(IndexError):
-        python_select_rows(b"\x01", np.asarray([8], dtype=np.intp))
+        bids = rng.integers(0, 10**9, n_entries).astype(np.int64)
+        ids = rng.integers(0, 10**12, n_entries).astype(np.int64)
+        want = python_select_runs(wanted, entries, bids, ids)
+        got = _bounds.select_runs(wanted, entries, bids, ids)
+        assert [a.dtype for a in got] == [np.intp, np.intp, np.int64, np.int64]
+        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+        rows = got[0]
+        assert [bool(mask >> int(entries[r]) & 1) for r in rows] == [True] * len(rows)
+        assert np.array_equal(got[1], entries[rows]) and np.array_equal(got[3], ids[got[1]])
+    one = np.zeros(9, dtype=np.int64)
+    for select in (_bounds.select_runs, python_select_runs):
+        with pytest.raises(IndexError):  # an entry past the mask
+            select(b"\x01", np.asarray([8], dtype=np.intp), one, one)
+        with pytest.raises(IndexError):  # an entry past the columns
+            select(b"\x01\x01", np.asarray([8], dtype=np.intp), one[:8], one[:8])
+        with pytest.raises(ValueError):
+            select(b"\x01", np.asarray([0], dtype=np.intp), one, one[:8])
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -313,14 +313,16 @@ def test_keys_in_chunks_come_in_the_order_of_a_full_sort(n: int) -> None:
     assert got_j == order.tolist() and got_k == keys[order].tolist()
 
 
-def test_compiled_uniforms_give_the_reference_exponentials() -> None:
+def test_compiled_exponentials_equal_the_reference() -> None:
+    """Bit for bit, over enough draws that numpy's vector logarithm would differ from the C
+    library's in some (a few in a thousand)."""
     from bidder import race as race_module
 
-    assert race_module._race_uniforms is not None  # built by `make build`
+    assert race_module._race_exponentials is not None  # built by `make build`
     rng = random.Random(11)
     seeds = [0, 1, (1 << 64) - 1, (1 << 63) + 5, -3] + [rng.getrandbits(64) for _ in range(50)]
     for seed in seeds:
-        for n in (0, 1, 24, 300):
+        for n in (0, 1, 24, 3000):
             got = race_module.exponentials(seed, n)
             want = race_module.python_exponentials(seed, n)
             assert got.dtype == want.dtype and np.array_equal(got, want), (seed, n)
