@@ -3,6 +3,7 @@ compiled loops (bidder/_scorer.pyx) against their Python references; bounds that
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import mmh3
@@ -172,7 +173,7 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(
     rng = np.random.default_rng(int(scale * 100))
     n = len(statics)
     if by_campaign:  # a run where the campaign changes, its creatives in order
-        cuts = np.flatnonzero([a[0] != b[0] for a, b in zip(prefixes, prefixes[1:])]) + 1
+        cuts = np.flatnonzero([a[0] != b[0] for a, b in itertools.pairwise(prefixes)]) + 1
         order = np.arange(n, dtype=np.intp)
     else:
         cuts = np.sort(rng.choice(np.arange(1, n), size=min(n - 1, 40), replace=False))
