@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from bidder.memo import BigKey, recall, remember
 from bidder.openrtb import Imp
+from bidder.shapes import RequestCreatives
 from bidder.targeting import Candidate, TargetingIndex
 
 # candidate sets remembered per index: requests repeat (campaigns, creatives) pairs, and a set
@@ -191,7 +192,11 @@ class CandidateSet:
 
 
 def candidate_set(
-    index: TargetingIndex, imp: Imp, request_mask: int, creative_mask: int, seat: str = ""
+    index: TargetingIndex,
+    imp: Imp,
+    request_mask: int,
+    creative_mask: int | RequestCreatives,
+    seat: str = "",
 ) -> CandidateSet:
     """``index.candidates(...)`` as a set: over arrays for an imp without deals, in the order
     of the candidates' first eligible creative; from the list otherwise."""

@@ -54,6 +54,7 @@ from bidder.pricing import MarketPriceModel, Shader, floor_micros
 from bidder.privacy import ConsentCache, Privacy, decide
 from bidder.race import unit
 from bidder.scoring import Model
+from bidder.shapes import RequestCreatives
 from bidder.targeting import RequestView, TargetingIndex, request_view
 from fleet.config import Campaign, ConfigSnapshot, Creative
 from fleet.events import AnyEvent
@@ -337,7 +338,7 @@ class Pipeline:
         user_id = _user_id(req, exchange) if ctx.privacy.user_key else None
         ctx.user_key = None if user_id is None else self._user_keys(user_id)
         request_mask = index.request_mask(ctx.view, wallclock)
-        creative_mask = index.all_creatives & ~index.blocked_creatives(req)
+        creative_mask = RequestCreatives(index, req)  # a mask only for an imp shape not seen
         winners: list[Offer] = []
         won: set[int] = set()  # a campaign wins at most one imp of a request
         for imp in req.imp:

@@ -36,9 +36,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import numpy.typing as npt
 
+from bidder import shapes
 from bidder.filters import domain_and_parents, normalize_domain
 from bidder.memo import BigKey, recall, remember
-from bidder.openrtb import BidRequest, Deal, Format, Imp
+from bidder.openrtb import BidRequest, Deal, Imp
+from bidder.shapes import RequestCreatives
 from fleet.config import Campaign, ConfigSnapshot, Creative
 
 USD = "USD"
@@ -184,7 +186,6 @@ class Candidate:
 # with the portfolio (a campaign list, a run per eligible campaign), so they stay small.
 _ELIGIBLE_MEMO = 32  # distinct creative masks remembered per index
 _CANDIDATES_MEMO = 1024  # distinct (campaigns, creatives) of imps without deals
-_FALLBACK_MEMO = 64  # distinct flexible banner shapes
 _NARROW = 52  # creatives a campaign may have for its runs to be found over arrays (float64 sums)
 IntArray = npt.NDArray[np.intp]
 # by entry: maximum bid, has frequency caps, campaign id
@@ -267,7 +268,7 @@ class TargetingIndex:
         self._by_creatives: OrderedDict[BigKey, tuple[int, dict[int, int]]] = OrderedDict()
         # (campaigns, creative_ok) -> the candidates of an imp without deals
         self._no_deal_candidates: OrderedDict[tuple[int, BigKey], list[Candidate]] = OrderedDict()
-        self._fallbacks: OrderedDict[tuple[Any, ...], int] = OrderedDict()
+        self.shape_memos = shapes.Shapes()  # an imp's creatives by the fields they come from
         # by creative position: its entry and its offset in the entry's run (built on first use)
         self._owner: npt.NDArray[np.intp] | None = None
         self._powers: npt.NDArray[np.float64] | None = None
@@ -463,66 +464,12 @@ class TargetingIndex:
         return m
 
     def blocked_creatives(self, req: BidRequest) -> int:
-        """Creatives ``badv`` (with subdomains) and ``bcat`` (with tier-1 parents) rule out."""
-        m = 0
-        if req.badv:
-            m |= self.cr_domain.any_of(normalize_domain(d) for d in req.badv)
-        if req.bcat:
-            m |= self.cr_category.any_of(c.strip() for c in req.bcat)
-        return m
+        """Creatives ``badv`` and ``bcat`` rule out (``bidder.shapes.blocked_creatives``)."""
+        return shapes.blocked_creatives(self, req)
 
     def imp_creatives(self, imp: Imp) -> int:
-        """Creatives that fit the imp's media objects (format, size, mime, duration, battr)."""
-        m = 0
-        if imp.banner is not None:
-            b = imp.banner
-            sizes = [f"banner:{f.w}x{f.h}" for f in b.format if f.w and f.h]
-            if b.w and b.h:
-                sizes.append(f"banner:{b.w}x{b.h}")
-            bm = self.cr_format_size.any_of(sizes)
-            flex = [f for f in b.format if f.wratio and f.hratio]
-            if flex or (not sizes and not b.format):
-                shape = (b.wmax, b.hmax, tuple((f.wratio, f.hratio, f.wmin) for f in flex))
-                key = (*shape, bool(sizes))
-                fallback = recall(self._fallbacks, key)
-                if fallback is None:
-                    fallback = self._banner_fallback(b.wmax, b.hmax, flex, bool(sizes))
-                    remember(self._fallbacks, key, fallback, _FALLBACK_MEMO)
-                bm |= fallback
-            m |= bm & ~self.cr_attr.any_of(str(a) for a in b.battr)
-        if imp.video is not None:
-            v = imp.video
-            vm = self.cr_format.by.get("video", 0)
-            if v.mimes:
-                vm &= self.cr_mime.any_of(x.strip().lower() for x in v.mimes)
-            lo, hi = v.minduration or 0, v.maxduration or 0
-            if lo > 0 or hi > 0:
-                vm &= self.cr_duration.any_of(
-                    str(d) for d in self._durations if d >= lo and (hi <= 0 or d <= hi) and d > 0
-                )
-            m |= vm & ~self.cr_attr.any_of(str(a) for a in v.battr)
-        if imp.native is not None:
-            nm = self.cr_format.by.get("native", 0)
-            m |= nm & ~self.cr_attr.any_of(str(a) for a in imp.native.battr)
-        if imp.secure == 1:
-            m &= ~self.cr_insecure
-        return m
-
-    def _banner_fallback(
-        self, wmax: int | None, hmax: int | None, flex: list[Format], exact: bool
-    ) -> int:
-        """Banners without a fixed size: flexible formats (ratio + wmin) or wmax/hmax bounds."""
-        m = 0
-        for j in self.banner_creatives:
-            cr = self.creatives[j]
-            if flex:
-                for f in flex:
-                    wr, hr = f.wratio or 0, f.hratio or 0
-                    if cr.w * hr == cr.h * wr and cr.w >= (f.wmin or 0):
-                        m |= 1 << j
-            elif not exact and (wmax is None or cr.w <= wmax) and (hmax is None or cr.h <= hmax):
-                m |= 1 << j
-        return m
+        """Creatives that fit the imp's media objects (``bidder.shapes.imp_creatives``)."""
+        return shapes.imp_creatives(self, imp)
 
     def imp_sizes(self, imp: Imp) -> list[str]:
         sizes = []
@@ -536,11 +483,12 @@ class TargetingIndex:
         return sizes
 
     def imp_campaigns(
-        self, imp: Imp, request_mask: int, creative_mask: int, seat: str = ""
+        self, imp: Imp, request_mask: int, creative_mask: int | RequestCreatives, seat: str = ""
     ) -> tuple[int, BigKey, list[Deal]] | None:
         """The campaigns (a mask of entries) with an eligible creative for ``imp``, those
-        creatives (a mask of positions, as a key hashed once for the memos of the imp) and the
-        imp's deals open to ``seat``; None when no campaign is left."""
+        creatives (the key of a mask of positions, one per mask: ``bidder.shapes``) and the
+        imp's deals open to ``seat``; None when no campaign is left. ``creative_mask``: the
+        creatives the request leaves, as a mask or as what determines it."""
         if not request_mask:
             return None
         sizes = self.imp_sizes(imp)
@@ -554,10 +502,9 @@ class TargetingIndex:
         m &= deal_mask if private else (self.no_deal | deal_mask)
         if not m:
             return None
-        creative_ok = self.imp_creatives(imp) & creative_mask
-        if not creative_ok:
+        shape = shapes.imp_shape(self, imp, creative_mask)
+        if shape is None:
             return None
-        shape = BigKey(creative_ok)
         m &= self._eligible(shape)[0]
         return (m, shape, deals) if m else None
 
@@ -565,7 +512,7 @@ class TargetingIndex:
         self,
         imp: Imp,
         request_mask: int,
-        creative_mask: int,
+        creative_mask: int | RequestCreatives,
         seat: str = "",
     ) -> list[Candidate]:
         """Campaigns with at least one eligible creative for ``imp``, each with its deal."""
