@@ -60,7 +60,7 @@ RACE_CAPPED: int
 RACE_EVERYTHING: int
 
 def race_loop(
-    exps: npt.NDArray[np.float64],
+    seed: int,
     bounds: npt.NDArray[np.float64],
     price: Callable[[list[int]], Sequence[float | None]],
     refine: Callable[[list[int]], Sequence[float]] | None,
@@ -68,3 +68,5 @@ def race_loop(
     limit: int,
     batch: int,
 ) -> tuple[int, int]: ...
+def exponential_floors(u: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
+def first_keys(seed: int, bounds: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...

@@ -10,13 +10,13 @@ These loops keep the GIL: each takes tens of microseconds on the event loop's th
 letting a worker thread (a portfolio reread) take the GIL in between would make the request
 wait for its switch interval.
 """
-from libc.math cimport INFINITY, isfinite
+from libc.math cimport INFINITY, isfinite, log
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int8_t, int64_t, uint8_t
+from libc.stdint cimport int8_t, int64_t, uint8_t, uint64_t
 
 import numpy as _np
 
-from bidder._values cimport goal_value
+from bidder._values cimport exponential_floor, goal_value, race_uniform
 from bidder._values cimport logistic as _logistic
 
 
@@ -213,19 +213,34 @@ cdef struct _Order:
     Py_ssize_t finite
 
 
-cdef int _order_init(_Order* o, const double[::1] exps, const double[::1] bounds) except -1:
-    """The heap of (E_j / b_j, j) over the candidates with b_j > 0 and a finite key, built in
-    linear time (the arrays freed by ``_order_free``)."""
-    cdef Py_ssize_t n = exps.shape[0], j, m = 0
-    cdef double key
+cdef int _order_alloc(_Order* o, Py_ssize_t n) except -1:
     o.keys, o.idx, o.size, o.finite = NULL, NULL, 0, 0
-    if bounds.shape[0] != n:
-        raise ValueError("exponentials and bounds differ in length")
     o.keys = <double*>PyMem_Malloc((n + 1) * sizeof(double))
     o.idx = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
     if o.keys == NULL or o.idx == NULL:
         _order_free(o)
         raise MemoryError()
+    return 0
+
+
+cdef void _order_heapify(_Order* o, Py_ssize_t m) noexcept:
+    """The first ``m`` (key, index) pairs as a heap, in linear time."""
+    cdef Py_ssize_t j = m // 2
+    o.size = m
+    o.finite = m
+    while j > 0:
+        j -= 1
+        _sift_down(o.keys, o.idx, m, j)
+
+
+cdef int _order_init(_Order* o, const double[::1] exps, const double[::1] bounds) except -1:
+    """The heap of (E_j / b_j, j) over the candidates with b_j > 0 and a finite key, built in
+    linear time (the arrays freed by ``_order_free``)."""
+    cdef Py_ssize_t n = exps.shape[0], j, m = 0
+    cdef double key
+    if bounds.shape[0] != n:
+        raise ValueError("exponentials and bounds differ in length")
+    _order_alloc(o, n)
     for j in range(n):
         if bounds[j] > 0.0:
             key = exps[j] / bounds[j]
@@ -233,13 +248,57 @@ cdef int _order_init(_Order* o, const double[::1] exps, const double[::1] bounds
                 o.keys[m] = key
                 o.idx[m] = j
                 m += 1
-    o.size = m
-    o.finite = m
-    j = m // 2
-    while j > 0:
-        j -= 1
-        _sift_down(o.keys, o.idx, m, j)
+    _order_heapify(o, m)
     return 0
+
+
+cdef int _order_init_first(_Order* o, uint64_t seed, const double[::1] bounds) except -1:
+    """The heap of the race's first keys (``first_keys``) over the candidates with b_j > 0
+    and a finite key."""
+    cdef Py_ssize_t n = bounds.shape[0], j, m = 0
+    cdef double key
+    _order_alloc(o, n)
+    for j in range(n):
+        if bounds[j] > 0.0:
+            key = exponential_floor(race_uniform(seed, j)) / bounds[j]
+            if isfinite(key):
+                o.keys[m] = key
+                o.idx[m] = j
+                m += 1
+    _order_heapify(o, m)
+    return 0
+
+
+def exponential_floors(const double[::1] u):
+    """``bidder._values.exponential_floor`` of each u in (0, 1] (its reference is
+    ``bidder.race.python_exponential_floors``)."""
+    cdef Py_ssize_t n = u.shape[0], j
+    out_arr = _np.empty(n, dtype=_np.float64)
+    cdef double[::1] out = out_arr
+    for j in range(n):
+        if not 0.0 < u[j] <= 1.0:
+            raise ValueError("u outside (0, 1]")
+        out[j] = exponential_floor(u[j])
+    return out_arr
+
+
+def first_keys(object seed, const double[::1] bounds):
+    """The race's first key of each candidate: a lower bound of its exponential E_j without a
+    logarithm (``bidder._values.exponential_floor``) over its bound b_j, inf where b_j <= 0
+    or the key is not finite (``bidder.race.python_first_keys``)."""
+    cdef Py_ssize_t n = bounds.shape[0], j
+    cdef uint64_t s = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
+    cdef double key
+    out_arr = _np.empty(n, dtype=_np.float64)
+    cdef double[::1] out = out_arr
+    for j in range(n):
+        key = INFINITY
+        if bounds[j] > 0.0:
+            key = exponential_floor(race_uniform(s, j)) / bounds[j]
+            if not isfinite(key):
+                key = INFINITY
+        out[j] = key
+    return out_arr
 
 
 cdef inline bint _order_pop(_Order* o, double* key, Py_ssize_t* j) noexcept:
@@ -409,7 +468,7 @@ cdef _Entry _pop_entry(_Entry* heap, Py_ssize_t* size) noexcept nogil:
 
 
 def race_loop(
-    const double[::1] exps,
+    object seed,
     const double[::1] bounds,
     object price,
     object refine,
@@ -418,15 +477,16 @@ def race_loop(
     Py_ssize_t batch,
 ):
     """``bidder.race.python_race_loop`` compiled: the same queue of (key bound, j) entries, the
-    same order of refinements and pricing, the same verdict. ``price(js)`` and ``refine(js)``
-    are the race's callbacks (``refine`` None: no refinement); ``excluded`` None: no candidate
-    is excluded. Returns (``RACE_WON`` and the winner, or ``RACE_CAPPED`` / ``RACE_EVERYTHING``
-    and -1)."""
-    cdef Py_ssize_t n = exps.shape[0]
-    if bounds.shape[0] != n:
-        raise ValueError("exponentials and bounds differ in length")
+    same order of refinements and pricing, the same verdict. Candidate j's exponential is
+    E_j = -ln(u_j) (``bidder._values.race_uniform`` of ``seed``), taken for the candidates the
+    race refines or prices; the others are ordered by ``first_keys``, lower bounds without a
+    logarithm. ``price(js)`` and ``refine(js)`` are the race's callbacks (``refine`` None: no
+    refinement); ``excluded`` None: no candidate is excluded. Returns (``RACE_WON`` and the
+    winner, or ``RACE_CAPPED`` / ``RACE_EVERYTHING`` and -1)."""
+    cdef Py_ssize_t n = bounds.shape[0]
+    cdef uint64_t s = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
     cdef _Order keys
-    _order_init(&keys, exps, bounds)
+    _order_init_first(&keys, s, bounds)
     cdef Py_ssize_t finite = keys.finite, taken = 0, size = 0, priced = 0, t, j
     cdef double next_key = 0.0, b, w
     cdef Py_ssize_t next_j = -1
@@ -442,8 +502,6 @@ def race_loop(
         _order_free(&keys)
         raise MemoryError()
     try:
-        for t in range(n):
-            refined[t] = INFINITY
         while True:
             if have_next:
                 nxt.key, nxt.j = next_key, next_j
@@ -466,10 +524,11 @@ def race_loop(
                             b = got[t]
                             refined[j] = b
                             if b > 0.0:
-                                _push(heap, &size, exps[j] / b, j, 1)
+                                _push(heap, &size, -log(race_uniform(s, j)) / b, j, 1)
                     continue
                 j = next_j
                 if excluded is None or not excluded(j):
+                    refined[j] = INFINITY
                     _push(heap, &size, next_key, j, 1)
                 taken += 1
                 have_next = taken < finite and _order_pop(&keys, &next_key, &next_j)
@@ -491,7 +550,7 @@ def race_loop(
                 continue
             if w > bounds[j] or w > refined[j]:
                 return RACE_EVERYTHING, -1  # a bound did not hold: the reference
-            _push(heap, &size, exps[j] / w, j, 2)
+            _push(heap, &size, -log(race_uniform(s, j)) / w, j, 2)
     finally:
         PyMem_Free(heap)
         PyMem_Free(refined)

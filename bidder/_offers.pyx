@@ -12,8 +12,11 @@ goal price x 1000 or its maximum bid. Log-normal first-price shading is inlined
 """
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport erfc, exp, floor as c_floor, log, isfinite
+from libc.stdint cimport uint64_t
 
 import numpy as _np
+
+from bidder._values cimport race_uniform
 
 from bidder.pricing import MIN_SIGMA as _MIN_SIGMA_PY, Priced, price as _price
 
@@ -224,19 +227,14 @@ cdef _price_in_order(
 
 
 def race_exponentials(object seed, Py_ssize_t n):
-    """The E_j = -ln(u_j) of ``bidder.race.exponentials`` for j in 0..n-1 (u_j: SplitMix64 of
-    seed + (j + 1) x golden, its 53 high bits + 1, over 2**53), in one loop: integers, exact
-    conversions and the C library's logarithm, the one ``math.log`` calls, so the reference
-    gives the same doubles."""
+    """The E_j = -ln(u_j) of ``bidder.race.exponentials`` for j in 0..n-1
+    (``bidder._values.race_uniform``), in one loop: integers, exact conversions and the C
+    library's logarithm, the one ``math.log`` calls, so the reference gives the same
+    doubles."""
     out = _np.empty(n, dtype=_np.float64)
     cdef double[::1] e = out
-    cdef unsigned long long s = <unsigned long long>(seed & 0xFFFFFFFFFFFFFFFF)
-    cdef unsigned long long z
+    cdef uint64_t s = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
     cdef Py_ssize_t j
     for j in range(n):
-        z = <unsigned long long>(j + 1) * 0x9E3779B97F4A7C15ULL + s
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
-        z = z ^ (z >> 31)
-        e[j] = -log((<double>(z >> 11) + 1.0) * (1.0 / 9007199254740992.0))
+        e[j] = -log(race_uniform(s, j))
     return out

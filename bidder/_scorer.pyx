@@ -21,6 +21,12 @@ from bidder._values cimport logistic as _sigmoid
 
 cnp.import_array()
 
+cdef extern from *:
+    """
+    #define RTB_PREFETCH(p) __builtin_prefetch((const void*)(p))
+    """
+    void _prefetch "RTB_PREFETCH"(const void* p) noexcept nogil
+
 cdef uint32_t C1 = <uint32_t>0xcc9e2d51
 cdef uint32_t C2 = <uint32_t>0x1b873593
 
@@ -333,26 +339,38 @@ cdef class RunScorer:
         cdef uint32_t seen_tail[32]
         cdef uint32_t seen_len[32]
         cdef uint32_t seen_k[32]
+        cdef uint32_t ks[32]
         out = [0.0] * m
+        # checked as used: a portfolio's shape has up to 100,000 positions, an imp reads few;
+        # and each position's rows asked of memory before any is read, so that the misses of
+        # a batch (positions spread over tens of MiB at 100,000 creatives) overlap
         for g in range(m):
             q = <Py_ssize_t?>js[g]
             if not 0 <= q < n_cands:
                 raise IndexError("candidate out of range")
             r = self.cand_runs[q]
-            # checked as used: a portfolio's shape has up to 100,000 positions, an imp reads few
             if (
                 not 0 <= r < n_runs
                 or not 0 <= self.run_starts[r] < self.run_starts[r + 1] <= n_total
             ):
                 raise IndexError("a run out of range or empty")
             for i in range(self.run_starts[r], self.run_starts[r + 1]):
-                if not 0 <= self.run_positions[i] < n_pos:
+                pos = self.run_positions[i]
+                if not 0 <= pos < n_pos:
                     raise IndexError("position out of range")
+                _prefetch(&self.states[pos, 0, 0])
+                _prefetch(&self.states[pos, c - 1, 0])
+                _prefetch(&self.static[pos, 0])
+                _prefetch(&self.goal_codes[pos])
+                _prefetch(&self.goal_prices[pos])
+        for g in range(m):
+            q = js[g]
+            r = self.cand_runs[q]
             best = 0
             for i in range(self.run_starts[r], self.run_starts[r + 1]):
                 pos = self.run_positions[i]
-                zr = self.static[pos, 0] + self.z0_click
-                zi = self.static[pos, 1] + self.z0_install
+                # every cross's bucket first (its weights asked of memory as found), then the
+                # sums in the same order as ``score``
                 for j in range(self.n_suffixes):
                     slot = j if j < c - 1 else c - 1
                     h1 = self.states[pos, slot, 0]
@@ -364,7 +382,12 @@ cdef class RunScorer:
                     ):
                         seen_h1[j], seen_tail[j], seen_len[j] = h1, tail, plen
                         seen_k[j] = _resume(h1, tail, plen, self.sx[j], self.sn[j]) & self.mask
-                    k = seen_k[j]
+                        _prefetch(&self.pairs[seen_k[j], 0])
+                    ks[j] = seen_k[j]
+                zr = self.static[pos, 0] + self.z0_click
+                zi = self.static[pos, 1] + self.z0_install
+                for j in range(self.n_suffixes):
+                    k = ks[j]
                     zr = zr + <double>self.pairs[k, 0]
                     zi = zi + <double>self.pairs[k, 1]
                 value = goal_value(

@@ -28,7 +28,7 @@ from bidder.offers import Chosen, OfferRow, Segment, price_offers
 from bidder.openrtb import Deal, Imp
 from bidder.options import PipelineSettings
 from bidder.pricing import MarketPriceModel, Shader, market_params
-from bidder.race import draw_key, exponentials, race
+from bidder.race import draw_key, race
 from bidder.scoring import (
     Model,
     cross_pairs,
@@ -186,7 +186,6 @@ def imp_offers(
     if not n:
         return out, False
     seed = b.rng.getrandbits(64)  # the draw's one random number
-    exps = exponentials(seed, n)
     out.shared, out.suffixes = shared, suffixes
     shown: list[int] = [_UNSEEN] * n  # the creative position of each, once chosen
     predictions: dict[int, tuple[float, float]] = {}
@@ -324,7 +323,7 @@ def imp_offers(
         return [weights.get(j) for j in js]
 
     result = race(
-        exps,
+        seed,
         bounds,
         price,
         refine=refiner,
