@@ -206,36 +206,40 @@ def entry_bounds(
     return kept_arr[:n], lows_arr[:n], bounds_arr[:n], below
 
 
+cdef enum:
+    _TARGET = 64  # candidates a batch of the key order aims at (the race takes ~35 an imp)
+    _SAMPLES = 256  # keys sampled to choose a batch's upper key
+
+
 cdef struct _Order:
-    double* keys
+    double* keys  # the finite keys, by candidate index (increasing ``idx``)
     Py_ssize_t* idx
-    Py_ssize_t size
     Py_ssize_t finite
+    Py_ssize_t left  # keys not handed out yet: those above ``below``
+    double below
+    bint started  # ``below`` holds (before the first batch nothing is handed out)
+    double* bkeys  # the current batch, in (key, index) order, from ``bpos``
+    Py_ssize_t* bidx
+    Py_ssize_t bsize
+    Py_ssize_t bpos
 
 
 cdef int _order_alloc(_Order* o, Py_ssize_t n) except -1:
-    o.keys, o.idx, o.size, o.finite = NULL, NULL, 0, 0
+    o.keys, o.idx, o.bkeys, o.bidx = NULL, NULL, NULL, NULL
+    o.finite, o.left, o.below, o.started, o.bsize, o.bpos = 0, 0, 0.0, False, 0, 0
     o.keys = <double*>PyMem_Malloc((n + 1) * sizeof(double))
     o.idx = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
-    if o.keys == NULL or o.idx == NULL:
+    o.bkeys = <double*>PyMem_Malloc((n + 1) * sizeof(double))
+    o.bidx = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
+    if o.keys == NULL or o.idx == NULL or o.bkeys == NULL or o.bidx == NULL:
         _order_free(o)
         raise MemoryError()
     return 0
 
 
-cdef void _order_heapify(_Order* o, Py_ssize_t m) noexcept:
-    """The first ``m`` (key, index) pairs as a heap, in linear time."""
-    cdef Py_ssize_t j = m // 2
-    o.size = m
-    o.finite = m
-    while j > 0:
-        j -= 1
-        _sift_down(o.keys, o.idx, m, j)
-
-
 cdef int _order_init(_Order* o, const double[::1] exps, const double[::1] bounds) except -1:
-    """The heap of (E_j / b_j, j) over the candidates with b_j > 0 and a finite key, built in
-    linear time (the arrays freed by ``_order_free``)."""
+    """The order of (E_j / b_j, j) over the candidates with b_j > 0 and a finite key (the
+    arrays freed by ``_order_free``)."""
     cdef Py_ssize_t n = exps.shape[0], j, m = 0
     cdef double key
     if bounds.shape[0] != n:
@@ -248,12 +252,12 @@ cdef int _order_init(_Order* o, const double[::1] exps, const double[::1] bounds
                 o.keys[m] = key
                 o.idx[m] = j
                 m += 1
-    _order_heapify(o, m)
+    o.finite = o.left = m
     return 0
 
 
 cdef int _order_init_first(_Order* o, uint64_t seed, const double[::1] bounds) except -1:
-    """The heap of the race's first keys (``first_keys``) over the candidates with b_j > 0
+    """The order of the race's first keys (``first_keys``) over the candidates with b_j > 0
     and a finite key."""
     cdef Py_ssize_t n = bounds.shape[0], j, m = 0
     cdef double key
@@ -265,8 +269,75 @@ cdef int _order_init_first(_Order* o, uint64_t seed, const double[::1] bounds) e
                 o.keys[m] = key
                 o.idx[m] = j
                 m += 1
-    _order_heapify(o, m)
+    o.finite = o.left = m
     return 0
+
+
+cdef void _next_batch(_Order* o) noexcept:
+    """The next batch: every key above the last batch's upper key and at most a new one,
+    chosen from a sample of the keys left so that about ``_TARGET`` fall in (all that are
+    left when few are), in (key, index) order. Each batch is a pass over the keys with a
+    store and no branch per key, and a sort of the batch: the race takes a few dozen
+    candidates of thousands, where building a heap of all of them would cost each key its
+    unpredictable comparisons."""
+    cdef Py_ssize_t n = o.finite, i, c = 0, step, q, have = 0, t
+    cdef double upper = INFINITY, k, low = o.below
+    cdef bint started = o.started
+    cdef double best[_TARGET]
+    if o.left > 2 * _TARGET:
+        # the q-th smallest of a sample of the keys left is the upper key, q in proportion
+        step = n // _SAMPLES if n > _SAMPLES else 1
+        q = (_TARGET * (n // step)) // o.left
+        if q < 1:
+            q = 1
+        elif q > _TARGET:
+            q = _TARGET
+        i = 0
+        while i < n:
+            k = o.keys[i]
+            i += step
+            if started and k <= low:
+                continue
+            if have < q:  # the q smallest sampled, sorted, by insertion
+                t = have
+                have += 1
+            elif k < best[q - 1]:
+                t = q - 1
+            else:
+                continue
+            while t > 0 and best[t - 1] > k:
+                best[t] = best[t - 1]
+                t -= 1
+            best[t] = k
+        if have == q:
+            upper = best[q - 1]
+    for i in range(n):
+        k = o.keys[i]
+        o.bkeys[c] = k
+        o.bidx[c] = o.idx[i]
+        c += (k <= upper) & ((not started) | (k > low))
+    # in (key, index) order: a heap of the batch popped to its end
+    t = c // 2
+    while t > 0:
+        t -= 1
+        _sift_down(o.bkeys, o.bidx, c, t)
+    i = c
+    while i > 1:
+        i -= 1
+        k, q = o.bkeys[0], o.bidx[0]
+        o.bkeys[0], o.bidx[0] = o.bkeys[i], o.bidx[i]
+        o.bkeys[i], o.bidx[i] = k, q
+        _sift_down(o.bkeys, o.bidx, i, 0)
+    # popped smallest first into the back: reverse into increasing order
+    i, t = 0, c - 1
+    while i < t:
+        o.bkeys[i], o.bkeys[t] = o.bkeys[t], o.bkeys[i]
+        o.bidx[i], o.bidx[t] = o.bidx[t], o.bidx[i]
+        i += 1
+        t -= 1
+    o.below, o.started = upper, True
+    o.left -= c
+    o.bsize, o.bpos = c, 0
 
 
 def exponential_floors(const double[::1] u):
@@ -303,29 +374,29 @@ def first_keys(object seed, const double[::1] bounds):
 
 cdef inline bint _order_pop(_Order* o, double* key, Py_ssize_t* j) noexcept:
     """The next candidate and its key into ``key``, ``j``; False when none is left."""
-    cdef Py_ssize_t last
-    if o.size <= 0:
-        return False
-    key[0] = o.keys[0]
-    j[0] = o.idx[0]
-    last = o.size - 1
-    o.keys[0] = o.keys[last]
-    o.idx[0] = o.idx[last]
-    o.size = last
-    _sift_down(o.keys, o.idx, last, 0)
+    if o.bpos >= o.bsize:
+        if o.left <= 0:
+            return False
+        _next_batch(o)
+    key[0] = o.bkeys[o.bpos]
+    j[0] = o.bidx[o.bpos]
+    o.bpos += 1
     return True
 
 
 cdef void _order_free(_Order* o) noexcept:
     PyMem_Free(o.keys)
     PyMem_Free(o.idx)
-    o.keys, o.idx, o.size = NULL, NULL, 0
+    PyMem_Free(o.bkeys)
+    PyMem_Free(o.bidx)
+    o.keys, o.idx, o.bkeys, o.bidx, o.left, o.bsize = NULL, NULL, NULL, NULL, 0, 0
 
 
 cdef class KeyOrder:
     """The candidates with a positive weight bound in increasing (E_j / b_j, j) order, as
-    ``bidder.race._ascending`` gives them from a stable sort, popped from a binary heap built
-    in linear time: the race usually takes a handful, so ordering all would be wasted."""
+    ``bidder.race._ascending`` gives them from a stable sort, a batch at a time (the order
+    the race loop takes its first keys in): the race usually takes a few dozen, so ordering
+    all would be wasted."""
 
     cdef _Order _order
 

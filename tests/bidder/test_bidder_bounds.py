@@ -121,7 +121,7 @@ def test_shape_tops_evict_the_least_recently_used() -> None:
 
 
 @pytest.mark.parametrize("n", [0, 1, 10, 300, 3000])
-def test_the_key_heap_pops_in_the_order_of_a_full_sort(n: int) -> None:
+def test_the_key_order_gives_the_order_of_a_full_sort(n: int) -> None:
     rng = np.random.default_rng(n)
     exps = -np.log(rng.uniform(2.0**-53, 1.0, n))
     bounds = np.round(rng.exponential(3.0, n))  # ties, and zeros (no finite key)
