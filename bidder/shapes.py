@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 # is 12.5 KiB, so a full memo holds a few MiB at most
 SHAPES_MEMO: Final = 256
 _FALLBACK_MEMO: Final = 64  # distinct flexible banner shapes
+# Fields are remembered only up to this many list items and characters: a key holds them, and
+# a request of 256 KiB can carry tens of thousands of badv domains, which 256 remembered keys
+# would keep (hundreds of MiB). Longer lists are combined anew, as the masks were before.
+MOST_FIELD_ITEMS: Final = 64
+MOST_FIELD_CHARS: Final = 4096
 
 
 class Shapes:
@@ -65,7 +70,10 @@ class RequestCreatives:
         self.index = index
         self._req = req
         self._mask: int | None = None
-        self.fields = (tuple(req.badv), tuple(req.bcat))
+        # None: too long to be remembered (``MOST_FIELD_ITEMS``)
+        self.fields: tuple[Any, ...] | None = None
+        if _small(req.badv, req.bcat):
+            self.fields = (tuple(req.badv), tuple(req.bcat))
 
     @property
     def mask(self) -> int:
@@ -75,11 +83,27 @@ class RequestCreatives:
         return self._mask
 
 
-def imp_fields(imp: Imp) -> tuple[Any, ...]:
+def _small(*lists: list[Any]) -> bool:
+    """Whether lists of strings or numbers are short enough for a remembered key."""
+    if sum(map(len, lists)) > MOST_FIELD_ITEMS:
+        return False
+    chars = sum(len(x) for items in lists for x in items if isinstance(x, str))
+    return chars <= MOST_FIELD_CHARS
+
+
+def imp_fields(imp: Imp) -> tuple[Any, ...] | None:
     """Every field ``imp_creatives`` reads, as given (the media objects present, sizes,
     flexible formats and bounds, mimes, durations, ``battr``, ``secure``): equal fields, equal
-    creatives."""
+    creatives. None when its lists are too long to be remembered (``MOST_FIELD_ITEMS``)."""
     b, v, n = imp.banner, imp.video, imp.native
+    if not _small(
+        [] if b is None else b.format,
+        [] if b is None else b.battr,
+        [] if v is None else v.mimes,
+        [] if v is None else v.battr,
+        [] if n is None else n.battr,
+    ):
+        return None
     return (
         None
         if b is None
@@ -104,12 +128,16 @@ def imp_shape(index: TargetingIndex, imp: Imp, creatives: int | RequestCreatives
     memo: Shapes = index.shape_memos
     if isinstance(creatives, int):
         key = memo.intern(imp_creatives(index, imp) & creatives)
+        return key if key.parts[0] else None
+    if creatives.index is not index:  # its mask is another index's positions
+        raise ValueError("the creatives of a request to another index")
+    own = imp_fields(imp)
+    if own is None or creatives.fields is None:  # too long to remember: combined anew
+        key = memo.intern(imp_creatives(index, imp) & creatives.mask)
     else:
-        fields = (imp_fields(imp), creatives.fields)
+        fields = (own, creatives.fields)
         known: BigKey | None = recall(memo.by_fields, fields)
         if known is None:
-            if creatives.index is not index:  # its mask is another index's positions
-                raise ValueError("the creatives of a request to another index")
             key = memo.intern(imp_creatives(index, imp) & creatives.mask)
             remember(memo.by_fields, fields, key, SHAPES_MEMO)
         else:
@@ -148,7 +176,8 @@ def imp_creatives(index: TargetingIndex, imp: Imp) -> int:
             fallback = recall(fallbacks, key)
             if fallback is None:
                 fallback = _banner_fallback(index, b.wmax, b.hmax, flex, bool(sizes))
-                remember(fallbacks, key, fallback, _FALLBACK_MEMO)
+                if len(flex) <= MOST_FIELD_ITEMS:  # a key holds the formats
+                    remember(fallbacks, key, fallback, _FALLBACK_MEMO)
             bm |= fallback
         m |= bm & ~index.cr_attr.any_of(str(a) for a in b.battr)
     if imp.video is not None:
@@ -189,6 +218,8 @@ def _banner_fallback(
 
 
 __all__ = [
+    "MOST_FIELD_CHARS",
+    "MOST_FIELD_ITEMS",
     "SHAPES_MEMO",
     "RequestCreatives",
     "Shapes",

@@ -311,3 +311,37 @@ def test_a_request_of_another_index_is_refused() -> None:
     req = msgspec.convert({"id": "r", "imp": [{"id": "1", "banner": {}}]}, BidRequest)
     with pytest.raises(ValueError):
         imp_shape(one, req.imp[0], RequestCreatives(other, req))
+
+
+def test_long_lists_are_combined_anew_not_remembered() -> None:
+    """A request may carry thousands of badv domains or formats (256 KiB of body): a key that
+    held them, 256 times over, would be hundreds of MiB. Such shapes are combined anew, and
+    still right."""
+    from bidder.shapes import MOST_FIELD_CHARS, MOST_FIELD_ITEMS
+
+    snapshot = _snapshot(9)
+    index = TargetingIndex(snapshot)
+    fresh = TargetingIndex(snapshot)
+    domains = [f"d{k}.example" for k in range(MOST_FIELD_ITEMS + 1)]
+    long_name = ["x" * (MOST_FIELD_CHARS + 1) + ".example"]
+    many_formats = [{"w": 300 + k, "h": 250} for k in range(MOST_FIELD_ITEMS + 1)]
+    cases = [
+        ({"badv": domains}, {"banner": {"w": 300, "h": 250}}),
+        ({"badv": long_name}, {"banner": {"w": 300, "h": 250}}),
+        ({"bcat": ["IAB1"] * (MOST_FIELD_ITEMS + 1)}, {"banner": {"w": 300, "h": 250}}),
+        ({}, {"banner": {"format": many_formats}}),
+        ({}, {"banner": {"format": [{"wratio": 1, "hratio": 1}] * (MOST_FIELD_ITEMS + 1)}}),
+    ]
+    for extra, media in cases:
+        body = {"id": "r", "imp": [{"id": "1", **media}], **extra}
+        req = msgspec.convert(body, BidRequest)
+        creatives = RequestCreatives(index, req)
+        assert creatives.fields is None or imp_fields(req.imp[0]) is None
+        for _ in range(2):
+            got = imp_shape(index, req.imp[0], creatives)
+            direct = fresh.imp_creatives(req.imp[0]) & (
+                fresh.all_creatives & ~fresh.blocked_creatives(req)
+            )
+            assert (got.mask if got is not None else 0) == direct
+    memos = index.shape_memos
+    assert not memos.by_fields and not memos.fallbacks
