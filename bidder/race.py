@@ -30,7 +30,7 @@ The early stop (``race``, threshold-algorithm style)
     F_j / b_j for any F_j <= E_j: the race first orders every candidate by such a key, F_j a
     lower bound of -ln(u_j) from a short series without a logarithm (``python_first_keys``,
     within 2 % of E_j, a relative 3e-7 at E_j = 0.01), and takes the logarithm only for the
-    candidates it reaches (a few dozen of thousands at 20,000 campaigns). Candidates
+    candidates it reaches (about 70 of 3,200 an imp at 20,000 campaigns). Candidates
     wait in a priority queue ordered by (lower bound of the key, j); each pop tightens the bound
     of the smallest (b_j from bounds -> b_j from the exact value -> the priced w_j itself). When
     the smallest entry is an exact key, every other candidate's exact key is at least its queue
