@@ -16,14 +16,13 @@ computation reads that the key leaves out would give one imp another imp's creat
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Iterable
+from typing import Any, Final, Protocol
 
 from bidder.filters import normalize_domain
 from bidder.memo import BigKey, recall, remember
 from bidder.openrtb import BidRequest, Format, Imp
-
-if TYPE_CHECKING:
-    from bidder.targeting import TargetingIndex
+from fleet.config import Creative
 
 # shapes remembered per index by their fields, and interned keys: a mask of 100,000 creatives
 # is 12.5 KiB, so a full memo holds a few MiB at most
@@ -34,6 +33,47 @@ _FALLBACK_MEMO: Final = 64  # distinct flexible banner shapes
 # would keep (hundreds of MiB). Longer lists are combined anew, as the masks were before.
 MOST_FIELD_ITEMS: Final = 64
 MOST_FIELD_CHARS: Final = 4096
+
+
+class _MaskTable(Protocol):
+    """Value -> bitmask of the creatives that name it (``bidder.targeting``'s tables)."""
+
+    @property
+    def by(self) -> dict[str, int]: ...
+
+    def any_of(self, keys: Iterable[str]) -> int: ...
+
+
+class CreativeIndex(Protocol):
+    """What the shapes read of a ``bidder.targeting.TargetingIndex``, named here rather than
+    imported: the index imports this module, and the import rules allow no cycle."""
+
+    @property
+    def shape_memos(self) -> Shapes: ...
+    @property
+    def all_creatives(self) -> int: ...
+    @property
+    def creatives(self) -> list[Creative]: ...
+    @property
+    def banner_creatives(self) -> list[int]: ...
+    @property
+    def cr_insecure(self) -> int: ...
+    @property
+    def _durations(self) -> list[int]: ...
+    @property
+    def cr_domain(self) -> _MaskTable: ...
+    @property
+    def cr_category(self) -> _MaskTable: ...
+    @property
+    def cr_format_size(self) -> _MaskTable: ...
+    @property
+    def cr_format(self) -> _MaskTable: ...
+    @property
+    def cr_attr(self) -> _MaskTable: ...
+    @property
+    def cr_mime(self) -> _MaskTable: ...
+    @property
+    def cr_duration(self) -> _MaskTable: ...
 
 
 class Shapes:
@@ -66,7 +106,7 @@ class RequestCreatives:
 
     __slots__ = ("_mask", "_req", "fields", "index")
 
-    def __init__(self, index: TargetingIndex, req: BidRequest) -> None:
+    def __init__(self, index: CreativeIndex, req: BidRequest) -> None:
         self.index = index
         self._req = req
         self._mask: int | None = None
@@ -121,7 +161,7 @@ def imp_fields(imp: Imp) -> tuple[Any, ...] | None:
     )
 
 
-def imp_shape(index: TargetingIndex, imp: Imp, creatives: int | RequestCreatives) -> BigKey | None:
+def imp_shape(index: CreativeIndex, imp: Imp, creatives: int | RequestCreatives) -> BigKey | None:
     """The key of the creatives that fit ``imp`` among ``creatives`` (a mask, or a request's
     unblocked creatives), interned; None when there are none. Memoized by fields for a
     request's creatives; a mask is combined anew."""
@@ -149,7 +189,7 @@ def imp_shape(index: TargetingIndex, imp: Imp, creatives: int | RequestCreatives
     return key if key.parts[0] else None
 
 
-def blocked_creatives(index: TargetingIndex, req: BidRequest) -> int:
+def blocked_creatives(index: CreativeIndex, req: BidRequest) -> int:
     """Creatives ``badv`` (with subdomains) and ``bcat`` (with tier-1 parents) rule out."""
     m = 0
     if req.badv:
@@ -159,7 +199,7 @@ def blocked_creatives(index: TargetingIndex, req: BidRequest) -> int:
     return m
 
 
-def imp_creatives(index: TargetingIndex, imp: Imp) -> int:
+def imp_creatives(index: CreativeIndex, imp: Imp) -> int:
     """Creatives that fit the imp's media objects (format, size, mime, duration, battr)."""
     m = 0
     if imp.banner is not None:
@@ -200,7 +240,7 @@ def imp_creatives(index: TargetingIndex, imp: Imp) -> int:
 
 
 def _banner_fallback(
-    index: TargetingIndex, wmax: int | None, hmax: int | None, flex: list[Format], exact: bool
+    index: CreativeIndex, wmax: int | None, hmax: int | None, flex: list[Format], exact: bool
 ) -> int:
     """Banners without a fixed size: flexible formats (ratio + wmin) or wmax/hmax bounds."""
     m = 0
@@ -221,6 +261,7 @@ __all__ = [
     "MOST_FIELD_CHARS",
     "MOST_FIELD_ITEMS",
     "SHAPES_MEMO",
+    "CreativeIndex",
     "RequestCreatives",
     "Shapes",
     "blocked_creatives",
