@@ -10,13 +10,13 @@ These loops keep the GIL: each takes tens of microseconds on the event loop's th
 letting a worker thread (a portfolio reread) take the GIL in between would make the request
 wait for its switch interval.
 """
-from libc.math cimport INFINITY, isfinite, log
+from libc.math cimport INFINITY, isfinite
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint64_t
 
 import numpy as _np
 
-from bidder._values cimport exponential_floor, goal_value, race_uniform
+from bidder._values cimport exponential_floor, goal_value, race_exponential, race_uniform
 from bidder._values cimport logistic as _logistic
 
 
@@ -256,19 +256,28 @@ cdef int _order_init(_Order* o, const double[::1] exps, const double[::1] bounds
     return 0
 
 
+cdef inline double _first_key(uint64_t seed, Py_ssize_t j, double bound) noexcept nogil:
+    """Candidate j's first key: a lower bound of E_j without a logarithm over its bound, inf
+    where the bound is not positive or the key not finite."""
+    cdef double key
+    if not bound > 0.0:
+        return INFINITY
+    key = exponential_floor(race_uniform(seed, j)) / bound
+    return key if isfinite(key) else INFINITY
+
+
 cdef int _order_init_first(_Order* o, uint64_t seed, const double[::1] bounds) except -1:
-    """The order of the race's first keys (``first_keys``) over the candidates with b_j > 0
-    and a finite key."""
+    """The order of the race's first keys (``first_keys``) over the candidates with a finite
+    one."""
     cdef Py_ssize_t n = bounds.shape[0], j, m = 0
     cdef double key
     _order_alloc(o, n)
     for j in range(n):
-        if bounds[j] > 0.0:
-            key = exponential_floor(race_uniform(seed, j)) / bounds[j]
-            if isfinite(key):
-                o.keys[m] = key
-                o.idx[m] = j
-                m += 1
+        key = _first_key(seed, j, bounds[j])
+        if key != INFINITY:
+            o.keys[m] = key
+            o.idx[m] = j
+            m += 1
     o.finite = o.left = m
     return 0
 
@@ -359,16 +368,10 @@ def first_keys(object seed, const double[::1] bounds):
     or the key is not finite (``bidder.race.python_first_keys``)."""
     cdef Py_ssize_t n = bounds.shape[0], j
     cdef uint64_t s = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
-    cdef double key
     out_arr = _np.empty(n, dtype=_np.float64)
     cdef double[::1] out = out_arr
     for j in range(n):
-        key = INFINITY
-        if bounds[j] > 0.0:
-            key = exponential_floor(race_uniform(s, j)) / bounds[j]
-            if not isfinite(key):
-                key = INFINITY
-        out[j] = key
+        out[j] = _first_key(s, j, bounds[j])
     return out_arr
 
 
@@ -595,7 +598,7 @@ def race_loop(
                             b = got[t]
                             refined[j] = b
                             if b > 0.0:
-                                _push(heap, &size, -log(race_uniform(s, j)) / b, j, 1)
+                                _push(heap, &size, race_exponential(s, j) / b, j, 1)
                     continue
                 j = next_j
                 if excluded is None or not excluded(j):
@@ -621,7 +624,7 @@ def race_loop(
                 continue
             if w > bounds[j] or w > refined[j]:
                 return RACE_EVERYTHING, -1  # a bound did not hold: the reference
-            _push(heap, &size, -log(race_uniform(s, j)) / w, j, 2)
+            _push(heap, &size, race_exponential(s, j) / w, j, 2)
     finally:
         PyMem_Free(heap)
         PyMem_Free(refined)

@@ -16,7 +16,7 @@ from libc.stdint cimport uint64_t
 
 import numpy as _np
 
-from bidder._values cimport race_uniform
+from bidder._values cimport race_exponential
 
 from bidder.pricing import MIN_SIGMA as _MIN_SIGMA_PY, Priced, price as _price
 
@@ -228,7 +228,7 @@ cdef _price_in_order(
 
 def race_exponentials(object seed, Py_ssize_t n):
     """The E_j = -ln(u_j) of ``bidder.race.exponentials`` for j in 0..n-1
-    (``bidder._values.race_uniform``), in one loop: integers, exact conversions and the C
+    (``bidder._values.race_exponential``), in one loop: integers, exact conversions and the C
     library's logarithm, the one ``math.log`` calls, so the reference gives the same
     doubles."""
     out = _np.empty(n, dtype=_np.float64)
@@ -236,5 +236,5 @@ def race_exponentials(object seed, Py_ssize_t n):
     cdef uint64_t s = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
     cdef Py_ssize_t j
     for j in range(n):
-        e[j] = -log(race_uniform(s, j))
+        e[j] = race_exponential(s, j)
     return out

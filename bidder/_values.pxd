@@ -4,7 +4,7 @@
 sigmoid, the value of one creative position in CPM micros from its goal and predictions
 (``bidder.scoring.value_cpm_micros``), and the race's draws (``bidder.race``: the uniform of
 candidate j and a lower bound of its exponential without a logarithm)."""
-from libc.math cimport exp, isfinite
+from libc.math cimport exp, isfinite, log
 from libc.string cimport memcpy
 from libc.stdint cimport int8_t, int64_t, uint64_t
 
@@ -41,6 +41,11 @@ cdef inline double race_uniform(uint64_t seed, Py_ssize_t j) noexcept nogil:
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
     z = z ^ (z >> 31)
     return (<double>(z >> 11) + 1.0) * (1.0 / 9007199254740992.0)
+
+
+cdef inline double race_exponential(uint64_t seed, Py_ssize_t j) noexcept nogil:
+    """E_j = -ln(u_j) with the C library's logarithm (``bidder.race.exponential_at``)."""
+    return -log(race_uniform(seed, j))
 
 
 cdef inline double exponential_floor(double u) noexcept nogil:

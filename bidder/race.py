@@ -124,7 +124,8 @@ def python_exponentials(seed: int, n: int) -> F64:
 
 
 def exponential_at(seed: int, j: int) -> float:
-    """E_j alone: ``exponentials(seed, n)[j]`` for any n > j, the same double."""
+    """E_j alone: ``exponentials(seed, n)[j]`` for any n > j, the same double (the compiled
+    loops' ``bidder._values.race_exponential``)."""
     z = _mix(((seed & _M64) + (j + 1) * _GOLDEN) & _M64)
     return -math.log(float((z >> 11) + 1) * (1.0 / (1 << 53)))
 
@@ -183,7 +184,7 @@ def _mix(z: int) -> int:
 def key_order(keys: F64) -> tuple[int, Iterator[tuple[list[int], list[float]]]]:
     """How many of ``keys`` are finite, and those candidates with their keys in increasing
     (key, j) order, a chunk at a time (``_ascending``: the reference of the compiled loop's
-    heap, ``bidder._bounds.KeyOrder``)."""
+    batches, ``bidder._bounds.KeyOrder``)."""
     finite = int(np.count_nonzero(np.isfinite(keys)))
     return finite, _ascending(keys, finite)
 
