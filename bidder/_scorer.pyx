@@ -339,7 +339,6 @@ cdef class RunScorer:
         cdef uint32_t seen_tail[32]
         cdef uint32_t seen_len[32]
         cdef uint32_t seen_k[32]
-        cdef uint32_t ks[32]
         out = [0.0] * m
         # checked as used: a portfolio's shape has up to 100,000 positions, an imp reads few;
         # and each position's rows asked of memory before any is read, so that the misses of
@@ -383,11 +382,10 @@ cdef class RunScorer:
                         seen_h1[j], seen_tail[j], seen_len[j] = h1, tail, plen
                         seen_k[j] = _resume(h1, tail, plen, self.sx[j], self.sn[j]) & self.mask
                         _prefetch(&self.pairs[seen_k[j], 0])
-                    ks[j] = seen_k[j]
                 zr = self.static[pos, 0] + self.z0_click
                 zi = self.static[pos, 1] + self.z0_install
                 for j in range(self.n_suffixes):
-                    k = ks[j]
+                    k = seen_k[j]  # this position's buckets, found above
                     zr = zr + <double>self.pairs[k, 0]
                     zi = zi + <double>self.pairs[k, 1]
                 value = goal_value(

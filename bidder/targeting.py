@@ -272,8 +272,8 @@ class TargetingIndex:
         # by creative position: its entry and its offset in the entry's run (built on first use)
         self._owner: npt.NDArray[np.intp] | None = None
         self._powers: npt.NDArray[np.float64] | None = None
-        # (campaigns, creative_ok) -> an imp's candidate set (``bidder.candidates``)
-        self.candidate_sets: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        # (campaigns, the shape's hash) -> an imp's candidate set (``bidder.candidates``)
+        self.candidate_sets: OrderedDict[BigKey, Any] = OrderedDict()
         # creative_ok -> its positions and their entries (``eligible_positions``)
         self._positions_of: OrderedDict[BigKey, tuple[IntArray, IntArray]] = OrderedDict()
         self._entry_columns: EntryColumns | None = None
