@@ -4,8 +4,10 @@ import numpy as np
 import numpy.typing as npt
 
 def select_runs(
-    wanted: bytes,
+    wanted: npt.NDArray[np.uint64],
     run_entries: npt.NDArray[np.intp],
+    entry_words: npt.NDArray[np.uint64],
+    word_rows: npt.NDArray[np.int32],
     max_bid_col: npt.NDArray[np.int64],
     id_col: npt.NDArray[np.int64],
 ) -> tuple[

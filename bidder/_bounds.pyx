@@ -12,7 +12,7 @@ wait for its switch interval.
 """
 from libc.math cimport INFINITY, isfinite
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdint cimport int8_t, int64_t, uint8_t, uint64_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
 
 import numpy as _np
 
@@ -20,45 +20,94 @@ from bidder._values cimport exponential_floor, goal_value, race_exponential, rac
 from bidder._values cimport logistic as _logistic
 
 
+cdef inline int _bit_count(uint64_t x) noexcept nogil:
+    """The set bits of x, by adding neighbouring fields: portable, where a popcount
+    instruction would need the build to assume one (``-mpopcnt``)."""
+    x = x - ((x >> 1) & 0x5555555555555555ULL)
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0FULL
+    return <int>((x * 0x0101010101010101ULL) >> 56)
+
+
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long) nogil  # GCC and Clang, on every target
+
+
 def select_runs(
-    const uint8_t[::1] wanted,
+    const uint64_t[::1] wanted,
     const Py_ssize_t[::1] run_entries,
+    const uint64_t[::1] entry_words,
+    const int32_t[::1] word_rows,
     const int64_t[::1] max_bid_col,
     const int64_t[::1] id_col,
 ):
-    """The runs r (increasing) whose entry ``run_entries[r]`` has its bit set in ``wanted``
-    (little-endian bytes), with the entry, maximum bid and campaign id of each (columns by
-    entry): ``bidder.candidates.python_select_runs`` in one pass, without the gathers."""
-    cdef Py_ssize_t n = run_entries.shape[0], bits = wanted.shape[0] * 8, r, e, m = 0
-    cdef Py_ssize_t cols = max_bid_col.shape[0]
+    """``bidder.candidates.python_select_runs`` compiled: the runs r (increasing) whose entry
+    ``run_entries[r]`` has its bit set in ``wanted`` (entry e: bit e & 63 of word e >> 6),
+    with the entry, maximum bid and campaign id of each (columns by entry).
+
+    The first runs, whose entries increase, are read from the shape's bitmap of their
+    entries (``entry_words``) and the runs before each word (``word_rows``, its last the
+    number of those runs; ``bidder.candidates.run_words``): the request's words ANDed with
+    the bitmap's give the selected entries, and each one's row is the runs before its word
+    and its bit, so a call costs the words and the runs selected rather than every run of
+    the shape. The runs after those (an updated index's, ``bidder.index_update``) are read
+    one by one and come after them."""
+    cdef Py_ssize_t n = run_entries.shape[0], cols = max_bid_col.shape[0]
+    cdef Py_ssize_t words = entry_words.shape[0], limit = wanted.shape[0] * 64
+    cdef Py_ssize_t head, r, e, w, bit, m = 0, k = 0
+    cdef uint64_t x, present
     if id_col.shape[0] != cols:
         raise ValueError("the columns differ in length")
-    if cols < bits:
-        bits = cols
-    rows_arr = _np.empty(n, dtype=_np.intp)
-    cdef Py_ssize_t[::1] rows = rows_arr
-    cdef bint bad = False
-    for r in range(n):
+    if word_rows.shape[0] != words + 1 or not 0 <= word_rows[words] <= n:
+        raise ValueError("the bitmap's rows do not fit the runs")
+    head = word_rows[words]
+    if cols < limit:
+        limit = cols
+    # the bitmap's entries at or past the limit, in its words from the one holding it
+    for w in range(limit >> 6, words):
+        present = entry_words[w]
+        if w == limit >> 6:
+            present &= ~((<uint64_t>1 << (limit & 63)) - 1)
+        if present:
+            raise IndexError("an entry outside the mask or the columns")
+    if words > (limit + 63) >> 6:
+        words = (limit + 63) >> 6
+    for r in range(head, n):
         e = run_entries[r]
-        if e < 0 or e >= bits:
-            bad = True
-            break
-        rows[m] = r  # branch-free: most rows' bits are unpredictable
-        m += (wanted[e >> 3] >> (e & 7)) & 1
-    if bad:
-        raise IndexError("an entry outside the mask or the columns")
+        if e < 0 or e >= limit:
+            raise IndexError("an entry outside the mask or the columns")
+        m += (wanted[e >> 6] >> (e & 63)) & 1
+    for w in range(words):
+        m += _bit_count(wanted[w] & entry_words[w])
+    rows_arr = _np.empty(m, dtype=_np.intp)
     entries_arr = _np.empty(m, dtype=_np.intp)
     bids_arr = _np.empty(m, dtype=_np.int64)
     ids_arr = _np.empty(m, dtype=_np.int64)
+    cdef Py_ssize_t[::1] rows = rows_arr
     cdef Py_ssize_t[::1] entries = entries_arr
     cdef int64_t[::1] bids = bids_arr
     cdef int64_t[::1] ids = ids_arr
-    for r in range(m):
-        e = run_entries[rows[r]]
-        entries[r] = e
-        bids[r] = max_bid_col[e]
-        ids[r] = id_col[e]
-    return rows_arr[:m].copy(), entries_arr, bids_arr, ids_arr
+    for w in range(words):
+        present = entry_words[w]
+        x = wanted[w] & present
+        while x:
+            bit = __builtin_ctzll(x)
+            e = (w << 6) + bit
+            rows[k] = word_rows[w] + _bit_count(present & ((<uint64_t>1 << bit) - 1))
+            entries[k] = e
+            bids[k] = max_bid_col[e]
+            ids[k] = id_col[e]
+            k += 1
+            x &= x - 1
+    for r in range(head, n):
+        e = run_entries[r]
+        if (wanted[e >> 6] >> (e & 63)) & 1:
+            rows[k] = r
+            entries[k] = e
+            bids[k] = max_bid_col[e]
+            ids[k] = id_col[e]
+            k += 1
+    return rows_arr, entries_arr, bids_arr, ids_arr
 
 
 cdef inline int64_t _weight_bound(

@@ -32,17 +32,22 @@ _MEMO: Final = 64
 
 IntArray = npt.NDArray[np.intp]
 I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+U64 = npt.NDArray[np.uint64]
 
 
 class ShapeRuns(NamedTuple):
     """The creatives eligible for one imp shape (a creative mask), by campaign: run r is
     ``positions[starts[r]:starts[r + 1]]`` (increasing, of entry ``entries[r]``), runs in
-    position order."""
+    position order. ``entry_words`` and ``word_rows`` are ``run_words(entries, ...)``: what
+    ``select_runs`` reads instead of the entries."""
 
     positions: IntArray
     starts: IntArray
     entries: IntArray
     eligible: dict[int, int]  # by entry: its run of creatives in the shape (bits from its first)
+    entry_words: U64
+    word_rows: I32
 
     def gather(self, rows: IntArray) -> tuple[IntArray, IntArray]:
         """The positions of runs ``rows``, one run after the other, and where each run begins
@@ -223,8 +228,10 @@ def _over_arrays(
 ) -> CandidateSet:
     runs = shape_runs(index, shape, laid)
     max_bid_col, capped_col, id_col = index.entry_columns()
-    wanted = m.to_bytes((len(index.entries) + 7) // 8, "little")
-    rows, entries, max_bids, ids = select_runs(wanted, runs.entries, max_bid_col, id_col)
+    wanted = little_words(m.to_bytes(8 * len(runs.entry_words), "little"))
+    rows, entries, max_bids, ids = select_runs(
+        wanted, runs.entries, runs.entry_words, runs.word_rows, max_bid_col, id_col
+    )
     if not len(rows):
         return EMPTY
     eligible = runs.eligible
@@ -273,28 +280,69 @@ def shape_runs(index: TargetingIndex, shape: BigKey, laid: tuple[IntArray, IntAr
         starts[0], starts[-1] = 0, len(positions)
         starts[1:-1] = firsts
         eligible = index._eligible(shape)[1]
-        known = ShapeRuns(positions, starts, owners[starts[:-1]], eligible)
+        entries = owners[starts[:-1]]
+        words, rows = run_words(entries, len(index.entries))
+        known = ShapeRuns(positions, starts, entries, eligible, words, rows)
         remember(memo, shape, known, _RUNS_MEMO)
     return known
 
 
+def little_words(data: bytes) -> U64:
+    """Little-endian bytes (a multiple of 8) as 64-bit words in the host's order: bit i of
+    ``data`` is bit i & 63 of word i >> 6, as a campaign mask's bits are its entries."""
+    words: U64 = np.frombuffer(data, dtype="<u8").astype(np.uint64, copy=False)
+    return words
+
+
+def run_words(run_entries: IntArray, campaigns: int) -> tuple[U64, I32]:
+    """The first runs whose entries increase (each under ``campaigns``) as a bitmap of their
+    entries in words (``little_words``), and the number of those runs before each word (the
+    last: all of them): a selection of runs by entry then reads the words rather than each
+    run. After an incremental update (``bidder.index_update``) a changed campaign's run
+    comes last, after larger entries: the runs from the first that breaks the order are
+    left out, and ``select_runs`` reads them one by one."""
+    n = len(run_entries)
+    ordered = (run_entries >= 0) & (run_entries < campaigns)
+    ordered[1:] &= run_entries[1:] > run_entries[:-1]
+    head = n if ordered.all() else int(np.argmin(ordered))
+    covered = run_entries[:head]
+    count = (campaigns + 63) // 64
+    flags = np.zeros(count * 64, dtype=np.uint8)
+    flags[covered] = 1
+    words = little_words(np.packbits(flags, bitorder="little").tobytes())
+    bounds = np.arange(count + 1, dtype=np.intp) * 64
+    rows: I32 = np.searchsorted(covered, bounds).astype(np.int32)
+    return words, rows
+
+
 def python_select_runs(
-    wanted: bytes, run_entries: IntArray, max_bid_col: I64, id_col: I64
+    wanted: U64,
+    run_entries: IntArray,
+    entry_words: U64,
+    word_rows: I32,
+    max_bid_col: I64,
+    id_col: I64,
 ) -> tuple[IntArray, IntArray, I64, I64]:
     """The runs r (increasing) whose entry ``run_entries[r]`` has its bit set in ``wanted``
-    (little-endian), and the entry, maximum bid and campaign id of each (``max_bid_col`` and
-    ``id_col`` by entry): the reference of the compiled ``bidder._bounds.select_runs``."""
-    bits = np.unpackbits(np.frombuffer(wanted, dtype=np.uint8), bitorder="little")
+    (``little_words``), and the entry, maximum bid and campaign id of each (``max_bid_col``
+    and ``id_col`` by entry): the reference of the compiled ``bidder._bounds.select_runs``.
+    ``entry_words`` and ``word_rows`` (``run_words`` of the entries) only spare the compiled
+    loop the runs it does not select; here the entries are read."""
     if len(id_col) != len(max_bid_col):
         raise ValueError("the columns differ in length")
-    if len(run_entries) and int(run_entries.max()) >= min(len(bits), len(max_bid_col)):
+    if len(word_rows) != len(entry_words) + 1 or not 0 <= word_rows[-1] <= len(run_entries):
+        raise ValueError("the bitmap's rows do not fit the runs")
+    as_bytes = wanted.astype("<u8").view(np.uint8)
+    bits = np.unpackbits(as_bytes, bitorder="little")
+    limit = min(len(bits), len(max_bid_col))
+    if len(run_entries) and not (0 <= int(run_entries.min()) <= int(run_entries.max()) < limit):
         raise IndexError("an entry outside the mask or the columns")
     rows: IntArray = np.flatnonzero(bits[run_entries])
     entries = run_entries[rows]
     return rows, entries, max_bid_col[entries], id_col[entries]
 
 
-select_runs: Callable[[bytes, IntArray, I64, I64], tuple[IntArray, IntArray, I64, I64]]
+select_runs: Callable[[U64, IntArray, U64, I32, I64, I64], tuple[IntArray, IntArray, I64, I64]]
 try:
     from bidder._bounds import select_runs as _select_runs
 
@@ -318,7 +366,9 @@ __all__ = [
     "CandidateSet",
     "ShapeRuns",
     "candidate_set",
+    "little_words",
     "python_select_runs",
+    "run_words",
     "select_runs",
     "shape_runs",
 ]

@@ -16,7 +16,7 @@ from bidder.bounds import (
     entry_bounds,
     python_imp_bounds,
 )
-from bidder.candidates import ShapeRuns, python_select_runs
+from bidder.candidates import ShapeRuns, little_words, python_select_runs, run_words
 from bidder.memo import BigKey
 from bidder.race import _ascending
 
@@ -84,7 +84,9 @@ def test_bounds_by_the_runs_of_a_shape_equal_those_by_positions(logistic: bool) 
         owners = np.cumsum(rng.random(len(positions)) < 0.4).astype(np.intp)
         firsts = np.flatnonzero(owners[1:] != owners[:-1]) + 1
         starts = np.concatenate([[0], firsts, [len(positions)]]).astype(np.intp)
-        runs = ShapeRuns(positions.astype(np.intp), starts, owners[starts[:-1]], {})
+        entries = owners[starts[:-1]]
+        words = run_words(entries, int(entries[-1]) + 1)
+        runs = ShapeRuns(positions.astype(np.intp), starts, entries, {}, *words)
         rows = np.flatnonzero(rng.random(len(starts) - 1) < 0.6).astype(np.intp)
         max_bids = rng.integers(0, 3_000_000, len(rows)).astype(np.int64)
         floors = rng.integers(0, 2_000_000, len(rows)).astype(np.int64)
@@ -109,7 +111,9 @@ def test_bounds_by_the_runs_of_a_shape_equal_those_by_positions(logistic: bool) 
 
 
 def test_shape_tops_evict_the_least_recently_used() -> None:
-    runs = ShapeRuns(np.arange(3, dtype=np.intp), np.asarray([0, 3]), np.zeros(1, np.intp), {})
+    entries = np.zeros(1, np.intp)
+    words = run_words(entries, 1)
+    runs = ShapeRuns(np.arange(3, dtype=np.intp), np.asarray([0, 3]), entries, {}, *words)
     table = np.ones((3, 2))
     codes, prices = np.zeros(3, np.int8), np.ones(3, np.int64)
     shapes = ShapeTops()
@@ -156,33 +160,81 @@ def test_all_tied_keys_come_by_index() -> None:
     assert order.take(100) == (list(range(50)), [0.5] * 50)
 
 
-def test_compiled_run_selection_equals_the_reference() -> None:
-    rng = np.random.default_rng(3)
-    for n_entries in (1, 8, 9, 1000):
-        mask = int(rng.integers(0, 2**62)) if n_entries < 62 else 0
-        if n_entries >= 62:
-            for i in rng.choice(n_entries, n_entries // 3, replace=False):
-                mask |= 1 << int(i)
-        mask &= (1 << n_entries) - 1
-        wanted = mask.to_bytes((n_entries + 7) // 8, "little")
-        entries = np.sort(rng.integers(0, n_entries, 200)).astype(np.intp)
-        bids = rng.integers(0, 10**9, n_entries).astype(np.int64)
-        ids = rng.integers(0, 10**12, n_entries).astype(np.int64)
-        want = python_select_runs(wanted, entries, bids, ids)
-        got = _bounds.select_runs(wanted, entries, bids, ids)
-        assert [a.dtype for a in got] == [np.intp, np.intp, np.int64, np.int64]
-        assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
-        rows = got[0]
-        assert [bool(mask >> int(entries[r]) & 1) for r in rows] == [True] * len(rows)
-        assert np.array_equal(got[1], entries[rows]) and np.array_equal(got[3], ids[got[1]])
-    one = np.zeros(9, dtype=np.int64)
+def _runs(rng: np.random.Generator, n_entries: int, order: str) -> np.ndarray:
+    """Run entries as a shape has them: some entries without a run, the others increasing;
+    after an incremental update some of them moved to the end in any order ("tail"); or
+    none in order after the first run ("tail only")."""
+    entries = np.flatnonzero(rng.random(n_entries) < 0.5).astype(np.intp)
+    if order == "tail" and len(entries) > 1:
+        moved = rng.random(len(entries)) < 0.1
+        moved[0], moved[-1] = True, False  # the smallest after a larger one: out of order
+        entries = np.concatenate([entries[~moved], rng.permutation(entries[moved])])
+    elif order == "tail only":
+        entries = rng.permutation(np.arange(n_entries, dtype=np.intp))
+        entries[[0, int(np.argmax(entries))]] = entries[[int(np.argmax(entries)), 0]]
+    return entries
+
+
+@pytest.mark.parametrize("n_entries", [1, 63, 64, 65, 1000, 20_000])
+@pytest.mark.parametrize("order", ["increasing", "tail", "tail only"])
+def test_compiled_run_selection_equals_the_reference(n_entries: int, order: str) -> None:
+    """Both select the runs whose entry's bit is set, in row order, whatever the order of
+    the entries after the increasing first runs; the bitmap covers exactly those first
+    runs."""
+    rng = np.random.default_rng(n_entries)
+    count = (n_entries + 63) // 64
+    bids = rng.integers(0, 10**9, n_entries).astype(np.int64)
+    ids = rng.integers(0, 10**12, n_entries).astype(np.int64)
+    for _ in range(5):
+        entries = _runs(rng, n_entries, order)
+        words, rows_before = run_words(entries, n_entries)
+        head = int(rows_before[-1])
+        if order == "increasing" or len(entries) < 2:
+            assert head == len(entries)
+        else:
+            assert head == 1 if order == "tail only" else 0 < head < len(entries)
+        assert (np.diff(entries[:head]) > 0).all()
+        flags = np.packbits(rng.random(n_entries) < rng.random(), bitorder="little")
+        random = int.from_bytes(flags.tobytes(), "little")
+        for mask in (0, (1 << n_entries) - 1, random):
+            wanted = little_words(mask.to_bytes(8 * count, "little"))
+            want = python_select_runs(wanted, entries, words, rows_before, bids, ids)
+            got = _bounds.select_runs(wanted, entries, words, rows_before, bids, ids)
+            assert [a.dtype for a in got] == [np.intp, np.intp, np.int64, np.int64]
+            assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+            # the per-run meaning: each run whose entry's bit is set, in row order
+            rows = [r for r, e in enumerate(entries.tolist()) if mask >> e & 1]
+            assert got[0].tolist() == rows
+            assert np.array_equal(got[1], entries[rows]) and np.array_equal(got[3], ids[got[1]])
+            assert np.array_equal(got[2], bids[got[1]])
+
+
+def test_run_selection_refuses_what_today_it_refuses() -> None:
+    """An entry past the mask (64 bits a word) or the columns, in the bitmap or after it; a
+    negative one; columns or a bitmap that do not fit."""
+    one = np.zeros(70, dtype=np.int64)
+    word = little_words(bytes(8))
+    cases = [
+        (word, [64], 70, one),  # past the mask, in the bitmap
+        (word, [5, 3, 64], 70, one),  # past the mask, after it
+        (little_words(bytes(16)), [8], 9, one[:8]),  # past the columns, in the bitmap
+        (word, [3, 1, 8], 8, one[:8]),  # past the columns, after it
+        (word, [-1], 8, one[:8]),
+    ]
     for select in (_bounds.select_runs, python_select_runs):
-        with pytest.raises(IndexError):  # an entry past the mask
-            select(b"\x01", np.asarray([8], dtype=np.intp), one, one)
-        with pytest.raises(IndexError):  # an entry past the columns
-            select(b"\x01\x01", np.asarray([8], dtype=np.intp), one[:8], one[:8])
+        for wanted, entries, campaigns, col in cases:
+            runs = np.asarray(entries, dtype=np.intp)
+            words, rows = run_words(runs, campaigns)
+            with pytest.raises(IndexError):
+                select(wanted, runs, words, rows, col, col)
+        runs = np.asarray([0], dtype=np.intp)
+        words, rows = run_words(runs, 9)
         with pytest.raises(ValueError):
-            select(b"\x01", np.asarray([0], dtype=np.intp), one, one[:8])
+            select(word, runs, words, rows, one[:9], one[:8])
+        with pytest.raises(ValueError):  # more runs in the bitmap than there are
+            select(word, runs[:0], words, rows, one, one)
+        with pytest.raises(ValueError):
+            select(word, runs, words, rows[:1], one, one)
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -166,7 +166,7 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(
         pytest.skip("bidder._scorer is not built")
     from bidder import _scorer
     from bidder.bounds import RunValues, python_best_values
-    from bidder.candidates import ShapeRuns
+    from bidder.candidates import ShapeRuns, run_words
 
     statics, prefixes = _rows()
     scorer = PositionScorer(_model(4, scale), PositionTables(statics, prefixes, 0))
@@ -180,7 +180,8 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(
         order = rng.permutation(n).astype(np.intp)
     starts = np.concatenate([[0], cuts, [n]]).astype(np.intp)
     assert len(starts) > 2 and (not by_campaign or np.diff(starts).max() > 1)
-    runs = ShapeRuns(order, starts, np.arange(len(starts) - 1), {})
+    entries = np.arange(len(starts) - 1, dtype=np.intp)
+    runs = ShapeRuns(order, starts, entries, {}, *run_words(entries, len(entries)))
     codes = rng.integers(0, 3, n).astype(np.int8)
     prices = rng.integers(0, 10**9, n).astype(np.int64)
     for view in _views(30):
