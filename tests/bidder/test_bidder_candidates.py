@@ -1,6 +1,7 @@
 """An imp's candidate set over arrays (bidder.candidates) against the index's list of them, on
-the bench's request mix at two portfolio sizes, before and after an incremental update; and
-the keyed draws the lazy creative choice rests on."""
+the bench's request mix at two portfolio sizes, before and after an incremental update; the
+selection of a shape's runs on an updated index; and the keyed draws the lazy creative choice
+rests on."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ import pytest
 from msgspec.structs import replace
 from perf_pipeline import NOW, crowded_request, make_pipeline, typical_request
 
-from bidder.candidates import CandidateSet, candidate_set
+from bidder import _bounds
+from bidder.candidates import (
+    CandidateSet,
+    candidate_set,
+    little_words,
+    python_select_runs,
+    shape_runs,
+)
+from bidder.index_update import apply_changes
 from bidder.openrtb import BidRequest
 from bidder.race import draw_key, exponentials, unit
 from bidder.targeting import TargetingIndex, request_view
@@ -82,6 +91,55 @@ def test_the_array_set_is_the_index_list(campaigns: int) -> None:
     updated = pipeline.index
     assert updated is not None and updated is not index and updated.dead_creatives > 0
     assert _check(updated, requests) > 100
+
+
+def test_an_updated_index_selects_its_runs_in_row_order() -> None:
+    """After an incremental update the changed campaigns' runs come after those of larger
+    entries (their creatives at new positions, their entries kept): the compiled selection
+    still gives each run whose entry is in the mask, in row order, as reading every run
+    does, on the updated index's own shapes."""
+    pf = portfolio.validate(synthetic.generate(300, seed=4, creatives_per_campaign=5, now=NOW))
+    snapshot = ConfigSnapshot(
+        advertisers=pf.advertisers,
+        campaigns=pf.campaigns,
+        version=1,
+        fx_per_usd_micros=dict(vocab.FX_PER_USD_MICROS),
+    )
+    cs = list(snapshot.campaigns)
+    for i in (2, 150, 40):
+        cs[i] = replace(cs[i], max_bid_cpm_micros=cs[i].max_bid_cpm_micros + 1, version=9)
+    index = TargetingIndex(snapshot)
+    by_id = {c.id: c for c in snapshot.campaigns}
+    updated = apply_changes(index, by_id, replace(snapshot, campaigns=tuple(cs), version=2))
+    assert updated is not None
+    max_bid_col, _, id_col = updated.entry_columns()
+    rng = random.Random(7)
+    raw = [typical_request(rng, n, 1 + n % 2) for n in range(60)] + [crowded_request(2)]
+    wallclock = NOW.timestamp()
+    shapes = tails = 0
+    for req in (msgspec.convert(r, BidRequest) for r in raw):
+        view = request_view(req, personalize=True, wallclock=wallclock)
+        mask = updated.request_mask(view, wallclock)
+        creatives = updated.all_creatives & ~updated.blocked_creatives(req)
+        for imp in req.imp:
+            found = updated.imp_campaigns(imp, mask, creatives)
+            laid = None if found is None else updated.eligible_positions(found[1])
+            if found is None or laid is None:
+                continue
+            m, shape, _ = found
+            runs = shape_runs(updated, shape, laid)
+            entries = runs.entries
+            shapes += 1
+            tails += int(runs.word_rows[-1]) < len(entries)
+            rows = [r for r, e in enumerate(entries.tolist()) if m >> e & 1]
+            wanted = little_words(m.to_bytes(8 * len(runs.entry_words), "little"))
+            args = (wanted, entries, runs.entry_words, runs.word_rows, max_bid_col, id_col)
+            for got in (_bounds.select_runs(*args), python_select_runs(*args)):
+                assert got[0].tolist() == rows
+                assert got[1].tolist() == entries[rows].tolist()
+                assert got[2].tolist() == max_bid_col[entries[rows]].tolist()
+                assert got[3].tolist() == id_col[entries[rows]].tolist()
+    assert shapes > 20 and tails > 10  # the moved runs are read after the bitmap's
 
 
 def test_keyed_draws_are_their_own_stream() -> None:
