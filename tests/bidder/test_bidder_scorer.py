@@ -13,6 +13,7 @@ from bidder_world import NOON, load_snapshot, make_world
 from perf_pipeline import crowded_request
 
 from bidder import scorer as scorer_module
+from bidder.bounds import bound_terms, exp_factors, python_rate_bounds, python_request_factors
 from bidder.scorer import (
     PositionScorer,
     PositionTables,
@@ -229,6 +230,13 @@ def test_bounds_are_never_below_the_predictions(scale: float) -> None:
         exact = scorer.score(z0, positions, suffixes)
         assert (scorer.bound(z0, positions, len(suffixes)) >= exact).all()
         assert (scorer.bound(z0, positions) >= exact).all()  # the most crosses a request has
+        # the weight bounds' rates: from the static sums' factors and the request's
+        terms = bound_terms(scorer, z0, len(suffixes))
+        rows = exp_factors(np.ascontiguousarray(scorer.static))
+        request_click, request_both = python_request_factors(terms)
+        assert (python_rate_bounds(rows[:, 0], request_click) >= exact[:, 0]).all()
+        joint = python_rate_bounds(rows[:, 1], request_both)
+        assert (joint >= exact[:, 0] * exact[:, 1]).all()
 
 
 def test_the_campaign_is_crossed_with_each_usable_segment_only() -> None:
