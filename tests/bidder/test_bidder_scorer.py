@@ -184,13 +184,17 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(
     runs = ShapeRuns(order, starts, np.arange(len(starts) - 1), {})
     codes = rng.integers(0, 3, n).astype(np.int8)
     prices = rng.integers(0, 10**9, n).astype(np.int64)
+    past_the_stack = 0
     for view in _views(30):
         z0 = scorer.shared_sum([f"country={view.country}", f"os={view.os}"])
         suffixes = cross_suffixes(view, view.app_bundle)
         cand_runs = rng.integers(0, len(starts) - 1, 40).astype(np.intp)  # candidate -> run
         lows = rng.integers(1, 2_000_000, 40).astype(np.int64)
         js = rng.choice(40, int(rng.integers(1, 25)), replace=False).tolist()
+        if len(suffixes) > 12:  # every candidate, thrice: past the buckets' room on the stack
+            js = list(range(40)) * 3
         at = cand_runs[js]
+        past_the_stack += int(np.diff(starts)[at].sum()) * len(suffixes) > 2048
         flat, groups = runs.gather(at)
         scored = np.empty((len(flat), 2))
         python_score(
@@ -206,6 +210,7 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(
             StaticScorer(PriorModel(), rates), z0, suffixes, runs, cand_runs, lows, codes, prices
         )
         assert fallback(js) == want
+    assert past_the_stack > 0
     with pytest.raises(IndexError):
         _scorer.RunScorer(
             cand_runs, lows, starts, runs.positions, scorer.static, scorer.tables.states,
