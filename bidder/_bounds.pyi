@@ -13,6 +13,7 @@ def select_runs(
 ) -> tuple[
     npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.int64], npt.NDArray[np.int64]
 ]: ...
+def exp_factors(tops: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]: ...
 def imp_bounds(
     flat: npt.NDArray[np.intp],
     starts: npt.NDArray[np.intp],
@@ -20,10 +21,8 @@ def imp_bounds(
     floors: npt.NDArray[np.int64],
     table: npt.NDArray[np.float64],
     logistic: bool,
-    z0_click: float,
-    z0_install: float,
-    cross_click: float,
-    cross_install: float,
+    click: float,
+    install: float,
     goal_codes: npt.NDArray[np.int8],
     goal_prices: npt.NDArray[np.int64],
     low_min: int,
@@ -38,12 +37,10 @@ def entry_bounds(
     entries: npt.NDArray[np.intp],
     max_bids: npt.NDArray[np.int64],
     floors: npt.NDArray[np.int64],
-    tops: npt.NDArray[np.float64],
+    bound_rows: npt.NDArray[np.float64],
     logistic: bool,
-    z0_click: float,
-    z0_install: float,
-    cross_click: float,
-    cross_install: float,
+    click: float,
+    install: float,
     goal_codes: npt.NDArray[np.int8],
     goal_prices: npt.NDArray[np.int64],
     low_min: int,

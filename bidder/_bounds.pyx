@@ -16,8 +16,8 @@ from libc.stdint cimport int8_t, int32_t, int64_t, uint64_t
 
 import numpy as _np
 
-from bidder._values cimport exponential_floor, goal_value, race_exponential, race_uniform
-from bidder._values cimport logistic as _logistic
+from bidder._values cimport capped, capped_exp, exponential_floor, goal_value, race_exponential
+from bidder._values cimport race_uniform, rate_bound
 
 
 cdef inline int _bit_count(uint64_t x) noexcept nogil:
@@ -110,33 +110,35 @@ def select_runs(
     return rows_arr, entries_arr, bids_arr, ids_arr
 
 
-cdef inline int64_t _weight_bound(
-    double top_click, double top_install, bint logistic, double z0_click, double z0_install,
-    double cross_click, double cross_install, int8_t code, int64_t price, int64_t low,
+cdef inline int64_t _rates_value_bound(
+    double p_click, double p_install, int8_t code, int64_t price
 ) noexcept nogil:
-    """The weight bound of one candidate from its largest static sums (or predictions when
-    not ``logistic``), its goal and its lowest bid (``bidder.bounds.weight_bounds``)."""
+    """The value bound of a candidate whose largest predictions (a static model's) are
+    given: ``bidder.bounds.weight_bounds`` without ``logistic``, before the lowest bid."""
     cdef double rate
-    cdef int64_t value, b
     if code == 0:  # a CPM goal's value is its price: no rate needed
-        value = price
-    else:
-        # only the heads the goal reads (a CPC goal: the click's), the same numbers; an
-        # install goal's rate p_click x p_install by one sigmoid of the two sums,
-        # s(a) s(b) <= s(a + b) (``bidder.bounds``), when they are sums
-        if code == 1:
-            rate = _logistic(top_click + z0_click + cross_click) if logistic else top_click
-        elif logistic:
-            rate = _logistic(
-                (top_click + z0_click + cross_click) + (top_install + z0_install + cross_install)
-            )
-        else:
-            rate = top_click * top_install
-        if rate > 1.0:
-            rate = 1.0
-        value = <int64_t>((<double>price) * rate * 1000.0) + 1
-    b = value - low
-    return b if b > 0 else 0
+        return price
+    rate = p_click if code == 1 else p_click * p_install
+    if rate > 1.0:
+        rate = 1.0
+    return <int64_t>((<double>price) * rate * 1000.0) + 1
+
+
+def exp_factors(const double[:, ::1] tops):
+    """Per row of largest static sums (t_click, t_install): ``capped_exp(-t_click)`` and that
+    times ``capped_exp(-t_install)``, capped (``bidder.bounds.python_exp_factors``): what a
+    candidate's rate bounds need of its sums, computed once per imp shape."""
+    cdef Py_ssize_t n = tops.shape[0], r
+    if tops.shape[1] != 2:
+        raise ValueError("the tops need two columns")
+    out_arr = _np.empty((n, 2), dtype=_np.float64)
+    cdef double[:, ::1] out = out_arr
+    cdef double click
+    for r in range(n):
+        click = capped_exp(-tops[r, 0])
+        out[r, 0] = click
+        out[r, 1] = capped(click * capped_exp(-tops[r, 1]))
+    return out_arr
 
 
 def imp_bounds(
@@ -146,10 +148,8 @@ def imp_bounds(
     const int64_t[::1] floors,
     const double[:, ::1] table,
     bint logistic,
-    double z0_click,
-    double z0_install,
-    double cross_click,
-    double cross_install,
+    double click,
+    double install,
     const int8_t[::1] goal_codes,
     const int64_t[::1] goal_prices,
     int64_t low_min,
@@ -157,7 +157,8 @@ def imp_bounds(
     """``bidder.bounds.python_imp_bounds`` compiled: which candidates survive their floor, the
     lowest bid of each, and an upper bound of its auction weight over all its creatives
     (``flat[starts[g]:starts[g + 1]]``, rows of ``table`` and of the goal arrays): each
-    candidate's largest row in one pass, then ``entry_bounds`` over those.
+    candidate's largest row in one pass, then ``entry_bounds`` over those (their
+    ``exp_factors`` when ``logistic``).
     Returns (kept, lows, bounds, below): ``below`` counts the candidates whose maximum bid is
     under a known floor (a floor < 0, a deal's in an unknown currency, is left out of both)."""
     cdef Py_ssize_t m = max_bids.shape[0], rows = table.shape[0], g, p, pos, head
@@ -193,8 +194,9 @@ def imp_bounds(
         codes[g] = goal_codes[head]
         prices[g] = goal_prices[head]
     return entry_bounds(
-        _np.arange(m, dtype=_np.intp), max_bids, floors, tops_arr, logistic, z0_click,
-        z0_install, cross_click, cross_install, codes_arr, prices_arr, low_min,
+        _np.arange(m, dtype=_np.intp), max_bids, floors,
+        exp_factors(tops_arr) if logistic else tops_arr, logistic, click, install, codes_arr,
+        prices_arr, low_min,
     )
 
 
@@ -202,41 +204,49 @@ def entry_bounds(
     const Py_ssize_t[::1] entries,
     const int64_t[::1] max_bids,
     const int64_t[::1] floors,
-    const double[:, ::1] tops,
+    const double[:, ::1] bound_rows,
     bint logistic,
-    double z0_click,
-    double z0_install,
-    double cross_click,
-    double cross_install,
+    double click,
+    double install,
     const int8_t[::1] goal_codes,
     const int64_t[::1] goal_prices,
     int64_t low_min,
 ):
     """``imp_bounds`` for candidates given by entry (campaign) rather than by positions: row
-    ``entries[g]`` of ``tops`` holds the largest static sums (or predictions) of the entry's
-    creatives eligible for the imp, and of the goal arrays its goal. Every array read is
+    ``entries[g]`` of ``bound_rows`` holds what bounds the rates of the entry's creatives
+    eligible for the imp (``exp_factors`` of their largest static sums when ``logistic``,
+    else their largest predictions), and of the goal arrays its goal; ``click`` and
+    ``install`` are the request's bounding sums of the two heads (shared sum, crosses' bound
+    and slack; their factors as ``bidder.bounds.python_request_factors``). Every array read is
     indexed by entry, so a request reads a few hundred KiB in increasing order at 20,000
     campaigns instead of gathering rows of every position's table. One floor (``floors`` of
     length 1) is every candidate's: an imp without deals."""
-    cdef Py_ssize_t m = max_bids.shape[0], rows = tops.shape[0], g, entry
+    cdef Py_ssize_t m = max_bids.shape[0], rows = bound_rows.shape[0], g, entry
     cdef Py_ssize_t n = 0, below = 0, step = 1
     if floors.shape[0] == 1:
         step = 0
     if entries.shape[0] != m or (step and floors.shape[0] != m):
         raise ValueError("entries, maximum bids and floors differ in length")
-    if tops.shape[1] != 2 or goal_codes.shape[0] < rows or goal_prices.shape[0] < rows:
-        raise ValueError("the tops and the goal arrays do not fit")
-    for g in range(m):
-        if not 0 <= entries[g] < rows:
-            raise IndexError("entry out of range")
+    if bound_rows.shape[1] != 2 or goal_codes.shape[0] < rows or goal_prices.shape[0] < rows:
+        raise ValueError("the bound rows and the goal arrays do not fit")
+    # the request's factor by goal code (a CPM goal reads none), shrunk here once: the
+    # same product as ``rate_bound``'s (IEEE products commute)
+    cdef double factors[3]
+    factors[1] = capped_exp(-click)
+    factors[0], factors[2] = factors[1], capped_exp(-(click + install))
     kept_arr = _np.empty(m, dtype=_np.intp)
     lows_arr = _np.empty(m, dtype=_np.int64)
     bounds_arr = _np.empty(m, dtype=_np.float64)
     cdef Py_ssize_t[::1] kept = kept_arr
     cdef int64_t[::1] lows = lows_arr
     cdef double[::1] bounds = bounds_arr
-    cdef int64_t floor, low
+    cdef int64_t floor, low, price, value, b
+    cdef int8_t code
+    cdef double rate
     for g in range(m):
+        entry = entries[g]
+        if not 0 <= entry < rows:
+            raise IndexError("entry out of range")
         floor = floors[g * step]
         if floor < 0:
             continue
@@ -244,13 +254,20 @@ def entry_bounds(
             below += 1
             continue
         low = floor if floor > low_min else low_min
-        entry = entries[g]
+        code = goal_codes[entry]
+        if not 0 <= code <= 2:  # read by code below
+            raise ValueError("a goal code past 2")
+        price = goal_prices[entry]
+        if logistic:  # without a branch on the goal: its row and factor by code
+            rate = rate_bound(bound_rows[entry, code >> 1], factors[code])
+            value = <int64_t>((<double>price) * rate * 1000.0) + 1
+            value = price if code == 0 else value
+        else:
+            value = _rates_value_bound(bound_rows[entry, 0], bound_rows[entry, 1], code, price)
+        b = value - low
         kept[n] = g
         lows[n] = low
-        bounds[n] = <double>_weight_bound(
-            tops[entry, 0], tops[entry, 1], logistic, z0_click, z0_install, cross_click,
-            cross_install, goal_codes[entry], goal_prices[entry], low,
-        )
+        bounds[n] = <double>(b if b > 0 else 0)
         n += 1
     return kept_arr[:n], lows_arr[:n], bounds_arr[:n], below
 
@@ -276,13 +293,15 @@ cdef struct _Order:
 cdef int _order_alloc(_Order* o, Py_ssize_t n) except -1:
     o.keys, o.idx, o.bkeys, o.bidx = NULL, NULL, NULL, NULL
     o.finite, o.left, o.below, o.started, o.bsize, o.bpos = 0, 0, 0.0, False, 0, 0
-    o.keys = <double*>PyMem_Malloc((n + 1) * sizeof(double))
-    o.idx = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
-    o.bkeys = <double*>PyMem_Malloc((n + 1) * sizeof(double))
-    o.bidx = <Py_ssize_t*>PyMem_Malloc((n + 1) * sizeof(Py_ssize_t))
-    if o.keys == NULL or o.idx == NULL or o.bkeys == NULL or o.bidx == NULL:
-        _order_free(o)
+    # one block for the four arrays (each of n + 1 eight-byte items): one allocation an imp
+    # rather than four of tens of KiB at 20,000 campaigns, each a walk of the allocator's bins
+    cdef char* block = <char*>PyMem_Malloc(4 * (n + 1) * sizeof(double))
+    if block == NULL:
         raise MemoryError()
+    o.keys = <double*>block
+    o.idx = <Py_ssize_t*>(block + (n + 1) * sizeof(double))
+    o.bkeys = <double*>(block + 2 * (n + 1) * sizeof(double))
+    o.bidx = <Py_ssize_t*>(block + 3 * (n + 1) * sizeof(double))
     return 0
 
 
@@ -437,10 +456,7 @@ cdef inline bint _order_pop(_Order* o, double* key, Py_ssize_t* j) noexcept:
 
 
 cdef void _order_free(_Order* o) noexcept:
-    PyMem_Free(o.keys)
-    PyMem_Free(o.idx)
-    PyMem_Free(o.bkeys)
-    PyMem_Free(o.bidx)
+    PyMem_Free(o.keys)  # the block of all four (``_order_alloc``)
     o.keys, o.idx, o.bkeys, o.bidx, o.left, o.bsize = NULL, NULL, NULL, NULL, 0, 0
 
 
@@ -616,14 +632,14 @@ def race_loop(
     cdef bint have_next = _order_pop(&keys, &next_key, &next_j)
     cdef bint refining = refine is not None
     cdef _Entry head, nxt
-    cdef _Entry* heap = <_Entry*>PyMem_Malloc((n + 1) * sizeof(_Entry))
-    cdef double* refined = <double*>PyMem_Malloc((n + 1) * sizeof(double))
+    # the queue and the refined bounds in one block (as ``_order_alloc``'s)
+    cdef _Entry* heap = <_Entry*>PyMem_Malloc((n + 1) * (sizeof(_Entry) + sizeof(double)))
+    cdef double* refined
     cdef list js
-    if heap == NULL or refined == NULL:
-        PyMem_Free(heap)
-        PyMem_Free(refined)
+    if heap == NULL:
         _order_free(&keys)
         raise MemoryError()
+    refined = <double*>(heap + (n + 1))
     try:
         while True:
             if have_next:
@@ -675,6 +691,5 @@ def race_loop(
                 return RACE_EVERYTHING, -1  # a bound did not hold: the reference
             _push(heap, &size, race_exponential(s, j) / w, j, 2)
     finally:
-        PyMem_Free(heap)
-        PyMem_Free(refined)
+        PyMem_Free(heap)  # and ``refined`` with it
         _order_free(&keys)

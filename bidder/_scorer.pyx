@@ -12,6 +12,7 @@ in 4-byte blocks, so each prefix is hashed once, up to its last whole block, int
 (h1 after those blocks, the 0-3 bytes left over, the prefix's length). At request time a cross
 costs the few blocks of its suffix and the finalisation, in C, without the GIL.
 """
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int8_t, int64_t, uint8_t, uint32_t, uint64_t
 import numpy as np
 cimport numpy as cnp
@@ -327,8 +328,8 @@ cdef class RunScorer:
     def __call__(self, list js):
         cdef Py_ssize_t m = len(js), n_cands = self.cand_runs.shape[0], c = self.c
         cdef Py_ssize_t n_runs = self.run_starts.shape[0] - 1, n_total = self.run_positions.shape[0]
-        cdef Py_ssize_t n_pos = self.static.shape[0]
-        cdef Py_ssize_t g, i, j, r, pos, slot, q
+        cdef Py_ssize_t n_pos = self.static.shape[0], ns = self.n_suffixes
+        cdef Py_ssize_t g, i, j, r, pos, slot, q, t, total = 0
         cdef double zr, zi
         cdef uint32_t k, h1, tail, plen
         cdef int64_t best, value, d
@@ -339,6 +340,9 @@ cdef class RunScorer:
         cdef uint32_t seen_tail[32]
         cdef uint32_t seen_len[32]
         cdef uint32_t seen_k[32]
+        # every position's buckets of the call, found before any weight is summed
+        cdef uint32_t on_stack[2048]
+        cdef uint32_t* buckets = on_stack
         out = [0.0] * m
         # checked as used: a portfolio's shape has up to 100,000 positions, an imp reads few;
         # and each position's rows asked of memory before any is read, so that the misses of
@@ -353,6 +357,7 @@ cdef class RunScorer:
                 or not 0 <= self.run_starts[r] < self.run_starts[r + 1] <= n_total
             ):
                 raise IndexError("a run out of range or empty")
+            total += self.run_starts[r + 1] - self.run_starts[r]
             for i in range(self.run_starts[r], self.run_starts[r + 1]):
                 pos = self.run_positions[i]
                 if not 0 <= pos < n_pos:
@@ -362,37 +367,55 @@ cdef class RunScorer:
                 _prefetch(&self.static[pos, 0])
                 _prefetch(&self.goal_codes[pos])
                 _prefetch(&self.goal_prices[pos])
-        for g in range(m):
-            q = js[g]
-            r = self.cand_runs[q]
-            best = 0
-            for i in range(self.run_starts[r], self.run_starts[r + 1]):
-                pos = self.run_positions[i]
-                # every cross's bucket first (its weights asked of memory as found), then the
-                # sums in the same order as ``score``
-                for j in range(self.n_suffixes):
-                    slot = j if j < c - 1 else c - 1
-                    h1 = self.states[pos, slot, 0]
-                    tail = self.states[pos, slot, 1]
-                    plen = self.states[pos, slot, 2]
-                    if (
-                        i == self.run_starts[r] or h1 != seen_h1[j] or tail != seen_tail[j]
-                        or plen != seen_len[j]
-                    ):
-                        seen_h1[j], seen_tail[j], seen_len[j] = h1, tail, plen
-                        seen_k[j] = _resume(h1, tail, plen, self.sx[j], self.sn[j]) & self.mask
-                        _prefetch(&self.pairs[seen_k[j], 0])
-                zr = self.static[pos, 0] + self.z0_click
-                zi = self.static[pos, 1] + self.z0_install
-                for j in range(self.n_suffixes):
-                    k = seen_k[j]  # this position's buckets, found above
-                    zr = zr + <double>self.pairs[k, 0]
-                    zi = zi + <double>self.pairs[k, 1]
-                value = goal_value(
-                    self.goal_codes[pos], self.goal_prices[pos], _sigmoid(zr), _sigmoid(zi)
-                )
-                if i == self.run_starts[r] or value > best:
-                    best = value
-            d = best - self.lows[q]
-            out[g] = <double>(d if d > 0 else 0)
+        if total * ns > 2048:
+            buckets = <uint32_t*>PyMem_Malloc(total * ns * sizeof(uint32_t))
+            if buckets == NULL:
+                raise MemoryError()
+        try:
+            # every cross's bucket of every position (each weight asked of memory as its
+            # bucket is found), then the sums: the misses of the whole call overlap, not only
+            # those of one position, and the sums come in the same order as ``score``'s
+            t = 0
+            for g in range(m):
+                r = self.cand_runs[<Py_ssize_t>js[g]]
+                for i in range(self.run_starts[r], self.run_starts[r + 1]):
+                    pos = self.run_positions[i]
+                    for j in range(ns):
+                        slot = j if j < c - 1 else c - 1
+                        h1 = self.states[pos, slot, 0]
+                        tail = self.states[pos, slot, 1]
+                        plen = self.states[pos, slot, 2]
+                        if (
+                            i == self.run_starts[r] or h1 != seen_h1[j] or tail != seen_tail[j]
+                            or plen != seen_len[j]
+                        ):
+                            seen_h1[j], seen_tail[j], seen_len[j] = h1, tail, plen
+                            seen_k[j] = _resume(h1, tail, plen, self.sx[j], self.sn[j]) & self.mask
+                            _prefetch(&self.pairs[seen_k[j], 0])
+                        buckets[t + j] = seen_k[j]
+                    t += ns
+            t = 0
+            for g in range(m):
+                q = js[g]
+                r = self.cand_runs[q]
+                best = 0
+                for i in range(self.run_starts[r], self.run_starts[r + 1]):
+                    pos = self.run_positions[i]
+                    zr = self.static[pos, 0] + self.z0_click
+                    zi = self.static[pos, 1] + self.z0_install
+                    for j in range(ns):
+                        k = buckets[t + j]
+                        zr = zr + <double>self.pairs[k, 0]
+                        zi = zi + <double>self.pairs[k, 1]
+                    t += ns
+                    value = goal_value(
+                        self.goal_codes[pos], self.goal_prices[pos], _sigmoid(zr), _sigmoid(zi)
+                    )
+                    if i == self.run_starts[r] or value > best:
+                        best = value
+                d = best - self.lows[q]
+                out[g] = <double>(d if d > 0 else 0)
+        finally:
+            if buckets != on_stack:
+                PyMem_Free(buckets)
         return out

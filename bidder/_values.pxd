@@ -3,7 +3,9 @@
 ``bidder._scorer``, ``bidder._offers``), one definition inlined into each: the model's
 sigmoid, the value of one creative position in CPM micros from its goal and predictions
 (``bidder.scoring.value_cpm_micros``), and the race's draws (``bidder.race``: the uniform of
-candidate j and a lower bound of its exponential without a logarithm)."""
+candidate j and a lower bound of its exponential without a logarithm), and the rate bound the
+race's first weight bounds take without an exponential per candidate (``bidder.bounds``)."""
+cimport cython
 from libc.math cimport exp, isfinite, log
 from libc.string cimport memcpy
 from libc.stdint cimport int8_t, int64_t, uint64_t
@@ -17,6 +19,29 @@ cdef inline double logistic(double z) noexcept nogil:
     elif z > 60.0:
         z = 60.0
     return 1.0 / (1.0 + exp(-z))
+
+
+cdef inline double capped(double x) noexcept nogil:
+    """x, at most 1e300 (finite, so that a product with 0 is 0; a NaN gives 1e300)."""
+    return x if x < 1e300 else 1e300
+
+
+cdef inline double capped_exp(double x) noexcept nogil:
+    """``capped(exp(x))``: ``bidder.bounds.python_capped_exp``."""
+    return capped(exp(x))
+
+
+@cython.cdivision(True)  # 1 + L >= 1: never a division by zero to check
+cdef inline double rate_bound(double run_factor, double request_factor) noexcept nogil:
+    """An upper bound of the sigmoid of a sum t + c (the scorer's, clamped at +-60) from
+    ``capped_exp(-t)`` and ``capped_exp(-c)``: 1 / (1 + L), L = their product shrunk by
+    2**-40 (below exp(-(t + c)) whatever the rounding of the exponentials and the product),
+    at most exp(60) shrunk (the clamp; a NaN gives that too): ``bidder.bounds.EXP_SHRINK``,
+    ``EXP60_LOW`` and ``python_rate_bounds``, which prove it."""
+    cdef double low = (run_factor * request_factor) * 0.9999999999990905
+    if not low < 1.1420073898146455e26:
+        low = 1.1420073898146455e26
+    return 1.0 / (1.0 + low)
 
 
 cdef inline int64_t goal_value(

@@ -160,7 +160,7 @@ def imp_offers(
         terms = bound_terms(scorer, z0, len(suffixes))
         assert cands.shape is not None
         tops = compiled.shapes.get(
-            cands.shape, cands.runs, terms.table, compiled.goal_codes, compiled.goal_prices
+            cands.shape, cands.runs, terms, compiled.goal_codes, compiled.goal_prices
         )
         kept, lows, bounds, below = entry_bounds(
             cands.rows, cands.max_bids, floors, terms, tops, low_min

@@ -5,16 +5,23 @@ shape, the race's order of the keys (``bidder.race``) and the selection of a sha
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
 from bidder import _bounds
 from bidder.bounds import (
+    EXP60_LOW,
+    EXP_SHRINK,
     BoundTerms,
     ShapeTops,
     Survivors,
     entry_bounds,
+    python_exp_factors,
     python_imp_bounds,
+    python_rate_bounds,
+    python_request_factors,
 )
 from bidder.candidates import ShapeRuns, little_words, python_select_runs, run_words
 from bidder.memo import BigKey
@@ -39,7 +46,7 @@ def _case(
     if logistic:
         table = rng.normal(-1.0, 2.0, (POSITIONS, 2))
         table[rng.random(POSITIONS) < 0.05] = 80.0  # past the sigmoid's clamp
-        terms = BoundTerms(table, True, -4.2, -3.1, 1.5, 1.4)
+        terms = BoundTerms(table, True, -4.2 + 1.5, -3.1 + 1.4)
     else:
         table = rng.uniform(0.0, 0.2, (POSITIONS, 2))
         table[rng.random(POSITIONS) < 0.05] = 1.0  # a rate of 1: the value's cap
@@ -91,8 +98,8 @@ def test_bounds_by_the_runs_of_a_shape_equal_those_by_positions(logistic: bool) 
         max_bids = rng.integers(0, 3_000_000, len(rows)).astype(np.int64)
         floors = rng.integers(0, 2_000_000, len(rows)).astype(np.int64)
         shapes = ShapeTops()
-        tops = shapes.get(BigKey(7), runs, terms.table, codes, prices)
-        assert shapes.get(BigKey(7), runs, terms.table, codes, prices) is tops  # remembered
+        tops = shapes.get(BigKey(7), runs, terms, codes, prices)
+        assert shapes.get(BigKey(7), runs, terms, codes, prices) is tops  # remembered
         flat = np.concatenate(
             [runs.positions[starts[r] : starts[r + 1]] for r in rows] or [np.zeros(0, np.intp)]
         ).astype(np.intp)
@@ -108,20 +115,70 @@ def test_bounds_by_the_runs_of_a_shape_equal_those_by_positions(logistic: bool) 
         _same(entry_bounds(rows, max_bids, one, terms, tops, 1), want)
         with pytest.raises(ValueError):
             entry_bounds(rows, max_bids, np.zeros(len(rows) + 2, np.int64), terms, tops, 1)
+        if len(rows):  # the loop reads the request's factor by goal code: 0 to 2 only
+            bad = tops._replace(goal_codes=np.full_like(tops.goal_codes, 3))
+            with pytest.raises(ValueError, match="goal code"):
+                entry_bounds(rows, max_bids, np.zeros(1, np.int64), terms, bad, 1)
 
 
 def test_shape_tops_evict_the_least_recently_used() -> None:
     entries = np.zeros(1, np.intp)
     words = run_words(entries, 1)
     runs = ShapeRuns(np.arange(3, dtype=np.intp), np.asarray([0, 3]), entries, {}, *words)
-    table = np.ones((3, 2))
+    terms = BoundTerms(np.ones((3, 2)), False)
     codes, prices = np.zeros(3, np.int8), np.ones(3, np.int64)
     shapes = ShapeTops()
-    first = shapes.get(BigKey(0), runs, table, codes, prices)
+    first = shapes.get(BigKey(0), runs, terms, codes, prices)
     for shape in range(1, 40):
-        shapes.get(BigKey(1 << (shape * 1000)), runs, table, codes, prices)
-        assert shapes.get(BigKey(0), runs, table, codes, prices) is first  # in use: kept
+        shapes.get(BigKey(1 << (shape * 1000)), runs, terms, codes, prices)
+        assert shapes.get(BigKey(0), runs, terms, codes, prices) is first  # in use: kept
     assert len(shapes._memo) == 16
+
+
+def _sums(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Sums of every size the bounds may meet: typical ones, some near the sigmoid's clamp at
+    +-60, some past the exponential's range, and zeros."""
+    sums = rng.normal(-2.0, 3.0, n)
+    picks = rng.random(n)
+    near = picks < 0.1
+    sums[near] = rng.uniform(55.0, 65.0, int(near.sum())) * rng.choice([-1.0, 1.0], int(near.sum()))
+    far = (picks >= 0.1) & (picks < 0.15)
+    sums[far] = rng.uniform(-800.0, 800.0, int(far.sum()))
+    sums[(picks >= 0.15) & (picks < 0.18)] = 0.0
+    return sums
+
+
+def test_compiled_exp_factors_equal_the_reference() -> None:
+    rng = np.random.default_rng(11)
+    tops = np.ascontiguousarray(np.stack([_sums(rng, 2000), _sums(rng, 2000)], axis=1))
+    assert np.array_equal(_bounds.exp_factors(tops), python_exp_factors(tops))
+    with pytest.raises(ValueError):
+        _bounds.exp_factors(np.zeros((3, 3)))
+
+
+def test_the_rate_bounds_are_at_least_the_sigmoid_of_the_sums() -> None:
+    """The bounds from a product of exponentials against the sigmoid of the float sums, as the
+    scorer computes it (clamped): never below, and within a part in 10**11 of it where the
+    sigmoid is not clamped and neither exponential leaves the floats (past a sum of 700 the
+    bound holds but is loose)."""
+    from bidder.scorer import _sigmoid
+
+    rng = np.random.default_rng(12)
+    for _ in range(20):
+        tops = np.stack([_sums(rng, 500), _sums(rng, 500)], axis=1)
+        click, install = (float(x) for x in _sums(rng, 2))
+        terms = BoundTerms(tops, True, click, install)
+        rows = python_exp_factors(tops)
+        request_click, request_both = python_request_factors(terms)
+        by_click = python_rate_bounds(rows[:, 0], request_click)
+        joint = python_rate_bounds(rows[:, 1], request_both)
+        for r, (tc, ti) in enumerate(tops.tolist()):
+            want_click = _sigmoid(tc + click)
+            want_joint = _sigmoid((tc + click) + (ti + install))
+            assert by_click[r] >= want_click and joint[r] >= want_joint
+            if abs(tc + click) < 59.0 and max(abs(tc), abs(click)) < 700.0:
+                assert by_click[r] <= want_click * (1 + 1e-11)
+    assert math.exp(60.0) > EXP60_LOW and EXP_SHRINK < 1.0
 
 
 @pytest.mark.parametrize("n", [0, 1, 10, 300, 3000])

@@ -13,6 +13,7 @@ from bidder_world import NOON, load_snapshot, make_world
 from perf_pipeline import crowded_request
 
 from bidder import scorer as scorer_module
+from bidder.bounds import bound_terms, exp_factors, python_rate_bounds, python_request_factors
 from bidder.scorer import (
     PositionScorer,
     PositionTables,
@@ -184,13 +185,17 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(
     runs = ShapeRuns(order, starts, entries, {}, *run_words(entries, len(entries)))
     codes = rng.integers(0, 3, n).astype(np.int8)
     prices = rng.integers(0, 10**9, n).astype(np.int64)
+    past_the_stack = 0
     for view in _views(30):
         z0 = scorer.shared_sum([f"country={view.country}", f"os={view.os}"])
         suffixes = cross_suffixes(view, view.app_bundle)
         cand_runs = rng.integers(0, len(starts) - 1, 40).astype(np.intp)  # candidate -> run
         lows = rng.integers(1, 2_000_000, 40).astype(np.int64)
         js = rng.choice(40, int(rng.integers(1, 25)), replace=False).tolist()
+        if len(suffixes) > 12:  # every candidate, thrice: past the buckets' room on the stack
+            js = list(range(40)) * 3
         at = cand_runs[js]
+        past_the_stack += int(np.diff(starts)[at].sum()) * len(suffixes) > 2048
         flat, groups = runs.gather(at)
         scored = np.empty((len(flat), 2))
         python_score(
@@ -206,6 +211,7 @@ def test_run_values_equal_scoring_the_gathered_runs_then_best_values(
             StaticScorer(PriorModel(), rates), z0, suffixes, runs, cand_runs, lows, codes, prices
         )
         assert fallback(js) == want
+    assert past_the_stack > 0
     with pytest.raises(IndexError):
         _scorer.RunScorer(
             cand_runs, lows, starts, runs.positions, scorer.static, scorer.tables.states,
@@ -230,6 +236,13 @@ def test_bounds_are_never_below_the_predictions(scale: float) -> None:
         exact = scorer.score(z0, positions, suffixes)
         assert (scorer.bound(z0, positions, len(suffixes)) >= exact).all()
         assert (scorer.bound(z0, positions) >= exact).all()  # the most crosses a request has
+        # the weight bounds' rates: from the static sums' factors and the request's
+        terms = bound_terms(scorer, z0, len(suffixes))
+        rows = exp_factors(np.ascontiguousarray(scorer.static))
+        request_click, request_both = python_request_factors(terms)
+        assert (python_rate_bounds(rows[:, 0], request_click) >= exact[:, 0]).all()
+        joint = python_rate_bounds(rows[:, 1], request_both)
+        assert (joint >= exact[:, 0] * exact[:, 1]).all()
 
 
 def test_the_campaign_is_crossed_with_each_usable_segment_only() -> None:
