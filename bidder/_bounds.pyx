@@ -278,7 +278,11 @@ cdef enum:
 
 
 cdef struct _Order:
-    double* keys  # the finite keys, by candidate index (increasing ``idx``)
+    # the candidates with a finite key, by candidate index (increasing ``idx``): each key is
+    # nums / dens, divided only when a batch may hold it (a division is the pass's slowest
+    # step, and a race takes a few dozen of thousands)
+    double* nums
+    double* dens
     Py_ssize_t* idx
     Py_ssize_t finite
     Py_ssize_t left  # keys not handed out yet: those above ``below``
@@ -291,17 +295,18 @@ cdef struct _Order:
 
 
 cdef int _order_alloc(_Order* o, Py_ssize_t n) except -1:
-    o.keys, o.idx, o.bkeys, o.bidx = NULL, NULL, NULL, NULL
+    o.nums, o.dens, o.idx, o.bkeys, o.bidx = NULL, NULL, NULL, NULL, NULL
     o.finite, o.left, o.below, o.started, o.bsize, o.bpos = 0, 0, 0.0, False, 0, 0
-    # one block for the four arrays (each of n + 1 eight-byte items): one allocation an imp
-    # rather than four of tens of KiB at 20,000 campaigns, each a walk of the allocator's bins
-    cdef char* block = <char*>PyMem_Malloc(4 * (n + 1) * sizeof(double))
+    # one block for the five arrays (each of n + 1 eight-byte items): one allocation an imp
+    # rather than five of tens of KiB at 20,000 campaigns, each a walk of the allocator's bins
+    cdef char* block = <char*>PyMem_Malloc(5 * (n + 1) * sizeof(double))
     if block == NULL:
         raise MemoryError()
-    o.keys = <double*>block
-    o.idx = <Py_ssize_t*>(block + (n + 1) * sizeof(double))
-    o.bkeys = <double*>(block + 2 * (n + 1) * sizeof(double))
-    o.bidx = <Py_ssize_t*>(block + 3 * (n + 1) * sizeof(double))
+    o.nums = <double*>block
+    o.dens = <double*>(block + (n + 1) * sizeof(double))
+    o.idx = <Py_ssize_t*>(block + 2 * (n + 1) * sizeof(double))
+    o.bkeys = <double*>(block + 3 * (n + 1) * sizeof(double))
+    o.bidx = <Py_ssize_t*>(block + 4 * (n + 1) * sizeof(double))
     return 0
 
 
@@ -309,17 +314,15 @@ cdef int _order_init(_Order* o, const double[::1] exps, const double[::1] bounds
     """The order of (E_j / b_j, j) over the candidates with b_j > 0 and a finite key (the
     arrays freed by ``_order_free``)."""
     cdef Py_ssize_t n = exps.shape[0], j, m = 0
-    cdef double key
     if bounds.shape[0] != n:
         raise ValueError("exponentials and bounds differ in length")
     _order_alloc(o, n)
     for j in range(n):
-        if bounds[j] > 0.0:
-            key = exps[j] / bounds[j]
-            if isfinite(key):
-                o.keys[m] = key
-                o.idx[m] = j
-                m += 1
+        if bounds[j] > 0.0 and isfinite(exps[j] / bounds[j]):
+            o.nums[m] = exps[j]
+            o.dens[m] = bounds[j]
+            o.idx[m] = j
+            m += 1
     o.finite = o.left = m
     return 0
 
@@ -336,16 +339,22 @@ cdef inline double _first_key(uint64_t seed, Py_ssize_t j, double bound) noexcep
 
 cdef int _order_init_first(_Order* o, uint64_t seed, const double[::1] bounds) except -1:
     """The order of the race's first keys (``first_keys``) over the candidates with a finite
-    one."""
+    one. The floor of E_j is at most 37 (u_j >= 2**-53), so its key is finite wherever the
+    bound is at least 1e-290: only a smaller bound is divided here."""
     cdef Py_ssize_t n = bounds.shape[0], j, m = 0
-    cdef double key
+    cdef double floor, bound
     _order_alloc(o, n)
     for j in range(n):
-        key = _first_key(seed, j, bounds[j])
-        if key != INFINITY:
-            o.keys[m] = key
-            o.idx[m] = j
-            m += 1
+        bound = bounds[j]
+        if not bound > 0.0:
+            continue
+        floor = exponential_floor(race_uniform(seed, j))
+        if bound < 1e-290 and not isfinite(floor / bound):
+            continue
+        o.nums[m] = floor
+        o.dens[m] = bound
+        o.idx[m] = j
+        m += 1
     o.finite = o.left = m
     return 0
 
@@ -353,12 +362,14 @@ cdef int _order_init_first(_Order* o, uint64_t seed, const double[::1] bounds) e
 cdef void _next_batch(_Order* o) noexcept:
     """The next batch: every key above the last batch's upper key and at most a new one,
     chosen from a sample of the keys left so that about ``_TARGET`` fall in (all that are
-    left when few are), in (key, index) order. Each batch is a pass over the keys with a
-    store and no branch per key, and a sort of the batch: the race takes a few dozen
-    candidates of thousands, where building a heap of all of them would cost each key its
-    unpredictable comparisons."""
-    cdef Py_ssize_t n = o.finite, i, c = 0, step, q, have = 0, t
-    cdef double upper = INFINITY, k, low = o.below
+    left when few are), in (key, index) order. Each batch is a pass over the candidates with
+    a store and no branch each, keeping those whose key may be at most the upper one (a
+    product, no division: nums <= upper x dens, the upper key raised by 2**-50 for the
+    rounding of the key's division), then the keys of those, the exact test, and a sort of
+    the batch: the race takes a few dozen candidates of thousands, where building a heap of
+    all of them would cost each key its unpredictable comparisons."""
+    cdef Py_ssize_t n = o.finite, i, c = 0, kept = 0, step, q, have = 0, t
+    cdef double upper = INFINITY, k, low = o.below, loose
     cdef bint started = o.started
     cdef double best[_TARGET]
     if o.left > 2 * _TARGET:
@@ -371,7 +382,7 @@ cdef void _next_batch(_Order* o) noexcept:
             q = _TARGET
         i = 0
         while i < n:
-            k = o.keys[i]
+            k = o.nums[i] / o.dens[i]
             i += step
             if started and k <= low:
                 continue
@@ -388,11 +399,20 @@ cdef void _next_batch(_Order* o) noexcept:
             best[t] = k
         if have == q:
             upper = best[q - 1]
+    # fl(a / b) <= upper implies a <= upper (1 + 2**-52) b, below fl(fl(upper (1 + 2**-50)) b);
+    # left out only when surely above (a NaN product, inf x 0, is kept and tested exactly)
+    loose = upper * (1.0 + 8.881784197001252e-16)
     for i in range(n):
-        k = o.keys[i]
-        o.bkeys[c] = k
-        o.bidx[c] = o.idx[i]
-        c += (k <= upper) & ((not started) | (k > low))
+        o.bidx[c] = i
+        c += not (o.nums[i] > loose * o.dens[i])
+    for t in range(c):
+        i = o.bidx[t]
+        k = o.nums[i] / o.dens[i]
+        if k <= upper and (not started or k > low):
+            o.bkeys[kept] = k
+            o.bidx[kept] = o.idx[i]  # kept <= t: a slot already read
+            kept += 1
+    c = kept
     # in (key, index) order: a heap of the batch popped to its end
     t = c // 2
     while t > 0:
@@ -456,8 +476,9 @@ cdef inline bint _order_pop(_Order* o, double* key, Py_ssize_t* j) noexcept:
 
 
 cdef void _order_free(_Order* o) noexcept:
-    PyMem_Free(o.keys)  # the block of all four (``_order_alloc``)
-    o.keys, o.idx, o.bkeys, o.bidx, o.left, o.bsize = NULL, NULL, NULL, NULL, 0, 0
+    PyMem_Free(o.nums)  # the block of all five (``_order_alloc``)
+    o.nums, o.dens, o.idx, o.bkeys, o.bidx = NULL, NULL, NULL, NULL, NULL
+    o.left, o.bsize = 0, 0
 
 
 cdef class KeyOrder:

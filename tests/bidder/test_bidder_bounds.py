@@ -181,13 +181,19 @@ def test_the_rate_bounds_are_at_least_the_sigmoid_of_the_sums() -> None:
     assert math.exp(60.0) > EXP60_LOW and EXP_SHRINK < 1.0
 
 
+@pytest.mark.parametrize("extreme", [False, True])
 @pytest.mark.parametrize("n", [0, 1, 10, 300, 3000])
-def test_the_key_order_gives_the_order_of_a_full_sort(n: int) -> None:
+def test_the_key_order_gives_the_order_of_a_full_sort(n: int, extreme: bool) -> None:
     rng = np.random.default_rng(n)
     exps = -np.log(rng.uniform(2.0**-53, 1.0, n))
     bounds = np.round(rng.exponential(3.0, n))  # ties, and zeros (no finite key)
     bounds[rng.random(n) < 0.1] = 0.0
-    with np.errstate(divide="ignore"):
+    if extreme:  # keys past the floats, infinite bounds (keys of 0), zero exponentials
+        picks = rng.random(n)
+        bounds[picks < 0.05] = 1e-310
+        bounds[(picks >= 0.05) & (picks < 0.1)] = np.inf
+        exps[(picks >= 0.1) & (picks < 0.15)] = 0.0
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         keys = np.where(bounds > 0.0, exps / bounds, np.inf)
     finite = int(np.isfinite(keys).sum())
     want_j: list[int] = []

@@ -105,6 +105,10 @@ def _cases() -> list[tuple[str, list[float | None], list[float], list[float] | N
     cases.append(("zero bounds, zero weights", zero_bounds, [0.0] * n, None))
     mixed: list[float | None] = [rng.choice([None, 0.0, rng.expovariate(1.0)]) for _ in range(n)]
     cases.append(("mixed", mixed, [(w or 0.0) * rng.uniform(1, 3) for w in mixed], None))
+    # bounds so small that some keys leave the floats (subnormal) or nearly do
+    tiny_bounds = [rng.choice([1e-310, 1e-300, 2.0]) for _ in range(n)]
+    tiny: list[float | None] = [b * rng.uniform(0.1, 1.0) for b in tiny_bounds]
+    cases.append(("tiny bounds", tiny, tiny_bounds, None))
     return cases
 
 
