@@ -188,6 +188,7 @@ def imp_offers(
     seed = b.rng.getrandbits(64)  # the draw's one random number
     out.shared, out.suffixes = shared, suffixes
     shown: list[int] = [_UNSEEN] * n  # the creative position of each, once chosen
+    reached = [0]  # how many have a creative chosen or a cap found (``shown`` not _UNSEEN)
     predictions: dict[int, tuple[float, float]] = {}
     goal_codes, goal_prices = compiled.goal_codes, compiled.goal_prices
     by_runs: RunValues | None = None  # the refined bounds of candidates that are runs
@@ -203,6 +204,7 @@ def imp_offers(
                 continue
             k = int(kept[j])
             cand = cands.get(k)
+            reached[0] += 1
             if cands.is_capped(k):
                 why = b.capped(cand.entry.campaign)
                 if why:
@@ -236,6 +238,8 @@ def imp_offers(
         goes on to price."""
         if scorer is None:
             return exact_refine(js)
+        if by_runs is not None and not reached[0]:  # nothing priced yet: the usual case
+            return by_runs(js)
         done = [j for j in js if shown[j] != _UNSEEN]
         pending = js
         if done:
