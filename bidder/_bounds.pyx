@@ -668,8 +668,14 @@ def race_loop(
             if have_next and (size == 0 or _before(&nxt, &heap[0])):
                 if refining:
                     js = []
-                    for t in range(batch):  # the next ``batch`` in order, less the excluded
+                    # up to ``batch`` of the next in order, less the excluded, while their
+                    # first keys come before the queue's head (those after it may never need
+                    # refining)
+                    for t in range(batch):
                         if not have_next:
+                            break
+                        nxt.key, nxt.j = next_key, next_j
+                        if size > 0 and not _before(&nxt, &heap[0]):
                             break
                         if excluded is None or not excluded(next_j):
                             js.append(next_j)

@@ -307,9 +307,10 @@ def python_race_loop(
     batch: int,
 ) -> tuple[int, int]:
     """The early stop's loop (the module's docstring): candidates in the order of their first
-    keys (``python_first_keys``: lower bounds of E_j / b_j), refined ``batch`` at a time when
-    ``refine`` is given, priced from a queue of (key bound, j), E_j taken for the candidates
-    refined or priced (``exponential_at``). (``RACE_WON``, the winner), or (``RACE_CAPPED`` /
+    keys (``python_first_keys``: lower bounds of E_j / b_j), refined up to ``batch`` at a time
+    (while their first keys come before the queue's head) when ``refine`` is given, priced
+    from a queue of (key bound, j), E_j taken for the candidates refined or priced
+    (``exponential_at``). (``RACE_WON``, the winner), or (``RACE_CAPPED`` /
     ``RACE_EVERYTHING``, -1). The reference of the compiled ``bidder._bounds.race_loop``."""
     # the finite keys in (key, j) order, a chunk at a time: the race rarely needs many
     finite, chunks = key_order(python_first_keys(seed, bounds))
@@ -326,8 +327,15 @@ def python_race_loop(
             first += ks
         if i < finite and (not queue or (first[i], ordered[i]) < queue[0][:2]):
             if refine is not None:
-                some = [j for j in ordered[i : i + batch] if not (excluded and excluded(j))]
-                i += batch
+                # up to ``batch`` of the next, while their first keys come before the queue's
+                # head (those after it may never need refining)
+                some: list[int] = []
+                end = min(i + batch, finite)
+                while i < end and (not queue or (first[i], ordered[i]) < queue[0][:2]):
+                    j = ordered[i]
+                    i += 1
+                    if not (excluded and excluded(j)):
+                        some.append(j)
                 if some:
                     for j, b in zip(some, refine(some), strict=True):
                         refined[j] = b
