@@ -29,6 +29,7 @@ from bidder.targeting import Candidate, TargetingIndex
 # candidate sets remembered per index: requests repeat (campaigns, creatives) pairs, and a set
 # is a few hundred KiB at 20,000 campaigns
 _MEMO: Final = 64
+_SEEN: Final = 1024  # hashes of the candidate-set keys seen once (``candidate_set``)
 
 IntArray = npt.NDArray[np.intp]
 I64 = npt.NDArray[np.int64]
@@ -212,12 +213,19 @@ def candidate_set(
     laid = index.eligible_positions(shape) if not deals else None
     if laid is None:
         return CandidateSet.from_list(index.candidates(imp, request_mask, creative_mask, seat))
-    m &= index.no_deal
+    # ``m`` holds campaigns without deals only: no deal is open to the seat here
     key = BigKey(m, shape._hash)  # the shape's hash stands for it; equal keys are compared
     known: CandidateSet | None = recall(index.candidate_sets, key)
     if known is None or known.shape != shape:
         known = _over_arrays(index, m, shape, laid)
-        remember(index.candidate_sets, key, known, _MEMO)
+        # remembered from a key's second sighting: where campaign masks rarely repeat (a
+        # mix of many audiences) a set would be stored and evicted unused on every imp,
+        # tens of KiB at 20,000 campaigns each
+        seen = index.candidate_keys_seen
+        if hash(key) in seen:
+            remember(index.candidate_sets, key, known, _MEMO)
+        else:
+            remember(seen, hash(key), True, _SEEN)
     else:
         known.forget()
     return known

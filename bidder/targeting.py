@@ -274,6 +274,7 @@ class TargetingIndex:
         self._powers: npt.NDArray[np.float64] | None = None
         # (campaigns, the shape's hash) -> an imp's candidate set (``bidder.candidates``)
         self.candidate_sets: OrderedDict[BigKey, Any] = OrderedDict()
+        self.candidate_keys_seen: OrderedDict[int, bool] = OrderedDict()  # their hashes
         # creative_ok -> its positions and their entries (``eligible_positions``)
         self._positions_of: OrderedDict[BigKey, tuple[IntArray, IntArray]] = OrderedDict()
         self._entry_columns: EntryColumns | None = None

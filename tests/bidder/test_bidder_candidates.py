@@ -60,6 +60,11 @@ def _check(index: TargetingIndex, requests: list[BidRequest]) -> int:
             assert _columns(got) == _columns(CandidateSet.from_list(want))
             assert [got.get(k) for k in range(len(got))] == want
             seen += len(got)
+            if len(got) and not (imp.pmp and imp.pmp.deals):
+                # remembered from the second sighting of its campaigns and shape, not the first
+                again = candidate_set(index, imp, mask, creatives)
+                assert candidate_set(index, imp, mask, creatives) is again
+                assert _columns(again) == _columns(got)
     return seen
 
 
