@@ -110,18 +110,15 @@ def select_runs(
     return rows_arr, entries_arr, bids_arr, ids_arr
 
 
-cdef inline int64_t _rates_value_bound(
-    double p_click, double p_install, int8_t code, int64_t price
-) noexcept nogil:
-    """The value bound of a candidate whose largest predictions (a static model's) are
-    given: ``bidder.bounds.weight_bounds`` without ``logistic``, before the lowest bid."""
-    cdef double rate
-    if code == 0:  # a CPM goal's value is its price: no rate needed
-        return price
-    rate = p_click if code == 1 else p_click * p_install
+cdef inline int64_t _value_bound(int8_t code, int64_t price, double rate) noexcept nogil:
+    """A goal's value from an upper bound of the rate it reads, + 1 (``bidder.bounds
+    .weight_bounds``, before the lowest bid): a CPM goal's is its price, without a branch;
+    the rate at most 1."""
+    cdef int64_t value
     if rate > 1.0:
         rate = 1.0
-    return <int64_t>((<double>price) * rate * 1000.0) + 1
+    value = <int64_t>((<double>price) * rate * 1000.0) + 1
+    return price if code == 0 else value
 
 
 def exp_factors(const double[:, ::1] tops):
@@ -229,8 +226,7 @@ def entry_bounds(
         raise ValueError("entries, maximum bids and floors differ in length")
     if bound_rows.shape[1] != 2 or goal_codes.shape[0] < rows or goal_prices.shape[0] < rows:
         raise ValueError("the bound rows and the goal arrays do not fit")
-    # the request's factor by goal code (a CPM goal reads none), shrunk here once: the
-    # same product as ``rate_bound``'s (IEEE products commute)
+    # the request's factor by goal code (a CPM goal reads none; its slot is the click's)
     cdef double factors[3]
     factors[1] = capped_exp(-click)
     factors[0], factors[2] = factors[1], capped_exp(-(click + install))
@@ -240,7 +236,7 @@ def entry_bounds(
     cdef Py_ssize_t[::1] kept = kept_arr
     cdef int64_t[::1] lows = lows_arr
     cdef double[::1] bounds = bounds_arr
-    cdef int64_t floor, low, price, value, b
+    cdef int64_t floor, low, price, b
     cdef int8_t code
     cdef double rate
     for g in range(m):
@@ -260,11 +256,11 @@ def entry_bounds(
         price = goal_prices[entry]
         if logistic:  # without a branch on the goal: its row and factor by code
             rate = rate_bound(bound_rows[entry, code >> 1], factors[code])
-            value = <int64_t>((<double>price) * rate * 1000.0) + 1
-            value = price if code == 0 else value
-        else:
-            value = _rates_value_bound(bound_rows[entry, 0], bound_rows[entry, 1], code, price)
-        b = value - low
+        else:  # the largest predictions: an install goal's rate their product
+            rate = bound_rows[entry, 0]
+            if code == 2:
+                rate = rate * bound_rows[entry, 1]
+        b = _value_bound(code, price, rate) - low
         kept[n] = g
         lows[n] = low
         bounds[n] = <double>(b if b > 0 else 0)

@@ -223,6 +223,17 @@ def python_imp_bounds(
     return Survivors(kept, lows, bounds, below)
 
 
+def floor_survivors(max_bids: I64, floors: I64, low_min: int) -> tuple[Positions, I64, int]:
+    """The candidates that survive their floor (``floors`` of length 1: every candidate's; a
+    floor < 0, a deal's in an unknown currency, drops the candidate without counting it),
+    their lowest bids, and how many are under a known floor."""
+    floors = np.broadcast_to(floors, max_bids.shape)
+    known = floors >= 0
+    ok = known & (max_bids >= floors)
+    kept = np.flatnonzero(ok)
+    return kept, np.maximum(floors[kept], low_min), int(np.count_nonzero(known & ~ok))
+
+
 def weight_bounds(
     goal_codes: npt.NDArray[np.int8],
     goal_prices: I64,
@@ -363,16 +374,12 @@ def entry_bounds(
     (``ShapeTops.get`` under ``terms``) are known: the same numbers, in one compiled loop over
     rows. ``floors`` of length 1: every candidate's floor."""
     if _entries is None:
-        floors = np.broadcast_to(floors, max_bids.shape)
-        known = floors >= 0
-        ok = known & (max_bids >= floors)
-        kept = np.flatnonzero(ok)
-        lows = np.maximum(floors[kept], low_min)
+        kept, lows, below = floor_survivors(max_bids, floors, low_min)
         at = rows[kept]
         bounds = weight_bounds(
             tops.goal_codes[at], tops.goal_prices[at], tops.rows[at], lows, terms
         )
-        return Survivors(kept, lows, bounds, int(np.count_nonzero(known & ~ok)))
+        return Survivors(kept, lows, bounds, below)
     kept, lows, bounds, below = _entries(
         rows,
         max_bids,
@@ -435,6 +442,7 @@ __all__ = [
     "bound_terms",
     "entry_bounds",
     "exp_factors",
+    "floor_survivors",
     "imp_bounds",
     "python_best_values",
     "python_capped_exp",

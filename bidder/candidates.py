@@ -221,11 +221,11 @@ def candidate_set(
         # remembered from a key's second sighting: where campaign masks rarely repeat (a
         # mix of many audiences) a set would be stored and evicted unused on every imp,
         # tens of KiB at 20,000 campaigns each
-        seen = index.candidate_keys_seen
-        if hash(key) in seen:
+        seen, hashed = index.candidate_keys_seen, hash(key)
+        if hashed in seen:
             remember(index.candidate_sets, key, known, _MEMO)
         else:
-            remember(seen, hash(key), True, _SEEN)
+            remember(seen, hashed, True, _SEEN)
     else:
         known.forget()
     return known

@@ -19,6 +19,7 @@ from bidder.bounds import (
     best_values,
     bound_terms,
     entry_bounds,
+    floor_survivors,
     imp_bounds,
     weight_bounds,
 )
@@ -179,7 +180,7 @@ def imp_offers(
         )
     else:  # no bounds of the rates: every survivor is scored, bounds from exact values
         z0 = (0.0, 0.0)
-        kept, lows, below = _survivors(cands.max_bids, floors, low_min)
+        kept, lows, below = floor_survivors(cands.max_bids, floors, low_min)
     if below or cands.deals:
         drops["floor"] = drops.get("floor", 0) + below
     n = len(kept)
@@ -373,17 +374,6 @@ def _floors(
         if deal.at is not None:
             types[k] = deal.at
     return floors, types
-
-
-def _survivors(max_bids: I64, floors: I64, low_min: int) -> tuple[Positions, I64, int]:
-    """Without weight bounds: the candidates that survive their floor (a floor < 0, a deal's
-    in an unknown currency, is counted already), their lowest bids, and how many are under a
-    known floor."""
-    floors = np.broadcast_to(floors, max_bids.shape)  # one floor: every candidate's
-    known = floors >= 0
-    ok = known & (max_bids >= floors)
-    kept = np.flatnonzero(ok)
-    return kept, np.maximum(floors[kept], low_min), int(np.count_nonzero(known & ~ok))
 
 
 def _excluded(ids: I64, won: set[int]) -> Callable[[int], bool]:
